@@ -1,0 +1,228 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Group-commit defaults.
+const (
+	// DefaultMaxBatch caps how many callers share one transaction. Larger
+	// batches amortise the fsync further but make every caller wait for the
+	// slowest one in the batch.
+	DefaultMaxBatch = 128
+	// DefaultCommitters is how many transactions may be open at once.
+	// PostgreSQL benefits from a few; SQLite has one writer anyway.
+	DefaultCommitters = 4
+	// batchTimeout bounds one shared transaction, independent of any one
+	// caller's context, so a cancelled caller never aborts the others.
+	batchTimeout = 30 * time.Second
+	// maxRetries is how often Do re-runs a function that failed with an
+	// error the driver classifies as transient (deadlock, serialisation).
+	maxRetries = 3
+)
+
+// Retryer is implemented by drivers that can tell transient errors apart.
+type Retryer interface {
+	Retryable(err error) bool
+}
+
+// Options configures a Store.
+type Options struct {
+	MaxBatch   int
+	Committers int
+}
+
+// Store is the write path shared by the server. Do group-commits: callers
+// that arrive while a transaction is being built join it, each inside its own
+// savepoint. Callers are sharded by a key (the execution id) so that all
+// writes for one execution go through one committer; that keeps row locks of
+// one execution from being taken by two of our own transactions at once.
+type Store struct {
+	drv    Driver
+	shards []chan *request
+	max    int
+	wg     sync.WaitGroup
+	once   sync.Once
+	stop   chan struct{}
+}
+
+type request struct {
+	fn   func(Tx) error
+	done chan error
+}
+
+// New starts the committers. Close stops them.
+func New(drv Driver, opts Options) *Store {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.Committers <= 0 {
+		opts.Committers = DefaultCommitters
+	}
+	if drv.Name() == "sqlite" {
+		opts.Committers = 1 // one writer: more committers only queue on the lock
+	}
+	s := &Store{drv: drv, max: opts.MaxBatch, stop: make(chan struct{})}
+	for i := 0; i < opts.Committers; i++ {
+		ch := make(chan *request, opts.MaxBatch*4)
+		s.shards = append(s.shards, ch)
+		s.wg.Add(1)
+		go s.committer(ch)
+	}
+	return s
+}
+
+// Driver returns the underlying driver.
+func (s *Store) Driver() Driver { return s.drv }
+
+// Read runs read-only work outside the write path.
+func (s *Store) Read(ctx context.Context, fn func(q Querier) error) error {
+	return s.drv.Read(ctx, fn)
+}
+
+// ErrClosed is returned by Do after Close.
+var ErrClosed = errors.New("store is closed")
+
+// Do runs fn inside a (possibly shared) transaction and returns once that
+// transaction committed or fn's work was rolled back. fn must only use tx
+// and must not keep it. An error from fn rolls back fn's own work only.
+func (s *Store) Do(ctx context.Context, key int64, fn func(Tx) error) error {
+	var err error
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		err = s.do(ctx, key, fn)
+		r, ok := s.drv.(Retryer)
+		if err == nil || !ok || !r.Retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Store) do(ctx context.Context, key int64, fn func(Tx) error) error {
+	if key < 0 {
+		key = -key
+	}
+	req := &request{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.shards[key%int64(len(s.shards))] <- req:
+	case <-s.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued the work will be attempted; wait for its outcome even if
+	// ctx ends, so a caller never reports failure for committed work.
+	return <-req.done
+}
+
+// Close stops accepting work and waits for in-flight batches.
+func (s *Store) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	s.wg.Wait()
+	return s.drv.Close()
+}
+
+func (s *Store) committer(ch chan *request) {
+	defer s.wg.Done()
+	batch := make([]*request, 0, s.max)
+	for {
+		var first *request
+		select {
+		case first = <-ch:
+		case <-s.stop:
+			// Drain what is queued so no caller waits forever.
+			for {
+				select {
+				case r := <-ch:
+					r.done <- ErrClosed
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < s.max {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+func (s *Store) runBatch(batch []*request) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	if len(batch) == 1 {
+		batch[0].done <- s.runOne(ctx, batch[0])
+		return
+	}
+	tx, err := s.drv.Begin(ctx)
+	if err != nil {
+		for _, r := range batch {
+			r.done <- fmt.Errorf("begin transaction: %w", err)
+		}
+		return
+	}
+	errs := make([]error, len(batch))
+	for i, r := range batch {
+		sp := fmt.Sprintf("sp%d", i)
+		if err := tx.Savepoint(ctx, sp); err != nil {
+			_ = tx.Rollback()
+			s.fallback(ctx, batch)
+			return
+		}
+		if errs[i] = r.fn(tx); errs[i] != nil {
+			if err := tx.RollbackTo(ctx, sp); err != nil {
+				_ = tx.Rollback()
+				s.fallback(ctx, batch)
+				return
+			}
+		}
+		if err := tx.Release(ctx, sp); err != nil {
+			_ = tx.Rollback()
+			s.fallback(ctx, batch)
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// We cannot tell which caller broke the commit; retry each alone.
+		s.fallback(ctx, batch)
+		return
+	}
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+}
+
+// fallback runs each request in its own transaction after a shared one
+// failed as a whole.
+func (s *Store) fallback(ctx context.Context, batch []*request) {
+	for _, r := range batch {
+		r.done <- s.runOne(ctx, r)
+	}
+}
+
+func (s *Store) runOne(ctx context.Context, r *request) error {
+	tx, err := s.drv.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := r.fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		_ = tx.Rollback()
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,275 @@
+package pgdriver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// dbtx is what both *pgxpool.Pool and pgx.Tx offer.
+type dbtx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// querier implements store.Querier over a pool (Driver.Read) or a
+// transaction (tx embeds it).
+type querier struct {
+	db dbtx
+}
+
+var _ store.Querier = querier{}
+
+// Column lists shared by SELECTs and RETURNING clauses, in scan order.
+const (
+	catalogCols = "catalog_id, path, version, name, content, created_at"
+	execCols    = "execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error"
+	eventCols   = "event_id, execution_id, event_type, step, command_id, status, result, error, worker_id, attempt, created_at"
+	// Commands are always aliased c so the same list serves joins and
+	// UPDATE ... AS c RETURNING.
+	commandCols = "c.event_id, c.execution_id, c.command_id, c.step, c.tool, c.input, c.status, c.attempt, c.worker_id, " +
+		"c.lease_expires_at, c.result, c.error, c.publishes, c.published_at, c.created_at, c.updated_at"
+	outboxCols = "id, event_id, subject, msg_id, payload, created_at"
+)
+
+// liveStatuses are the non-terminal command statuses, as a SQL list.
+const liveStatuses = "('issued', 'claimed', 'running')"
+
+// ts normalises a time for storage: UTC, truncated to the microsecond
+// precision PostgreSQL keeps (the server would round instead).
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// tsOrNow is ts(t), or the current time when t is zero.
+func tsOrNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return ts(time.Now())
+	}
+	return ts(t)
+}
+
+func tsPtrArg(p *time.Time) any {
+	if p == nil {
+		return nil
+	}
+	return ts(*p)
+}
+
+func utcPtr(p *time.Time) *time.Time {
+	if p == nil {
+		return nil
+	}
+	u := p.UTC()
+	return &u
+}
+
+// jsonArg stores an empty document as NULL and otherwise sends the bytes
+// untouched so they round-trip exactly.
+func jsonArg(m json.RawMessage) any {
+	if len(m) == 0 {
+		return nil
+	}
+	return []byte(m)
+}
+
+func scanCatalog(row pgx.Row) (store.CatalogEntry, error) {
+	var c store.CatalogEntry
+	err := row.Scan(&c.CatalogID, &c.Path, &c.Version, &c.Name, &c.Content, &c.CreatedAt)
+	c.CreatedAt = c.CreatedAt.UTC()
+	return c, err
+}
+
+func scanExecution(row pgx.Row) (store.Execution, error) {
+	var (
+		e                store.Execution
+		workload, result []byte
+	)
+	err := row.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload,
+		&e.StartedAt, &e.EndedAt, &result, &e.Error)
+	e.Workload, e.Result = workload, result
+	e.StartedAt, e.EndedAt = e.StartedAt.UTC(), utcPtr(e.EndedAt)
+	return e, err
+}
+
+func scanEvent(row pgx.Row) (store.Event, error) {
+	var (
+		e      store.Event
+		result []byte
+	)
+	err := row.Scan(&e.EventID, &e.ExecutionID, &e.EventType, &e.Step, &e.CommandID, &e.Status,
+		&result, &e.Error, &e.WorkerID, &e.Attempt, &e.CreatedAt)
+	e.Result = result
+	e.CreatedAt = e.CreatedAt.UTC()
+	return e, err
+}
+
+func scanCommand(row pgx.Row) (store.Command, error) {
+	var (
+		c                   store.Command
+		tool, input, result []byte
+	)
+	err := row.Scan(&c.EventID, &c.ExecutionID, &c.CommandID, &c.Step, &tool, &input, &c.Status,
+		&c.Attempt, &c.WorkerID, &c.LeaseExpires, &result, &c.Error, &c.Publishes,
+		&c.PublishedAt, &c.CreatedAt, &c.UpdatedAt)
+	c.Tool, c.Input, c.Result = tool, input, result
+	c.LeaseExpires = utcPtr(c.LeaseExpires)
+	c.PublishedAt, c.CreatedAt, c.UpdatedAt = c.PublishedAt.UTC(), c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	return c, err
+}
+
+func scanOutbox(row pgx.Row) (store.OutboxMsg, error) {
+	var m store.OutboxMsg
+	err := row.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &m.CreatedAt)
+	m.CreatedAt = m.CreatedAt.UTC()
+	return m, err
+}
+
+// collect scans every row of a query with scan.
+func collect[T any](rows pgx.Rows, err error, scan func(pgx.Row) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })
+}
+
+// notFound turns pgx.ErrNoRows into store.ErrNotFound, naming what was
+// missing.
+func notFound(err error, what string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return fmt.Errorf("pgdriver: %s: %w", what, err)
+}
+
+// limitArg maps a non-positive limit to NULL, which PostgreSQL reads as
+// LIMIT ALL.
+func limitArg(limit int) any {
+	if limit <= 0 {
+		return nil
+	}
+	return limit
+}
+
+func (q querier) CatalogGet(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
+	var row pgx.Row
+	if version == 0 {
+		row = q.db.QueryRow(ctx, "SELECT "+catalogCols+" FROM catalog WHERE path = $1 ORDER BY version DESC LIMIT 1", path)
+	} else {
+		row = q.db.QueryRow(ctx, "SELECT "+catalogCols+" FROM catalog WHERE path = $1 AND version = $2", path, version)
+	}
+	c, err := scanCatalog(row)
+	if err != nil {
+		return store.CatalogEntry{}, notFound(err, fmt.Sprintf("catalog %s version %d", path, version))
+	}
+	return c, nil
+}
+
+func (q querier) CatalogGetByID(ctx context.Context, catalogID int64) (store.CatalogEntry, error) {
+	c, err := scanCatalog(q.db.QueryRow(ctx, "SELECT "+catalogCols+" FROM catalog WHERE catalog_id = $1", catalogID))
+	if err != nil {
+		return store.CatalogEntry{}, notFound(err, fmt.Sprintf("catalog id %d", catalogID))
+	}
+	return c, nil
+}
+
+func (q querier) CatalogList(ctx context.Context) ([]store.CatalogEntry, error) {
+	rows, err := q.db.Query(ctx, `SELECT DISTINCT ON (path) catalog_id, path, version, name, '', created_at
+		FROM catalog ORDER BY path, version DESC`)
+	list, err := collect(rows, err, scanCatalog)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list catalog: %w", err)
+	}
+	return list, nil
+}
+
+func (q querier) ExecutionGet(ctx context.Context, id int64) (store.Execution, error) {
+	e, err := scanExecution(q.db.QueryRow(ctx, "SELECT "+execCols+" FROM executions WHERE execution_id = $1", id))
+	if err != nil {
+		return store.Execution{}, notFound(err, fmt.Sprintf("execution %d", id))
+	}
+	return e, nil
+}
+
+func (q querier) ExecutionList(ctx context.Context, offset, limit int) ([]store.Execution, int64, error) {
+	var total int64
+	if err := q.db.QueryRow(ctx, "SELECT count(*) FROM executions").Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("pgdriver: count executions: %w", err)
+	}
+	rows, err := q.db.Query(ctx, "SELECT "+execCols+" FROM executions ORDER BY execution_id DESC OFFSET $1 LIMIT $2",
+		max(offset, 0), limitArg(limit))
+	list, err := collect(rows, err, scanExecution)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pgdriver: list executions: %w", err)
+	}
+	return list, total, nil
+}
+
+func (q querier) EventList(ctx context.Context, executionID int64) ([]store.Event, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+eventCols+" FROM events WHERE execution_id = $1 ORDER BY event_id", executionID)
+	list, err := collect(rows, err, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list events of execution %d: %w", executionID, err)
+	}
+	return list, nil
+}
+
+func (q querier) CommandGet(ctx context.Context, eventID int64) (store.Command, error) {
+	c, err := scanCommand(q.db.QueryRow(ctx, "SELECT "+commandCols+" FROM commands AS c WHERE c.event_id = $1", eventID))
+	if err != nil {
+		return store.Command{}, notFound(err, fmt.Sprintf("command %d", eventID))
+	}
+	return c, nil
+}
+
+func (q querier) CommandListByExecution(ctx context.Context, executionID int64) ([]store.Command, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+commandCols+" FROM commands AS c WHERE c.execution_id = $1 ORDER BY c.event_id", executionID)
+	list, err := collect(rows, err, scanCommand)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list commands of execution %d: %w", executionID, err)
+	}
+	return list, nil
+}
+
+func (q querier) CommandsDue(ctx context.Context, now, unclaimedBefore time.Time, limit int) ([]store.Command, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+commandCols+` FROM commands AS c
+		JOIN executions AS e ON e.execution_id = c.execution_id AND e.status = 'running'
+		WHERE c.status IN `+liveStatuses+`
+		  AND ((c.status = 'issued' AND c.published_at <= $2)
+		    OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $1))
+		  AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.event_id = c.event_id)
+		ORDER BY c.event_id
+		LIMIT $3`, ts(now), ts(unclaimedBefore), limitArg(limit))
+	list, err := collect(rows, err, scanCommand)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list due commands: %w", err)
+	}
+	return list, nil
+}
+
+func (q querier) OutboxFetch(ctx context.Context, limit int) ([]store.OutboxMsg, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+outboxCols+" FROM outbox ORDER BY id LIMIT $1", limitArg(limit))
+	list, err := collect(rows, err, scanOutbox)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: fetch outbox: %w", err)
+	}
+	return list, nil
+}
+
+func (q querier) Stats(ctx context.Context) (store.Stats, error) {
+	var s store.Stats
+	err := q.db.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM executions WHERE status = 'running'),
+		(SELECT count(*) FROM commands WHERE status IN `+liveStatuses+`),
+		(SELECT count(*) FROM outbox)`).Scan(&s.ExecutionsRunning, &s.CommandsPending, &s.OutboxDepth)
+	if err != nil {
+		return store.Stats{}, fmt.Errorf("pgdriver: stats: %w", err)
+	}
+	return s, nil
+}

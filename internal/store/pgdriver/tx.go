@@ -1,0 +1,279 @@
+package pgdriver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// rollbackTimeout bounds Rollback, which has no context of its own; if the
+// server does not answer in time pgx closes the connection, which aborts the
+// transaction anyway.
+const rollbackTimeout = 10 * time.Second
+
+// tx implements store.Tx over a pgx.Tx.
+type tx struct {
+	querier
+	tx pgx.Tx
+}
+
+var _ store.Tx = (*tx)(nil)
+
+func (t *tx) Commit() error {
+	if err := t.tx.Commit(context.Background()); err != nil {
+		return fmt.Errorf("pgdriver: commit: %w", err)
+	}
+	return nil
+}
+
+// Rollback is harmless after Commit or a previous Rollback, so callers can
+// always defer it.
+func (t *tx) Rollback() error {
+	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+	defer cancel()
+	err := t.tx.Rollback(ctx)
+	if err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		return fmt.Errorf("pgdriver: rollback: %w", err)
+	}
+	return nil
+}
+
+// validSavepoint guards the names spliced into SAVEPOINT statements, which
+// cannot take bind parameters.
+func validSavepoint(name string) error {
+	if name == "" {
+		return errors.New("pgdriver: empty savepoint name")
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return fmt.Errorf("pgdriver: savepoint name %q must match [a-z0-9_]+", name)
+		}
+	}
+	return nil
+}
+
+func (t *tx) savepointExec(ctx context.Context, stmt, name string) error {
+	if err := validSavepoint(name); err != nil {
+		return err
+	}
+	if _, err := t.tx.Exec(ctx, stmt+name); err != nil {
+		return fmt.Errorf("pgdriver: %s: %w", stmt+name, err)
+	}
+	return nil
+}
+
+func (t *tx) Savepoint(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "SAVEPOINT ", name)
+}
+
+func (t *tx) RollbackTo(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "ROLLBACK TO SAVEPOINT ", name)
+}
+
+func (t *tx) Release(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "RELEASE SAVEPOINT ", name)
+}
+
+// insertErr reports a duplicate key as store.ErrConflict so callers can tell
+// "already there" from a broken database.
+func insertErr(err error, what string) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+		return fmt.Errorf("%s already exists (%s): %w", what, pgErr.ConstraintName, store.ErrConflict)
+	}
+	return fmt.Errorf("pgdriver: insert %s: %w", what, err)
+}
+
+// missingOr decides why a conditional UPDATE matched nothing: the row is
+// absent (ErrNotFound) or in the wrong state (ErrConflict). It runs only on
+// the failure path, keeping the success path a single round trip.
+func (t *tx) missingOr(ctx context.Context, err error, existsSQL string, id int64, what string) error {
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("pgdriver: %s: %w", what, err)
+	}
+	var exists bool
+	if err := t.tx.QueryRow(ctx, existsSQL, id).Scan(&exists); err != nil {
+		return fmt.Errorf("pgdriver: %s: %w", what, err)
+	}
+	if !exists {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, store.ErrConflict)
+}
+
+const (
+	commandExistsSQL   = "SELECT EXISTS (SELECT 1 FROM commands WHERE event_id = $1)"
+	executionExistsSQL = "SELECT EXISTS (SELECT 1 FROM executions WHERE execution_id = $1)"
+)
+
+func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, content string, now time.Time) (store.CatalogEntry, error) {
+	// The lock must be taken in its own statement: a READ COMMITTED
+	// statement's snapshot predates any lock it waits for, so MAX(version)
+	// in the same statement could miss a version committed meanwhile.
+	if _, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '') || '/' || $2))",
+		lockClassCatalog, path); err != nil {
+		return store.CatalogEntry{}, fmt.Errorf("pgdriver: lock catalog path %s: %w", path, err)
+	}
+	c, err := scanCatalog(t.tx.QueryRow(ctx, `INSERT INTO catalog (catalog_id, path, version, name, content, created_at)
+		SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5 FROM catalog WHERE path = $2
+		RETURNING `+catalogCols, catalogID, path, name, content, tsOrNow(now)))
+	if err != nil {
+		return store.CatalogEntry{}, insertErr(err, fmt.Sprintf("catalog entry %d for %s", catalogID, path))
+	}
+	return c, nil
+}
+
+func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
+	status := e.Status
+	if status == "" {
+		status = store.ExecRunning
+	}
+	_, err := t.tx.Exec(ctx, "INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
+		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error)
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("execution %d", e.ExecutionID))
+	}
+	return nil
+}
+
+func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, error) {
+	e, err := scanExecution(t.tx.QueryRow(ctx, "SELECT "+execCols+" FROM executions WHERE execution_id = $1 FOR UPDATE", id))
+	if err != nil {
+		return store.Execution{}, notFound(err, fmt.Sprintf("lock execution %d", id))
+	}
+	return e, nil
+}
+
+func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
+	switch status {
+	case store.ExecCompleted, store.ExecFailed, store.ExecCancelled:
+	default:
+		return fmt.Errorf("pgdriver: finish execution %d: status %q is not terminal (want completed, failed or cancelled)", id, status)
+	}
+	var got int64
+	err := t.tx.QueryRow(ctx, `UPDATE executions SET status = $2, result = $3, error = $4, ended_at = $5
+		WHERE execution_id = $1 AND status = 'running' RETURNING execution_id`,
+		id, status, jsonArg(result), errMsg, tsOrNow(now)).Scan(&got)
+	if err != nil {
+		return t.missingOr(ctx, err, executionExistsSQL, id, fmt.Sprintf("finish execution %d", id))
+	}
+	return nil
+}
+
+func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
+	_, err := t.tx.Exec(ctx, "INSERT INTO events ("+eventCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+		e.EventID, e.ExecutionID, e.EventType, e.Step, e.CommandID, e.Status,
+		jsonArg(e.Result), e.Error, e.WorkerID, e.Attempt, tsOrNow(e.CreatedAt))
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("event %d", e.EventID))
+	}
+	return nil
+}
+
+func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
+	created := tsOrNow(c.CreatedAt)
+	_, err := t.tx.Exec(ctx, `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
+			attempt, publishes, published_at, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $7)`,
+		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), created)
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("command %d", c.EventID))
+	}
+	return nil
+}
+
+func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Command, error) {
+	now := tsOrNow(p.Now)
+	// One conditional UPDATE: under concurrency the row lock plus the
+	// re-evaluated WHERE clause lets exactly one claimer through.
+	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c
+		SET status = 'claimed', attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4
+		WHERE c.event_id = $1
+		  AND (c.status = 'issued' OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $4))
+		RETURNING `+commandCols,
+		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now))
+	if err != nil {
+		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, p.EventID, fmt.Sprintf("claim command %d", p.EventID))
+	}
+	return c, nil
+}
+
+// holderUpdate runs an UPDATE allowed only for the current holder of attempt
+// while the command is claimed or running.
+func (t *tx) holderUpdate(ctx context.Context, set string, eventID int64, workerID string, attempt int, what string, args ...any) (store.Command, error) {
+	args = append([]any{eventID, workerID, attempt}, args...)
+	c, err := scanCommand(t.tx.QueryRow(ctx, "UPDATE commands AS c SET "+set+`
+		WHERE c.event_id = $1 AND c.worker_id = $2 AND c.attempt = $3 AND c.status IN ('claimed', 'running')
+		RETURNING `+commandCols, args...))
+	if err != nil {
+		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, eventID,
+			fmt.Sprintf("%s command %d (worker %s, attempt %d)", what, eventID, workerID, attempt))
+	}
+	return c, nil
+}
+
+func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+	now = tsOrNow(now)
+	return t.holderUpdate(ctx, "status = 'running', lease_expires_at = $4, updated_at = $5",
+		eventID, workerID, attempt, "start", ts(now.Add(ttl)), now)
+}
+
+func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+	now = tsOrNow(now)
+	return t.holderUpdate(ctx, "lease_expires_at = $4, updated_at = $5",
+		eventID, workerID, attempt, "heartbeat", ts(now.Add(ttl)), now)
+}
+
+func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
+	if p.Status != store.CmdCompleted && p.Status != store.CmdFailed {
+		return store.Command{}, fmt.Errorf("pgdriver: finish command %d: status %q must be %s or %s",
+			p.EventID, p.Status, store.CmdCompleted, store.CmdFailed)
+	}
+	return t.holderUpdate(ctx, "status = $4, result = $5, error = $6, updated_at = $7",
+		p.EventID, p.WorkerID, p.Attempt, "finish", p.Status, jsonArg(p.Result), p.Error, tsOrNow(p.Now))
+}
+
+func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {
+	tag, err := t.tx.Exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = $2
+		WHERE execution_id = $1 AND status IN `+liveStatuses, executionID, tsOrNow(now))
+	if err != nil {
+		return 0, fmt.Errorf("pgdriver: cancel commands of execution %d: %w", executionID, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (store.Command, error) {
+	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c SET publishes = c.publishes + 1, published_at = $2
+		WHERE c.event_id = $1 RETURNING `+commandCols, eventID, tsOrNow(now)))
+	if err != nil {
+		return store.Command{}, notFound(err, fmt.Sprintf("mark command %d republished", eventID))
+	}
+	return c, nil
+}
+
+func (t *tx) OutboxInsert(ctx context.Context, msg store.OutboxMsg) error {
+	_, err := t.tx.Exec(ctx, "INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6)",
+		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, tsOrNow(msg.CreatedAt))
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("outbox message %d", msg.ID))
+	}
+	return nil
+}
+
+func (t *tx) OutboxDelete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := t.tx.Exec(ctx, "DELETE FROM outbox WHERE id = ANY($1)", ids); err != nil {
+		return fmt.Errorf("pgdriver: delete %d outbox messages: %w", len(ids), err)
+	}
+	return nil
+}

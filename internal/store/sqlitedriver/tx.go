@@ -1,0 +1,312 @@
+package sqlitedriver
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// tx is a store.Tx on the writer connection. It holds the write lock from
+// Begin (BEGIN IMMEDIATE) to Commit or Rollback.
+type tx struct {
+	queries
+}
+
+var _ store.Tx = (*tx)(nil)
+
+// Hot-path statements, prepared once on the writer (see Driver.prepare).
+const (
+	sqlEventInsert = `INSERT INTO events (event_id, execution_id, event_type, step, command_id, status, result, error,
+		worker_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlCommandInsert = `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status, attempt,
+		worker_id, lease_expires_at, result, error, publishes, published_at, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?)`
+	// sqlCommandClaim is one conditional UPDATE: SQLite runs it under the
+	// write lock, so of N concurrent claimers exactly one sees the row in a
+	// claimable state.
+	sqlCommandClaim = `UPDATE commands
+		SET status = 'claimed', attempt = attempt + 1, worker_id = ?, lease_expires_at = ?, updated_at = ?
+		WHERE event_id = ?
+		  AND (status = 'issued' OR (status IN ('claimed', 'running') AND lease_expires_at <= ?))
+		RETURNING ` + commandCols
+	// The holder statements match worker and attempt; an expired lease is
+	// still held until someone re-claims (which bumps the attempt).
+	sqlCommandStart = `UPDATE commands SET status = 'running', lease_expires_at = ?, updated_at = ?
+		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
+		RETURNING ` + commandCols
+	sqlCommandHeartbeat = `UPDATE commands SET lease_expires_at = ?, updated_at = ?
+		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
+		RETURNING ` + commandCols
+	sqlCommandFinish = `UPDATE commands SET status = ?, result = ?, error = ?, updated_at = ?
+		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
+		RETURNING ` + commandCols
+	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
+		WHERE event_id = ? RETURNING ` + commandCols
+	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
+	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)`
+	// The ids travel as one JSON array so the statement can be prepared
+	// whatever their number.
+	sqlOutboxDelete = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
+)
+
+var hotQueries = []string{
+	sqlEventInsert, sqlCommandInsert, sqlCommandClaim, sqlCommandStart, sqlCommandHeartbeat,
+	sqlCommandFinish, sqlCommandRepublished, sqlCommandExists, sqlCommandGet,
+	sqlOutboxInsert, sqlOutboxDelete,
+}
+
+// Commit implements store.Tx.
+func (t *tx) Commit() error {
+	if err := t.tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitedriver: commit: %w", err)
+	}
+	return nil
+}
+
+// Rollback implements store.Tx. After Commit or Rollback it is a no-op, so
+// callers can always defer it.
+func (t *tx) Rollback() error {
+	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("sqlitedriver: rollback: %w", err)
+	}
+	return nil
+}
+
+// validName guards savepoint names, which are spliced into SQL.
+func validName(name string) error {
+	if name == "" {
+		return errors.New("sqlitedriver: empty savepoint name")
+	}
+	for _, r := range name {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return fmt.Errorf("sqlitedriver: savepoint name %q: use only [a-z0-9_]", name)
+		}
+	}
+	return nil
+}
+
+func (t *tx) savepointExec(ctx context.Context, verb, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	// Quoted, so names starting with a digit are valid identifiers too.
+	if _, err := t.tx.ExecContext(ctx, verb+` "`+name+`"`); err != nil {
+		return fmt.Errorf("sqlitedriver: %s %s: %w", verb, name, err)
+	}
+	return nil
+}
+
+func (t *tx) Savepoint(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "SAVEPOINT", name)
+}
+
+func (t *tx) RollbackTo(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "ROLLBACK TO SAVEPOINT", name)
+}
+
+func (t *tx) Release(ctx context.Context, name string) error {
+	return t.savepointExec(ctx, "RELEASE SAVEPOINT", name)
+}
+
+// insertErr reports a duplicate key as store.ErrConflict.
+func insertErr(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+			return fmt.Errorf("sqlitedriver: %s already exists (%v): %w", what, err, store.ErrConflict)
+		}
+	}
+	return fmt.Errorf("sqlitedriver: insert %s: %w", what, err)
+}
+
+// nowIfZero stands in the current time for a caller that left t unset.
+func nowIfZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, content string, now time.Time) (store.CatalogEntry, error) {
+	// The write lock is held for the whole transaction, so reading the max
+	// version and inserting the next one cannot interleave with another
+	// writer.
+	created := micros(now)
+	var version int
+	err := t.queryRow(ctx, `INSERT INTO catalog (catalog_id, path, version, name, content, created_at)
+		SELECT ?, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM catalog WHERE path = ?
+		RETURNING version`, catalogID, path, name, content, created, path).Scan(&version)
+	if err != nil {
+		return store.CatalogEntry{}, insertErr(err, "catalog entry %d (%s)", catalogID, path)
+	}
+	return store.CatalogEntry{
+		CatalogID: catalogID, Path: path, Version: version, Name: name, Content: content,
+		CreatedAt: fromMicros(created),
+	}, nil
+}
+
+func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
+	status := e.Status
+	if status == "" {
+		status = store.ExecRunning
+	}
+	_, err := t.exec(ctx, `INSERT INTO executions (`+executionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
+		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error)
+	if err != nil {
+		return insertErr(err, "execution %d", e.ExecutionID)
+	}
+	return nil
+}
+
+// LockExecution implements store.Tx. BEGIN IMMEDIATE already gave this
+// transaction the database write lock, so reading the row is enough.
+func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, error) {
+	return t.ExecutionGet(ctx, id)
+}
+
+func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
+	switch status {
+	case store.ExecCompleted, store.ExecFailed, store.ExecCancelled:
+	default:
+		return fmt.Errorf("sqlitedriver: finish execution %d: status %q is not terminal (want %s, %s or %s)",
+			id, status, store.ExecCompleted, store.ExecFailed, store.ExecCancelled)
+	}
+	res, err := t.exec(ctx, `UPDATE executions SET status = ?, result = ?, error = ?, ended_at = ?
+		WHERE execution_id = ? AND status = 'running'`, status, jsonArg(result), errMsg, micros(now), id)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: finish execution %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: finish execution %d: %w", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var one int
+	err = t.queryRow(ctx, `SELECT 1 FROM executions WHERE execution_id = ?`, id).Scan(&one)
+	if err != nil {
+		return notFound(err, "finish execution %d", id)
+	}
+	return fmt.Errorf("sqlitedriver: finish execution %d: it is no longer running: %w", id, store.ErrConflict)
+}
+
+func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
+	_, err := t.exec(ctx, sqlEventInsert, e.EventID, e.ExecutionID, e.EventType, e.Step, e.CommandID, e.Status,
+		jsonArg(e.Result), e.Error, e.WorkerID, e.Attempt, micros(nowIfZero(e.CreatedAt)))
+	if err != nil {
+		return insertErr(err, "event %d", e.EventID)
+	}
+	return nil
+}
+
+func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
+	created := micros(nowIfZero(c.CreatedAt))
+	_, err := t.exec(ctx, sqlCommandInsert, c.EventID, c.ExecutionID, c.CommandID, c.Step,
+		jsonArg(c.Tool), jsonArg(c.Input), created, created, created)
+	if err != nil {
+		return insertErr(err, "command %d", c.EventID)
+	}
+	return nil
+}
+
+// commandUpdate runs a RETURNING update of one command. No row means the
+// command is missing (ErrNotFound) or not in a state that allows op
+// (ErrConflict).
+func (t *tx) commandUpdate(ctx context.Context, op string, eventID int64, query string, args ...any) (store.Command, error) {
+	c, err := scanCommand(t.queryRow(ctx, query, args...))
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return store.Command{}, fmt.Errorf("sqlitedriver: %s command %d: %w", op, eventID, err)
+	}
+	var one int
+	if err := t.queryRow(ctx, sqlCommandExists, eventID).Scan(&one); err != nil {
+		return store.Command{}, notFound(err, "%s command %d", op, eventID)
+	}
+	return store.Command{}, fmt.Errorf("sqlitedriver: %s command %d: not allowed in its current state: %w", op, eventID, store.ErrConflict)
+}
+
+func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Command, error) {
+	now := micros(p.Now)
+	return t.commandUpdate(ctx, "claim", p.EventID, sqlCommandClaim,
+		p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.EventID, now)
+}
+
+func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+	return t.commandUpdate(ctx, "start", eventID, sqlCommandStart,
+		micros(now.Add(ttl)), micros(now), eventID, workerID, attempt)
+}
+
+func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+	return t.commandUpdate(ctx, "heartbeat", eventID, sqlCommandHeartbeat,
+		micros(now.Add(ttl)), micros(now), eventID, workerID, attempt)
+}
+
+func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
+	if p.Status != store.CmdCompleted && p.Status != store.CmdFailed {
+		return store.Command{}, fmt.Errorf("sqlitedriver: finish command %d: status %q is not %s or %s",
+			p.EventID, p.Status, store.CmdCompleted, store.CmdFailed)
+	}
+	return t.commandUpdate(ctx, "finish", p.EventID, sqlCommandFinish,
+		p.Status, jsonArg(p.Result), p.Error, micros(p.Now), p.EventID, p.WorkerID, p.Attempt)
+}
+
+func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {
+	res, err := t.exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = ?
+		WHERE execution_id = ? AND `+liveStatus, micros(now), executionID)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitedriver: cancel commands of execution %d: %w", executionID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlitedriver: cancel commands of execution %d: %w", executionID, err)
+	}
+	return int(n), nil
+}
+
+func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (store.Command, error) {
+	c, err := scanCommand(t.queryRow(ctx, sqlCommandRepublished, micros(now), eventID))
+	if err != nil {
+		return c, notFound(err, "mark command %d republished", eventID)
+	}
+	return c, nil
+}
+
+func (t *tx) OutboxInsert(ctx context.Context, m store.OutboxMsg) error {
+	payload := m.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, micros(nowIfZero(m.CreatedAt)))
+	if err != nil {
+		return insertErr(err, "outbox message %d", m.ID)
+	}
+	return nil
+}
+
+func (t *tx) OutboxDelete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: delete outbox messages: %w", err)
+	}
+	if _, err := t.exec(ctx, sqlOutboxDelete, string(list)); err != nil {
+		return fmt.Errorf("sqlitedriver: delete %d outbox messages: %w", len(ids), err)
+	}
+	return nil
+}

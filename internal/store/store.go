@@ -1,0 +1,269 @@
+// Package store owns Millrace's durable state: the event log (the single
+// source of truth), the commands projection with its leases, executions, the
+// playbook catalog and the outbox that feeds NATS.
+//
+// The seam is Driver/Tx. Two drivers implement it (pgdriver for PostgreSQL,
+// sqlitedriver for SQLite) and both must pass the conformance suite in
+// storetest. Callers never talk to a driver directly for writes: they go
+// through Store.Do, which batches concurrent callers into one transaction
+// (group commit) while giving each its own savepoint, so one caller's error
+// never undoes another's work.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Execution statuses.
+const (
+	ExecRunning   = "running"
+	ExecCompleted = "completed"
+	ExecFailed    = "failed"
+	ExecCancelled = "cancelled"
+)
+
+// Command statuses. A command moves issued -> claimed -> running -> completed
+// or failed; cancelled can happen from any non-terminal status. An expired
+// lease on a claimed or running command makes it claimable again.
+const (
+	CmdIssued    = "issued"
+	CmdClaimed   = "claimed"
+	CmdRunning   = "running"
+	CmdCompleted = "completed"
+	CmdFailed    = "failed"
+	CmdCancelled = "cancelled"
+)
+
+// Event types recorded in the event log.
+const (
+	EvPlaybookStarted   = "playbook.started"
+	EvCommandIssued     = "command.issued"
+	EvCommandClaimed    = "command.claimed"
+	EvCommandStarted    = "command.started"
+	EvCommandHeartbeat  = "command.heartbeat"
+	EvCommandCompleted  = "command.completed"
+	EvCommandFailed     = "command.failed"
+	EvStepExit          = "step.exit"
+	EvPlaybookCompleted = "playbook.completed"
+	EvPlaybookFailed    = "playbook.failed"
+	EvExecCancelled     = "execution.cancelled"
+)
+
+// Sentinel errors every driver returns (possibly wrapped).
+var (
+	// ErrNotFound: the row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the state transition is not allowed right now (a live
+	// claim is held by someone else, the command already ended, a stale
+	// attempt number, an execution that is no longer running).
+	ErrConflict = errors.New("conflict")
+)
+
+// IsTerminalCommand reports whether a command status is final.
+func IsTerminalCommand(status string) bool {
+	return status == CmdCompleted || status == CmdFailed || status == CmdCancelled
+}
+
+// CatalogEntry is one registered version of a playbook.
+type CatalogEntry struct {
+	CatalogID int64     `json:"catalog_id"`
+	Path      string    `json:"path"`
+	Version   int       `json:"version"`
+	Name      string    `json:"name"`
+	Content   string    `json:"content,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Execution is one run of a playbook version.
+type Execution struct {
+	ExecutionID int64           `json:"execution_id"`
+	CatalogID   int64           `json:"catalog_id"`
+	Path        string          `json:"path"`
+	Version     int             `json:"version"`
+	Status      string          `json:"status"`
+	Workload    json.RawMessage `json:"workload,omitempty"` // merged workload + payload, a JSON object
+	StartedAt   time.Time       `json:"started_at"`
+	EndedAt     *time.Time      `json:"ended_at"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+}
+
+// Event is one immutable fact in the log.
+type Event struct {
+	EventID     int64           `json:"event_id"`
+	ExecutionID int64           `json:"execution_id"`
+	EventType   string          `json:"event_type"`
+	Step        string          `json:"step,omitempty"`
+	CommandID   string          `json:"command_id,omitempty"`
+	Status      string          `json:"status,omitempty"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	WorkerID    string          `json:"worker_id,omitempty"`
+	Attempt     int             `json:"attempt,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+}
+
+// Command is the projection of one issued unit of work. Its key is the
+// event_id of the command.issued event that created it.
+type Command struct {
+	EventID      int64           `json:"event_id"`
+	ExecutionID  int64           `json:"execution_id"`
+	CommandID    string          `json:"command_id"` // "<execution_id>:<step>:<event_id>"
+	Step         string          `json:"step"`
+	Tool         json.RawMessage `json:"tool"`            // rendered tool config, a JSON object with "kind"
+	Input        json.RawMessage `json:"input,omitempty"` // render context snapshot, may be null
+	Status       string          `json:"status"`
+	Attempt      int             `json:"attempt"` // 0 until first claim
+	WorkerID     string          `json:"worker_id,omitempty"`
+	LeaseExpires *time.Time      `json:"lease_expires_at,omitempty"`
+	Result       json.RawMessage `json:"result,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	// Publishes counts how many outbox rows were ever created for this
+	// command; the reaper uses it to derive a fresh Nats-Msg-Id.
+	Publishes   int       `json:"publishes"`
+	PublishedAt time.Time `json:"published_at"` // last time an outbox row was enqueued
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// OutboxMsg is a notification waiting to be published to NATS.
+type OutboxMsg struct {
+	ID        int64     `json:"id"`
+	EventID   int64     `json:"event_id"` // the command this notifies about
+	Subject   string    `json:"subject"`
+	MsgID     string    `json:"msg_id"` // Nats-Msg-Id header
+	Payload   []byte    `json:"payload"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ClaimParams describes a claim attempt.
+type ClaimParams struct {
+	EventID  int64
+	WorkerID string
+	Now      time.Time
+	LeaseTTL time.Duration
+}
+
+// FinishParams describes a terminal report from a worker.
+type FinishParams struct {
+	EventID  int64
+	WorkerID string
+	Attempt  int
+	Status   string // CmdCompleted or CmdFailed
+	Result   json.RawMessage
+	Error    string
+	Now      time.Time
+}
+
+// Stats is a cheap summary for health and metrics.
+type Stats struct {
+	ExecutionsRunning int64 `json:"executions_running"`
+	CommandsPending   int64 `json:"commands_pending"` // issued, claimed or running
+	OutboxDepth       int64 `json:"outbox_depth"`
+}
+
+// Driver is a database backend. Implementations must be safe for concurrent
+// use.
+type Driver interface {
+	// Name is "postgres" or "sqlite".
+	Name() string
+	// Migrate applies every pending versioned migration. It is idempotent
+	// and safe to call from several processes at once.
+	Migrate(ctx context.Context) error
+	// MigrationVersion returns the highest applied migration version.
+	MigrationVersion(ctx context.Context) (int, error)
+	// Begin starts a read-write transaction. For SQLite this takes the
+	// write lock immediately (BEGIN IMMEDIATE) so that Tx.LockExecution
+	// can be a no-op.
+	Begin(ctx context.Context) (Tx, error)
+	// Read runs fn against a read-only view without taking write locks.
+	Read(ctx context.Context, fn func(q Querier) error) error
+	Close() error
+}
+
+// Querier holds the read operations; both Tx and Driver.Read provide it.
+type Querier interface {
+	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
+	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
+	CatalogList(ctx context.Context) ([]CatalogEntry, error) // latest version per path, path order, without Content
+
+	ExecutionGet(ctx context.Context, id int64) (Execution, error)
+	// ExecutionList pages newest first (by execution_id desc); it returns the
+	// page and the total count.
+	ExecutionList(ctx context.Context, offset, limit int) ([]Execution, int64, error)
+
+	EventList(ctx context.Context, executionID int64) ([]Event, error) // by event_id asc
+
+	CommandGet(ctx context.Context, eventID int64) (Command, error)
+	CommandListByExecution(ctx context.Context, executionID int64) ([]Command, error) // by event_id asc
+	// CommandsDue returns up to limit non-terminal commands that need a new
+	// notification: status issued with PublishedAt <= unclaimedBefore, or
+	// status claimed/running with LeaseExpires <= now, excluding commands
+	// that still have an outbox row and commands of executions that are not
+	// running. Ordered by event_id.
+	CommandsDue(ctx context.Context, now, unclaimedBefore time.Time, limit int) ([]Command, error)
+
+	OutboxFetch(ctx context.Context, limit int) ([]OutboxMsg, error) // by id asc
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Tx is one read-write transaction.
+type Tx interface {
+	Querier
+
+	Commit() error
+	Rollback() error
+	// Savepoint, RollbackTo and Release bracket one caller's work inside a
+	// shared (group-committed) transaction. Names are [a-z0-9_]+.
+	Savepoint(ctx context.Context, name string) error
+	RollbackTo(ctx context.Context, name string) error
+	Release(ctx context.Context, name string) error
+
+	// CatalogInsert stores content under path with version = previous max
+	// version + 1 (1 for a new path) and returns the entry.
+	CatalogInsert(ctx context.Context, catalogID int64, path, name, content string, now time.Time) (CatalogEntry, error)
+
+	ExecutionInsert(ctx context.Context, e Execution) error
+	// LockExecution serialises writers of one execution until commit
+	// (SELECT ... FOR UPDATE on PostgreSQL). Returns ErrNotFound if absent.
+	LockExecution(ctx context.Context, id int64) (Execution, error)
+	// ExecutionFinish moves a running execution to a terminal status.
+	// Returns ErrConflict if it is not running.
+	ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error
+
+	EventInsert(ctx context.Context, e Event) error
+
+	// CommandInsert inserts a command in status issued with Attempt 0,
+	// Publishes 1 and PublishedAt = CreatedAt.
+	CommandInsert(ctx context.Context, c Command) error
+	// CommandClaim grants a lease. It succeeds when the command is issued,
+	// or claimed/running with an expired lease (LeaseExpires <= Now); the
+	// attempt becomes attempt+1, status claimed, worker and lease set.
+	// It returns ErrConflict when a live lease is held or the command is
+	// terminal, and ErrNotFound when there is no such command. Exactly one
+	// of several concurrent claims succeeds.
+	CommandClaim(ctx context.Context, p ClaimParams) (Command, error)
+	// CommandStart moves claimed -> running for the holder of attempt, and
+	// extends the lease. CommandHeartbeat only extends the lease. Both
+	// return ErrConflict unless workerID holds attempt and the command is
+	// claimed or running (an expired but not yet re-claimed lease is still
+	// held).
+	CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (Command, error)
+	CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (Command, error)
+	// CommandFinish records the terminal result for the holder of attempt.
+	// ErrConflict when the caller does not hold it or it already ended.
+	CommandFinish(ctx context.Context, p FinishParams) (Command, error)
+	// CommandCancelExecution marks every non-terminal command of the
+	// execution cancelled and returns how many changed.
+	CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error)
+	// CommandMarkRepublished increments Publishes, sets PublishedAt = now
+	// and returns the updated command.
+	CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (Command, error)
+
+	// OutboxInsert stores msg; ID must be set by the caller.
+	OutboxInsert(ctx context.Context, msg OutboxMsg) error
+	OutboxDelete(ctx context.Context, ids []int64) error
+}

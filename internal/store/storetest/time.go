@@ -1,0 +1,110 @@
+package storetest
+
+import (
+	"time"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// ragged returns a time with sub-microsecond digits in a non-UTC zone, and
+// what the store must hand back for it: UTC, truncated (not rounded) to the
+// microsecond.
+func ragged(offset time.Duration) (in, want time.Time) {
+	zone := time.FixedZone("UTC+2", 2*60*60)
+	in = time.Date(2031, 5, 6, 7, 8, 9, 123456789, zone).Add(offset)
+	return in, in.UTC().Truncate(time.Microsecond)
+}
+
+func timeCases() []testCase {
+	return []testCase{
+		{"MicrosecondUTC", func(b *bundle) {
+			t1, w1 := ragged(0)
+			t2, w2 := ragged(time.Hour)
+			t3, w3 := ragged(2 * time.Hour)
+
+			cat, err := txDo(b, func(tx store.Tx) (store.CatalogEntry, error) {
+				return tx.CatalogInsert(b.ctx(), b.ids.Next(), "time/precision", "t", "c", t1)
+			})
+			b.mustNil("CatalogInsert", err)
+			var d diff
+			d.time("CatalogInsert result CreatedAt", cat.CreatedAt, w1)
+
+			e := b.newExecution()
+			e.StartedAt = t1
+			ev := store.Event{EventID: b.ids.Next(), ExecutionID: e.ExecutionID, EventType: store.EvPlaybookStarted, CreatedAt: t1}
+			c := b.newCommand(e.ExecutionID, t1)
+			b.mustWrite("inserts with ragged times", func(tx store.Tx) error {
+				if err := tx.ExecutionInsert(b.ctx(), e); err != nil {
+					return err
+				}
+				if err := tx.EventInsert(b.ctx(), ev); err != nil {
+					return err
+				}
+				return tx.CommandInsert(b.ctx(), c)
+			})
+			claimed, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandClaim(b.ctx(), store.ClaimParams{EventID: c.EventID, WorkerID: "w", Now: t2, LeaseTTL: leaseTTL})
+			})
+			b.mustNil("CommandClaim", err)
+			d.time("CommandClaim result UpdatedAt", claimed.UpdatedAt, w2)
+			d.timePtr("CommandClaim result LeaseExpires", claimed.LeaseExpires, leaseAt(w2))
+			started, err := b.start(c.EventID, "w", 1, t3)
+			b.mustNil("CommandStart", err)
+			d.timePtr("CommandStart result LeaseExpires", started.LeaseExpires, leaseAt(w3))
+			repub, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, t3) })
+			b.mustNil("CommandMarkRepublished", err)
+			d.time("CommandMarkRepublished result PublishedAt", repub.PublishedAt, w3)
+			b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
+				return tx.ExecutionFinish(b.ctx(), e.ExecutionID, store.ExecCompleted, nil, "", t2)
+			})
+			m := b.newOutbox(c.EventID)
+			m.CreatedAt = t1
+			b.addOutbox(m)
+
+			b.mustRead("read back", func(q store.Querier) error {
+				got, err := q.CatalogGet(b.ctx(), "time/precision", 0)
+				b.mustNil("CatalogGet", err)
+				d.time("catalog CreatedAt", got.CreatedAt, w1)
+				ex, err := q.ExecutionGet(b.ctx(), e.ExecutionID)
+				b.mustNil("ExecutionGet", err)
+				d.time("execution StartedAt", ex.StartedAt, w1)
+				d.timePtr("execution EndedAt", ex.EndedAt, &w2)
+				evs, err := q.EventList(b.ctx(), e.ExecutionID)
+				b.mustNil("EventList", err)
+				if len(evs) != 1 {
+					b.fatalf("EventList returned %d events, want 1", len(evs))
+				}
+				d.time("event CreatedAt", evs[0].CreatedAt, w1)
+				cmd, err := q.CommandGet(b.ctx(), c.EventID)
+				b.mustNil("CommandGet", err)
+				d.time("command CreatedAt", cmd.CreatedAt, w1)
+				d.time("command PublishedAt", cmd.PublishedAt, w3)
+				d.time("command UpdatedAt", cmd.UpdatedAt, cmd.UpdatedAt.UTC().Truncate(time.Microsecond))
+				d.timePtr("command LeaseExpires", cmd.LeaseExpires, leaseAt(w3))
+				msgs, err := q.OutboxFetch(b.ctx(), 10)
+				b.mustNil("OutboxFetch", err)
+				if len(msgs) != 1 {
+					b.fatalf("OutboxFetch returned %d rows, want 1", len(msgs))
+				}
+				d.time("outbox CreatedAt", msgs[0].CreatedAt, w1)
+				return nil
+			})
+			b.check("times must come back in UTC, truncated to the microsecond", d)
+		}},
+		{"CommandInsertTruncatesPublishedAt", func(b *bundle) {
+			// PublishedAt = CreatedAt must hold for the stored (truncated)
+			// value, or CommandsDue's <= comparison drifts by the remainder.
+			in, want := ragged(0)
+			e := b.addExecution()
+			c := b.newCommand(e.ExecutionID, in)
+			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
+			got := b.getCommand(c.EventID)
+			var d diff
+			d.time("CreatedAt", got.CreatedAt, want)
+			d.time("PublishedAt", got.PublishedAt, want)
+			b.check("command inserted with a ragged CreatedAt", d)
+			// The truncated value is exactly the due threshold.
+			b.wantCommandIDs("CommandsDue with unclaimedBefore = truncated CreatedAt", b.due(want.Add(time.Hour), want, 10), c.EventID)
+		}},
+	}
+}
