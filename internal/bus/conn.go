@@ -1,0 +1,179 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	// ReconnectWaitMin and ReconnectWaitMax bound the delay between reconnect
+	// attempts. A restarted local server is back within a second, and a
+	// 1s ceiling keeps the outage a publisher sees short.
+	ReconnectWaitMin = 250 * time.Millisecond
+	ReconnectWaitMax = time.Second
+	// ConnectTimeout bounds one dial of a NATS server.
+	ConnectTimeout = 2 * time.Second
+	// ConnectRetryMax caps the backoff between ConnectRetry attempts.
+	ConnectRetryMax = 5 * time.Second
+)
+
+// Conn is a NATS connection with its JetStream context and the configuration
+// it was made with. Its methods are safe for concurrent use.
+type Conn struct {
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+	Cfg Config
+
+	log *slog.Logger
+}
+
+// Connect dials NATS once and fails fast if it is unreachable or has no
+// JetStream. Once connected, the client reconnects forever.
+func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return connect(ctx, cfg, log)
+}
+
+// ConnectRetry is Connect for processes that may start before NATS: it retries
+// with backoff until it connects or ctx ends. Configuration errors are
+// returned at once.
+func ConnectRetry(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = orDiscard(log)
+	delay := ReconnectWaitMin
+	for {
+		c, err := connect(ctx, cfg, log)
+		if err == nil {
+			return c, nil
+		}
+		log.Warn("NATS not reachable yet, retrying", "error", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, ConnectRetryMax)
+	}
+}
+
+func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	log = orDiscard(log)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	servers, shown, err := dialURLs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.Name
+	if name == "" {
+		name = DefaultName
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.Timeout(ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(time.Duration(attempts)*ReconnectWaitMin, ReconnectWaitMax)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected, reconnecting", "url", shown, "error", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			log.Debug("NATS connection closed", "url", shown)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS asynchronous error", "subject", subject, "error", err)
+		}),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	nc, err := nats.Connect(servers, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w; check NATS_URL (and NATS_USER/NATS_PASSWORD) and that nats-server is running with JetStream enabled (nats-server -js)", shown, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(DefaultPublishAckTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("NATS at %s: create JetStream context: %w", shown, err)
+	}
+	// Without JetStream every publish would fail later with an obscure
+	// "no responders"; say so now instead.
+	if _, err := js.AccountInfo(ctx); err != nil {
+		nc.Close()
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return nil, fmt.Errorf("NATS at %s has JetStream disabled: %w; start nats-server with -js or enable JetStream for this account", shown, err)
+		}
+		return nil, fmt.Errorf("NATS at %s: query JetStream account: %w; check that nats-server runs with -js", shown, err)
+	}
+	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName())
+	return &Conn{NC: nc, JS: js, Cfg: cfg, log: log}, nil
+}
+
+// dialURLs returns the server list to dial and a password-free rendering of it
+// for logs and errors. Explicit User/Password replace URL credentials because
+// nats.go would otherwise prefer the URL's.
+func dialURLs(cfg Config) (dial, shown string, err error) {
+	urls, err := serverURLs(cfg.URL)
+	if err != nil {
+		return "", "", err
+	}
+	d := make([]string, len(urls))
+	s := make([]string, len(urls))
+	for i, u := range urls {
+		if cfg.User != "" {
+			u.User = nil
+		}
+		d[i] = u.String()
+		s[i] = u.Redacted()
+	}
+	return strings.Join(d, ","), strings.Join(s, ","), nil
+}
+
+// Close closes the connection; pending publishes fail.
+func (c *Conn) Close() {
+	c.NC.Close()
+}
+
+// FetchOpts are the pull options for Consumer.Fetch derived from the config:
+// FetchTimeout as max wait and FetchHeartbeat as idle heartbeat.
+func (c *Conn) FetchOpts() []jetstream.FetchOpt {
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(c.Cfg.FetchTimeout)}
+	if c.Cfg.FetchHeartbeat > 0 {
+		opts = append(opts, jetstream.FetchHeartbeat(c.Cfg.FetchHeartbeat))
+	}
+	return opts
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
+// logger tolerates a Conn built by hand rather than by Connect.
+func (c *Conn) logger() *slog.Logger {
+	return orDiscard(c.log)
+}
