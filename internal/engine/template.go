@@ -1,0 +1,452 @@
+// Package engine renders playbook templates and decides which steps run next.
+//
+// Templates are Jinja2 (gonja). A value that is exactly one {{ expr }}
+// (whitespace around it allowed) renders to the expression's native value, so
+// `body: "{{ fetch.data }}"` passes a mapping, not its string form; anything
+// else renders to a string.
+//
+// Undefined variables are treated differently depending on where they appear:
+//
+//   - In tool fields (RenderTool, Render, RenderValue) an undefined variable or
+//     missing attribute is an error naming the step, the field and the
+//     variable. A typo must fail the run loudly rather than send an empty URL
+//     or header. Use `{{ x | default(...) }}` for optional values.
+//   - In arc conditions (EvalWhen) undefined is falsy, as in Jinja, so
+//     `{{ fetch.status == 200 }}` is simply false when fetch did not run.
+//
+// Variables visible to templates are listed on Scope.Vars.
+package engine
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nikolalohinski/gonja/v2"
+	"github.com/nikolalohinski/gonja/v2/builtins"
+	"github.com/nikolalohinski/gonja/v2/config"
+	"github.com/nikolalohinski/gonja/v2/exec"
+	"github.com/nikolalohinski/gonja/v2/loaders"
+	"github.com/nikolalohinski/gonja/v2/nodes"
+	pkgerrors "github.com/pkg/errors"
+)
+
+// MaxCachedTemplates bounds the compiled-template cache. Templates come from
+// playbooks, so the working set is small; the bound only protects the server
+// from a client that submits endlessly varying templates.
+const MaxCachedTemplates = 10000
+
+// Scope is what templates of one execution can see.
+type Scope struct {
+	ExecutionID int64
+	Workload    map[string]any
+	Results     map[string]any // step name -> decoded result
+}
+
+// Vars returns the template variables, later entries winning on a name clash:
+// every workload key at top level, each step result under its step name,
+// "workload" (the whole workload) and "execution_id".
+//
+// Integral JSON numbers (decoded as float64 or json.Number) are presented as
+// integers so that `/items/{{ fetch.id }}` renders "/items/7", not "7.0".
+func (s Scope) Vars() map[string]any {
+	vars := make(map[string]any, len(s.Workload)+len(s.Results)+2)
+	workload := s.Workload
+	if w, ok := normalize(s.Workload); ok {
+		workload = w.(map[string]any)
+	}
+	for k, v := range workload {
+		vars[k] = v
+	}
+	for k, v := range s.Results {
+		if n, ok := normalize(v); ok {
+			v = n
+		}
+		vars[k] = v
+	}
+	if workload == nil {
+		workload = map[string]any{}
+	}
+	vars["workload"] = workload
+	vars["execution_id"] = s.ExecutionID
+	return vars
+}
+
+// maxExactFloatInt is the largest magnitude at which every integer is exactly
+// representable as a float64.
+const maxExactFloatInt = 1 << 53
+
+// normalize converts integral float64 and json.Number values to int,
+// copying only the containers that change. It reports whether v changed.
+func normalize(v any) (any, bool) {
+	switch t := v.(type) {
+	case float64:
+		if t == math.Trunc(t) && math.Abs(t) <= maxExactFloatInt {
+			return int(t), true
+		}
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			return int(i), true
+		}
+		if f, err := t.Float64(); err == nil {
+			return f, true
+		}
+		return t.String(), true
+	case map[string]any:
+		var out map[string]any
+		for k, e := range t {
+			n, ok := normalize(e)
+			if !ok {
+				continue
+			}
+			if out == nil {
+				out = make(map[string]any, len(t))
+				for k2, e2 := range t {
+					out[k2] = e2
+				}
+			}
+			out[k] = n
+		}
+		if out != nil {
+			return out, true
+		}
+	case []any:
+		var out []any
+		for i, e := range t {
+			n, ok := normalize(e)
+			if !ok {
+				continue
+			}
+			if out == nil {
+				out = append([]any(nil), t...)
+			}
+			out[i] = n
+		}
+		if out != nil {
+			return out, true
+		}
+	}
+	return v, false
+}
+
+// TemplateError says which template failed and why. Step and Field are set
+// when known; Field is a dotted path such as tool.headers.Authorization or
+// next.arcs[0].when.
+type TemplateError struct {
+	Step, Field, Reason string
+}
+
+func (e *TemplateError) Error() string {
+	switch {
+	case e.Step != "" && e.Field != "":
+		return fmt.Sprintf("step %q field %s: %s", e.Step, e.Field, e.Reason)
+	case e.Field != "":
+		return fmt.Sprintf("field %s: %s", e.Field, e.Reason)
+	case e.Step != "":
+		return fmt.Sprintf("step %q: %s", e.Step, e.Reason)
+	}
+	return "template: " + e.Reason
+}
+
+// Render renders one template string against s, strictly (undefined is an
+// error). See the package comment for native versus string results; native
+// values are plain Go values: map[string]any, []any, string, bool, int,
+// float64 or nil.
+func Render(tmpl string, s Scope) (any, error) {
+	v, err := render(tmpl, &lazyVars{scope: s}, true)
+	if err != nil {
+		return nil, &TemplateError{Reason: err.Error()}
+	}
+	return v, nil
+}
+
+// RenderValue renders every string inside v, recursing into maps and lists.
+// v itself is not modified.
+func RenderValue(v any, s Scope) (any, error) {
+	return renderValue(v, &lazyVars{scope: s}, "")
+}
+
+// lazyVars computes Scope.Vars on first use: most tool fields are literals
+// and most arcs have no when, so many calls never need the variables.
+type lazyVars struct {
+	scope Scope
+	vars  map[string]any
+}
+
+func (l *lazyVars) get() map[string]any {
+	if l.vars == nil {
+		l.vars = l.scope.Vars()
+	}
+	return l.vars
+}
+
+func renderValue(v any, vars *lazyVars, path string) (any, error) {
+	switch t := v.(type) {
+	case string:
+		out, err := render(t, vars, true)
+		if err != nil {
+			return nil, &TemplateError{Field: path, Reason: err.Error()}
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			r, err := renderValue(e, vars, join(path, k))
+			if err != nil {
+				return nil, err
+			}
+			out[k] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			r, err := renderValue(e, vars, fmt.Sprintf("%s[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return out, nil
+	}
+	return v, nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// render renders tmpl; strict makes undefined names and attributes errors.
+func render(tmpl string, vars *lazyVars, strict bool) (any, error) {
+	if !strings.Contains(tmpl, "{{") && !strings.Contains(tmpl, "{%") {
+		return tmpl, nil
+	}
+	c := compile(tmpl, strict)
+	if c.err != nil {
+		return nil, c.err
+	}
+	var out any
+	err := guard(func() (err error) {
+		if c.output != nil {
+			out, err = c.eval(vars.get())
+			return err
+		}
+		out, err = c.tmpl.ExecuteToString(exec.NewContext(vars.get()))
+		if err != nil {
+			return reason(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// guard turns a gonja panic into an error. gonja panics on some inputs
+// (found by FuzzRender: {{ x % 0 }}), and a playbook must never be able to
+// crash the server rendering it.
+func guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("template evaluation failed: %v", r)
+		}
+	}()
+	return fn()
+}
+
+// compiled is a parsed template, shared by every execution that renders it.
+type compiled struct {
+	tmpl   *exec.Template
+	output *nodes.Output // set when the source is a single {{ expr }}
+	cfg    *config.Config
+	loader loaders.Loader
+	err    error // parse error, cached too so bad templates are not reparsed
+}
+
+type cacheKey struct {
+	src    string
+	strict bool
+}
+
+var (
+	cache     sync.Map // cacheKey -> *compiled
+	cacheSize atomic.Int64
+)
+
+// templateName is the in-memory loader's only entry, so {% include %} and
+// friends cannot read files from the server's disk.
+const templateName = "/template"
+
+func compile(src string, strict bool) *compiled {
+	key := cacheKey{src, strict}
+	if c, ok := cache.Load(key); ok {
+		return c.(*compiled)
+	}
+	c := &compiled{cfg: config.New()}
+	c.cfg.StrictUndefined = strict
+	c.loader = loaders.MustNewMemoryLoader(map[string]string{templateName: src})
+	c.err = guard(func() (err error) {
+		c.tmpl, err = exec.NewTemplate(templateName, c.cfg, c.loader, environment)
+		return err
+	})
+	if c.err != nil {
+		c.err = fmt.Errorf("syntax error: %w", reason(c.err))
+	} else {
+		c.output = singleOutput(c.tmpl.Root())
+	}
+	if cacheSize.Load() < MaxCachedTemplates {
+		if _, loaded := cache.LoadOrStore(key, c); !loaded {
+			cacheSize.Add(1)
+		}
+	}
+	return c
+}
+
+// singleOutput returns the template's only {{ }} node when nothing but
+// whitespace surrounds it.
+func singleOutput(root *nodes.Template) *nodes.Output {
+	if root.Parent != nil {
+		return nil
+	}
+	var out *nodes.Output
+	for _, n := range root.Nodes {
+		switch t := n.(type) {
+		case *nodes.Data:
+			if strings.TrimSpace(t.Data.Val) != "" {
+				return nil
+			}
+		case *nodes.Output:
+			if out != nil {
+				return nil
+			}
+			out = t
+		default:
+			return nil
+		}
+	}
+	return out
+}
+
+// eval evaluates a single-expression template to its native Go value.
+func (c *compiled) eval(vars map[string]any) (any, error) {
+	v := c.evalValue(vars)
+	if v.IsError() {
+		return nil, reason(v.Interface().(error))
+	}
+	native := v.ToGoSimpleType(false)
+	if err, ok := native.(error); ok {
+		return nil, reason(err)
+	}
+	return native, nil
+}
+
+func (c *compiled) evalValue(vars map[string]any) *exec.Value {
+	ev := &exec.Evaluator{
+		Config: c.cfg,
+		Environment: &exec.Environment{
+			Context:           environment.Context.Inherit().Update(exec.NewContext(vars)),
+			Filters:           environment.Filters,
+			Tests:             environment.Tests,
+			ControlStructures: environment.ControlStructures,
+			Methods:           environment.Methods,
+		},
+		Loader: c.loader,
+	}
+	o := c.output
+	if o.Condition == nil {
+		return ev.Eval(o.Expression)
+	}
+	// Inline if: {{ a if cond else b }}, mirroring gonja's renderer.
+	cond := ev.Eval(o.Condition)
+	switch {
+	case cond.IsError():
+		return cond
+	case cond.IsTrue():
+		return ev.Eval(o.Expression)
+	case o.Alternative != nil:
+		return ev.Eval(o.Alternative)
+	}
+	return exec.AsValue(nil)
+}
+
+var undefinedNameRE = regexp.MustCompile(`Unable to evaluate name "([^"]+)"`)
+
+// reason reduces gonja's stacked error wrapping to its root cause, phrased
+// for a playbook author.
+func reason(err error) error {
+	root := pkgerrors.Cause(err)
+	if root == nil {
+		root = err
+	}
+	msg := root.Error()
+	if m := undefinedNameRE.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("variable %q is undefined; it must be a workload key, an earlier step's name or execution_id, or use {{ %s | default(...) }} if it is optional", m[1], m[1])
+	}
+	return errors.New(msg)
+}
+
+// isNoneAccess reports gonja's error for reaching into an undefined (None)
+// value, e.g. fetch.status when fetch did not run.
+func isNoneAccess(err error) bool {
+	root := pkgerrors.Cause(err)
+	return root != nil && strings.HasSuffix(root.Error(), " on None")
+}
+
+// environment is gonja's default environment plus filters playbooks use.
+var environment = newEnvironment()
+
+func newEnvironment() *exec.Environment {
+	filters := exec.NewFilterSet(map[string]exec.FilterFunction{}).Update(builtins.Filters)
+	for name, fn := range map[string]exec.FilterFunction{
+		"b64encode": filterB64Encode,
+		"b64decode": filterB64Decode,
+	} {
+		if filters.Exists(name) {
+			continue // a later gonja ships its own; prefer it
+		}
+		if err := filters.Register(name, fn); err != nil {
+			panic(err)
+		}
+	}
+	// Jinja accepts lowercase none as a literal; gonja only parses None.
+	ctx := gonja.DefaultContext.Inherit()
+	ctx.Set("none", nil)
+	return &exec.Environment{
+		Context:           ctx,
+		Filters:           filters,
+		Tests:             builtins.Tests,
+		ControlStructures: builtins.ControlStructures,
+		Methods:           builtins.Methods,
+	}
+}
+
+func filterB64Encode(_ *exec.Evaluator, in *exec.Value, _ *exec.VarArgs) *exec.Value {
+	if in.IsError() {
+		return in
+	}
+	if b, ok := in.Interface().([]byte); ok {
+		return exec.AsValue(base64.StdEncoding.EncodeToString(b))
+	}
+	return exec.AsValue(base64.StdEncoding.EncodeToString([]byte(in.String())))
+}
+
+func filterB64Decode(_ *exec.Evaluator, in *exec.Value, _ *exec.VarArgs) *exec.Value {
+	if in.IsError() {
+		return in
+	}
+	b, err := base64.StdEncoding.DecodeString(in.String())
+	if err != nil {
+		return exec.AsValue(fmt.Errorf("b64decode: %w", err))
+	}
+	return exec.AsValue(string(b))
+}

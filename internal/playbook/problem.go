@@ -1,0 +1,58 @@
+package playbook
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Problem is one thing wrong with a playbook, located at a line and column
+// of the source file. Line or Col is 0 when the YAML library did not report it.
+type Problem struct {
+	File      string
+	Line, Col int
+	Msg, Hint string
+}
+
+// Error renders the problem as "file:line:col: msg (hint: ...)", the format
+// editors and CI annotators recognise.
+func (p Problem) Error() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+		if p.Col > 0 {
+			fmt.Fprintf(&b, ":%d", p.Col)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(p.Msg)
+	if p.Hint != "" {
+		b.WriteString(" (hint: ")
+		b.WriteString(p.Hint)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Problems is every problem found in a playbook, in source order. Parse
+// reports them all at once so a user fixes a file in one round trip.
+type Problems []Problem
+
+// Error renders one problem per line.
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (ps Problems) sort() {
+	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].Line != ps[j].Line {
+			return ps[i].Line < ps[j].Line
+		}
+		return ps[i].Col < ps[j].Col
+	})
+}
