@@ -1,0 +1,252 @@
+// Package client is the Go client of Millrace's HTTP API, used by workers
+// and the CLI.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// Client talks to one server.
+type Client struct {
+	Base string
+	HTTP *http.Client
+}
+
+// New returns a client for base (e.g. http://127.0.0.1:8082).
+func New(base string) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256 // a worker talks to one server from many goroutines
+	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// Error is an API error response.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
+}
+
+// StatusOf returns the HTTP status of an API error, or 0 for transport
+// errors (server unreachable).
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach millrace server at %s: %w (is it running? check SERVER_API_URL / --server)", c.Base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read response from %s: %w", c.Base, err)
+	}
+	if resp.StatusCode >= 300 {
+		var env struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(data, &env) == nil && env.Error.Code != "" {
+			return &Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message}
+		}
+		return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(data))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode response of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Registered is the reply of Register.
+type Registered struct {
+	Path      string `json:"path"`
+	Version   int    `json:"version"`
+	CatalogID int64  `json:"catalog_id"`
+}
+
+// Register stores a playbook.
+func (c *Client) Register(ctx context.Context, content string) (Registered, error) {
+	var out Registered
+	err := c.do(ctx, "POST", "/api/catalog/register", map[string]string{"content": content}, &out)
+	return out, err
+}
+
+// Catalog lists the latest version of every playbook.
+func (c *Client) Catalog(ctx context.Context) ([]store.CatalogEntry, error) {
+	var out struct {
+		Entries []store.CatalogEntry `json:"entries"`
+	}
+	err := c.do(ctx, "GET", "/api/catalog", nil, &out)
+	return out.Entries, err
+}
+
+// CatalogGet fetches one playbook version (0 = latest) with its content.
+func (c *Client) CatalogGet(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
+	var out store.CatalogEntry
+	err := c.do(ctx, "GET", fmt.Sprintf("/api/catalog/%s?version=%d", path, version), nil, &out)
+	return out, err
+}
+
+// Started is the reply of Execute.
+type Started struct {
+	ExecutionID int64  `json:"execution_id"`
+	Status      string `json:"status"`
+}
+
+// Execute starts path (version 0 = latest) with payload overriding workload.
+func (c *Client) Execute(ctx context.Context, path string, version int, payload map[string]any) (Started, error) {
+	in := map[string]any{"path": path}
+	if version > 0 {
+		in["version"] = version
+	}
+	if payload != nil {
+		in["payload"] = payload
+	}
+	var out Started
+	err := c.do(ctx, "POST", "/api/execute", in, &out)
+	return out, err
+}
+
+// Execution fetches one execution.
+func (c *Client) Execution(ctx context.Context, id int64) (store.Execution, error) {
+	var out store.Execution
+	err := c.do(ctx, "GET", fmt.Sprintf("/api/executions/%d", id), nil, &out)
+	return out, err
+}
+
+// ExecutionPage is one page of executions.
+type ExecutionPage struct {
+	Executions []store.Execution `json:"executions"`
+	Page       int               `json:"page"`
+	PageSize   int               `json:"page_size"`
+	Total      int64             `json:"total"`
+}
+
+// Executions lists executions newest first.
+func (c *Client) Executions(ctx context.Context, page, size int) (ExecutionPage, error) {
+	var out ExecutionPage
+	q := url.Values{"page": {fmt.Sprint(page)}, "page_size": {fmt.Sprint(size)}}
+	err := c.do(ctx, "GET", "/api/executions?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// Events lists an execution's events in order.
+func (c *Client) Events(ctx context.Context, id int64) ([]store.Event, error) {
+	var out struct {
+		Events []store.Event `json:"events"`
+	}
+	err := c.do(ctx, "GET", fmt.Sprintf("/api/executions/%d/events", id), nil, &out)
+	return out.Events, err
+}
+
+// Cancel stops a running execution.
+func (c *Client) Cancel(ctx context.Context, id int64) (store.Execution, error) {
+	var out store.Execution
+	err := c.do(ctx, "POST", fmt.Sprintf("/api/executions/%d/cancel", id), struct{}{}, &out)
+	return out, err
+}
+
+// Claimed is a granted claim.
+type Claimed struct {
+	store.Command
+	LeaseTTLMillis int64 `json:"lease_ttl_ms"`
+}
+
+// Claim asks for a lease on a command; a 409 means someone else holds it
+// or it ended.
+func (c *Client) Claim(ctx context.Context, eventID int64, workerID string) (Claimed, error) {
+	var out Claimed
+	err := c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/claim", eventID), map[string]string{"worker_id": workerID}, &out)
+	return out, err
+}
+
+// Command fetches a command with its rendered tool.
+func (c *Client) Command(ctx context.Context, eventID int64) (store.Command, error) {
+	var out store.Command
+	err := c.do(ctx, "GET", fmt.Sprintf("/api/commands/%d", eventID), nil, &out)
+	return out, err
+}
+
+// Release gives a lease back at once.
+func (c *Client) Release(ctx context.Context, eventID int64, workerID string, attempt int) error {
+	return c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/release", eventID),
+		map[string]any{"worker_id": workerID, "attempt": attempt}, nil)
+}
+
+// ToolError is the structured error a worker reports.
+type ToolError struct {
+	Kind      string `json:"kind"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+}
+
+// Report is a worker event about a command it holds.
+type Report struct {
+	EventType string          `json:"event_type"`
+	EventID   int64           `json:"event_id"`
+	WorkerID  string          `json:"worker_id"`
+	Attempt   int             `json:"attempt"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     *ToolError      `json:"error,omitempty"`
+}
+
+// Ack is the server's reply to a report.
+type Ack struct {
+	EventID int64  `json:"event_id"`
+	Status  string `json:"status"`
+}
+
+// Report posts one event.
+func (c *Client) Report(ctx context.Context, r Report) (Ack, error) {
+	var out Ack
+	err := c.do(ctx, "POST", "/api/events", r, &out)
+	return out, err
+}
+
+// Health fetches /api/health; a degraded server answers 503 with a body,
+// which is returned alongside the error.
+func (c *Client) Health(ctx context.Context) (map[string]any, error) {
+	var out map[string]any
+	err := c.do(ctx, "GET", "/api/health", nil, &out)
+	return out, err
+}

@@ -1,0 +1,571 @@
+// Package flow owns the lifecycle of executions: registering playbooks,
+// starting executions, claims and leases, and applying worker reports. Every
+// operation is one store transaction that appends to the event log, updates
+// the projections and, when the engine decides new work is due, writes the
+// command.issued event together with its outbox row. The HTTP server is a
+// thin layer over this package; the relay publishes what it leaves in the
+// outbox.
+package flow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/engine"
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/playbook"
+	"github.com/millrace/millrace/internal/store"
+)
+
+// Defaults for Config.
+const (
+	// DefaultLeaseTTL is how long a claim lives without a heartbeat. Workers
+	// heartbeat at a third of it, so two missed beats still keep the lease.
+	DefaultLeaseTTL = 30 * time.Second
+)
+
+// Config configures a Service.
+type Config struct {
+	Subject   string        // NATS subject notifications are published to
+	ServerURL string        // put into every notification (SERVER_API_URL)
+	LeaseTTL  time.Duration // claim lease length
+}
+
+// Service is the flow lifecycle over a store.
+type Service struct {
+	st    *store.Store
+	ids   *ids.Generator
+	cfg   Config
+	kinds playbook.KindSet
+	log   *slog.Logger
+	wake  func()   // tells the relay the outbox has rows
+	cache sync.Map // catalog_id -> *playbook.Playbook
+	nowFn func() time.Time
+}
+
+// New builds a Service. kinds is the set of tool kinds the workers can run;
+// wake is called after a commit that added outbox rows (may be nil).
+func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet, log *slog.Logger, wake func()) *Service {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = bus.DefaultSubject
+	}
+	if wake == nil {
+		wake = func() {}
+	}
+	return &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now}
+}
+
+// Store returns the underlying store.
+func (s *Service) Store() *store.Store { return s.st }
+
+// LeaseTTL is the configured lease length.
+func (s *Service) LeaseTTL() time.Duration { return s.cfg.LeaseTTL }
+
+func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
+
+// Register validates content and stores it as the next version of its path.
+func (s *Service) Register(ctx context.Context, content string) (store.CatalogEntry, error) {
+	pb, err := playbook.Parse("playbook.yaml", []byte(content), s.kinds)
+	if err != nil {
+		return store.CatalogEntry{}, apierr.New(apierr.InvalidPlaybook, "%v", err)
+	}
+	var entry store.CatalogEntry
+	id := s.ids.Next()
+	err = s.st.Do(ctx, id, func(tx store.Tx) error {
+		var err error
+		entry, err = tx.CatalogInsert(ctx, id, pb.Metadata.Path, pb.Metadata.Name, content, s.now())
+		return err
+	})
+	if err != nil {
+		return store.CatalogEntry{}, err
+	}
+	s.cache.Store(entry.CatalogID, pb)
+	return entry, nil
+}
+
+// playbookFor returns the parsed playbook of a catalog entry, parsing once.
+func (s *Service) playbookFor(ctx context.Context, q store.Querier, catalogID int64) (*playbook.Playbook, error) {
+	if v, ok := s.cache.Load(catalogID); ok {
+		return v.(*playbook.Playbook), nil
+	}
+	entry, err := q.CatalogGetByID(ctx, catalogID)
+	if err != nil {
+		return nil, fmt.Errorf("load playbook %d: %w", catalogID, err)
+	}
+	pb, err := playbook.Parse(entry.Path, []byte(entry.Content), s.kinds)
+	if err != nil {
+		// Registered playbooks were valid once; a stricter build may now
+		// refuse them. Say so rather than guessing.
+		return nil, fmt.Errorf("playbook %s v%d no longer validates: %w", entry.Path, entry.Version, err)
+	}
+	s.cache.Store(catalogID, pb)
+	return pb, nil
+}
+
+// Execute starts an execution of path (version 0 = latest). payload keys
+// override workload keys.
+func (s *Service) Execute(ctx context.Context, path string, version int, payload map[string]any) (store.Execution, error) {
+	var entry store.CatalogEntry
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		entry, err = q.CatalogGet(ctx, path, version)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		if version > 0 {
+			return store.Execution{}, apierr.New(apierr.PlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)
+		}
+		return store.Execution{}, apierr.New(apierr.PlaybookNotFound, "playbook %q is not registered; register it with POST /api/catalog/register or `millrace register FILE`", path)
+	}
+	if err != nil {
+		return store.Execution{}, err
+	}
+	var pb *playbook.Playbook
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		pb, err = s.playbookFor(ctx, q, entry.CatalogID)
+		return err
+	}); err != nil {
+		return store.Execution{}, err
+	}
+
+	workload := map[string]any{}
+	for k, v := range pb.Workload {
+		workload[k] = v
+	}
+	for k, v := range payload {
+		workload[k] = v
+	}
+	wl, err := json.Marshal(workload)
+	if err != nil {
+		return store.Execution{}, apierr.New(apierr.BadRequest, "workload is not JSON-encodable: %v", err)
+	}
+	exec := store.Execution{
+		ExecutionID: s.ids.Next(),
+		CatalogID:   entry.CatalogID,
+		Path:        entry.Path,
+		Version:     entry.Version,
+		Status:      store.ExecRunning,
+		Workload:    wl,
+	}
+	scope := engine.Scope{ExecutionID: exec.ExecutionID, Workload: workload, Results: map[string]any{}}
+	plan, planErr := engine.Begin(pb, scope)
+	if planErr != nil {
+		plan = engine.Plan{Done: true, Failed: true, Error: planErr.Error()}
+	}
+	issued := false
+	err = s.st.Do(ctx, exec.ExecutionID, func(tx store.Tx) error {
+		now := s.now()
+		exec.StartedAt = now
+		if err := tx.ExecutionInsert(ctx, exec); err != nil {
+			return err
+		}
+		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: store.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
+			return err
+		}
+		n, err := s.apply(ctx, tx, &exec, plan, now)
+		issued = n > 0
+		return err
+	})
+	if err != nil {
+		return store.Execution{}, err
+	}
+	if issued {
+		s.wake()
+	}
+	mExecStarted.Inc()
+	return exec, nil
+}
+
+// apply carries out an engine plan inside tx: issue commands, or finish the
+// execution. It returns how many commands were issued.
+func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) (int, error) {
+	for _, is := range plan.Issue {
+		if err := s.issue(ctx, tx, exec.ExecutionID, is, now); err != nil {
+			return 0, err
+		}
+	}
+	if !plan.Done {
+		return len(plan.Issue), nil
+	}
+	status, evType := store.ExecCompleted, store.EvPlaybookCompleted
+	if plan.Failed {
+		status, evType = store.ExecFailed, store.EvPlaybookFailed
+		// Stop sibling branches: their workers see 409 on their next report.
+		if _, err := tx.CommandCancelExecution(ctx, exec.ExecutionID, now); err != nil {
+			return 0, err
+		}
+	}
+	var result json.RawMessage
+	if plan.Result != nil {
+		b, err := json.Marshal(plan.Result)
+		if err != nil {
+			return 0, fmt.Errorf("encode execution result: %w", err)
+		}
+		result = b
+	}
+	if err := tx.ExecutionFinish(ctx, exec.ExecutionID, status, result, plan.Error, now); err != nil {
+		return 0, err
+	}
+	exec.Status, exec.Result, exec.Error, exec.EndedAt = status, result, plan.Error, &now
+	if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: evType, Status: status, Result: result, Error: plan.Error}, now); err != nil {
+		return 0, err
+	}
+	if plan.Failed {
+		mExecFailed.Inc()
+	} else {
+		mExecCompleted.Inc()
+	}
+	return len(plan.Issue), nil
+}
+
+// issue writes command.issued, the command row and its outbox row.
+func (s *Service) issue(ctx context.Context, tx store.Tx, execID int64, is engine.Issue, now time.Time) error {
+	tool, err := json.Marshal(is.Tool)
+	if err != nil {
+		return fmt.Errorf("encode tool of step %s: %w", is.Step, err)
+	}
+	eventID := s.ids.Next()
+	cmdID := bus.CommandID(execID, is.Step, eventID)
+	if err := tx.EventInsert(ctx, store.Event{
+		EventID: eventID, ExecutionID: execID, EventType: store.EvCommandIssued,
+		Step: is.Step, CommandID: cmdID, Status: store.CmdIssued, CreatedAt: now,
+	}); err != nil {
+		return err
+	}
+	if err := tx.CommandInsert(ctx, store.Command{
+		EventID: eventID, ExecutionID: execID, CommandID: cmdID, Step: is.Step,
+		Tool: tool, Status: store.CmdIssued, CreatedAt: now, UpdatedAt: now, PublishedAt: now,
+	}); err != nil {
+		return err
+	}
+	mCmdIssued.Inc()
+	return s.enqueue(ctx, tx, execID, is.Step, eventID, cmdID, cmdID, now)
+}
+
+func (s *Service) enqueue(ctx context.Context, tx store.Tx, execID int64, step string, eventID int64, cmdID, msgID string, now time.Time) error {
+	n := bus.Notification{ExecutionID: execID, EventID: eventID, CommandID: cmdID, Step: step, ServerURL: s.cfg.ServerURL}
+	return tx.OutboxInsert(ctx, store.OutboxMsg{
+		ID: s.ids.Next(), EventID: eventID, Subject: s.cfg.Subject, MsgID: msgID,
+		Payload: n.Encode(), CreatedAt: now,
+	})
+}
+
+func (s *Service) event(ctx context.Context, tx store.Tx, ev store.Event, now time.Time) error {
+	if ev.EventID == 0 {
+		ev.EventID = s.ids.Next()
+	}
+	ev.CreatedAt = now
+	return tx.EventInsert(ctx, ev)
+}
+
+// Claimed is the reply to a successful claim.
+type Claimed struct {
+	store.Command
+	LeaseTTLMillis int64 `json:"lease_ttl_ms"`
+}
+
+// Claim grants workerID a lease on the command.
+func (s *Service) Claim(ctx context.Context, eventID int64, workerID string) (Claimed, error) {
+	var cmd store.Command
+	err := s.st.Do(ctx, eventID, func(tx store.Tx) error {
+		now := s.now()
+		var err error
+		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL})
+		if err != nil {
+			return err
+		}
+		return s.event(ctx, tx, store.Event{
+			ExecutionID: cmd.ExecutionID, EventType: store.EvCommandClaimed, Step: cmd.Step,
+			CommandID: cmd.CommandID, Status: store.CmdClaimed, WorkerID: workerID, Attempt: cmd.Attempt,
+		}, now)
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Claimed{}, apierr.New(apierr.CommandNotFound, "command %d does not exist", eventID)
+	case errors.Is(err, store.ErrConflict):
+		mClaimConflicts.Inc()
+		return Claimed{}, s.claimConflict(ctx, eventID)
+	case err != nil:
+		return Claimed{}, err
+	}
+	mCmdClaimed.Inc()
+	return Claimed{Command: cmd, LeaseTTLMillis: s.cfg.LeaseTTL.Milliseconds()}, nil
+}
+
+// claimConflict explains why a claim lost.
+func (s *Service) claimConflict(ctx context.Context, eventID int64) error {
+	var cmd store.Command
+	_ = s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		cmd, err = q.CommandGet(ctx, eventID)
+		return err
+	})
+	if store.IsTerminalCommand(cmd.Status) {
+		return apierr.New(apierr.ClaimConflict, "command %d has already ended (%s)", eventID, cmd.Status)
+	}
+	return apierr.New(apierr.ClaimConflict, "command %d is claimed by %s (attempt %d) until its lease expires", eventID, cmd.WorkerID, cmd.Attempt)
+}
+
+// Report is what a worker says about a command it holds.
+type Report struct {
+	EventType string          `json:"event_type"`
+	EventID   int64           `json:"event_id"` // the command's event id
+	WorkerID  string          `json:"worker_id"`
+	Attempt   int             `json:"attempt"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+}
+
+// Ack is the reply to a report.
+type Ack struct {
+	EventID int64  `json:"event_id,omitempty"` // the event recorded (0 for heartbeats)
+	Status  string `json:"status"`             // the command's status afterwards
+}
+
+// Apply records a worker's report.
+func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
+	if r.WorkerID == "" {
+		return Ack{}, apierr.New(apierr.BadRequest, "worker_id is required")
+	}
+	if r.Attempt < 1 {
+		return Ack{}, apierr.New(apierr.BadRequest, "attempt must be >= 1 (use the attempt returned by the claim)")
+	}
+	if len(r.Result) > 0 && !json.Valid(r.Result) {
+		return Ack{}, apierr.New(apierr.BadJSON, "result is not valid JSON")
+	}
+	var ack Ack
+	var woke bool
+	err := s.st.Do(ctx, r.EventID, func(tx store.Tx) error {
+		now := s.now()
+		var err error
+		switch r.EventType {
+		case store.EvCommandStarted:
+			var cmd store.Command
+			if cmd, err = tx.CommandStart(ctx, r.EventID, r.WorkerID, r.Attempt, now, s.cfg.LeaseTTL); err != nil {
+				return err
+			}
+			ack = Ack{EventID: s.ids.Next(), Status: cmd.Status}
+			return s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: r.EventType,
+				Step: cmd.Step, CommandID: cmd.CommandID, Status: cmd.Status, WorkerID: r.WorkerID, Attempt: r.Attempt}, now)
+		case store.EvCommandHeartbeat:
+			// Heartbeats renew the lease only; logging each would bloat the
+			// event log with no information.
+			var cmd store.Command
+			if cmd, err = tx.CommandHeartbeat(ctx, r.EventID, r.WorkerID, r.Attempt, now, s.cfg.LeaseTTL); err != nil {
+				return err
+			}
+			ack = Ack{Status: cmd.Status}
+			return nil
+		case store.EvCommandCompleted, store.EvCommandFailed:
+			var n int
+			ack, n, err = s.finish(ctx, tx, r, now)
+			woke = n > 0
+			return err
+		default:
+			return apierr.New(apierr.BadRequest, "event_type %q cannot be reported by a worker; use command.started, command.heartbeat, command.completed or command.failed", r.EventType)
+		}
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Ack{}, apierr.New(apierr.CommandNotFound, "command %d does not exist", r.EventID)
+	case errors.Is(err, store.ErrConflict):
+		return Ack{}, apierr.New(apierr.ClaimConflict, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
+	case err != nil:
+		return Ack{}, err
+	}
+	if woke {
+		s.wake()
+	}
+	return ack, nil
+}
+
+// finish applies command.completed/failed and advances the execution.
+func (s *Service) finish(ctx context.Context, tx store.Tx, r Report, now time.Time) (Ack, int, error) {
+	cur, err := tx.CommandGet(ctx, r.EventID)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	// Lock the execution first so that two branches finishing at once see
+	// each other's outcome when deciding whether the execution is done.
+	exec, err := tx.LockExecution(ctx, cur.ExecutionID)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	status := store.CmdCompleted
+	if r.EventType == store.EvCommandFailed {
+		status = store.CmdFailed
+	}
+	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: r.EventID, WorkerID: r.WorkerID, Attempt: r.Attempt,
+		Status: status, Result: r.Result, Error: r.Error, Now: now})
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
+	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: r.EventType, Step: cmd.Step,
+		CommandID: cmd.CommandID, Status: status, Result: r.Result, Error: r.Error, WorkerID: r.WorkerID, Attempt: r.Attempt}, now); err != nil {
+		return Ack{}, 0, err
+	}
+	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: store.EvStepExit, Step: cmd.Step,
+		CommandID: cmd.CommandID, Status: status}, now); err != nil {
+		return Ack{}, 0, err
+	}
+	if status == store.CmdCompleted {
+		mCmdCompleted.Inc()
+	} else {
+		mCmdFailed.Inc()
+	}
+	if exec.Status != store.ExecRunning {
+		return ack, 0, nil // cancelled meanwhile: record the fact, decide nothing
+	}
+	pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	scope, pending, err := s.scope(ctx, tx, exec, cmd.EventID)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	var res any
+	if len(cmd.Result) > 0 {
+		if err := json.Unmarshal(cmd.Result, &res); err != nil {
+			return Ack{}, 0, fmt.Errorf("decode result of %s: %w", cmd.CommandID, err)
+		}
+	}
+	plan, err := engine.Advance(pb, scope, engine.Finished{Step: cmd.Step, Status: status, Result: res, Error: cmd.Error}, pending)
+	if err != nil {
+		plan = engine.Plan{Done: true, Failed: true, Error: err.Error()}
+	}
+	n, err := s.apply(ctx, tx, &exec, plan, now)
+	return ack, n, err
+}
+
+// scope rebuilds the template scope of an execution from its durable
+// command rows, and counts the commands still pending besides exclude.
+func (s *Service) scope(ctx context.Context, q store.Querier, exec store.Execution, exclude int64) (engine.Scope, int, error) {
+	var wl map[string]any
+	if len(exec.Workload) > 0 {
+		if err := json.Unmarshal(exec.Workload, &wl); err != nil {
+			return engine.Scope{}, 0, fmt.Errorf("decode workload of %d: %w", exec.ExecutionID, err)
+		}
+	}
+	cmds, err := q.CommandListByExecution(ctx, exec.ExecutionID)
+	if err != nil {
+		return engine.Scope{}, 0, err
+	}
+	results := map[string]any{}
+	pending := 0
+	for _, c := range cmds { // event_id order: a later run of a step wins
+		if c.EventID != exclude && !store.IsTerminalCommand(c.Status) {
+			pending++
+		}
+		if c.Status != store.CmdCompleted {
+			continue
+		}
+		var v any
+		if len(c.Result) > 0 {
+			if err := json.Unmarshal(c.Result, &v); err != nil {
+				return engine.Scope{}, 0, fmt.Errorf("decode result of %s: %w", c.CommandID, err)
+			}
+		}
+		results[c.Step] = v
+	}
+	return engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results}, pending, nil
+}
+
+// Release gives up a lease at once so another worker can claim the command
+// without waiting for it to expire (used on worker shutdown).
+func (s *Service) Release(ctx context.Context, eventID int64, workerID string, attempt int) error {
+	var cmd store.Command
+	err := s.st.Do(ctx, eventID, func(tx store.Tx) error {
+		now := s.now()
+		var err error
+		// A zero TTL leaves the lease expired "now": claimable at once.
+		if cmd, err = tx.CommandHeartbeat(ctx, eventID, workerID, attempt, now, 0); err != nil {
+			return err
+		}
+		// Re-notify right away rather than waiting for the reaper.
+		if cmd, err = tx.CommandMarkRepublished(ctx, eventID, now); err != nil {
+			return err
+		}
+		return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), now)
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return apierr.New(apierr.CommandNotFound, "command %d does not exist", eventID)
+	case errors.Is(err, store.ErrConflict):
+		return apierr.New(apierr.ClaimConflict, "worker %s does not hold attempt %d of command %d", workerID, attempt, eventID)
+	case err != nil:
+		return err
+	}
+	s.wake()
+	return nil
+}
+
+// republishMsgID derives a fresh Nats-Msg-Id for a re-notification: the
+// first publish uses the command id itself, later ones must differ or
+// JetStream's duplicate window would swallow them.
+func republishMsgID(c store.Command) string {
+	return fmt.Sprintf("%s#%d", c.CommandID, c.Publishes)
+}
+
+// Republish re-notifies commands that the reaper found due. It returns how
+// many were enqueued.
+func (s *Service) Republish(ctx context.Context, due []store.Command) (int, error) {
+	n := 0
+	for _, c := range due {
+		err := s.st.Do(ctx, c.EventID, func(tx store.Tx) error {
+			cmd, err := tx.CommandMarkRepublished(ctx, c.EventID, s.now())
+			if err != nil {
+				return err
+			}
+			return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), s.now())
+		})
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	if n > 0 {
+		mRepublished.Add(float64(n))
+		s.wake()
+	}
+	return n, nil
+}
+
+// Cancel stops a running execution.
+func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, error) {
+	var exec store.Execution
+	err := s.st.Do(ctx, execID, func(tx store.Tx) error {
+		var err error
+		if exec, err = tx.LockExecution(ctx, execID); err != nil {
+			return err
+		}
+		if exec.Status != store.ExecRunning {
+			return apierr.New(apierr.StateConflict, "execution %d is already %s", execID, exec.Status)
+		}
+		now := s.now()
+		if _, err := tx.CommandCancelExecution(ctx, execID, now); err != nil {
+			return err
+		}
+		if err := tx.ExecutionFinish(ctx, execID, store.ExecCancelled, nil, "cancelled by request", now); err != nil {
+			return err
+		}
+		exec.Status, exec.EndedAt, exec.Error = store.ExecCancelled, &now, "cancelled by request"
+		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: store.EvExecCancelled, Status: store.ExecCancelled}, now)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Execution{}, apierr.New(apierr.ExecNotFound, "execution %d does not exist", execID)
+	}
+	return exec, err
+}

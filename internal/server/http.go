@@ -1,0 +1,528 @@
+// Package server is Millrace's HTTP API: a thin JSON layer over package flow
+// (writes) and the store (reads), plus health and Prometheus metrics.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/store"
+)
+
+// Paging defaults for list endpoints.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+	maxBatchEvents  = 1000
+)
+
+// Health reports on dependencies; the server fills it from its parts.
+type Health struct {
+	Status string         `json:"status"` // ok or degraded
+	Store  string         `json:"store"`
+	NATS   string         `json:"nats"`
+	Stats  *store.Stats   `json:"stats,omitempty"`
+	Detail map[string]any `json:"detail,omitempty"`
+}
+
+// API serves HTTP.
+type API struct {
+	flow    *flow.Service
+	st      *store.Store
+	log     *slog.Logger
+	maxBody int64
+	health  func(ctx context.Context) Health
+	mux     *http.ServeMux
+}
+
+var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "millrace_http_request_duration_seconds",
+	Help:    "HTTP API latency by route and status class.",
+	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+}, []string{"route", "code"})
+
+// NewAPI builds the handler.
+func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) Health) *API {
+	a := &API{flow: fl, st: fl.Store(), log: log, maxBody: maxBody, health: health, mux: http.NewServeMux()}
+	a.route("POST /api/catalog/register", a.register)
+	a.route("GET /api/catalog", a.catalogList)
+	a.route("GET /api/catalog/{path...}", a.catalogGet)
+	a.route("POST /api/execute", a.execute)
+	a.route("GET /api/executions", a.executionList)
+	a.route("GET /api/executions/{id}", a.executionGet)
+	a.route("GET /api/executions/{id}/events", a.executionEvents)
+	a.route("POST /api/executions/{id}/cancel", a.executionCancel)
+	a.route("GET /api/commands/{event_id}", a.commandGet)
+	a.route("POST /api/commands/{event_id}/claim", a.commandClaim)
+	a.route("POST /api/commands/{event_id}/release", a.commandRelease)
+	a.route("POST /api/events", a.eventPost)
+	a.route("POST /api/events/batch", a.eventBatch)
+	a.route("GET /api/health", a.healthGet)
+	a.mux.Handle("GET /metrics", promhttp.Handler())
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, apierr.New(apierr.NotFound, "no route %s %s; see docs/api.md", r.Method, r.URL.Path))
+	})
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request) (any, error)
+
+func (a *API) route(pattern string, h handler) {
+	route := pattern
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+		v, err := h(w, r)
+		code := http.StatusOK
+		if err == errSkipWrite {
+			code = http.StatusServiceUnavailable
+		} else if err != nil {
+			code = a.fail(w, r, err)
+		} else {
+			writeJSON(w, http.StatusOK, v)
+		}
+		mRequests.WithLabelValues(route, strconv.Itoa(code/100)+"xx").Observe(time.Since(start).Seconds())
+	})
+}
+
+// fail maps err to a JSON error response and returns the status.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) int {
+	e, ok := apierr.As(err)
+	if !ok {
+		switch {
+		case errors.Is(err, store.ErrClosed), errors.Is(err, context.DeadlineExceeded):
+			e = apierr.New(apierr.Unavailable, "the event store is not available right now; retry shortly")
+		default:
+			e = apierr.New(apierr.Internal, "internal error; the server log has details")
+		}
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeErr(w, e)
+	return e.Status()
+}
+
+func writeErr(w http.ResponseWriter, e *apierr.Error) {
+	writeJSON(w, e.Status(), apierr.Envelope{Error: e})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: unknown fields, trailing data and
+// oversized bodies are errors the client can act on.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return apierr.New(apierr.TooLarge, "request body exceeds %d bytes (MILLRACE_MAX_BODY_BYTES)", tooBig.Limit)
+		case errors.Is(err, io.EOF):
+			return apierr.New(apierr.BadJSON, "request body is empty; send a JSON object")
+		default:
+			return apierr.New(apierr.BadJSON, "malformed JSON body: %v", err)
+		}
+	}
+	if dec.More() {
+		return apierr.New(apierr.BadJSON, "malformed JSON body: unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func pathInt(r *http.Request, name string) (int64, error) {
+	v := r.PathValue(name)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, apierr.New(apierr.BadRequest, "%s must be a positive integer, got %q", name, v)
+	}
+	return n, nil
+}
+
+func queryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, apierr.New(apierr.BadRequest, "%s must be an integer between %d and %d, got %q", name, lo, hi, v)
+	}
+	return n, nil
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		Content string `json:"content"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(body.Content) == "" {
+		return nil, apierr.New(apierr.BadRequest, "content is required: the playbook YAML as a string")
+	}
+	e, err := a.flow.Register(r.Context(), body.Content)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"path": e.Path, "version": e.Version, "catalog_id": e.CatalogID}, nil
+}
+
+func (a *API) catalogList(w http.ResponseWriter, r *http.Request) (any, error) {
+	var list []store.CatalogEntry
+	err := a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		list, err = q.CatalogList(r.Context())
+		return err
+	})
+	if list == nil {
+		list = []store.CatalogEntry{}
+	}
+	return map[string]any{"entries": list}, err
+}
+
+func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	path := r.PathValue("path")
+	version, err := queryInt(r, "version", 0, 0, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	var e store.CatalogEntry
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		e, err = q.CatalogGet(r.Context(), path, version)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
+	}
+	return e, err
+}
+
+func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		Path    string         `json:"path"`
+		Version int            `json:"version"`
+		Payload map[string]any `json:"payload"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Path == "" {
+		return nil, apierr.New(apierr.BadRequest, "path is required: the metadata.path of a registered playbook")
+	}
+	if body.Version < 0 {
+		return nil, apierr.New(apierr.BadRequest, "version must be >= 1, or omitted for the latest")
+	}
+	exec, err := a.flow.Execute(r.Context(), body.Path, body.Version, body.Payload)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"execution_id": exec.ExecutionID, "status": exec.Status}, nil
+}
+
+// execView is the public shape of an execution.
+type execView struct {
+	ExecutionID int64           `json:"execution_id"`
+	Path        string          `json:"path"`
+	Version     int             `json:"version"`
+	Status      string          `json:"status"`
+	StartedAt   time.Time       `json:"started_at"`
+	EndedAt     *time.Time      `json:"ended_at"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+}
+
+func view(e store.Execution) execView {
+	return execView{e.ExecutionID, e.Path, e.Version, e.Status, e.StartedAt, e.EndedAt, e.Result, e.Error}
+}
+
+func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error) {
+	page, err := queryInt(r, "page", 1, 1, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	size, err := queryInt(r, "page_size", DefaultPageSize, 1, MaxPageSize)
+	if err != nil {
+		return nil, err
+	}
+	var list []store.Execution
+	var total int64
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		list, total, err = q.ExecutionList(r.Context(), (page-1)*size, size)
+		return err
+	})
+	out := make([]execView, 0, len(list))
+	for _, e := range list {
+		out = append(out, view(e))
+	}
+	return map[string]any{"executions": out, "page": page, "page_size": size, "total": total}, err
+}
+
+func (a *API) loadExecution(r *http.Request) (store.Execution, error) {
+	id, err := pathInt(r, "id")
+	if err != nil {
+		return store.Execution{}, err
+	}
+	var e store.Execution
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		e, err = q.ExecutionGet(r.Context(), id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return e, apierr.New(apierr.ExecNotFound, "execution %d does not exist", id)
+	}
+	return e, err
+}
+
+func (a *API) executionGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	e, err := a.loadExecution(r)
+	if err != nil {
+		return nil, err
+	}
+	return view(e), nil
+}
+
+func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, error) {
+	e, err := a.loadExecution(r)
+	if err != nil {
+		return nil, err
+	}
+	var evs []store.Event
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		evs, err = q.EventList(r.Context(), e.ExecutionID)
+		return err
+	})
+	if evs == nil {
+		evs = []store.Event{}
+	}
+	return map[string]any{"events": evs}, err
+}
+
+func (a *API) executionCancel(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathInt(r, "id")
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.flow.Cancel(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return view(e), nil
+}
+
+func (a *API) commandGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathInt(r, "event_id")
+	if err != nil {
+		return nil, err
+	}
+	var c store.Command
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		c, err = q.CommandGet(r.Context(), id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, apierr.New(apierr.CommandNotFound, "command %d does not exist", id)
+	}
+	return c, err
+}
+
+type workerBody struct {
+	WorkerID string `json:"worker_id"`
+	Attempt  int    `json:"attempt,omitempty"`
+}
+
+func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathInt(r, "event_id")
+	if err != nil {
+		return nil, err
+	}
+	var body workerBody
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if body.WorkerID == "" {
+		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
+	}
+	return a.flow.Claim(r.Context(), id, body.WorkerID)
+}
+
+func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error) {
+	id, err := pathInt(r, "event_id")
+	if err != nil {
+		return nil, err
+	}
+	var body workerBody
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if body.WorkerID == "" || body.Attempt < 1 {
+		return nil, apierr.New(apierr.BadRequest, "worker_id and attempt (>= 1) are required")
+	}
+	if err := a.flow.Release(r.Context(), id, body.WorkerID, body.Attempt); err != nil {
+		return nil, err
+	}
+	return map[string]any{"status": "released"}, nil
+}
+
+// EventIn is the body of POST /api/events. The command is named by
+// event_id (its command.issued event) or by command_id.
+type EventIn struct {
+	EventType string          `json:"event_type"`
+	EventID   int64           `json:"event_id,omitempty"`
+	CommandID string          `json:"command_id,omitempty"`
+	WorkerID  string          `json:"worker_id"`
+	Attempt   int             `json:"attempt"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     json.RawMessage `json:"error,omitempty"` // a string or {kind, message, retryable}
+	// Informational fields workers may send; they are checked, not trusted.
+	ExecutionID int64  `json:"execution_id,omitempty"`
+	Step        string `json:"step,omitempty"`
+}
+
+func (in EventIn) report() (flow.Report, error) {
+	id := in.EventID
+	if in.CommandID != "" {
+		i := strings.LastIndexByte(in.CommandID, ':')
+		n, err := strconv.ParseInt(in.CommandID[i+1:], 10, 64)
+		if i < 0 || err != nil {
+			return flow.Report{}, apierr.New(apierr.BadRequest, "command_id %q is not <execution_id>:<step>:<event_id>", in.CommandID)
+		}
+		if id != 0 && id != n {
+			return flow.Report{}, apierr.New(apierr.BadRequest, "event_id %d does not match command_id %q", id, in.CommandID)
+		}
+		id = n
+	}
+	if id <= 0 {
+		return flow.Report{}, apierr.New(apierr.BadRequest, "event_id (the command's command.issued event) or command_id is required")
+	}
+	if in.EventType == "" {
+		return flow.Report{}, apierr.New(apierr.BadRequest, "event_type is required")
+	}
+	msg, err := errorText(in.Error)
+	if err != nil {
+		return flow.Report{}, err
+	}
+	if in.EventType == "command.failed" && msg == "" {
+		msg = "failed without an error message"
+	}
+	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg}, nil
+}
+
+// errorText flattens an error given as a string or a structured object.
+func errorText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil
+	}
+	var e struct {
+		Kind      string `json:"kind"`
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable"`
+	}
+	if err := json.Unmarshal(raw, &e); err != nil || e.Message == "" {
+		return "", apierr.New(apierr.BadRequest, "error must be a string or {\"kind\", \"message\", \"retryable\"}")
+	}
+	if e.Kind != "" {
+		return fmt.Sprintf("%s: %s", e.Kind, e.Message), nil
+	}
+	return e.Message, nil
+}
+
+func (a *API) eventPost(w http.ResponseWriter, r *http.Request) (any, error) {
+	var in EventIn
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	rep, err := in.report()
+	if err != nil {
+		return nil, err
+	}
+	return a.flow.Apply(r.Context(), rep)
+}
+
+// batchResult is one entry of the batch reply, in request order.
+type batchResult struct {
+	EventID int64         `json:"event_id,omitempty"`
+	Status  string        `json:"status,omitempty"`
+	Error   *apierr.Error `json:"error,omitempty"`
+}
+
+func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		Events []EventIn `json:"events"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if len(body.Events) == 0 || len(body.Events) > maxBatchEvents {
+		return nil, apierr.New(apierr.BadRequest, "events must hold 1 to %d events", maxBatchEvents)
+	}
+	out := make([]batchResult, len(body.Events))
+	done := make(chan struct{}, len(body.Events))
+	// Concurrent applies join one group commit rather than N transactions.
+	for i, in := range body.Events {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			rep, err := in.report()
+			var ack flow.Ack
+			if err == nil {
+				ack, err = a.flow.Apply(r.Context(), rep)
+			}
+			if err != nil {
+				e, ok := apierr.As(err)
+				if !ok {
+					a.log.Error("batch event failed", "err", err)
+					e = apierr.New(apierr.Internal, "internal error; the server log has details")
+				}
+				out[i].Error = e
+				return
+			}
+			out[i] = batchResult{EventID: ack.EventID, Status: ack.Status}
+		}()
+	}
+	for range body.Events {
+		<-done
+	}
+	return map[string]any{"results": out}, nil
+}
+
+func (a *API) healthGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	h := a.health(ctx)
+	if h.Status != "ok" {
+		writeJSON(w, http.StatusServiceUnavailable, h)
+		return nil, errSkipWrite
+	}
+	return h, nil
+}
+
+// errSkipWrite tells route the handler already wrote its response.
+var errSkipWrite = &apierr.Error{Code: apierr.Unavailable}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/relay"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/store/pgdriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/tools"
+)
+
+// OpenDriver opens the event store named by a DATABASE_URL and applies
+// pending migrations.
+func OpenDriver(ctx context.Context, url string) (store.Driver, error) {
+	var drv store.Driver
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		d, err := pgdriver.Open(ctx, url, pgdriver.Options{})
+		if err != nil {
+			return nil, err
+		}
+		drv = d
+	case strings.HasPrefix(url, "sqlite:"):
+		path, ok := sqlitedriver.ParseURL(url)
+		if !ok {
+			return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or sqlite::memory:", url)
+		}
+		d, err := sqlitedriver.Open(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		drv = d
+	default:
+		return nil, fmt.Errorf("DATABASE_URL %q is not supported: use postgres://user@host:5432/db or sqlite:PATH", url)
+	}
+	if err := drv.Migrate(ctx); err != nil {
+		drv.Close()
+		return nil, fmt.Errorf("apply migrations: %w", err)
+	}
+	return drv, nil
+}
+
+// Server is a running API server with its relay.
+type Server struct {
+	cfg   config.Server
+	log   *slog.Logger
+	drv   store.Driver
+	st    *store.Store
+	conn  *bus.Conn
+	flow  *flow.Service
+	relay *relay.Relay
+	ln    net.Listener
+	http  *http.Server
+	url   string
+
+	mu       sync.Mutex
+	consumer string // last consumer ensure error, for health
+}
+
+// New opens the store, connects to NATS, checks the stream contract and
+// binds the listener. Run serves.
+func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	var err error
+	if s.drv, err = OpenDriver(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	s.st = store.New(s.drv, store.Options{})
+	if s.conn, err = bus.ConnectRetry(ctx, cfg.NATS.Bus("millrace-server"), log); err != nil { // wait for NATS rather than crash-loop
+		return nil, err
+	}
+	if _, err = s.conn.EnsureStream(ctx); err != nil {
+		return nil, err
+	}
+	// The server creates the consumer too, so notifications published
+	// before the first worker starts are not skipped by deliver_policy=new.
+	if _, err = s.conn.EnsureConsumer(ctx); err != nil {
+		return nil, err
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("listen on %s (MILLRACE_ADDR): %w", cfg.Addr, err)
+	}
+	s.url = cfg.PublicURL
+	if s.url == "" {
+		s.url = urlFor(s.ln.Addr().(*net.TCPAddr))
+	}
+	var rl *relay.Relay
+	s.flow = flow.New(s.st, ids.New(cfg.NodeID), flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
+		tools.Kinds(), log, func() { rl.Wake() })
+	rl = relay.New(relay.Config{ReapInterval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog},
+		s.st, s.conn, s.flow, log)
+	s.relay = rl
+	// After NATS restarts (a memory stream is then gone), put the stream
+	// and consumer back at once; the reaper re-notifies what was lost.
+	s.conn.NC.SetReconnectHandler(func(*nats.Conn) {
+		log.Info("reconnected to NATS; re-checking stream and consumer")
+		go s.ensure()
+	})
+	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck)
+	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	ok = true
+	return s, nil
+}
+
+func urlFor(a *net.TCPAddr) string {
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Port))
+}
+
+// URL is where workers reach this server.
+func (s *Server) URL() string { return s.url }
+
+// Flow exposes the flow service (dev mode and benchmarks use it).
+func (s *Server) Flow() *flow.Service { return s.flow }
+
+func (s *Server) ensure() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.conn.EnsureStream(ctx)
+	if err == nil {
+		_, err = s.conn.EnsureConsumer(ctx)
+	}
+	s.mu.Lock()
+	s.consumer = ""
+	if err != nil {
+		s.consumer = err.Error()
+		s.log.Error("stream/consumer check failed", "err", err)
+	}
+	s.mu.Unlock()
+	s.relay.Wake()
+}
+
+func (s *Server) backlog(ctx context.Context) (int64, error) {
+	cons, err := s.conn.JS.Consumer(ctx, s.cfg.NATS.Stream, s.cfg.NATS.Consumer)
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int64(info.NumPending), nil
+}
+
+func (s *Server) healthCheck(ctx context.Context) Health {
+	h := Health{Status: "ok", Store: "ok", NATS: "ok"}
+	var st store.Stats
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		st, err = q.Stats(ctx)
+		return err
+	}); err != nil {
+		h.Status, h.Store = "degraded", "error: "+err.Error()
+	} else {
+		h.Stats = &st
+	}
+	if !s.conn.NC.IsConnected() {
+		// Work is still accepted: it waits in the outbox until NATS is back.
+		h.Status, h.NATS = "degraded", "disconnected: notifications wait in the outbox"
+	}
+	s.mu.Lock()
+	if s.consumer != "" {
+		h.Status, h.NATS = "degraded", s.consumer
+	}
+	s.mu.Unlock()
+	return h
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	rctx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); s.relay.Run(rctx) }()
+	s.relay.Wake() // publish whatever a previous run left in the outbox
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	s.log.Info("millrace server ready", "addr", s.ln.Addr().String(), "url", s.url, "store", s.drv.Name(),
+		"nats", s.cfg.NATS.URL, "stream", s.cfg.NATS.Stream, "subject", s.cfg.NATS.Subject)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(sctx)
+	stopRelay()
+	<-relayDone
+	s.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) close() {
+	if s.ln != nil && s.http == nil {
+		s.ln.Close()
+	}
+	if s.st != nil {
+		s.st.Close()
+	} else if s.drv != nil {
+		s.drv.Close()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}

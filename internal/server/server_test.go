@@ -1,0 +1,470 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/store"
+)
+
+type bundle struct {
+	t    *testing.T
+	cfg  config.Server
+	emb  *bus.Embedded
+	srv  *server.Server
+	api  *client.Client
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	base string
+}
+
+// setup starts a server on SQLite in memory and an embedded NATS, with a
+// stream name of its own. No workers run: tests act as the worker.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	var cfg config.Server
+	config.ServerSet(&cfg) // defaults
+	id := fmt.Sprintf("%d", time.Now().UnixNano())
+	cfg.NATS.URL = emb.URL()
+	cfg.NATS.Stream = "S" + id
+	cfg.NATS.Subject = "s" + id + ".commands"
+	cfg.DatabaseURL = "sqlite::memory:"
+	cfg.Addr = "127.0.0.1:0"
+	cfg.MaxBodyBytes = 64 << 10
+	b := &bundle{t: t, cfg: cfg, emb: emb}
+	b.start()
+	nc, err := nats.Connect(emb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b.nc = nc
+	b.js, _ = jetstream.New(nc)
+	return b
+}
+
+func (b *bundle) start() {
+	b.t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(context.Background(), b.cfg, log)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	b.t.Cleanup(func() { cancel(); <-done })
+	b.srv = srv
+	b.base = srv.URL()
+	b.api = client.New(srv.URL())
+}
+
+// raw sends a request and returns status and decoded JSON body.
+func (b *bundle) raw(method, path string, body []byte) (int, map[string]any) {
+	b.t.Helper()
+	req, _ := http.NewRequest(method, b.base+path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &out); err != nil {
+		b.t.Fatalf("%s %s: response is not JSON: %q", method, path, data)
+	}
+	return resp.StatusCode, out
+}
+
+func errCode(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+func errMsg(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	m, _ := e["message"].(string)
+	return m
+}
+
+const oneStep = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: one
+  path: t/one
+workload:
+  greeting: hello
+workflow:
+  - step: start
+    tool:
+      kind: noop
+      result:
+        said: "{{ greeting }}"
+`
+
+const twoSteps = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: two
+  path: t/two
+workflow:
+  - step: start
+    tool:
+      kind: noop
+    next:
+      arcs:
+        - step: second
+  - step: second
+    tool:
+      kind: noop
+`
+
+// firstCommand waits for the command of step in execution id and returns
+// its event id.
+func (b *bundle) firstCommand(id int64, step string) store.Event {
+	b.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		evs, err := b.api.Events(context.Background(), id)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.EventType == store.EvCommandIssued && e.Step == step {
+				return e
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.t.Fatalf("no command.issued for step %s", step)
+	return store.Event{}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		code, msg                string
+	}{
+		{"malformed json", "POST", "/api/execute", `{"path": `, 400, "bad_json", "malformed JSON"},
+		{"unknown field", "POST", "/api/execute", `{"path": "x", "bogus": 1}`, 400, "bad_json", "bogus"},
+		{"empty body", "POST", "/api/catalog/register", ``, 400, "bad_json", "empty"},
+		{"missing path", "POST", "/api/execute", `{}`, 400, "bad_request", "path is required"},
+		{"unknown playbook", "POST", "/api/execute", `{"path": "no/such"}`, 404, "playbook_not_found", "no/such"},
+		{"unknown route", "GET", "/api/nope", ``, 404, "not_found", "/api/nope"},
+		{"bad execution id", "GET", "/api/executions/abc", ``, 400, "bad_request", "positive integer"},
+		{"missing execution", "GET", "/api/executions/12345", ``, 404, "execution_not_found", "12345"},
+		{"bad page size", "GET", "/api/executions?page_size=0", ``, 400, "bad_request", "page_size"},
+		{"yaml syntax error", "POST", "/api/catalog/register", `{"content": "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: x, path: x}\nworkflow:\n  - step: a\n    tool: [unclosed\n"}`, 422, "invalid_playbook", "playbook.yaml:5: invalid YAML"},
+		{"unknown tool kind", "POST", "/api/catalog/register", `{"content": "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: x, path: x}\nworkflow:\n  - step: a\n    tool: {kind: teleport}\n"}`, 422, "invalid_playbook", "teleport"},
+		{"unknown key", "POST", "/api/catalog/register", `{"content": "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: x, path: x}\nworkflow:\n  - step: a\n    tool: {kind: noop}\n    nxt: []\n"}`, 422, "invalid_playbook", "playbook.yaml:7:5: unknown key \"nxt\""},
+		{"missing command", "POST", "/api/commands/99/claim", `{"worker_id": "w"}`, 404, "command_not_found", "99"},
+		{"claim without worker", "POST", "/api/commands/99/claim", `{}`, 400, "bad_request", "worker_id"},
+		{"report bad type", "POST", "/api/events", `{"event_type": "playbook.completed", "event_id": 1, "worker_id": "w", "attempt": 1}`, 400, "bad_request", "cannot be reported"},
+		{"report no command", "POST", "/api/events", `{"event_type": "command.completed", "worker_id": "w", "attempt": 1}`, 400, "bad_request", "event_id"},
+		{"empty batch", "POST", "/api/events/batch", `{"events": []}`, 400, "bad_request", "events"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := b.raw(tc.method, tc.path, []byte(tc.body))
+			if status != tc.status || errCode(body) != tc.code || !strings.Contains(errMsg(body), tc.msg) {
+				t.Fatalf("got %d %v, want %d %s containing %q", status, body, tc.status, tc.code, tc.msg)
+			}
+		})
+	}
+	t.Run("oversized body", func(t *testing.T) {
+		big := `{"content": "` + strings.Repeat("x", 100<<10) + `"}`
+		status, body := b.raw("POST", "/api/catalog/register", []byte(big))
+		if status != 413 || errCode(body) != "payload_too_large" {
+			t.Fatalf("got %d %v, want 413 payload_too_large", status, body)
+		}
+	})
+}
+
+func TestRegisterVersionsAndCatalog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for want := 1; want <= 3; want++ {
+		r, err := b.api.Register(ctx, oneStep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Path != "t/one" || r.Version != want || r.CatalogID == 0 {
+			t.Fatalf("register #%d = %+v", want, r)
+		}
+	}
+	list, err := b.api.Catalog(ctx)
+	if err != nil || len(list) != 1 || list[0].Version != 3 {
+		t.Fatalf("catalog = %+v, %v; want t/one at version 3", list, err)
+	}
+	e, err := b.api.CatalogGet(ctx, "t/one", 2)
+	if err != nil || e.Version != 2 || e.Content != oneStep {
+		t.Fatalf("catalog get v2 = %+v, %v", e, err)
+	}
+}
+
+// The server is the worker here: claim, start, heartbeat, complete; the
+// lease rules and 409s are checked at each step.
+func TestClaimLifecycle(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, err := b.api.Register(ctx, twoSteps); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.api.Execute(ctx, "t/two", 0, nil)
+	if err != nil || st.Status != "running" {
+		t.Fatalf("execute = %+v, %v", st, err)
+	}
+	cmd := b.firstCommand(st.ExecutionID, "start")
+
+	cl, err := b.api.Claim(ctx, cmd.EventID, "w1")
+	if err != nil || cl.Attempt != 1 || cl.WorkerID != "w1" || cl.Status != "claimed" {
+		t.Fatalf("claim = %+v, %v", cl, err)
+	}
+	if !strings.Contains(string(cl.Tool), `"kind":"noop"`) {
+		t.Fatalf("claim returned tool %s, want the rendered noop config", cl.Tool)
+	}
+	// A second worker is refused while the lease lives.
+	if _, err := b.api.Claim(ctx, cmd.EventID, "w2"); client.StatusOf(err) != 409 {
+		t.Fatalf("second claim: %v, want 409", err)
+	}
+	// Only the holder may report.
+	if _, err := b.api.Report(ctx, client.Report{EventType: "command.started", EventID: cmd.EventID, WorkerID: "w2", Attempt: 1}); client.StatusOf(err) != 409 {
+		t.Fatalf("start by non-holder: %v, want 409", err)
+	}
+	for _, typ := range []string{"command.started", "command.heartbeat"} {
+		if _, err := b.api.Report(ctx, client.Report{EventType: typ, EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+	}
+	// Release makes it claimable at once, as attempt 2.
+	if err := b.api.Release(ctx, cmd.EventID, "w1", 1); err != nil {
+		t.Fatal(err)
+	}
+	cl2, err := b.api.Claim(ctx, cmd.EventID, "w2")
+	if err != nil || cl2.Attempt != 2 {
+		t.Fatalf("claim after release = %+v, %v; want attempt 2", cl2, err)
+	}
+	// The old holder's report is stale now.
+	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); client.StatusOf(err) != 409 {
+		t.Fatalf("stale completion: %v, want 409", err)
+	}
+	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2, Result: json.RawMessage(`{"ok":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// Finished: claims and repeated completions get 409.
+	if _, err := b.api.Claim(ctx, cmd.EventID, "w3"); client.StatusOf(err) != 409 {
+		t.Fatalf("claim of a finished command: %v, want 409", err)
+	}
+	status, body := b.raw("POST", fmt.Sprintf("/api/commands/%d/claim", cmd.EventID), []byte(`{"worker_id":"w3"}`))
+	if status != 409 || errCode(body) != "claim_conflict" || !strings.Contains(errMsg(body), "ended") {
+		t.Fatalf("raw claim of finished command: %d %v", status, body)
+	}
+	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2}); client.StatusOf(err) != 409 {
+		t.Fatalf("second completion: %v, want 409", err)
+	}
+
+	// The engine issued the next step with the first one's result in scope.
+	second := b.firstCommand(st.ExecutionID, "second")
+	c2, err := b.api.Claim(ctx, second.EventID, "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Completion through the batch endpoint.
+	status, body = b.raw("POST", "/api/events/batch", []byte(fmt.Sprintf(
+		`{"events":[{"event_type":"command.completed","command_id":%q,"worker_id":"w1","attempt":%d,"result":{"n":2}},{"event_type":"command.completed","event_id":%d,"worker_id":"w1","attempt":%d,"result":{"n":2}}]}`,
+		c2.CommandID, c2.Attempt, second.EventID, c2.Attempt)))
+	if status != 200 {
+		t.Fatalf("batch: %d %v", status, body)
+	}
+	results := body["results"].([]any)
+	first, dup := results[0].(map[string]any), results[1].(map[string]any)
+	if first["error"] != nil && dup["error"] != nil || first["error"] == nil && dup["error"] == nil {
+		t.Fatalf("batch of two completions of one command: want exactly one accepted, got %v", results)
+	}
+	ex, err := b.api.Execution(ctx, st.ExecutionID)
+	if err != nil || ex.Status != "completed" || string(ex.Result) != `{"n":2}` || ex.EndedAt == nil {
+		t.Fatalf("execution = %+v, %v; want completed with the last step's result", ex, err)
+	}
+	evs, _ := b.api.Events(ctx, st.ExecutionID)
+	var types []string
+	for _, e := range evs {
+		types = append(types, e.EventType)
+	}
+	got := strings.Join(types, " ")
+	want := "playbook.started command.issued command.claimed command.started command.claimed command.completed step.exit command.issued command.claimed command.completed step.exit playbook.completed"
+	if got != want {
+		t.Fatalf("event log:\n got  %s\n want %s", got, want)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, err := b.api.Register(ctx, oneStep); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := b.api.Execute(ctx, "t/one", 0, nil)
+	cmd := b.firstCommand(st.ExecutionID, "start")
+	cl, err := b.api.Claim(ctx, cmd.EventID, "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := b.api.Cancel(ctx, st.ExecutionID)
+	if err != nil || ex.Status != "cancelled" {
+		t.Fatalf("cancel = %+v, %v", ex, err)
+	}
+	if _, err := b.api.Cancel(ctx, st.ExecutionID); client.StatusOf(err) != 409 {
+		t.Fatalf("second cancel: %v, want 409", err)
+	}
+	// The holder learns through its heartbeat that it should stop.
+	if _, err := b.api.Report(ctx, client.Report{EventType: "command.heartbeat", EventID: cmd.EventID, WorkerID: "w1", Attempt: cl.Attempt}); client.StatusOf(err) != 409 {
+		t.Fatalf("heartbeat after cancel: %v, want 409", err)
+	}
+}
+
+func TestPayloadOverridesWorkloadAndNotificationOnTheWire(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	sub, err := b.nc.SubscribeSync(b.cfg.NATS.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.api.Register(ctx, oneStep); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.api.Execute(ctx, "t/one", 0, map[string]any{"greeting": "bonjour"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no notification published: %v", err)
+	}
+	cmd := b.firstCommand(st.ExecutionID, "start")
+	want := fmt.Sprintf(`{"execution_id":%d,"event_id":%d,"command_id":"%d:start:%d","step":"start","server_url":%q}`,
+		st.ExecutionID, cmd.EventID, st.ExecutionID, cmd.EventID, b.srv.URL())
+	if string(msg.Data) != want {
+		t.Fatalf("notification:\n got  %s\n want %s", msg.Data, want)
+	}
+	if id := msg.Header.Get("Nats-Msg-Id"); id != cmd.CommandID {
+		t.Fatalf("Nats-Msg-Id = %q, want the command id %q", id, cmd.CommandID)
+	}
+	full, err := b.api.Command(ctx, cmd.EventID)
+	if err != nil || !strings.Contains(string(full.Tool), `"said":"bonjour"`) {
+		t.Fatalf("command tool = %s, %v; want the payload rendered in", full.Tool, err)
+	}
+}
+
+func TestStreamAndConsumerContract(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, b.cfg.NATS.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, _ := s.Info(ctx)
+	if si.Config.Retention != jetstream.LimitsPolicy || si.Config.Storage != jetstream.MemoryStorage || si.Config.MaxAge != time.Hour {
+		t.Fatalf("stream config = retention %s storage %s max_age %s", si.Config.Retention, si.Config.Storage, si.Config.MaxAge)
+	}
+	subj := strings.Join(si.Config.Subjects, ",")
+	if subj != b.cfg.NATS.Subject+","+b.cfg.NATS.Subject+".>" {
+		t.Fatalf("stream subjects = %s", subj)
+	}
+	c, err := s.Consumer(ctx, "noetl_worker_pool")
+	if err != nil {
+		t.Fatalf("server did not create the durable consumer: %v", err)
+	}
+	ci, _ := c.Info(ctx)
+	cc := ci.Config
+	if cc.Durable != "noetl_worker_pool" || cc.DeliverPolicy != jetstream.DeliverNewPolicy || cc.AckPolicy != jetstream.AckExplicitPolicy ||
+		cc.AckWait != 30*time.Second || cc.MaxDeliver != 1000 || cc.MaxAckPending != 64 {
+		t.Fatalf("consumer config = %+v", cc)
+	}
+}
+
+func TestRefusesWorkqueueStream(t *testing.T) {
+	t.Parallel()
+	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, _ := nats.Connect(emb.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "NOETL_COMMANDS", Subjects: []string{"noetl.commands"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	var cfg config.Server
+	config.ServerSet(&cfg)
+	cfg.NATS.URL, cfg.DatabaseURL, cfg.Addr = emb.URL(), "sqlite::memory:", "127.0.0.1:0"
+	_, err = server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "workqueue") || !strings.Contains(err.Error(), "retention=limits") {
+		t.Fatalf("server.New with a workqueue stream: %v; want the seeds' error and remedy", err)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	status, body := b.raw("GET", "/api/health", nil)
+	if status != 200 || body["status"] != "ok" || body["store"] != "ok" || body["nats"] != "ok" {
+		t.Fatalf("health = %d %v", status, body)
+	}
+	resp, err := http.Get(b.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for _, m := range []string{"millrace_http_request_duration_seconds", "millrace_commands_issued_total", "go_goroutines"} {
+		if !strings.Contains(string(data), m) {
+			t.Fatalf("/metrics lacks %s", m)
+		}
+	}
+	// With NATS gone, health degrades (503) but says why.
+	b.emb.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		status, body = b.raw("GET", "/api/health", nil)
+		if status == 503 {
+			if !strings.Contains(fmt.Sprint(body["nats"]), "outbox") {
+				t.Fatalf("degraded health does not explain: %v", body)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("health stayed %d with NATS down", status)
+}

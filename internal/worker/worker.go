@@ -1,0 +1,403 @@
+// Package worker runs commands. It pulls notifications from the durable
+// JetStream consumer, claims each command through the API (a lease), runs its
+// tool, and reports the outcome as events. The notification is only a
+// wake-up: the lease in the database decides who runs what, so duplicate,
+// stale or replayed notifications are harmless and are acknowledged at once.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/tools"
+)
+
+const (
+	// releaseTimeout bounds the calls a worker makes while shutting down.
+	releaseTimeout = 5 * time.Second
+	// maxNakDelay caps the redelivery delay for transient failures.
+	maxNakDelay = 10 * time.Second
+	// maxReportBackoff caps the wait between attempts to report a result
+	// while the server is unreachable.
+	maxReportBackoff = 5 * time.Second
+)
+
+var (
+	mRun       = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_worker_commands_total", Help: "Commands run by this worker, by outcome."}, []string{"outcome"})
+	mDup       = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_worker_duplicate_notifications_total", Help: "Notifications acknowledged without running: the command was claimed elsewhere or had ended."})
+	mRedeliver = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_worker_redeliveries_total", Help: "Notifications that arrived with NumDelivered > 1."})
+	mInFlight  = promauto.NewGauge(prometheus.GaugeOpts{Name: "millrace_worker_in_flight", Help: "Commands running now."})
+)
+
+// Worker is one member of the pool.
+type Worker struct {
+	cfg  config.Worker
+	bcfg bus.Config
+	log  *slog.Logger
+	api  *client.Client
+	conn *bus.Conn
+	id   string
+	sem  chan struct{}
+	wg   sync.WaitGroup
+
+	// hard is cancelled when the shutdown grace runs out: running tools
+	// are stopped and their claims released.
+	hard       context.Context
+	cancelHard context.CancelFunc
+}
+
+// New connects to NATS and makes sure the stream and consumer exist.
+func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*Worker, error) {
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("concurrency must be >= 1, got %d (NATS_WORKER_CONCURRENCY)", cfg.Concurrency)
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerID = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
+	}
+	bcfg := cfg.NATS.Bus("millrace-worker " + cfg.WorkerID)
+	conn, err := bus.ConnectRetry(ctx, bcfg, log) // workers may start before NATS
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.EnsureStream(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if _, err := conn.EnsureConsumer(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if cfg.Concurrency > bcfg.MaxAckPending {
+		log.Warn("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
+			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
+	}
+	hard, cancel := context.WithCancel(context.Background())
+	return &Worker{cfg: cfg, bcfg: bcfg, log: log.With("worker_id", cfg.WorkerID), api: client.New(cfg.ServerURL), conn: conn,
+		id: cfg.WorkerID, sem: make(chan struct{}, cfg.Concurrency), hard: hard, cancelHard: cancel}, nil
+}
+
+// ID is the worker's identity on claims.
+func (w *Worker) ID() string { return w.id }
+
+// Run fetches and runs commands until ctx ends (SIGTERM). It then stops
+// fetching, lets running commands finish within the shutdown grace, releases
+// whatever is still running after that, and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.conn.Close()
+	defer w.cancelHard()
+	w.log.Info("worker started", "server", w.cfg.ServerURL, "stream", w.bcfg.Stream, "consumer", w.bcfg.Consumer, "concurrency", w.cfg.Concurrency)
+	w.fetchLoop(ctx)
+
+	w.log.Info("worker stopping: no new work is fetched; waiting for running commands", "grace", w.cfg.ShutdownGrace)
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownGrace):
+		w.log.Warn("shutdown grace ran out; stopping running commands and releasing their claims")
+		w.cancelHard()
+		select {
+		case <-done:
+		case <-time.After(2 * releaseTimeout):
+			w.log.Error("some commands did not stop in time; their leases will expire and they will run again elsewhere")
+		}
+	}
+	w.log.Info("worker stopped")
+	return nil
+}
+
+func (w *Worker) fetchLoop(ctx context.Context) {
+	var cons jetstream.Consumer
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		// Wait for a free slot before asking for work, so a notification
+		// never waits in our buffer while its ack wait runs down.
+		select {
+		case w.sem <- struct{}{}:
+			<-w.sem
+		case <-ctx.Done():
+			return
+		}
+		if cons == nil {
+			c, err := w.ensure(ctx)
+			if err != nil {
+				backoff = w.pause(ctx, backoff, "cannot reach the command consumer; retrying", err)
+				continue
+			}
+			cons = c
+		}
+		free := cap(w.sem) - len(w.sem)
+		fctx, cancel := context.WithTimeout(ctx, w.bcfg.FetchTimeout)
+		hb := min(w.bcfg.FetchHeartbeat, w.bcfg.FetchTimeout/2)
+		batch, err := cons.Fetch(free, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(hb))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			cons = nil
+			backoff = w.pause(ctx, backoff, "fetch failed; re-checking stream and consumer", err)
+			continue
+		}
+		for msg := range batch.Messages() {
+			w.sem <- struct{}{}
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				defer func() { <-w.sem }()
+				w.handle(msg)
+			}()
+		}
+		cancel()
+		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+			!errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			// A missing heartbeat or a deleted consumer (NATS restarted).
+			cons = nil
+			backoff = w.pause(ctx, backoff, "pull request ended with an error; re-checking stream and consumer", err)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+func (w *Worker) ensure(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := w.conn.EnsureStream(ctx); err != nil {
+		return nil, err
+	}
+	return w.conn.EnsureConsumer(ctx)
+}
+
+func (w *Worker) pause(ctx context.Context, backoff time.Duration, msg string, err error) time.Duration {
+	backoff = min(max(backoff*2, 100*time.Millisecond), 5*time.Second)
+	w.log.Warn(msg, "err", err, "retry_in", backoff)
+	select {
+	case <-ctx.Done():
+	case <-time.After(backoff):
+	}
+	return backoff
+}
+
+// handle processes one notification from receipt to ack.
+func (w *Worker) handle(msg jetstream.Msg) {
+	md, _ := msg.Metadata()
+	if md != nil && md.NumDelivered > 1 {
+		mRedeliver.Inc()
+	}
+	n, err := bus.DecodeNotification(msg.Data())
+	if err != nil {
+		// Poison: it will never decode, so redelivering it is pointless.
+		w.log.Error("terminating undecodable notification", "err", err, "data", truncate(msg.Data(), 200))
+		_ = msg.TermWithReason("undecodable notification: " + err.Error())
+		return
+	}
+	log := w.log.With("command_id", n.CommandID)
+	ctx := w.hard
+	cl, err := w.api.Claim(ctx, n.EventID, w.id)
+	if err != nil {
+		switch st := client.StatusOf(err); {
+		case st == http.StatusConflict:
+			// Claimed elsewhere or already ended: nothing to do.
+			mDup.Inc()
+			_ = msg.Ack()
+		case st == http.StatusNotFound || st == http.StatusBadRequest:
+			log.Error("terminating notification for a command the server does not know", "err", err)
+			_ = msg.TermWithReason("claim refused: " + err.Error())
+		default:
+			delay := nakDelay(md)
+			log.Warn("claim failed; the notification will be redelivered", "err", err, "delay", delay)
+			_ = msg.NakWithDelay(delay)
+		}
+		return
+	}
+	mInFlight.Inc()
+	defer mInFlight.Dec()
+	w.run(log, msg, cl)
+}
+
+// run executes a claimed command.
+func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
+	lease := time.Duration(cl.LeaseTTLMillis) * time.Millisecond
+	if lease <= 0 {
+		lease = 30 * time.Second
+	}
+	beat := min(lease, w.bcfg.AckWait) / 3
+
+	// toolCtx ends when the shutdown grace runs out or the lease is lost.
+	toolCtx, stopTool := context.WithCancel(w.hard)
+	defer stopTool()
+	var lost bool
+	var lostMu sync.Mutex
+	keepDone := make(chan struct{})
+	stopKeep := make(chan struct{})
+	go func() {
+		defer close(keepDone)
+		t := time.NewTicker(beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopKeep:
+				return
+			case <-t.C:
+			}
+			// Tell NATS we are alive so the notification is not
+			// redelivered, and renew the lease in the database.
+			_ = msg.InProgress()
+			hctx, cancel := context.WithTimeout(w.hard, beat)
+			_, err := w.api.Report(hctx, client.Report{EventType: "command.heartbeat", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt})
+			cancel()
+			if client.StatusOf(err) == http.StatusConflict {
+				log.Warn("lease lost (cancelled, re-claimed or ended); stopping the command", "err", err)
+				lostMu.Lock()
+				lost = true
+				lostMu.Unlock()
+				stopTool()
+				return
+			}
+		}
+	}()
+	keepalive := func() {
+		select {
+		case <-stopKeep:
+		default:
+			close(stopKeep)
+		}
+		<-keepDone
+	}
+	defer keepalive()
+
+	if _, err := w.api.Report(toolCtx, client.Report{EventType: "command.started", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt}); err != nil {
+		if client.StatusOf(err) == http.StatusConflict {
+			mDup.Inc()
+			_ = msg.Ack()
+			return
+		}
+		log.Warn("could not record command.started; running anyway", "err", err)
+	}
+
+	var cfg map[string]any
+	var res any
+	var runErr error
+	if err := json.Unmarshal(cl.Tool, &cfg); err != nil {
+		runErr = &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
+	} else {
+		res, runErr = tools.Run(toolCtx, cfg)
+	}
+
+	lostMu.Lock()
+	wasLost := lost
+	lostMu.Unlock()
+	if wasLost {
+		mRun.WithLabelValues("lease_lost").Inc()
+		_ = msg.Ack()
+		return
+	}
+	if w.hard.Err() != nil {
+		// Shutdown grace ran out mid-command: give the lease back so
+		// another worker takes it at once.
+		keepalive()
+		rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		if err := w.api.Release(rctx, cl.EventID, w.id, cl.Attempt); err != nil {
+			log.Warn("could not release the claim; it will expire by itself", "err", err)
+		}
+		_ = msg.Nak()
+		mRun.WithLabelValues("released").Inc()
+		return
+	}
+
+	rep := client.Report{EventType: "command.completed", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt}
+	if runErr != nil {
+		rep.EventType = "command.failed"
+		te := &tools.Error{}
+		if !errors.As(runErr, &te) {
+			te = &tools.Error{Kind: "worker", Message: runErr.Error()}
+		}
+		rep.Error = &client.ToolError{Kind: te.Kind, Message: te.Message, Retryable: te.Retryable}
+		if te.Result != nil {
+			res = te.Result
+		}
+	}
+	if res != nil {
+		b, err := json.Marshal(res)
+		if err != nil {
+			rep.EventType = "command.failed"
+			rep.Error = &client.ToolError{Kind: "worker", Message: "tool result is not JSON-encodable: " + err.Error()}
+		} else {
+			rep.Result = b
+		}
+	}
+	// Keep the heartbeat going while we try to report: the server may be
+	// restarting, and the lease must not lapse meanwhile.
+	if err := w.report(log, rep); err != nil {
+		if client.StatusOf(err) == http.StatusConflict {
+			mRun.WithLabelValues("superseded").Inc()
+			_ = msg.Ack()
+			return
+		}
+		log.Error("giving up reporting the result; the lease will expire and the command will run again", "err", err)
+		_ = msg.Nak()
+		return
+	}
+	if runErr != nil {
+		mRun.WithLabelValues("failed").Inc()
+	} else {
+		mRun.WithLabelValues("completed").Inc()
+	}
+	_ = msg.Ack()
+}
+
+// report posts the final event, retrying while the server is unreachable or
+// failing, until it answers or the shutdown grace runs out.
+func (w *Worker) report(log *slog.Logger, rep client.Report) error {
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(w.hard, 30*time.Second)
+		_, err := w.api.Report(ctx, rep)
+		cancel()
+		st := client.StatusOf(err)
+		if err == nil || (st >= 400 && st < 500) {
+			return err
+		}
+		log.Warn("reporting the result failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-w.hard.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxReportBackoff)
+	}
+}
+
+func nakDelay(md *jetstream.MsgMetadata) time.Duration {
+	n := uint64(1)
+	if md != nil {
+		n = md.NumDelivered
+	}
+	d := 250 * time.Millisecond << min(n, 8)
+	return min(d, maxNakDelay)
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}
