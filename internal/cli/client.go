@@ -1,0 +1,391 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/store"
+)
+
+func registerCmd() *cobra.Command {
+	var cf clientFlags
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "register [FILE]",
+		Short: "Register a playbook (or every *.yaml under --dir) as a new catalog version",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var files []string
+			switch {
+			case dir != "" && len(args) == 0:
+				err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+					if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+						files = append(files, p)
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+			case dir == "" && len(args) == 1:
+				files = args
+			default:
+				return fmt.Errorf("give one FILE or --dir DIR")
+			}
+			c := cf.client()
+			var out []client.Registered
+			failed := 0
+			for _, f := range files {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				r, err := c.Register(cmd.Context(), string(data))
+				if err != nil {
+					failed++
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", f, err)
+					continue
+				}
+				out = append(out, r)
+				if !cf.json {
+					fmt.Fprintf(cmd.OutOrStdout(), "registered %s version %d (catalog_id %d) from %s\n", r.Path, r.Version, r.CatalogID, f)
+				}
+			}
+			if cf.json {
+				_ = printJSON(cmd.OutOrStdout(), out)
+			}
+			if failed > 0 {
+				return exitError{code: 1, msg: fmt.Sprintf("%d of %d playbooks failed to register", failed, len(files))}
+			}
+			return nil
+		},
+	}
+	cf.bind(cmd)
+	cmd.Flags().StringVar(&dir, "dir", "", "Register every .yaml/.yml file under this directory")
+	return cmd
+}
+
+func catalogCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "catalog", Short: "List or show registered playbooks"}
+	var lf clientFlags
+	list := &cobra.Command{
+		Use: "list", Short: "List the latest version of every playbook", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			entries, err := lf.client().Catalog(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if lf.json {
+				return printJSON(cmd.OutOrStdout(), entries)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PATH\tVERSION\tNAME\tREGISTERED")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.Path, e.Version, e.Name, e.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	lf.bind(list)
+	var gf clientFlags
+	var version int
+	get := &cobra.Command{
+		Use: "get PATH", Short: "Print a playbook's YAML (latest version unless --version)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := gf.client().CatalogGet(cmd.Context(), args[0], version)
+			if err != nil {
+				return err
+			}
+			if gf.json {
+				return printJSON(cmd.OutOrStdout(), e)
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), e.Content)
+			return err
+		},
+	}
+	gf.bind(get)
+	get.Flags().IntVar(&version, "version", 0, "Version to show (0 = latest)")
+	cmd.AddCommand(list, get)
+	return cmd
+}
+
+// parseSets turns --set k=v pairs into a payload; values that parse as JSON
+// (numbers, booleans, objects) keep their type.
+func parseSets(sets []string, payload string) (map[string]any, error) {
+	out := map[string]any{}
+	if payload != "" {
+		if err := json.Unmarshal([]byte(payload), &out); err != nil {
+			return nil, fmt.Errorf("--payload must be a JSON object: %w", err)
+		}
+	}
+	for _, s := range sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--set %q: want key=value", s)
+		}
+		var jv any
+		if json.Unmarshal([]byte(v), &jv) == nil {
+			out[k] = jv
+		} else {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func executeCmd() *cobra.Command {
+	var cf clientFlags
+	var version int
+	var sets []string
+	var payload string
+	var watch bool
+	cmd := &cobra.Command{
+		Use:   "execute PATH",
+		Short: "Start an execution of a registered playbook",
+		Long:  "Start an execution of a registered playbook. With --watch, follow it live and exit non-zero unless it completes.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := parseSets(sets, payload)
+			if err != nil {
+				return err
+			}
+			c := cf.client()
+			st, err := c.Execute(cmd.Context(), args[0], version, p)
+			if err != nil {
+				return err
+			}
+			if !watch {
+				if cf.json {
+					return printJSON(cmd.OutOrStdout(), st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "execution %d %s\n", st.ExecutionID, st.Status)
+				return nil
+			}
+			return follow(cmd.Context(), c, st.ExecutionID, cmd.OutOrStdout(), cf.json)
+		},
+	}
+	cf.bind(cmd)
+	cmd.Flags().IntVar(&version, "version", 0, "Playbook version (0 = latest)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "Override a workload key: key=value (repeatable)")
+	cmd.Flags().StringVar(&payload, "payload", "", "Workload overrides as a JSON object")
+	cmd.Flags().BoolVar(&watch, "watch", false, "Follow the execution until it ends")
+	return cmd
+}
+
+// runOnce registers file on server, executes it and follows it.
+func runOnce(ctx context.Context, cmd *cobra.Command, server, file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	c := client.New(server)
+	reg, err := c.Register(ctx, string(data))
+	if err != nil {
+		return fmt.Errorf("register %s: %w", file, err)
+	}
+	st, err := c.Execute(ctx, reg.Path, reg.Version, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "execution %d of %s v%d started\n", st.ExecutionID, reg.Path, reg.Version)
+	return follow(ctx, c, st.ExecutionID, cmd.OutOrStdout(), false)
+}
+
+// follow prints an execution's events as they happen and its result at the
+// end. It fails unless the execution completed.
+func follow(ctx context.Context, c *client.Client, id int64, out io.Writer, asJSON bool) error {
+	seen := 0
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		evs, err := c.Events(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !asJSON {
+			for _, e := range evs[seen:] {
+				printEvent(out, e)
+			}
+		}
+		seen = len(evs)
+		ex, err := c.Execution(ctx, id)
+		if err != nil {
+			return err
+		}
+		if ex.Status != store.ExecRunning {
+			if asJSON {
+				_ = printJSON(out, ex)
+			} else if len(ex.Result) > 0 {
+				fmt.Fprintf(out, "result: %s\n", ex.Result)
+			}
+			if ex.Status != store.ExecCompleted {
+				return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", id, ex.Status, ex.Error)}
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func printEvent(out io.Writer, e store.Event) {
+	ts := e.CreatedAt.Local().Format("15:04:05.000")
+	switch e.EventType {
+	case store.EvCommandIssued, store.EvCommandHeartbeat, store.EvStepExit:
+		return // the interesting moments are claim, start and finish
+	case store.EvCommandClaimed:
+		fmt.Fprintf(out, "%s  %-10s claimed by %s (attempt %d)\n", ts, e.Step, e.WorkerID, e.Attempt)
+	case store.EvCommandStarted:
+		fmt.Fprintf(out, "%s  %-10s started\n", ts, e.Step)
+	case store.EvCommandCompleted:
+		fmt.Fprintf(out, "%s  %-10s completed\n", ts, e.Step)
+	case store.EvCommandFailed:
+		fmt.Fprintf(out, "%s  %-10s FAILED: %s\n", ts, e.Step, e.Error)
+	default:
+		line := fmt.Sprintf("%s  %s", ts, e.EventType)
+		if e.Error != "" {
+			line += ": " + e.Error
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+func parseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("execution id must be a positive integer, got %q", s)
+	}
+	return id, nil
+}
+
+func statusCmd() *cobra.Command {
+	var cf clientFlags
+	var watch bool
+	cmd := &cobra.Command{
+		Use: "status ID", Short: "Show an execution (with --watch, follow it until it ends)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			c := cf.client()
+			if watch {
+				return follow(cmd.Context(), c, id, cmd.OutOrStdout(), cf.json)
+			}
+			ex, err := c.Execution(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), ex)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "execution %d  %s v%d  %s  started %s\n", ex.ExecutionID, ex.Path, ex.Version, ex.Status, ex.StartedAt.Format(time.RFC3339))
+			if ex.Error != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "error: %s\n", ex.Error)
+			}
+			if len(ex.Result) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "result: %s\n", ex.Result)
+			}
+			return nil
+		},
+	}
+	cf.bind(cmd)
+	cmd.Flags().BoolVar(&watch, "watch", false, "Follow until the execution ends")
+	return cmd
+}
+
+func eventsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use: "events ID", Short: "List an execution's events", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			evs, err := cf.client().Events(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), evs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "EVENT_ID\tTYPE\tSTEP\tSTATUS\tWORKER\tATTEMPT\tTIME")
+			for _, e := range evs {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.EventID, e.EventType, e.Step, e.Status, e.WorkerID, e.Attempt, e.CreatedAt.Format(time.RFC3339Nano))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.bind(cmd)
+	return cmd
+}
+
+func executionsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "executions", Short: "List executions"}
+	var cf clientFlags
+	var page, size int
+	list := &cobra.Command{
+		Use: "list", Short: "List executions, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := cf.client().Executions(cmd.Context(), page, size)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "EXECUTION_ID\tPATH\tVERSION\tSTATUS\tSTARTED")
+			for _, e := range p.Executions {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", e.ExecutionID, e.Path, e.Version, e.Status, e.StartedAt.Format(time.RFC3339))
+			}
+			fmt.Fprintf(tw, "page %d of %d executions\n", p.Page, p.Total)
+			return tw.Flush()
+		},
+	}
+	cf.bind(list)
+	list.Flags().IntVar(&page, "page", 1, "Page number")
+	list.Flags().IntVar(&size, "page-size", 50, "Executions per page")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func cancelCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use: "cancel ID", Short: "Cancel a running execution", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			ex, err := cf.client().Cancel(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), ex)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "execution %d %s\n", ex.ExecutionID, ex.Status)
+			return nil
+		},
+	}
+	cf.bind(cmd)
+	return cmd
+}

@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/worker"
+)
+
+func serverCmd() *cobra.Command {
+	var cfg config.Server
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the API server (event store + NATS publisher + reaper)",
+		Long: `Run the Millrace API server. It applies database migrations, checks the
+JetStream stream and consumer (creating them if missing), serves the HTTP API
+on MILLRACE_ADDR, drains the outbox to NATS, and re-notifies work that was
+never claimed or whose lease expired. Run as many as you like against one
+database; give each a distinct MILLRACE_NODE_ID.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	bindSet(cmd, config.ServerSet(&cfg))
+	return cmd
+}
+
+func workerCmd() *cobra.Command {
+	var cfg config.Worker
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker that pulls notifications and runs commands",
+		Long: `Run a Millrace worker. It pulls notifications from the durable consumer
+(NATS_CONSUMER), claims each command from the server at SERVER_API_URL, runs
+its tool with up to NATS_WORKER_CONCURRENCY commands at once, and reports the
+outcome. On SIGTERM it stops fetching, lets running commands finish within
+MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			w, err := worker.New(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			return w.Run(cmd.Context())
+		},
+	}
+	bindSet(cmd, config.WorkerSet(&cfg))
+	return cmd
+}
+
+func devCmd() *cobra.Command {
+	var cfg config.Dev
+	var runFile string
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process: embedded NATS, SQLite, server and workers",
+		Long: `Run Millrace with no setup: an embedded NATS server with JetStream, an
+embedded SQLite event store under --data-dir, the API server and in-process
+workers. With --run FILE it registers the playbook, executes it, follows it
+to the end and prints its result; with --once it then exits (non-zero if the
+execution did not complete).`,
+		Example: `  millrace dev --run examples/branching.yaml --once
+  millrace dev                       # then: millrace register FILE; millrace execute PATH`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd, cfg, runFile, once)
+		},
+	}
+	bindSet(cmd, config.DevSet(&cfg))
+	cmd.Flags().StringVar(&runFile, "run", "", "Playbook file to register and execute once the stack is up")
+	cmd.Flags().BoolVar(&once, "once", false, "With --run: exit when the execution ends")
+	return cmd
+}
+
+func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error {
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	out := cmd.OutOrStdout()
+	log, err := newLogger(cfg.Server.Log, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	if cfg.Server.DatabaseURL == "" {
+		cfg.Server.DatabaseURL = "sqlite:" + filepath.Join(cfg.DataDir, "millrace.db")
+	}
+	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+	if err != nil {
+		return fmt.Errorf("start embedded NATS on port %d: %w (pick another with --nats-port, or -1 for any free port)", cfg.NATSPort, err)
+	}
+	defer emb.Shutdown()
+	cfg.Server.NATS.URL = emb.URL()
+	srv, err := server.New(ctx, cfg.Server, log)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	srvErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); srvErr <- srv.Run(ctx) }()
+
+	wcfg := cfg.Worker
+	wcfg.Log, wcfg.NATS, wcfg.ServerURL = cfg.Server.Log, cfg.Server.NATS, srv.URL()
+	for i := 0; i < cfg.Workers; i++ {
+		c := wcfg
+		if c.WorkerID != "" {
+			c.WorkerID = fmt.Sprintf("%s-%d", c.WorkerID, i)
+		}
+		w, err := worker.New(ctx, c, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Run(ctx) }()
+	}
+	fmt.Fprintf(out, `millrace dev is up
+  API server   %s   (health: %s/api/health, metrics: %s/metrics)
+  NATS         %s   (stream %s, subject %s, consumer %s)
+  event store  %s
+  workers      %d x concurrency %d
+Try: millrace register FILE --server %s && millrace execute PATH --server %s --watch
+Press Ctrl-C to stop.
+`, srv.URL(), srv.URL(), srv.URL(), emb.URL(), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
+		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, srv.URL(), srv.URL())
+
+	var runErr error
+	if runFile != "" {
+		runErr = runOnce(ctx, cmd, srv.URL(), runFile)
+		if once {
+			cancel()
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.Worker.ShutdownGrace + 15*time.Second):
+	}
+	return runErr
+}

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"time"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/relay"
+)
+
+// Defaults that are Millrace's own (the NATS ones live in package bus).
+const (
+	DefaultAddr          = ":8082"
+	DefaultServerURL     = "http://127.0.0.1:8082"
+	DefaultDatabaseURL   = "sqlite:millrace.db"
+	DefaultConcurrency   = 100 // per worker, as in the seeds
+	DefaultShutdownGrace = 30 * time.Second
+	DefaultMaxBodyBytes  = 8 << 20
+	DefaultDevDataDir    = ".millrace"
+)
+
+// Log holds logging settings shared by every command.
+type Log struct {
+	Level  string
+	Format string
+}
+
+func (l *Log) bind(s *Set) {
+	s.String(&l.Level, "MILLRACE_LOG_LEVEL", "log-level", "info", "Log level: debug, info, warn or error.")
+	s.String(&l.Format, "MILLRACE_LOG_FORMAT", "log-format", "text", "Log format: text or json.")
+}
+
+// NATS holds the JetStream contract settings.
+type NATS struct {
+	URL, User, Password, Stream, Subject, Consumer, Storage string
+	MaxAge, AckWait, FetchTimeout, FetchHeartbeat           time.Duration
+	MaxDeliver, MaxAckPending                               int
+}
+
+func (n *NATS) bind(s *Set) {
+	s.String(&n.URL, "NATS_URL", "nats-url", bus.DefaultURL, "NATS server URL; may carry credentials (nats://user:pass@host:4222).")
+	s.String(&n.User, "NATS_USER", "nats-user", "", "NATS user name (overrides credentials in NATS_URL).")
+	s.String(&n.Password, "NATS_PASSWORD", "nats-password", "", "NATS password.")
+	s.String(&n.Stream, "NATS_STREAM", "nats-stream", bus.DefaultStream, "JetStream stream for command notifications.")
+	s.String(&n.Subject, "NATS_SUBJECT", "nats-subject", bus.DefaultSubject, "Subject notifications are published on; the stream also takes SUBJECT.> for routing to a pool.")
+	s.String(&n.Consumer, "NATS_CONSUMER", "nats-consumer", bus.DefaultConsumer, "Durable pull consumer shared by the worker pool.")
+	s.String(&n.Storage, "NATS_STORAGE", "nats-storage", bus.DefaultStorage, "Stream storage when Millrace creates the stream: memory or file.")
+	s.Seconds(&n.MaxAge, "NATS_MAX_AGE_SECONDS", "nats-max-age", bus.DefaultMaxAge, "Stream max_age when Millrace creates the stream.")
+	s.Seconds(&n.AckWait, "NOETL_WORKER_NATS_ACK_WAIT_SECONDS", "nats-ack-wait", bus.DefaultAckWait, "Consumer ack wait; workers send InProgress well within it.")
+	s.Seconds(&n.FetchTimeout, "NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS", "nats-fetch-timeout", bus.DefaultFetchTimeout, "How long one pull request waits for messages.")
+	s.Seconds(&n.FetchHeartbeat, "NOETL_WORKER_NATS_FETCH_HEARTBEAT_SECONDS", "nats-fetch-heartbeat", bus.DefaultFetchHeartbeat, "Idle heartbeat of a pull request (detects a dead server).")
+	s.Int(&n.MaxDeliver, "NOETL_WORKER_NATS_MAX_DELIVER", "nats-max-deliver", bus.DefaultMaxDeliver, "Consumer max_deliver.")
+	s.Int(&n.MaxAckPending, "NOETL_WORKER_NATS_MAX_ACK_PENDING", "nats-max-ack-pending", bus.DefaultMaxAckPending, "Consumer max_ack_pending: the cap on unacknowledged notifications across the whole pool.")
+}
+
+// Bus converts to the bus package's configuration.
+func (n NATS) Bus(name string) bus.Config {
+	return bus.Config{URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
+		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxDeliver: n.MaxDeliver,
+		MaxAckPending: n.MaxAckPending, AckWait: n.AckWait, FetchTimeout: n.FetchTimeout,
+		FetchHeartbeat: n.FetchHeartbeat, Name: name}
+}
+
+// Server holds `millrace server` settings.
+type Server struct {
+	Log            Log
+	NATS           NATS
+	Addr           string
+	DatabaseURL    string
+	PublicURL      string
+	NodeID         int
+	LeaseTTL       time.Duration
+	RedeliverAfter time.Duration
+	ReapInterval   time.Duration
+	MaxBodyBytes   int
+}
+
+func (c *Server) bind(s *Set, dev bool) {
+	c.Log.bind(s)
+	c.NATS.bind(s)
+	s.String(&c.Addr, "MILLRACE_ADDR", "addr", DefaultAddr, "Address the API server listens on.")
+	if !dev {
+		s.String(&c.DatabaseURL, "DATABASE_URL", "database-url", DefaultDatabaseURL, "Event store: postgres://… or sqlite:PATH (sqlite::memory: for a throwaway store).")
+	}
+	s.String(&c.PublicURL, "SERVER_API_URL", "server-url", "", "URL workers use to reach this server, sent in every notification (default: derived from --addr).")
+	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); give each server its own; -1 picks one at random.")
+	s.Seconds(&c.LeaseTTL, "MILLRACE_LEASE_SECONDS", "lease", flow.DefaultLeaseTTL, "Claim lease length; workers heartbeat at a third of it.")
+	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", relay.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
+	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", relay.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
+	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
+}
+
+// Worker holds `millrace worker` settings.
+type Worker struct {
+	Log           Log
+	NATS          NATS
+	ServerURL     string
+	WorkerID      string
+	Concurrency   int
+	ShutdownGrace time.Duration
+}
+
+func (c *Worker) bind(s *Set, dev bool) {
+	if !dev {
+		c.Log.bind(s)
+		c.NATS.bind(s)
+		s.String(&c.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server.")
+	}
+	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host-pid).")
+	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
+	s.Seconds(&c.ShutdownGrace, "MILLRACE_SHUTDOWN_GRACE_SECONDS", "shutdown-grace", DefaultShutdownGrace, "On SIGTERM, how long running commands may finish before they are released.")
+}
+
+// Dev holds `millrace dev` settings: a server, workers, embedded NATS and
+// SQLite in one process.
+type Dev struct {
+	Server
+	Worker
+	DataDir  string
+	Workers  int
+	NATSPort int
+}
+
+// ServerSet, WorkerSet and DevSet bind the settings of each role.
+func ServerSet(c *Server) *Set { s := &Set{}; c.bind(s, false); return s }
+
+// WorkerSet binds worker settings.
+func WorkerSet(c *Worker) *Set { s := &Set{}; c.bind(s, false); return s }
+
+// DevSet binds dev settings.
+func DevSet(c *Dev) *Set {
+	s := &Set{}
+	c.Server.bind(s, true)
+	c.Worker.bind(s, true)
+	s.String(&c.DataDir, "MILLRACE_DATA_DIR", "data-dir", DefaultDevDataDir, "Where dev mode keeps its SQLite event store (kept across restarts).")
+	s.String(&c.Server.DatabaseURL, "DATABASE_URL", "database-url", "", "Event store for dev mode (default: sqlite:DATA_DIR/millrace.db).")
+	s.Int(&c.Workers, "MILLRACE_DEV_WORKERS", "workers", 2, "In-process workers dev mode starts.")
+	s.Int(&c.NATSPort, "MILLRACE_DEV_NATS_PORT", "nats-port", 4223, "Port of the embedded NATS server (-1 picks a free one).")
+	return s
+}
+
+// BindNATS binds only the NATS settings (for inspection commands).
+func BindNATS(s *Set, n *NATS) { n.bind(s) }

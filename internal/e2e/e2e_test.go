@@ -1,0 +1,278 @@
+// Package e2e drives real millrace processes (server, workers, dev) against
+// an embedded NATS server and PostgreSQL or SQLite, through the public HTTP
+// API, and injects faults: SIGKILLed workers, NATS and server restarts, NATS
+// down at submit time.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/store"
+)
+
+// branching has an inclusive fork and an exclusive choice, so every run
+// exercises both arc modes; `pause` makes commands last long enough for
+// faults to land mid-command.
+const branching = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: branching
+  path: e2e/branching
+workload:
+  n: 3
+  pause: 0
+workflow:
+  - step: start
+    tool:
+      kind: shell
+      cmds:
+        - "sleep {{ pause }}; echo {{ n }}"
+    next:
+      spec:
+        mode: inclusive
+      arcs:
+        - step: left
+          when: "{{ n > 2 }}"
+        - step: right
+  - step: left
+    tool:
+      kind: noop
+      result:
+        side: left
+        n: "{{ n }}"
+  - step: right
+    tool:
+      kind: shell
+      cmds:
+        - "sleep {{ pause }}; echo right"
+    next:
+      spec:
+        mode: exclusive
+      arcs:
+        - step: big
+          when: "{{ n > 5 }}"
+        - step: small
+  - step: big
+    tool:
+      kind: noop
+  - step: small
+    tool:
+      kind: shell
+      cmds:
+        - "echo small-{{ execution_id }}"
+`
+
+var allSteps = map[string]bool{"start": true, "left": true, "right": true, "small": true}
+
+func TestServerAndTwoWorkersPostgres(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startServer()
+	c.startWorker(20)
+	c.startWorker(20)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 40, nil)
+	c.waitAll(ids, 60*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+
+	// The exclusive arc chose `small` (n=3), never `big`.
+	ex, _ := c.api.Execution(context.Background(), ids[0])
+	if !strings.Contains(string(ex.Result), "small-") {
+		t.Fatalf("result = %s, want the output of step small", ex.Result)
+	}
+	// A payload overrides the workload and flips both branches.
+	big := c.executeMany(reg.Path, 1, func(int) map[string]any { return map[string]any{"n": 1} })
+	c.waitAll(big, 30*time.Second)
+	c.checkExactlyOnce(big, map[string]bool{"start": true, "right": true, "small": true})
+	if n := c.countEvents(big, store.EvCommandIssued); n != 3 {
+		t.Fatalf("with n=1 want 3 commands (start, right, small), got %d", n)
+	}
+}
+
+// Fault 1: a worker is SIGKILLed while it runs commands. Its leases expire,
+// the reaper re-notifies, the other worker finishes them as attempt 2.
+func TestWorkerKilledMidCommand(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{lease: "2"})
+	c.startServer()
+	victim := c.startWorker(50)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 20, func(int) map[string]any { return map[string]any{"pause": 3} })
+	// Wait until the victim is inside commands, then kill it.
+	eventually(t, 30*time.Second, func() error {
+		if n := c.countEvents(ids, store.EvCommandStarted); n < 10 {
+			return fmt.Errorf("%d commands started", n)
+		}
+		return nil
+	})
+	victim.signal(syscall.SIGKILL)
+	_ = victim.wait(t, 10*time.Second)
+	c.startWorker(50)
+	c.waitAll(ids, 90*time.Second)
+	if maxAttempt := c.checkExactlyOnce(ids, allSteps); maxAttempt < 2 {
+		t.Fatalf("no command was re-run after the kill (max attempt %d); the kill did not land mid-command", maxAttempt)
+	}
+}
+
+// Fault 2: NATS restarts with memory storage, so every queued notification
+// and the stream itself are lost while executions are in flight.
+func TestNATSRestartMidFlight(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startServer()
+	c.startWorker(20)
+	c.startWorker(20)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 30, func(int) map[string]any { return map[string]any{"pause": 1} })
+	eventually(t, 30*time.Second, func() error {
+		if n := c.countEvents(ids, store.EvCommandStarted); n < 5 {
+			return fmt.Errorf("%d commands started", n)
+		}
+		return nil
+	})
+	if err := c.nats.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitAll(ids, 90*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+}
+
+// Fault 3: the server is SIGKILLed and restarted while executions run.
+// Workers keep their results and report them once it is back.
+func TestServerRestartMidFlight(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	srv := c.startServer()
+	c.startWorker(20)
+	c.startWorker(20)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 30, func(int) map[string]any { return map[string]any{"pause": 1} })
+	eventually(t, 30*time.Second, func() error {
+		if n := c.countEvents(ids, store.EvCommandStarted); n < 5 {
+			return fmt.Errorf("%d commands started", n)
+		}
+		return nil
+	})
+	srv.signal(syscall.SIGKILL)
+	_ = srv.wait(t, 10*time.Second)
+	c.startServer() // same database, same address
+	c.waitAll(ids, 90*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+}
+
+// Fault 4: NATS is down when work is submitted. The server accepts it (the
+// outbox holds the notifications) and everything runs once NATS is back.
+func TestNATSDownAtSubmit(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startServer()
+	c.startWorker(20)
+	reg := c.register(branching)
+	c.nats.Server().Shutdown()
+	ids := c.executeMany(reg.Path, 20, nil)
+	h, _ := c.api.Health(context.Background())
+	if h["nats"] == "ok" {
+		t.Fatalf("health reports NATS ok while it is down: %v", h)
+	}
+	// Nothing can run while NATS is down.
+	for _, id := range ids[:3] {
+		ex, err := c.api.Execution(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Status != store.ExecRunning {
+			t.Fatalf("execution %d is %s with NATS down", id, ex.Status)
+		}
+	}
+	if err := c.nats.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitAll(ids, 90*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+}
+
+// SIGTERM: the worker stops fetching, finishes what it holds and exits 0.
+func TestWorkerGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startServer()
+	w := c.startWorker(20)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 5, func(int) map[string]any { return map[string]any{"pause": 1} })
+	eventually(t, 30*time.Second, func() error {
+		if n := c.countEvents(ids, store.EvCommandStarted); n < 1 {
+			return fmt.Errorf("%d commands started", n)
+		}
+		return nil
+	})
+	w.signal(syscall.SIGTERM)
+	if err := w.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("worker exited with %v after SIGTERM, want 0\n%s", err, w.output())
+	}
+	if got := c.countEvents(ids, store.EvCommandFailed); got != 0 {
+		t.Fatalf("%d commands failed during graceful shutdown", got)
+	}
+	c.startWorker(20)
+	c.waitAll(ids, 60*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+}
+
+// millrace dev: embedded NATS + SQLite, driven over HTTP with many
+// concurrent executions.
+func TestDevModeSQLite(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := newCluster(t, clusterOpts{db: "none"})
+	addr := freeAddr(t)
+	p := c.start("dev", "dev", "--data-dir", dir, "--nats-port", "-1", "--addr", addr, "--workers", "2", "--concurrency", "20")
+	c.url = "http://" + addr
+	c.api = client.New(c.url)
+	c.waitHealthy(p)
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 40, nil)
+	c.waitAll(ids, 60*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+	if _, err := os.Stat(filepath.Join(dir, "millrace.db")); err != nil {
+		t.Fatalf("dev mode did not keep its SQLite store under --data-dir: %v", err)
+	}
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("dev exited with %v after SIGTERM\n%s", err, p.output())
+	}
+}
+
+// The README's first command: dev mode runs the shipped example to the end.
+func TestDevRunExample(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "dev", "--run", filepath.Join(root, "examples", "branching.yaml"), "--once",
+		"--data-dir", t.TempDir(), "--nats-port", "-1", "--addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "MILLRACE_LOG_LEVEL=warn")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("millrace dev --run failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"millrace dev is up", "completed", "result:"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`API server\s+http://127\.0\.0\.1:\d+`).Match(out) {
+		t.Fatalf("dev banner does not say where the API is:\n%s", out)
+	}
+	_ = bufio.ErrTooLong
+}

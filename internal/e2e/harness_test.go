@@ -1,0 +1,372 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+)
+
+// binary is the millrace binary built once for all tests in this package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "millrace-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "millrace")
+	build := exec.Command("go", "build", "-o", binary, "github.com/millrace/millrace/cmd/millrace")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build millrace:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a millrace subprocess whose output goes to the test log on
+// failure.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) write(line string) {
+	p.mu.Lock()
+	p.out.WriteString(line + "\n")
+	p.mu.Unlock()
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// wait waits for exit and returns the exit error.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("%s did not exit within %s\n%s", p.name, d, p.output())
+		return nil
+	}
+}
+
+// cluster is one test's deployment: embedded NATS, a fresh PostgreSQL
+// schema (or SQLite file), servers and workers as real processes.
+type cluster struct {
+	t      *testing.T
+	nats   *bus.Embedded
+	env    []string
+	addr   string
+	url    string
+	server *proc
+	procs  []*proc
+	api    *client.Client
+}
+
+type clusterOpts struct {
+	lease string // MILLRACE_LEASE_SECONDS
+	db    string // DATABASE_URL; empty = fresh PostgreSQL schema; "none" = unset
+}
+
+func newCluster(t *testing.T, o clusterOpts) *cluster {
+	t.Helper()
+	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	db := o.db
+	if db == "" {
+		db = pgtest.NewSchema(t)
+	}
+	if o.lease == "" {
+		o.lease = "2"
+	}
+	id := randHex(4)
+	addr := freeAddr(t)
+	c := &cluster{t: t, nats: emb, addr: addr, url: "http://" + addr}
+	c.env = append(os.Environ(),
+		"DATABASE_URL="+db,
+		"NATS_URL="+emb.URL(),
+		"NATS_STREAM=T_"+id,
+		"NATS_SUBJECT=t"+id+".commands",
+		"NATS_CONSUMER=pool_"+id,
+		"MILLRACE_ADDR="+addr,
+		"SERVER_API_URL="+c.url,
+		"MILLRACE_LEASE_SECONDS="+o.lease,
+		"MILLRACE_REAP_INTERVAL_SECONDS=0.2",
+		"MILLRACE_REDELIVER_AFTER_SECONDS=1",
+		"MILLRACE_SHUTDOWN_GRACE_SECONDS=5",
+		"NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS=1",
+		"NOETL_WORKER_NATS_FETCH_HEARTBEAT_SECONDS=0.4",
+		"NOETL_WORKER_NATS_ACK_WAIT_SECONDS=3",
+		"MILLRACE_LOG_LEVEL=info",
+	)
+	if o.db == "none" {
+		// dev mode brings its own store and derives its own URL
+		env := c.env[:0]
+		for _, kv := range c.env {
+			if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "SERVER_API_URL=") && !strings.HasPrefix(kv, "MILLRACE_ADDR=") {
+				env = append(env, kv)
+			}
+		}
+		c.env = env
+	}
+	c.api = client.New(c.url)
+	return c
+}
+
+func (c *cluster) start(name string, args ...string) *proc {
+	c.t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = c.env
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.write(sc.Text())
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	c.procs = append(c.procs, p)
+	c.t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		<-p.done
+		if c.t.Failed() {
+			c.t.Logf("---- %s output ----\n%s", p.name, p.output())
+		}
+	})
+	return p
+}
+
+// startServer starts `millrace server` and waits until it is healthy.
+func (c *cluster) startServer() *proc {
+	c.t.Helper()
+	p := c.start(fmt.Sprintf("server-%d", len(c.procs)), "server")
+	c.server = p
+	c.waitHealthy(p)
+	return p
+}
+
+func (c *cluster) waitHealthy(p *proc) {
+	c.t.Helper()
+	eventually(c.t, 30*time.Second, func() error {
+		select {
+		case <-p.done:
+			c.t.Fatalf("%s exited early: %v\n%s", p.name, p.err, p.output())
+		default:
+		}
+		_, err := c.api.Health(context.Background())
+		return err
+	})
+}
+
+func (c *cluster) startWorker(concurrency int) *proc {
+	c.t.Helper()
+	return c.start(fmt.Sprintf("worker-%d", len(c.procs)), "worker", "--concurrency", fmt.Sprint(concurrency))
+}
+
+// eventually polls fn until it returns nil or the deadline passes.
+func eventually(t *testing.T, d time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("condition not met within %s: %v", d, err)
+}
+
+func (c *cluster) register(content string) client.Registered {
+	c.t.Helper()
+	r, err := c.api.Register(context.Background(), content)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// executeMany starts n executions concurrently and returns their ids.
+func (c *cluster) executeMany(path string, n int, payload func(i int) map[string]any) []int64 {
+	c.t.Helper()
+	ids := make([]int64, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var p map[string]any
+			if payload != nil {
+				p = payload(i)
+			}
+			st, err := c.api.Execute(context.Background(), path, 0, p)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids[i] = st.ExecutionID
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		c.t.Fatal(err)
+	}
+	return ids
+}
+
+// waitAll waits until every execution has ended and returns them.
+func (c *cluster) waitAll(ids []int64, d time.Duration) []store.Execution {
+	c.t.Helper()
+	out := make([]store.Execution, len(ids))
+	eventually(c.t, d, func() error {
+		running := 0
+		for i, id := range ids {
+			if out[i].Status != "" && out[i].Status != store.ExecRunning {
+				continue
+			}
+			ex, err := c.api.Execution(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			out[i] = ex
+			if ex.Status == store.ExecRunning {
+				running++
+			}
+		}
+		if running > 0 {
+			return fmt.Errorf("%d of %d executions still running", running, len(ids))
+		}
+		return nil
+	})
+	return out
+}
+
+// checkExactlyOnce asserts every execution completed and every issued
+// command has exactly one command.completed and no command.failed. It
+// returns the highest attempt number seen.
+func (c *cluster) checkExactlyOnce(ids []int64, wantSteps map[string]bool) int {
+	c.t.Helper()
+	maxAttempt := 0
+	for _, id := range ids {
+		ex, err := c.api.Execution(context.Background(), id)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if ex.Status != store.ExecCompleted {
+			c.t.Fatalf("execution %d is %s (%s), want completed", id, ex.Status, ex.Error)
+		}
+		evs, err := c.api.Events(context.Background(), id)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		issued := map[string]string{}
+		completed := map[string]int{}
+		steps := map[string]bool{}
+		for _, e := range evs {
+			switch e.EventType {
+			case store.EvCommandIssued:
+				issued[e.CommandID] = e.Step
+			case store.EvCommandCompleted:
+				completed[e.CommandID]++
+				steps[e.Step] = true
+				maxAttempt = max(maxAttempt, e.Attempt)
+			case store.EvCommandFailed:
+				c.t.Fatalf("execution %d: unexpected command.failed for %s: %s", id, e.CommandID, e.Error)
+			}
+		}
+		for cmd, step := range issued {
+			if completed[cmd] != 1 {
+				c.t.Fatalf("execution %d: command %s (step %s) has %d command.completed events, want exactly 1", id, cmd, step, completed[cmd])
+			}
+		}
+		if len(completed) != len(issued) {
+			c.t.Fatalf("execution %d: %d completed commands for %d issued", id, len(completed), len(issued))
+		}
+		for s := range wantSteps {
+			if !steps[s] {
+				c.t.Fatalf("execution %d: step %s never completed (completed: %v)", id, s, steps)
+			}
+		}
+	}
+	return maxAttempt
+}
+
+// countEvents counts events of a type across executions.
+func (c *cluster) countEvents(ids []int64, typ string) int {
+	c.t.Helper()
+	n := 0
+	for _, id := range ids {
+		evs, err := c.api.Events(context.Background(), id)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.EventType == typ {
+				n++
+			}
+		}
+	}
+	return n
+}
