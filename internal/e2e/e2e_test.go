@@ -7,7 +7,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,12 +109,7 @@ func TestWorkerKilledMidCommand(t *testing.T) {
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 20, func(int) map[string]any { return map[string]any{"pause": 3} })
 	// Wait until the victim is inside commands, then kill it.
-	eventually(t, 30*time.Second, func() error {
-		if n := c.countEvents(ids, store.EvCommandStarted); n < 10 {
-			return fmt.Errorf("%d commands started", n)
-		}
-		return nil
-	})
+	c.waitStarted(ids, 10)
 	victim.signal(syscall.SIGKILL)
 	_ = victim.wait(t, 10*time.Second)
 	c.startWorker(50)
@@ -135,12 +129,7 @@ func TestNATSRestartMidFlight(t *testing.T) {
 	c.startWorker(20)
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 30, func(int) map[string]any { return map[string]any{"pause": 1} })
-	eventually(t, 30*time.Second, func() error {
-		if n := c.countEvents(ids, store.EvCommandStarted); n < 5 {
-			return fmt.Errorf("%d commands started", n)
-		}
-		return nil
-	})
+	c.waitStarted(ids, 5)
 	if err := c.nats.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -158,12 +147,7 @@ func TestServerRestartMidFlight(t *testing.T) {
 	c.startWorker(20)
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 30, func(int) map[string]any { return map[string]any{"pause": 1} })
-	eventually(t, 30*time.Second, func() error {
-		if n := c.countEvents(ids, store.EvCommandStarted); n < 5 {
-			return fmt.Errorf("%d commands started", n)
-		}
-		return nil
-	})
+	c.waitStarted(ids, 5)
 	srv.signal(syscall.SIGKILL)
 	_ = srv.wait(t, 10*time.Second)
 	c.startServer() // same database, same address
@@ -210,12 +194,7 @@ func TestWorkerGracefulShutdown(t *testing.T) {
 	w := c.startWorker(20)
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 5, func(int) map[string]any { return map[string]any{"pause": 1} })
-	eventually(t, 30*time.Second, func() error {
-		if n := c.countEvents(ids, store.EvCommandStarted); n < 1 {
-			return fmt.Errorf("%d commands started", n)
-		}
-		return nil
-	})
+	c.waitStarted(ids, 1)
 	w.signal(syscall.SIGTERM)
 	if err := w.wait(t, 20*time.Second); err != nil {
 		t.Fatalf("worker exited with %v after SIGTERM, want 0\n%s", err, w.output())

@@ -33,7 +33,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "millrace")
-	build := exec.Command("go", "build", "-o", binary, "github.com/millrace/millrace/cmd/millrace")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/millrace/millrace/cmd/millrace")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build millrace:", err)
@@ -189,6 +193,9 @@ func (c *cluster) start(name string, args ...string) *proc {
 	c.t.Cleanup(func() {
 		p.signal(syscall.SIGKILL)
 		<-p.done
+		if strings.Contains(p.output(), "WARNING: DATA RACE") {
+			c.t.Errorf("%s reported a data race", p.name)
+		}
 		if c.t.Failed() {
 			c.t.Logf("---- %s output ----\n%s", p.name, p.output())
 		}
@@ -369,4 +376,15 @@ func (c *cluster) countEvents(ids []int64, typ string) int {
 		}
 	}
 	return n
+}
+
+// waitStarted waits until at least n commands of ids have started.
+func (c *cluster) waitStarted(ids []int64, n int) {
+	c.t.Helper()
+	eventually(c.t, 30*time.Second, func() error {
+		if got := c.countEvents(ids, store.EvCommandStarted); got < n {
+			return fmt.Errorf("%d of %d commands started", got, n)
+		}
+		return nil
+	})
 }

@@ -229,11 +229,13 @@ func (r *Relay) ReapOnce(ctx context.Context) (int, error) {
 			return total, nil
 		}
 		full := len(due) == 500
-		// An expired lease whose command was re-notified recently is waiting
-		// for a worker; notifying it again every pass would only add noise.
+		// An expired lease that was already re-notified after it expired is
+		// waiting for a worker; notifying it again every pass would only add
+		// noise. One re-notification per expiry, then one per wait.
 		fresh := due[:0]
 		for _, c := range due {
-			if c.Status != store.CmdIssued && c.PublishedAt.After(now.Add(-wait)) {
+			if c.Status != store.CmdIssued && c.LeaseExpires != nil &&
+				c.PublishedAt.After(*c.LeaseExpires) && c.PublishedAt.After(now.Add(-wait)) {
 				continue
 			}
 			fresh = append(fresh, c)

@@ -19,17 +19,13 @@ import (
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 )
 
 type bundle struct {
-	t    *testing.T
-	cfg  config.Server
-	emb  *bus.Embedded
-	srv  *server.Server
-	api  *client.Client
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	t *testing.T
+	*servertest.Harness
 	base string
 }
 
@@ -37,46 +33,8 @@ type bundle struct {
 // stream name of its own. No workers run: tests act as the worker.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	var cfg config.Server
-	config.ServerSet(&cfg) // defaults
-	id := fmt.Sprintf("%d", time.Now().UnixNano())
-	cfg.NATS.URL = emb.URL()
-	cfg.NATS.Stream = "S" + id
-	cfg.NATS.Subject = "s" + id + ".commands"
-	cfg.DatabaseURL = "sqlite::memory:"
-	cfg.Addr = "127.0.0.1:0"
-	cfg.MaxBodyBytes = 64 << 10
-	b := &bundle{t: t, cfg: cfg, emb: emb}
-	b.start()
-	nc, err := nats.Connect(emb.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	b.nc = nc
-	b.js, _ = jetstream.New(nc)
-	return b
-}
-
-func (b *bundle) start() {
-	b.t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(context.Background(), b.cfg, log)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
-	b.t.Cleanup(func() { cancel(); <-done })
-	b.srv = srv
-	b.base = srv.URL()
-	b.api = client.New(srv.URL())
+	h := servertest.Start(t, func(c *config.Server) { c.MaxBodyBytes = 64 << 10 })
+	return &bundle{t: t, Harness: h, base: h.Srv.URL()}
 }
 
 // raw sends a request and returns status and decoded JSON body.
@@ -147,7 +105,7 @@ func (b *bundle) firstCommand(id int64, step string) store.Event {
 	b.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		evs, err := b.api.Events(context.Background(), id)
+		evs, err := b.API.Events(context.Background(), id)
 		if err != nil {
 			b.t.Fatal(err)
 		}
@@ -210,7 +168,7 @@ func TestRegisterVersionsAndCatalog(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	for want := 1; want <= 3; want++ {
-		r, err := b.api.Register(ctx, oneStep)
+		r, err := b.API.Register(ctx, oneStep)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,11 +176,11 @@ func TestRegisterVersionsAndCatalog(t *testing.T) {
 			t.Fatalf("register #%d = %+v", want, r)
 		}
 	}
-	list, err := b.api.Catalog(ctx)
+	list, err := b.API.Catalog(ctx)
 	if err != nil || len(list) != 1 || list[0].Version != 3 {
 		t.Fatalf("catalog = %+v, %v; want t/one at version 3", list, err)
 	}
-	e, err := b.api.CatalogGet(ctx, "t/one", 2)
+	e, err := b.API.CatalogGet(ctx, "t/one", 2)
 	if err != nil || e.Version != 2 || e.Content != oneStep {
 		t.Fatalf("catalog get v2 = %+v, %v", e, err)
 	}
@@ -234,16 +192,16 @@ func TestClaimLifecycle(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	if _, err := b.api.Register(ctx, twoSteps); err != nil {
+	if _, err := b.API.Register(ctx, twoSteps); err != nil {
 		t.Fatal(err)
 	}
-	st, err := b.api.Execute(ctx, "t/two", 0, nil)
+	st, err := b.API.Execute(ctx, "t/two", 0, nil)
 	if err != nil || st.Status != "running" {
 		t.Fatalf("execute = %+v, %v", st, err)
 	}
 	cmd := b.firstCommand(st.ExecutionID, "start")
 
-	cl, err := b.api.Claim(ctx, cmd.EventID, "w1")
+	cl, err := b.API.Claim(ctx, cmd.EventID, "w1")
 	if err != nil || cl.Attempt != 1 || cl.WorkerID != "w1" || cl.Status != "claimed" {
 		t.Fatalf("claim = %+v, %v", cl, err)
 	}
@@ -251,48 +209,48 @@ func TestClaimLifecycle(t *testing.T) {
 		t.Fatalf("claim returned tool %s, want the rendered noop config", cl.Tool)
 	}
 	// A second worker is refused while the lease lives.
-	if _, err := b.api.Claim(ctx, cmd.EventID, "w2"); client.StatusOf(err) != 409 {
+	if _, err := b.API.Claim(ctx, cmd.EventID, "w2"); client.StatusOf(err) != 409 {
 		t.Fatalf("second claim: %v, want 409", err)
 	}
 	// Only the holder may report.
-	if _, err := b.api.Report(ctx, client.Report{EventType: "command.started", EventID: cmd.EventID, WorkerID: "w2", Attempt: 1}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, client.Report{EventType: "command.started", EventID: cmd.EventID, WorkerID: "w2", Attempt: 1}); client.StatusOf(err) != 409 {
 		t.Fatalf("start by non-holder: %v, want 409", err)
 	}
 	for _, typ := range []string{"command.started", "command.heartbeat"} {
-		if _, err := b.api.Report(ctx, client.Report{EventType: typ, EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); err != nil {
+		if _, err := b.API.Report(ctx, client.Report{EventType: typ, EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}
 	}
 	// Release makes it claimable at once, as attempt 2.
-	if err := b.api.Release(ctx, cmd.EventID, "w1", 1); err != nil {
+	if err := b.API.Release(ctx, cmd.EventID, "w1", 1); err != nil {
 		t.Fatal(err)
 	}
-	cl2, err := b.api.Claim(ctx, cmd.EventID, "w2")
+	cl2, err := b.API.Claim(ctx, cmd.EventID, "w2")
 	if err != nil || cl2.Attempt != 2 {
 		t.Fatalf("claim after release = %+v, %v; want attempt 2", cl2, err)
 	}
 	// The old holder's report is stale now.
-	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); client.StatusOf(err) != 409 {
 		t.Fatalf("stale completion: %v, want 409", err)
 	}
-	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2, Result: json.RawMessage(`{"ok":true}`)}); err != nil {
+	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2, Result: json.RawMessage(`{"ok":true}`)}); err != nil {
 		t.Fatal(err)
 	}
 	// Finished: claims and repeated completions get 409.
-	if _, err := b.api.Claim(ctx, cmd.EventID, "w3"); client.StatusOf(err) != 409 {
+	if _, err := b.API.Claim(ctx, cmd.EventID, "w3"); client.StatusOf(err) != 409 {
 		t.Fatalf("claim of a finished command: %v, want 409", err)
 	}
 	status, body := b.raw("POST", fmt.Sprintf("/api/commands/%d/claim", cmd.EventID), []byte(`{"worker_id":"w3"}`))
 	if status != 409 || errCode(body) != "claim_conflict" || !strings.Contains(errMsg(body), "ended") {
 		t.Fatalf("raw claim of finished command: %d %v", status, body)
 	}
-	if _, err := b.api.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2}); client.StatusOf(err) != 409 {
 		t.Fatalf("second completion: %v, want 409", err)
 	}
 
 	// The engine issued the next step with the first one's result in scope.
 	second := b.firstCommand(st.ExecutionID, "second")
-	c2, err := b.api.Claim(ctx, second.EventID, "w1")
+	c2, err := b.API.Claim(ctx, second.EventID, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,11 +266,11 @@ func TestClaimLifecycle(t *testing.T) {
 	if first["error"] != nil && dup["error"] != nil || first["error"] == nil && dup["error"] == nil {
 		t.Fatalf("batch of two completions of one command: want exactly one accepted, got %v", results)
 	}
-	ex, err := b.api.Execution(ctx, st.ExecutionID)
+	ex, err := b.API.Execution(ctx, st.ExecutionID)
 	if err != nil || ex.Status != "completed" || string(ex.Result) != `{"n":2}` || ex.EndedAt == nil {
 		t.Fatalf("execution = %+v, %v; want completed with the last step's result", ex, err)
 	}
-	evs, _ := b.api.Events(ctx, st.ExecutionID)
+	evs, _ := b.API.Events(ctx, st.ExecutionID)
 	var types []string
 	for _, e := range evs {
 		types = append(types, e.EventType)
@@ -328,24 +286,24 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	if _, err := b.api.Register(ctx, oneStep); err != nil {
+	if _, err := b.API.Register(ctx, oneStep); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := b.api.Execute(ctx, "t/one", 0, nil)
+	st, _ := b.API.Execute(ctx, "t/one", 0, nil)
 	cmd := b.firstCommand(st.ExecutionID, "start")
-	cl, err := b.api.Claim(ctx, cmd.EventID, "w1")
+	cl, err := b.API.Claim(ctx, cmd.EventID, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex, err := b.api.Cancel(ctx, st.ExecutionID)
+	ex, err := b.API.Cancel(ctx, st.ExecutionID)
 	if err != nil || ex.Status != "cancelled" {
 		t.Fatalf("cancel = %+v, %v", ex, err)
 	}
-	if _, err := b.api.Cancel(ctx, st.ExecutionID); client.StatusOf(err) != 409 {
+	if _, err := b.API.Cancel(ctx, st.ExecutionID); client.StatusOf(err) != 409 {
 		t.Fatalf("second cancel: %v, want 409", err)
 	}
 	// The holder learns through its heartbeat that it should stop.
-	if _, err := b.api.Report(ctx, client.Report{EventType: "command.heartbeat", EventID: cmd.EventID, WorkerID: "w1", Attempt: cl.Attempt}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, client.Report{EventType: "command.heartbeat", EventID: cmd.EventID, WorkerID: "w1", Attempt: cl.Attempt}); client.StatusOf(err) != 409 {
 		t.Fatalf("heartbeat after cancel: %v, want 409", err)
 	}
 }
@@ -354,14 +312,14 @@ func TestPayloadOverridesWorkloadAndNotificationOnTheWire(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	sub, err := b.nc.SubscribeSync(b.cfg.NATS.Subject)
+	sub, err := b.NC.SubscribeSync(b.Cfg.NATS.Subject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.api.Register(ctx, oneStep); err != nil {
+	if _, err := b.API.Register(ctx, oneStep); err != nil {
 		t.Fatal(err)
 	}
-	st, err := b.api.Execute(ctx, "t/one", 0, map[string]any{"greeting": "bonjour"})
+	st, err := b.API.Execute(ctx, "t/one", 0, map[string]any{"greeting": "bonjour"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,14 +329,14 @@ func TestPayloadOverridesWorkloadAndNotificationOnTheWire(t *testing.T) {
 	}
 	cmd := b.firstCommand(st.ExecutionID, "start")
 	want := fmt.Sprintf(`{"execution_id":%d,"event_id":%d,"command_id":"%d:start:%d","step":"start","server_url":%q}`,
-		st.ExecutionID, cmd.EventID, st.ExecutionID, cmd.EventID, b.srv.URL())
+		st.ExecutionID, cmd.EventID, st.ExecutionID, cmd.EventID, b.Srv.URL())
 	if string(msg.Data) != want {
 		t.Fatalf("notification:\n got  %s\n want %s", msg.Data, want)
 	}
 	if id := msg.Header.Get("Nats-Msg-Id"); id != cmd.CommandID {
 		t.Fatalf("Nats-Msg-Id = %q, want the command id %q", id, cmd.CommandID)
 	}
-	full, err := b.api.Command(ctx, cmd.EventID)
+	full, err := b.API.Command(ctx, cmd.EventID)
 	if err != nil || !strings.Contains(string(full.Tool), `"said":"bonjour"`) {
 		t.Fatalf("command tool = %s, %v; want the payload rendered in", full.Tool, err)
 	}
@@ -388,7 +346,7 @@ func TestStreamAndConsumerContract(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	s, err := b.js.Stream(ctx, b.cfg.NATS.Stream)
+	s, err := b.JS.Stream(ctx, b.Cfg.NATS.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,18 +355,36 @@ func TestStreamAndConsumerContract(t *testing.T) {
 		t.Fatalf("stream config = retention %s storage %s max_age %s", si.Config.Retention, si.Config.Storage, si.Config.MaxAge)
 	}
 	subj := strings.Join(si.Config.Subjects, ",")
-	if subj != b.cfg.NATS.Subject+","+b.cfg.NATS.Subject+".>" {
+	if subj != b.Cfg.NATS.Subject+","+b.Cfg.NATS.Subject+".>" {
 		t.Fatalf("stream subjects = %s", subj)
 	}
-	c, err := s.Consumer(ctx, "noetl_worker_pool")
+	c, err := s.Consumer(ctx, b.Cfg.NATS.Consumer)
 	if err != nil {
 		t.Fatalf("server did not create the durable consumer: %v", err)
 	}
 	ci, _ := c.Info(ctx)
 	cc := ci.Config
-	if cc.Durable != "noetl_worker_pool" || cc.DeliverPolicy != jetstream.DeliverNewPolicy || cc.AckPolicy != jetstream.AckExplicitPolicy ||
+	if cc.Durable != b.Cfg.NATS.Consumer || cc.DeliverPolicy != jetstream.DeliverNewPolicy || cc.AckPolicy != jetstream.AckExplicitPolicy ||
 		cc.AckWait != 30*time.Second || cc.MaxDeliver != 1000 || cc.MaxAckPending != 64 {
 		t.Fatalf("consumer config = %+v", cc)
+	}
+}
+
+// The defaults are the seeds' contract.
+func TestContractDefaults(t *testing.T) {
+	t.Parallel()
+	var c config.Server
+	config.ServerSet(&c)
+	n := c.NATS
+	if n.Stream != "NOETL_COMMANDS" || n.Subject != "noetl.commands" || n.Consumer != "noetl_worker_pool" || n.Storage != "memory" ||
+		n.MaxAge != time.Hour || n.AckWait != 30*time.Second || n.MaxDeliver != 1000 || n.MaxAckPending != 64 ||
+		n.FetchTimeout != 30*time.Second || n.FetchHeartbeat != 5*time.Second || c.Addr != ":8082" {
+		t.Fatalf("defaults drifted from the seeds: %+v addr %s", n, c.Addr)
+	}
+	var w config.Worker
+	config.WorkerSet(&w)
+	if w.Concurrency != 100 {
+		t.Fatalf("worker concurrency default %d, want 100", w.Concurrency)
 	}
 }
 
@@ -454,7 +430,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 	// With NATS gone, health degrades (503) but says why.
-	b.emb.Shutdown()
+	b.NATS.Shutdown()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		status, body = b.raw("GET", "/api/health", nil)

@@ -1,0 +1,89 @@
+// Package servertest starts an in-process Millrace server (SQLite in memory)
+// against an embedded NATS server with stream, subject and consumer names of
+// its own, for tests of the server and of its clients.
+package servertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server"
+)
+
+// Harness is a running server and a raw NATS connection to inspect it.
+type Harness struct {
+	Cfg  config.Server
+	NATS *bus.Embedded
+	Srv  *server.Server
+	API  *client.Client
+	NC   *nats.Conn
+	JS   jetstream.JetStream
+}
+
+var seq atomic.Int64
+
+// Start runs a server until the test ends. mod may adjust the
+// configuration (defaults, an in-memory SQLite store, 127.0.0.1:0) first.
+func Start(t testing.TB, mod func(*config.Server)) *Harness {
+	t.Helper()
+	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	var cfg config.Server
+	config.ServerSet(&cfg) // defaults
+	id := fmt.Sprintf("%d_%d", time.Now().UnixNano(), seq.Add(1))
+	cfg.NATS.URL = emb.URL()
+	cfg.NATS.Stream = "S" + id
+	cfg.NATS.Subject = "s" + id + ".commands"
+	cfg.NATS.Consumer = "pool" + id
+	cfg.DatabaseURL = "sqlite::memory:"
+	cfg.Addr = "127.0.0.1:0"
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nc, err := nats.Connect(emb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Harness{Cfg: cfg, NATS: emb, Srv: srv, API: client.New(srv.URL()), NC: nc, JS: js}
+}
+
+// Consumer returns the current state of the worker pool's consumer.
+func (h *Harness) Consumer(t testing.TB) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := h.JS.Consumer(context.Background(), h.Cfg.NATS.Stream, h.Cfg.NATS.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ci
+}

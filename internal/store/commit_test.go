@@ -1,0 +1,213 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/store/sqlitedriver"
+)
+
+type bundle struct {
+	st  *store.Store
+	ids *ids.Generator
+	drv *countingDriver
+}
+
+// countingDriver counts transactions, to show that callers share them.
+type countingDriver struct {
+	store.Driver
+	begins atomic.Int64
+}
+
+func (d *countingDriver) Begin(ctx context.Context) (store.Tx, error) {
+	d.begins.Add(1)
+	return d.Driver.Begin(ctx)
+}
+
+func drivers(t *testing.T) map[string]func(t *testing.T) store.Driver {
+	return map[string]func(t *testing.T) store.Driver{
+		"sqlite": func(t *testing.T) store.Driver {
+			d, err := sqlitedriver.Open(context.Background(), t.TempDir()+"/t.db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+		"postgres": func(t *testing.T) store.Driver { return pgtest.Open(t) },
+	}
+}
+
+func setup(t *testing.T, open func(t *testing.T) store.Driver) *bundle {
+	drv := &countingDriver{Driver: open(t)}
+	st := store.New(drv, store.Options{})
+	t.Cleanup(func() { st.Close() })
+	return &bundle{st: st, ids: ids.New(-1), drv: drv}
+}
+
+func (b *bundle) insertExec(t *testing.T, ctx context.Context, tx store.Tx) int64 {
+	id := b.ids.Next()
+	if err := tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}); err != nil {
+		return 0
+	}
+	return id
+}
+
+func TestGroupCommit(t *testing.T) {
+	t.Parallel()
+	for name, open := range drivers(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+
+			t.Run("ConcurrentCallersShareTransactions", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				ctx := context.Background()
+				const n = 400
+				var wg sync.WaitGroup
+				errs := make(chan error, n)
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						id := b.ids.Next()
+						errs <- b.st.Do(ctx, 1, func(tx store.Tx) error { // one shard: maximal sharing
+							return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
+						})
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				var total int64
+				_ = b.st.Read(ctx, func(q store.Querier) error {
+					_, total, _ = q.ExecutionList(ctx, 0, 1)
+					return nil
+				})
+				if total != n {
+					t.Fatalf("%d executions stored, want %d", total, n)
+				}
+				if got := b.drv.begins.Load(); got >= n {
+					t.Fatalf("%d transactions for %d concurrent callers: no group commit happened", got, n)
+				}
+				t.Logf("%d callers, %d transactions", n, b.drv.begins.Load())
+			})
+
+			t.Run("OneCallersErrorUndoesOnlyItsOwnWork", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				ctx := context.Background()
+				boom := errors.New("boom")
+				const n = 100
+				var wg sync.WaitGroup
+				var okIDs sync.Map
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						var id int64
+						err := b.st.Do(ctx, 1, func(tx store.Tx) error {
+							id = b.insertExec(t, ctx, tx)
+							if i%2 == 1 {
+								return boom // after writing: the write must vanish
+							}
+							return nil
+						})
+						switch {
+						case i%2 == 1 && !errors.Is(err, boom):
+							t.Errorf("caller %d: err = %v, want its own error", i, err)
+						case i%2 == 0 && err != nil:
+							t.Errorf("caller %d: %v", i, err)
+						case i%2 == 0:
+							okIDs.Store(id, true)
+						}
+					}()
+				}
+				wg.Wait()
+				var list []store.Execution
+				_ = b.st.Read(ctx, func(q store.Querier) error {
+					list, _, _ = q.ExecutionList(ctx, 0, 1000)
+					return nil
+				})
+				if len(list) != n/2 {
+					t.Fatalf("%d executions stored, want %d (only the callers that succeeded)", len(list), n/2)
+				}
+				for _, e := range list {
+					if _, ok := okIDs.Load(e.ExecutionID); !ok {
+						t.Fatalf("execution %d of a failed caller was committed", e.ExecutionID)
+					}
+				}
+			})
+
+			t.Run("CancelledCallerContextDoesNotAbortBatch", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				ctx, cancel := context.WithCancel(context.Background())
+				var id int64
+				err := b.st.Do(ctx, 1, func(tx store.Tx) error {
+					cancel() // the caller gives up while its work runs
+					id = b.insertExec(t, context.Background(), tx)
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("Do = %v, want the queued work to finish", err)
+				}
+				err = b.st.Read(context.Background(), func(q store.Querier) error {
+					_, err := q.ExecutionGet(context.Background(), id)
+					return err
+				})
+				if err != nil {
+					t.Fatalf("work of a caller that cancelled after queueing was lost: %v", err)
+				}
+			})
+
+			t.Run("ClosedStoreRefuses", func(t *testing.T) {
+				t.Parallel()
+				drv := open(t)
+				st := store.New(drv, store.Options{})
+				st.Close()
+				if err := st.Do(context.Background(), 1, func(store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
+					t.Fatalf("Do after Close = %v, want ErrClosed", err)
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkGroupCommitSQLite(b *testing.B) {
+	drv, err := sqlitedriver.Open(context.Background(), b.TempDir()+"/b.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := drv.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	st := store.New(drv, store.Options{})
+	defer st.Close()
+	gen := ids.New(-1)
+	ctx := context.Background()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := gen.Next()
+			if err := st.Do(ctx, id, func(tx store.Tx) error {
+				return tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: store.EvCommandIssued, CreatedAt: time.Now()})
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,200 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/worker"
+)
+
+type bundle struct {
+	t *testing.T
+	*servertest.Harness
+	api  *client.Client
+	logs *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// setup runs an in-process server and one worker with a short ack wait and
+// lease, so that "longer than the ack wait" takes seconds, not minutes.
+func setup(t *testing.T, ackWait time.Duration) *bundle {
+	t.Helper()
+	h := servertest.Start(t, func(c *config.Server) {
+		c.NATS.AckWait, c.NATS.FetchTimeout, c.NATS.FetchHeartbeat = ackWait, time.Second, 400*time.Millisecond
+		c.LeaseTTL, c.ReapInterval, c.RedeliverAfter = ackWait, 200*time.Millisecond, 30*time.Second
+	})
+	logs := &syncBuf{}
+	wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 10, ShutdownGrace: 5 * time.Second}
+	w, err := worker.New(context.Background(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &bundle{t: t, Harness: h, api: h.API, logs: logs}
+}
+
+func (b *bundle) run(playbook string, payload map[string]any) store.Execution {
+	b.t.Helper()
+	ctx := context.Background()
+	reg, err := b.api.Register(ctx, playbook)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	st, err := b.api.Execute(ctx, reg.Path, 0, payload)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ex, err := b.api.Execution(ctx, st.ExecutionID)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if ex.Status != store.ExecRunning {
+			return ex
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.t.Fatalf("execution %d did not end\n%s", st.ExecutionID, b.logs.String())
+	return store.Execution{}
+}
+
+const slow = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: slow, path: w/slow}
+workflow:
+  - step: start
+    tool: {kind: shell, cmds: ["sleep 3; echo done"]}
+`
+
+// A command that runs longer than the ack wait is kept alive with
+// InProgress and heartbeats: NATS never redelivers it and nobody else
+// claims it.
+func TestLongCommandIsNotRedelivered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1*time.Second)
+	ex := b.run(slow, nil)
+	if ex.Status != store.ExecCompleted {
+		t.Fatalf("execution %s: %s\n%s", ex.Status, ex.Error, b.logs.String())
+	}
+	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	claims := 0
+	for _, e := range evs {
+		if e.EventType == store.EvCommandClaimed {
+			claims++
+		}
+	}
+	if claims != 1 {
+		t.Fatalf("%d claims for a 3 s command with a 1 s ack wait and lease, want 1", claims)
+	}
+	// Delivered.Consumer counts every delivery, redeliveries included
+	// (NumRedelivered only counts those still unacknowledged).
+	if ci := b.Consumer(b.t); ci.Delivered.Consumer != 1 || ci.NumAckPending != 0 {
+		t.Fatalf("consumer: %d deliveries, ack pending %d; want exactly 1 delivery and nothing pending", ci.Delivered.Consumer, ci.NumAckPending)
+	}
+}
+
+// A message that is not a notification is terminated, not redelivered
+// max_deliver times.
+func TestPoisonMessageIsTerminated(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	if _, err := b.JS.Publish(context.Background(), b.Cfg.NATS.Subject, []byte(`{"hello": "world"}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ci := b.Consumer(b.t)
+		if ci.Delivered.Consumer >= 1 && ci.NumAckPending == 0 && ci.NumPending == 0 {
+			if ci.NumRedelivered != 0 {
+				t.Fatalf("poison message was redelivered %d times", ci.NumRedelivered)
+			}
+			if !strings.Contains(b.logs.String(), "terminating undecodable notification") {
+				t.Fatalf("worker did not log why it dropped the message:\n%s", b.logs.String())
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("poison message still pending: %+v", b.Consumer(b.t))
+}
+
+// Duplicate notifications (same command, different message ids) are acked
+// at once and the command runs once.
+func TestDuplicateNotificationsRunOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	sub, err := b.NC.SubscribeSync(b.Cfg.NATS.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: once, path: w/once}
+workflow:
+  - step: start
+    tool: {kind: shell, cmds: ["sleep 0.5; echo ran"]}
+`, nil)
+	if ex.Status != store.ExecCompleted {
+		t.Fatalf("execution %s", ex.Status)
+	}
+	msg, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		m := nats.NewMsg(b.Cfg.NATS.Subject)
+		m.Data = msg.Data
+		m.Header.Set("Nats-Msg-Id", fmt.Sprintf("dup-%d", i))
+		if _, err := b.JS.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if ci := b.Consumer(b.t); ci.NumPending == 0 && ci.NumAckPending == 0 && ci.Delivered.Consumer >= 6 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	n := 0
+	for _, e := range evs {
+		if e.EventType == store.EvCommandClaimed || e.EventType == store.EvCommandCompleted {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("after 5 duplicate notifications: %d claim+completion events, want 2", n)
+	}
+}
