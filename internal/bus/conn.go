@@ -89,7 +89,10 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return min(time.Duration(attempts)*ReconnectWaitMin, ReconnectWaitMax)
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() || err == nil {
+				return // our own Close, not an outage
+			}
 			log.Warn("NATS disconnected, reconnecting", "url", shown, "error", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

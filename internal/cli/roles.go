@@ -3,11 +3,14 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/millrace/millrace/internal/bus"
@@ -62,6 +65,18 @@ MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.`,
 			w, err := worker.New(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
+			}
+			if cfg.MetricsAddr != "" {
+				ln, err := net.Listen("tcp", cfg.MetricsAddr)
+				if err != nil {
+					return fmt.Errorf("metrics listener on %s (MILLRACE_WORKER_METRICS_ADDR): %w", cfg.MetricsAddr, err)
+				}
+				mux := http.NewServeMux()
+				mux.Handle("GET /metrics", promhttp.Handler())
+				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+				go func() { _ = ms.Serve(ln) }()
+				defer ms.Close()
+				log.Info("worker metrics", "addr", ln.Addr().String())
 			}
 			return w.Run(cmd.Context())
 		},

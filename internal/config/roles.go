@@ -98,6 +98,7 @@ type Worker struct {
 	WorkerID      string
 	Concurrency   int
 	ShutdownGrace time.Duration
+	MetricsAddr   string
 }
 
 func (c *Worker) bind(s *Set, dev bool) {
@@ -105,6 +106,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.Log.bind(s)
 		c.NATS.bind(s)
 		s.String(&c.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server.")
+		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host-pid).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")

@@ -5,8 +5,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,12 +79,24 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.startServer()
-	c.startWorker(20)
+	metrics := freeAddr(t)
+	c.start("worker-metrics", "worker", "--concurrency", "20", "--metrics-addr", metrics)
 	c.startWorker(20)
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 40, nil)
 	c.waitAll(ids, 60*time.Second)
 	c.checkExactlyOnce(ids, allSteps)
+
+	// The standalone worker serves its own Prometheus metrics.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`millrace_worker_commands_total\{outcome="completed"\} [1-9]`).Match(body) {
+		t.Fatalf("worker /metrics lacks completed commands:\n%s", body)
+	}
 
 	// The exclusive arc chose `small` (n=3), never `big`.
 	ex, _ := c.api.Execution(context.Background(), ids[0])
@@ -96,6 +109,53 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 	c.checkExactlyOnce(big, map[string]bool{"start": true, "right": true, "small": true})
 	if n := c.countEvents(big, store.EvCommandIssued); n != 3 {
 		t.Fatalf("with n=1 want 3 commands (start, right, small), got %d", n)
+	}
+}
+
+// Two servers share one database; each worker talks to a different one.
+// Commands issued by one server are claimed and finished through the other.
+func TestTwoServersShareOneDatabase(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startServer()
+	addr2 := freeAddr(t)
+	url2 := "http://" + addr2
+	s2 := c.startEnv("server-2", []string{"MILLRACE_ADDR=" + addr2, "SERVER_API_URL=" + url2, "MILLRACE_NODE_ID=2"}, "server")
+	api2 := client.New(url2)
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case <-s2.done:
+			t.Fatalf("server-2 exited: %v\n%s", s2.err, s2.output())
+		default:
+		}
+		_, err := api2.Health(context.Background())
+		return err
+	})
+	c.startWorker(20)
+	c.startEnv("worker-via-2", []string{"SERVER_API_URL=" + url2}, "worker", "--concurrency", "20")
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 20, nil)
+	// Half the executions start on the second server.
+	for i := 0; i < 20; i++ {
+		st, err := api2.Execute(context.Background(), reg.Path, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, st.ExecutionID)
+	}
+	c.waitAll(ids, 60*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+	workers := map[string]bool{}
+	for _, id := range ids {
+		evs, _ := c.api.Events(context.Background(), id)
+		for _, e := range evs {
+			if e.EventType == store.EvCommandCompleted {
+				workers[e.WorkerID] = true
+			}
+		}
+	}
+	if len(workers) != 2 {
+		t.Fatalf("commands were completed by %d workers, want both (%v)", len(workers), workers)
 	}
 }
 
@@ -253,5 +313,4 @@ func TestDevRunExample(t *testing.T) {
 	if !regexp.MustCompile(`API server\s+http://127\.0\.0\.1:\d+`).Match(out) {
 		t.Fatalf("dev banner does not say where the API is:\n%s", out)
 	}
-	_ = bufio.ErrTooLong
 }

@@ -169,9 +169,16 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 
 func (c *cluster) start(name string, args ...string) *proc {
 	c.t.Helper()
+	return c.startEnv(name, nil, args...)
+}
+
+// startEnv starts a millrace process with extra environment entries that
+// override the cluster's.
+func (c *cluster) startEnv(name string, extra []string, args ...string) *proc {
+	c.t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = c.env
+	p.cmd.Env = append(append([]string{}, c.env...), extra...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {

@@ -48,6 +48,12 @@ type Store struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	stop   chan struct{}
+
+	// mu orders queueing against Close: Do queues under the read lock and
+	// only while closed is false, so once Close has set it, no request can
+	// land in a shard after the committers' final drain.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type request struct {
@@ -107,11 +113,16 @@ func (s *Store) do(ctx context.Context, key int64, fn func(Tx) error) error {
 		key = -key
 	}
 	req := &request{fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
 	select {
 	case s.shards[key%int64(len(s.shards))] <- req:
-	case <-s.stop:
-		return ErrClosed
+		s.mu.RUnlock()
 	case <-ctx.Done():
+		s.mu.RUnlock()
 		return ctx.Err()
 	}
 	// Once queued the work will be attempted; wait for its outcome even if
@@ -121,7 +132,12 @@ func (s *Store) do(ctx context.Context, key int64, fn func(Tx) error) error {
 
 // Close stops accepting work and waits for in-flight batches.
 func (s *Store) Close() error {
-	s.once.Do(func() { close(s.stop) })
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.stop)
+	})
 	s.wg.Wait()
 	return s.drv.Close()
 }

@@ -84,7 +84,9 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*Worker, err
 		return nil, err
 	}
 	if cfg.Concurrency > bcfg.MaxAckPending {
-		log.Warn("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
+		// The seeds' own defaults (100 and 64) trigger this, so it is
+		// information, not a warning.
+		log.Info("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
 	hard, cancel := context.WithCancel(context.Background())
