@@ -57,7 +57,8 @@ type Store struct {
 }
 
 type request struct {
-	fn   func(Tx) error
+	ctx  context.Context // the caller's: checked before fn starts, never passed to SQL
+	fn   func(context.Context, Tx) error
 	done chan error
 }
 
@@ -94,9 +95,11 @@ func (s *Store) Read(ctx context.Context, fn func(q Querier) error) error {
 var ErrClosed = errors.New("store is closed")
 
 // Do runs fn inside a (possibly shared) transaction and returns once that
-// transaction committed or fn's work was rolled back. fn must only use tx
-// and must not keep it. An error from fn rolls back fn's own work only.
-func (s *Store) Do(ctx context.Context, key int64, fn func(Tx) error) error {
+// transaction committed or fn's work was rolled back. fn must only use tx,
+// with the context it is given (the batch's: a caller that gives up must
+// not break a transaction shared with others), and must not keep tx. An
+// error from fn rolls back fn's own work only.
+func (s *Store) Do(ctx context.Context, key int64, fn func(context.Context, Tx) error) error {
 	var err error
 	for attempt := 0; attempt < maxRetries; attempt++ {
 		err = s.do(ctx, key, fn)
@@ -108,11 +111,11 @@ func (s *Store) Do(ctx context.Context, key int64, fn func(Tx) error) error {
 	return err
 }
 
-func (s *Store) do(ctx context.Context, key int64, fn func(Tx) error) error {
+func (s *Store) do(ctx context.Context, key int64, fn func(context.Context, Tx) error) error {
 	if key < 0 {
 		key = -key
 	}
-	req := &request{fn: fn, done: make(chan error, 1)}
+	req := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -196,7 +199,7 @@ func (s *Store) runBatch(batch []*request) {
 			s.fallback(ctx, batch)
 			return
 		}
-		if errs[i] = r.fn(tx); errs[i] != nil {
+		if errs[i] = r.call(ctx, tx); errs[i] != nil {
 			if err := tx.RollbackTo(ctx, sp); err != nil {
 				_ = tx.Rollback()
 				s.fallback(ctx, batch)
@@ -232,7 +235,7 @@ func (s *Store) runOne(ctx context.Context, r *request) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := r.fn(tx); err != nil {
+	if err := r.call(ctx, tx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -241,4 +244,13 @@ func (s *Store) runOne(ctx context.Context, r *request) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// call runs the request's fn unless its caller already gave up (then
+// nothing ran, so reporting the caller's error is truthful).
+func (r *request) call(ctx context.Context, tx Tx) error {
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	return r.fn(ctx, tx)
 }

@@ -80,7 +80,7 @@ func TestGroupCommit(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						id := b.ids.Next()
-						errs <- b.st.Do(ctx, 1, func(tx store.Tx) error { // one shard: maximal sharing
+						errs <- b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error { // one shard: maximal sharing
 							return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
 						})
 					}()
@@ -119,7 +119,7 @@ func TestGroupCommit(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						var id int64
-						err := b.st.Do(ctx, 1, func(tx store.Tx) error {
+						err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
 							id = b.insertExec(t, ctx, tx)
 							if i%2 == 1 {
 								return boom // after writing: the write must vanish
@@ -157,7 +157,7 @@ func TestGroupCommit(t *testing.T) {
 				b := setup(t, open)
 				ctx, cancel := context.WithCancel(context.Background())
 				var id int64
-				err := b.st.Do(ctx, 1, func(tx store.Tx) error {
+				err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
 					cancel() // the caller gives up while its work runs
 					id = b.insertExec(t, context.Background(), tx)
 					return nil
@@ -174,12 +174,48 @@ func TestGroupCommit(t *testing.T) {
 				}
 			})
 
+			t.Run("CallerTimeoutDoesNotRerunOthers", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				var runs atomic.Int64
+				short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				defer cancel()
+				release := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { // a slow caller whose own context expires mid-fn
+					defer wg.Done()
+					_ = b.st.Do(short, 1, func(ctx context.Context, tx store.Tx) error {
+						<-release
+						b.insertExec(t, ctx, tx)
+						return nil
+					})
+				}()
+				time.Sleep(5 * time.Millisecond) // let it take the committer first; correctness does not depend on it
+				go func() {
+					defer wg.Done()
+					if err := b.st.Do(context.Background(), 1, func(ctx context.Context, tx store.Tx) error {
+						runs.Add(1)
+						b.insertExec(t, ctx, tx)
+						return nil
+					}); err != nil {
+						t.Errorf("second caller: %v", err)
+					}
+				}()
+				<-short.Done()
+				close(release)
+				wg.Wait()
+				if n := runs.Load(); n != 1 {
+					t.Fatalf("second caller's function ran %d times, want 1", n)
+				}
+			})
+
 			t.Run("ClosedStoreRefuses", func(t *testing.T) {
 				t.Parallel()
 				drv := open(t)
 				st := store.New(drv, store.Options{})
 				st.Close()
-				if err := st.Do(context.Background(), 1, func(store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
+				if err := st.Do(context.Background(), 1, func(context.Context, store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
 					t.Fatalf("Do after Close = %v, want ErrClosed", err)
 				}
 			})
@@ -203,7 +239,7 @@ func BenchmarkGroupCommitSQLite(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := gen.Next()
-			if err := st.Do(ctx, id, func(tx store.Tx) error {
+			if err := st.Do(ctx, id, func(ctx context.Context, tx store.Tx) error {
 				return tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: store.EvCommandIssued, CreatedAt: time.Now()})
 			}); err != nil {
 				b.Fatal(err)

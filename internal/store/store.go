@@ -89,6 +89,11 @@ type Execution struct {
 	EndedAt     *time.Time      `json:"ended_at"`
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       string          `json:"error,omitempty"`
+	// ParentExecutionID is set for executions started by a `playbook` tool.
+	ParentExecutionID int64 `json:"parent_execution_id,omitempty"`
+	// Context holds the values playbooks assign with `set` (a JSON object,
+	// nil until the first set).
+	Context json.RawMessage `json:"context,omitempty"`
 }
 
 // Event is one immutable fact in the log.
@@ -96,9 +101,9 @@ type Event struct {
 	EventID     int64           `json:"event_id"`
 	ExecutionID int64           `json:"execution_id"`
 	EventType   string          `json:"event_type"`
-	Step        string          `json:"step,omitempty"`
-	CommandID   string          `json:"command_id,omitempty"`
-	Status      string          `json:"status,omitempty"`
+	Step        string          `json:"step"`
+	CommandID   string          `json:"command_id"`
+	Status      string          `json:"status"`
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       string          `json:"error,omitempty"`
 	WorkerID    string          `json:"worker_id,omitempty"`
@@ -124,7 +129,13 @@ type Command struct {
 	// Publishes counts how many outbox rows were ever created for this
 	// command; the reaper uses it to derive a fresh Nats-Msg-Id.
 	Publishes   int       `json:"publishes"`
-	PublishedAt time.Time `json:"published_at"` // last time an outbox row was enqueued
+	PublishedAt time.Time `json:"published_at"` // last time an outbox row was enqueued (or becomes available)
+	// AvailableAt is when the command may first be notified (a retry's
+	// backoff); it equals CreatedAt for ordinary commands.
+	AvailableAt time.Time `json:"available_at"`
+	LoopID      int64     `json:"loop_id,omitempty"`    // the loop instance this iteration belongs to; 0 if none
+	LoopIndex   int       `json:"loop_index,omitempty"` // iteration index within the loop
+	Retry       int       `json:"retry,omitempty"`      // policy retries that preceded this command for the same step run
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -137,6 +148,44 @@ type OutboxMsg struct {
 	MsgID     string    `json:"msg_id"` // Nats-Msg-Id header
 	Payload   []byte    `json:"payload"`
 	CreatedAt time.Time `json:"created_at"`
+	// AvailableAt: the publisher leaves the row alone until then (retry
+	// backoff). Zero means CreatedAt.
+	AvailableAt time.Time `json:"available_at"`
+}
+
+// Loop statuses.
+const (
+	LoopRunning = "running"
+	LoopDone    = "done"
+	LoopFailed  = "failed"
+)
+
+// Loop is one run of a looping step. Its progress is never stored as a
+// counter: it is derived from the iteration command rows (LoopID), so it
+// cannot drift.
+type Loop struct {
+	LoopID      int64           `json:"loop_id"` // the event id of its loop.started event
+	ExecutionID int64           `json:"execution_id"`
+	Step        string          `json:"step"`
+	Total       int             `json:"total"`
+	Mode        string          `json:"mode"` // sequential | parallel
+	MaxInFlight int             `json:"max_in_flight"`
+	Items       json.RawMessage `json:"items"` // the rendered list, a JSON array
+	Status      string          `json:"status"`
+	Result      json.RawMessage `json:"result,omitempty"` // the ordered iteration results, set by LoopFinish
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+}
+
+// Credential is a named secret. Data is sealed (encrypted) by the caller;
+// the store never sees plaintext.
+type Credential struct {
+	Name        string    `json:"name"`
+	Kind        string    `json:"kind"` // postgres, http, nats, generic, ...
+	Description string    `json:"description,omitempty"`
+	Data        []byte    `json:"-"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // ClaimParams describes a claim attempt.
@@ -163,6 +212,13 @@ type Stats struct {
 	ExecutionsRunning int64 `json:"executions_running"`
 	CommandsPending   int64 `json:"commands_pending"` // issued, claimed or running
 	OutboxDepth       int64 `json:"outbox_depth"`
+}
+
+// NodeAllocator is implemented by drivers shared by several server
+// processes (PostgreSQL): it hands each process a distinct id-generator
+// node so their ids cannot collide.
+type NodeAllocator interface {
+	AllocateNode(ctx context.Context) (int, error)
 }
 
 // Driver is a database backend. Implementations must be safe for concurrent
@@ -201,13 +257,28 @@ type Querier interface {
 	CommandListByExecution(ctx context.Context, executionID int64) ([]Command, error) // by event_id asc
 	// CommandsDue returns up to limit non-terminal commands that need a new
 	// notification: status issued with PublishedAt <= unclaimedBefore, or
-	// status claimed/running with LeaseExpires <= now, excluding commands
-	// that still have an outbox row and commands of executions that are not
-	// running. Ordered by event_id.
+	// status claimed/running with LeaseExpires <= now and either
+	// PublishedAt < LeaseExpires (not re-notified since the lease expired)
+	// or PublishedAt <= unclaimedBefore (re-notified long ago, still not
+	// claimed); excluding commands that still have an outbox row and
+	// commands of executions that are not running. Ordered by event_id.
 	CommandsDue(ctx context.Context, now, unclaimedBefore time.Time, limit int) ([]Command, error)
 
-	OutboxFetch(ctx context.Context, limit int) ([]OutboxMsg, error) // by id asc
+	// OutboxFetch returns rows whose AvailableAt <= now, by id asc.
+	OutboxFetch(ctx context.Context, now time.Time, limit int) ([]OutboxMsg, error)
 	Stats(ctx context.Context) (Stats, error)
+
+	// ExecutionChildren lists executions whose ParentExecutionID is
+	// parent, by execution_id asc.
+	ExecutionChildren(ctx context.Context, parent int64) ([]Execution, error)
+
+	LoopGet(ctx context.Context, loopID int64) (Loop, error)
+	LoopListByExecution(ctx context.Context, executionID int64) ([]Loop, error) // by loop_id asc
+
+	CredentialGet(ctx context.Context, name string) (Credential, error)
+	CredentialList(ctx context.Context) ([]Credential, error) // by name, Data nil
+
+	BlobGet(ctx context.Context, id int64) ([]byte, error)
 }
 
 // Tx is one read-write transaction.
@@ -230,6 +301,8 @@ type Tx interface {
 	// LockExecution serialises writers of one execution until commit
 	// (SELECT ... FOR UPDATE on PostgreSQL). Returns ErrNotFound if absent.
 	LockExecution(ctx context.Context, id int64) (Execution, error)
+	// ExecutionSetContext replaces the execution's Context.
+	ExecutionSetContext(ctx context.Context, id int64, context json.RawMessage) error
 	// ExecutionFinish moves a running execution to a terminal status.
 	// Returns ErrConflict if it is not running.
 	ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error
@@ -266,4 +339,21 @@ type Tx interface {
 	// OutboxInsert stores msg; ID must be set by the caller.
 	OutboxInsert(ctx context.Context, msg OutboxMsg) error
 	OutboxDelete(ctx context.Context, ids []int64) error
+
+	// LoopInsert stores a loop in status running.
+	LoopInsert(ctx context.Context, l Loop) error
+	// LoopFinish moves a running loop to done or failed with its result;
+	// ErrConflict if it is not running (this is what makes loop.done fire
+	// exactly once), ErrNotFound if absent.
+	LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error
+
+	// CredentialPut inserts or replaces a credential by name, keeping the
+	// original CreatedAt on replace.
+	CredentialPut(ctx context.Context, c Credential) error
+	// CredentialDelete removes a credential; ErrNotFound if absent.
+	CredentialDelete(ctx context.Context, name string) error
+
+	// BlobPut stores a large result by id (results over the inline limit
+	// are stored by reference).
+	BlobPut(ctx context.Context, id int64, data []byte, now time.Time) error
 }

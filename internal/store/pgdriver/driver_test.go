@@ -16,7 +16,7 @@ import (
 )
 
 // latestMigration is the highest version embedded in migrations/.
-const latestMigration = 1
+const latestMigration = 3
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
@@ -132,6 +132,79 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 }
 
+// TestMigrateUpgradeBackfills upgrades a database holding rows written
+// under migration 1: the new NOT NULL times must take each row's created_at
+// and the new counters their zero defaults.
+func TestMigrateUpgradeBackfills(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	d := openUnmigrated(t, pgtest.NewSchema(t), pgdriver.Options{})
+	if err := pgdriver.MigrateTo(ctx, d, 1); err != nil {
+		t.Fatalf("migrate to version 1: %v", err)
+	}
+	created := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
+	published := created.Add(time.Hour)
+	for _, stmt := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO executions (execution_id, catalog_id, path, version, status, started_at)
+			VALUES (1, 1, 'p', 1, 'running', $1)`, []any{created}},
+		{`INSERT INTO commands (event_id, execution_id, command_id, step, tool, status, publishes, published_at, created_at, updated_at)
+			VALUES (2, 1, '1:s:2', 's', '{"kind":"noop"}', 'issued', 2, $2, $1, $1)`, []any{created, published}},
+		{`INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at)
+			VALUES (3, 2, 'subj', '2-1', 'x', $1)`, []any{created}},
+	} {
+		if _, err := d.Pool().Exec(ctx, stmt.sql, stmt.args...); err != nil {
+			t.Fatalf("insert version-1 rows: %v", err)
+		}
+	}
+	if err := d.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from version 1: %v", err)
+	}
+	if v, err := d.MigrationVersion(ctx); err != nil || v != latestMigration {
+		t.Fatalf("MigrationVersion = %d, %v; want %d", v, err, latestMigration)
+	}
+	err := d.Read(ctx, func(q store.Querier) error {
+		c, err := q.CommandGet(ctx, 2)
+		if err != nil {
+			return err
+		}
+		if !c.AvailableAt.Equal(created) || !c.PublishedAt.Equal(published) || c.LoopID != 0 || c.LoopIndex != 0 || c.Retry != 0 {
+			return fmt.Errorf("upgraded command: available_at %s published_at %s loop %d/%d retry %d; want available_at = created_at %s, published_at kept %s, zeros",
+				c.AvailableAt, c.PublishedAt, c.LoopID, c.LoopIndex, c.Retry, created, published)
+		}
+		e, err := q.ExecutionGet(ctx, 1)
+		if err != nil {
+			return err
+		}
+		if e.ParentExecutionID != 0 || e.Context != nil {
+			return fmt.Errorf("upgraded execution parent = %d, context %q; want 0, nil", e.ParentExecutionID, e.Context)
+		}
+		msgs, err := q.OutboxFetch(ctx, created, 10)
+		if err != nil {
+			return err
+		}
+		if len(msgs) != 1 || !msgs[0].AvailableAt.Equal(created) {
+			return fmt.Errorf("OutboxFetch at created_at after upgrade = %+v, want the one row with available_at = created_at", msgs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The back-filled columns are NOT NULL from now on.
+	var nullable int
+	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+		WHERE table_schema = $1 AND column_name = 'available_at' AND table_name IN ('commands', 'outbox') AND is_nullable = 'NO'`,
+		d.Schema()).Scan(&nullable); err != nil {
+		t.Fatal(err)
+	}
+	if nullable != 2 {
+		t.Fatalf("%d of commands.available_at and outbox.available_at are NOT NULL, want both", nullable)
+	}
+}
+
 func TestSearchPathInURL(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -148,12 +221,13 @@ func TestSearchPathInURL(t *testing.T) {
 		}
 		var n int
 		if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM information_schema.tables
-			WHERE table_schema = $1 AND table_name IN ('catalog', 'executions', 'events', 'commands', 'outbox', 'millrace_migrations')`,
+			WHERE table_schema = $1 AND table_name IN ('catalog', 'executions', 'events', 'commands', 'outbox',
+				'loops', 'credentials', 'blobs', 'millrace_migrations')`,
 			d.Schema()).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n != 6 {
-			t.Fatalf("found %d of 6 tables in schema %s", n, d.Schema())
+		if n != 9 {
+			t.Fatalf("found %d of 9 tables in schema %s", n, d.Schema())
 		}
 	})
 

@@ -73,6 +73,11 @@ func (d *Driver) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return d.migrate(ctx, migs)
+}
+
+// migrate applies the pending ones among migs, which are in version order.
+func (d *Driver) migrate(ctx context.Context, migs []migration) error {
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("pgdriver: migrate: acquire connection: %w", err)

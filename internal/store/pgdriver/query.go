@@ -31,13 +31,16 @@ var _ store.Querier = querier{}
 // Column lists shared by SELECTs and RETURNING clauses, in scan order.
 const (
 	catalogCols = "catalog_id, path, version, name, content, created_at"
-	execCols    = "execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error"
+	execCols    = "execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error, parent_execution_id, context"
 	eventCols   = "event_id, execution_id, event_type, step, command_id, status, result, error, worker_id, attempt, created_at"
 	// Commands are always aliased c so the same list serves joins and
 	// UPDATE ... AS c RETURNING.
 	commandCols = "c.event_id, c.execution_id, c.command_id, c.step, c.tool, c.input, c.status, c.attempt, c.worker_id, " +
-		"c.lease_expires_at, c.result, c.error, c.publishes, c.published_at, c.created_at, c.updated_at"
-	outboxCols = "id, event_id, subject, msg_id, payload, created_at"
+		"c.lease_expires_at, c.result, c.error, c.publishes, c.published_at, c.available_at, c.loop_id, c.loop_index, c.retry, " +
+		"c.created_at, c.updated_at"
+	outboxCols     = "id, event_id, subject, msg_id, payload, created_at, available_at"
+	loopCols       = "loop_id, execution_id, step, total, mode, max_in_flight, items, status, result, created_at, updated_at"
+	credentialCols = "name, kind, description, data, created_at, updated_at"
 )
 
 // liveStatuses are the non-terminal command statuses, as a SQL list.
@@ -79,6 +82,15 @@ func jsonArg(m json.RawMessage) any {
 	return []byte(m)
 }
 
+// bytesArg stores nil as an empty value: the byte columns are NOT NULL,
+// and an empty secret or blob is still a value.
+func bytesArg(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
 func scanCatalog(row pgx.Row) (store.CatalogEntry, error) {
 	var c store.CatalogEntry
 	err := row.Scan(&c.CatalogID, &c.Path, &c.Version, &c.Name, &c.Content, &c.CreatedAt)
@@ -88,12 +100,12 @@ func scanCatalog(row pgx.Row) (store.CatalogEntry, error) {
 
 func scanExecution(row pgx.Row) (store.Execution, error) {
 	var (
-		e                store.Execution
-		workload, result []byte
+		e                         store.Execution
+		workload, result, context []byte
 	)
 	err := row.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload,
-		&e.StartedAt, &e.EndedAt, &result, &e.Error)
-	e.Workload, e.Result = workload, result
+		&e.StartedAt, &e.EndedAt, &result, &e.Error, &e.ParentExecutionID, &context)
+	e.Workload, e.Result, e.Context = workload, result, context
 	e.StartedAt, e.EndedAt = e.StartedAt.UTC(), utcPtr(e.EndedAt)
 	return e, err
 }
@@ -117,18 +129,38 @@ func scanCommand(row pgx.Row) (store.Command, error) {
 	)
 	err := row.Scan(&c.EventID, &c.ExecutionID, &c.CommandID, &c.Step, &tool, &input, &c.Status,
 		&c.Attempt, &c.WorkerID, &c.LeaseExpires, &result, &c.Error, &c.Publishes,
-		&c.PublishedAt, &c.CreatedAt, &c.UpdatedAt)
+		&c.PublishedAt, &c.AvailableAt, &c.LoopID, &c.LoopIndex, &c.Retry, &c.CreatedAt, &c.UpdatedAt)
 	c.Tool, c.Input, c.Result = tool, input, result
 	c.LeaseExpires = utcPtr(c.LeaseExpires)
-	c.PublishedAt, c.CreatedAt, c.UpdatedAt = c.PublishedAt.UTC(), c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	c.PublishedAt, c.AvailableAt = c.PublishedAt.UTC(), c.AvailableAt.UTC()
+	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	return c, err
 }
 
 func scanOutbox(row pgx.Row) (store.OutboxMsg, error) {
 	var m store.OutboxMsg
-	err := row.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &m.CreatedAt)
-	m.CreatedAt = m.CreatedAt.UTC()
+	err := row.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &m.CreatedAt, &m.AvailableAt)
+	m.CreatedAt, m.AvailableAt = m.CreatedAt.UTC(), m.AvailableAt.UTC()
 	return m, err
+}
+
+func scanLoop(row pgx.Row) (store.Loop, error) {
+	var (
+		l             store.Loop
+		items, result []byte
+	)
+	err := row.Scan(&l.LoopID, &l.ExecutionID, &l.Step, &l.Total, &l.Mode, &l.MaxInFlight, &items,
+		&l.Status, &result, &l.CreatedAt, &l.UpdatedAt)
+	l.Items, l.Result = items, result
+	l.CreatedAt, l.UpdatedAt = l.CreatedAt.UTC(), l.UpdatedAt.UTC()
+	return l, err
+}
+
+func scanCredential(row pgx.Row) (store.Credential, error) {
+	var c store.Credential
+	err := row.Scan(&c.Name, &c.Kind, &c.Description, &c.Data, &c.CreatedAt, &c.UpdatedAt)
+	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	return c, err
 }
 
 // collect scans every row of a query with scan.
@@ -237,12 +269,17 @@ func (q querier) CommandListByExecution(ctx context.Context, executionID int64) 
 	return list, nil
 }
 
+// CommandsDue skips an expired lease that was re-notified after it expired
+// until that notification has aged past unclaimedBefore; otherwise such
+// commands would come back on every pass and, filling the limit, starve
+// the commands behind them.
 func (q querier) CommandsDue(ctx context.Context, now, unclaimedBefore time.Time, limit int) ([]store.Command, error) {
 	rows, err := q.db.Query(ctx, "SELECT "+commandCols+` FROM commands AS c
 		JOIN executions AS e ON e.execution_id = c.execution_id AND e.status = 'running'
 		WHERE c.status IN `+liveStatuses+`
 		  AND ((c.status = 'issued' AND c.published_at <= $2)
-		    OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $1))
+		    OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $1
+		        AND (c.published_at < c.lease_expires_at OR c.published_at <= $2)))
 		  AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.event_id = c.event_id)
 		ORDER BY c.event_id
 		LIMIT $3`, ts(now), ts(unclaimedBefore), limitArg(limit))
@@ -253,8 +290,9 @@ func (q querier) CommandsDue(ctx context.Context, now, unclaimedBefore time.Time
 	return list, nil
 }
 
-func (q querier) OutboxFetch(ctx context.Context, limit int) ([]store.OutboxMsg, error) {
-	rows, err := q.db.Query(ctx, "SELECT "+outboxCols+" FROM outbox ORDER BY id LIMIT $1", limitArg(limit))
+func (q querier) OutboxFetch(ctx context.Context, now time.Time, limit int) ([]store.OutboxMsg, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+outboxCols+" FROM outbox WHERE available_at <= $1 ORDER BY id LIMIT $2",
+		ts(now), limitArg(limit))
 	list, err := collect(rows, err, scanOutbox)
 	if err != nil {
 		return nil, fmt.Errorf("pgdriver: fetch outbox: %w", err)
@@ -272,4 +310,57 @@ func (q querier) Stats(ctx context.Context) (store.Stats, error) {
 		return store.Stats{}, fmt.Errorf("pgdriver: stats: %w", err)
 	}
 	return s, nil
+}
+
+func (q querier) ExecutionChildren(ctx context.Context, parent int64) ([]store.Execution, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+execCols+" FROM executions WHERE parent_execution_id = $1 ORDER BY execution_id", parent)
+	list, err := collect(rows, err, scanExecution)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list child executions of %d: %w", parent, err)
+	}
+	return list, nil
+}
+
+func (q querier) LoopGet(ctx context.Context, loopID int64) (store.Loop, error) {
+	l, err := scanLoop(q.db.QueryRow(ctx, "SELECT "+loopCols+" FROM loops WHERE loop_id = $1", loopID))
+	if err != nil {
+		return store.Loop{}, notFound(err, fmt.Sprintf("loop %d", loopID))
+	}
+	return l, nil
+}
+
+func (q querier) LoopListByExecution(ctx context.Context, executionID int64) ([]store.Loop, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+loopCols+" FROM loops WHERE execution_id = $1 ORDER BY loop_id", executionID)
+	list, err := collect(rows, err, scanLoop)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list loops of execution %d: %w", executionID, err)
+	}
+	return list, nil
+}
+
+func (q querier) CredentialGet(ctx context.Context, name string) (store.Credential, error) {
+	c, err := scanCredential(q.db.QueryRow(ctx, "SELECT "+credentialCols+" FROM credentials WHERE name = $1", name))
+	if err != nil {
+		return store.Credential{}, notFound(err, fmt.Sprintf("credential %q", name))
+	}
+	return c, nil
+}
+
+func (q querier) CredentialList(ctx context.Context) ([]store.Credential, error) {
+	// NULL for data: listing never ships the sealed secrets. COLLATE "C"
+	// gives byte order whatever the database locale, as SQLite does.
+	rows, err := q.db.Query(ctx, `SELECT name, kind, description, NULL::bytea, created_at, updated_at FROM credentials ORDER BY name COLLATE "C"`)
+	list, err := collect(rows, err, scanCredential)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list credentials: %w", err)
+	}
+	return list, nil
+}
+
+func (q querier) BlobGet(ctx context.Context, id int64) ([]byte, error) {
+	var data []byte
+	if err := q.db.QueryRow(ctx, "SELECT data FROM blobs WHERE id = $1", id).Scan(&data); err != nil {
+		return nil, notFound(err, fmt.Sprintf("blob %d", id))
+	}
+	return data, nil
 }

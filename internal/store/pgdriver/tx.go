@@ -111,6 +111,7 @@ func (t *tx) missingOr(ctx context.Context, err error, existsSQL string, id int6
 const (
 	commandExistsSQL   = "SELECT EXISTS (SELECT 1 FROM commands WHERE event_id = $1)"
 	executionExistsSQL = "SELECT EXISTS (SELECT 1 FROM executions WHERE execution_id = $1)"
+	loopExistsSQL      = "SELECT EXISTS (SELECT 1 FROM loops WHERE loop_id = $1)"
 )
 
 func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, content string, now time.Time) (store.CatalogEntry, error) {
@@ -135,9 +136,9 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	if status == "" {
 		status = store.ExecRunning
 	}
-	_, err := t.tx.Exec(ctx, "INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	_, err := t.tx.Exec(ctx, "INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
-		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error)
+		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("execution %d", e.ExecutionID))
 	}
@@ -150,6 +151,17 @@ func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, erro
 		return store.Execution{}, notFound(err, fmt.Sprintf("lock execution %d", id))
 	}
 	return e, nil
+}
+
+func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMessage) error {
+	tag, err := t.tx.Exec(ctx, "UPDATE executions SET context = $2 WHERE execution_id = $1", id, jsonArg(raw))
+	if err != nil {
+		return fmt.Errorf("pgdriver: set context of execution %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("set context of execution %d: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
@@ -180,10 +192,17 @@ func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
 
 func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
 	created := tsOrNow(c.CreatedAt)
+	available := created
+	if !c.AvailableAt.IsZero() {
+		available = ts(c.AvailableAt)
+	}
+	// published_at = available_at starts the reaper's unclaimed timer only
+	// once a delayed (retry) command can actually be notified.
 	_, err := t.tx.Exec(ctx, `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
-			attempt, publishes, published_at, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $7)`,
-		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), created)
+			attempt, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $8, $9, $10, $11, $11)`,
+		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
+		c.LoopID, c.LoopIndex, c.Retry, created)
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("command %d", c.EventID))
 	}
@@ -260,8 +279,13 @@ func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time
 }
 
 func (t *tx) OutboxInsert(ctx context.Context, msg store.OutboxMsg) error {
-	_, err := t.tx.Exec(ctx, "INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6)",
-		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, tsOrNow(msg.CreatedAt))
+	created := tsOrNow(msg.CreatedAt)
+	available := created
+	if !msg.AvailableAt.IsZero() {
+		available = ts(msg.AvailableAt)
+	}
+	_, err := t.tx.Exec(ctx, "INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, created, available)
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("outbox message %d", msg.ID))
 	}
@@ -274,6 +298,75 @@ func (t *tx) OutboxDelete(ctx context.Context, ids []int64) error {
 	}
 	if _, err := t.tx.Exec(ctx, "DELETE FROM outbox WHERE id = ANY($1)", ids); err != nil {
 		return fmt.Errorf("pgdriver: delete %d outbox messages: %w", len(ids), err)
+	}
+	return nil
+}
+
+// LoopInsert ignores l.Status and l.Result: a loop always starts running
+// and gets its result from LoopFinish.
+func (t *tx) LoopInsert(ctx context.Context, l store.Loop) error {
+	created := tsOrNow(l.CreatedAt)
+	updated := created
+	if !l.UpdatedAt.IsZero() {
+		updated = ts(l.UpdatedAt)
+	}
+	_, err := t.tx.Exec(ctx, "INSERT INTO loops ("+loopCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', NULL, $8, $9)`,
+		l.LoopID, l.ExecutionID, l.Step, l.Total, l.Mode, l.MaxInFlight, jsonArg(l.Items), created, updated)
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("loop %d", l.LoopID))
+	}
+	return nil
+}
+
+func (t *tx) LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error {
+	if status != store.LoopDone && status != store.LoopFailed {
+		return fmt.Errorf("pgdriver: finish loop %d: status %q must be %s or %s", loopID, status, store.LoopDone, store.LoopFailed)
+	}
+	// Conditional on running: of several concurrent finishers the row lock
+	// and the re-checked WHERE clause let exactly one through.
+	var got int64
+	err := t.tx.QueryRow(ctx, `UPDATE loops SET status = $2, result = $3, updated_at = $4
+		WHERE loop_id = $1 AND status = 'running' RETURNING loop_id`,
+		loopID, status, jsonArg(result), tsOrNow(now)).Scan(&got)
+	if err != nil {
+		return t.missingOr(ctx, err, loopExistsSQL, loopID, fmt.Sprintf("finish loop %d", loopID))
+	}
+	return nil
+}
+
+// CredentialPut sets UpdatedAt to c.UpdatedAt (now when zero) and, for a new
+// name, CreatedAt to c.CreatedAt (UpdatedAt when zero).
+func (t *tx) CredentialPut(ctx context.Context, c store.Credential) error {
+	updated := tsOrNow(c.UpdatedAt)
+	created := updated
+	if !c.CreatedAt.IsZero() {
+		created = ts(c.CreatedAt)
+	}
+	_, err := t.tx.Exec(ctx, "INSERT INTO credentials ("+credentialCols+`) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, description = excluded.description,
+			data = excluded.data, updated_at = excluded.updated_at`,
+		c.Name, c.Kind, c.Description, bytesArg(c.Data), created, updated)
+	if err != nil {
+		return fmt.Errorf("pgdriver: put credential %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+func (t *tx) CredentialDelete(ctx context.Context, name string) error {
+	tag, err := t.tx.Exec(ctx, "DELETE FROM credentials WHERE name = $1", name)
+	if err != nil {
+		return fmt.Errorf("pgdriver: delete credential %q: %w", name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("delete credential %q: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (t *tx) BlobPut(ctx context.Context, id int64, data []byte, now time.Time) error {
+	_, err := t.tx.Exec(ctx, "INSERT INTO blobs (id, data, created_at) VALUES ($1, $2, $3)", id, bytesArg(data), tsOrNow(now))
+	if err != nil {
+		return insertErr(err, fmt.Sprintf("blob %d", id))
 	}
 	return nil
 }

@@ -239,6 +239,66 @@ func TestMigrate(t *testing.T) {
 	})
 }
 
+// TestMigrateUpgradeBackfills upgrades a database holding rows written
+// under migration 1: the new NOT NULL times must take each row's created_at
+// (not the ALTER TABLE default 0) and the new counters their zero defaults.
+func TestMigrateUpgradeBackfills(t *testing.T) {
+	t.Parallel()
+	b := &bundle{t: t, ctx: t.Context(), path: filepath.Join(t.TempDir(), "old.db")}
+	d := b.open()
+	migs, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.apply(b.ctx, migs[0]); err != nil {
+		t.Fatalf("apply %s: %v", migs[0].name, err)
+	}
+	created := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
+	published := created.Add(time.Hour)
+	if _, err := d.writer.ExecContext(b.ctx, `
+		INSERT INTO executions (execution_id, catalog_id, path, version, status, started_at) VALUES (1, 1, 'p', 1, 'running', ?1);
+		INSERT INTO commands (event_id, execution_id, command_id, step, tool, status, publishes, published_at, created_at, updated_at)
+			VALUES (2, 1, '1:s:2', 's', '{"kind":"noop"}', 'issued', 2, ?2, ?1, ?1);
+		INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at) VALUES (3, 2, 'subj', '2-1', x'78', ?1)`,
+		created.UnixMicro(), published.UnixMicro()); err != nil {
+		t.Fatalf("insert version-1 rows: %v", err)
+	}
+	if err := d.Migrate(b.ctx); err != nil {
+		t.Fatalf("Migrate from version 1: %v", err)
+	}
+	if v, err := d.MigrationVersion(b.ctx); err != nil || v != latestVersion(t) {
+		t.Fatalf("MigrationVersion = %d, %v; want %d", v, err, latestVersion(t))
+	}
+	err = d.Read(b.ctx, func(q store.Querier) error {
+		c, err := q.CommandGet(b.ctx, 2)
+		if err != nil {
+			return err
+		}
+		if !c.AvailableAt.Equal(created) || !c.PublishedAt.Equal(published) || c.LoopID != 0 || c.LoopIndex != 0 || c.Retry != 0 {
+			return fmt.Errorf("upgraded command: available_at %s published_at %s loop %d/%d retry %d; want available_at = created_at %s, published_at kept %s, zeros",
+				c.AvailableAt, c.PublishedAt, c.LoopID, c.LoopIndex, c.Retry, created, published)
+		}
+		e, err := q.ExecutionGet(b.ctx, 1)
+		if err != nil {
+			return err
+		}
+		if e.ParentExecutionID != 0 || e.Context != nil {
+			return fmt.Errorf("upgraded execution parent = %d, context %q; want 0, nil", e.ParentExecutionID, e.Context)
+		}
+		msgs, err := q.OutboxFetch(b.ctx, created, 10)
+		if err != nil {
+			return err
+		}
+		if len(msgs) != 1 || !msgs[0].AvailableAt.Equal(created) {
+			return fmt.Errorf("OutboxFetch at created_at after upgrade = %+v, want the one row with available_at = created_at", msgs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConcurrentWritersNeverBusy(t *testing.T) {
 	t.Parallel()
 

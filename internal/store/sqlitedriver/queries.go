@@ -187,18 +187,20 @@ func collect[T any](rows *sql.Rows, scan func(scanner) (T, error), what string) 
 
 // --- executions -------------------------------------------------------------
 
-const executionCols = `execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error`
+const executionCols = `execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error,
+	parent_execution_id, context`
 
 func scanExecution(s scanner) (store.Execution, error) {
 	var e store.Execution
-	var workload, result []byte
+	var workload, result, context []byte
 	var started int64
 	var ended sql.NullInt64
-	err := s.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload, &started, &ended, &result, &e.Error)
+	err := s.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload, &started, &ended, &result, &e.Error,
+		&e.ParentExecutionID, &context)
 	if err != nil {
 		return store.Execution{}, err
 	}
-	e.Workload, e.Result = fromJSON(workload), fromJSON(result)
+	e.Workload, e.Result, e.Context = fromJSON(workload), fromJSON(result), fromJSON(context)
 	e.StartedAt, e.EndedAt = fromMicros(started), fromNullMicros(ended)
 	return e, nil
 }
@@ -255,7 +257,7 @@ func (q *queries) EventList(ctx context.Context, executionID int64) ([]store.Eve
 // --- commands ---------------------------------------------------------------
 
 const commandCols = `event_id, execution_id, command_id, step, tool, input, status, attempt, worker_id,
-	lease_expires_at, result, error, publishes, published_at, created_at, updated_at`
+	lease_expires_at, result, error, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at`
 
 // liveStatus is the predicate of commands_live_idx, repeated verbatim so the
 // planner can use that partial index.
@@ -265,15 +267,16 @@ func scanCommand(s scanner) (store.Command, error) {
 	var c store.Command
 	var tool, input, result []byte
 	var lease sql.NullInt64
-	var published, created, updated int64
+	var published, available, created, updated int64
 	err := s.Scan(&c.EventID, &c.ExecutionID, &c.CommandID, &c.Step, &tool, &input, &c.Status, &c.Attempt, &c.WorkerID,
-		&lease, &result, &c.Error, &c.Publishes, &published, &created, &updated)
+		&lease, &result, &c.Error, &c.Publishes, &published, &available, &c.LoopID, &c.LoopIndex, &c.Retry, &created, &updated)
 	if err != nil {
 		return store.Command{}, err
 	}
 	c.Tool, c.Input, c.Result = fromJSON(tool), fromJSON(input), fromJSON(result)
 	c.LeaseExpires = fromNullMicros(lease)
-	c.PublishedAt, c.CreatedAt, c.UpdatedAt = fromMicros(published), fromMicros(created), fromMicros(updated)
+	c.PublishedAt, c.AvailableAt = fromMicros(published), fromMicros(available)
+	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
 	return c, nil
 }
 
@@ -299,14 +302,18 @@ func (q *queries) CommandsDue(ctx context.Context, now, unclaimedBefore time.Tim
 	if limit <= 0 {
 		return nil, nil
 	}
+	// An expired lease re-notified after it expired waits until that
+	// notification aged past unclaimedBefore; otherwise such commands would
+	// come back on every pass and, filling the limit, starve the rest.
 	rows, err := q.query(ctx, `SELECT `+commandCols+` FROM commands c
 		WHERE `+liveStatus+`
-		  AND ((status = 'issued' AND published_at <= ?)
-		    OR (status IN ('claimed', 'running') AND lease_expires_at <= ?))
+		  AND ((status = 'issued' AND published_at <= ?1)
+		    OR (status IN ('claimed', 'running') AND lease_expires_at <= ?2
+		        AND (published_at < lease_expires_at OR published_at <= ?1)))
 		  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = c.event_id)
 		  AND EXISTS (SELECT 1 FROM executions e WHERE e.execution_id = c.execution_id AND e.status = 'running')
 		ORDER BY event_id
-		LIMIT ?`, micros(unclaimedBefore), micros(now), limit)
+		LIMIT ?3`, micros(unclaimedBefore), micros(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitedriver: list due commands: %w", err)
 	}
@@ -317,21 +324,22 @@ func (q *queries) CommandsDue(ctx context.Context, now, unclaimedBefore time.Tim
 
 func scanOutbox(s scanner) (store.OutboxMsg, error) {
 	var m store.OutboxMsg
-	var created int64
-	if err := s.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &created); err != nil {
+	var created, available int64
+	if err := s.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &created, &available); err != nil {
 		return store.OutboxMsg{}, err
 	}
-	m.CreatedAt = fromMicros(created)
+	m.CreatedAt, m.AvailableAt = fromMicros(created), fromMicros(available)
 	return m, nil
 }
 
-const sqlOutboxFetch = `SELECT id, event_id, subject, msg_id, payload, created_at FROM outbox ORDER BY id LIMIT ?`
+const sqlOutboxFetch = `SELECT id, event_id, subject, msg_id, payload, created_at, available_at FROM outbox
+	WHERE available_at <= ? ORDER BY id LIMIT ?`
 
-func (q *queries) OutboxFetch(ctx context.Context, limit int) ([]store.OutboxMsg, error) {
+func (q *queries) OutboxFetch(ctx context.Context, now time.Time, limit int) ([]store.OutboxMsg, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := q.query(ctx, sqlOutboxFetch, limit)
+	rows, err := q.query(ctx, sqlOutboxFetch, micros(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitedriver: fetch outbox: %w", err)
 	}
@@ -348,4 +356,90 @@ func (q *queries) Stats(ctx context.Context) (store.Stats, error) {
 		return store.Stats{}, fmt.Errorf("sqlitedriver: stats: %w", err)
 	}
 	return s, nil
+}
+
+func (q *queries) ExecutionChildren(ctx context.Context, parent int64) ([]store.Execution, error) {
+	rows, err := q.query(ctx, `SELECT `+executionCols+` FROM executions WHERE parent_execution_id = ? ORDER BY execution_id`, parent)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedriver: list child executions of %d: %w", parent, err)
+	}
+	return collect(rows, scanExecution, "list child executions")
+}
+
+// --- loops ------------------------------------------------------------------
+
+const loopCols = `loop_id, execution_id, step, total, mode, max_in_flight, items, status, result, created_at, updated_at`
+
+func scanLoop(s scanner) (store.Loop, error) {
+	var l store.Loop
+	var items, result []byte
+	var created, updated int64
+	err := s.Scan(&l.LoopID, &l.ExecutionID, &l.Step, &l.Total, &l.Mode, &l.MaxInFlight, &items, &l.Status, &result, &created, &updated)
+	if err != nil {
+		return store.Loop{}, err
+	}
+	l.Items, l.Result = fromJSON(items), fromJSON(result)
+	l.CreatedAt, l.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return l, nil
+}
+
+func (q *queries) LoopGet(ctx context.Context, loopID int64) (store.Loop, error) {
+	l, err := scanLoop(q.queryRow(ctx, `SELECT `+loopCols+` FROM loops WHERE loop_id = ?`, loopID))
+	if err != nil {
+		return l, notFound(err, "loop %d", loopID)
+	}
+	return l, nil
+}
+
+func (q *queries) LoopListByExecution(ctx context.Context, executionID int64) ([]store.Loop, error) {
+	rows, err := q.query(ctx, `SELECT `+loopCols+` FROM loops WHERE execution_id = ? ORDER BY loop_id`, executionID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedriver: list loops of execution %d: %w", executionID, err)
+	}
+	return collect(rows, scanLoop, "list loops")
+}
+
+// --- credentials and blobs --------------------------------------------------
+
+const credentialCols = `name, kind, description, data, created_at, updated_at`
+
+func scanCredential(s scanner) (store.Credential, error) {
+	var c store.Credential
+	var created, updated int64
+	if err := s.Scan(&c.Name, &c.Kind, &c.Description, &c.Data, &created, &updated); err != nil {
+		return store.Credential{}, err
+	}
+	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return c, nil
+}
+
+func (q *queries) CredentialGet(ctx context.Context, name string) (store.Credential, error) {
+	c, err := scanCredential(q.queryRow(ctx, `SELECT `+credentialCols+` FROM credentials WHERE name = ?`, name))
+	if err != nil {
+		return c, notFound(err, "credential %q", name)
+	}
+	if c.Data == nil {
+		c.Data = []byte{} // an empty secret is still a value, as on PostgreSQL
+	}
+	return c, nil
+}
+
+func (q *queries) CredentialList(ctx context.Context) ([]store.Credential, error) {
+	// NULL for data: listing never ships the sealed secrets.
+	rows, err := q.query(ctx, `SELECT name, kind, description, NULL, created_at, updated_at FROM credentials ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedriver: list credentials: %w", err)
+	}
+	return collect(rows, scanCredential, "list credentials")
+}
+
+func (q *queries) BlobGet(ctx context.Context, id int64) ([]byte, error) {
+	var data []byte
+	if err := q.queryRow(ctx, `SELECT data FROM blobs WHERE id = ?`, id).Scan(&data); err != nil {
+		return nil, notFound(err, "blob %d", id)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
 }

@@ -27,8 +27,9 @@ const (
 	sqlEventInsert = `INSERT INTO events (event_id, execution_id, event_type, step, command_id, status, result, error,
 		worker_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlCommandInsert = `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status, attempt,
-		worker_id, lease_expires_at, result, error, publishes, published_at, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?)`
+		worker_id, lease_expires_at, result, error, publishes, published_at, available_at, loop_id, loop_index, retry,
+		created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?, ?, ?, ?, ?)`
 	// sqlCommandClaim is one conditional UPDATE: SQLite runs it under the
 	// write lock, so of N concurrent claimers exactly one sees the row in a
 	// claimable state.
@@ -51,7 +52,8 @@ const (
 	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
 		WHERE event_id = ? RETURNING ` + commandCols
 	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
-	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)`
+	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at, available_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
 	// The ids travel as one JSON array so the statement can be prepared
 	// whatever their number.
 	sqlOutboxDelete = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
@@ -160,9 +162,9 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	if status == "" {
 		status = store.ExecRunning
 	}
-	_, err := t.exec(ctx, `INSERT INTO executions (`+executionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(ctx, `INSERT INTO executions (`+executionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
-		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error)
+		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
 	if err != nil {
 		return insertErr(err, "execution %d", e.ExecutionID)
 	}
@@ -173,6 +175,21 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 // transaction the database write lock, so reading the row is enough.
 func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, error) {
 	return t.ExecutionGet(ctx, id)
+}
+
+func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMessage) error {
+	res, err := t.exec(ctx, `UPDATE executions SET context = ? WHERE execution_id = ?`, jsonArg(raw), id)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: set context of execution %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: set context of execution %d: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlitedriver: set context of execution %d: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
@@ -213,8 +230,14 @@ func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
 
 func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
 	created := micros(nowIfZero(c.CreatedAt))
+	available := created
+	if !c.AvailableAt.IsZero() {
+		available = micros(c.AvailableAt)
+	}
+	// published_at = available_at starts the reaper's unclaimed timer only
+	// once a delayed (retry) command can actually be notified.
 	_, err := t.exec(ctx, sqlCommandInsert, c.EventID, c.ExecutionID, c.CommandID, c.Step,
-		jsonArg(c.Tool), jsonArg(c.Input), created, created, created)
+		jsonArg(c.Tool), jsonArg(c.Input), available, available, c.LoopID, c.LoopIndex, c.Retry, created, created)
 	if err != nil {
 		return insertErr(err, "command %d", c.EventID)
 	}
@@ -290,7 +313,12 @@ func (t *tx) OutboxInsert(ctx context.Context, m store.OutboxMsg) error {
 	if payload == nil {
 		payload = []byte{}
 	}
-	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, micros(nowIfZero(m.CreatedAt)))
+	created := micros(nowIfZero(m.CreatedAt))
+	available := created
+	if !m.AvailableAt.IsZero() {
+		available = micros(m.AvailableAt)
+	}
+	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, created, available)
 	if err != nil {
 		return insertErr(err, "outbox message %d", m.ID)
 	}
@@ -309,4 +337,95 @@ func (t *tx) OutboxDelete(ctx context.Context, ids []int64) error {
 		return fmt.Errorf("sqlitedriver: delete %d outbox messages: %w", len(ids), err)
 	}
 	return nil
+}
+
+// LoopInsert ignores l.Status and l.Result: a loop always starts running
+// and gets its result from LoopFinish.
+func (t *tx) LoopInsert(ctx context.Context, l store.Loop) error {
+	created := micros(nowIfZero(l.CreatedAt))
+	updated := created
+	if !l.UpdatedAt.IsZero() {
+		updated = micros(l.UpdatedAt)
+	}
+	_, err := t.exec(ctx, `INSERT INTO loops (`+loopCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?)`,
+		l.LoopID, l.ExecutionID, l.Step, l.Total, l.Mode, l.MaxInFlight, jsonArg(l.Items), created, updated)
+	if err != nil {
+		return insertErr(err, "loop %d", l.LoopID)
+	}
+	return nil
+}
+
+func (t *tx) LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error {
+	if status != store.LoopDone && status != store.LoopFailed {
+		return fmt.Errorf("sqlitedriver: finish loop %d: status %q is not %s or %s", loopID, status, store.LoopDone, store.LoopFailed)
+	}
+	// Conditional on running and run under the write lock: of several
+	// finishers exactly one changes the row.
+	res, err := t.exec(ctx, `UPDATE loops SET status = ?, result = ?, updated_at = ? WHERE loop_id = ? AND status = 'running'`,
+		status, jsonArg(result), micros(nowIfZero(now)), loopID)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: finish loop %d: %w", loopID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: finish loop %d: %w", loopID, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var one int
+	if err := t.queryRow(ctx, `SELECT 1 FROM loops WHERE loop_id = ?`, loopID).Scan(&one); err != nil {
+		return notFound(err, "finish loop %d", loopID)
+	}
+	return fmt.Errorf("sqlitedriver: finish loop %d: it is no longer running: %w", loopID, store.ErrConflict)
+}
+
+// CredentialPut sets UpdatedAt to c.UpdatedAt (now when zero) and, for a new
+// name, CreatedAt to c.CreatedAt (UpdatedAt when zero).
+func (t *tx) CredentialPut(ctx context.Context, c store.Credential) error {
+	updated := micros(nowIfZero(c.UpdatedAt))
+	created := updated
+	if !c.CreatedAt.IsZero() {
+		created = micros(c.CreatedAt)
+	}
+	_, err := t.exec(ctx, `INSERT INTO credentials (`+credentialCols+`) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, description = excluded.description,
+			data = excluded.data, updated_at = excluded.updated_at`,
+		c.Name, c.Kind, c.Description, bytesArg(c.Data), created, updated)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: put credential %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+func (t *tx) CredentialDelete(ctx context.Context, name string) error {
+	res, err := t.exec(ctx, `DELETE FROM credentials WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: delete credential %q: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: delete credential %q: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlitedriver: delete credential %q: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (t *tx) BlobPut(ctx context.Context, id int64, data []byte, now time.Time) error {
+	_, err := t.exec(ctx, `INSERT INTO blobs (id, data, created_at) VALUES (?, ?, ?)`, id, bytesArg(data), micros(nowIfZero(now)))
+	if err != nil {
+		return insertErr(err, "blob %d", id)
+	}
+	return nil
+}
+
+// bytesArg stores nil as an empty BLOB: the byte columns are NOT NULL, and
+// an empty secret or blob is still a value.
+func bytesArg(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }

@@ -41,6 +41,36 @@ func commandCases() []testCase {
 			c.CreatedAt = got.CreatedAt
 			b.wantCommand("command inserted with zero CreatedAt", got, issued(c))
 		}},
+		{"InsertAvailableAtAndLoopFields", func(b *bundle) {
+			e := b.addExecution()
+			c := b.newCommand(e.ExecutionID, b.now)
+			// A retry of a loop iteration, held back by its backoff.
+			c.AvailableAt = b.now.Add(30 * time.Second)
+			c.LoopID, c.LoopIndex, c.Retry = b.ids.Next(), 3, 2
+			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
+			want := issued(c)
+			if !want.PublishedAt.Equal(c.AvailableAt) {
+				b.fatalf("fixture: issued() PublishedAt = %s, want AvailableAt", want.PublishedAt)
+			}
+			b.wantCommand("command inserted with AvailableAt, LoopID, LoopIndex and Retry (PublishedAt = AvailableAt)", b.getCommand(c.EventID), want)
+			list, err := readDo(b, func(q store.Querier) ([]store.Command, error) {
+				return q.CommandListByExecution(b.ctx(), e.ExecutionID)
+			})
+			b.mustNil("CommandListByExecution", err)
+			b.wantCommandIDs("CommandListByExecution", list, c.EventID)
+			b.wantCommand("CommandListByExecution[0]", list[0], want)
+			// Every RETURNING path carries the new columns too.
+			got := b.mustClaim(c.EventID, "worker-a", c.AvailableAt)
+			want.Status, want.Attempt, want.WorkerID = store.CmdClaimed, 1, "worker-a"
+			want.LeaseExpires, want.UpdatedAt = leaseAt(c.AvailableAt), c.AvailableAt
+			b.wantCommand("CommandClaim result", got, want)
+			got, err = txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandMarkRepublished(b.ctx(), c.EventID, c.AvailableAt)
+			})
+			b.mustNil("CommandMarkRepublished", err)
+			want.Publishes, want.UpdatedAt = 2, time.Time{}
+			b.wantCommand("CommandMarkRepublished result", got, want)
+		}},
 		{"NilInputStaysNil", func(b *bundle) {
 			e := b.addExecution()
 			c := b.newCommand(e.ExecutionID, b.now)

@@ -40,6 +40,27 @@ func (b *bundle) addOutbox(msgs ...store.OutboxMsg) {
 	})
 }
 
+// republish records a new notification of a command at at.
+func (b *bundle) republish(eventID int64, at time.Time) store.Command {
+	b.t.Helper()
+	c, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), eventID, at) })
+	b.mustNil("CommandMarkRepublished", err)
+	return c
+}
+
+// release is what the server does when a worker gives a command back: end
+// the lease now and notify the command again, in one transaction.
+func (b *bundle) release(c store.Command, now time.Time) {
+	b.t.Helper()
+	b.mustWrite("release (CommandHeartbeat ttl 0 + CommandMarkRepublished)", func(tx store.Tx) error {
+		if _, err := tx.CommandHeartbeat(b.ctx(), c.EventID, c.WorkerID, c.Attempt, now, 0); err != nil {
+			return err
+		}
+		_, err := tx.CommandMarkRepublished(b.ctx(), c.EventID, now)
+		return err
+	})
+}
+
 // dueWorld is a store holding one command in each situation CommandsDue
 // must tell apart, all relative to now and unclaimedBefore.
 type dueWorld struct {
@@ -75,6 +96,21 @@ func (b *bundle) buildDueWorld() dueWorld {
 			b.mustNil("CommandStart", err)
 		}},
 		{"claimed, lease expires exactly now", run.ExecutionID, true, claimAt(b.now.Add(-leaseTTL))},
+		{"expired lease, re-notified before it expired", run.ExecutionID, true, func(c store.Command) {
+			b.mustClaim(c.EventID, "w", old)
+			b.republish(c.EventID, old.Add(leaseTTL/2))
+		}},
+		{"expired lease, re-notified after it expired, long ago", run.ExecutionID, true, func(c store.Command) {
+			b.mustClaim(c.EventID, "w", old)
+			b.republish(c.EventID, w.unclaimedBefore)
+		}},
+		{"expired lease, re-notified recently", run.ExecutionID, false, func(c store.Command) {
+			b.mustClaim(c.EventID, "w", old)
+			b.republish(c.EventID, b.now)
+		}},
+		{"released now (lease = now, re-notified now)", run.ExecutionID, false, func(c store.Command) {
+			b.release(b.mustClaim(c.EventID, "w", b.now.Add(-time.Second)), b.now)
+		}},
 		{"claimed, live lease", run.ExecutionID, false, claimAt(b.now)},
 		{"running, live lease", run.ExecutionID, false, func(c store.Command) {
 			b.mustClaim(c.EventID, "w", old)
@@ -166,6 +202,52 @@ func dueCases() []testCase {
 			later := b.now.Add(time.Hour)
 			b.wantCommandIDs("CommandsDue after the republish aged", b.due(later, later.Add(-time.Minute), 10), c.EventID)
 		}},
+		{"ExpiredLeaseRepublishedWaits", func(b *bundle) {
+			e := b.addExecution()
+			old := b.now.Add(-time.Hour)
+			c := b.addCommand(e.ExecutionID, old)
+			b.mustClaim(c.EventID, "w", old)
+			b.wantCommandIDs("CommandsDue with an expired lease", b.due(b.now, b.now.Add(-time.Minute), 10), c.EventID)
+			// The reaper notifies it again: published_at = now >= lease.
+			b.republish(c.EventID, b.now)
+			b.wantCommandIDs("CommandsDue right after the expired lease was re-notified", b.due(b.now, b.now.Add(-time.Minute), 10))
+			later := b.now.Add(time.Minute)
+			b.wantCommandIDs("CommandsDue with unclaimedBefore just short of the re-notification",
+				b.due(later, b.now.Add(-time.Microsecond), 10))
+			b.wantCommandIDs("CommandsDue with unclaimedBefore = the re-notification (still not claimed)",
+				b.due(later, b.now, 10), c.EventID)
+		}},
+		{"ReleasedIsNotDue", func(b *bundle) {
+			e := b.addExecution()
+			c := b.addCommand(e.ExecutionID, b.now.Add(-time.Hour))
+			claimed := b.mustClaim(c.EventID, "w", b.now.Add(-time.Second))
+			b.release(claimed, b.now)
+			got := b.getCommand(c.EventID)
+			if got.LeaseExpires == nil || !got.LeaseExpires.Equal(b.now) || !got.PublishedAt.Equal(b.now) {
+				b.fatalf("released command: lease %s, published_at %s; want both %s",
+					fmtTimePtr(got.LeaseExpires), got.PublishedAt.Format(time.RFC3339Nano), b.now.Format(time.RFC3339Nano))
+			}
+			b.wantCommandIDs("CommandsDue right after a release", b.due(b.now, b.now.Add(-time.Minute), 10))
+			later := b.now.Add(time.Hour)
+			b.wantCommandIDs("CommandsDue once the release notification aged unclaimed",
+				b.due(later, later.Add(-time.Minute), 10), c.EventID)
+		}},
+		{"RenotifiedLeasesDoNotStarveIssued", func(b *bundle) {
+			// More expired, recently re-notified leases than the limit, all
+			// ordered before an issued command that waited too long: the
+			// re-notified ones must not fill the page.
+			const limit = 2
+			e := b.addExecution()
+			old := b.now.Add(-time.Hour)
+			for range limit + 1 {
+				c := b.addCommand(e.ExecutionID, old)
+				b.mustClaim(c.EventID, "w", old)
+				b.republish(c.EventID, b.now.Add(-time.Second))
+			}
+			stale := b.addCommand(e.ExecutionID, old)
+			b.wantCommandIDs("CommandsDue limit 2 behind 3 recently re-notified expired leases",
+				b.due(b.now, b.now.Add(-time.Minute), limit), stale.EventID)
+		}},
 		{"OutboxDeleteMakesDue", func(b *bundle) {
 			e := b.addExecution()
 			c := b.addCommand(e.ExecutionID, b.now.Add(-time.Hour))
@@ -174,6 +256,20 @@ func dueCases() []testCase {
 			b.wantCommandIDs("CommandsDue with a pending outbox row", b.due(b.now, b.now.Add(-time.Minute), 10))
 			b.mustWrite("OutboxDelete", func(tx store.Tx) error { return tx.OutboxDelete(b.ctx(), []int64{m.ID}) })
 			b.wantCommandIDs("CommandsDue after the outbox row was published", b.due(b.now, b.now.Add(-time.Minute), 10), c.EventID)
+		}},
+		{"DelayedCommandDueOnlyOnceAvailable", func(b *bundle) {
+			// A retry inserted with a backoff: its unclaimed timer starts
+			// when it becomes available, not when it was created.
+			e := b.addExecution()
+			c := b.newCommand(e.ExecutionID, b.now.Add(-time.Hour))
+			c.AvailableAt = b.now.Add(10 * time.Minute)
+			c.Retry = 1
+			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
+			b.wantCommandIDs("CommandsDue before the command is available", b.due(b.now, b.now.Add(-time.Minute), 10))
+			b.wantCommandIDs("CommandsDue with unclaimedBefore just short of AvailableAt",
+				b.due(c.AvailableAt.Add(time.Hour), c.AvailableAt.Add(-time.Microsecond), 10))
+			b.wantCommandIDs("CommandsDue with unclaimedBefore = AvailableAt",
+				b.due(c.AvailableAt.Add(time.Hour), c.AvailableAt, 10), c.EventID)
 		}},
 		{"Empty", func(b *bundle) {
 			b.wantCommandIDs("CommandsDue on an empty store", b.due(b.now, b.now, 10))

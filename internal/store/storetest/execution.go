@@ -2,11 +2,15 @@ package storetest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/millrace/millrace/internal/store"
 )
+
+// errRollback fails a transaction on purpose so its work is rolled back.
+var errRollback = errors.New("storetest: deliberate rollback")
 
 func (b *bundle) getExecution(id int64) store.Execution {
 	b.t.Helper()
@@ -26,6 +30,143 @@ func executionCases() []testCase {
 			want.Workload = nil
 			b.mustWrite("ExecutionInsert", func(tx store.Tx) error { return tx.ExecutionInsert(b.ctx(), want) })
 			b.wantExecution("ExecutionGet of an execution without workload", b.getExecution(want.ExecutionID), want)
+		}},
+		{"Children", func(b *bundle) {
+			parent := b.addExecution()
+			b.addExecution() // an unrelated top-level execution
+			child := func(of int64) store.Execution {
+				e := b.newExecution()
+				e.ParentExecutionID = of
+				return e
+			}
+			c1, c2 := child(parent.ExecutionID), child(parent.ExecutionID)
+			grandchild := child(c1.ExecutionID) // the newest id
+			// Reverse id order: listing must sort by execution_id.
+			b.mustWrite("ExecutionInsert children", func(tx store.Tx) error {
+				for _, e := range []store.Execution{grandchild, c2, c1} {
+					if err := tx.ExecutionInsert(b.ctx(), e); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			b.wantExecution("ExecutionGet of a child", b.getExecution(c1.ExecutionID), c1)
+			children := func(of int64) []store.Execution {
+				b.t.Helper()
+				list, err := readDo(b, func(q store.Querier) ([]store.Execution, error) { return q.ExecutionChildren(b.ctx(), of) })
+				b.mustNil("ExecutionChildren", err)
+				return list
+			}
+			list := children(parent.ExecutionID)
+			if len(list) != 2 {
+				b.fatalf("ExecutionChildren(parent) returned %d executions, want its 2 direct children", len(list))
+			}
+			b.wantExecution("ExecutionChildren(parent)[0]", list[0], c1)
+			b.wantExecution("ExecutionChildren(parent)[1]", list[1], c2)
+			list = children(c1.ExecutionID)
+			if len(list) != 1 {
+				b.fatalf("ExecutionChildren(child) returned %d executions, want the 1 grandchild", len(list))
+			}
+			b.wantExecution("ExecutionChildren(child)[0]", list[0], grandchild)
+			if list := children(b.ids.Next()); len(list) != 0 {
+				b.fatalf("ExecutionChildren of an unknown execution = %d executions, want none", len(list))
+			}
+			var page []store.Execution
+			b.mustRead("ExecutionList", func(q store.Querier) error {
+				var err error
+				page, _, err = q.ExecutionList(b.ctx(), 0, 1)
+				return err
+			})
+			if len(page) != 1 {
+				b.fatalf("ExecutionList(0, 1) returned %d executions, want 1", len(page))
+			}
+			b.wantExecution("ExecutionList newest (the grandchild)", page[0], grandchild)
+			locked, err := txDo(b, func(tx store.Tx) (store.Execution, error) { return tx.LockExecution(b.ctx(), c2.ExecutionID) })
+			b.mustNil("LockExecution", err)
+			b.wantExecution("LockExecution of a child", locked, c2)
+		}},
+		{"ContextNilUntilSet", func(b *bundle) {
+			want := b.addExecution()
+			if got := b.getExecution(want.ExecutionID); got.Context != nil {
+				b.fatalf("Context of a new execution = %q, want nil", got.Context)
+			}
+		}},
+		{"SetContext", func(b *bundle) {
+			want := b.addExecution()
+			other := b.addExecution()
+			b.mustWrite("ExecutionSetContext", func(tx store.Tx) error {
+				return tx.ExecutionSetContext(b.ctx(), want.ExecutionID, jsonContext)
+			})
+			want.Context = jsonContext
+			b.wantExecution("ExecutionGet after ExecutionSetContext", b.getExecution(want.ExecutionID), want)
+			b.wantExecution("an execution whose context was not set", b.getExecution(other.ExecutionID), other)
+
+			// Every read of an execution carries its context.
+			locked, err := txDo(b, func(tx store.Tx) (store.Execution, error) { return tx.LockExecution(b.ctx(), want.ExecutionID) })
+			b.mustNil("LockExecution", err)
+			b.wantExecution("LockExecution after ExecutionSetContext", locked, want)
+			var page []store.Execution
+			b.mustRead("ExecutionList", func(q store.Querier) error {
+				var err error
+				page, _, err = q.ExecutionList(b.ctx(), 1, 1)
+				return err
+			})
+			if len(page) != 1 {
+				b.fatalf("ExecutionList(1, 1) returned %d executions, want 1", len(page))
+			}
+			b.wantExecution("ExecutionList after ExecutionSetContext", page[0], want)
+			child := b.newExecution()
+			child.ParentExecutionID = want.ExecutionID
+			b.mustWrite("ExecutionInsert child", func(tx store.Tx) error {
+				if err := tx.ExecutionInsert(b.ctx(), child); err != nil {
+					return err
+				}
+				return tx.ExecutionSetContext(b.ctx(), child.ExecutionID, jsonContext2)
+			})
+			child.Context = jsonContext2
+			kids, err := readDo(b, func(q store.Querier) ([]store.Execution, error) {
+				return q.ExecutionChildren(b.ctx(), want.ExecutionID)
+			})
+			b.mustNil("ExecutionChildren", err)
+			if len(kids) != 1 {
+				b.fatalf("ExecutionChildren returned %d executions, want 1", len(kids))
+			}
+			b.wantExecution("ExecutionChildren after ExecutionSetContext", kids[0], child)
+
+			// A second set replaces the document; finishing keeps it.
+			b.mustWrite("ExecutionSetContext again", func(tx store.Tx) error {
+				return tx.ExecutionSetContext(b.ctx(), want.ExecutionID, jsonContext2)
+			})
+			end := b.now.Add(time.Minute)
+			b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
+				return tx.ExecutionFinish(b.ctx(), want.ExecutionID, store.ExecCompleted, jsonResult, "", end)
+			})
+			want.Context, want.Status, want.Result, want.EndedAt = jsonContext2, store.ExecCompleted, jsonResult, &end
+			b.wantExecution("ExecutionGet after a second set and ExecutionFinish", b.getExecution(want.ExecutionID), want)
+
+			// Setting a nil context stores NULL again.
+			b.mustWrite("ExecutionSetContext nil", func(tx store.Tx) error {
+				return tx.ExecutionSetContext(b.ctx(), want.ExecutionID, nil)
+			})
+			want.Context = nil
+			b.wantExecution("ExecutionGet after ExecutionSetContext(nil)", b.getExecution(want.ExecutionID), want)
+		}},
+		{"SetContextRolledBack", func(b *bundle) {
+			want := b.addExecution()
+			err := b.write(func(tx store.Tx) error {
+				if err := tx.ExecutionSetContext(b.ctx(), want.ExecutionID, jsonContext); err != nil {
+					return err
+				}
+				return errRollback
+			})
+			b.wantErr("transaction that set a context and failed", err, errRollback)
+			b.wantExecution("ExecutionGet after a rolled-back ExecutionSetContext", b.getExecution(want.ExecutionID), want)
+		}},
+		{"SetContextMissing", func(b *bundle) {
+			err := b.write(func(tx store.Tx) error {
+				return tx.ExecutionSetContext(b.ctx(), b.ids.Next(), jsonContext)
+			})
+			b.wantErr("ExecutionSetContext of an unknown id", err, store.ErrNotFound)
 		}},
 		{"GetMissing", func(b *bundle) {
 			_, err := readDo(b, func(q store.Querier) (store.Execution, error) { return q.ExecutionGet(b.ctx(), b.ids.Next()) })

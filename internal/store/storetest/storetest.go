@@ -33,6 +33,8 @@ const (
 	leaseTTL = time.Minute
 	// claimRacers is how many goroutines race to claim one command.
 	claimRacers = 16
+	// loopRacers is how many goroutines race to finish one loop.
+	loopRacers = 16
 	// catalogRacers is how many goroutines insert the same catalog path at
 	// once.
 	catalogRacers = 8
@@ -55,7 +57,20 @@ var (
 	jsonTool     = json.RawMessage(`{ "kind":"shell", "cmd" : "echo  hi" }`)
 	jsonInput    = json.RawMessage(`{"b":true,"a":{ "nested" :[ ] }}`)
 	jsonResult   = json.RawMessage(`{"out": "ok",   "n": 1e3}`)
+	jsonItems    = json.RawMessage(`[ {"host":"a"},  "b", 3.0, null ]`)
+	jsonContext  = json.RawMessage(`{"region" : "eu",  "hosts":[ "a","b" ], "n": 2.50}`)
+	jsonContext2 = json.RawMessage(`{"region":"us", "region":"ap"}`)
 )
+
+// sealed stands in for an encrypted secret or a stored result: every byte
+// value, including NUL and invalid UTF-8, must round-trip.
+var sealed = func() []byte {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(255 - i)
+	}
+	return b
+}()
 
 type testCase struct {
 	name string
@@ -84,6 +99,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Stats", statsCases()},
 		{"Tx", txCases()},
 		{"Time", timeCases()},
+		{"Loop", loopCases()},
+		{"Credential", credentialCases()},
+		{"Blob", blobCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -260,12 +278,16 @@ func (b *bundle) newCommand(execID int64, created time.Time) store.Command {
 	}
 }
 
-// issued is the state CommandInsert must produce from c.
+// issued is the state CommandInsert must produce from c: AvailableAt
+// defaults to CreatedAt and PublishedAt starts at AvailableAt.
 func issued(c store.Command) store.Command {
 	c.Status = store.CmdIssued
 	c.Attempt = 0
 	c.Publishes = 1
-	c.PublishedAt = c.CreatedAt
+	if c.AvailableAt.IsZero() {
+		c.AvailableAt = c.CreatedAt
+	}
+	c.PublishedAt = c.AvailableAt
 	return c
 }
 
@@ -400,6 +422,8 @@ func (b *bundle) wantExecution(what string, got, want store.Execution) {
 	d.timePtr("EndedAt", got.EndedAt, want.EndedAt)
 	d.json("Result", got.Result, want.Result)
 	d.eq("Error", got.Error, want.Error)
+	d.eq("ParentExecutionID", got.ParentExecutionID, want.ParentExecutionID)
+	d.json("Context", got.Context, want.Context)
 	b.check(what, d)
 }
 
@@ -439,6 +463,10 @@ func (b *bundle) wantCommand(what string, got, want store.Command) {
 	d.eq("Error", got.Error, want.Error)
 	d.eq("Publishes", got.Publishes, want.Publishes)
 	d.time("PublishedAt", got.PublishedAt, want.PublishedAt)
+	d.time("AvailableAt", got.AvailableAt, want.AvailableAt)
+	d.eq("LoopID", got.LoopID, want.LoopID)
+	d.eq("LoopIndex", got.LoopIndex, want.LoopIndex)
+	d.eq("Retry", got.Retry, want.Retry)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	if !want.UpdatedAt.IsZero() {
 		d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
@@ -457,6 +485,12 @@ func (b *bundle) wantOutbox(what string, got, want store.OutboxMsg) {
 		d = append(d, fmt.Sprintf("Payload = %q, want %q", got.Payload, want.Payload))
 	}
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
+	// A zero AvailableAt means CreatedAt.
+	avail := want.AvailableAt
+	if avail.IsZero() {
+		avail = want.CreatedAt
+	}
+	d.time("AvailableAt", got.AvailableAt, avail)
 	b.check(what, d)
 }
 

@@ -81,7 +81,7 @@ func timeCases() []testCase {
 				d.time("command PublishedAt", cmd.PublishedAt, w3)
 				d.time("command UpdatedAt", cmd.UpdatedAt, cmd.UpdatedAt.UTC().Truncate(time.Microsecond))
 				d.timePtr("command LeaseExpires", cmd.LeaseExpires, leaseAt(w3))
-				msgs, err := q.OutboxFetch(b.ctx(), 10)
+				msgs, err := q.OutboxFetch(b.ctx(), w1, 10)
 				b.mustNil("OutboxFetch", err)
 				if len(msgs) != 1 {
 					b.fatalf("OutboxFetch returned %d rows, want 1", len(msgs))
@@ -90,6 +90,48 @@ func timeCases() []testCase {
 				return nil
 			})
 			b.check("times must come back in UTC, truncated to the microsecond", d)
+		}},
+		{"NewFieldsMicrosecondUTC", func(b *bundle) {
+			t1, w1 := ragged(0)
+			t2, w2 := ragged(time.Hour)
+			t3, w3 := ragged(2 * time.Hour)
+			var d diff
+
+			e := b.addExecution()
+			c := b.newCommand(e.ExecutionID, t1)
+			c.AvailableAt = t2
+			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
+			cmd := b.getCommand(c.EventID)
+			d.time("command AvailableAt", cmd.AvailableAt, w2)
+			d.time("command PublishedAt (= AvailableAt)", cmd.PublishedAt, w2)
+			// The truncated AvailableAt is exactly the due threshold.
+			b.wantCommandIDs("CommandsDue with unclaimedBefore = truncated AvailableAt", b.due(w3, w2, 10), c.EventID)
+
+			m := b.newOutbox(c.EventID)
+			m.CreatedAt, m.AvailableAt = t1, t2
+			b.addOutbox(m)
+			b.wantOutboxIDs("OutboxFetch 1µs before the truncated AvailableAt", b.fetchOutbox(w2.Add(-time.Microsecond), 10))
+			msgs := b.fetchOutbox(w2, 10)
+			b.wantOutboxIDs("OutboxFetch at the truncated AvailableAt", msgs, m.ID)
+			d.time("outbox AvailableAt", msgs[0].AvailableAt, w2)
+
+			l := b.newLoop(e.ExecutionID)
+			l.CreatedAt, l.UpdatedAt = t1, t2
+			b.addLoop(l)
+			got := b.getLoop(l.LoopID)
+			d.time("loop CreatedAt", got.CreatedAt, w1)
+			d.time("loop UpdatedAt", got.UpdatedAt, w2)
+			b.mustNil("LoopFinish", b.finishLoop(l.LoopID, store.LoopDone, jsonResult, t3))
+			d.time("loop UpdatedAt after LoopFinish", b.getLoop(l.LoopID).UpdatedAt, w3)
+
+			cred := b.newCredential("timed")
+			cred.CreatedAt, cred.UpdatedAt = t1, t2
+			b.putCredential(cred)
+			gc, err := b.getCredential("timed")
+			b.mustNil("CredentialGet", err)
+			d.time("credential CreatedAt", gc.CreatedAt, w1)
+			d.time("credential UpdatedAt", gc.UpdatedAt, w2)
+			b.check("new times must come back in UTC, truncated to the microsecond", d)
 		}},
 		{"CommandInsertTruncatesPublishedAt", func(b *bundle) {
 			// PublishedAt = CreatedAt must hold for the stored (truncated)

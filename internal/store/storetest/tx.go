@@ -8,9 +8,10 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
-func (b *bundle) fetchOutbox(limit int) []store.OutboxMsg {
+// fetchOutbox reads the outbox as the publisher would at now.
+func (b *bundle) fetchOutbox(now time.Time, limit int) []store.OutboxMsg {
 	b.t.Helper()
-	list, err := readDo(b, func(q store.Querier) ([]store.OutboxMsg, error) { return q.OutboxFetch(b.ctx(), limit) })
+	list, err := readDo(b, func(q store.Querier) ([]store.OutboxMsg, error) { return q.OutboxFetch(b.ctx(), now, limit) })
 	b.mustNil("OutboxFetch", err)
 	return list
 }
@@ -34,12 +35,13 @@ func outboxCases() []testCase {
 			m2.Payload = []byte{0x00, 0xff, '{', 0x80, '\n'}
 			m3.CreatedAt = b.now.Add(time.Second)
 			b.addOutbox(m3, m1, m2)
-			got := b.fetchOutbox(10)
+			later := b.now.Add(time.Hour) // every row is available by then
+			got := b.fetchOutbox(later, 10)
 			b.wantOutboxIDs("OutboxFetch (id asc)", got, m1.ID, m2.ID, m3.ID)
 			for i, want := range []store.OutboxMsg{m1, m2, m3} {
 				b.wantOutbox(fmt.Sprintf("OutboxFetch[%d]", i), got[i], want)
 			}
-			b.wantOutboxIDs("OutboxFetch limit 2", b.fetchOutbox(2), m1.ID, m2.ID)
+			b.wantOutboxIDs("OutboxFetch limit 2", b.fetchOutbox(later, 2), m1.ID, m2.ID)
 		}},
 		{"Delete", func(b *bundle) {
 			e := b.addExecution()
@@ -49,15 +51,38 @@ func outboxCases() []testCase {
 			b.mustWrite("OutboxDelete with a missing id", func(tx store.Tx) error {
 				return tx.OutboxDelete(b.ctx(), []int64{m3.ID, b.ids.Next(), m1.ID})
 			})
-			b.wantOutboxIDs("OutboxFetch after delete", b.fetchOutbox(10), m2.ID)
+			b.wantOutboxIDs("OutboxFetch after delete", b.fetchOutbox(b.now, 10), m2.ID)
 			b.mustWrite("OutboxDelete of nothing", func(tx store.Tx) error { return tx.OutboxDelete(b.ctx(), nil) })
 			b.mustWrite("OutboxDelete of only missing ids", func(tx store.Tx) error {
 				return tx.OutboxDelete(b.ctx(), []int64{m1.ID, b.ids.Next()})
 			})
-			b.wantOutboxIDs("OutboxFetch after deleting nothing", b.fetchOutbox(10), m2.ID)
+			b.wantOutboxIDs("OutboxFetch after deleting nothing", b.fetchOutbox(b.now, 10), m2.ID)
+		}},
+		{"FetchSkipsNotYetAvailable", func(b *bundle) {
+			e := b.addExecution()
+			c := b.addCommand(e.ExecutionID, b.now)
+			deferred := b.newOutbox(c.EventID) // lowest id, held back by a backoff
+			deferred.AvailableAt = b.now.Add(time.Minute)
+			ready := b.newOutbox(c.EventID) // zero AvailableAt: available at CreatedAt
+			early := b.newOutbox(c.EventID)
+			early.AvailableAt = b.now.Add(-time.Hour) // before CreatedAt is allowed
+			future := b.newOutbox(c.EventID)
+			future.CreatedAt = b.now.Add(30 * time.Second) // zero AvailableAt follows CreatedAt
+			b.addOutbox(future, early, ready, deferred)
+
+			b.wantOutboxIDs("OutboxFetch at now", b.fetchOutbox(b.now, 10), ready.ID, early.ID)
+			// A deferred row with a lower id must not use up the limit.
+			b.wantOutboxIDs("OutboxFetch at now, limit 1", b.fetchOutbox(b.now, 1), ready.ID)
+			b.wantOutboxIDs("OutboxFetch just before the deferred row is available",
+				b.fetchOutbox(deferred.AvailableAt.Add(-time.Microsecond), 10), ready.ID, early.ID, future.ID)
+			got := b.fetchOutbox(deferred.AvailableAt, 10)
+			b.wantOutboxIDs("OutboxFetch exactly at AvailableAt", got, deferred.ID, ready.ID, early.ID, future.ID)
+			for i, want := range []store.OutboxMsg{deferred, ready, early, future} {
+				b.wantOutbox(fmt.Sprintf("OutboxFetch[%d]", i), got[i], want)
+			}
 		}},
 		{"FetchEmpty", func(b *bundle) {
-			b.wantOutboxIDs("OutboxFetch on an empty store", b.fetchOutbox(10))
+			b.wantOutboxIDs("OutboxFetch on an empty store", b.fetchOutbox(b.now, 10))
 		}},
 	}
 }
