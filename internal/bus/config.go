@@ -34,6 +34,10 @@ const (
 	// DefaultMaxAge bounds how long an unconsumed notification is kept. The
 	// event table still has the command, so expiry loses no work.
 	DefaultMaxAge = time.Hour
+	// DefaultMaxBytes caps the stream's memory (limits retention keeps
+	// acknowledged messages until max_age); 1 GiB as in the seeds' Helm
+	// defaults. Zero or less means unlimited.
+	DefaultMaxBytes = 1 << 30
 	// DefaultMaxDeliver is how often a notification is redelivered before
 	// JetStream gives up on it.
 	DefaultMaxDeliver = 1000
@@ -86,6 +90,7 @@ type Config struct {
 	// package creates the stream.
 	Storage        string
 	MaxAge         time.Duration
+	MaxBytes       int64
 	MaxDeliver     int
 	MaxAckPending  int
 	AckWait        time.Duration
@@ -104,6 +109,7 @@ func DefaultConfig() Config {
 		Consumer:       DefaultConsumer,
 		Storage:        DefaultStorage,
 		MaxAge:         DefaultMaxAge,
+		MaxBytes:       DefaultMaxBytes,
 		MaxDeliver:     DefaultMaxDeliver,
 		MaxAckPending:  DefaultMaxAckPending,
 		AckWait:        DefaultAckWait,

@@ -42,8 +42,11 @@ func (c Config) StreamConfig() jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     storage,
 		MaxAge:      c.MaxAge,
+		MaxBytes:    c.MaxBytes,
 		Duplicates:  dup,
-		Discard:     jetstream.DiscardOld,
+		// When full, drop the oldest: most are long acknowledged, and a
+		// dropped pending one is re-notified by the reaper.
+		Discard: jetstream.DiscardOld,
 	}
 }
 

@@ -135,7 +135,15 @@ type Started struct {
 
 // Execute starts path (version 0 = latest) with payload overriding workload.
 func (c *Client) Execute(ctx context.Context, path string, version int, payload map[string]any) (Started, error) {
+	return c.ExecuteChild(ctx, path, version, payload, 0)
+}
+
+// ExecuteChild starts a child execution of parent (0 = none).
+func (c *Client) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (Started, error) {
 	in := map[string]any{"path": path}
+	if parent > 0 {
+		in["parent_execution_id"] = parent
+	}
 	if version > 0 {
 		in["version"] = version
 	}
@@ -181,8 +189,18 @@ func (c *Client) Events(ctx context.Context, id int64) ([]store.Event, error) {
 
 // Cancel stops a running execution.
 func (c *Client) Cancel(ctx context.Context, id int64) (store.Execution, error) {
+	return c.CancelCascade(ctx, id, false)
+}
+
+// CancelCascade stops a running execution and, with cascade, its running
+// child executions.
+func (c *Client) CancelCascade(ctx context.Context, id int64, cascade bool) (store.Execution, error) {
 	var out store.Execution
-	err := c.do(ctx, "POST", fmt.Sprintf("/api/executions/%d/cancel", id), struct{}{}, &out)
+	path := fmt.Sprintf("/api/executions/%d/cancel", id)
+	if cascade {
+		path += "?cascade=true"
+	}
+	err := c.do(ctx, "POST", path, struct{}{}, &out)
 	return out, err
 }
 
@@ -195,8 +213,18 @@ type Claimed struct {
 // Claim asks for a lease on a command; a 409 means someone else holds it
 // or it ended.
 func (c *Client) Claim(ctx context.Context, eventID int64, workerID string) (Claimed, error) {
+	return c.ClaimIn(ctx, eventID, workerID, 0)
+}
+
+// ClaimIn is Claim with the command's execution id (from the
+// notification), which lets the server keep one execution's writes together.
+func (c *Client) ClaimIn(ctx context.Context, eventID int64, workerID string, executionID int64) (Claimed, error) {
 	var out Claimed
-	err := c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/claim", eventID), map[string]string{"worker_id": workerID}, &out)
+	in := map[string]any{"worker_id": workerID}
+	if executionID > 0 {
+		in["execution_id"] = executionID
+	}
+	err := c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/claim", eventID), in, &out)
 	return out, err
 }
 
@@ -222,12 +250,13 @@ type ToolError struct {
 
 // Report is a worker event about a command it holds.
 type Report struct {
-	EventType string          `json:"event_type"`
-	EventID   int64           `json:"event_id"`
-	WorkerID  string          `json:"worker_id"`
-	Attempt   int             `json:"attempt"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	Error     *ToolError      `json:"error,omitempty"`
+	EventType   string          `json:"event_type"`
+	EventID     int64           `json:"event_id"`
+	ExecutionID int64           `json:"execution_id,omitempty"`
+	WorkerID    string          `json:"worker_id"`
+	Attempt     int             `json:"attempt"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       *ToolError      `json:"error,omitempty"`
 }
 
 // Ack is the server's reply to a report.

@@ -17,6 +17,9 @@ const (
 	DefaultShutdownGrace = 30 * time.Second
 	DefaultMaxBodyBytes  = 8 << 20
 	DefaultDevDataDir    = ".millrace"
+	// DefaultMaxResultBytes keeps a worker's report well under the
+	// server's DefaultMaxBodyBytes, JSON escaping included.
+	DefaultMaxResultBytes = 4 << 20
 )
 
 // Log holds logging settings shared by every command.
@@ -35,6 +38,7 @@ type NATS struct {
 	URL, User, Password, Stream, Subject, Consumer, Storage string
 	MaxAge, AckWait, FetchTimeout, FetchHeartbeat           time.Duration
 	MaxDeliver, MaxAckPending                               int
+	MaxBytes                                                int
 }
 
 func (n *NATS) bind(s *Set) {
@@ -46,6 +50,7 @@ func (n *NATS) bind(s *Set) {
 	s.String(&n.Consumer, "NATS_CONSUMER", "nats-consumer", bus.DefaultConsumer, "Durable pull consumer shared by the worker pool.")
 	s.String(&n.Storage, "NATS_STORAGE", "nats-storage", bus.DefaultStorage, "Stream storage when Millrace creates the stream: memory or file.")
 	s.Seconds(&n.MaxAge, "NATS_MAX_AGE_SECONDS", "nats-max-age", bus.DefaultMaxAge, "Stream max_age when Millrace creates the stream.")
+	s.Int(&n.MaxBytes, "NATS_MAX_BYTES", "nats-max-bytes", bus.DefaultMaxBytes, "Stream max_bytes when Millrace creates the stream (oldest messages are dropped when full; the reaper re-notifies lost ones); -1 for unlimited.")
 	s.Seconds(&n.AckWait, "NOETL_WORKER_NATS_ACK_WAIT_SECONDS", "nats-ack-wait", bus.DefaultAckWait, "Consumer ack wait; workers send InProgress well within it.")
 	s.Seconds(&n.FetchTimeout, "NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS", "nats-fetch-timeout", bus.DefaultFetchTimeout, "How long one pull request waits for messages.")
 	s.Seconds(&n.FetchHeartbeat, "NOETL_WORKER_NATS_FETCH_HEARTBEAT_SECONDS", "nats-fetch-heartbeat", bus.DefaultFetchHeartbeat, "Idle heartbeat of a pull request (detects a dead server).")
@@ -56,7 +61,7 @@ func (n *NATS) bind(s *Set) {
 // Bus converts to the bus package's configuration.
 func (n NATS) Bus(name string) bus.Config {
 	return bus.Config{URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
-		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxDeliver: n.MaxDeliver,
+		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxBytes: int64(n.MaxBytes), MaxDeliver: n.MaxDeliver,
 		MaxAckPending: n.MaxAckPending, AckWait: n.AckWait, FetchTimeout: n.FetchTimeout,
 		FetchHeartbeat: n.FetchHeartbeat, Name: name}
 }
@@ -73,6 +78,8 @@ type Server struct {
 	RedeliverAfter time.Duration
 	ReapInterval   time.Duration
 	MaxBodyBytes   int
+	// SecretKey seals credentials at rest (see package secret).
+	SecretKey string
 }
 
 func (c *Server) bind(s *Set, dev bool) {
@@ -88,17 +95,19 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", relay.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
 	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", relay.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
+	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 
 // Worker holds `millrace worker` settings.
 type Worker struct {
-	Log           Log
-	NATS          NATS
-	ServerURL     string
-	WorkerID      string
-	Concurrency   int
-	ShutdownGrace time.Duration
-	MetricsAddr   string
+	Log            Log
+	NATS           NATS
+	ServerURL      string
+	WorkerID       string
+	Concurrency    int
+	ShutdownGrace  time.Duration
+	MetricsAddr    string
+	MaxResultBytes int
 }
 
 func (c *Worker) bind(s *Set, dev bool) {
@@ -111,6 +120,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host-pid).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
 	s.Seconds(&c.ShutdownGrace, "MILLRACE_SHUTDOWN_GRACE_SECONDS", "shutdown-grace", DefaultShutdownGrace, "On SIGTERM, how long running commands may finish before they are released.")
+	s.Int(&c.MaxResultBytes, "MILLRACE_MAX_RESULT_BYTES", "max-result-bytes", DefaultMaxResultBytes, "Largest tool result a worker reports (JSON); a larger one fails the command. Keep it under the server's MILLRACE_MAX_BODY_BYTES.")
 }
 
 // Dev holds `millrace dev` settings: a server, workers, embedded NATS and

@@ -50,8 +50,10 @@ type Config struct {
 	ReapInterval   time.Duration
 	RedeliverAfter time.Duration
 	// Backlog reports how many messages the consumer has not delivered
-	// yet; nil or an error means "unknown", treated as no backlog.
-	Backlog func(ctx context.Context) (int64, error)
+	// yet, and when the stream was created (a notification published
+	// before that was lost with an earlier stream); nil or an error means
+	// "unknown", treated as no backlog.
+	Backlog func(ctx context.Context) (pending int64, streamCreated time.Time, err error)
 }
 
 func (c *Config) defaults() {
@@ -146,7 +148,7 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 	var rows []store.OutboxMsg
 	if err := r.st.Read(ctx, func(q store.Querier) error {
 		var err error
-		rows, err = q.OutboxFetch(ctx, r.cfg.BatchSize)
+		rows, err = q.OutboxFetch(ctx, time.Now().UTC(), r.cfg.BatchSize)
 		return err
 	}); err != nil {
 		return 0, 0, err
@@ -181,7 +183,7 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 	if len(acked) > 0 {
 		// Deleting is the last step: if we crash before it, the row is sent
 		// again and JetStream's duplicate window or the claim's 409 absorbs it.
-		err := r.st.Do(ctx, acked[0], func(tx store.Tx) error { return tx.OutboxDelete(ctx, acked) })
+		err := r.st.Do(ctx, acked[0], func(ctx context.Context, tx store.Tx) error { return tx.OutboxDelete(ctx, acked) })
 		if err != nil {
 			return len(rows), failed, err
 		}
@@ -208,19 +210,25 @@ func (r *Relay) reapLoop(ctx context.Context) {
 // ReapOnce runs one reaper pass and returns how many commands it
 // re-notified.
 func (r *Relay) ReapOnce(ctx context.Context) (int, error) {
-	wait := r.cfg.RedeliverAfter
+	now := time.Now().UTC()
+	cutoff := now.Add(-r.cfg.RedeliverAfter)
 	if r.cfg.Backlog != nil {
-		if n, err := r.cfg.Backlog(ctx); err == nil && n > 0 {
-			wait *= backlogFactor
+		if n, created, err := r.cfg.Backlog(ctx); err == nil && n > 0 {
+			// Queued notifications are most likely just waiting for a
+			// worker; re-notifying would only grow the backlog. Those
+			// published before the stream was (re)created are lost, though.
+			cutoff = now.Add(-backlogFactor * r.cfg.RedeliverAfter)
+			if created.After(cutoff) {
+				cutoff = created
+			}
 		}
 	}
-	now := time.Now().UTC()
 	total := 0
 	for {
 		var due []store.Command
 		if err := r.st.Read(ctx, func(q store.Querier) error {
 			var err error
-			due, err = q.CommandsDue(ctx, now, now.Add(-wait), 500)
+			due, err = q.CommandsDue(ctx, now, cutoff, 500)
 			return err
 		}); err != nil {
 			return total, err
@@ -229,23 +237,8 @@ func (r *Relay) ReapOnce(ctx context.Context) (int, error) {
 			return total, nil
 		}
 		full := len(due) == 500
-		// An expired lease that was already re-notified after it expired is
-		// waiting for a worker; notifying it again every pass would only add
-		// noise. One re-notification per expiry, then one per wait.
-		fresh := due[:0]
-		for _, c := range due {
-			if c.Status != store.CmdIssued && c.LeaseExpires != nil &&
-				c.PublishedAt.After(*c.LeaseExpires) && c.PublishedAt.After(now.Add(-wait)) {
-				continue
-			}
-			fresh = append(fresh, c)
-		}
-		due = fresh
-		if len(due) == 0 {
-			return total, nil
-		}
 		mReaped.Add(float64(len(due)))
-		n, err := r.flow.Republish(ctx, due)
+		n, err := r.flow.Republish(ctx, due, now, cutoff)
 		total += n
 		if err != nil {
 			return total, err

@@ -188,7 +188,7 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 		cmds, err = q.CommandListByExecution(ctx, ex.ExecutionID)
 		return err
 	})
-	if _, err := b.flow.Claim(ctx, cmds[0].EventID, "w1"); err != nil {
+	if _, err := b.flow.Claim(ctx, cmds[0].EventID, "w1", 0); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := b.relay.ReapOnce(ctx); n != 0 {
@@ -203,7 +203,7 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 		t.Fatalf("expired lease re-notified again at once (%d)", n)
 	}
 	// The next worker gets attempt 2.
-	cl, err := b.flow.Claim(ctx, cmds[0].EventID, "w2")
+	cl, err := b.flow.Claim(ctx, cmds[0].EventID, "w2", 0)
 	if err != nil || cl.Attempt != 2 {
 		t.Fatalf("claim after expiry = %+v, %v; want attempt 2", cl, err)
 	}

@@ -79,9 +79,18 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*Worker, err
 		conn.Close()
 		return nil, err
 	}
-	if _, err := conn.EnsureConsumer(ctx); err != nil {
+	cons, err := conn.EnsureConsumer(ctx)
+	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	// Pace InProgress by the consumer's real ack wait, which an operator
+	// may have tuned on the server side.
+	if ci := cons.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
+		bcfg.AckWait = ci.Config.AckWait
+	}
+	if cfg.MaxResultBytes <= 0 {
+		cfg.MaxResultBytes = config.DefaultMaxResultBytes
 	}
 	if cfg.Concurrency > bcfg.MaxAckPending {
 		// The seeds' own defaults (100 and 64) trigger this, so it is
@@ -212,7 +221,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	}
 	log := w.log.With("command_id", n.CommandID)
 	ctx := w.hard
-	cl, err := w.api.Claim(ctx, n.EventID, w.id)
+	cl, err := w.api.ClaimIn(ctx, n.EventID, w.id, n.ExecutionID)
 	if err != nil {
 		switch st := client.StatusOf(err); {
 		case st == http.StatusConflict:
@@ -263,7 +272,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 			// redelivered, and renew the lease in the database.
 			_ = msg.InProgress()
 			hctx, cancel := context.WithTimeout(w.hard, beat)
-			_, err := w.api.Report(hctx, client.Report{EventType: "command.heartbeat", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt})
+			_, err := w.api.Report(hctx, client.Report{EventType: "command.heartbeat", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt})
 			cancel()
 			if client.StatusOf(err) == http.StatusConflict {
 				log.Warn("lease lost (cancelled, re-claimed or ended); stopping the command", "err", err)
@@ -285,7 +294,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 	}
 	defer keepalive()
 
-	if _, err := w.api.Report(toolCtx, client.Report{EventType: "command.started", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt}); err != nil {
+	if _, err := w.api.Report(toolCtx, client.Report{EventType: "command.started", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt}); err != nil {
 		if client.StatusOf(err) == http.StatusConflict {
 			mDup.Inc()
 			_ = msg.Ack()
@@ -294,14 +303,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		log.Warn("could not record command.started; running anyway", "err", err)
 	}
 
-	var cfg map[string]any
-	var res any
-	var runErr error
-	if err := json.Unmarshal(cl.Tool, &cfg); err != nil {
-		runErr = &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
-	} else {
-		res, runErr = tools.Run(toolCtx, cfg)
-	}
+	res, runErr := w.execute(toolCtx, cl)
 
 	lostMu.Lock()
 	wasLost := lost
@@ -311,9 +313,10 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		_ = msg.Ack()
 		return
 	}
-	if w.hard.Err() != nil {
+	if w.hard.Err() != nil && runErr != nil {
 		// Shutdown grace ran out mid-command: give the lease back so
-		// another worker takes it at once.
+		// another worker takes it at once. (A tool that finished anyway
+		// is reported below: its result is not thrown away.)
 		keepalive()
 		rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 		defer cancel()
@@ -325,7 +328,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		return
 	}
 
-	rep := client.Report{EventType: "command.completed", EventID: cl.EventID, WorkerID: w.id, Attempt: cl.Attempt}
+	rep := client.Report{EventType: "command.completed", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt}
 	if runErr != nil {
 		rep.EventType = "command.failed"
 		te := &tools.Error{}
@@ -339,16 +342,38 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 	}
 	if res != nil {
 		b, err := json.Marshal(res)
-		if err != nil {
+		switch {
+		case err != nil:
 			rep.EventType = "command.failed"
 			rep.Error = &client.ToolError{Kind: "worker", Message: "tool result is not JSON-encodable: " + err.Error()}
-		} else {
+		case len(b) > w.cfg.MaxResultBytes:
+			// Re-running would produce the same result and the same
+			// refusal forever: fail the command instead.
+			rep.EventType, rep.Result = "command.failed", nil
+			rep.Error = &client.ToolError{Kind: "worker", Message: fmt.Sprintf(
+				"the result is %d bytes, over the limit of %d (MILLRACE_MAX_RESULT_BYTES); return less data or write it to a file or table", len(b), w.cfg.MaxResultBytes)}
+		default:
 			rep.Result = b
 		}
 	}
+	rctx := w.hard
+	if w.hard.Err() != nil { // the tool finished just as the grace ran out
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+	}
 	// Keep the heartbeat going while we try to report: the server may be
 	// restarting, and the lease must not lapse meanwhile.
-	if err := w.report(log, rep); err != nil {
+	err := w.report(rctx, log, rep)
+	if st := client.StatusOf(err); st >= 400 && st < 500 && st != http.StatusConflict {
+		// The server refuses this report (too large, malformed) and will
+		// refuse it again: record the failure instead of re-running.
+		log.Error("the server refused the result; reporting the command as failed", "err", err)
+		rep.EventType, rep.Result = "command.failed", nil
+		rep.Error = &client.ToolError{Kind: "worker", Message: "the server refused the result: " + err.Error()}
+		err = w.report(rctx, log, rep)
+	}
+	if err != nil {
 		if client.StatusOf(err) == http.StatusConflict {
 			mRun.WithLabelValues("superseded").Inc()
 			_ = msg.Ack()
@@ -368,10 +393,10 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 
 // report posts the final event, retrying while the server is unreachable or
 // failing, until it answers or the shutdown grace runs out.
-func (w *Worker) report(log *slog.Logger, rep client.Report) error {
+func (w *Worker) report(parent context.Context, log *slog.Logger, rep client.Report) error {
 	backoff := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(w.hard, 30*time.Second)
+		ctx, cancel := context.WithTimeout(parent, 30*time.Second)
 		_, err := w.api.Report(ctx, rep)
 		cancel()
 		st := client.StatusOf(err)
@@ -380,7 +405,7 @@ func (w *Worker) report(log *slog.Logger, rep client.Report) error {
 		}
 		log.Warn("reporting the result failed; retrying", "err", err, "retry_in", backoff)
 		select {
-		case <-w.hard.Done():
+		case <-parent.Done():
 			return err
 		case <-time.After(backoff):
 		}

@@ -1,0 +1,205 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/engine"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/tools"
+)
+
+// childPoll is how often a playbook tool checks on its child execution.
+const childPoll = 200 * time.Millisecond
+
+// execute runs a claimed command with the API as the tools' Env.
+func (w *Worker) execute(ctx context.Context, cl client.Claimed) (any, error) {
+	return Execute(ctx, cl.Command, &apiEnv{api: w.api, parent: cl.ExecutionID})
+}
+
+// Execute runs a command: its payload's timeout, the templates only a
+// worker may render (keychain), and task lists. The local runtime uses it
+// with its own Env.
+func Execute(parent context.Context, cl store.Command, env tools.Env) (any, error) {
+	p, err := flow.DecodePayload(cl.Input)
+	if err != nil {
+		return nil, &tools.Error{Kind: "worker", Message: "command payload is malformed: " + err.Error()}
+	}
+	ctx := parent
+	if p.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(p.TimeoutSeconds*float64(time.Second)))
+		defer cancel()
+	}
+	ctx = tools.WithEnv(ctx, env)
+	var keychain map[string]any
+	if len(p.Keychain) > 0 {
+		if keychain, err = resolveKeychain(ctx, env, p.Keychain); err != nil {
+			return nil, err
+		}
+	}
+	var res any
+	if len(p.Tasks) == 0 {
+		var cfg map[string]any
+		if err := json.Unmarshal(cl.Tool, &cfg); err != nil {
+			return nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
+		}
+		if p.Scope != nil && keychain != nil {
+			v, err := engine.RenderAtWorker(cfg, p.Scope.Scope(), keychain)
+			if err != nil {
+				return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
+			}
+			cfg, _ = v.(map[string]any)
+		}
+		res, err = tools.Run(ctx, cfg)
+	} else {
+		res, err = runTasks(ctx, cl, p, keychain)
+	}
+	if err != nil && ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
+		return res, &tools.Error{Kind: "timeout", Message: fmt.Sprintf("step %s exceeded its timeout of %gs", cl.Step, p.TimeoutSeconds), Retryable: true}
+	}
+	return res, err
+}
+
+// runTasks runs a task list in order. Each task sees the results of the
+// tasks before it under their names; the step's result is the last task's.
+func runTasks(ctx context.Context, cl store.Command, p flow.Payload, keychain map[string]any) (any, error) {
+	scope := engine.Scope{ExecutionID: cl.ExecutionID}
+	if p.Scope != nil {
+		scope = p.Scope.Scope()
+	}
+	if scope.Extra == nil {
+		scope.Extra = map[string]any{}
+	}
+	var last any
+	for _, t := range p.Tasks {
+		v, err := engine.RenderAtWorker(t.Tool, scope, keychain)
+		if err != nil {
+			return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s: %v", cl.Step, t.Name, err)}
+		}
+		cfg, _ := v.(map[string]any)
+		res, err := tools.Run(ctx, cfg)
+		if err != nil {
+			var te *tools.Error
+			if errors.As(err, &te) {
+				te.Message = fmt.Sprintf("task %s: %s", t.Name, te.Message)
+			}
+			return res, err
+		}
+		scope.Extra[t.Name] = res
+		if len(t.Set) > 0 {
+			set, err := engine.RenderAtWorker(t.Set, scope, keychain)
+			if err != nil {
+				return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s set: %v", cl.Step, t.Name, err)}
+			}
+			if m, ok := set.(map[string]any); ok {
+				scope.Context = engine.MergeContext(scope.Context, m)
+			}
+		}
+		last = res
+	}
+	return last, nil
+}
+
+// apiEnv gives tools what they need through the server's API.
+type apiEnv struct {
+	api    *client.Client
+	parent int64
+}
+
+func (e *apiEnv) Credential(ctx context.Context, name string) (map[string]any, error) {
+	c, err := e.api.CredentialGet(ctx, name, true)
+	if err != nil {
+		if client.StatusOf(err) == http.StatusNotFound {
+			return nil, &tools.Error{Kind: "credential", Message: fmt.Sprintf("credential %q does not exist; add it with `millrace credential add %s`", name, name)}
+		}
+		return nil, &tools.Error{Kind: "credential", Message: err.Error(), Retryable: client.StatusOf(err) == 0 || client.StatusOf(err) >= 500}
+	}
+	return c.Data, nil
+}
+
+// resolveKeychain resolves the playbook's keychain: template name -> fields.
+func resolveKeychain(ctx context.Context, env tools.Env, names map[string]string) (map[string]any, error) {
+	out := make(map[string]any, len(names))
+	for alias, cred := range names {
+		data, err := env.Credential(ctx, cred)
+		if err != nil {
+			return nil, err
+		}
+		out[alias] = data
+	}
+	return out, nil
+}
+
+// RunPlaybook starts a child execution and waits for it. If ctx ends first
+// (timeout, lost lease, shutdown) the child is cancelled too.
+func (e *apiEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, error) {
+	st, err := e.api.ExecuteChild(ctx, req.Path, req.Version, req.Payload, e.parent)
+	if err != nil {
+		retry := client.StatusOf(err) == 0 || client.StatusOf(err) >= 500
+		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("start child %s: %v", req.Path, err), Retryable: retry}
+	}
+	t := time.NewTicker(childPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			_, _ = e.api.Cancel(cctx, st.ExecutionID)
+			cancel()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		ex, err := e.api.Execution(ctx, st.ExecutionID)
+		if err != nil {
+			continue // server restarting: keep waiting
+		}
+		switch ex.Status {
+		case store.ExecRunning:
+			continue
+		case store.ExecCompleted:
+			if req.ReturnStep != "" {
+				return e.stepResult(ctx, st.ExecutionID, req.ReturnStep)
+			}
+			return decodeJSON(ex.Result)
+		default:
+			return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d of %s %s: %s", st.ExecutionID, req.Path, ex.Status, ex.Error)}
+		}
+	}
+}
+
+// stepResult is the result of the last completed command of step.
+func (e *apiEnv) stepResult(ctx context.Context, execID int64, step string) (any, error) {
+	evs, err := e.api.Events(ctx, execID)
+	if err != nil {
+		return nil, &tools.Error{Kind: "playbook", Message: err.Error(), Retryable: true}
+	}
+	var found json.RawMessage
+	ok := false
+	for _, ev := range evs {
+		if ev.Step == step && (ev.EventType == store.EvCommandCompleted || ev.EventType == flow.EvLoopDone) {
+			found, ok = ev.Result, true
+		}
+	}
+	if !ok {
+		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d never completed return_step %q", execID, step)}
+	}
+	return decodeJSON(found)
+}
+
+func decodeJSON(raw json.RawMessage) (any, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
