@@ -29,6 +29,13 @@ const (
 	MethodNotAllowed Code = "method_not_allowed"
 	Unavailable      Code = "unavailable" // a dependency (database) is down; retry later
 	Internal         Code = "internal"
+	// SecretKeyMissing: the server has no MILLRACE_SECRET_KEY, so it cannot
+	// store or read credentials.
+	SecretKeyMissing   Code = "secret_key_missing"
+	CredentialNotFound Code = "credential_not_found"
+	// CredentialUnreadable: a stored credential was sealed under another
+	// key, or its sealed data was altered.
+	CredentialUnreadable Code = "credential_unreadable"
 )
 
 var status = map[Code]int{
@@ -45,6 +52,10 @@ var status = map[Code]int{
 	MethodNotAllowed: http.StatusMethodNotAllowed,
 	Unavailable:      http.StatusServiceUnavailable,
 	Internal:         http.StatusInternalServerError,
+
+	SecretKeyMissing:     http.StatusServiceUnavailable,
+	CredentialNotFound:   http.StatusNotFound,
+	CredentialUnreadable: http.StatusConflict,
 }
 
 // Error is an API error.

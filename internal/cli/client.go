@@ -368,14 +368,15 @@ func executionsCmd() *cobra.Command {
 
 func cancelCmd() *cobra.Command {
 	var cf clientFlags
+	var cascade bool
 	cmd := &cobra.Command{
-		Use: "cancel ID", Short: "Cancel a running execution", Args: cobra.ExactArgs(1),
+		Use: "cancel ID", Short: "Cancel a running execution (with --cascade, its child executions too)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0])
 			if err != nil {
 				return err
 			}
-			ex, err := cf.client().Cancel(cmd.Context(), id)
+			ex, err := cf.client().CancelCascade(cmd.Context(), id, cascade)
 			if err != nil {
 				return err
 			}
@@ -387,5 +388,6 @@ func cancelCmd() *cobra.Command {
 		},
 	}
 	cf.bind(cmd)
+	cmd.Flags().BoolVar(&cascade, "cascade", false, "Also cancel running child executions (started by playbook tools)")
 	return cmd
 }

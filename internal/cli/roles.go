@@ -134,11 +134,14 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
+	// Workers stop before the server, so that commands finishing during
+	// the grace period can still report their results.
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
 	srvErr := make(chan error, 1)
-	wg.Add(1)
-	go func() { defer wg.Done(); srvErr <- srv.Run(ctx) }()
+	go func() { srvErr <- srv.Run(srvCtx) }()
 
+	var workers sync.WaitGroup
 	wcfg := cfg.Worker
 	wcfg.Log, wcfg.NATS, wcfg.ServerURL = cfg.Server.Log, cfg.Server.NATS, srv.URL()
 	for i := 0; i < cfg.Workers; i++ {
@@ -149,11 +152,13 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		w, err := worker.New(ctx, c, log)
 		if err != nil {
 			cancel()
-			wg.Wait()
+			workers.Wait()
+			stopServer()
+			<-srvErr
 			return err
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = w.Run(ctx) }()
+		workers.Add(1)
+		go func() { defer workers.Done(); _ = w.Run(ctx) }()
 	}
 	fmt.Fprintf(out, `millrace dev is up
   API server   %s   (health: %s/api/health, metrics: %s/metrics)
@@ -172,21 +177,25 @@ Press Ctrl-C to stop.
 			cancel()
 		}
 	}
+	var serr error
 	select {
 	case <-ctx.Done():
-	case err := <-srvErr:
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
+	case serr = <-srvErr:
+		cancel()
 	}
 	cancel()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { workers.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(cfg.Worker.ShutdownGrace + 15*time.Second):
+	}
+	if serr == nil {
+		stopServer()
+		serr = <-srvErr
+	}
+	if serr != nil {
+		return serr
 	}
 	return runErr
 }

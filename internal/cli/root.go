@@ -63,7 +63,8 @@ docs/configuration.md or the --help of each command.`,
 	root.SetErr(errOut)
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
-		natsCmd(), configCmd())
+		natsCmd(), configCmd(), runCmd(), validateCmd())
+	root.AddCommand(credentialCmd())
 	return root
 }
 

@@ -38,12 +38,6 @@ type Plan struct {
 	Error  string
 }
 
-// RenderTool renders every tool field of step except "kind", strictly.
-// Errors are *TemplateError naming the step and the field's dotted path.
-func RenderTool(step *playbook.Step, s Scope) (map[string]any, error) {
-	return renderTool(step, &lazyVars{scope: s})
-}
-
 func renderTool(step *playbook.Step, vars *lazyVars) (map[string]any, error) {
 	out := make(map[string]any, len(step.Tool))
 	for k, v := range step.Tool {
@@ -51,7 +45,7 @@ func renderTool(step *playbook.Step, vars *lazyVars) (map[string]any, error) {
 			out[k] = v
 			continue
 		}
-		r, err := renderValue(v, vars, "tool."+k)
+		r, err := renderValue(v, vars, "tool."+k, true)
 		if err != nil {
 			te := err.(*TemplateError)
 			te.Step = step.Name

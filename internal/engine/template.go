@@ -47,35 +47,103 @@ type Scope struct {
 	ExecutionID int64
 	Workload    map[string]any
 	Results     map[string]any // step name -> decoded result
+	// Context holds the values assigned by `set` (MergeContext builds it).
+	// Each is visible at top level and as ctx.<name>.
+	Context map[string]any
+	// Extra binds names with the highest precedence: a loop's iterator,
+	// loop and iter, earlier tasks' results, output, result, event and, at
+	// the worker, keychain.
+	Extra map[string]any
 }
 
 // Vars returns the template variables, later entries winning on a name clash:
 // every workload key at top level, each step result under its step name,
-// "workload" (the whole workload) and "execution_id".
+// each context value, then "workload" (the whole workload), "execution_id",
+// "ctx" (the whole context) and finally every Extra name.
 //
 // Integral JSON numbers (decoded as float64 or json.Number) are presented as
 // integers so that `/items/{{ fetch.id }}` renders "/items/7", not "7.0".
+//
+// Step results are wrapped so NoETL's spellings work: a mapping result
+// without a "data" key also answers <step>.data with itself, and a list
+// result (a loop's) answers <step>.data with itself. Rendered natively the
+// wrappers are plain mappings and lists.
 func (s Scope) Vars() map[string]any {
-	vars := make(map[string]any, len(s.Workload)+len(s.Results)+2)
-	workload := s.Workload
-	if w, ok := normalize(s.Workload); ok {
-		workload = w.(map[string]any)
-	}
+	vars := make(map[string]any, len(s.Workload)+len(s.Results)+len(s.Context)+len(s.Extra)+3)
+	workload := normalized(s.Workload)
 	for k, v := range workload {
 		vars[k] = v
 	}
 	for k, v := range s.Results {
-		if n, ok := normalize(v); ok {
-			v = n
-		}
+		vars[k] = wrapResult(normalizedAny(v))
+	}
+	ctx := normalized(s.Context)
+	for k, v := range ctx {
 		vars[k] = v
 	}
 	if workload == nil {
 		workload = map[string]any{}
 	}
+	if ctx == nil {
+		ctx = map[string]any{}
+	}
 	vars["workload"] = workload
 	vars["execution_id"] = s.ExecutionID
+	vars["ctx"] = ctx
+	for k, v := range s.Extra {
+		vars[k] = normalizedAny(v)
+	}
 	return vars
+}
+
+func normalized(m map[string]any) map[string]any {
+	if n, ok := normalize(m); ok {
+		return n.(map[string]any)
+	}
+	return m
+}
+
+func normalizedAny(v any) any {
+	if n, ok := normalize(v); ok {
+		return n
+	}
+	return v
+}
+
+// resultMap is a mapping step result as templates see it.
+type resultMap map[string]any
+
+// GetAttribute implements gonja's exec.AttributeGetter: keys, and "data"
+// for the result itself unless the result has its own data key.
+func (m resultMap) GetAttribute(name string) (*exec.Value, bool) {
+	if v, ok := m[name]; ok {
+		return exec.AsValue(v), true
+	}
+	if name == "data" {
+		return exec.AsValue(m), true
+	}
+	return exec.AsValue(nil), false
+}
+
+// resultList is a list step result (a loop's) as templates see it.
+type resultList []any
+
+// GetAttribute implements gonja's exec.AttributeGetter: "data" is the list.
+func (l resultList) GetAttribute(name string) (*exec.Value, bool) {
+	if name == "data" {
+		return exec.AsValue(l), true
+	}
+	return exec.AsValue(nil), false
+}
+
+func wrapResult(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		return resultMap(t)
+	case []any:
+		return resultList(t)
+	}
+	return v
 }
 
 // maxExactFloatInt is the largest magnitude at which every integer is exactly
@@ -169,7 +237,7 @@ func Render(tmpl string, s Scope) (any, error) {
 // RenderValue renders every string inside v, recursing into maps and lists.
 // v itself is not modified.
 func RenderValue(v any, s Scope) (any, error) {
-	return renderValue(v, &lazyVars{scope: s}, "")
+	return renderValue(v, &lazyVars{scope: s}, "", false)
 }
 
 // lazyVars computes Scope.Vars on first use: most tool fields are literals
@@ -186,9 +254,14 @@ func (l *lazyVars) get() map[string]any {
 	return l.vars
 }
 
-func renderValue(v any, vars *lazyVars, path string) (any, error) {
+// renderValue renders every string in v; keepKeychain leaves the strings
+// that read `keychain` verbatim for the worker.
+func renderValue(v any, vars *lazyVars, path string, keepKeychain bool) (any, error) {
 	switch t := v.(type) {
 	case string:
+		if keepKeychain && readsKeychain(t) {
+			return t, nil
+		}
 		out, err := render(t, vars, true)
 		if err != nil {
 			return nil, &TemplateError{Field: path, Reason: err.Error()}
@@ -197,7 +270,7 @@ func renderValue(v any, vars *lazyVars, path string) (any, error) {
 	case map[string]any:
 		out := make(map[string]any, len(t))
 		for k, e := range t {
-			r, err := renderValue(e, vars, join(path, k))
+			r, err := renderValue(e, vars, join(path, k), keepKeychain)
 			if err != nil {
 				return nil, err
 			}
@@ -207,7 +280,7 @@ func renderValue(v any, vars *lazyVars, path string) (any, error) {
 	case []any:
 		out := make([]any, len(t))
 		for i, e := range t {
-			r, err := renderValue(e, vars, fmt.Sprintf("%s[%d]", path, i))
+			r, err := renderValue(e, vars, fmt.Sprintf("%s[%d]", path, i), keepKeychain)
 			if err != nil {
 				return nil, err
 			}

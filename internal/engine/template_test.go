@@ -40,7 +40,7 @@ func TestVars(t *testing.T) {
 		t.Errorf("shadowed = %v, want step result to win over workload key", vars["shadowed"])
 	}
 	// JSON integers render as integers; the caller's result is not modified.
-	if got := vars["fetch"].(map[string]any)["status"]; got != 200 {
+	if got := vars["fetch"].(resultMap)["status"]; got != 200 {
 		t.Errorf("fetch.status = %#v, want int 200", got)
 	}
 	if got := s.Results["fetch"].(map[string]any)["status"]; got != float64(200) {

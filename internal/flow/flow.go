@@ -81,7 +81,7 @@ func (s *Service) Register(ctx context.Context, content string) (store.CatalogEn
 	}
 	var entry store.CatalogEntry
 	id := s.ids.Next()
-	err = s.st.Do(ctx, id, func(tx store.Tx) error {
+	err = s.st.Do(ctx, id, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		entry, err = tx.CatalogInsert(ctx, id, pb.Metadata.Path, pb.Metadata.Name, content, s.now())
 		return err
@@ -115,6 +115,11 @@ func (s *Service) playbookFor(ctx context.Context, q store.Querier, catalogID in
 // Execute starts an execution of path (version 0 = latest). payload keys
 // override workload keys.
 func (s *Service) Execute(ctx context.Context, path string, version int, payload map[string]any) (store.Execution, error) {
+	return s.ExecuteChild(ctx, path, version, payload, 0)
+}
+
+// ExecuteChild is Execute for a child of parent (0 = no parent).
+func (s *Service) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (store.Execution, error) {
 	var entry store.CatalogEntry
 	err := s.st.Read(ctx, func(q store.Querier) error {
 		var err error
@@ -157,14 +162,11 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 		Version:     entry.Version,
 		Status:      store.ExecRunning,
 		Workload:    wl,
-	}
-	scope := engine.Scope{ExecutionID: exec.ExecutionID, Workload: workload, Results: map[string]any{}}
-	plan, planErr := engine.Begin(pb, scope)
-	if planErr != nil {
-		plan = engine.Plan{Done: true, Failed: true, Error: planErr.Error()}
+
+		ParentExecutionID: parent,
 	}
 	issued := false
-	err = s.st.Do(ctx, exec.ExecutionID, func(tx store.Tx) error {
+	err = s.st.Do(ctx, exec.ExecutionID, func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		exec.StartedAt = now
 		if err := tx.ExecutionInsert(ctx, exec); err != nil {
@@ -173,9 +175,15 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: store.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
 			return err
 		}
-		n, err := s.apply(ctx, tx, &exec, plan, now)
-		issued = n > 0
-		return err
+		r, err := s.loadRun(ctx, tx, &exec, pb, now)
+		if err != nil {
+			return err
+		}
+		if err := r.startStep(pb.StartStep(), r.scope); err != nil {
+			return err
+		}
+		issued = r.issued > 0
+		return nil
 	})
 	if err != nil {
 		return store.Execution{}, err
@@ -190,10 +198,8 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 // apply carries out an engine plan inside tx: issue commands, or finish the
 // execution. It returns how many commands were issued.
 func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) (int, error) {
-	for _, is := range plan.Issue {
-		if err := s.issue(ctx, tx, exec.ExecutionID, is, now); err != nil {
-			return 0, err
-		}
+	if len(plan.Issue) > 0 {
+		return 0, fmt.Errorf("internal: plans no longer issue commands; use run.startStep")
 	}
 	if !plan.Done {
 		return len(plan.Issue), nil
@@ -212,7 +218,9 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 		if err != nil {
 			return 0, fmt.Errorf("encode execution result: %w", err)
 		}
-		result = b
+		if result, err = s.storeResult(ctx, tx, b); err != nil {
+			return 0, err
+		}
 	}
 	if err := tx.ExecutionFinish(ctx, exec.ExecutionID, status, result, plan.Error, now); err != nil {
 		return 0, err
@@ -229,35 +237,38 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 	return len(plan.Issue), nil
 }
 
-// issue writes command.issued, the command row and its outbox row.
-func (s *Service) issue(ctx context.Context, tx store.Tx, execID int64, is engine.Issue, now time.Time) error {
-	tool, err := json.Marshal(is.Tool)
-	if err != nil {
-		return fmt.Errorf("encode tool of step %s: %w", is.Step, err)
+// issueCommand writes command.issued, the command row and its outbox row
+// (published no earlier than c.AvailableAt).
+func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command, now time.Time) (store.Command, error) {
+	c.EventID = s.ids.Next()
+	c.CommandID = bus.CommandID(c.ExecutionID, c.Step, c.EventID)
+	c.Status, c.CreatedAt, c.UpdatedAt = store.CmdIssued, now, now
+	if c.AvailableAt.IsZero() {
+		c.AvailableAt = now
 	}
-	eventID := s.ids.Next()
-	cmdID := bus.CommandID(execID, is.Step, eventID)
+	c.PublishedAt, c.Publishes = c.AvailableAt, 1
 	if err := tx.EventInsert(ctx, store.Event{
-		EventID: eventID, ExecutionID: execID, EventType: store.EvCommandIssued,
-		Step: is.Step, CommandID: cmdID, Status: store.CmdIssued, CreatedAt: now,
+		EventID: c.EventID, ExecutionID: c.ExecutionID, EventType: store.EvCommandIssued,
+		Step: c.Step, CommandID: c.CommandID, Status: store.CmdIssued, Attempt: c.Retry + 1, CreatedAt: now,
 	}); err != nil {
-		return err
+		return c, err
 	}
-	if err := tx.CommandInsert(ctx, store.Command{
-		EventID: eventID, ExecutionID: execID, CommandID: cmdID, Step: is.Step,
-		Tool: tool, Status: store.CmdIssued, CreatedAt: now, UpdatedAt: now, PublishedAt: now,
-	}); err != nil {
-		return err
+	if err := tx.CommandInsert(ctx, c); err != nil {
+		return c, err
 	}
 	mCmdIssued.Inc()
-	return s.enqueue(ctx, tx, execID, is.Step, eventID, cmdID, cmdID, now)
+	return c, s.enqueueAt(ctx, tx, c.ExecutionID, c.Step, c.EventID, c.CommandID, c.CommandID, now, c.AvailableAt)
 }
 
 func (s *Service) enqueue(ctx context.Context, tx store.Tx, execID int64, step string, eventID int64, cmdID, msgID string, now time.Time) error {
+	return s.enqueueAt(ctx, tx, execID, step, eventID, cmdID, msgID, now, now)
+}
+
+func (s *Service) enqueueAt(ctx context.Context, tx store.Tx, execID int64, step string, eventID int64, cmdID, msgID string, now, at time.Time) error {
 	n := bus.Notification{ExecutionID: execID, EventID: eventID, CommandID: cmdID, Step: step, ServerURL: s.cfg.ServerURL}
 	return tx.OutboxInsert(ctx, store.OutboxMsg{
 		ID: s.ids.Next(), EventID: eventID, Subject: s.cfg.Subject, MsgID: msgID,
-		Payload: n.Encode(), CreatedAt: now,
+		Payload: n.Encode(), CreatedAt: now, AvailableAt: at,
 	})
 }
 
@@ -275,10 +286,13 @@ type Claimed struct {
 	LeaseTTLMillis int64 `json:"lease_ttl_ms"`
 }
 
-// Claim grants workerID a lease on the command.
-func (s *Service) Claim(ctx context.Context, eventID int64, workerID string) (Claimed, error) {
+// Claim grants workerID a lease on the command. execHint, the command's
+// execution id when the caller knows it (from the notification), only
+// picks the group-commit shard: all writes of one execution then go
+// through one committer and cannot deadlock each other in this process.
+func (s *Service) Claim(ctx context.Context, eventID int64, workerID string, execHint int64) (Claimed, error) {
 	var cmd store.Command
-	err := s.st.Do(ctx, eventID, func(tx store.Tx) error {
+	err := s.st.Do(ctx, shardKey(execHint, eventID), func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
 		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL})
@@ -325,6 +339,18 @@ type Report struct {
 	Attempt   int             `json:"attempt"`
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
+	// Retryable is the tool's own verdict on a failure; retry policies
+	// read it as output.error.retryable.
+	Retryable bool `json:"retryable,omitempty"`
+	// ExecutionID, when known, picks the group-commit shard (see Claim).
+	ExecutionID int64 `json:"execution_id,omitempty"`
+}
+
+func shardKey(execHint, fallback int64) int64 {
+	if execHint > 0 {
+		return execHint
+	}
+	return fallback
 }
 
 // Ack is the reply to a report.
@@ -346,7 +372,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 	}
 	var ack Ack
 	var woke bool
-	err := s.st.Do(ctx, r.EventID, func(tx store.Tx) error {
+	err := s.st.Do(ctx, shardKey(r.ExecutionID, r.EventID), func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
 		switch r.EventType {
@@ -391,8 +417,8 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 }
 
 // finish applies command.completed/failed and advances the execution.
-func (s *Service) finish(ctx context.Context, tx store.Tx, r Report, now time.Time) (Ack, int, error) {
-	cur, err := tx.CommandGet(ctx, r.EventID)
+func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, error) {
+	cur, err := tx.CommandGet(ctx, rep.EventID)
 	if err != nil {
 		return Ack{}, 0, err
 	}
@@ -403,21 +429,73 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, r Report, now time.Ti
 		return Ack{}, 0, err
 	}
 	status := store.CmdCompleted
-	if r.EventType == store.EvCommandFailed {
+	if rep.EventType == store.EvCommandFailed {
 		status = store.CmdFailed
 	}
-	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: r.EventID, WorkerID: r.WorkerID, Attempt: r.Attempt,
-		Status: status, Result: r.Result, Error: r.Error, Now: now})
+	var res any
+	if len(rep.Result) > 0 {
+		if err := json.Unmarshal(rep.Result, &res); err != nil {
+			return Ack{}, 0, apierr.New(apierr.BadJSON, "result is not valid JSON: %v", err)
+		}
+	}
+
+	// Decide before recording, so that a failure the policy says to
+	// continue past is projected as a completed step (the event log keeps
+	// the command.failed fact).
+	var r *run
+	decision := engine.Decision{Do: "continue"}
+	if status == store.CmdFailed {
+		decision.Do = "fail"
+	}
+	if exec.Status == store.ExecRunning && !store.IsTerminalCommand(cur.Status) {
+		pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
+		if err != nil {
+			return Ack{}, 0, err
+		}
+		if r, err = s.loadRun(ctx, tx, &exec, pb, now); err != nil {
+			return Ack{}, 0, err
+		}
+		if step := pb.ByName[cur.Step]; step != nil && step.Policy != nil {
+			scope := r.scope
+			if cur.LoopID != 0 {
+				scope = r.iterationScope(step, cur)
+			}
+			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: status, Result: res, Error: rep.Error,
+				Retryable: rep.Retryable, Attempt: cur.Retry + 1})
+			if err != nil {
+				decision = engine.Decision{Do: "fail", Reason: err.Error()}
+			} else {
+				decision = d
+			}
+		}
+	}
+	projected, projectedResult := status, rep.Result
+	if status == store.CmdFailed && decision.Do == "continue" {
+		projected = store.CmdCompleted
+		env := map[string]any{"status": "error", "error": rep.Error, "data": res}
+		res = env
+		projectedResult, _ = json.Marshal(env)
+	}
+	stored, err := s.storeResult(ctx, tx, projectedResult)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
+		Status: projected, Result: stored, Error: rep.Error, Now: now})
 	if err != nil {
 		return Ack{}, 0, err
 	}
 	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
-	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: r.EventType, Step: cmd.Step,
-		CommandID: cmd.CommandID, Status: status, Result: r.Result, Error: r.Error, WorkerID: r.WorkerID, Attempt: r.Attempt}, now); err != nil {
+	evResult, err := s.storeResult(ctx, tx, rep.Result)
+	if err != nil {
+		return Ack{}, 0, err
+	}
+	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: rep.EventType, Step: cmd.Step,
+		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
 		return Ack{}, 0, err
 	}
 	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: store.EvStepExit, Step: cmd.Step,
-		CommandID: cmd.CommandID, Status: status}, now); err != nil {
+		CommandID: cmd.CommandID, Status: projected}, now); err != nil {
 		return Ack{}, 0, err
 	}
 	if status == store.CmdCompleted {
@@ -425,69 +503,25 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, r Report, now time.Ti
 	} else {
 		mCmdFailed.Inc()
 	}
-	if exec.Status != store.ExecRunning {
-		return ack, 0, nil // cancelled meanwhile: record the fact, decide nothing
+	if r == nil {
+		return ack, 0, nil // cancelled or ended meanwhile: record the fact, decide nothing
 	}
-	pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
-	if err != nil {
+	for i := range r.cmds {
+		if r.cmds[i].EventID == cmd.EventID {
+			r.cmds[i] = cmd
+		}
+	}
+	if err := r.commandFinished(cmd, decision, res); err != nil {
 		return Ack{}, 0, err
 	}
-	scope, pending, err := s.scope(ctx, tx, exec, cmd.EventID)
-	if err != nil {
-		return Ack{}, 0, err
-	}
-	var res any
-	if len(cmd.Result) > 0 {
-		if err := json.Unmarshal(cmd.Result, &res); err != nil {
-			return Ack{}, 0, fmt.Errorf("decode result of %s: %w", cmd.CommandID, err)
-		}
-	}
-	plan, err := engine.Advance(pb, scope, engine.Finished{Step: cmd.Step, Status: status, Result: res, Error: cmd.Error}, pending)
-	if err != nil {
-		plan = engine.Plan{Done: true, Failed: true, Error: err.Error()}
-	}
-	n, err := s.apply(ctx, tx, &exec, plan, now)
-	return ack, n, err
-}
-
-// scope rebuilds the template scope of an execution from its durable
-// command rows, and counts the commands still pending besides exclude.
-func (s *Service) scope(ctx context.Context, q store.Querier, exec store.Execution, exclude int64) (engine.Scope, int, error) {
-	var wl map[string]any
-	if len(exec.Workload) > 0 {
-		if err := json.Unmarshal(exec.Workload, &wl); err != nil {
-			return engine.Scope{}, 0, fmt.Errorf("decode workload of %d: %w", exec.ExecutionID, err)
-		}
-	}
-	cmds, err := q.CommandListByExecution(ctx, exec.ExecutionID)
-	if err != nil {
-		return engine.Scope{}, 0, err
-	}
-	results := map[string]any{}
-	pending := 0
-	for _, c := range cmds { // event_id order: a later run of a step wins
-		if c.EventID != exclude && !store.IsTerminalCommand(c.Status) {
-			pending++
-		}
-		if c.Status != store.CmdCompleted {
-			continue
-		}
-		var v any
-		if len(c.Result) > 0 {
-			if err := json.Unmarshal(c.Result, &v); err != nil {
-				return engine.Scope{}, 0, fmt.Errorf("decode result of %s: %w", c.CommandID, err)
-			}
-		}
-		results[c.Step] = v
-	}
-	return engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results}, pending, nil
+	return ack, r.issued, nil
 }
 
 // Release gives up a lease at once so another worker can claim the command
 // without waiting for it to expire (used on worker shutdown).
 func (s *Service) Release(ctx context.Context, eventID int64, workerID string, attempt int) error {
 	var cmd store.Command
-	err := s.st.Do(ctx, eventID, func(tx store.Tx) error {
+	err := s.st.Do(ctx, eventID, func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
 		// A zero TTL leaves the lease expired "now": claimable at once.
@@ -519,22 +553,33 @@ func republishMsgID(c store.Command) string {
 	return fmt.Sprintf("%s#%d", c.CommandID, c.Publishes)
 }
 
-// Republish re-notifies commands that the reaper found due. It returns how
+// Republish re-notifies commands that the reaper found due (by the rule of
+// store.Querier.CommandsDue with now and cutoff). Each is re-checked inside
+// its transaction, so servers reaping at the same time, or a claim that
+// landed in between, do not produce extra notifications. It returns how
 // many were enqueued.
-func (s *Service) Republish(ctx context.Context, due []store.Command) (int, error) {
+func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutoff time.Time) (int, error) {
 	n := 0
 	for _, c := range due {
-		err := s.st.Do(ctx, c.EventID, func(tx store.Tx) error {
+		sent := false
+		err := s.st.Do(ctx, c.ExecutionID, func(ctx context.Context, tx store.Tx) error {
+			cur, err := tx.CommandGet(ctx, c.EventID)
+			if err != nil || !stillDue(cur, now, cutoff) {
+				return err
+			}
 			cmd, err := tx.CommandMarkRepublished(ctx, c.EventID, s.now())
 			if err != nil {
 				return err
 			}
+			sent = true
 			return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), s.now())
 		})
 		if err != nil {
 			return n, err
 		}
-		n++
+		if sent {
+			n++
+		}
 	}
 	if n > 0 {
 		mRepublished.Add(float64(n))
@@ -543,10 +588,22 @@ func (s *Service) Republish(ctx context.Context, due []store.Command) (int, erro
 	return n, nil
 }
 
+// stillDue applies CommandsDue's rule to one command.
+func stillDue(c store.Command, now, cutoff time.Time) bool {
+	switch c.Status {
+	case store.CmdIssued:
+		return !c.PublishedAt.After(cutoff)
+	case store.CmdClaimed, store.CmdRunning:
+		return c.LeaseExpires != nil && !c.LeaseExpires.After(now) &&
+			(c.PublishedAt.Before(*c.LeaseExpires) || !c.PublishedAt.After(cutoff))
+	}
+	return false
+}
+
 // Cancel stops a running execution.
 func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, error) {
 	var exec store.Execution
-	err := s.st.Do(ctx, execID, func(tx store.Tx) error {
+	err := s.st.Do(ctx, execID, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		if exec, err = tx.LockExecution(ctx, execID); err != nil {
 			return err

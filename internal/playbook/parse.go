@@ -17,28 +17,79 @@ import (
 
 // Keys allowed at each level of the document.
 var (
-	topKeys      = []string{"apiVersion", "kind", "metadata", "workload", "workflow"}
+	topKeys      = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow"}
 	metadataKeys = []string{"name", "path", "description", "tags"}
-	stepKeys     = []string{"step", "desc", "tool", "next"}
+	stepKeys     = []string{"step", "desc", "tool", "loop", "set", "next", "timeout"}
 	nextKeys     = []string{"spec", "arcs"}
 	specKeys     = []string{"mode"}
-	arcKeys      = []string{"step", "when"}
+	arcKeys      = []string{"step", "when", "set"}
+	keychainKeys = []string{"name", "credential", "kind"}
+	workbookKeys = []string{"name", "desc", "tool"}
+	loopKeys     = []string{"in", "iterator", "spec"}
+	loopSpecKeys = []string{"mode", "max_in_flight"}
+	toolSpecKeys = []string{"policy"}
+	policyKeys   = []string{"rules"}
+	ruleKeys     = []string{"when", "else", "then"}
+	elseKeys     = []string{"then"}
+	thenKeys     = []string{"do", "attempts", "backoff", "delay", "set"}
+	assertKeys   = []string{"expects", "returns"}
+	// toolExtraKeys are accepted in every tool besides kind and the kind's own.
+	toolExtraKeys = []string{"spec", "assert"}
 )
 
-// notYetKeys are NoETL keys this version rejects explicitly: running a
-// playbook while ignoring its loop or retry would silently change its meaning.
-var notYetKeys = map[string]bool{
-	"loop": true, "set": true, "retry": true, "keychain": true, "executor": true,
-	"ctx": true, "iter": true, "case": true, "vars": true, "sink": true, "workbook": true,
-	"spec": true, // step and tool level; next.spec is supported
+const (
+	hintAdmit     = "step admission is not supported; put a `when` on the arcs that lead to this step instead"
+	hintPutInThen = "put it under then: `- else: {then: {do: continue}}`"
+)
+
+// unsupported maps NoETL keys Millrace does not implement, by where they
+// appear ("" = anywhere), to what to write instead. They are refused as
+// "unsupported" rather than "unknown" so the user learns the alternative.
+var unsupported = map[string]map[string]string{
+	"at top level": {
+		"executor": "Millrace schedules steps on its workers itself; remove `executor`",
+		"vars":     "put inputs in `workload` and computed values in a step's `set`",
+	},
+	"in metadata": {
+		"labels":  "use `tags: [a, b]`",
+		"version": "Millrace numbers versions when a playbook is registered; remove `version`",
+	},
+	"in step": {
+		"when":  "put the condition on the arcs that lead to this step: `arcs: [{step: <this>, when: ...}]`",
+		"case":  "route with next.arcs, one arc per branch with its own `when`",
+		"input": "move `input` into the tool: `tool: {kind: python, input: {...}}`",
+		"args":  "move the values into the tool's `input`",
+		"data":  "move the values into the tool's `input`",
+	},
+	"in arc": {
+		"args": "assign values with the arc's `set`",
+		"data": "assign values with the arc's `set`",
+	},
+	"in loop.spec": {
+		"policy": "iterations always run as commands on the workers; remove `policy`",
+	},
+	"in policy": {"admit": hintAdmit},
+	"in else rule": {
+		"do": hintPutInThen, "attempts": hintPutInThen, "backoff": hintPutInThen, "delay": hintPutInThen, "set": hintPutInThen,
+	},
+	"": {
+		"retry":  "write `tool: {kind: ..., spec: {policy: {rules: [{when: ..., then: {do: retry, attempts: 3}}]}}}`",
+		"sink":   "store results with a postgres or duckdb task in the step's tool list",
+		"save":   "store results with a postgres or duckdb task in the step's tool list",
+		"vars":   "assign values with `set`",
+		"ctx":    "assign context values with `set: {ctx.name: value}`",
+		"iter":   "loop variables are bound by `loop:`; read them as iter.<iterator>",
+		"policy": "put it under spec: `spec: {policy: {rules: [...]}}`",
+	},
 }
 
-// reservedStepNames are template variables of every execution; a step with
-// such a name could not be referred to by its result.
-var reservedStepNames = map[string]bool{"workload": true, "execution_id": true}
-
-// notYetKeyNames is notYetKeys sorted, for deterministic suggestions.
-var notYetKeyNames = slices.Sorted(maps.Keys(notYetKeys))
+// reservedNames are template variables of every execution (or of a loop,
+// policy or arc); a step, task or iterator with such a name could not be
+// read.
+var reservedNames = map[string]bool{
+	"workload": true, "execution_id": true, "ctx": true, "keychain": true,
+	"loop": true, "iter": true, "output": true, "event": true,
+}
 
 // maxSuggestDistance bounds the edit distance for "did you mean" hints; two
 // edits catch typos and transpositions without suggesting unrelated keys.
@@ -58,9 +109,11 @@ func Parse(filename string, data []byte, kinds KindSet) (*Playbook, error) {
 }
 
 type parser struct {
-	file  string
-	kinds KindSet
-	probs Problems
+	file     string
+	kinds    KindSet
+	probs    Problems
+	keychain map[string]bool          // declared keychain entry names
+	workbook map[string]*workbookItem // by name
 }
 
 func (ps *parser) at(line, col int, hint, format string, args ...any) {
@@ -145,6 +198,12 @@ func (ps *parser) parse(data []byte) *Playbook {
 		} else if v, ok := ps.value(e.val).(map[string]any); ok {
 			pb.Workload = v
 		}
+	}
+	if e, ok := top["keychain"]; ok && !isNull(e.val) {
+		pb.Keychain = ps.keychainList(e.val)
+	}
+	if e, ok := top["workbook"]; ok && !isNull(e.val) {
+		ps.workbookList(e.val)
 	}
 	if e, ok := top["workflow"]; ok {
 		ps.workflow(e.val, pb)
@@ -232,261 +291,6 @@ func (ps *parser) metadata(n *yaml.Node) Metadata {
 	return md
 }
 
-func (ps *parser) workflow(n *yaml.Node, pb *Playbook) {
-	list := deref(n)
-	if list.Kind != yaml.SequenceNode {
-		ps.atNode(n, "workflow is a list of steps: `workflow: [ {step: start, tool: {kind: ...}} ]`", "workflow must be a list, got %s", describe(n))
-		return
-	}
-	if len(list.Content) == 0 {
-		ps.atNode(n, "add at least one step", "workflow is empty")
-		return
-	}
-	for _, item := range list.Content {
-		if s := ps.step(item); s != nil {
-			if first, dup := pb.ByName[s.Name]; dup {
-				ps.at(s.Line, s.Col, fmt.Sprintf("first defined at line %d; rename one of them", first.Line), "duplicate step name %q", s.Name)
-				continue
-			}
-			pb.Steps = append(pb.Steps, s)
-			pb.ByName[s.Name] = s
-		}
-	}
-	// Arc targets are checked once every step name is known.
-	for _, s := range pb.Steps {
-		if s.Next == nil {
-			continue
-		}
-		for _, a := range s.Next.Arcs {
-			if a.Step != "" && pb.ByName[a.Step] == nil {
-				ps.at(a.Line, a.Col, suggestName(a.Step, pb.Steps), "step %q: arc targets unknown step %q", s.Name, a.Step)
-			}
-		}
-	}
-}
-
-// step parses one workflow item. It returns nil when the item has no usable
-// name; other problems are recorded and a partial step is still returned so
-// graph checks can run.
-func (ps *parser) step(item *yaml.Node) *Step {
-	if deref(item).Kind != yaml.MappingNode {
-		ps.atNode(item, "each workflow item is a mapping starting with `- step: <name>`", "workflow item must be a mapping, got %s", describe(item))
-		return nil
-	}
-	f := ps.mapping(item, "in step", stepKeys)
-	s := &Step{Line: item.Line, Col: item.Column}
-	e, ok := f["step"]
-	if !ok {
-		ps.atNode(item, "add `step: <name>` to the item", "workflow item has no step name")
-		return nil
-	}
-	s.Line, s.Col = e.key.Line, e.key.Column
-	name, ok := ps.scalar(e.val, "step")
-	if !ok {
-		return nil
-	}
-	if !stepNameRE.MatchString(name) {
-		ps.atNode(e.val, "start with a letter or _, then letters, digits, _ or -", "invalid step name %q", name)
-		return nil
-	}
-	if reservedStepNames[name] {
-		ps.atNode(e.val, "templates use {{ "+name+" }} for the execution itself; rename the step", "step name %q is reserved", name)
-		return nil
-	}
-	s.Name = name
-	if e, ok := f["desc"]; ok {
-		s.Desc, _ = ps.scalar(e.val, "desc")
-	}
-	if e, ok := f["tool"]; ok {
-		s.Tool = ps.tool(e.val, name)
-	} else {
-		ps.at(s.Line, s.Col, "add `tool: {kind: ...}` to the step", "step %q has no tool", name)
-	}
-	if e, ok := f["next"]; ok && !isNull(e.val) {
-		s.Next = ps.next(e.val, name)
-	}
-	return s
-}
-
-func (ps *parser) tool(n *yaml.Node, step string) map[string]any {
-	switch deref(n).Kind {
-	case yaml.MappingNode:
-	case yaml.SequenceNode:
-		ps.atNode(n, "tool pipelines (a list of tasks) are part of NoETL but not supported yet in this version; use one tool per step",
-			"step %q: tool must be a mapping, got a list", step)
-		return nil
-	default:
-		ps.atNode(n, "e.g. `tool: {kind: http, url: ...}`", "step %q: tool must be a mapping, got %s", step, describe(n))
-		return nil
-	}
-	f := ps.mapping(n, "", nil)
-	e, ok := f["kind"]
-	if !ok {
-		ps.atNode(n, "add `kind: <"+strings.Join(ps.kindNames(), "|")+">` to the tool", "step %q: tool has no kind", step)
-		return nil
-	}
-	kind, ok := ps.scalar(e.val, "tool.kind")
-	if !ok {
-		return nil
-	}
-	allowed, known := ps.kinds[kind]
-	if !known {
-		hint := "known kinds: " + strings.Join(ps.kindNames(), ", ")
-		if s := nearest(kind, ps.kindNames()); s != "" {
-			hint = fmt.Sprintf("did you mean %q?", s)
-		}
-		ps.atNode(e.val, hint, "step %q: unknown tool kind %q", step, kind)
-		return nil
-	}
-	ps.checkKeys(f, "in "+kind+" tool", append([]string{"kind"}, allowed...))
-	v, _ := ps.value(n).(map[string]any)
-	return v
-}
-
-func (ps *parser) kindNames() []string {
-	names := make([]string, 0, len(ps.kinds))
-	for k := range ps.kinds {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	return names
-}
-
-func (ps *parser) next(n *yaml.Node, step string) *Next {
-	const shape = "`next: {spec: {mode: exclusive}, arcs: [{step: <name>, when: <expr>}]}`"
-	if deref(n).Kind != yaml.MappingNode {
-		ps.atNode(n, "write "+shape, "step %q: next must be a mapping, got %s", step, describe(n))
-		return nil
-	}
-	nx := &Next{Mode: ModeExclusive}
-	f := ps.mapping(n, "in next", nextKeys)
-	if e, ok := f["spec"]; ok && !isNull(e.val) {
-		if deref(e.val).Kind != yaml.MappingNode {
-			ps.atNode(e.val, "write "+shape, "step %q: next.spec must be a mapping, got %s", step, describe(e.val))
-		} else if m, ok := ps.mapping(e.val, "in next.spec", specKeys)["mode"]; ok {
-			mode, _ := ps.scalar(m.val, "next.spec.mode")
-			switch mode {
-			case ModeExclusive, ModeInclusive:
-				nx.Mode = mode
-			case "":
-			default:
-				ps.atNode(m.val, "use exclusive (first true arc fires) or inclusive (every true arc fires)", "step %q: unknown next mode %q", step, mode)
-			}
-		}
-	}
-	e, ok := f["arcs"]
-	if !ok || isNull(e.val) {
-		ps.atNode(n, "add `arcs: [{step: <name>}]` or remove next to end the run here", "step %q: next has no arcs", step)
-		return nx
-	}
-	arcs := deref(e.val)
-	if arcs.Kind != yaml.SequenceNode {
-		ps.atNode(e.val, "write "+shape, "step %q: next.arcs must be a list, got %s", step, describe(e.val))
-		return nx
-	}
-	if len(arcs.Content) == 0 {
-		ps.atNode(e.val, "add an arc or remove next to end the run here", "step %q: next.arcs is empty", step)
-	}
-	for _, item := range arcs.Content {
-		if deref(item).Kind != yaml.MappingNode {
-			ps.atNode(item, "each arc is `- step: <name>` with an optional `when:`", "step %q: arc must be a mapping, got %s", step, describe(item))
-			continue
-		}
-		af := ps.mapping(item, "in arc", arcKeys)
-		a := Arc{Line: item.Line, Col: item.Column}
-		if e, ok := af["step"]; ok {
-			a.Line, a.Col = e.val.Line, e.val.Column
-			a.Step, _ = ps.scalar(e.val, "arc step")
-		} else {
-			ps.atNode(item, "add `step: <target>` to the arc", "step %q: arc has no target step", step)
-		}
-		if e, ok := af["when"]; ok {
-			a.When, _ = ps.scalar(e.val, "arc when")
-		}
-		nx.Arcs = append(nx.Arcs, a)
-	}
-	return nx
-}
-
-// graph reports steps the run can never reach and cycles, which this
-// version cannot execute (iteration arrives with `loop:`).
-func (ps *parser) graph(pb *Playbook) {
-	start := pb.StartStep()
-	if start == nil {
-		return
-	}
-	reached := map[string]bool{start.Name: true}
-	queue := []*Step{start}
-	for len(queue) > 0 {
-		s := queue[0]
-		queue = queue[1:]
-		for _, t := range targets(pb, s) {
-			if !reached[t.Name] {
-				reached[t.Name] = true
-				queue = append(queue, t)
-			}
-		}
-	}
-	for _, s := range pb.Steps {
-		if !reached[s.Name] {
-			ps.at(s.Line, s.Col, "add an arc to it from another step's next.arcs, or remove it",
-				"step %q is unreachable from start step %q", s.Name, start.Name)
-		}
-	}
-
-	const (
-		unvisited = iota
-		active
-		done
-	)
-	state := map[string]int{}
-	var stack []string
-	var visit func(s *Step)
-	visit = func(s *Step) {
-		state[s.Name] = active
-		stack = append(stack, s.Name)
-		for _, a := range s.Next.arcsOrNil() {
-			t := pb.ByName[a.Step]
-			if t == nil {
-				continue
-			}
-			switch state[t.Name] {
-			case active:
-				i := slices.Index(stack, t.Name)
-				path := append(slices.Clone(stack[i:]), t.Name)
-				ps.at(a.Line, a.Col, "loops arrive with `loop:`; a workflow must not return to an earlier step",
-					"cycle: %s", strings.Join(path, " -> "))
-			case unvisited:
-				visit(t)
-			}
-		}
-		stack = stack[:len(stack)-1]
-		state[s.Name] = done
-	}
-	for _, s := range pb.Steps {
-		if state[s.Name] == unvisited {
-			visit(s)
-		}
-	}
-}
-
-func (n *Next) arcsOrNil() []Arc {
-	if n == nil {
-		return nil
-	}
-	return n.Arcs
-}
-
-func targets(pb *Playbook, s *Step) []*Step {
-	var out []*Step
-	for _, a := range s.Next.arcsOrNil() {
-		if t := pb.ByName[a.Step]; t != nil {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
 // entry is one key/value pair of a YAML mapping.
 type entry struct{ key, val *yaml.Node }
 
@@ -546,24 +350,42 @@ func mergeSources(v *yaml.Node) []entry {
 }
 
 func (ps *parser) checkKeys(f map[string]entry, where string, known []string) {
-	for key, e := range f {
+	for _, key := range sortedKeys(f) {
 		if slices.Contains(known, key) {
 			continue
 		}
-		var hint string
-		switch {
-		case notYetKeys[key]:
-			hint = fmt.Sprintf("`%s` is part of NoETL but not supported yet in this version", key)
-		case nearest(key, known) != "":
-			hint = fmt.Sprintf("did you mean %q?", nearest(key, known))
-		case nearest(key, notYetKeyNames) != "":
-			k := nearest(key, notYetKeyNames)
-			hint = fmt.Sprintf("did you mean %q? `%s` is part of NoETL but not supported yet in this version", k, k)
-		default:
-			hint = "allowed keys here: " + strings.Join(known, ", ")
+		e := f[key]
+		if hint := unsupportedHint(where, key); hint != "" {
+			ps.atNode(e.key, hint, "unsupported NoETL key %q %s", key, where)
+			continue
+		}
+		hint := "allowed keys here: " + strings.Join(known, ", ")
+		if s := nearest(key, known); s != "" {
+			hint = fmt.Sprintf("did you mean %q?", s)
 		}
 		ps.atNode(e.key, hint, "unknown key %q %s", key, where)
 	}
+}
+
+func unsupportedHint(where, key string) string {
+	if h := unsupported[where][key]; h != "" {
+		return h
+	}
+	return unsupported[""][key]
+}
+
+// sortedKeys returns a mapping's keys in source order, so problems come out
+// deterministically.
+func sortedKeys(f map[string]entry) []string {
+	keys := slices.Collect(maps.Keys(f))
+	slices.SortFunc(keys, func(a, b string) int {
+		ka, kb := f[a].key, f[b].key
+		if ka.Line != kb.Line {
+			return ka.Line - kb.Line
+		}
+		return ka.Column - kb.Column
+	})
+	return keys
 }
 
 // scalar returns a scalar's text. A null or empty value is reported as

@@ -202,7 +202,7 @@ func TestParseProblems(t *testing.T) {
 		{"bad kind", strings.Replace(head, "kind: Playbook", "kind: Workbook", 1) + step("a"), []want{{2, `unsupported kind "Workbook"`, "kind: Playbook"}}},
 		{"unknown top key near", head + step("a") + "worklaod: {}\n", []want{{9, `unknown key "worklaod" at top level`, `did you mean "workload"?`}}},
 		{"unknown top key far", head + step("a") + "banana: 1\n", []want{{9, `unknown key "banana"`, "allowed keys here: apiVersion"}}},
-		{"not yet key", head + step("a") + "keychain: []\n", []want{{9, `unknown key "keychain"`, "not supported yet in this version"}}},
+		{"unsupported top key", head + step("a") + "executor: {profile: auto}\n", []want{{9, `unsupported NoETL key "executor" at top level`, "remove `executor`"}}},
 		{"duplicate key", head + step("a") + "kind: Playbook\n", []want{{9, `duplicate key "kind"`, "first defined at line 2"}}},
 		{"missing workflow", "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: a, path: b}\n", []want{{1, "missing workflow", ""}}},
 		{"empty workflow", strings.TrimSuffix(head, "\n") + " []\n", []want{{6, "workflow is empty", ""}}},
@@ -231,17 +231,16 @@ func TestParseProblems(t *testing.T) {
 		{"reserved step name", head + "  - step: workload\n    tool: {kind: python}\n", []want{{7, `step name "workload" is reserved`, "rename"}}},
 		{"duplicate step", head + step("a") + step("a"), []want{{9, `duplicate step name "a"`, "first defined at line 7"}}},
 		{"step unknown key near", head + step("a") + "    nxt: {}\n", []want{{9, `unknown key "nxt" in step`, `did you mean "next"?`}}},
-		{"step loop not yet", head + step("a") + "    loop: {in: []}\n", []want{{9, `unknown key "loop" in step`, "not supported yet in this version"}}},
-		{"step spec not yet", head + step("a") + "    spec: {}\n", []want{{9, `unknown key "spec" in step`, "not supported yet"}}},
+		{"step spec", head + step("a") + "    spec: {}\n", []want{{9, `unsupported NoETL key "spec" in step`, "timeout"}}},
+		{"step input", head + step("a") + "    input: {x: 1}\n", []want{{9, `unsupported NoETL key "input" in step`, "move `input` into the tool"}}},
 		{"step missing tool", head + "  - step: a\n    desc: x\n", []want{{7, `step "a" has no tool`, "kind"}}},
-		{"tool not mapping", head + "  - step: a\n    tool: python\n", []want{{8, `step "a": tool must be a mapping, got the scalar "python"`, ""}}},
-		{"tool pipeline", head + "  - step: a\n    tool:\n      - kind: python\n", []want{{9, "got a list", "not supported yet"}}},
+		{"tool not mapping", head + "  - step: a\n    tool: python\n", []want{{8, `step "a": tool must be a mapping or a list, got the scalar "python"`, "named tasks"}}},
 		{"tool missing kind", head + "  - step: a\n    tool:\n      code: x\n", []want{{9, `step "a": tool has no kind`, "kind: <http|python>"}}},
 		{"tool unknown kind near", head + "  - step: a\n    tool: {kind: htp}\n", []want{{8, `unknown tool kind "htp"`, `did you mean "http"?`}}},
 		{"tool unknown kind far", head + "  - step: a\n    tool: {kind: duckdb}\n", []want{{8, `unknown tool kind "duckdb"`, "known kinds: http, python"}}},
 		{"tool unknown key", head + "  - step: a\n    tool:\n      kind: http\n      ulr: x\n", []want{{10, `unknown key "ulr" in http tool`, `did you mean "url"?`}}},
 		{"tool key of another kind", head + "  - step: a\n    tool:\n      kind: http\n      script: x\n", []want{{10, `unknown key "script" in http tool`, "allowed keys here: kind, method"}}},
-		{"tool retry not yet", head + "  - step: a\n    tool:\n      kind: http\n      retry: {}\n", []want{{10, `unknown key "retry"`, "not supported yet"}}},
+		{"tool retry", head + "  - step: a\n    tool:\n      kind: http\n      retry: {}\n", []want{{10, `unsupported NoETL key "retry" in http tool`, "spec: {policy: {rules:"}}},
 
 		{"next not mapping", head + step("a") + "    next: b\n", []want{{9, "next must be a mapping", "arcs"}}},
 		{"next list form", head + step("a") + "    next:\n      - step: b\n", []want{{10, "next must be a mapping, got a list", "spec"}}},
@@ -256,7 +255,7 @@ func TestParseProblems(t *testing.T) {
 			{10, "arc must be a mapping", ""}, {11, `step "b" is unreachable`, ""},
 		}},
 		{"arc missing step", head + step("a") + "    next:\n      arcs:\n        - when: x\n", []want{{11, "arc has no target step", ""}}},
-		{"arc unknown key", head + step("a") + "    next:\n      arcs:\n        - step: b\n          set: {x: 1}\n" + step("b"), []want{{12, `unknown key "set" in arc`, "not supported yet"}}},
+		{"arc unknown key", head + step("a") + "    next:\n      arcs:\n        - step: b\n          sett: {x: 1}\n" + step("b"), []want{{12, `unknown key "sett" in arc`, `did you mean "set"?`}}},
 		{"arc unknown target near", head + step("start") + "    next:\n      arcs:\n        - step: ende\n" + step("end"), []want{
 			{11, `step "start": arc targets unknown step "ende"`, `did you mean "end"?`}, {12, `step "end" is unreachable from start step "start"`, "add an arc"},
 		}},
@@ -266,10 +265,14 @@ func TestParseProblems(t *testing.T) {
 			{9, `step "b" is unreachable from start step "a"`, ""}, {11, `step "c" is unreachable`, ""},
 		}},
 		{"unreachable from named start", head + step("a") + step("start"), []want{{7, `step "a" is unreachable from start step "start"`, ""}}},
-		{"self cycle", head + step("a") + "    next: {arcs: [{step: a}]}\n", []want{{9, "cycle: a -> a", "loops arrive with `loop:`"}}},
+		{"self cycle", head + step("a") + "    next: {arcs: [{step: a}]}\n", []want{{9, "cycle a -> a can never end", "add a `when` to one of its arcs, or iterate with `loop:`"}}},
 		{"cycle", head + step("a") + "    next: {arcs: [{step: b}]}\n" + step("b") +
-			"    next:\n      arcs:\n        - step: c\n" + step("c") + "    next:\n      arcs:\n        - step: a\n          when: '{{ x }}'\n",
-			[]want{{19, "cycle: a -> b -> c -> a", "loops arrive with `loop:`"}}},
+			"    next:\n      arcs:\n        - step: c\n" + step("c") + "    next:\n      arcs:\n        - step: a\n",
+			[]want{{19, "cycle a -> b -> c -> a can never end", "add a `when`"}}},
+		// a -> b is guarded, but a -> c -> a is not; DFS order must not hide it.
+		{"unguarded cycle beside a guarded one", head + step("a") + "    next:\n      spec: {mode: inclusive}\n      arcs:\n        - {step: b, when: '{{ x }}'}\n        - {step: c}\n" +
+			step("b") + "    next: {arcs: [{step: a}]}\n" + step("c") + "    next: {arcs: [{step: a}]}\n",
+			[]want{{19, "cycle a -> c -> a can never end", ""}}},
 		{"many problems reported together", head +
 			"  - step: a\n    tool: {kind: htp}\n    lop: 1\n" +
 			"  - step: a\n    tool: {kind: python, cod: x}\n",
@@ -339,6 +342,8 @@ func FuzzParse(f *testing.F) {
 	f.Add("- &a [*a, *a]\n")
 	f.Add("workflow: [{step: s, tool: {<<: [{kind: http}], url: u}, next: {arcs: [{step: s, when: '{{x}}'}]}}]")
 	f.Add("{? [a]: b}")
+	f.Add(languagePlaybook)
+	f.Add(head + "  - step: a\n    loop: {in: '{{ x }}', spec: {mode: parallel, max_in_flight: 2}}\n    tool: [{name: t, kind: workbook}]\n    set: {ctx.a.b: 1}\nworkbook: [{name: t, tool: {kind: http, spec: {policy: {rules: [{else: {then: {do: retry}}}]}}}}]\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		pb, err := Parse("fuzz.yaml", []byte(src), testKinds)
 		if err == nil {

@@ -3,13 +3,14 @@
 // Parsing is strict: every unknown key, wrong type, dangling arc, unreachable
 // step and cycle is reported as a Problem carrying the line and column of the
 // offending YAML node, and all of them are reported at once. Keys that NoETL
-// knows but this version does not implement yet (loop, set, retry, ...) are
-// reported as such rather than silently ignored, so a playbook never runs
-// with part of its meaning dropped.
+// knows but Millrace does not implement (executor, step-level spec, case,
+// sink, ...) are reported with what to write instead rather than silently
+// ignored, so a playbook never runs with part of its meaning dropped.
 package playbook
 
 import (
 	"regexp"
+	"time"
 )
 
 // Accepted apiVersion values. NoETL playbooks run unchanged.
@@ -25,6 +26,42 @@ const (
 	ModeInclusive = "inclusive" // every arc whose when is true fires
 )
 
+// Loop modes.
+const (
+	LoopSequential = "sequential" // one iteration at a time, in order
+	LoopParallel   = "parallel"   // up to MaxInFlight iterations at once
+)
+
+// DefaultIterator is the loop variable name when `iterator` is omitted.
+const DefaultIterator = "item"
+
+// DefaultMaxInFlight bounds a parallel loop that sets no max_in_flight, so a
+// loop over a large list does not flood the workers (and the APIs they call).
+const DefaultMaxInFlight = 16
+
+// Policy actions (Rule.Do).
+const (
+	DoRetry    = "retry"
+	DoFail     = "fail"
+	DoContinue = "continue"
+)
+
+// Retry defaults, filled in by the parser when a retry rule omits them.
+const (
+	DefaultRetryAttempts = 3
+	DefaultRetryDelay    = time.Second
+)
+
+// Retry backoffs (Rule.Backoff).
+const (
+	BackoffFixed       = "fixed"
+	BackoffExponential = "exponential"
+)
+
+// KindWorkbook is the pseudo tool kind that calls a workbook entry by name;
+// it is resolved at parse time and never reaches a worker.
+const KindWorkbook = "workbook"
+
 // StartStepName is the step a run begins with when present; otherwise the
 // first step of the workflow is the start.
 const StartStepName = "start"
@@ -39,6 +76,7 @@ type Playbook struct {
 	Kind       string
 	Metadata   Metadata
 	Workload   map[string]any
+	Keychain   []KeychainEntry
 	Steps      []*Step
 	ByName     map[string]*Step
 	Source     string
@@ -52,13 +90,83 @@ type Metadata struct {
 	Tags        []string
 }
 
-// Step is one workflow step: a tool invocation and where to go next.
+// KeychainEntry binds a template name to a stored credential: templates
+// read its fields as keychain.<Name>.<field>. Only the worker resolves it,
+// so secrets never pass through the server's events.
+type KeychainEntry struct {
+	Name       string
+	Credential string
+	Kind       string // optional; informational (e.g. postgres, http)
+	Line, Col  int
+}
+
+// Step is one workflow step: a tool invocation (or a list of tasks run in
+// order), optionally over a loop, and where to go next.
 type Step struct {
-	Name      string
-	Desc      string
-	Tool      map[string]any // includes "kind"; values are still templates
-	Next      *Next          // nil for a terminal step
+	Name string
+	Desc string
+	// Tool is the step's single tool, including "kind", with `spec` and
+	// `assert` removed (see Policy and Assert); values are still templates.
+	// Nil when the step has a task list.
+	Tool    map[string]any
+	Policy  *Policy // the single tool's spec.policy; nil if none
+	Assert  *Assert // the single tool's assert; nil if none
+	Tasks   []Task  // the task list form of `tool`; nil for a single tool
+	Loop    *Loop
+	Set     map[string]any // step-level set, rendered with `result` bound
+	Timeout time.Duration  // 0 = none
+	Next    *Next          // nil for a terminal step
+	Line    int
+	Col     int
+}
+
+// Task is one named tool of a step's task list. Later tasks read earlier
+// tasks' results by task name.
+type Task struct {
+	Name   string
+	Tool   map[string]any // includes "kind"; spec and assert removed
+	Policy *Policy
+	Assert *Assert
+	Set    map[string]any // rendered with `output` bound after the task ran
+	Line   int
+	Col    int
+}
+
+// Loop runs a step once per item of In.
+type Loop struct {
+	In          string // a template that must render to a list
+	Iterator    string // DefaultIterator when omitted
+	Mode        string // LoopSequential (default) or LoopParallel
+	MaxInFlight int    // 1 for sequential; DefaultMaxInFlight when unset
+	Line, Col   int
+}
+
+// Policy decides what a tool's outcome means: retry, fail or continue.
+// Rules are tried in order; the first whose When is true (or an Else) wins.
+type Policy struct {
+	Rules []Rule
+	// Step and Field locate the policy for error messages, e.g. step
+	// "fetch", field "tool.spec.policy" or "tool[load].spec.policy".
+	Step, Field string
+}
+
+// Rule is one `when`/`then` (or `else`/`then`) of a policy.
+type Rule struct {
+	When      string // a Jinja condition; empty when Else
+	Else      bool
+	Do        string         // DoRetry, DoFail or DoContinue
+	Attempts  int            // total runs allowed (retry only); DefaultRetryAttempts when omitted
+	Backoff   string         // BackoffFixed (default) or BackoffExponential (retry only)
+	Delay     time.Duration  // before the next run (retry only); DefaultRetryDelay when omitted
+	Set       map[string]any // context values to assign when the rule fires
 	Line, Col int
+}
+
+// Assert is a tool's contract (NoETL workbook shape): input keys that must
+// be given and result keys it must return.
+type Assert struct {
+	Expects []string
+	Returns []string
 }
 
 // Next says which steps follow a step once it completes.
@@ -71,6 +179,7 @@ type Next struct {
 // empty meaning always) is true.
 type Arc struct {
 	Step, When string
+	Set        map[string]any // context values to assign when the arc fires
 	Line, Col  int
 }
 
@@ -87,5 +196,8 @@ func (p *Playbook) StartStep() *Step {
 
 var (
 	stepNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
-	pathRE     = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
+	identRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// setKeyRE is a `set` target: name, ctx.name, or a dotted path into one.
+	setKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+	pathRE   = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
 )

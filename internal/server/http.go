@@ -20,6 +20,7 @@ import (
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -32,7 +33,7 @@ const (
 
 // Health reports on dependencies; the server fills it from its parts.
 type Health struct {
-	Status string         `json:"status"` // ok or degraded
+	Status string         `json:"status"` // ok or degraded (HTTP 503 only when the store is down)
 	Store  string         `json:"store"`
 	NATS   string         `json:"nats"`
 	Stats  *store.Stats   `json:"stats,omitempty"`
@@ -47,6 +48,7 @@ type API struct {
 	maxBody int64
 	health  func(ctx context.Context) Health
 	mux     *http.ServeMux
+	box     *secret.Box // seals credentials; nil disables the credential API
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -56,8 +58,11 @@ var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
 }, []string{"route", "code"})
 
 // NewAPI builds the handler.
-func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) Health) *API {
+func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) Health, opts ...Option) *API {
 	a := &API{flow: fl, st: fl.Store(), log: log, maxBody: maxBody, health: health, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(a)
+	}
 	a.route("POST /api/catalog/register", a.register)
 	a.route("GET /api/catalog", a.catalogList)
 	a.route("GET /api/catalog/{path...}", a.catalogGet)
@@ -72,6 +77,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("POST /api/events", a.eventPost)
 	a.route("POST /api/events/batch", a.eventBatch)
 	a.route("GET /api/health", a.healthGet)
+	a.credentialRoutes()
 	a.mux.Handle("GET /metrics", promhttp.Handler())
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, apierr.New(apierr.NotFound, "no route %s %s; see docs/api.md", r.Method, r.URL.Path))
@@ -223,6 +229,7 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 		Path    string         `json:"path"`
 		Version int            `json:"version"`
 		Payload map[string]any `json:"payload"`
+		Parent  int64          `json:"parent_execution_id"`
 	}
 	if err := decode(r, &body); err != nil {
 		return nil, err
@@ -233,7 +240,7 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.Version < 0 {
 		return nil, apierr.New(apierr.BadRequest, "version must be >= 1, or omitted for the latest")
 	}
-	exec, err := a.flow.Execute(r.Context(), body.Path, body.Version, body.Payload)
+	exec, err := a.flow.ExecuteChild(r.Context(), body.Path, body.Version, body.Payload, body.Parent)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +308,13 @@ func (a *API) executionGet(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	return view(e), nil
+	// Large results are stored by reference; readers never see that.
+	err = a.st.Read(r.Context(), func(q store.Querier) error {
+		var err error
+		e.Result, err = flow.LoadResult(r.Context(), q, e.Result)
+		return err
+	})
+	return view(e), err
 }
 
 func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -312,8 +325,15 @@ func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, erro
 	var evs []store.Event
 	err = a.st.Read(r.Context(), func(q store.Querier) error {
 		var err error
-		evs, err = q.EventList(r.Context(), e.ExecutionID)
-		return err
+		if evs, err = q.EventList(r.Context(), e.ExecutionID); err != nil {
+			return err
+		}
+		for i := range evs {
+			if evs[i].Result, err = flow.LoadResult(r.Context(), q, evs[i].Result); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if evs == nil {
 		evs = []store.Event{}
@@ -326,7 +346,12 @@ func (a *API) executionCancel(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	e, err := a.flow.Cancel(r.Context(), id)
+	var e store.Execution
+	if r.URL.Query().Get("cascade") == "true" {
+		e, _, err = a.flow.CancelCascade(r.Context(), id)
+	} else {
+		e, err = a.flow.Cancel(r.Context(), id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +366,10 @@ func (a *API) commandGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	var c store.Command
 	err = a.st.Read(r.Context(), func(q store.Querier) error {
 		var err error
-		c, err = q.CommandGet(r.Context(), id)
+		if c, err = q.CommandGet(r.Context(), id); err != nil {
+			return err
+		}
+		c.Result, err = flow.LoadResult(r.Context(), q, c.Result)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -351,8 +379,9 @@ func (a *API) commandGet(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 type workerBody struct {
-	WorkerID string `json:"worker_id"`
-	Attempt  int    `json:"attempt,omitempty"`
+	WorkerID    string `json:"worker_id"`
+	Attempt     int    `json:"attempt,omitempty"`
+	ExecutionID int64  `json:"execution_id,omitempty"` // optional hint (from the notification)
 }
 
 func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -367,7 +396,7 @@ func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) 
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
 	}
-	return a.flow.Claim(r.Context(), id, body.WorkerID)
+	return a.flow.Claim(r.Context(), id, body.WorkerID, body.ExecutionID)
 }
 
 func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -422,24 +451,25 @@ func (in EventIn) report() (flow.Report, error) {
 	if in.EventType == "" {
 		return flow.Report{}, apierr.New(apierr.BadRequest, "event_type is required")
 	}
-	msg, err := errorText(in.Error)
+	msg, retryable, err := errorText(in.Error)
 	if err != nil {
 		return flow.Report{}, err
 	}
 	if in.EventType == "command.failed" && msg == "" {
 		msg = "failed without an error message"
 	}
-	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg}, nil
+	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg,
+		Retryable: retryable, ExecutionID: in.ExecutionID}, nil
 }
 
 // errorText flattens an error given as a string or a structured object.
-func errorText(raw json.RawMessage) (string, error) {
+func errorText(raw json.RawMessage) (string, bool, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
+		return "", false, nil
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return s, nil
+		return s, false, nil
 	}
 	var e struct {
 		Kind      string `json:"kind"`
@@ -447,12 +477,12 @@ func errorText(raw json.RawMessage) (string, error) {
 		Retryable bool   `json:"retryable"`
 	}
 	if err := json.Unmarshal(raw, &e); err != nil || e.Message == "" {
-		return "", apierr.New(apierr.BadRequest, "error must be a string or {\"kind\", \"message\", \"retryable\"}")
+		return "", false, apierr.New(apierr.BadRequest, "error must be a string or {\"kind\", \"message\", \"retryable\"}")
 	}
 	if e.Kind != "" {
-		return fmt.Sprintf("%s: %s", e.Kind, e.Message), nil
+		return fmt.Sprintf("%s: %s", e.Kind, e.Message), e.Retryable, nil
 	}
-	return e.Message, nil
+	return e.Message, e.Retryable, nil
 }
 
 func (a *API) eventPost(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -517,7 +547,9 @@ func (a *API) healthGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	h := a.health(ctx)
-	if h.Status != "ok" {
+	// 503 only when the store is down: with NATS down the server still
+	// accepts work (it waits in the outbox), so it must stay in service.
+	if h.Store != "ok" {
 		writeJSON(w, http.StatusServiceUnavailable, h)
 		return nil, errSkipWrite
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/relay"
+	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
@@ -82,7 +83,17 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 			s.close()
 		}
 	}()
+	// A malformed key fails startup; a missing one only disables credentials.
+	var box *secret.Box
 	var err error
+	if strings.TrimSpace(cfg.SecretKey) != "" {
+		if box, err = secret.New(cfg.SecretKey); err != nil {
+			return nil, err
+		}
+		log.Info("credential key loaded", "key_id", box.KeyID())
+	} else {
+		log.Warn(secret.EnvKey + " is not set: the credential API is disabled; generate a key with `openssl rand -hex 32`")
+	}
 	if s.drv, err = OpenDriver(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
@@ -95,7 +106,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	// The server creates the consumer too, so notifications published
 	// before the first worker starts are not skipped by deliver_policy=new.
-	if _, err = s.conn.EnsureConsumer(ctx); err != nil {
+	if err = s.ensureConsumer(ctx); err != nil {
 		return nil, err
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -103,7 +114,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	s.url = cfg.PublicURL
 	if s.url == "" {
-		s.url = urlFor(s.ln.Addr().(*net.TCPAddr))
+		a := s.ln.Addr().(*net.TCPAddr)
+		s.url = urlFor(a)
+		if a.IP.IsUnspecified() {
+			log.Warn("SERVER_API_URL is not set: notifications tell workers to use a loopback URL; set SERVER_API_URL to this server's address for workers on other machines", "server_url", s.url)
+		}
 	}
 	var rl *relay.Relay
 	s.flow = flow.New(s.st, ids.New(cfg.NodeID), flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
@@ -117,7 +132,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		log.Info("reconnected to NATS; re-checking stream and consumer")
 		go s.ensure()
 	})
-	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck)
+	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box))
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true
 	return s, nil
@@ -142,7 +157,7 @@ func (s *Server) ensure() {
 	defer cancel()
 	_, err := s.conn.EnsureStream(ctx)
 	if err == nil {
-		_, err = s.conn.EnsureConsumer(ctx)
+		err = s.ensureConsumer(ctx)
 	}
 	s.mu.Lock()
 	s.consumer = ""
@@ -154,16 +169,31 @@ func (s *Server) ensure() {
 	s.relay.Wake()
 }
 
-func (s *Server) backlog(ctx context.Context) (int64, error) {
-	cons, err := s.conn.JS.Consumer(ctx, s.cfg.NATS.Stream, s.cfg.NATS.Consumer)
+// ensureConsumer creates the worker pool's consumer when it is missing but
+// leaves an existing one alone: its NOETL_WORKER_NATS_* settings belong to
+// the workers, and a server with defaults must not undo their tuning.
+func (s *Server) ensureConsumer(ctx context.Context) error {
+	if _, err := s.conn.JS.Consumer(ctx, s.cfg.NATS.Stream, s.cfg.NATS.Consumer); err == nil {
+		return nil
+	}
+	_, err := s.conn.EnsureConsumer(ctx)
+	return err
+}
+
+func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
+	stream, err := s.conn.JS.Stream(ctx, s.cfg.NATS.Stream)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
+	}
+	cons, err := stream.Consumer(ctx, s.cfg.NATS.Consumer)
+	if err != nil {
+		return 0, time.Time{}, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
-	return int64(info.NumPending), nil
+	return int64(info.NumPending), stream.CachedInfo().Created, nil
 }
 
 func (s *Server) healthCheck(ctx context.Context) Health {
@@ -181,12 +211,19 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 	if !s.conn.NC.IsConnected() {
 		// Work is still accepted: it waits in the outbox until NATS is back.
 		h.Status, h.NATS = "degraded", "disconnected: notifications wait in the outbox"
+		return h
 	}
 	s.mu.Lock()
-	if s.consumer != "" {
-		h.Status, h.NATS = "degraded", s.consumer
-	}
+	failed := s.consumer != ""
 	s.mu.Unlock()
+	if failed {
+		s.ensure() // maybe fixed since (a worker or the publisher recreated it)
+		s.mu.Lock()
+		if s.consumer != "" {
+			h.Status, h.NATS = "degraded", s.consumer
+		}
+		s.mu.Unlock()
+	}
 	return h
 }
 

@@ -47,8 +47,41 @@ func (e *Error) Error() string {
 
 // Runner executes one tool invocation. cfg is the full tool config including
 // "kind". Errors returned by Run (the package function) are always *Error.
+// Tools that need credentials or child executions take them from EnvFrom(ctx).
 type Runner interface {
 	Run(ctx context.Context, cfg map[string]any) (any, error)
+}
+
+// Env is what a tool may ask of its surroundings (the worker provides it).
+type Env interface {
+	// Credential returns the decrypted fields of the named credential,
+	// e.g. {"host", "port", "user", "password", "database"} for postgres.
+	Credential(ctx context.Context, name string) (map[string]any, error)
+	// RunPlaybook starts a child execution of req.Path and waits for it to
+	// end; it returns the child's result (or, with ReturnStep, that step's
+	// result). A child that fails returns an error.
+	RunPlaybook(ctx context.Context, req ChildRequest) (any, error)
+}
+
+// ChildRequest describes a child execution for the playbook tool.
+type ChildRequest struct {
+	Path       string
+	Version    int // 0 = latest
+	Payload    map[string]any
+	ReturnStep string
+}
+
+type envKey struct{}
+
+// WithEnv returns a context carrying env for the tools run under it.
+func WithEnv(ctx context.Context, env Env) context.Context {
+	return context.WithValue(ctx, envKey{}, env)
+}
+
+// EnvFrom returns the Env in ctx, or nil.
+func EnvFrom(ctx context.Context) Env {
+	env, _ := ctx.Value(envKey{}).(Env)
+	return env
 }
 
 type tool struct {
@@ -57,9 +90,14 @@ type tool struct {
 }
 
 var registry = map[string]tool{
-	"noop":  {keys: noopKeys, runner: noopTool{}},
-	"shell": {keys: shellKeys, runner: shellTool{}},
-	"http":  {keys: httpKeys, runner: httpTool{}},
+	"noop":     {keys: noopKeys, runner: noopTool{}},
+	"shell":    {keys: shellKeys, runner: shellTool{}},
+	"http":     {keys: httpKeys, runner: httpTool{}},
+	"python":   {keys: pythonKeys, runner: pythonTool{}},
+	"nats":     {keys: natsKeys, runner: natsTool{}},
+	"playbook": {keys: playbookKeys, runner: playbookTool{}},
+	"postgres": {keys: postgresKeys, runner: postgresTool{}},
+	"duckdb":   {keys: duckdbKeys, runner: duckdbTool{}},
 }
 
 // Kinds returns, for each tool kind, the config keys it accepts besides

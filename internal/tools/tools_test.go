@@ -43,9 +43,14 @@ func runOK(t *testing.T, ctx context.Context, cfg map[string]any) map[string]any
 func TestKinds(t *testing.T) {
 	t.Parallel()
 	want := map[string][]string{
-		"noop":  {"result"},
-		"shell": {"cmds", "cwd", "env", "timeout_seconds"},
-		"http":  {"body", "headers", "method", "params", "timeout", "url"},
+		"noop":     {"result"},
+		"shell":    {"cmds", "cwd", "env", "timeout_seconds"},
+		"http":     {"body", "headers", "method", "params", "timeout", "url"},
+		"postgres": {"auth", "command", "connection", "params", "timeout"},
+		"duckdb":   {"attach", "command", "database", "query", "timeout"},
+		"python":   {"code", "env", "input", "timeout"},
+		"nats":     {"auth", "bucket", "create_bucket", "data", "key", "operation", "subject", "url", "value"},
+		"playbook": {"input", "name", "path", "return_step", "task", "version"},
 	}
 	got := Kinds()
 	if !reflect.DeepEqual(got, want) {
@@ -70,8 +75,10 @@ func TestUnknownKind(t *testing.T) {
 		if e.Kind != ErrorKindUnknown || e.Retryable {
 			t.Errorf("Run(%v) = %+v, want non-retryable %q", cfg, e, ErrorKindUnknown)
 		}
-		if !strings.Contains(e.Message, "noop, shell") {
-			t.Errorf("message %q should list the supported kinds", e.Message)
+		for kind := range Kinds() {
+			if !strings.Contains(e.Message, kind) {
+				t.Errorf("message %q should list the supported kind %s", e.Message, kind)
+			}
 		}
 	}
 }

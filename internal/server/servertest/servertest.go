@@ -5,6 +5,8 @@ package servertest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,8 +36,23 @@ type Harness struct {
 var seq atomic.Int64
 
 // Start runs a server until the test ends. mod may adjust the
-// configuration (defaults, an in-memory SQLite store, 127.0.0.1:0) first.
+// configuration (defaults, an in-memory SQLite store, 127.0.0.1:0, a fresh
+// random MILLRACE_SECRET_KEY) first; clear SecretKey to test a server
+// without one.
 func Start(t testing.TB, mod func(*config.Server)) *Harness {
+	t.Helper()
+	return start(t, mod, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// StartWithLog is Start with the server's log, from debug level up, written
+// to w (which must be safe for concurrent use), for tests that check what
+// the server logs.
+func StartWithLog(t testing.TB, mod func(*config.Server), w io.Writer) *Harness {
+	t.Helper()
+	return start(t, mod, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
+}
+
+func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
 	t.Helper()
 	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
 	if err != nil {
@@ -51,10 +68,13 @@ func Start(t testing.TB, mod func(*config.Server)) *Harness {
 	cfg.NATS.Consumer = "pool" + id
 	cfg.DatabaseURL = "sqlite::memory:"
 	cfg.Addr = "127.0.0.1:0"
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	cfg.SecretKey = hex.EncodeToString(key)
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := server.New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,388 @@
+package flow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/millrace/millrace/internal/engine"
+	"github.com/millrace/millrace/internal/playbook"
+	"github.com/millrace/millrace/internal/store"
+)
+
+// Event types of the language (beyond the backbone's).
+const (
+	EvLoopStarted    = "loop.started"
+	EvLoopDone       = "loop.done"
+	EvLoopFailed     = "loop.failed"
+	EvRetryScheduled = "command.retry_scheduled"
+	EvContextUpdated = "context.updated"
+)
+
+// run is the state of one execution inside one transaction: everything the
+// engine needs, rebuilt from durable rows (never from memory), so a server
+// restart or a second server sees exactly the same thing.
+type run struct {
+	s     *Service
+	ctx   context.Context
+	tx    store.Tx
+	exec  *store.Execution
+	pb    *playbook.Playbook
+	now   time.Time
+	scope engine.Scope
+	cmds  []store.Command
+	loops map[int64]store.Loop
+	// issued counts commands issued in this transaction (to wake the relay).
+	issued int
+	// finishedResult is the result of the last step that finished here.
+	finishedResult any
+}
+
+func (s *Service) loadRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time) (*run, error) {
+	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}}
+	var wl map[string]any
+	if len(exec.Workload) > 0 {
+		if err := json.Unmarshal(exec.Workload, &wl); err != nil {
+			return nil, fmt.Errorf("decode workload of %d: %w", exec.ExecutionID, err)
+		}
+	}
+	var cx map[string]any
+	if len(exec.Context) > 0 {
+		if err := json.Unmarshal(exec.Context, &cx); err != nil {
+			return nil, fmt.Errorf("decode context of %d: %w", exec.ExecutionID, err)
+		}
+	}
+	cmds, err := tx.CommandListByExecution(ctx, exec.ExecutionID)
+	if err != nil {
+		return nil, err
+	}
+	loops, err := tx.LoopListByExecution(ctx, exec.ExecutionID)
+	if err != nil {
+		return nil, err
+	}
+	r.cmds = cmds
+	results := map[string]any{}
+	for _, c := range cmds { // event_id order: a later run of a step wins
+		if c.Status != store.CmdCompleted || c.LoopID != 0 {
+			continue
+		}
+		v, err := s.decodeResult(ctx, tx, c.Result)
+		if err != nil {
+			return nil, fmt.Errorf("result of %s: %w", c.CommandID, err)
+		}
+		results[c.Step] = v
+	}
+	for _, l := range loops {
+		r.loops[l.LoopID] = l
+		if l.Status != store.LoopDone {
+			continue
+		}
+		v, err := s.decodeResult(ctx, tx, l.Result)
+		if err != nil {
+			return nil, fmt.Errorf("result of loop %s: %w", l.Step, err)
+		}
+		results[l.Step] = v
+	}
+	r.scope = engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results, Context: cx}
+	return r, nil
+}
+
+// failRun ends the execution as failed with msg.
+func (r *run) fail(msg string) error {
+	return r.finishExecution(engine.Plan{Done: true, Failed: true, Error: msg})
+}
+
+func (r *run) finishExecution(plan engine.Plan) error {
+	if plan.Result == nil && !plan.Failed {
+		plan.Result = r.finishedResult
+	}
+	_, err := r.s.apply(r.ctx, r.tx, r.exec, plan, r.now)
+	return err
+}
+
+// startStep issues the work of a step: one command, or a loop's first
+// iterations.
+func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
+	if step.Loop == nil {
+		return r.issue(step, scope, 0, 0, 0, r.now)
+	}
+	items, err := engine.LoopItems(step, scope)
+	if err != nil {
+		return r.fail(err.Error())
+	}
+	raw, err := json.Marshal(items)
+	if err != nil {
+		return r.fail(fmt.Sprintf("step %s: loop items are not JSON-encodable: %v", step.Name, err))
+	}
+	maxIn := step.Loop.MaxInFlight
+	if step.Loop.Mode != "parallel" {
+		maxIn = 1
+	} else if maxIn <= 0 {
+		maxIn = len(items)
+	}
+	l := store.Loop{LoopID: r.s.ids.Next(), ExecutionID: r.exec.ExecutionID, Step: step.Name, Total: len(items),
+		Mode: step.Loop.Mode, MaxInFlight: maxIn, Items: raw, Status: store.LoopRunning, CreatedAt: r.now, UpdatedAt: r.now}
+	if err := r.tx.LoopInsert(r.ctx, l); err != nil {
+		return err
+	}
+	r.loops[l.LoopID] = l
+	if err := r.s.event(r.ctx, r.tx, store.Event{EventID: l.LoopID, ExecutionID: r.exec.ExecutionID, EventType: EvLoopStarted,
+		Step: step.Name, Status: store.LoopRunning, Result: json.RawMessage(fmt.Sprintf(`{"total":%d,"mode":%q,"max_in_flight":%d}`, l.Total, l.Mode, maxIn))}, r.now); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return r.finishLoop(step, l, []any{})
+	}
+	for i := 0; i < min(maxIn, len(items)); i++ {
+		if err := r.issue(step, engine.IterationScope(scope, step, items, i), l.LoopID, i, 0, r.now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// issue writes one command for step (a loop iteration when loopID != 0).
+func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index, retry int, availableAt time.Time) error {
+	var tool map[string]any
+	var payload Payload
+	if step.Timeout > 0 {
+		payload.TimeoutSeconds = step.Timeout.Seconds()
+	}
+	payload.Keychain = keychainMap(r.pb)
+	if len(step.Tasks) > 0 {
+		tool = map[string]any{"kind": "tasks"}
+		for _, t := range step.Tasks {
+			payload.Tasks = append(payload.Tasks, TaskWire{Name: t.Name, Tool: t.Tool, Set: t.Set})
+		}
+		payload.Scope = Wire(scope)
+	} else if len(payload.Keychain) > 0 {
+		// Secrets are rendered by the worker, from the playbook's own
+		// template text: never from already-rendered data, which could
+		// smuggle in a `{{ keychain.x }}` of its own.
+		tool = step.Tool
+		payload.Scope = Wire(scope)
+	} else {
+		var err error
+		if tool, err = engine.RenderTool(step, scope); err != nil {
+			return r.fail(err.Error())
+		}
+	}
+	tj, err := json.Marshal(tool)
+	if err != nil {
+		return fmt.Errorf("encode tool of step %s: %w", step.Name, err)
+	}
+	var input json.RawMessage
+	if payload.Scope != nil || payload.TimeoutSeconds > 0 || len(payload.Tasks) > 0 {
+		if input, err = json.Marshal(payload); err != nil {
+			return r.fail(fmt.Sprintf("step %s: its inputs are not JSON-encodable: %v", step.Name, err))
+		}
+	}
+	cmd, err := r.s.issueCommand(r.ctx, r.tx, store.Command{ExecutionID: r.exec.ExecutionID, Step: step.Name, Tool: tj, Input: input,
+		LoopID: loopID, LoopIndex: index, Retry: retry, AvailableAt: availableAt}, r.now)
+	if err != nil {
+		return err
+	}
+	r.cmds = append(r.cmds, cmd)
+	r.issued++
+	return nil
+}
+
+// pendingExcept counts non-terminal commands other than exclude.
+func (r *run) pendingExcept(exclude int64) int {
+	n := 0
+	for _, c := range r.cmds {
+		if c.EventID != exclude && !store.IsTerminalCommand(c.Status) {
+			n++
+		}
+	}
+	return n
+}
+
+// afterStep runs a finished step's `set` and arcs, or completes the
+// execution when nothing is left.
+func (r *run) afterStep(step *playbook.Step, result any, exclude int64) error {
+	r.scope.Results[step.Name] = result
+	r.finishedResult = result
+	set, err := engine.StepSet(step, r.scope, result)
+	if err != nil {
+		return r.fail(err.Error())
+	}
+	if err := r.setContext(set); err != nil {
+		return err
+	}
+	fired, err := engine.NextSteps(r.pb, step, r.scope)
+	if err != nil {
+		return r.fail(err.Error())
+	}
+	for _, f := range fired {
+		if err := r.setContext(f.Set); err != nil {
+			return err
+		}
+		target := r.pb.ByName[f.Step]
+		if err := r.startStep(target, r.scope); err != nil {
+			return err
+		}
+		if r.exec.Status != store.ExecRunning {
+			return nil // a render error failed the execution
+		}
+	}
+	if r.pendingExcept(exclude) == 0 {
+		return r.finishExecution(engine.Plan{Done: true, Result: result})
+	}
+	return nil
+}
+
+func (r *run) setContext(set map[string]any) error {
+	if len(set) == 0 {
+		return nil
+	}
+	r.scope.Context = engine.MergeContext(r.scope.Context, set)
+	raw, err := json.Marshal(r.scope.Context)
+	if err != nil {
+		return r.fail(fmt.Sprintf("set: values are not JSON-encodable: %v", err))
+	}
+	r.exec.Context = raw
+	if err := r.tx.ExecutionSetContext(r.ctx, r.exec.ExecutionID, raw); err != nil {
+		return err
+	}
+	setRaw, _ := json.Marshal(set)
+	return r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvContextUpdated, Result: setRaw}, r.now)
+}
+
+// commandFinished decides what a finished command means: a retry, a
+// failure, or progress (of its loop or of the execution).
+func (r *run) commandFinished(cmd store.Command, decision engine.Decision, result any) error {
+	step := r.pb.ByName[cmd.Step]
+	if step == nil {
+		return r.fail(fmt.Sprintf("step %s is not in playbook %s v%d", cmd.Step, r.exec.Path, r.exec.Version))
+	}
+	switch decision.Do {
+	case "retry":
+		scope := r.scope
+		if cmd.LoopID != 0 {
+			scope = r.iterationScope(step, cmd)
+		}
+		at := r.now.Add(decision.Delay)
+		if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvRetryScheduled, Step: cmd.Step,
+			CommandID: cmd.CommandID, Status: "scheduled", Attempt: cmd.Retry + 2,
+			Result: json.RawMessage(fmt.Sprintf(`{"delay_ms":%d,"available_at":%q}`, decision.Delay.Milliseconds(), at.Format(time.RFC3339Nano)))}, r.now); err != nil {
+			return err
+		}
+		return r.issue(step, scope, cmd.LoopID, cmd.LoopIndex, cmd.Retry+1, at)
+	case "fail":
+		msg := decision.Reason
+		if msg == "" {
+			msg = cmd.Error
+		}
+		if cmd.LoopID != 0 {
+			l := r.loops[cmd.LoopID]
+			if err := r.tx.LoopFinish(r.ctx, l.LoopID, store.LoopFailed, nil, r.now); err != nil && !errors.Is(err, store.ErrConflict) {
+				return err
+			}
+			if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvLoopFailed, Step: cmd.Step,
+				Status: store.LoopFailed, Error: msg}, r.now); err != nil {
+				return err
+			}
+			return r.fail(fmt.Sprintf("step %s failed at iteration %d: %s", cmd.Step, cmd.LoopIndex, msg))
+		}
+		return r.fail(fmt.Sprintf("step %s failed: %s", cmd.Step, msg))
+	}
+	if err := r.setContext(decision.Set); err != nil {
+		return err
+	}
+	if cmd.LoopID == 0 {
+		return r.afterStep(step, result, cmd.EventID)
+	}
+	return r.loopProgress(step, cmd)
+}
+
+func (r *run) loopItems(l store.Loop) []any {
+	var items []any
+	_ = json.Unmarshal(l.Items, &items)
+	return items
+}
+
+func (r *run) iterationScope(step *playbook.Step, cmd store.Command) engine.Scope {
+	return engine.IterationScope(r.scope, step, r.loopItems(r.loops[cmd.LoopID]), cmd.LoopIndex)
+}
+
+// loopProgress derives a loop's state from its iteration commands: which
+// indexes completed, which are in flight, which were never issued. It
+// issues more iterations up to max_in_flight, or finishes the loop once
+// every index completed. LoopFinish only succeeds once, so loop.done fires
+// exactly once even if two servers race here.
+func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
+	l, ok := r.loops[finished.LoopID]
+	if !ok || l.Status != store.LoopRunning {
+		return nil
+	}
+	done := map[int]store.Command{}
+	issued := map[int]bool{}
+	inFlight := 0
+	for _, c := range r.cmds {
+		if c.LoopID != l.LoopID {
+			continue
+		}
+		issued[c.LoopIndex] = true
+		switch {
+		case c.Status == store.CmdCompleted:
+			done[c.LoopIndex] = c
+		case !store.IsTerminalCommand(c.Status):
+			inFlight++
+		}
+	}
+	if len(done) == l.Total {
+		results := make([]any, l.Total)
+		idx := make([]int, 0, len(done))
+		for i := range done {
+			idx = append(idx, i)
+		}
+		sort.Ints(idx)
+		for _, i := range idx {
+			v, err := r.s.decodeResult(r.ctx, r.tx, done[i].Result)
+			if err != nil {
+				return err
+			}
+			results[i] = v
+		}
+		return r.finishLoop(step, l, results)
+	}
+	items := r.loopItems(l)
+	for i := 0; i < l.Total && inFlight < l.MaxInFlight; i++ {
+		if issued[i] {
+			continue
+		}
+		if err := r.issue(step, engine.IterationScope(r.scope, step, items, i), l.LoopID, i, 0, r.now); err != nil {
+			return err
+		}
+		inFlight++
+	}
+	return nil
+}
+
+func (r *run) finishLoop(step *playbook.Step, l store.Loop, results []any) error {
+	raw, err := json.Marshal(results)
+	if err != nil {
+		return r.fail(fmt.Sprintf("step %s: loop results are not JSON-encodable: %v", step.Name, err))
+	}
+	stored, err := r.s.storeResult(r.ctx, r.tx, raw)
+	if err != nil {
+		return err
+	}
+	if err := r.tx.LoopFinish(r.ctx, l.LoopID, store.LoopDone, stored, r.now); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil // already finished: loop.done fired once, elsewhere
+		}
+		return err
+	}
+	l.Status = store.LoopDone
+	r.loops[l.LoopID] = l
+	if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvLoopDone, Step: step.Name,
+		Status: store.LoopDone, Result: stored}, r.now); err != nil {
+		return err
+	}
+	return r.afterStep(step, results, 0)
+}

@@ -1,0 +1,109 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// MaxInlineResult is the largest result stored inline in an event or
+// command row; larger ones are stored once as a blob and referenced.
+const MaxInlineResult = 64 << 10
+
+// refPrefix marks a reference: {"$ref":"blob:<id>","size":N}.
+const refPrefix = `{"$ref":"blob:`
+
+// storeResult returns raw, or a reference to a blob holding it when raw is
+// larger than MaxInlineResult.
+func (s *Service) storeResult(ctx context.Context, tx store.Tx, raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) <= MaxInlineResult {
+		return raw, nil
+	}
+	id := s.ids.Next()
+	if err := tx.BlobPut(ctx, id, raw, s.now()); err != nil {
+		return nil, fmt.Errorf("store large result: %w", err)
+	}
+	return json.RawMessage(fmt.Sprintf(`%s%d","size":%d}`, refPrefix, id, len(raw))), nil
+}
+
+// blobRef returns the blob id of a reference, if raw is one.
+func blobRef(raw json.RawMessage) (int64, bool) {
+	if !bytes.HasPrefix(raw, []byte(refPrefix)) {
+		return 0, false
+	}
+	rest := string(raw[len(refPrefix):])
+	end := strings.IndexByte(rest, '"')
+	if end < 0 {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest[:end], 10, 64)
+	return id, err == nil
+}
+
+// LoadResult resolves a reference to the stored bytes; other values are
+// returned as they are. Readers call it so references stay invisible.
+func LoadResult(ctx context.Context, q store.Querier, raw json.RawMessage) (json.RawMessage, error) {
+	id, ok := blobRef(raw)
+	if !ok {
+		return raw, nil
+	}
+	b, err := q.BlobGet(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load result blob %d: %w", id, err)
+	}
+	return b, nil
+}
+
+// decodeResult loads and decodes a stored result.
+func (s *Service) decodeResult(ctx context.Context, q store.Querier, raw json.RawMessage) (any, error) {
+	raw, err := LoadResult(ctx, q, raw)
+	if err != nil || len(raw) == 0 {
+		return nil, err
+	}
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber() // keep 64-bit ids exact
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// CancelCascade cancels an execution and, recursively, its running
+// children (executions started by its playbook tools). It returns the
+// root; children that already ended are left alone.
+func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execution, int, error) {
+	root, err := s.Cancel(ctx, execID)
+	if err != nil {
+		return root, 0, err
+	}
+	n := 0
+	queue := []int64{execID}
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		var kids []store.Execution
+		if err := s.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			kids, err = q.ExecutionChildren(ctx, parent)
+			return err
+		}); err != nil {
+			return root, n, err
+		}
+		for _, k := range kids {
+			queue = append(queue, k.ExecutionID)
+			if k.Status != store.ExecRunning {
+				continue
+			}
+			if _, err := s.Cancel(ctx, k.ExecutionID); err == nil {
+				n++
+			}
+		}
+	}
+	return root, n, nil
+}

@@ -1,0 +1,326 @@
+// Package local runs playbooks in-process, with no server and no NATS:
+// `millrace run --runtime local`. It is the same flow engine and event store
+// (SQLite in a temporary directory) as a deployment; an in-process
+// dispatcher takes the place of the relay, NATS and the workers, so a
+// playbook behaves the same in both runtimes.
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/worker"
+)
+
+// Defaults for Options.
+const (
+	DefaultConcurrency = 16
+	pollInterval       = 20 * time.Millisecond
+	workerID           = "local"
+)
+
+// Options configures a local run.
+type Options struct {
+	// Dir holds playbooks the run may call as children (every *.yaml that
+	// validates is registered); empty means the directory of the file.
+	Dir string
+	// Credentials are the secrets tools may use, by name.
+	Credentials map[string]map[string]any
+	Concurrency int
+	Log         *slog.Logger
+	// Progress receives the main execution's events as they happen.
+	Progress func(store.Event)
+}
+
+// Run registers file, executes it with payload and waits until it ends.
+// It returns the final execution record; an execution that failed is not
+// an error here (its status says so).
+func Run(ctx context.Context, file string, payload map[string]any, o Options) (store.Execution, error) {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	content, err := os.ReadFile(file)
+	if err != nil {
+		return store.Execution{}, err
+	}
+	tmp, err := os.MkdirTemp("", "millrace-local-")
+	if err != nil {
+		return store.Execution{}, err
+	}
+	defer os.RemoveAll(tmp)
+	drv, err := sqlitedriver.Open(ctx, filepath.Join(tmp, "local.db"))
+	if err != nil {
+		return store.Execution{}, err
+	}
+	if err := drv.Migrate(ctx); err != nil {
+		drv.Close()
+		return store.Execution{}, err
+	}
+	st := store.New(drv, store.Options{})
+	defer st.Close()
+
+	d := &dispatcher{st: st, opts: o, wake: make(chan struct{}, 1), sem: make(chan struct{}, o.Concurrency)}
+	d.flow = flow.New(st, ids.New(-1), flow.Config{Subject: "local", ServerURL: "http://local.invalid", LeaseTTL: time.Hour},
+		tools.Kinds(), o.Log, d.nudge)
+
+	dir := o.Dir
+	if dir == "" {
+		dir = filepath.Dir(file)
+	}
+	d.registerDir(ctx, dir, file)
+	entry, err := d.flow.Register(ctx, string(content))
+	if err != nil {
+		if e, ok := apierr.As(err); ok {
+			return store.Execution{}, errors.New(strings.ReplaceAll(e.Message, "playbook.yaml", file))
+		}
+		return store.Execution{}, err
+	}
+	exec, err := d.flow.Execute(ctx, entry.Path, entry.Version, payload)
+	if err != nil {
+		return store.Execution{}, err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go d.loop(rctx)
+	defer d.wg.Wait()
+	defer stop()
+	return d.wait(ctx, exec.ExecutionID, o.Progress)
+}
+
+type dispatcher struct {
+	st   *store.Store
+	flow *flow.Service
+	opts Options
+	wake chan struct{}
+	sem  chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (d *dispatcher) nudge() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// registerDir registers the other playbooks next to the main one so that
+// `playbook` tools can find them; files that do not validate are skipped
+// (the main file's own errors are reported by Run).
+func (d *dispatcher) registerDir(ctx context.Context, dir, main string) {
+	absMain, _ := filepath.Abs(main)
+	_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+			return nil
+		}
+		if abs, _ := filepath.Abs(p); abs == absMain {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil {
+			if _, err := d.flow.Register(ctx, string(b)); err != nil {
+				d.opts.Log.Debug("not registering neighbour playbook", "file", p, "err", err)
+			}
+		}
+		return nil
+	})
+}
+
+// loop hands every available outbox row to a goroutine, as NATS would hand
+// it to a worker.
+func (d *dispatcher) loop(ctx context.Context) {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-t.C:
+		}
+		var rows []store.OutboxMsg
+		if err := d.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			rows, err = q.OutboxFetch(ctx, time.Now().UTC(), 256)
+			return err
+		}); err != nil || len(rows) == 0 {
+			continue
+		}
+		idsDone := make([]int64, len(rows))
+		for i, r := range rows {
+			idsDone[i] = r.ID
+		}
+		if err := d.st.Do(ctx, idsDone[0], func(ctx context.Context, tx store.Tx) error { return tx.OutboxDelete(ctx, idsDone) }); err != nil {
+			continue
+		}
+		for _, row := range rows {
+			n, err := bus.DecodeNotification(row.Payload)
+			if err != nil {
+				continue
+			}
+			select {
+			case d.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer func() { <-d.sem }()
+				d.run(ctx, n.EventID)
+			}()
+		}
+	}
+}
+
+// run claims and executes one command, like a worker.
+func (d *dispatcher) run(ctx context.Context, eventID int64) {
+	cl, err := d.flow.Claim(ctx, eventID, workerID, 0)
+	if err != nil {
+		return // ended or cancelled meanwhile
+	}
+	_, _ = d.flow.Apply(ctx, flow.Report{EventType: store.EvCommandStarted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt})
+	env := &localEnv{d: d, parent: cl.ExecutionID}
+	res, runErr := worker.Execute(ctx, cl.Command, env)
+	if ctx.Err() != nil {
+		return
+	}
+	rep := flow.Report{EventType: store.EvCommandCompleted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt}
+	if runErr != nil {
+		rep.EventType = store.EvCommandFailed
+		rep.Error = runErr.Error()
+		var te *tools.Error
+		if errors.As(runErr, &te) {
+			rep.Error, rep.Retryable = te.Kind+": "+te.Message, te.Retryable
+			if te.Result != nil {
+				res = te.Result
+			}
+		}
+	}
+	if res != nil {
+		if b, err := json.Marshal(res); err == nil {
+			rep.Result = b
+		} else {
+			rep.EventType, rep.Error = store.EvCommandFailed, "tool result is not JSON-encodable: "+err.Error()
+		}
+	}
+	if _, err := d.flow.Apply(ctx, rep); err != nil {
+		d.opts.Log.Warn("recording a result failed", "event_id", eventID, "err", err)
+	}
+}
+
+// wait polls the execution until it ends, feeding progress.
+func (d *dispatcher) wait(ctx context.Context, id int64, progress func(store.Event)) (store.Execution, error) {
+	seen := 0
+	for {
+		var ex store.Execution
+		var evs []store.Event
+		err := d.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			if ex, err = q.ExecutionGet(ctx, id); err != nil {
+				return err
+			}
+			if progress != nil {
+				evs, err = q.EventList(ctx, id)
+			}
+			if err == nil {
+				ex.Result, err = flow.LoadResult(ctx, q, ex.Result)
+			}
+			return err
+		})
+		if err != nil {
+			return ex, err
+		}
+		for _, e := range evs[min(seen, len(evs)):] {
+			progress(e)
+		}
+		seen = len(evs)
+		if ex.Status != store.ExecRunning {
+			return ex, nil
+		}
+		select {
+		case <-ctx.Done():
+			_, _, _ = d.flow.CancelCascade(context.Background(), id)
+			return ex, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// localEnv serves credentials from Options and runs children in-process.
+type localEnv struct {
+	d      *dispatcher
+	parent int64
+}
+
+func (e *localEnv) Credential(_ context.Context, name string) (map[string]any, error) {
+	c, ok := e.d.opts.Credentials[name]
+	if !ok {
+		return nil, &tools.Error{Kind: "credential", Message: fmt.Sprintf("credential %q is not defined for the local runtime; pass it with --credentials FILE", name)}
+	}
+	return c, nil
+}
+
+func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, error) {
+	child, err := e.d.flow.ExecuteChild(ctx, req.Path, req.Version, req.Payload, e.parent)
+	if err != nil {
+		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("start child %s: %v (local runs register the playbooks in the main file's directory)", req.Path, err)}
+	}
+	ex, err := e.d.wait(ctx, child.ExecutionID, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ex.Status != store.ExecCompleted {
+		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d of %s %s: %s", ex.ExecutionID, req.Path, ex.Status, ex.Error)}
+	}
+	raw := ex.Result
+	if req.ReturnStep != "" {
+		var cmds []store.Command
+		if err := e.d.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			cmds, err = q.CommandListByExecution(ctx, ex.ExecutionID)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		raw = nil
+		for _, c := range cmds {
+			if c.Step == req.ReturnStep && c.Status == store.CmdCompleted {
+				raw = c.Result
+			}
+		}
+		if raw == nil {
+			return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d never completed return_step %q", ex.ExecutionID, req.ReturnStep)}
+		}
+		if err := e.d.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			raw, err = flow.LoadResult(ctx, q, raw)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var v any
+	err = json.Unmarshal(raw, &v)
+	return v, err
+}

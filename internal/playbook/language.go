@@ -1,0 +1,486 @@
+package playbook
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxRetryAttempts bounds `attempts`: a policy that retries more often than
+// this is almost certainly a typo, and would hold an execution for hours.
+const MaxRetryAttempts = 100
+
+// MaxTimeout bounds a step's `timeout`; a longer job should be split or run
+// asynchronously.
+const MaxTimeout = 24 * time.Hour
+
+// workbookItem is a parsed workbook entry, resolved into the steps and
+// tasks that call it.
+type workbookItem struct {
+	tool   map[string]any // nil when the entry is broken
+	policy *Policy
+	assert *Assert
+	line   int
+}
+
+func (ps *parser) keychainList(n *yaml.Node) []KeychainEntry {
+	const shape = "e.g. `keychain: [{name: pg, credential: pg_local}]`; templates then read keychain.pg.<field>"
+	list := deref(n)
+	if list.Kind != yaml.SequenceNode {
+		ps.atNode(n, shape, "keychain must be a list, got %s", describe(n))
+		return nil
+	}
+	ps.keychain = map[string]bool{}
+	var out []KeychainEntry
+	for _, item := range list.Content {
+		if deref(item).Kind != yaml.MappingNode {
+			ps.atNode(item, shape, "keychain entry must be a mapping, got %s", describe(item))
+			continue
+		}
+		f := ps.mapping(item, "in keychain entry", keychainKeys)
+		k := KeychainEntry{Line: item.Line, Col: item.Column}
+		e, ok := f["name"]
+		if !ok {
+			ps.atNode(item, shape, "keychain entry has no name")
+			continue
+		}
+		if k.Name, ok = ps.scalar(e.val, "keychain name"); !ok {
+			continue
+		}
+		if !identRE.MatchString(k.Name) {
+			ps.atNode(e.val, "use letters, digits and _, starting with a letter or _", "invalid keychain name %q", k.Name)
+			continue
+		}
+		if ps.keychain[k.Name] {
+			ps.atNode(e.val, "keychain names must be unique", "duplicate keychain name %q", k.Name)
+			continue
+		}
+		ps.keychain[k.Name] = true
+		if e, ok := f["credential"]; ok {
+			k.Credential, _ = ps.scalar(e.val, "keychain credential")
+		} else {
+			ps.atNode(item, "add `credential: <name of a stored credential>`", "keychain entry %q has no credential", k.Name)
+		}
+		if e, ok := f["kind"]; ok {
+			k.Kind, _ = ps.scalar(e.val, "keychain kind")
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+var keychainRefRE = regexp.MustCompile(`\bkeychain\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['"]([^'"]*)['"]\s*\])`)
+
+// checkKeychainRefs reports templates under n that read a keychain entry
+// the playbook does not declare: at run time it would only be an
+// undefined-variable error on a worker.
+func (ps *parser) checkKeychainRefs(n *yaml.Node, owner string) {
+	walkScalars(n, map[*yaml.Node]bool{}, func(s *yaml.Node) {
+		if !strings.Contains(s.Value, "{{") && !strings.Contains(s.Value, "{%") {
+			return
+		}
+		for _, m := range keychainRefRE.FindAllStringSubmatch(s.Value, -1) {
+			name := m[1] + m[2]
+			if !ps.keychain[name] {
+				ps.atNode(s, fmt.Sprintf("declare it: `keychain: [{name: %s, credential: <stored credential>}]`", name),
+					"%s: template reads keychain.%s, which the playbook does not declare", owner, name)
+			}
+		}
+	})
+}
+
+func walkScalars(n *yaml.Node, seen map[*yaml.Node]bool, fn func(*yaml.Node)) {
+	if n == nil || seen[n] {
+		return
+	}
+	seen[n] = true
+	switch n.Kind {
+	case yaml.ScalarNode:
+		fn(n)
+	case yaml.AliasNode:
+		walkScalars(n.Alias, seen, fn)
+	default:
+		for _, c := range n.Content {
+			walkScalars(c, seen, fn)
+		}
+	}
+}
+
+// workbookList parses the top-level workbook: named tools that steps and
+// tasks call with `kind: workbook, name: <entry>`.
+func (ps *parser) workbookList(n *yaml.Node) {
+	const shape = "e.g. `workbook: [{name: score, tool: {kind: python, code: ...}}]`"
+	list := deref(n)
+	if list.Kind != yaml.SequenceNode {
+		ps.atNode(n, shape, "workbook must be a list, got %s", describe(n))
+		return
+	}
+	ps.workbook = map[string]*workbookItem{}
+	for _, item := range list.Content {
+		if deref(item).Kind != yaml.MappingNode {
+			ps.atNode(item, shape, "workbook entry must be a mapping, got %s", describe(item))
+			continue
+		}
+		f := ps.mapping(item, "in workbook entry", workbookKeys)
+		e, ok := f["name"]
+		if !ok {
+			ps.atNode(item, shape, "workbook entry has no name")
+			continue
+		}
+		name, ok := ps.scalar(e.val, "workbook entry name")
+		if !ok {
+			continue
+		}
+		if first := ps.workbook[name]; first != nil {
+			ps.atNode(e.val, fmt.Sprintf("first defined at line %d; rename one of them", first.line), "duplicate workbook entry %q", name)
+			continue
+		}
+		wb := &workbookItem{line: e.key.Line}
+		ps.workbook[name] = wb
+		if e, ok := f["desc"]; ok {
+			ps.scalar(e.val, "workbook entry desc")
+		}
+		e, ok = f["tool"]
+		if !ok {
+			ps.atNode(item, "add `tool: {kind: ...}` to the entry", "workbook entry %q has no tool", name)
+			continue
+		}
+		if deref(e.val).Kind != yaml.MappingNode {
+			ps.atNode(e.val, shape, "workbook entry %q: tool must be a mapping, got %s", name, describe(e.val))
+			continue
+		}
+		where := "workbook entry " + fmt.Sprintf("%q", name)
+		if k, ok := ps.mapping(e.val, "", nil)["kind"]; ok && deref(k.val).Value == KindWorkbook {
+			ps.atNode(k.val, "give the entry a real tool kind", "%s: a workbook entry cannot call another workbook entry", where)
+			continue
+		}
+		t := ps.tool(e.val, toolLoc{owner: where, field: "tool"}, nil)
+		wb.tool, wb.policy, wb.assert = t.tool, t.policy, t.assert
+	}
+}
+
+func (ps *parser) loop(e entry, step string) *Loop {
+	const shape = "`loop: {in: \"{{ items }}\", iterator: item, spec: {mode: parallel, max_in_flight: 4}}`"
+	if deref(e.val).Kind != yaml.MappingNode {
+		ps.atNode(e.val, "write "+shape, "step %q: loop must be a mapping, got %s", step, describe(e.val))
+		return nil
+	}
+	f := ps.mapping(e.val, "in loop", loopKeys)
+	l := &Loop{Iterator: DefaultIterator, Mode: LoopSequential, MaxInFlight: 1, Line: e.key.Line, Col: e.key.Column}
+	if in, ok := f["in"]; ok {
+		if d := deref(in.val); d.Kind == yaml.ScalarNode && d.ShortTag() == "!!str" && strings.Contains(d.Value, "{{") {
+			l.In = d.Value
+		} else {
+			ps.atNode(in.val, "write a template that renders to a list, e.g. `in: \"{{ users }}\"` or `in: \"{{ [1, 2, 3] }}\"`",
+				"step %q: loop.in must be a {{ }} template, got %s", step, describe(in.val))
+		}
+	} else {
+		ps.atNode(e.key, "add `in: \"{{ <list> }}\"`", "step %q: loop has no `in`", step)
+	}
+	if it, ok := f["iterator"]; ok {
+		if name, ok := ps.scalar(it.val, "loop.iterator"); ok {
+			switch {
+			case !identRE.MatchString(name):
+				ps.atNode(it.val, "use letters, digits and _, starting with a letter or _", "step %q: invalid loop iterator %q", step, name)
+			case reservedNames[name]:
+				ps.atNode(it.val, "pick another name, e.g. item", "step %q: loop iterator %q is reserved", step, name)
+			default:
+				l.Iterator = name
+			}
+		}
+	}
+	sp, ok := f["spec"]
+	if !ok || isNull(sp.val) {
+		return l
+	}
+	if deref(sp.val).Kind != yaml.MappingNode {
+		ps.atNode(sp.val, "write "+shape, "step %q: loop.spec must be a mapping, got %s", step, describe(sp.val))
+		return l
+	}
+	sf := ps.mapping(sp.val, "in loop.spec", loopSpecKeys)
+	if m, ok := sf["mode"]; ok {
+		mode, _ := ps.scalar(m.val, "loop.spec.mode")
+		switch mode {
+		case LoopSequential, LoopParallel:
+			l.Mode = mode
+		case "":
+		default:
+			ps.atNode(m.val, "use sequential (one at a time, in order) or parallel", "step %q: unknown loop mode %q", step, mode)
+		}
+	}
+	if l.Mode == LoopParallel {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if m, ok := sf["max_in_flight"]; ok {
+		var n int
+		d := deref(m.val)
+		switch {
+		case d.Kind != yaml.ScalarNode || d.ShortTag() != "!!int" || d.Decode(&n) != nil || n < 1:
+			ps.atNode(m.val, "write a whole number of iterations, e.g. `max_in_flight: 4`", "step %q: loop.spec.max_in_flight must be an integer >= 1, got %s", step, describe(m.val))
+		case l.Mode != LoopParallel && n != 1:
+			ps.atNode(m.val, "add `mode: parallel`, or remove max_in_flight", "step %q: max_in_flight %d needs loop.spec.mode parallel; a sequential loop runs one iteration at a time", step, n)
+		default:
+			l.MaxInFlight = n
+		}
+	}
+	return l
+}
+
+// set parses a `set` mapping: target -> value (a template). Targets are
+// names or ctx.<name>, optionally dotted into a mapping.
+func (ps *parser) set(n *yaml.Node, what string) map[string]any {
+	if isNull(n) {
+		return nil
+	}
+	if deref(n).Kind != yaml.MappingNode {
+		ps.atNode(n, "e.g. `set: {ctx.total: \"{{ result.count }}\"}`", "%s must be a mapping, got %s", what, describe(n))
+		return nil
+	}
+	f := ps.mapping(n, "", nil)
+	out := make(map[string]any, len(f))
+	for _, k := range sortedKeys(f) {
+		e := f[k]
+		root := strings.SplitN(strings.TrimPrefix(k, "ctx."), ".", 2)[0]
+		switch {
+		case !setKeyRE.MatchString(k):
+			ps.atNode(e.key, "write a name or ctx.<name>, e.g. `ctx.total`", "%s: invalid target %q", what, k)
+			continue
+		case reservedNames[root] || k == "ctx":
+			ps.atNode(e.key, "pick another name", "%s: target %q is reserved", what, k)
+			continue
+		}
+		out[k] = ps.value(e.val)
+		ps.checkKeychainRefs(e.val, strings.SplitN(what, ":", 2)[0])
+	}
+	return out
+}
+
+func (ps *parser) timeout(n *yaml.Node, step string) time.Duration {
+	d := deref(n)
+	var secs float64
+	if d.Kind != yaml.ScalarNode || (d.ShortTag() != "!!int" && d.ShortTag() != "!!float") || d.Decode(&secs) != nil ||
+		math.IsNaN(secs) || secs <= 0 || secs > MaxTimeout.Seconds() {
+		ps.atNode(n, fmt.Sprintf("write seconds, e.g. `timeout: 30` (at most %d)", int(MaxTimeout.Seconds())),
+			"step %q: timeout must be a positive number of seconds, got %s", step, describe(n))
+		return 0
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// toolSpec parses a tool's spec, which holds its policy and nothing else.
+// NoETL also let tool keys live under spec; they are refused in one
+// problem that names them.
+func (ps *parser) toolSpec(e entry, loc toolLoc, toolKeys []string) *Policy {
+	owner, field := loc.owner, loc.field
+	spec := deref(e.val)
+	if spec.Kind != yaml.MappingNode {
+		ps.atNode(e.val, "write `spec: {policy: {rules: [...]}}`", "%s: %s.spec must be a mapping, got %s", owner, field, describe(e.val))
+		return nil
+	}
+	f := ps.mapping(spec, "", nil)
+	var moved []string
+	for _, k := range sortedKeys(f) {
+		switch {
+		case k == "policy":
+		case slices.Contains(toolKeys, k) || nearest(k, toolSpecKeys) == "":
+			moved = append(moved, k)
+		default:
+			ps.atNode(f[k].key, `did you mean "policy"?`, "unknown key %q in %s.spec", k, field)
+		}
+	}
+	if len(moved) > 0 {
+		ps.atNode(e.key, "put tool keys directly in the tool, e.g. `tool: {kind: http, url: ..., spec: {policy: ...}}`; spec holds only policy",
+			"%s: unsupported NoETL keys under %s.spec: %s", owner, field, strings.Join(moved, ", "))
+	}
+	p, ok := f["policy"]
+	if !ok {
+		return nil
+	}
+	pol := ps.policy(p.val, owner, field+".spec.policy")
+	if pol != nil {
+		pol.Step = loc.step
+	}
+	return pol
+}
+
+func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
+	const shape = "`policy: {rules: [{when: \"{{ output.status == 'error' }}\", then: {do: retry, attempts: 3}}, {else: {then: {do: continue}}}]}`"
+	if deref(n).Kind != yaml.MappingNode {
+		ps.atNode(n, "write "+shape, "%s: %s must be a mapping, got %s", owner, field, describe(n))
+		return nil
+	}
+	f := ps.mapping(n, "in policy", policyKeys)
+	e, ok := f["rules"]
+	if !ok {
+		if _, admit := f["admit"]; !admit {
+			ps.atNode(n, "write "+shape, "%s: %s has no rules", owner, field)
+		}
+		return nil
+	}
+	list := deref(e.val)
+	if list.Kind != yaml.SequenceNode || len(list.Content) == 0 {
+		ps.atNode(e.val, "write "+shape, "%s: %s.rules must be a non-empty list, got %s", owner, field, describe(e.val))
+		return nil
+	}
+	p := &Policy{Field: field}
+	elseAt := 0
+	for i, item := range list.Content {
+		where := fmt.Sprintf("%s.rules[%d]", field, i)
+		if elseAt > 0 {
+			ps.atNode(item, "move the else rule last", "%s: %s comes after the else rule at line %d and never applies", owner, where, elseAt)
+		}
+		if deref(item).Kind != yaml.MappingNode {
+			ps.atNode(item, "write "+shape, "%s: %s must be a mapping, got %s", owner, where, describe(item))
+			continue
+		}
+		rf := ps.mapping(item, "in policy rule", ruleKeys)
+		r := Rule{Line: item.Line, Col: item.Column}
+		w, hasWhen := rf["when"]
+		el, hasElse := rf["else"]
+		then, hasThen := rf["then"]
+		switch {
+		case hasWhen && hasElse:
+			ps.atNode(item, "split them: a rule is `{when: ..., then: ...}` or `{else: {then: ...}}`", "%s: %s has both when and else", owner, where)
+			continue
+		case hasElse:
+			r.Else = true
+			elseAt = item.Line
+			if hasThen {
+				ps.atNode(then.key, "indent then under else: `- else: {then: {do: continue}}`", "%s: %s: then belongs inside else", owner, where)
+				continue
+			}
+			if deref(el.val).Kind != yaml.MappingNode {
+				ps.atNode(el.val, "write `- else: {then: {do: continue}}`", "%s: %s.else must be a mapping, got %s", owner, where, describe(el.val))
+				continue
+			}
+			ef := ps.mapping(el.val, "in else rule", elseKeys)
+			if then, hasThen = ef["then"]; !hasThen {
+				if len(ef) == 0 {
+					ps.atNode(el.val, "write `- else: {then: {do: continue}}`", "%s: %s.else has no then", owner, where)
+				}
+				continue
+			}
+		case hasWhen:
+			if r.When, _ = ps.scalar(w.val, where+".when"); r.When == "" {
+				continue
+			}
+			if !hasThen {
+				ps.atNode(item, "add `then: {do: retry|fail|continue}`", "%s: %s has no then", owner, where)
+				continue
+			}
+		default:
+			ps.atNode(item, "write "+shape, "%s: %s needs when (or else) and then", owner, where)
+			continue
+		}
+		if ps.then(then.val, owner, where+".then", &r) {
+			p.Rules = append(p.Rules, r)
+		}
+	}
+	return p
+}
+
+func (ps *parser) then(n *yaml.Node, owner, where string, r *Rule) bool {
+	if deref(n).Kind != yaml.MappingNode {
+		ps.atNode(n, "write `then: {do: retry, attempts: 3}`", "%s: %s must be a mapping, got %s", owner, where, describe(n))
+		return false
+	}
+	f := ps.mapping(n, "in policy then", thenKeys)
+	ok := true
+	if e, has := f["do"]; has {
+		r.Do, _ = ps.scalar(e.val, where+".do")
+		switch r.Do {
+		case DoRetry, DoFail, DoContinue:
+		case "":
+			ok = false
+		default:
+			ps.atNode(e.val, "use retry, fail or continue", "%s: %s.do %q is not an action", owner, where, r.Do)
+			ok = false
+		}
+	} else {
+		ps.atNode(n, "add `do: retry|fail|continue`", "%s: %s has no do", owner, where)
+		ok = false
+	}
+	for _, k := range []string{"attempts", "backoff", "delay"} {
+		if e, has := f[k]; has && r.Do != DoRetry && r.Do != "" {
+			ps.atNode(e.key, "remove it, or use `do: retry`", "%s: %s.%s only applies to do: retry", owner, where, k)
+			ok = false
+		}
+	}
+	if e, has := f["attempts"]; has {
+		d := deref(e.val)
+		if d.Kind != yaml.ScalarNode || d.ShortTag() != "!!int" || d.Decode(&r.Attempts) != nil || r.Attempts < 1 || r.Attempts > MaxRetryAttempts {
+			ps.atNode(e.val, fmt.Sprintf("the total number of runs, 1 to %d, e.g. `attempts: 3`", MaxRetryAttempts),
+				"%s: %s.attempts must be an integer from 1 to %d, got %s", owner, where, MaxRetryAttempts, describe(e.val))
+			ok = false
+		}
+	}
+	if e, has := f["backoff"]; has {
+		r.Backoff, _ = ps.scalar(e.val, where+".backoff")
+		if r.Backoff != BackoffFixed && r.Backoff != BackoffExponential {
+			if r.Backoff != "" {
+				ps.atNode(e.val, "use fixed (delay every time) or exponential (delay doubles each attempt)", "%s: %s.backoff %q is unknown", owner, where, r.Backoff)
+			}
+			ok = false
+		}
+	}
+	if e, has := f["delay"]; has {
+		d := deref(e.val)
+		var secs float64
+		if d.Kind != yaml.ScalarNode || (d.ShortTag() != "!!int" && d.ShortTag() != "!!float") || d.Decode(&secs) != nil ||
+			math.IsNaN(secs) || secs < 0 || secs > MaxTimeout.Seconds() {
+			ps.atNode(e.val, "seconds before the next attempt, e.g. `delay: 0.5`", "%s: %s.delay must be a non-negative number of seconds, got %s", owner, where, describe(e.val))
+			ok = false
+		} else {
+			r.Delay = time.Duration(secs * float64(time.Second))
+		}
+	}
+	if r.Do == DoRetry {
+		if _, has := f["attempts"]; !has {
+			r.Attempts = DefaultRetryAttempts
+		}
+		if _, has := f["delay"]; !has {
+			r.Delay = DefaultRetryDelay
+		}
+		if r.Backoff == "" {
+			r.Backoff = BackoffFixed
+		}
+	}
+	if e, has := f["set"]; has {
+		r.Set = ps.set(e.val, fmt.Sprintf("%s: %s.set", owner, where))
+	}
+	return ok
+}
+
+func (ps *parser) assert(n *yaml.Node, owner string) *Assert {
+	const shape = "`assert: {expects: [input_name], returns: [result_key]}`"
+	if deref(n).Kind != yaml.MappingNode {
+		ps.atNode(n, "write "+shape, "%s: assert must be a mapping, got %s", owner, describe(n))
+		return nil
+	}
+	f := ps.mapping(n, "in assert", assertKeys)
+	a := &Assert{}
+	names := func(key string) []string {
+		e, ok := f[key]
+		if !ok || isNull(e.val) {
+			return nil
+		}
+		if deref(e.val).Kind != yaml.SequenceNode {
+			ps.atNode(e.val, "write "+shape, "%s: assert.%s must be a list of names, got %s", owner, key, describe(e.val))
+			return nil
+		}
+		var out []string
+		for _, c := range deref(e.val).Content {
+			if s, ok := ps.scalar(c, "assert."+key+" item"); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	a.Expects, a.Returns = names("expects"), names("returns")
+	return a
+}

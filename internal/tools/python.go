@@ -1,0 +1,242 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	// DefaultPythonTimeout bounds one python step, as for shell.
+	DefaultPythonTimeout = 300 * time.Second
+	// PythonCommand is the interpreter, looked up on the worker's PATH.
+	PythonCommand = "python3"
+	// pythonResultCap bounds the JSON result a step may hand back. Results
+	// over 64 KB are already stored by reference; this only stops a runaway
+	// result from exhausting the worker's memory.
+	pythonResultCap = 64 << 20
+	// pythonTracebackLines is how much of a traceback an error message
+	// quotes; the full stderr is in the error's result.
+	pythonTracebackLines = 12
+	// pythonResultFD is the descriptor the bootstrap writes its envelope to:
+	// the first of exec.Cmd.ExtraFiles.
+	pythonResultFD = 3
+)
+
+var pythonKeys = []string{"code", "input", "timeout", "env"}
+
+// pythonBootstrap runs the step's code in a fresh namespace and reports the
+// outcome on a descriptor of its own, so print() output cannot corrupt it.
+//
+//go:embed python_bootstrap.py
+var pythonBootstrap string
+
+// pythonTool runs code with python3 in a subprocess. Each key of input is a
+// global of the code and the whole mapping is input_data, as in NoETL. The
+// step's result is the JSON value of the code's `result` variable (or of a
+// top-level return). What the code prints is returned only on failure, in
+// the error's result, since a successful step's result is the value itself.
+type pythonTool struct{}
+
+// pythonEnvelope is what the bootstrap writes to pythonResultFD.
+type pythonEnvelope struct {
+	Status    string          `json:"status"` // ok, error, bad_result
+	Result    json.RawMessage `json:"result"`
+	Type      string          `json:"type"`
+	Message   string          `json:"message"`
+	Where     string          `json:"where"` // "line N: source" in the code
+	Traceback string          `json:"traceback"`
+}
+
+func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
+	code, err := optString(cfg, "python", "code", "")
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(code) == "" {
+		return nil, configError("python", "code", "is required: give the Python source to run; it sets `result = ...`")
+	}
+	input, err := optMapping(cfg, "python", "input")
+	if err != nil {
+		return nil, err
+	}
+	env, err := optStringMap(cfg, "python", "env")
+	if err != nil {
+		return nil, err
+	}
+	for k := range env {
+		if strings.ContainsAny(k, "=\x00") {
+			return nil, configError("python", "env", "name %q must not contain '=' or NUL", k)
+		}
+	}
+	timeout, err := optSeconds(cfg, "python", "timeout", DefaultPythonTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if input == nil {
+		input = map[string]any{}
+	}
+	stdin, err := json.Marshal(map[string]any{"code": code, "input": input})
+	if err != nil {
+		return nil, configError("python", "input", "cannot be encoded as JSON: %v", err)
+	}
+
+	bin, err := exec.LookPath(PythonCommand)
+	if err != nil {
+		return nil, &Error{Kind: "python", Message: fmt.Sprintf(
+			"cannot find %s on the worker's PATH (%v); install Python 3 on the worker", PythonCommand, err)}
+	}
+
+	// Unbuffered output keeps what the code printed before a timeout.
+	environ := append(os.Environ(), "PYTHONUNBUFFERED=1")
+	for _, k := range sortedKeys(env) {
+		environ = append(environ, k+"="+env[k])
+	}
+
+	resultR, resultW, err := os.Pipe()
+	if err != nil {
+		return nil, &Error{Kind: "python", Retryable: true, Message: fmt.Sprintf("cannot create the result pipe: %v", err)}
+	}
+	defer resultR.Close()
+
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stdout := &cappedBuffer{limit: shellOutputCap}
+	stderr := &cappedBuffer{limit: shellOutputCap, tailSize: shellStderrTail}
+	output := func() map[string]any {
+		return map[string]any{"stdout": stdout.String(), "stderr": stderr.String()}
+	}
+
+	cmd := exec.CommandContext(runCtx, bin, "-c", pythonBootstrap, fmt.Sprint(pythonResultFD))
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = []*os.File{resultW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd) }
+	cmd.WaitDelay = shellPipeGrace
+
+	if err := cmd.Start(); err != nil {
+		resultW.Close()
+		return nil, &Error{Kind: "python", Message: fmt.Sprintf("cannot start %s: %v", bin, err)}
+	}
+	// Only the child may hold the write end, so the reader sees EOF when
+	// the bootstrap exits.
+	resultW.Close()
+	// The envelope is one JSON document: decoding stops at its end, so a
+	// process that outlives the bootstrap holding the pipe cannot delay it.
+	type read struct {
+		envelope json.RawMessage
+		tooLarge bool
+		err      error // io.EOF: nothing was written
+	}
+	readDone := make(chan read, 1)
+	go func() {
+		lr := &io.LimitedReader{R: resultR, N: pythonResultCap + 1}
+		var raw json.RawMessage
+		err := json.NewDecoder(lr).Decode(&raw)
+		readDone <- read{raw, lr.N == 0, err}
+	}()
+
+	runErr := cmd.Wait()
+	// Reap whatever the code left running in its group; this also closes
+	// any copy of the result pipe a grandchild might hold.
+	_ = killGroup(cmd)
+	var got read
+	select {
+	case got = <-readDone:
+	case <-time.After(shellPipeGrace):
+		// The bootstrap wrote nothing and something outside the group (a
+		// setsid'd grandchild) holds the pipe: closing our end ends the read.
+		resultR.Close()
+		got = <-readDone
+		got.err = io.EOF
+	}
+
+	if runErr != nil && runCtx.Err() != nil {
+		if ctx.Err() != nil {
+			return nil, &Error{Kind: ErrorKindCanceled, Retryable: true, Result: output(),
+				Message: fmt.Sprintf("python code was stopped because the worker canceled it: %v", context.Cause(ctx))}
+		}
+		return nil, &Error{Kind: "python", Retryable: true, Result: output(),
+			Message: fmt.Sprintf("python code timed out after %s and was killed; raise timeout if it needs longer", timeout)}
+	}
+	switch {
+	case got.tooLarge:
+		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+			"python result is larger than %d MiB; return a smaller result, e.g. write the data to a file or database and return its location",
+			pythonResultCap>>20)}
+	case errors.Is(got.err, io.EOF), errors.Is(got.err, io.ErrUnexpectedEOF):
+		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+			"python exited with code %d before reporting a result (did the code call os._exit or get killed?); stderr tail: %s",
+			exitCode(cmd), stderr.Tail())}
+	case got.err != nil:
+		return nil, &Error{Kind: "python", Result: output(),
+			Message: fmt.Sprintf("python tool bootstrap reported a malformed result (%v); this is a Millrace bug", got.err)}
+	}
+	return decodePythonEnvelope(got.envelope, output)
+}
+
+func decodePythonEnvelope(data []byte, output func() map[string]any) (any, error) {
+	var env pythonEnvelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, &Error{Kind: "python", Result: output(),
+			Message: fmt.Sprintf("python tool bootstrap reported a malformed result (%v); this is a Millrace bug", err)}
+	}
+	switch env.Status {
+	case "ok":
+		dec := json.NewDecoder(bytes.NewReader(env.Result))
+		dec.UseNumber() // keep 64-bit integers exact, as the http tool does
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, &Error{Kind: "python", Result: output(),
+				Message: fmt.Sprintf("cannot decode the python result: %v", err)}
+		}
+		return v, nil
+	case "error":
+		where := ""
+		if env.Where != "" {
+			where = " at " + env.Where
+		}
+		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+			"python code raised %s: %s%s\n%s", env.Type, env.Message, where, lastLines(env.Traceback, pythonTracebackLines))}
+	case "bad_result":
+		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+			"python result is not JSON-encodable: %s; build the result from dicts, lists, strings, numbers, booleans and None "+
+				"(convert dates with str() or .isoformat(), sets with list())", env.Message)}
+	}
+	return nil, &Error{Kind: "python", Result: output(),
+		Message: fmt.Sprintf("python tool bootstrap reported unknown status %q; this is a Millrace bug", env.Status)}
+}
+
+// lastLines returns the last n lines of s, trimmed.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{"..."}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// optMapping returns cfg[key], a mapping, or nil when absent or null.
+func optMapping(cfg map[string]any, kind, key string) (map[string]any, error) {
+	v, ok := cfg[key]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, configError(kind, key, "must be a mapping of names to values, got %s", describe(v))
+	}
+	return m, nil
+}

@@ -1,0 +1,129 @@
+# Millrace python tool bootstrap: runs as `python3 -c <this> <fd>`.
+#
+# Reads {"code": str, "input": {...}} as JSON from stdin, runs the code with
+# each input key as a global and the whole mapping as `input_data`, then
+# writes one JSON envelope to the inherited file descriptor <fd>, so that
+# whatever the code prints stays on stdout/stderr:
+#   {"status": "ok", "result": <result>}
+#   {"status": "error", "type": ..., "message": ..., "where": ..., "traceback": ...}
+#   {"status": "bad_result", "message": ...}
+# The result is the value of a top-level `return` (NoETL playbooks use one)
+# if the code returns something, else the global `result` (None if unset).
+import ast
+import datetime
+import json
+import linecache
+import os
+import sys
+import traceback
+import uuid
+
+FILENAME = "<code>"
+WRAPPER = "__millrace_code__"
+
+
+def has_toplevel_return(node):
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Return):
+            return True
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if has_toplevel_return(child):
+            return True
+    return False
+
+
+def compile_code(code):
+    """Returns (code object, wrapped). Code with a top-level `return` is
+    wrapped in a function whose every local is declared global, so it
+    behaves like module code that may return early."""
+    tree = ast.parse(code, FILENAME)
+    if not has_toplevel_return(tree):
+        return compile(tree, FILENAME, "exec"), False
+    wrapper = ast.parse("def %s():\n    pass\n" % WRAPPER).body[0]
+    wrapper.body = tree.body
+    first = compile(ast.Module(body=[wrapper], type_ignores=[]), FILENAME, "exec")
+    fn = next(c for c in first.co_consts if getattr(c, "co_name", None) == WRAPPER)
+    if fn.co_flags & 0x20:  # CO_GENERATOR
+        raise SyntaxError("'yield' outside function", (FILENAME, 1, 0, ""))
+    names = sorted(set(fn.co_varnames) | set(fn.co_cellvars))
+    if names:
+        decl = ast.Global(names=names)
+        ast.copy_location(decl, tree.body[0])
+        wrapper.body = [decl] + tree.body
+    return compile(ast.Module(body=[wrapper], type_ignores=[]), FILENAME, "exec"), True
+
+
+def describe(exc):
+    t = type(exc)
+    name = t.__qualname__ if t.__module__ == "builtins" else t.__module__ + "." + t.__qualname__
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Drop the bootstrap's own frames; show the code's frames as a module.
+    while frames and frames[0].filename != FILENAME:
+        frames.pop(0)
+    for f in frames:
+        if f.name == WRAPPER:
+            f.name = "<module>"
+    lines = []
+    if frames:
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(traceback.StackSummary.from_list(frames).format())
+    lines.extend(traceback.format_exception_only(t, exc))
+    # Where in the code it failed: the innermost frame of the code itself,
+    # which a long traceback through library calls would push out of view.
+    # (A SyntaxError names its line in its message.)
+    where = ""
+    mine = [f for f in frames if f.filename == FILENAME]
+    if mine:
+        where = "line %d: %s" % (mine[-1].lineno, (mine[-1].line or "").strip())
+    return {"status": "error", "type": name, "message": str(exc), "where": where,
+            "traceback": "".join(lines)}
+
+
+def run(code, ns):
+    obj, wrapped = compile_code(code)
+    exec(obj, ns)
+    if not wrapped:
+        return None
+    return ns.pop(WRAPPER)()
+
+
+def main():
+    fd = int(sys.argv[1])
+    os.set_inheritable(fd, False)  # code's own subprocesses must not hold it
+    out = os.fdopen(fd, "w", encoding="utf-8")
+    req = json.load(sys.stdin)
+    code, inp = req["code"], req["input"]
+    # json, os, datetime and uuid are preloaded as NoETL does; input keys
+    # override them.
+    ns = {"__name__": "__main__", "__builtins__": __builtins__,
+          "json": json, "os": os, "datetime": datetime, "uuid": uuid,
+          "input_data": inp}
+    ns.update(inp)
+    linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
+    returned = None
+    try:
+        returned = run(code, ns)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            envelope = describe(e)
+            envelope["message"] = "sys.exit(%r)" % (e.code,)
+            return write(out, envelope)
+    except BaseException as e:
+        return write(out, describe(e))
+    result = returned if returned is not None else ns.get("result")
+    try:
+        payload = json.dumps({"status": "ok", "result": result}, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        return write(out, {"status": "bad_result", "message": "%s (result is a %s)" % (e, type(result).__name__)})
+    write(out, payload)
+
+
+def write(out, envelope):
+    if not isinstance(envelope, str):
+        envelope = json.dumps(envelope)
+    out.write(envelope)
+    out.flush()
+
+
+main()
