@@ -2,11 +2,14 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,6 +127,15 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	if cfg.Server.DatabaseURL == "" {
 		cfg.Server.DatabaseURL = "sqlite:" + filepath.Join(cfg.DataDir, "millrace.db")
 	}
+	if cfg.Server.SecretKey == "" {
+		// Dev mode needs no setup: credentials are sealed with a key kept
+		// beside the store (set MILLRACE_SECRET_KEY to use your own).
+		key, err := devSecretKey(filepath.Join(cfg.DataDir, "secret.key"))
+		if err != nil {
+			return err
+		}
+		cfg.Server.SecretKey = key
+	}
 	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
 	if err != nil {
 		return fmt.Errorf("start embedded NATS on port %d: %w (pick another with --nats-port, or -1 for any free port)", cfg.NATSPort, err)
@@ -198,4 +210,23 @@ Press Ctrl-C to stop.
 		return serr
 	}
 	return runErr
+}
+
+// devSecretKey reads the dev key at path, creating a random one (0600) the
+// first time.
+func devSecretKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !os.IsNotExist(err) {
+		return "", err
+	}
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return "", err
+	}
+	key := hex.EncodeToString(k[:])
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write dev secret key %s: %w", path, err)
+	}
+	return key, nil
 }

@@ -247,6 +247,27 @@ func TestNATSDownAtSubmit(t *testing.T) {
 	c.checkExactlyOnce(ids, allSteps)
 }
 
+// NATS is down when the server starts: it serves the API anyway, accepts
+// work into the outbox, and publishes it once NATS appears.
+func TestServerStartsWithoutNATS(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.nats.Server().Shutdown()
+	c.startServer() // waits until /api/health answers
+	h, err := c.api.Health(context.Background())
+	if err != nil || h["status"] != "degraded" {
+		t.Fatalf("health with NATS down at start = %v, %v; want degraded", h, err)
+	}
+	reg := c.register(branching)
+	ids := c.executeMany(reg.Path, 10, nil)
+	if err := c.nats.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c.startWorker(20)
+	c.waitAll(ids, 90*time.Second)
+	c.checkExactlyOnce(ids, allSteps)
+}
+
 // SIGTERM: the worker stops fetching, finishes what it holds and exits 0.
 func TestWorkerGracefulShutdown(t *testing.T) {
 	t.Parallel()

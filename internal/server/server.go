@@ -8,10 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
@@ -62,15 +59,16 @@ type Server struct {
 	log   *slog.Logger
 	drv   store.Driver
 	st    *store.Store
-	conn  *bus.Conn
+	nats  *natsLink
 	flow  *flow.Service
 	relay *relay.Relay
 	ln    net.Listener
 	http  *http.Server
 	url   string
 
-	mu       sync.Mutex
-	consumer string // last consumer ensure error, for health
+	// connectLate is set when NATS was unreachable at startup: Run keeps
+	// connecting in the background.
+	connectLate bool
 }
 
 // New opens the store, connects to NATS, checks the stream contract and
@@ -98,16 +96,35 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.st = store.New(s.drv, store.Options{})
-	if s.conn, err = bus.ConnectRetry(ctx, cfg.NATS.Bus("millrace-server"), log); err != nil { // wait for NATS rather than crash-loop
+	s.nats = &natsLink{s: s}
+	if err := cfg.NATS.Bus("millrace-server").Validate(); err != nil {
 		return nil, err
 	}
-	if _, err = s.conn.EnsureStream(ctx); err != nil {
-		return nil, err
+	wctx, cancel := context.WithTimeout(ctx, StartupNATSWait)
+	conn, cerr := bus.ConnectRetry(wctx, cfg.NATS.Bus("millrace-server"), log)
+	cancel()
+	if cerr == nil {
+		s.nats.attach(conn)
+		if _, err = conn.EnsureStream(ctx); err != nil {
+			return nil, err
+		}
+		// The server creates the consumer too, so notifications published
+		// before the first worker starts are not skipped by deliver_policy=new.
+		if err = s.ensureConsumer(ctx, conn); err != nil {
+			return nil, err
+		}
+	} else if ctx.Err() != nil {
+		return nil, ctx.Err()
+	} else {
+		s.connectLate = true
+		log.Warn("NATS is not reachable; serving the API anyway (work waits in the outbox) and connecting in the background", "err", cerr)
 	}
-	// The server creates the consumer too, so notifications published
-	// before the first worker starts are not skipped by deliver_policy=new.
-	if err = s.ensureConsumer(ctx); err != nil {
-		return nil, err
+	nodeID := cfg.NodeID
+	if alloc, ok := s.drv.(store.NodeAllocator); ok && nodeID < 0 {
+		// Servers sharing a database get distinct id nodes from it.
+		if nodeID, err = alloc.AllocateNode(ctx); err != nil {
+			return nil, fmt.Errorf("allocate an id node: %w (or set MILLRACE_NODE_ID)", err)
+		}
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s (MILLRACE_ADDR): %w", cfg.Addr, err)
@@ -121,17 +138,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		}
 	}
 	var rl *relay.Relay
-	s.flow = flow.New(s.st, ids.New(cfg.NodeID), flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
+	s.flow = flow.New(s.st, ids.New(nodeID), flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
 		tools.Kinds(), log, func() { rl.Wake() })
 	rl = relay.New(relay.Config{ReapInterval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog},
-		s.st, s.conn, s.flow, log)
+		s.st, s.nats, s.flow, log)
 	s.relay = rl
-	// After NATS restarts (a memory stream is then gone), put the stream
-	// and consumer back at once; the reaper re-notifies what was lost.
-	s.conn.NC.SetReconnectHandler(func(*nats.Conn) {
-		log.Info("reconnected to NATS; re-checking stream and consumer")
-		go s.ensure()
-	})
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box))
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true
@@ -152,36 +163,23 @@ func (s *Server) URL() string { return s.url }
 // Flow exposes the flow service (dev mode and benchmarks use it).
 func (s *Server) Flow() *flow.Service { return s.flow }
 
-func (s *Server) ensure() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := s.conn.EnsureStream(ctx)
-	if err == nil {
-		err = s.ensureConsumer(ctx)
-	}
-	s.mu.Lock()
-	s.consumer = ""
-	if err != nil {
-		s.consumer = err.Error()
-		s.log.Error("stream/consumer check failed", "err", err)
-	}
-	s.mu.Unlock()
-	s.relay.Wake()
-}
-
 // ensureConsumer creates the worker pool's consumer when it is missing but
 // leaves an existing one alone: its NOETL_WORKER_NATS_* settings belong to
 // the workers, and a server with defaults must not undo their tuning.
-func (s *Server) ensureConsumer(ctx context.Context) error {
-	if _, err := s.conn.JS.Consumer(ctx, s.cfg.NATS.Stream, s.cfg.NATS.Consumer); err == nil {
+func (s *Server) ensureConsumer(ctx context.Context, c *bus.Conn) error {
+	if _, err := c.JS.Consumer(ctx, s.cfg.NATS.Stream, s.cfg.NATS.Consumer); err == nil {
 		return nil
 	}
-	_, err := s.conn.EnsureConsumer(ctx)
+	_, err := c.EnsureConsumer(ctx)
 	return err
 }
 
 func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
-	stream, err := s.conn.JS.Stream(ctx, s.cfg.NATS.Stream)
+	c := s.nats.get()
+	if c == nil {
+		return 0, time.Time{}, errNotConnected
+	}
+	stream, err := c.JS.Stream(ctx, s.cfg.NATS.Stream)
 	if err != nil {
 		return 0, time.Time{}, err
 	}
@@ -208,21 +206,21 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 	} else {
 		h.Stats = &st
 	}
-	if !s.conn.NC.IsConnected() {
-		// Work is still accepted: it waits in the outbox until NATS is back.
+	c := s.nats.get()
+	switch {
+	case c == nil:
+		// Work is still accepted: it waits in the outbox until NATS is up.
+		h.Status, h.NATS = "degraded", "connecting: notifications wait in the outbox"
+		return h
+	case !c.NC.IsConnected():
 		h.Status, h.NATS = "degraded", "disconnected: notifications wait in the outbox"
 		return h
 	}
-	s.mu.Lock()
-	failed := s.consumer != ""
-	s.mu.Unlock()
-	if failed {
-		s.ensure() // maybe fixed since (a worker or the publisher recreated it)
-		s.mu.Lock()
-		if s.consumer != "" {
-			h.Status, h.NATS = "degraded", s.consumer
+	if s.nats.getProblem() != "" {
+		s.nats.ensure() // maybe fixed since (a worker or the publisher recreated it)
+		if p := s.nats.getProblem(); p != "" {
+			h.Status, h.NATS = "degraded", p
 		}
-		s.mu.Unlock()
 	}
 	return h
 }
@@ -233,6 +231,9 @@ func (s *Server) Run(ctx context.Context) error {
 	relayDone := make(chan struct{})
 	go func() { defer close(relayDone); s.relay.Run(rctx) }()
 	s.relay.Wake() // publish whatever a previous run left in the outbox
+	if s.connectLate {
+		go s.nats.connectLater(rctx)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
 	s.log.Info("millrace server ready", "addr", s.ln.Addr().String(), "url", s.url, "store", s.drv.Name(),
@@ -263,7 +264,7 @@ func (s *Server) close() {
 	} else if s.drv != nil {
 		s.drv.Close()
 	}
-	if s.conn != nil {
-		s.conn.Close()
+	if s.nats != nil {
+		s.nats.close()
 	}
 }

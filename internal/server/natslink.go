@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/millrace/millrace/internal/bus"
+)
+
+// StartupNATSWait is how long New waits for NATS before it starts serving
+// without it. Within this window a broken stream contract (a workqueue
+// stream) stops the server with the remedy; after it, the server accepts
+// work into the outbox and keeps connecting in the background.
+const StartupNATSWait = 5 * time.Second
+
+// errNotConnected is what publishing returns before the first connection.
+var errNotConnected = errors.New("not connected to NATS yet; notifications wait in the outbox")
+
+// natsLink owns the server's NATS connection, which may arrive late.
+//
+// Lock order: natsLink.mu is taken alone and never held across I/O.
+type natsLink struct {
+	s    *Server
+	mu   sync.Mutex
+	conn *bus.Conn
+	// problem is the last stream/consumer check failure, for health.
+	problem string
+}
+
+func (l *natsLink) get() *bus.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn
+}
+
+func (l *natsLink) setProblem(p string) {
+	l.mu.Lock()
+	l.problem = p
+	l.mu.Unlock()
+}
+
+func (l *natsLink) getProblem() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.problem
+}
+
+// attach installs a connection and re-checks the contract on every
+// reconnect (after a NATS restart a memory stream is gone).
+func (l *natsLink) attach(c *bus.Conn) {
+	c.NC.SetReconnectHandler(func(*nats.Conn) {
+		l.s.log.Info("reconnected to NATS; re-checking stream and consumer")
+		go l.ensure()
+	})
+	l.mu.Lock()
+	l.conn = c
+	l.mu.Unlock()
+}
+
+// connectLater keeps trying until ctx ends, then checks the contract.
+func (l *natsLink) connectLater(ctx context.Context) {
+	c, err := bus.ConnectRetry(ctx, l.s.cfg.NATS.Bus("millrace-server"), l.s.log)
+	if err != nil {
+		return // shutting down
+	}
+	l.attach(c)
+	l.s.log.Info("connected to NATS after startup; publishing the outbox")
+	l.ensure()
+}
+
+// ensure checks the stream and consumer and wakes the publisher.
+func (l *natsLink) ensure() {
+	c := l.get()
+	if c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.EnsureStream(ctx)
+	if err == nil {
+		err = l.s.ensureConsumer(ctx, c)
+	}
+	if err != nil {
+		l.setProblem(err.Error())
+		l.s.log.Error("stream/consumer check failed; notifications wait in the outbox until it is fixed", "err", err)
+	} else {
+		l.setProblem("")
+	}
+	l.s.relay.Wake()
+}
+
+// PublishBatch lets the relay publish through whatever connection exists.
+func (l *natsLink) PublishBatch(ctx context.Context, msgs []bus.OutMsg) []error {
+	c := l.get()
+	if c == nil {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = errNotConnected
+		}
+		return errs
+	}
+	return c.PublishBatch(ctx, msgs)
+}
+
+func (l *natsLink) close() {
+	if c := l.get(); c != nil {
+		c.Close()
+	}
+}
