@@ -198,3 +198,60 @@ workflow:
 		t.Fatalf("after 5 duplicate notifications: %d claim+completion events, want 2", n)
 	}
 }
+
+// A result over the 64 KB inline limit is stored once by reference; the API
+// returns it whole, and the next step's templates can read it.
+func TestLargeResultByReference(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: big, path: w/big}
+workflow:
+  - step: start
+    tool: {kind: shell, cmds: ["head -c 200000 /dev/zero | tr '\\0' x"]}
+    next: {arcs: [{step: measure}]}
+  - step: measure
+    tool:
+      kind: noop
+      result:
+        length: "{{ start.stdout | length }}"
+`, nil)
+	if ex.Status != store.ExecCompleted {
+		t.Fatalf("execution %s: %s", ex.Status, ex.Error)
+	}
+	if string(ex.Result) != `{"length":200000}` {
+		t.Fatalf("result = %s, want the next step to see all 200000 bytes", ex.Result)
+	}
+	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	for _, e := range evs {
+		if e.EventType == store.EvCommandCompleted && e.Step == "start" {
+			if len(e.Result) < 200000 || strings.Contains(string(e.Result), `"$ref"`) {
+				t.Fatalf("events API returned %d bytes (%.60s…), want the whole result, not the reference", len(e.Result), e.Result)
+			}
+			return
+		}
+	}
+	t.Fatal("no command.completed for step start")
+}
+
+// A step's `timeout` bounds its command; the failure says so.
+func TestStepTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	start := time.Now()
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: slowstep, path: w/slowstep}
+workflow:
+  - step: start
+    timeout: 1
+    tool: {kind: shell, cmds: ["sleep 20"]}
+`, nil)
+	if ex.Status != store.ExecFailed || !strings.Contains(ex.Error, "timeout") {
+		t.Fatalf("execution %s (%s), want failed by the step timeout", ex.Status, ex.Error)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("a 1 s step timeout took %s to end the execution", d)
+	}
+}
