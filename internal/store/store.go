@@ -242,6 +242,8 @@ type Driver interface {
 
 // Querier holds the read operations; both Tx and Driver.Read provide it.
 type Querier interface {
+	QueryQuerier
+
 	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
 	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
 	CatalogList(ctx context.Context) ([]CatalogEntry, error) // latest version per path, path order, without Content
@@ -284,6 +286,7 @@ type Querier interface {
 // Tx is one read-write transaction.
 type Tx interface {
 	Querier
+	QueryTx
 
 	Commit() error
 	Rollback() error

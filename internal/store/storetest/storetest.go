@@ -102,6 +102,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Loop", loopCases()},
 		{"Credential", credentialCases()},
 		{"Blob", blobCases()},
+		{"Project", projectCases()},
+		{"Query", queryCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -1,0 +1,199 @@
+//go:build cgo
+
+package warehouse
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"time"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// duckdbCancelCheckRows is how often the row loop checks for cancellation.
+// DuckDB interrupts execution itself; this covers reading a finished result.
+const duckdbCancelCheckRows = 1024
+
+type duckdbDriver struct {
+	db   *sql.DB
+	path string
+}
+
+// openDuckDB opens the database once for the driver's lifetime, so a
+// ":memory:" database keeps its tables between queries. File databases are
+// shared through duckdb-go's instance cache, so two drivers on one file in
+// a process do not fight over its lock.
+func openDuckDB(_ context.Context, c Conn) (Driver, error) {
+	connector, err := duckdb.NewConnector(c.URL, nil)
+	if err != nil {
+		return nil, &Error{Message: fmt.Sprintf("opening duckdb database %s: %v", c.URL, err)}
+	}
+	return &duckdbDriver{db: sql.OpenDB(connector), path: c.URL}, nil
+}
+
+func (d *duckdbDriver) Close() error { return d.db.Close() } // also closes the connector
+
+func (d *duckdbDriver) Query(ctx context.Context, query string, onColumns func([]Column) error, onRow func([]any) error) error {
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return d.fail(ctx, err)
+	}
+	defer conn.Close()
+	var callbackErr error
+	err = conn.Raw(func(dc any) error {
+		// The driver's own Rows give each value as DuckDB produced it, plus
+		// the column type names, which database/sql would hide.
+		rows, err := dc.(driver.QueryerContext).QueryContext(ctx, query, nil)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		names := rows.Columns()
+		cols := make([]Column, len(names))
+		typeNames := make([]string, len(names))
+		tn, _ := rows.(driver.RowsColumnTypeDatabaseTypeName)
+		for i, name := range names {
+			if tn != nil {
+				typeNames[i] = tn.ColumnTypeDatabaseTypeName(i)
+			}
+			cols[i] = Column{Name: name, Type: duckdbPortableType(typeNames[i]), NativeType: typeNames[i]}
+		}
+		if callbackErr = onColumns(cols); callbackErr != nil {
+			return callbackErr
+		}
+		dest := make([]driver.Value, len(names))
+		row := make([]any, len(names))
+		for n := 1; ; n++ {
+			if n%duckdbCancelCheckRows == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := rows.Next(dest); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			for i := range dest {
+				row[i] = duckdbValue(typeNames[i], dest[i])
+			}
+			if callbackErr = onRow(row); callbackErr != nil {
+				return callbackErr
+			}
+		}
+	})
+	if err != nil && !errors.Is(err, callbackErr) {
+		return d.fail(ctx, err)
+	}
+	return err
+}
+
+func (d *duckdbDriver) fail(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("duckdb: the query on %s was stopped: %w", d.path, ctx.Err())
+	}
+	var dbErr *duckdb.Error
+	if errors.As(err, &dbErr) {
+		return &Error{Message: dbErr.Msg, Code: duckdbErrorTypes[dbErr.Type],
+			Retryable: dbErr.Type == duckdb.ErrorTypeTransaction}
+	}
+	return &Error{Message: fmt.Sprintf("duckdb %s: %v", d.path, err)}
+}
+
+// duckdbErrorTypes names the error kinds that DuckDB puts before its
+// messages ("Catalog Error: ..."), for Error.Code.
+var duckdbErrorTypes = map[duckdb.ErrorType]string{
+	duckdb.ErrorTypeCatalog: "catalog", duckdb.ErrorTypeParser: "parser", duckdb.ErrorTypeBinder: "binder",
+	duckdb.ErrorTypeConversion: "conversion", duckdb.ErrorTypeConstraint: "constraint",
+	duckdb.ErrorTypeInterrupt: "interrupt", duckdb.ErrorTypeIO: "io", duckdb.ErrorTypeTransaction: "transaction",
+	duckdb.ErrorTypeOutOfRange: "out_of_range", duckdb.ErrorTypeDivideByZero: "divide_by_zero",
+	duckdb.ErrorTypeInvalidInput: "invalid_input", duckdb.ErrorTypeSyntax: "syntax",
+}
+
+// duckdbPortableType maps a DuckDB type name (as duckdb-go reports it) to a
+// portable type.
+func duckdbPortableType(name string) string {
+	switch {
+	case name == "BOOLEAN":
+		return TypeBoolean
+	case name == "TINYINT", name == "SMALLINT", name == "INTEGER", name == "BIGINT", name == "HUGEINT",
+		name == "UTINYINT", name == "USMALLINT", name == "UINTEGER", name == "UBIGINT", name == "UHUGEINT":
+		return TypeInteger
+	case name == "FLOAT", name == "DOUBLE", strings.HasPrefix(name, "DECIMAL"):
+		return TypeNumber
+	case strings.HasPrefix(name, "TIMESTAMP"):
+		return TypeTimestamp
+	case name == "DATE":
+		return TypeDate
+	case name == "BLOB":
+		return TypeBytes
+	case name == "JSON", strings.HasSuffix(name, "]"), strings.HasPrefix(name, "STRUCT"),
+		strings.HasPrefix(name, "MAP"), strings.HasPrefix(name, "UNION"):
+		return TypeJSON
+	}
+	return TypeString // VARCHAR, UUID, TIME, INTERVAL, ENUM, ...
+}
+
+// duckdbValue converts a DuckDB value like postgresValue does: DECIMAL and
+// HUGEINT to float64 when exact, else a decimal string; UUIDs to their text
+// form; INTERVAL to {months, days, micros}; MAP to an object; DATE and TIME
+// to their SQL text.
+func duckdbValue(typeName string, v any) any {
+	switch x := v.(type) {
+	case duckdb.Decimal:
+		return exactNumber(duckdbDecimalString(x))
+	case *duckdb.Decimal:
+		if x == nil {
+			return nil
+		}
+		return exactNumber(duckdbDecimalString(*x))
+	case duckdb.Interval:
+		return map[string]any{"months": int64(x.Months), "days": int64(x.Days), "micros": x.Micros}
+	case duckdb.UUID:
+		return jsonValue([16]byte(x))
+	case []byte:
+		if typeName == "UUID" && len(x) == 16 {
+			return jsonValue([16]byte(x))
+		}
+		return jsonValue(x)
+	case duckdb.Map:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(duckdbValue("", k))] = duckdbValue("", e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = duckdbValue("", e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = duckdbValue("", e)
+		}
+		return out
+	case time.Time:
+		switch typeName {
+		case "TIME":
+			return x.Format("15:04:05.999999")
+		case "DATE":
+			return x.Format(time.DateOnly)
+		}
+	}
+	return jsonValue(v)
+}
+
+// duckdbDecimalString renders a DECIMAL exactly (Value scaled by 10^-Scale).
+func duckdbDecimalString(d duckdb.Decimal) string {
+	if d.Value == nil {
+		return "0"
+	}
+	r := new(big.Rat).SetFrac(d.Value, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(d.Scale)), nil))
+	return r.FloatString(int(d.Scale))
+}

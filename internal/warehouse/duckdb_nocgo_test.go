@@ -1,0 +1,17 @@
+//go:build !cgo
+
+package warehouse
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestDuckDBWithoutCgo(t *testing.T) {
+	t.Parallel()
+	_, err := Open(context.Background(), Conn{Type: TypeDuckDB, URL: DuckDBMemory})
+	if err == nil || !strings.Contains(err.Error(), "built without cgo") {
+		t.Fatalf("Open without cgo: %v", err)
+	}
+}
