@@ -36,6 +36,11 @@ const (
 	// CredentialUnreadable: a stored credential was sealed under another
 	// key, or its sealed data was altered.
 	CredentialUnreadable Code = "credential_unreadable"
+	ProjectNotFound      Code = "project_not_found"
+	QueryNotFound        Code = "query_not_found"
+	// ResultsExpired: a query's results are past CACHE_STALE_TIME_SECONDS
+	// (or it expired in the queue); run it again.
+	ResultsExpired Code = "results_expired"
 )
 
 var status = map[Code]int{
@@ -56,6 +61,9 @@ var status = map[Code]int{
 	SecretKeyMissing:     http.StatusServiceUnavailable,
 	CredentialNotFound:   http.StatusNotFound,
 	CredentialUnreadable: http.StatusConflict,
+	ProjectNotFound:      http.StatusNotFound,
+	QueryNotFound:        http.StatusNotFound,
+	ResultsExpired:       http.StatusGone,
 }
 
 // Error is an API error.

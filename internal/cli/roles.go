@@ -18,6 +18,7 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/worker"
 )
@@ -65,9 +66,18 @@ MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.`,
 			if err != nil {
 				return err
 			}
-			w, err := worker.New(cmd.Context(), cfg, log)
-			if err != nil {
-				return err
+			var w interface{ Run(context.Context) error }
+			switch cfg.Stream {
+			case "commands":
+				if w, err = worker.New(cmd.Context(), cfg, log); err != nil {
+					return err
+				}
+			case "warehouse":
+				if w, err = query.NewWorker(cmd.Context(), warehouseWorkerConfig(cfg), log); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--stream must be commands or warehouse, got %q", cfg.Stream)
 			}
 			if cfg.MetricsAddr != "" {
 				ln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -86,6 +96,12 @@ MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.`,
 	}
 	bindSet(cmd, config.WorkerSet(&cfg))
 	return cmd
+}
+
+func warehouseWorkerConfig(cfg config.Worker) query.WorkerConfig {
+	return query.WorkerConfig{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
+		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, WorkerID: cfg.WorkerID,
+		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
 
 func devCmd() *cobra.Command {
@@ -126,6 +142,9 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	}
 	if cfg.Server.DatabaseURL == "" {
 		cfg.Server.DatabaseURL = "sqlite:" + filepath.Join(cfg.DataDir, "millrace.db")
+	}
+	if cfg.Server.Query.ResultsDir == config.DefaultResultsDir {
+		cfg.Server.Query.ResultsDir = filepath.Join(cfg.DataDir, "results")
 	}
 	if cfg.Server.SecretKey == "" {
 		// Dev mode needs no setup: credentials are sealed with a key kept
@@ -171,6 +190,22 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		}
 		workers.Add(1)
 		go func() { defer workers.Done(); _ = w.Run(ctx) }()
+	}
+	if cfg.Server.Query.NATSEnabled {
+		// Queries go to NATS: run a warehouse worker too, or they would
+		// wait with nobody to take them (the stall the seeds warn about).
+		qc := wcfg
+		qc.Query = cfg.Server.Query
+		qw, err := query.NewWorker(ctx, warehouseWorkerConfig(qc), log)
+		if err != nil {
+			cancel()
+			workers.Wait()
+			stopServer()
+			<-srvErr
+			return err
+		}
+		workers.Add(1)
+		go func() { defer workers.Done(); _ = qw.Run(ctx) }()
 	}
 	fmt.Fprintf(out, `millrace dev is up
   API server   %s   (health: %s/api/health, metrics: %s/metrics)

@@ -77,6 +77,21 @@ func (s *Set) Seconds(p *time.Duration, env, flag string, def time.Duration, hel
 		}})
 }
 
+// Millis binds a duration given in milliseconds (Lightdash's *_MS
+// convention).
+func (s *Set) Millis(p *time.Duration, env, flag string, def time.Duration, help string, roles ...string) {
+	*p = def
+	s.add(&Setting{Env: env, Flag: flag, Default: strconv.Itoa(int(def / time.Millisecond)), Help: help, Roles: roles, kind: "millis",
+		set: func(v string) error {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("want milliseconds (e.g. 180000), got %q", v)
+			}
+			*p = time.Duration(n * float64(time.Millisecond))
+			return nil
+		}})
+}
+
 // Bool binds a boolean setting.
 func (s *Set) Bool(p *bool, env, flag string, def bool, help string, roles ...string) {
 	*p = def
@@ -182,8 +197,11 @@ func Markdown(sets map[string]*Set) string {
 		if def == "" {
 			def = "(empty)"
 		}
-		if r.st.kind == "seconds" {
+		switch r.st.kind {
+		case "seconds":
 			def += " s"
+		case "millis":
+			def += " ms"
 		}
 		fmt.Fprintf(&b, "| `%s` | `--%s` | `%s` | %s | %s |\n", env, r.st.Flag, def, strings.Join(roles, ", "), r.st.Help)
 	}

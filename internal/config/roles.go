@@ -78,6 +78,7 @@ type Server struct {
 	RedeliverAfter time.Duration
 	ReapInterval   time.Duration
 	MaxBodyBytes   int
+	Query          Query
 	// SecretKey seals credentials at rest (see package secret).
 	SecretKey string
 }
@@ -95,6 +96,7 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", relay.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
 	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", relay.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
+	c.Query.bind(s, true)
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 
@@ -102,6 +104,8 @@ func (c *Server) bind(s *Set, dev bool) {
 type Worker struct {
 	Log            Log
 	NATS           NATS
+	Stream         string // commands | warehouse
+	Query          Query
 	ServerURL      string
 	WorkerID       string
 	Concurrency    int
@@ -115,6 +119,8 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.Log.bind(s)
 		c.NATS.bind(s)
 		s.String(&c.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server.")
+		s.String(&c.Stream, "MILLRACE_WORKER_STREAM", "stream", "commands", "What this worker runs: commands (flows, NOETL_COMMANDS) or warehouse (queries, WAREHOUSE_QUERY_JOBS).")
+		c.Query.bind(s, false)
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host-pid).")
@@ -153,3 +159,36 @@ func DevSet(c *Dev) *Set {
 
 // BindNATS binds only the NATS settings (for inspection commands).
 func BindNATS(s *Set, n *NATS) { n.bind(s) }
+
+// Query holds the warehouse-query face's settings (the Lightdash contract).
+type Query struct {
+	NATSEnabled  bool
+	ResultsDir   string
+	QueueTimeout time.Duration
+	CacheStale   time.Duration
+	Stream       string
+	Subject      string
+	Consumer     string
+}
+
+// Query-face defaults.
+const (
+	DefaultResultsDir    = "millrace-results"
+	DefaultQueueTimeout  = 180 * time.Second
+	DefaultCacheStale    = 24 * time.Hour
+	DefaultQueryStream   = "WAREHOUSE_QUERY_JOBS"
+	DefaultQuerySubject  = "warehouse.query.jobs"
+	DefaultQueryConsumer = "worker-warehouse"
+)
+
+func (q *Query) bind(s *Set, server bool) {
+	if server {
+		s.Bool(&q.NATSEnabled, "NATS_ENABLED", "nats-enabled", false, "Run warehouse queries on NATS workers (millrace worker --stream warehouse); false runs them in the API server. Flows always use NATS.")
+		s.String(&q.ResultsDir, "MILLRACE_RESULTS_DIR", "results-dir", DefaultResultsDir, "Directory where query results are stored as files.")
+		s.Millis(&q.QueueTimeout, "NATS_QUEUE_TIMEOUT_MS", "queue-timeout", DefaultQueueTimeout, "A query queued longer than this becomes expired and is not run.")
+		s.Seconds(&q.CacheStale, "CACHE_STALE_TIME_SECONDS", "cache-stale", DefaultCacheStale, "Query results expire after this; reading them then says to run the query again.")
+	}
+	s.String(&q.Stream, "MILLRACE_QUERY_STREAM", "query-stream", DefaultQueryStream, "JetStream stream for warehouse query jobs.")
+	s.String(&q.Subject, "MILLRACE_QUERY_SUBJECT", "query-subject", DefaultQuerySubject, "Subject prefix of query jobs; lanes are SUBJECT.interactive and SUBJECT.background.")
+	s.String(&q.Consumer, "MILLRACE_QUERY_CONSUMER", "query-consumer", DefaultQueryConsumer, "Durable consumer of the background lane (the interactive lane's is NAME-interactive).")
+}

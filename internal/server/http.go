@@ -20,6 +20,7 @@ import (
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -48,7 +49,8 @@ type API struct {
 	maxBody int64
 	health  func(ctx context.Context) Health
 	mux     *http.ServeMux
-	box     *secret.Box // seals credentials; nil disables the credential API
+	box     *secret.Box    // seals credentials; nil disables the credential API
+	query   *query.Service // the warehouse-query face; nil disables /api/v2
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -78,6 +80,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("POST /api/events/batch", a.eventBatch)
 	a.route("GET /api/health", a.healthGet)
 	a.credentialRoutes()
+	a.queryRoutes()
 	a.mux.Handle("GET /metrics", promhttp.Handler())
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, apierr.New(apierr.NotFound, "no route %s %s; see docs/api.md", r.Method, r.URL.Path))

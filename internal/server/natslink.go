@@ -84,6 +84,9 @@ func (l *natsLink) ensure() {
 	if err == nil {
 		err = l.s.ensureConsumer(ctx, c)
 	}
+	if err == nil && l.s.cfg.Query.NATSEnabled {
+		err = l.s.ensureQuery(ctx, c)
+	}
 	if err != nil {
 		l.setProblem(err.Error())
 		l.s.log.Error("stream/consumer check failed; notifications wait in the outbox until it is fixed", "err", err)

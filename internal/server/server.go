@@ -14,7 +14,9 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/relay"
+	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
@@ -61,6 +63,7 @@ type Server struct {
 	st    *store.Store
 	nats  *natsLink
 	flow  *flow.Service
+	query *query.Service
 	relay *relay.Relay
 	ln    net.Listener
 	http  *http.Server
@@ -69,6 +72,7 @@ type Server struct {
 	// connectLate is set when NATS was unreachable at startup: Run keeps
 	// connecting in the background.
 	connectLate bool
+	api         *API
 }
 
 // New opens the store, connects to NATS, checks the stream contract and
@@ -138,12 +142,26 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		}
 	}
 	var rl *relay.Relay
-	s.flow = flow.New(s.st, ids.New(nodeID), flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
+	gen := ids.New(nodeID)
+	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
 		tools.Kinds(), log, func() { rl.Wake() })
 	rl = relay.New(relay.Config{ReapInterval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog},
 		s.st, s.nats, s.flow, log)
 	s.relay = rl
-	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box))
+	res, err := results.Open(cfg.Query.ResultsDir)
+	if err != nil {
+		return nil, fmt.Errorf("results directory %s (MILLRACE_RESULTS_DIR): %w", cfg.Query.ResultsDir, err)
+	}
+	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, QueueTimeout: cfg.Query.QueueTimeout,
+		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject},
+		s.st, gen, box, res, log, func() { rl.Wake() })
+	if c := s.nats.get(); c != nil && cfg.Query.NATSEnabled {
+		if err := s.ensureQuery(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query))
+	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true
 	return s, nil
@@ -216,6 +234,7 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 		h.Status, h.NATS = "degraded", "disconnected: notifications wait in the outbox"
 		return h
 	}
+	s.api.queryHealth(ctx, &h, s.queryPulling)
 	if s.nats.getProblem() != "" {
 		s.nats.ensure() // maybe fixed since (a worker or the publisher recreated it)
 		if p := s.nats.getProblem(); p != "" {
@@ -234,6 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.connectLate {
 		go s.nats.connectLater(rctx)
 	}
+	go s.query.Reap(rctx, query.DefaultReapInterval, s.queryBacklog)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
 	s.log.Info("millrace server ready", "addr", s.ln.Addr().String(), "url", s.url, "store", s.drv.Name(),
@@ -267,4 +287,40 @@ func (s *Server) close() {
 	if s.nats != nil {
 		s.nats.close()
 	}
+}
+
+// ensureQuery creates the query stream and lane consumers (NATS_ENABLED).
+func (s *Server) ensureQuery(ctx context.Context, c *bus.Conn) error {
+	q := s.cfg.Query
+	return query.Ensure(ctx, c.JS, q.Stream, q.Subject, q.Consumer, query.StorageType(s.cfg.NATS.Storage), 1024)
+}
+
+// queryBacklog reports undelivered query jobs (for the query reaper).
+func (s *Server) queryBacklog(ctx context.Context) (int64, error) {
+	c := s.nats.get()
+	if c == nil || !s.cfg.Query.NATSEnabled {
+		return 0, errNotConnected
+	}
+	var n int64
+	for _, name := range []string{s.cfg.Query.Consumer, s.cfg.Query.Consumer + query.InteractiveSuffix} {
+		cons, err := c.JS.Consumer(ctx, s.cfg.Query.Stream, name)
+		if err != nil {
+			return 0, err
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n += int64(ci.NumPending)
+	}
+	return n, nil
+}
+
+// queryPulling counts pull requests and in-flight jobs of query workers.
+func (s *Server) queryPulling(ctx context.Context) (int, error) {
+	c := s.nats.get()
+	if c == nil || !s.cfg.Query.NATSEnabled {
+		return 1, nil // in-process: the server itself consumes
+	}
+	return query.Waiting(ctx, c.JS, s.cfg.Query.Stream, s.cfg.Query.Consumer)
 }

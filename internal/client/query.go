@@ -1,0 +1,151 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// WarehouseConn is a project's warehouse connection on the wire.
+type WarehouseConn struct {
+	Type string `json:"type"`
+	URL  string `json:"url"`
+}
+
+// Column is a result column on the wire.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// ClaimedQuery is what a warehouse worker receives for a claimed query.
+type ClaimedQuery struct {
+	QueryUUID string        `json:"queryUuid"`
+	SQL       string        `json:"sql"`
+	Lane      string        `json:"lane"`
+	Warehouse WarehouseConn `json:"warehouse"`
+}
+
+// Project is a project as the API shows it.
+type Project struct {
+	ProjectID     int64  `json:"project_id"`
+	Name          string `json:"name"`
+	WarehouseType string `json:"warehouse_type"`
+}
+
+// ProjectPut creates or replaces a project.
+func (c *Client) ProjectPut(ctx context.Context, name string, conn WarehouseConn) (Project, error) {
+	var out Project
+	err := c.do(ctx, "POST", "/api/v2/projects", map[string]any{"name": name, "warehouse": conn}, &out)
+	return out, err
+}
+
+// Submitted is the reply to a query submission.
+type Submitted struct {
+	QueryUUID     string `json:"queryUuid"`
+	CacheMetadata struct {
+		CacheHit bool `json:"cacheHit"`
+	} `json:"cacheMetadata"`
+}
+
+// QuerySubmit submits SQL to a project.
+func (c *Client) QuerySubmit(ctx context.Context, project, sql, lane string, invalidate bool) (Submitted, error) {
+	var out Submitted
+	in := map[string]any{"sql": sql, "invalidateCache": invalidate}
+	if lane != "" {
+		in["context"] = lane
+	}
+	err := c.do(ctx, "POST", "/api/v2/projects/"+url.PathEscape(project)+"/query/sql", in, &out)
+	return out, err
+}
+
+// QueryPage is a poll reply: the status, and rows once ready.
+type QueryPage struct {
+	QueryUUID       string           `json:"queryUuid"`
+	Status          string           `json:"status"`
+	Error           string           `json:"error,omitempty"`
+	Rows            []map[string]any `json:"rows"`
+	Columns         []Column         `json:"columns"`
+	TotalResults    int64            `json:"totalResults"`
+	TotalPageCount  int64            `json:"totalPageCount"`
+	NextPage        *int             `json:"nextPage"`
+	PreviousPage    *int             `json:"previousPage"`
+	ExecutionTimeMs int64            `json:"initialQueryExecutionMs"`
+}
+
+// QueryGet polls a query; page 0 and pageSize 0 take the server defaults.
+func (c *Client) QueryGet(ctx context.Context, project, uuid string, page, pageSize int) (QueryPage, error) {
+	var out QueryPage
+	q := url.Values{}
+	if page > 0 {
+		q.Set("page", fmt.Sprint(page))
+	}
+	if pageSize > 0 {
+		q.Set("pageSize", fmt.Sprint(pageSize))
+	}
+	path := "/api/v2/projects/" + url.PathEscape(project) + "/query/" + uuid
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	err := c.do(ctx, "GET", path, nil, &out)
+	return out, err
+}
+
+// QueryCancel cancels a query.
+func (c *Client) QueryCancel(ctx context.Context, project, uuid string) error {
+	return c.do(ctx, "POST", "/api/v2/projects/"+url.PathEscape(project)+"/query/"+uuid+"/cancel", struct{}{}, nil)
+}
+
+// QueryClaim is the worker's claim of a queued query.
+func (c *Client) QueryClaim(ctx context.Context, uuid, worker string) (ClaimedQuery, error) {
+	var out ClaimedQuery
+	err := c.do(ctx, "POST", "/api/v2/internal/queries/"+uuid+"/claim", map[string]string{"worker_id": worker}, &out)
+	return out, err
+}
+
+// QueryStatus returns a query's current status (workers use it to notice a
+// cancel).
+func (c *Client) QueryStatus(ctx context.Context, uuid string) (string, error) {
+	var out store.Query
+	err := c.do(ctx, "GET", "/api/v2/internal/queries/"+uuid, nil, &out)
+	return out.Status, err
+}
+
+// QueryFail records a worker's failure.
+func (c *Client) QueryFail(ctx context.Context, uuid, worker, msg string) error {
+	return c.do(ctx, "POST", "/api/v2/internal/queries/"+uuid+"/fail", map[string]string{"worker_id": worker, "error": msg}, nil)
+}
+
+// QueryUpload streams a worker's results (NDJSON) to the server.
+func (c *Client) QueryUpload(ctx context.Context, uuid, worker string, body io.Reader) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.Base+"/api/v2/internal/queries/"+uuid+"/results?worker_id="+url.QueryEscape(worker), body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	// Uploads can be long; no client timeout beyond ctx.
+	hc := *c.HTTP
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("upload results to %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(resp.Body)
+		var env struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(data, &env) == nil && env.Error.Code != "" {
+			return &Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message}
+		}
+		return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(data))}
+	}
+	return nil
+}

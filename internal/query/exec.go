@@ -1,0 +1,268 @@
+package query
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/results"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/warehouse"
+)
+
+// maxResultLine bounds one NDJSON row in a worker's upload.
+const maxResultLine = 64 << 20
+
+// startInProcess runs q in this process (NATS_ENABLED=false). The status
+// stays pending until it ends: `queued` and `executing` belong to the NATS
+// path, so clients see the same states as Lightdash users do.
+func (s *Service) startInProcess(q store.Query) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.running[q.QueryUUID] = cancel
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			cancel()
+			s.mu.Lock()
+			delete(s.running, q.QueryUUID)
+			s.mu.Unlock()
+		}()
+		// Bounded concurrency, like a worker; waiting too long expires it.
+		timer := time.NewTimer(s.cfg.QueueTimeout)
+		defer timer.Stop()
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		case <-ctx.Done():
+			return // cancelled while waiting
+		case <-timer.C:
+			s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
+			return
+		}
+		p, err := s.projectByID(ctx, q.ProjectID)
+		if err != nil {
+			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+			return
+		}
+		conn, err := s.Connection(p)
+		if err != nil {
+			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+			return
+		}
+		start := s.now()
+		upd, err := s.run(ctx, q, conn)
+		if ctx.Err() != nil {
+			return // cancelled: the cancel already recorded the outcome
+		}
+		if err != nil {
+			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+			return
+		}
+		upd.StartedAt = &start
+		s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryReady, upd)
+	}()
+}
+
+func (s *Service) projectByID(ctx context.Context, id int64) (store.Project, error) {
+	var p store.Project
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		p, err = q.ProjectGetByID(ctx, id)
+		return err
+	})
+	return p, err
+}
+
+// run executes q against the warehouse into the results store and returns
+// the fields of its ready transition.
+func (s *Service) run(ctx context.Context, q store.Query, conn warehouse.Conn) (store.QueryUpdate, error) {
+	drv, err := warehouse.Open(ctx, conn)
+	if err != nil {
+		return store.QueryUpdate{}, err
+	}
+	defer drv.Close()
+	w, err := s.results.Create(q.QueryUUID)
+	if err != nil {
+		return store.QueryUpdate{}, err
+	}
+	err = drv.Query(ctx, q.SQL, w.SetColumns, w.Write)
+	if err != nil {
+		_ = w.Abort()
+		return store.QueryUpdate{}, err
+	}
+	return s.closeWriter(w, q.QueryUUID)
+}
+
+func (s *Service) closeWriter(w *results.Writer, key string) (store.QueryUpdate, error) {
+	meta, err := w.Close()
+	if err != nil {
+		return store.QueryUpdate{}, err
+	}
+	cols, _ := json.Marshal(meta.Columns)
+	expires := s.now().Add(s.cfg.CacheStale)
+	now := s.now()
+	return store.QueryUpdate{Columns: cols, TotalRows: &meta.TotalRows, ResultKey: &key, EndedAt: &now, ExpiresAt: &expires}, nil
+}
+
+// finish applies a final compare-and-set; losing it (cancelled meanwhile)
+// is not an error.
+func (s *Service) finish(ctx context.Context, uuid string, from []string, to string, upd store.QueryUpdate) bool {
+	now := s.now()
+	if upd.EndedAt == nil {
+		upd.EndedAt = &now
+	}
+	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.QueryTransition(ctx, uuid, from, to, upd, now)
+		return err
+	})
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			s.log.Error("recording a query outcome failed", "query", uuid, "to", to, "err", err)
+		}
+		return false
+	}
+	mFinished.WithLabelValues(to).Inc()
+	return true
+}
+
+func (s *Service) fail(uuid string, from []string, msg string) {
+	s.finish(context.Background(), uuid, from, store.QueryError, store.QueryUpdate{Error: &msg})
+}
+
+// Claimed is what a worker needs to run a query.
+type Claimed struct {
+	QueryUUID string         `json:"queryUuid"`
+	SQL       string         `json:"sql"`
+	Lane      string         `json:"lane"`
+	Warehouse warehouse.Conn `json:"warehouse"`
+}
+
+// Claim moves a queued query to executing for worker, unless it waited
+// longer than the queue timeout (it then becomes expired and is not run).
+// 409 when it is no longer queued (cancelled, taken, done).
+func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, error) {
+	var q store.Query
+	err := s.st.Read(ctx, func(qq store.Querier) error {
+		var err error
+		q, err = qq.QueryGet(ctx, uuid)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return Claimed{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+	}
+	if err != nil {
+		return Claimed{}, err
+	}
+	now := s.now()
+	if q.Status == store.QueryQueued && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
+		s.finish(ctx, uuid, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{})
+		return Claimed{}, apierr.New(apierr.ClaimConflict, "query %s waited %s in the queue, over NATS_QUEUE_TIMEOUT_MS: expired, not run", uuid, now.Sub(q.CreatedAt).Round(time.Millisecond))
+	}
+	p, err := s.projectByID(ctx, q.ProjectID)
+	if err != nil {
+		return Claimed{}, err
+	}
+	conn, err := s.Connection(p)
+	if err != nil {
+		return Claimed{}, err
+	}
+	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryQueued}, store.QueryExecuting,
+			store.QueryUpdate{WorkerID: &worker, StartedAt: &now}, now)
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return Claimed{}, apierr.New(apierr.ClaimConflict, "query %s is %s, not queued", uuid, q.Status)
+	}
+	if err != nil {
+		return Claimed{}, err
+	}
+	return Claimed{QueryUUID: uuid, SQL: q.SQL, Lane: q.Lane, Warehouse: conn}, nil
+}
+
+// resultHeader is the first line of a worker's result upload.
+type resultHeader struct {
+	Columns []warehouse.Column `json:"columns"`
+}
+
+// Ingest stores a worker's results (NDJSON: a {"columns": [...]} line, then
+// one JSON array per row) and marks the query ready. If the query was
+// cancelled meanwhile the results are dropped and 409 returned.
+func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reader) (store.Query, error) {
+	w, err := s.results.Create(uuid)
+	if err != nil {
+		return store.Query{}, err
+	}
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), maxResultLine)
+	first := true
+	for sc.Scan() {
+		line := sc.Bytes()
+		if first {
+			var h resultHeader
+			if err := json.Unmarshal(line, &h); err != nil {
+				_ = w.Abort()
+				return store.Query{}, apierr.New(apierr.BadJSON, "first line must be {\"columns\": [...]}: %v", err)
+			}
+			if err := w.SetColumns(h.Columns); err != nil {
+				_ = w.Abort()
+				return store.Query{}, err
+			}
+			first = false
+			continue
+		}
+		var row []any
+		d := json.NewDecoder(bytes.NewReader(line))
+		d.UseNumber()
+		if err := d.Decode(&row); err != nil {
+			_ = w.Abort()
+			return store.Query{}, apierr.New(apierr.BadJSON, "row is not a JSON array: %v", err)
+		}
+		if err := w.Write(row); err != nil {
+			_ = w.Abort()
+			return store.Query{}, err
+		}
+	}
+	if err := sc.Err(); err != nil || first {
+		_ = w.Abort()
+		if err == nil {
+			err = fmt.Errorf("empty upload")
+		}
+		return store.Query{}, apierr.New(apierr.BadRequest, "result upload incomplete: %v", err)
+	}
+	upd, err := s.closeWriter(w, uuid)
+	if err != nil {
+		return store.Query{}, err
+	}
+	now := s.now()
+	var q store.Query
+	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryReady, upd, now)
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		_ = s.results.Delete(uuid)
+		return q, apierr.New(apierr.StateConflict, "query %s is %s; its results were dropped", uuid, q.Status)
+	}
+	if err == nil {
+		mFinished.WithLabelValues(store.QueryReady).Inc()
+	}
+	return q, err
+}
+
+// Fail records a worker's failure (the warehouse's message).
+func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
+	if !s.finish(ctx, uuid, []string{store.QueryExecuting}, store.QueryError, store.QueryUpdate{Error: &msg}) {
+		return apierr.New(apierr.StateConflict, "query %s is no longer executing", uuid)
+	}
+	return nil
+}

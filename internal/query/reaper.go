@@ -1,0 +1,96 @@
+package query
+
+import (
+	"context"
+	"time"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// DefaultReapInterval is how often the query reaper runs.
+const DefaultReapInterval = 2 * time.Second
+
+// Reap runs until ctx ends: it expires queries that waited longer than the
+// queue timeout, and (NATS path) re-notifies queued queries whose
+// notification was lost, e.g. when NATS restarted with memory storage.
+// backlog, if set, reports undelivered messages: while there are some, a
+// queued query is most likely just waiting its turn.
+func (s *Service) Reap(ctx context.Context, interval time.Duration, backlog func(context.Context) (int64, error)) {
+	if interval <= 0 {
+		interval = DefaultReapInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, _, err := s.ReapOnce(ctx, backlog); err != nil && ctx.Err() == nil {
+			s.log.Warn("query reaper pass failed; will retry", "err", err)
+		}
+	}
+}
+
+// ReapOnce runs one pass and returns how many queries it expired and
+// re-notified.
+func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (int64, error)) (expired, renotified int, err error) {
+	now := s.now()
+	var old []store.Query
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		old, err = q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), 500)
+		return err
+	}); err != nil {
+		return 0, 0, err
+	}
+	for _, q := range old {
+		if s.finish(ctx, q.QueryUUID, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{}) {
+			expired++
+		}
+	}
+	if !s.cfg.NATSEnabled {
+		return expired, 0, nil
+	}
+	wait := s.cfg.RedeliverAfter
+	if backlog != nil {
+		if n, err := backlog(ctx); err == nil && n > 0 {
+			wait *= 10
+		}
+	}
+	var lost []store.Query
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		lost, err = q.QueriesQueuedBefore(ctx, now.Add(-wait), 500)
+		return err
+	}); err != nil {
+		return expired, 0, err
+	}
+	for _, q := range lost {
+		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+			cur, err := tx.QueryGet(ctx, q.QueryUUID)
+			if err != nil || cur.Status != store.QueryQueued {
+				return err // claimed or cancelled meanwhile
+			}
+			upd, err := tx.QueryMarkRepublished(ctx, q.QueryUUID, now)
+			if err != nil {
+				return err
+			}
+			renotified++
+			return s.enqueue(ctx, tx, upd, republishID(upd), now)
+		})
+		if err != nil {
+			return expired, renotified, err
+		}
+	}
+	if renotified > 0 {
+		mRenotified.Add(float64(renotified))
+		s.wake()
+	}
+	return expired, renotified, nil
+}
+
+func republishID(q store.Query) string {
+	return q.QueryUUID + "#" + itoa(q.Publishes)
+}

@@ -1,0 +1,405 @@
+// Package query is the warehouse-query face of Millrace (the Lightdash
+// contract): projects with warehouse connections, asynchronous queries
+// recorded in a query history table (the truth), a results cache, paged
+// results, cancel, expiry, and two ways to run: on dedicated NATS workers
+// (NATS_ENABLED=true; only the query's id travels over NATS) or in the API
+// server's own process (NATS_ENABLED=false), with the same states either
+// way except that `queued` and `executing` exist only on the NATS path.
+package query
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/results"
+	"github.com/millrace/millrace/internal/secret"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/warehouse"
+)
+
+// Defaults from the seeds and the Lightdash contract.
+const (
+	DefaultConcurrency    = 100
+	DefaultQueueTimeout   = 180 * time.Second // NATS_QUEUE_TIMEOUT_MS
+	DefaultCacheStale     = 24 * time.Hour    // CACHE_STALE_TIME_SECONDS
+	DefaultPageSize       = 500
+	MaxPageSize           = 5000
+	DefaultRedeliverAfter = 30 * time.Second
+	LaneInteractive       = "interactive"
+	LaneBackground        = "background"
+)
+
+// Config configures a Service.
+type Config struct {
+	NATSEnabled    bool
+	Concurrency    int           // in-process executor slots (NATS_WORKER_CONCURRENCY)
+	QueueTimeout   time.Duration // queued longer than this -> expired
+	CacheStale     time.Duration // results older than this -> expired
+	RedeliverAfter time.Duration // re-notify queued queries after this
+	Subject        string        // subject prefix, default warehouse.query.jobs
+	Timezone       string        // part of the cache key
+}
+
+// Service is the query lifecycle.
+type Service struct {
+	cfg     Config
+	st      *store.Store
+	ids     *ids.Generator
+	box     *secret.Box
+	results *results.Store
+	log     *slog.Logger
+	wake    func() // tells the relay the outbox has rows
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // in-process queries, for cancel
+	slots   chan struct{}
+	nowFn   func() time.Time
+}
+
+// New builds the service. box may be nil: projects then cannot be created
+// (their connections are sealed). wake may be nil.
+func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *results.Store, log *slog.Logger, wake func()) *Service {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = DefaultQueueTimeout
+	}
+	if cfg.CacheStale <= 0 {
+		cfg.CacheStale = DefaultCacheStale
+	}
+	if cfg.RedeliverAfter <= 0 {
+		cfg.RedeliverAfter = DefaultRedeliverAfter
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = DefaultSubject
+	}
+	if cfg.Timezone == "" {
+		cfg.Timezone = "UTC"
+	}
+	if wake == nil {
+		wake = func() {}
+	}
+	return &Service{cfg: cfg, st: st, ids: gen, box: box, results: res, log: log, wake: wake,
+		running: map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency), nowFn: time.Now}
+}
+
+func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
+
+// Config returns the effective configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+var projectName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+
+// PutProject creates or replaces a project and its sealed connection.
+func (s *Service) PutProject(ctx context.Context, name string, conn warehouse.Conn) (store.Project, error) {
+	if !projectName.MatchString(name) {
+		return store.Project{}, apierr.New(apierr.BadRequest, "project name %q must match %s", name, projectName)
+	}
+	if err := warehouse.Validate(conn); err != nil {
+		return store.Project{}, apierr.New(apierr.BadRequest, "warehouse: %v", err)
+	}
+	if s.box == nil {
+		return store.Project{}, apierr.New(apierr.SecretKeyMissing, "project connections are encrypted at rest: set MILLRACE_SECRET_KEY (generate one with `openssl rand -hex 32`)")
+	}
+	plain, _ := json.Marshal(conn)
+	sealed, err := s.box.Seal(plain, []byte("project:"+name))
+	if err != nil {
+		return store.Project{}, err
+	}
+	var p store.Project
+	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		p, err = tx.ProjectPut(ctx, store.Project{ProjectID: s.ids.Next(), Name: name, WarehouseType: conn.Type, Warehouse: sealed, CreatedAt: s.now(), UpdatedAt: s.now()})
+		return err
+	})
+	return p, err
+}
+
+// Projects lists projects (without connections).
+func (s *Service) Projects(ctx context.Context) ([]store.Project, error) {
+	var out []store.Project
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		out, err = q.ProjectList(ctx)
+		return err
+	})
+	return out, err
+}
+
+// Project looks a project up by name (404 if absent).
+func (s *Service) Project(ctx context.Context, name string) (store.Project, error) {
+	var p store.Project
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		p, err = q.ProjectGet(ctx, name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return p, apierr.New(apierr.ProjectNotFound, "project %q does not exist; create it with POST /api/v2/projects", name)
+	}
+	return p, err
+}
+
+// Connection unseals a project's warehouse connection.
+func (s *Service) Connection(p store.Project) (warehouse.Conn, error) {
+	var c warehouse.Conn
+	if s.box == nil {
+		return c, apierr.New(apierr.SecretKeyMissing, "MILLRACE_SECRET_KEY is not set, so project %q's connection cannot be decrypted", p.Name)
+	}
+	plain, err := s.box.Open(p.Warehouse, []byte("project:"+p.Name))
+	if err != nil {
+		return c, fmt.Errorf("decrypt project %s connection: %w", p.Name, err)
+	}
+	err = json.Unmarshal(plain, &c)
+	return c, err
+}
+
+// CacheKey hashes what makes two queries answer the same: the project, the
+// SQL, the timezone and, where per-user credentials apply, the user.
+func CacheKey(projectID int64, sql, timezone, user string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s", projectID, strings.TrimSpace(sql), timezone, user)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SubmitRequest is a query submission.
+type SubmitRequest struct {
+	Project         string
+	SQL             string
+	Lane            string // interactive (default) | background
+	InvalidateCache bool
+	User            string
+}
+
+// Submit records a query and starts it (or answers it from the cache).
+func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, error) {
+	if strings.TrimSpace(r.SQL) == "" {
+		return store.Query{}, apierr.New(apierr.BadRequest, "sql is required")
+	}
+	switch r.Lane {
+	case "":
+		r.Lane = LaneInteractive
+	case LaneInteractive, LaneBackground:
+	default:
+		return store.Query{}, apierr.New(apierr.BadRequest, "context must be interactive or background, got %q", r.Lane)
+	}
+	p, err := s.Project(ctx, r.Project)
+	if err != nil {
+		return store.Query{}, err
+	}
+	now := s.now()
+	key := CacheKey(p.ProjectID, r.SQL, s.cfg.Timezone, r.User)
+	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: r.Lane, CacheKey: key,
+		Status: store.QueryPending, CreatedAt: now, UpdatedAt: now}
+	if !r.InvalidateCache {
+		var hit store.Query
+		err := s.st.Read(ctx, func(qq store.Querier) error {
+			var err error
+			hit, err = qq.QueryCached(ctx, p.ProjectID, key, now)
+			return err
+		})
+		if err == nil {
+			// A fresh hit is ready at once and shares the stored result.
+			q.Status, q.CacheHit, q.Columns, q.TotalRows, q.ResultKey = store.QueryReady, true, hit.Columns, hit.TotalRows, hit.ResultKey
+			q.StartedAt, q.EndedAt, q.ExpiresAt = &now, &now, hit.ExpiresAt
+			err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error { return tx.QueryInsert(ctx, q) })
+			mCacheHits.Inc()
+			return q, err
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return store.Query{}, err
+		}
+	}
+	if s.cfg.NATSEnabled {
+		// The history row, its queued status and the notification commit
+		// together: NATS losing the message loses nothing.
+		q.Status, q.PublishedAt, q.Publishes = store.QueryQueued, &now, 1
+		err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+			if err := tx.QueryInsert(ctx, q); err != nil {
+				return err
+			}
+			return s.enqueue(ctx, tx, q, q.QueryUUID, now)
+		})
+		if err != nil {
+			return store.Query{}, err
+		}
+		mSubmitted.WithLabelValues("nats", q.Lane).Inc()
+		s.wake()
+		return q, nil
+	}
+	if err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error { return tx.QueryInsert(ctx, q) }); err != nil {
+		return store.Query{}, err
+	}
+	mSubmitted.WithLabelValues("inprocess", q.Lane).Inc()
+	s.startInProcess(q)
+	return q, nil
+}
+
+// Get loads a query of project (404 if it belongs elsewhere).
+func (s *Service) Get(ctx context.Context, project, uuid string) (store.Project, store.Query, error) {
+	p, err := s.Project(ctx, project)
+	if err != nil {
+		return p, store.Query{}, err
+	}
+	var q store.Query
+	err = s.st.Read(ctx, func(qq store.Querier) error {
+		var err error
+		q, err = qq.QueryGet(ctx, uuid)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) || (err == nil && q.ProjectID != p.ProjectID) {
+		return p, q, apierr.New(apierr.QueryNotFound, "query %s does not exist in project %s", uuid, project)
+	}
+	return p, q, err
+}
+
+// Page is one page of a ready query's results.
+type Page struct {
+	Rows           []map[string]any   `json:"rows"`
+	Columns        []warehouse.Column `json:"columns"`
+	TotalResults   int64              `json:"totalResults"`
+	TotalPageCount int64              `json:"totalPageCount"`
+	Page           int                `json:"page"`
+	PageSize       int                `json:"pageSize"`
+	NextPage       *int               `json:"nextPage,omitempty"`
+	PreviousPage   *int               `json:"previousPage,omitempty"`
+}
+
+// ResultsPage reads one page; q must be ready.
+func (s *Service) ResultsPage(ctx context.Context, q store.Query, page, size int) (Page, error) {
+	if err := s.checkReadable(ctx, q); err != nil {
+		return Page{}, err
+	}
+	if size == 0 {
+		size = DefaultPageSize
+	}
+	if size < 1 || size > MaxPageSize {
+		return Page{}, apierr.New(apierr.BadRequest, "pageSize must be between 1 and %d, got %d", MaxPageSize, size)
+	}
+	if page == 0 {
+		page = 1
+	}
+	pages := (q.TotalRows + int64(size) - 1) / int64(size)
+	if pages == 0 {
+		pages = 1 // an empty result still has one (empty) page
+	}
+	if page < 1 || int64(page) > pages {
+		return Page{}, apierr.New(apierr.BadRequest, "page %d is out of range: valid pages are 1 to %d at pageSize %d", page, pages, size)
+	}
+	rows, meta, err := s.results.Page(q.ResultKey, page, size)
+	if errors.Is(err, results.ErrNotFound) {
+		return Page{}, apierr.New(apierr.ResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	if rows == nil {
+		rows = []map[string]any{}
+	}
+	out := Page{Rows: rows, Columns: meta.Columns, TotalResults: meta.TotalRows, TotalPageCount: pages, Page: page, PageSize: size}
+	if int64(page) < pages {
+		n := page + 1
+		out.NextPage = &n
+	}
+	if page > 1 {
+		p := page - 1
+		out.PreviousPage = &p
+	}
+	return out, nil
+}
+
+// checkReadable turns a query that has no readable results into the error
+// a client can act on.
+func (s *Service) checkReadable(ctx context.Context, q store.Query) error {
+	switch q.Status {
+	case store.QueryReady:
+		if q.ExpiresAt != nil && !q.ExpiresAt.After(s.now()) {
+			return apierr.New(apierr.ResultsExpired, "the results of query %s expired at %s (CACHE_STALE_TIME_SECONDS); run the query again", q.QueryUUID, q.ExpiresAt.Format(time.RFC3339))
+		}
+		return nil
+	case store.QueryCancelled:
+		return apierr.New(apierr.StateConflict, "query %s was cancelled; it has no results", q.QueryUUID)
+	case store.QueryError:
+		return apierr.New(apierr.StateConflict, "query %s failed: %s", q.QueryUUID, q.Error)
+	case store.QueryExpired:
+		return apierr.New(apierr.ResultsExpired, "query %s expired before it ran (waited longer than NATS_QUEUE_TIMEOUT_MS); run it again", q.QueryUUID)
+	}
+	return apierr.New(apierr.StateConflict, "query %s is %s; poll until it is ready", q.QueryUUID, q.Status)
+}
+
+// StreamResults writes every row as NDJSON.
+func (s *Service) StreamResults(ctx context.Context, q store.Query, w interface{ Write([]byte) (int, error) }) error {
+	if err := s.checkReadable(ctx, q); err != nil {
+		return err
+	}
+	return s.results.Stream(q.ResultKey, w)
+}
+
+// Cancel stops a query: a compare-and-set to cancelled, so a late result
+// can never overwrite it; a running in-process query is cancelled through
+// its context (PostgreSQL stops executing it). Workers notice within a
+// heartbeat and cancel theirs the same way.
+func (s *Service) Cancel(ctx context.Context, project, uuid string) (store.Query, error) {
+	_, q, err := s.Get(ctx, project, uuid)
+	if err != nil {
+		return q, err
+	}
+	now := s.now()
+	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryPending, store.QueryQueued, store.QueryExecuting},
+			store.QueryCancelled, store.QueryUpdate{EndedAt: &now}, now)
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return q, apierr.New(apierr.StateConflict, "query %s is already %s", uuid, q.Status)
+	}
+	if err != nil {
+		return q, err
+	}
+	s.mu.Lock()
+	if cancel := s.running[uuid]; cancel != nil {
+		cancel()
+	}
+	s.mu.Unlock()
+	mFinished.WithLabelValues(store.QueryCancelled).Inc()
+	return q, nil
+}
+
+// History lists a project's queries, newest first.
+func (s *Service) History(ctx context.Context, project string, offset, limit int) ([]store.Query, int64, error) {
+	p, err := s.Project(ctx, project)
+	if err != nil {
+		return nil, 0, err
+	}
+	var list []store.Query
+	var total int64
+	err = s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		list, total, err = q.QueryList(ctx, p.ProjectID, offset, limit)
+		return err
+	})
+	return list, total, err
+}
+
+// QueueStats reports queued work for health and doctor.
+func (s *Service) QueueStats(ctx context.Context) (store.QueueStats, error) {
+	var st store.QueueStats
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		st, err = q.QueueStats(ctx)
+		return err
+	})
+	return st, err
+}

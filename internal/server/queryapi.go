@@ -1,0 +1,269 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/query"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/warehouse"
+)
+
+// WithQuery enables the warehouse-query API (/api/v2).
+func WithQuery(q *query.Service) Option {
+	return func(a *API) { a.query = q }
+}
+
+func (a *API) queryRoutes() {
+	if a.query == nil {
+		return
+	}
+	a.route("POST /api/v2/projects", a.projectPut)
+	a.route("GET /api/v2/projects", a.projectList)
+	a.route("POST /api/v2/projects/{project}/query/sql", a.querySubmit)
+	a.route("GET /api/v2/projects/{project}/query/history", a.queryHistory)
+	a.route("GET /api/v2/projects/{project}/query/{uuid}", a.queryGet)
+	a.route("POST /api/v2/projects/{project}/query/{uuid}/cancel", a.queryCancel)
+	a.mux.HandleFunc("GET /api/v2/projects/{project}/query/{uuid}/results", a.queryResults)
+	// Worker protocol: claim, status, fail, and a streamed result upload
+	// (exempt from the body limit: results can be large).
+	a.route("POST /api/v2/internal/queries/{uuid}/claim", a.queryClaim)
+	a.route("GET /api/v2/internal/queries/{uuid}", a.queryInternalGet)
+	a.route("POST /api/v2/internal/queries/{uuid}/fail", a.queryFail)
+	a.mux.HandleFunc("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
+}
+
+type projectView struct {
+	ProjectID     int64     `json:"project_id"`
+	Name          string    `json:"name"`
+	WarehouseType string    `json:"warehouse_type"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+func viewProject(p store.Project) projectView {
+	return projectView{p.ProjectID, p.Name, p.WarehouseType, p.CreatedAt, p.UpdatedAt}
+}
+
+func (a *API) projectPut(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		Name      string         `json:"name"`
+		Warehouse warehouse.Conn `json:"warehouse"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	p, err := a.query.PutProject(r.Context(), body.Name, body.Warehouse)
+	if err != nil {
+		return nil, err
+	}
+	return viewProject(p), nil
+}
+
+func (a *API) projectList(w http.ResponseWriter, r *http.Request) (any, error) {
+	list, err := a.query.Projects(r.Context())
+	out := make([]projectView, 0, len(list))
+	for _, p := range list {
+		out = append(out, viewProject(p))
+	}
+	return map[string]any{"projects": out}, err
+}
+
+func (a *API) querySubmit(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		SQL             string `json:"sql"`
+		Context         string `json:"context"`
+		InvalidateCache bool   `json:"invalidateCache"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	q, err := a.query.Submit(r.Context(), query.SubmitRequest{Project: r.PathValue("project"), SQL: body.SQL,
+		Lane: body.Context, InvalidateCache: body.InvalidateCache, User: r.Header.Get("X-Millrace-User")})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"queryUuid": q.QueryUUID, "cacheMetadata": map[string]any{"cacheHit": q.CacheHit}}, nil
+}
+
+// pageParams reads page and pageSize (0 = default).
+func pageParams(r *http.Request) (int, int, error) {
+	get := func(name string) (int, error) {
+		v := r.URL.Query().Get(name)
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, apierr.New(apierr.BadRequest, "%s must be an integer, got %q", name, v)
+		}
+		return n, nil
+	}
+	page, err := get("page")
+	if err != nil {
+		return 0, 0, err
+	}
+	size, err := get("pageSize")
+	if err != nil {
+		return 0, 0, err
+	}
+	if size != 0 && (size < 1 || size > query.MaxPageSize) {
+		return 0, 0, apierr.New(apierr.BadRequest, "pageSize must be between 1 and %d, got %d", query.MaxPageSize, size)
+	}
+	if page < 0 {
+		return 0, 0, apierr.New(apierr.BadRequest, "page must be >= 1, got %d", page)
+	}
+	return page, size, nil
+}
+
+func (a *API) queryGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	page, size, err := pageParams(r)
+	if err != nil {
+		return nil, err
+	}
+	_, q, err := a.query.Get(r.Context(), r.PathValue("project"), r.PathValue("uuid"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}
+	switch q.Status {
+	case store.QueryReady:
+	case store.QueryError:
+		out["error"] = q.Error
+		return out, nil
+	default:
+		return out, nil // pending, queued, executing, cancelled, expired
+	}
+	p, err := a.query.ResultsPage(r.Context(), q, page, size)
+	if err != nil {
+		return nil, err
+	}
+	out["rows"], out["columns"], out["totalResults"], out["totalPageCount"] = p.Rows, p.Columns, p.TotalResults, p.TotalPageCount
+	out["page"], out["pageSize"], out["nextPage"], out["previousPage"] = p.Page, p.PageSize, p.NextPage, p.PreviousPage
+	if q.StartedAt != nil && q.EndedAt != nil {
+		out["initialQueryExecutionMs"] = q.EndedAt.Sub(*q.StartedAt).Milliseconds()
+	}
+	out["cacheMetadata"] = map[string]any{"cacheHit": q.CacheHit}
+	return out, nil
+}
+
+func (a *API) queryCancel(w http.ResponseWriter, r *http.Request) (any, error) {
+	q, err := a.query.Cancel(r.Context(), r.PathValue("project"), r.PathValue("uuid"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}, nil
+}
+
+func (a *API) queryHistory(w http.ResponseWriter, r *http.Request) (any, error) {
+	page, size, err := pageParams(r)
+	if err != nil {
+		return nil, err
+	}
+	if page == 0 {
+		page = 1
+	}
+	if size == 0 {
+		size = DefaultPageSize
+	}
+	list, total, err := a.query.History(r.Context(), r.PathValue("project"), (page-1)*size, size)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(list))
+	for _, q := range list {
+		out = append(out, map[string]any{"queryUuid": q.QueryUUID, "status": q.Status, "sql": q.SQL, "context": q.Lane,
+			"cacheHit": q.CacheHit, "totalResults": q.TotalRows, "error": q.Error, "createdAt": q.CreatedAt})
+	}
+	return map[string]any{"queries": out, "total": total, "page": page, "pageSize": size}, nil
+}
+
+// queryResults streams every row as NDJSON.
+func (a *API) queryResults(w http.ResponseWriter, r *http.Request) {
+	_, q, err := a.query.Get(r.Context(), r.PathValue("project"), r.PathValue("uuid"))
+	if err == nil && q.Status != store.QueryReady {
+		err = apierr.New(apierr.StateConflict, "query %s is %s; it has no results to stream", q.QueryUUID, q.Status)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if err := a.query.StreamResults(r.Context(), q, w); err != nil {
+		a.log.Warn("streaming results failed", "query", q.QueryUUID, "err", err)
+	}
+}
+
+func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body workerBody
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if body.WorkerID == "" {
+		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
+	}
+	return a.query.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
+}
+
+func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	var q store.Query
+	err := a.st.Read(r.Context(), func(qq store.Querier) error {
+		var err error
+		q, err = qq.QueryGet(r.Context(), r.PathValue("uuid"))
+		return err
+	})
+	if err != nil {
+		return nil, apierr.New(apierr.QueryNotFound, "query %s does not exist", r.PathValue("uuid"))
+	}
+	q.SQL = "" // workers already have it; keep the reply small
+	return q, nil
+}
+
+func (a *API) queryFail(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		WorkerID string `json:"worker_id"`
+		Error    string `json:"error"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if err := a.query.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, body.Error); err != nil {
+		return nil, err
+	}
+	return map[string]any{"status": store.QueryError}, nil
+}
+
+func (a *API) queryUpload(w http.ResponseWriter, r *http.Request) {
+	q, err := a.query.Ingest(r.Context(), r.PathValue("uuid"), r.URL.Query().Get("worker_id"), r.Body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"queryUuid": q.QueryUUID, "status": q.Status, "totalResults": q.TotalRows})
+}
+
+// queryHealth adds the query face to health: queued queries with nobody
+// pulling them is the stall the seeds warn about.
+func (a *API) queryHealth(ctx context.Context, h *Health, pulling func(context.Context) (int, error)) {
+	if a.query == nil {
+		return
+	}
+	qs, err := a.query.QueueStats(ctx)
+	if err != nil {
+		return
+	}
+	if h.Detail == nil {
+		h.Detail = map[string]any{}
+	}
+	h.Detail["queries"] = qs
+	if qs.Queued == 0 || pulling == nil {
+		return
+	}
+	if n, err := pulling(ctx); err == nil && n == 0 {
+		h.Status = "degraded"
+		h.Detail["queries_stalled"] = "queries are queued but no warehouse worker is consuming them; start `millrace worker --stream warehouse` (NATS_ENABLED=true routes queries to NATS)"
+	}
+}
