@@ -8,6 +8,7 @@
 package flow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -434,7 +435,11 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	}
 	var res any
 	if len(rep.Result) > 0 {
-		if err := json.Unmarshal(rep.Result, &res); err != nil {
+		// json.Number keeps 64-bit ids exact in the scope and in the
+		// execution's result, which is re-encoded from this value.
+		d := json.NewDecoder(bytes.NewReader(rep.Result))
+		d.UseNumber()
+		if err := d.Decode(&res); err != nil {
 			return Ack{}, 0, apierr.New(apierr.BadJSON, "result is not valid JSON: %v", err)
 		}
 	}

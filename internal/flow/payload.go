@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/millrace/millrace/internal/engine"
@@ -55,7 +56,10 @@ func DecodePayload(raw json.RawMessage) (Payload, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
 	}
-	err := json.Unmarshal(raw, &p)
+	// Numbers stay json.Number so 64-bit ids in the scope keep every digit.
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	err := d.Decode(&p)
 	return p, err
 }
 

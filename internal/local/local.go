@@ -6,6 +6,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -320,7 +321,10 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	if len(raw) == 0 {
 		return nil, nil
 	}
+	// json.Number keeps 64-bit ids in the child's result exact.
 	var v any
-	err = json.Unmarshal(raw, &v)
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	err = d.Decode(&v)
 	return v, err
 }

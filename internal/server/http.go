@@ -252,18 +252,21 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 
 // execView is the public shape of an execution.
 type execView struct {
-	ExecutionID int64           `json:"execution_id"`
-	Path        string          `json:"path"`
-	Version     int             `json:"version"`
-	Status      string          `json:"status"`
-	StartedAt   time.Time       `json:"started_at"`
-	EndedAt     *time.Time      `json:"ended_at"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	Error       string          `json:"error,omitempty"`
+	ExecutionID       int64           `json:"execution_id"`
+	Path              string          `json:"path"`
+	Version           int             `json:"version"`
+	Status            string          `json:"status"`
+	StartedAt         time.Time       `json:"started_at"`
+	EndedAt           *time.Time      `json:"ended_at"`
+	Result            json.RawMessage `json:"result,omitempty"`
+	Error             string          `json:"error,omitempty"`
+	ParentExecutionID int64           `json:"parent_execution_id,omitempty"`
+	Context           json.RawMessage `json:"context,omitempty"`
 }
 
 func view(e store.Execution) execView {
-	return execView{e.ExecutionID, e.Path, e.Version, e.Status, e.StartedAt, e.EndedAt, e.Result, e.Error}
+	return execView{ExecutionID: e.ExecutionID, Path: e.Path, Version: e.Version, Status: e.Status, StartedAt: e.StartedAt,
+		EndedAt: e.EndedAt, Result: e.Result, Error: e.Error, ParentExecutionID: e.ParentExecutionID, Context: e.Context}
 }
 
 func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,7 +48,7 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 	var res any
 	if len(p.Tasks) == 0 {
 		var cfg map[string]any
-		if err := json.Unmarshal(cl.Tool, &cfg); err != nil {
+		if err := decodeExact(cl.Tool, &cfg); err != nil {
 			return nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
 		}
 		if p.Scope != nil && keychain != nil {
@@ -198,8 +199,17 @@ func decodeJSON(raw json.RawMessage) (any, error) {
 		return nil, nil
 	}
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := decodeExact(raw, &v); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// decodeExact decodes JSON keeping numbers as json.Number: execution ids
+// and other 64-bit integers exceed float64's 2^53 and would come back
+// altered in a tool's config or a child's result.
+func decodeExact(raw []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	return d.Decode(v)
 }
