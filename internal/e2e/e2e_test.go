@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -334,5 +335,35 @@ func TestDevRunExample(t *testing.T) {
 	}
 	if !regexp.MustCompile(`API server\s+http://127\.0\.0\.1:\d+`).Match(out) {
 		t.Fatalf("dev banner does not say where the API is:\n%s", out)
+	}
+}
+
+// Every shipped example validates, and the self-contained ones run in the
+// local runtime exactly as docs/playbooks.md shows.
+func TestExamples(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	if len(files) < 4 {
+		t.Fatalf("found %d examples, want at least 4", len(files))
+	}
+	out, err := exec.Command(binary, append([]string{"validate"}, files...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("millrace validate examples: %v\n%s", err, out)
+	}
+	for _, name := range []string{"branching.yaml", "loop.yaml", "retry.yaml"} {
+		cmd := exec.Command(binary, "run", filepath.Join(root, "examples", name), "--runtime", "local", "--json")
+		cmd.Env = append(os.Environ(), "MILLRACE_LOG_LEVEL=warn")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("millrace run %s: %v\n%s", name, err, out)
+		}
+		var ex store.Execution
+		if err := json.Unmarshal(out, &ex); err != nil || ex.Status != store.ExecCompleted {
+			t.Fatalf("millrace run %s: status %q, err %v\n%s", name, ex.Status, err, out)
+		}
 	}
 }

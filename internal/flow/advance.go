@@ -152,10 +152,11 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 		payload.TimeoutSeconds = step.Timeout.Seconds()
 	}
 	payload.Keychain = keychainMap(r.pb)
+	payload.Assert = step.Assert
 	if len(step.Tasks) > 0 {
 		tool = map[string]any{"kind": "tasks"}
 		for _, t := range step.Tasks {
-			payload.Tasks = append(payload.Tasks, TaskWire{Name: t.Name, Tool: t.Tool, Set: t.Set})
+			payload.Tasks = append(payload.Tasks, TaskWire{Name: t.Name, Tool: t.Tool, Set: t.Set, Policy: t.Policy, Assert: t.Assert})
 		}
 		payload.Scope = Wire(scope)
 	} else if len(payload.Keychain) > 0 {
@@ -175,7 +176,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 		return fmt.Errorf("encode tool of step %s: %w", step.Name, err)
 	}
 	var input json.RawMessage
-	if payload.Scope != nil || payload.TimeoutSeconds > 0 || len(payload.Tasks) > 0 {
+	if payload.Scope != nil || payload.TimeoutSeconds > 0 || len(payload.Tasks) > 0 || payload.Assert != nil {
 		if input, err = json.Marshal(payload); err != nil {
 			return r.fail(fmt.Sprintf("step %s: its inputs are not JSON-encodable: %v", step.Name, err))
 		}

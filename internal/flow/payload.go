@@ -22,13 +22,17 @@ type Payload struct {
 	Keychain map[string]string `json:"keychain,omitempty"`
 	// TimeoutSeconds bounds the whole command (the step's `timeout`).
 	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
+	// Assert is a single tool's contract, checked by the worker.
+	Assert *playbook.Assert `json:"assert,omitempty"`
 }
 
 // TaskWire is one named task of a task list.
 type TaskWire struct {
-	Name string         `json:"name"`
-	Tool map[string]any `json:"tool"`
-	Set  map[string]any `json:"set,omitempty"`
+	Name   string           `json:"name"`
+	Tool   map[string]any   `json:"tool"`
+	Set    map[string]any   `json:"set,omitempty"`
+	Policy *playbook.Policy `json:"policy,omitempty"`
+	Assert *playbook.Assert `json:"assert,omitempty"`
 }
 
 // ScopeWire is engine.Scope on the wire.

@@ -12,6 +12,7 @@ import (
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/engine"
 	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
 )
@@ -58,7 +59,15 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 			}
 			cfg, _ = v.(map[string]any)
 		}
+		if err := engine.CheckExpects(p.Assert, cfg); err != nil {
+			return nil, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
+		}
 		res, err = tools.Run(ctx, cfg)
+		if err == nil {
+			if aerr := engine.CheckReturns(p.Assert, res); aerr != nil {
+				err = &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s: %v", cl.Step, aerr)}
+			}
+		}
 	} else {
 		res, err = runTasks(ctx, cl, p, keychain)
 	}
@@ -70,6 +79,10 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 
 // runTasks runs a task list in order. Each task sees the results of the
 // tasks before it under their names; the step's result is the last task's.
+// A task's own `spec.policy` is applied here, in the worker: a retry runs
+// the task again after its backoff, `continue` goes on with an error
+// envelope as the task's result, `fail` fails the command. A task's `set`
+// (and its rules' `set`) is visible to the later tasks of this command.
 func runTasks(ctx context.Context, cl store.Command, p flow.Payload, keychain map[string]any) (any, error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
@@ -78,34 +91,83 @@ func runTasks(ctx context.Context, cl store.Command, p flow.Payload, keychain ma
 	if scope.Extra == nil {
 		scope.Extra = map[string]any{}
 	}
+	step := &playbook.Step{Name: cl.Step}
 	var last any
 	for _, t := range p.Tasks {
-		v, err := engine.RenderAtWorker(t.Tool, scope, keychain)
+		res, outcome, err := runTask(ctx, cl.Step, t, scope, keychain)
 		if err != nil {
-			return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s: %v", cl.Step, t.Name, err)}
-		}
-		cfg, _ := v.(map[string]any)
-		res, err := tools.Run(ctx, cfg)
-		if err != nil {
-			var te *tools.Error
-			if errors.As(err, &te) {
-				te.Message = fmt.Sprintf("task %s: %s", t.Name, te.Message)
-			}
 			return res, err
 		}
 		scope.Extra[t.Name] = res
-		if len(t.Set) > 0 {
-			set, err := engine.RenderAtWorker(t.Set, scope, keychain)
-			if err != nil {
-				return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s set: %v", cl.Step, t.Name, err)}
-			}
-			if m, ok := set.(map[string]any); ok {
-				scope.Context = engine.MergeContext(scope.Context, m)
-			}
+		set, serr := engine.TaskSet(step, &playbook.Task{Name: t.Name, Set: t.Set}, scope, outcome)
+		if serr != nil {
+			return nil, &tools.Error{Kind: "template", Message: serr.Error()}
 		}
+		scope.Context = engine.MergeContext(scope.Context, set)
 		last = res
 	}
 	return last, nil
+}
+
+// runTask runs one task under its policy and assert.
+func runTask(ctx context.Context, step string, t flow.TaskWire, scope engine.Scope, keychain map[string]any) (any, engine.Outcome, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := engine.RenderAtWorker(t.Tool, scope, keychain)
+		if err != nil {
+			return nil, engine.Outcome{}, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
+		}
+		cfg, _ := v.(map[string]any)
+		if err := engine.CheckExpects(t.Assert, cfg); err != nil {
+			return nil, engine.Outcome{}, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
+		}
+		res, runErr := tools.Run(ctx, cfg)
+		if runErr == nil {
+			if err := engine.CheckReturns(t.Assert, res); err != nil {
+				runErr = &tools.Error{Kind: "assert", Message: err.Error()}
+			}
+		}
+		var te *tools.Error
+		if runErr != nil && errors.As(runErr, &te) {
+			te.Message = fmt.Sprintf("task %s: %s", t.Name, te.Message)
+		}
+		o := engine.Outcome{Status: engine.StatusCompleted, Result: res, Attempt: attempt}
+		if runErr != nil {
+			o.Status, o.Error = engine.StatusFailed, runErr.Error()
+			if te != nil {
+				o.Retryable = te.Retryable
+			}
+		}
+		if t.Policy == nil {
+			return res, o, runErr
+		}
+		d, err := engine.Decide(t.Policy, scope, o)
+		if err != nil {
+			return nil, o, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s policy: %v", step, t.Name, err)}
+		}
+		scope.Context = engine.MergeContext(scope.Context, d.Set)
+		switch d.Do {
+		case playbook.DoRetry:
+			select {
+			case <-ctx.Done():
+				return nil, o, ctx.Err()
+			case <-time.After(d.Delay):
+			}
+			continue
+		case playbook.DoFail:
+			msg := d.Reason
+			if msg == "" {
+				msg = o.Error
+			}
+			if msg == "" {
+				msg = "the task's policy failed it"
+			}
+			return res, o, &tools.Error{Kind: "policy", Message: fmt.Sprintf("task %s: %s", t.Name, msg)}
+		}
+		if runErr != nil { // continue past a failure with an error envelope
+			res = map[string]any{"status": "error", "error": o.Error, "data": res}
+		}
+		return res, o, nil
+	}
 }
 
 // apiEnv gives tools what they need through the server's API.

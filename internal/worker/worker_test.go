@@ -255,3 +255,50 @@ workflow:
 		t.Fatalf("a 1 s step timeout took %s to end the execution", d)
 	}
 }
+
+// Task lists: a task's own policy retries it in the worker, later tasks
+// read earlier results by name, and an assert that fails says why.
+func TestTaskPolicyAndAssert(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	counter := t.TempDir() + "/n"
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: tasks, path: w/tasks}
+workload:
+  counter: `+counter+`
+workflow:
+  - step: start
+    tool:
+      - name: flaky
+        kind: shell
+        cmds: ["n=$(cat {{ counter }} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {{ counter }}; [ $n -ge 3 ] && echo ok-$n"]
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'error' }}"
+                then: {do: retry, attempts: 5, delay: 0.05}
+      - name: use
+        kind: noop
+        result:
+          saw: "{{ flaky.stdout | trim }}"
+`, nil)
+	if ex.Status != store.ExecCompleted || string(ex.Result) != `{"saw":"ok-3"}` {
+		t.Fatalf("execution %s %s (%s); want completed after two in-worker retries with the third run's output", ex.Status, ex.Result, ex.Error)
+	}
+	ex = b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: asserted, path: w/asserted}
+workflow:
+  - step: start
+    tool:
+      - name: check
+        kind: noop
+        result: {a: 1}
+        assert:
+          returns: [b]
+`, nil)
+	if ex.Status != store.ExecFailed || !strings.Contains(ex.Error, "b") || !strings.Contains(ex.Error, "assert") {
+		t.Fatalf("execution %s (%s); want failed by the returns assert naming the missing key", ex.Status, ex.Error)
+	}
+}
