@@ -63,7 +63,7 @@ docs/configuration.md or the --help of each command.`,
 	root.SetErr(errOut)
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
-		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), doctorCmd())
+		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), doctorCmd(), benchCmd())
 	root.AddCommand(credentialCmd())
 	return root
 }

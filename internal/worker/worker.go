@@ -112,6 +112,9 @@ func (w *Worker) ID() string { return w.id }
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.conn.Close()
 	defer w.cancelHard()
+	// Idle keep-alive connections would hold the server's graceful
+	// shutdown for its full timeout (net/http counts new ones as active).
+	defer w.api.HTTP.CloseIdleConnections()
 	w.log.Info("worker started", "server", w.cfg.ServerURL, "stream", w.bcfg.Stream, "consumer", w.bcfg.Consumer, "concurrency", w.cfg.Concurrency)
 	w.fetchLoop(ctx)
 

@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// WriteTable prints the result for people.
+func (r *Result) WriteTable(w io.Writer) error {
+	arrival := "as fast as possible"
+	if r.Rate > 0 {
+		arrival = fmt.Sprintf("at %g/s", r.Rate)
+	}
+	target := r.Target
+	if r.Workers > 0 {
+		target = fmt.Sprintf("%s, %d workers x %d", r.Target, r.Workers, r.WorkerConcurrency)
+	}
+	if r.Schema != "" {
+		target += ", schema " + r.Schema
+	}
+	fmt.Fprintf(w, "millrace bench flows: %d executions of %d step(s), %d submitters %s (%s)\n\n",
+		r.Executions, r.Steps, r.Concurrency, arrival, target)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%-24s\tp50\tp90\tp99\tmax\tsamples\t\n", "latency (ms)")
+	for _, l := range []struct {
+		name string
+		l    Latency
+	}{{"submit -> command start", r.SubmitToStart}, {"submit -> complete", r.SubmitToComplete}} {
+		fmt.Fprintf(tw, "%-24s\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.Max, l.l.Samples)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	redeliveries := "unknown (NATS not reachable; set --nats-url)"
+	if r.Redeliveries != nil {
+		redeliveries = fmt.Sprint(*r.Redeliveries)
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "throughput\t%.1f executions/s (%.1f steps/s), first submit to last completion in %.2fs\n",
+		r.ExecutionsPerSecond, r.StepsPerSecond, r.Seconds)
+	fmt.Fprintf(tw, "submitted\t%d (%.1f/s)\n", r.Submitted, r.SubmitRate)
+	fmt.Fprintf(tw, "completed\t%d\n", r.Completed)
+	fmt.Fprintf(tw, "not completed\t%d (failed or cancelled: %d)\n", r.Incomplete, r.Failed)
+	fmt.Fprintf(tw, "redeliveries\t%s\n", redeliveries)
+	if r.TimedOut {
+		fmt.Fprintf(tw, "timed out\tyes\n")
+	}
+	return tw.Flush()
+}

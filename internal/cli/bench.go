@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/millrace/millrace/internal/bench"
+	"github.com/millrace/millrace/internal/config"
+)
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load generators that measure a Millrace deployment",
+	}
+	cmd.AddCommand(benchFlowsCmd())
+	return cmd
+}
+
+func benchFlowsCmd() *cobra.Command {
+	opts := bench.Options{}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "flows",
+		Short: "Submit noop executions over HTTP and report throughput, latency and lost work",
+		Long: `Register a chain of --steps noop steps (bench/chain-K), submit --executions
+executions of it through the HTTP API from --concurrency submitters (as fast as
+possible, or at --rate per second), wait for all of them and report:
+
+  executions/s end to end (first submit to last completion),
+  p50/p90/p99/max of submit -> first command.started and submit -> completed,
+  NATS redeliveries on the worker pool's consumer,
+  and how many executions did not complete (any makes the command fail).
+
+With --server it measures a running deployment (--nats-url and friends say
+where to read redeliveries). With --store it is self-contained: embedded NATS,
+a server on a loopback port and --workers in-process workers, exactly as
+'millrace dev' wires them. A postgres:// store gets a fresh schema bench_<random>,
+dropped afterwards unless --keep.
+
+Submit -> complete covers every execution; submit -> command start is taken
+from the events of an evenly spaced sample of at most 2,000 of them, fetched
+after the run. Server timestamps are compared with this machine's clock.`,
+		Example: `  millrace bench flows --store sqlite:/tmp/bench.db --executions 5000
+  millrace bench flows --store postgres://postgres@127.0.0.1:5432/test --executions 5000 --concurrency 64
+  millrace bench flows --store sqlite:/tmp/bench.db --rate 200 --executions 2000   # latency
+  millrace bench flows --server http://127.0.0.1:8082 --steps 10 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			errOut := cmd.ErrOrStderr()
+			opts.Progress = errOut
+			if f, ok := errOut.(*os.File); ok {
+				fi, err := f.Stat()
+				opts.ProgressTTY = err == nil && fi.Mode()&os.ModeCharDevice != 0
+			}
+			opts.Log = slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			res, err := bench.Run(cmd.Context(), opts)
+			if res != nil {
+				var perr error
+				if asJSON {
+					perr = printJSON(cmd.OutOrStdout(), res)
+				} else {
+					perr = res.WriteTable(cmd.OutOrStdout())
+				}
+				if err == nil {
+					err = perr
+				}
+			}
+			var inc *bench.IncompleteError
+			if errors.As(err, &inc) {
+				return exitError{code: 1, msg: err.Error()}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Server, "server", "", "URL of a running Millrace server to measure")
+	f.StringVar(&opts.Store, "store", "", "Run self-contained on this store: postgres://… (fresh schema per run) or sqlite:PATH")
+	f.BoolVar(&opts.Keep, "keep", false, "With a postgres --store: keep the bench_<random> schema for inspection")
+	f.IntVar(&opts.Executions, "executions", bench.DefaultExecutions, "Executions to submit")
+	f.IntVar(&opts.Concurrency, "concurrency", bench.DefaultConcurrency, "Concurrent submitters")
+	f.Float64Var(&opts.Rate, "rate", 0, "Fixed arrival rate in executions per second (for latency runs); 0 submits as fast as possible")
+	f.IntVar(&opts.Steps, "steps", bench.DefaultSteps, "Steps in the noop chain each execution runs")
+	f.IntVar(&opts.Workers, "workers", bench.DefaultWorkers, "In-process workers (self-contained only)")
+	f.IntVar(&opts.WorkerConcurrency, "worker-concurrency", bench.DefaultWorkerConcurrency, "Commands each in-process worker runs at once (self-contained only)")
+	f.DurationVar(&opts.Timeout, "timeout", bench.DefaultTimeout, "Give up on executions not complete after this long (the run then fails)")
+	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
+	// The NATS settings name the stream and consumer (and, with --server,
+	// where to read redeliveries), with the same variables as the roles.
+	bindSet(cmd, natsSet(&opts.NATS))
+	return cmd
+}
+
+func natsSet(n *config.NATS) *config.Set {
+	s := &config.Set{}
+	config.BindNATS(s, n)
+	return s
+}
