@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,7 +79,7 @@ func TestCredentialCommands(t *testing.T) {
 	if out, err := b.run("", "credential", "add", "filed", "--kind", "postgres", "--from-file", file, "--set", "password=new"); err != nil {
 		t.Fatalf("add --from-file FILE: %q, %v", out, err)
 	}
-	if d := b.data("filed"); d["user"] != "u" || d["password"] != "new" || d["port"] != float64(5432) {
+	if d := b.data("filed"); d["user"] != "u" || d["password"] != "new" || fmt.Sprint(d["port"]) != "5432" {
 		t.Fatalf("filed data = %v", d)
 	}
 	if out, err := b.run("", "credential", "add", "inline", "--kind", "generic", "--data", `{"k": "v"}`); err != nil {

@@ -35,16 +35,24 @@ func (s *Service) startInProcess(q store.Query) {
 			s.mu.Unlock()
 		}()
 		// Bounded concurrency, like a worker; waiting too long expires it.
+		// Background queries first take a background slot, so they never
+		// hold the slots kept for interactive work (the lanes).
 		timer := time.NewTimer(s.cfg.QueueTimeout)
 		defer timer.Stop()
-		select {
-		case s.slots <- struct{}{}:
-			defer func() { <-s.slots }()
-		case <-ctx.Done():
-			return // cancelled while waiting
-		case <-timer.C:
-			s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
-			return
+		pools := []chan struct{}{s.slots}
+		if q.Lane == LaneBackground {
+			pools = []chan struct{}{s.bgSlots, s.slots}
+		}
+		for _, pool := range pools {
+			select {
+			case pool <- struct{}{}:
+				defer func() { <-pool }()
+			case <-ctx.Done():
+				return // cancelled while waiting
+			case <-timer.C:
+				s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
+				return
+			}
 		}
 		p, err := s.projectByID(ctx, q.ProjectID)
 		if err != nil {
@@ -197,6 +205,19 @@ type resultHeader struct {
 // one JSON array per row) and marks the query ready. If the query was
 // cancelled meanwhile the results are dropped and 409 returned.
 func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reader) (store.Query, error) {
+	// Only the worker that holds the query may upload: a stale worker whose
+	// job was redelivered elsewhere must not race the current one.
+	var cur store.Query
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		cur, err = q.QueryGet(ctx, uuid)
+		return err
+	}); err != nil {
+		return store.Query{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+	}
+	if cur.Status != store.QueryExecuting || (worker != "" && cur.WorkerID != worker) {
+		return cur, apierr.New(apierr.StateConflict, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
+	}
 	w, err := s.results.Create(uuid)
 	if err != nil {
 		return store.Query{}, err

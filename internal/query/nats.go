@@ -20,11 +20,11 @@ import (
 const (
 	DefaultStream      = "WAREHOUSE_QUERY_JOBS"
 	DefaultSubject     = "warehouse.query.jobs"
-	DefaultConsumer    = "worker-warehouse"                  // background lane (and bare-subject jobs)
-	InteractiveSuffix  = "-interactive"                      // consumer of the interactive lane: worker-warehouse-interactive
-	streamMaxAge       = 24 * time.Hour                      // queries expire long before this
+	DefaultConsumer    = "worker-warehouse" // background lane (and bare-subject jobs)
+	InteractiveSuffix  = "-interactive"     // consumer of the interactive lane: worker-warehouse-interactive
+	streamMaxAge       = 24 * time.Hour     // queries expire long before this
 	streamDescription  = "Millrace warehouse query jobs (query ids only; the SQL never travels over NATS)"
-	consumerAckWait    = 30 * time.Second                    // workers send InProgress well within it
+	consumerAckWait    = 30 * time.Second // workers send InProgress well within it
 	consumerMaxDeliver = 1000
 )
 

@@ -21,6 +21,7 @@ func (s *Service) Reap(ctx context.Context, interval time.Duration, backlog func
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	lastSweep := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -30,8 +31,21 @@ func (s *Service) Reap(ctx context.Context, interval time.Duration, backlog func
 		if _, _, err := s.ReapOnce(ctx, backlog); err != nil && ctx.Err() == nil {
 			s.log.Warn("query reaper pass failed; will retry", "err", err)
 		}
+		// Expired results are never read again (reads answer 410): remove
+		// their files so the results directory does not grow forever.
+		if time.Since(lastSweep) >= sweepEvery {
+			lastSweep = time.Now()
+			if n, err := s.results.Sweep(s.now().Add(-s.cfg.CacheStale)); err != nil {
+				s.log.Warn("sweeping expired results failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("removed expired query results", "count", n)
+			}
+		}
 	}
 }
+
+// sweepEvery is how often expired result files are removed.
+const sweepEvery = time.Minute
 
 // ReapOnce runs one pass and returns how many queries it expired and
 // re-notified.

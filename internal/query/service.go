@@ -63,7 +63,8 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // in-process queries, for cancel
-	slots   chan struct{}
+	slots   chan struct{}                 // in-process executor slots
+	bgSlots chan struct{}                 // fewer: background work leaves some slots to interactive
 	nowFn   func() time.Time
 }
 
@@ -92,8 +93,14 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 		wake = func() {}
 	}
 	return &Service{cfg: cfg, st: st, ids: gen, box: box, results: res, log: log, wake: wake,
-		running: map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency), nowFn: time.Now}
+		running: map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency),
+		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-InteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
 }
+
+// InteractiveReserve is how many of concurrency slots background queries
+// may not take, so an interactive query never waits behind a background
+// backlog (in the server's own executor and in warehouse workers alike).
+func InteractiveReserve(concurrency int) int { return max(1, concurrency/10) }
 
 func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
 
@@ -338,12 +345,20 @@ func (s *Service) checkReadable(ctx context.Context, q store.Query) error {
 	return apierr.New(apierr.StateConflict, "query %s is %s; poll until it is ready", q.QueryUUID, q.Status)
 }
 
+// Readable returns the error a client gets for reading q's results (409
+// for a query without results, 410 once they expired), or nil.
+func (s *Service) Readable(ctx context.Context, q store.Query) error { return s.checkReadable(ctx, q) }
+
 // StreamResults writes every row as NDJSON.
 func (s *Service) StreamResults(ctx context.Context, q store.Query, w interface{ Write([]byte) (int, error) }) error {
 	if err := s.checkReadable(ctx, q); err != nil {
 		return err
 	}
-	return s.results.Stream(q.ResultKey, w)
+	err := s.results.Stream(q.ResultKey, w)
+	if errors.Is(err, results.ErrNotFound) {
+		return apierr.New(apierr.ResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
+	}
+	return err
 }
 
 // Cancel stops a query: a compare-and-set to cancelled, so a late result

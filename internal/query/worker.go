@@ -74,7 +74,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig, log *slog.Logger) (*Worker
 		return nil, err
 	}
 	return &Worker{cfg: cfg, log: log.With("worker_id", cfg.WorkerID, "stream", cfg.Stream), conn: conn, api: client.New(cfg.ServerURL),
-		slots: make(chan struct{}, cfg.Concurrency), reserve: max(1, cfg.Concurrency/10)}, nil
+		slots: make(chan struct{}, cfg.Concurrency), reserve: InteractiveReserve(cfg.Concurrency)}, nil
 }
 
 // Run works until ctx ends, then lets running queries finish within the

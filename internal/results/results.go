@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/millrace/millrace/internal/warehouse"
@@ -559,4 +560,30 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// Sweep deletes every result written before cutoff and returns how many it
+// removed. The query reaper calls it with now - CACHE_STALE_TIME_SECONDS, so
+// expired results do not fill the disk (a cache hit shares its source's
+// files and expires with it).
+func (s *Store) Sweep(cutoff time.Time) (int, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		key, ok := strings.CutSuffix(e.Name(), ".meta.json")
+		if !ok || e.IsDir() {
+			continue
+		}
+		m, err := s.readMeta(key)
+		if err != nil || !m.CreatedAt.Before(cutoff) {
+			continue
+		}
+		if err := s.Delete(key); err == nil {
+			n++
+		}
+	}
+	return n, nil
 }

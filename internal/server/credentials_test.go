@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -129,7 +130,7 @@ func TestCredentialLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if full.Data["user"] != "app" || full.Data["password"] != "pw1" || full.Data["port"] != float64(5432) {
+	if full.Data["user"] != "app" || full.Data["password"] != "pw1" || fmt.Sprint(full.Data["port"]) != "5432" {
 		t.Fatalf("get with include_data: data = %v", full.Data)
 	}
 

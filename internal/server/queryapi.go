@@ -184,17 +184,38 @@ func (a *API) queryHistory(w http.ResponseWriter, r *http.Request) (any, error) 
 // queryResults streams every row as NDJSON.
 func (a *API) queryResults(w http.ResponseWriter, r *http.Request) {
 	_, q, err := a.query.Get(r.Context(), r.PathValue("project"), r.PathValue("uuid"))
-	if err == nil && q.Status != store.QueryReady {
-		err = apierr.New(apierr.StateConflict, "query %s is %s; it has no results to stream", q.QueryUUID, q.Status)
+	if err == nil {
+		// Before any row is written, so an expired result is a 410 and
+		// not an empty 200.
+		err = a.query.Readable(r.Context(), q)
 	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	if err := a.query.StreamResults(r.Context(), q, w); err != nil {
+	sw := &startedWriter{w: w}
+	if err := a.query.StreamResults(r.Context(), q, sw); err != nil {
+		if !sw.started {
+			a.fail(w, r, err) // e.g. the result files are gone: 410
+			return
+		}
 		a.log.Warn("streaming results failed", "query", q.QueryUUID, "err", err)
 	}
+}
+
+// startedWriter sets the NDJSON content type on the first write and
+// remembers that the response has begun.
+type startedWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (s *startedWriter) Write(p []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		s.w.Header().Set("Content-Type", "application/x-ndjson")
+	}
+	return s.w.Write(p)
 }
 
 func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
