@@ -117,6 +117,12 @@ func (c *Client) QueryStatus(ctx context.Context, uuid string) (string, error) {
 	return out.Status, err
 }
 
+// QueryHeartbeat tells the server the worker still runs the query; 409
+// means it should stop (cancelled or re-queued).
+func (c *Client) QueryHeartbeat(ctx context.Context, uuid, worker string) error {
+	return c.do(ctx, "POST", "/api/v2/internal/queries/"+uuid+"/heartbeat", map[string]string{"worker_id": worker}, nil)
+}
+
 // QueryFail records a worker's failure.
 func (c *Client) QueryFail(ctx context.Context, uuid, worker, msg string) error {
 	return c.do(ctx, "POST", "/api/v2/internal/queries/"+uuid+"/fail", map[string]string{"worker_id": worker, "error": msg}, nil)

@@ -162,8 +162,10 @@ func BindNATS(s *Set, n *NATS) { n.bind(s) }
 
 // Query holds the warehouse-query face's settings (the Lightdash contract).
 type Query struct {
+	ProjectsFile string
 	NATSEnabled  bool
 	Concurrency  int
+	StaleWorker  time.Duration
 	ResultsDir   string
 	QueueTimeout time.Duration
 	CacheStale   time.Duration
@@ -186,8 +188,10 @@ func (q *Query) bind(s *Set, server bool) {
 	if server {
 		s.Bool(&q.NATSEnabled, "NATS_ENABLED", "nats-enabled", false, "Run warehouse queries on NATS workers (millrace worker --stream warehouse); false runs them in the API server. Flows always use NATS.")
 		s.String(&q.ResultsDir, "MILLRACE_RESULTS_DIR", "results-dir", DefaultResultsDir, "Directory where query results are stored as files.")
+		s.String(&q.ProjectsFile, "MILLRACE_PROJECTS_FILE", "projects-file", "", "YAML/JSON file of projects to create or update at start: projects: [{name, warehouse: {type, url}}]; ${VAR} is expanded.")
 		s.Int(&q.Concurrency, "NATS_WORKER_CONCURRENCY", "query-concurrency", DefaultConcurrency, "With NATS_ENABLED=false: warehouse queries the server runs at once.")
 		s.Millis(&q.QueueTimeout, "NATS_QUEUE_TIMEOUT_MS", "queue-timeout", DefaultQueueTimeout, "A query queued longer than this becomes expired and is not run.")
+		s.Seconds(&q.StaleWorker, "MILLRACE_QUERY_STALE_WORKER_SECONDS", "query-stale-worker", 30*time.Second, "An executing query whose worker has not heartbeated for this long is re-queued (the worker died).")
 		s.Seconds(&q.CacheStale, "CACHE_STALE_TIME_SECONDS", "cache-stale", DefaultCacheStale, "Query results expire after this; reading them then says to run the query again.")
 	}
 	s.String(&q.Stream, "MILLRACE_QUERY_STREAM", "query-stream", DefaultQueryStream, "JetStream stream for warehouse query jobs.")

@@ -184,7 +184,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryQueued}, store.QueryExecuting,
-			store.QueryUpdate{WorkerID: &worker, StartedAt: &now}, now)
+			store.QueryUpdate{WorkerID: &worker, StartedAt: &now, PublishedAt: &now}, now)
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -276,6 +276,33 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	}
 	if err == nil {
 		mFinished.WithLabelValues(store.QueryReady).Inc()
+	}
+	return q, err
+}
+
+// Heartbeat records that worker still runs uuid (PublishedAt doubles as
+// "last seen" while executing). 409 when the query is no longer executing
+// for this worker (cancelled, re-queued, done): the worker should stop.
+func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Query, error) {
+	now := s.now()
+	var q store.Query
+	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		cur, err := tx.QueryGet(ctx, uuid)
+		if err != nil {
+			return err
+		}
+		if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
+			q = cur
+			return store.ErrConflict
+		}
+		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryExecuting, store.QueryUpdate{PublishedAt: &now}, now)
+		return err
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return q, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+	case errors.Is(err, store.ErrConflict):
+		return q, apierr.New(apierr.StateConflict, "query %s is %s (worker %q); stop running it", uuid, q.Status, q.WorkerID)
 	}
 	return q, err
 }

@@ -61,6 +61,7 @@ type opts struct {
 	queueTimeout   time.Duration // NATS_QUEUE_TIMEOUT_MS
 	cacheStale     time.Duration // CACHE_STALE_TIME_SECONDS
 	redeliverAfter time.Duration // MILLRACE_REDELIVER_AFTER_SECONDS
+	staleWorker    time.Duration // MILLRACE_QUERY_STALE_WORKER_SECONDS
 	// pgStore keeps the event store in PostgreSQL rather than in-memory
 	// SQLite, which is many times slower under the race detector: for
 	// tests that submit a thousand queries.
@@ -103,6 +104,9 @@ func setup(t *testing.T, o opts) *bundle {
 		}
 		if o.redeliverAfter > 0 {
 			c.RedeliverAfter = o.redeliverAfter
+		}
+		if o.staleWorker > 0 {
+			c.Query.StaleWorker = o.staleWorker
 		}
 	})
 	b := &bundle{t: t, h: h, api: h.API, project: "p_" + id, id: id}

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/millrace/millrace/internal/store"
@@ -9,6 +10,10 @@ import (
 
 // DefaultReapInterval is how often the query reaper runs.
 const DefaultReapInterval = 2 * time.Second
+
+// DefaultStaleWorkerAfter is how long an executing query may go without its
+// worker's heartbeat (sent every keepaliveEvery) before it is re-queued.
+const DefaultStaleWorkerAfter = 30 * time.Second
 
 // Reap runs until ctx ends: it expires queries that waited longer than the
 // queue timeout, and (NATS path) re-notifies queued queries whose
@@ -66,6 +71,42 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 	}
 	if !s.cfg.NATSEnabled {
 		return expired, 0, nil
+	}
+	// A worker that died mid-query stops heartbeating: put its query back
+	// in the queue (a compare-and-set, so a late heartbeat or result from
+	// a worker that was only slow loses cleanly) and notify it again.
+	var running []store.Query
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		running, err = q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, 500)
+		return err
+	}); err != nil {
+		return expired, 0, err
+	}
+	for _, q := range running {
+		if q.PublishedAt != nil && now.Sub(*q.PublishedAt) < s.cfg.StaleWorkerAfter {
+			continue
+		}
+		none := ""
+		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+			cur, err := tx.QueryTransition(ctx, q.QueryUUID, []string{store.QueryExecuting}, store.QueryQueued,
+				store.QueryUpdate{WorkerID: &none, PublishedAt: &now}, now)
+			if err != nil {
+				return err
+			}
+			upd, err := tx.QueryMarkRepublished(ctx, cur.QueryUUID, now)
+			if err != nil {
+				return err
+			}
+			renotified++
+			return s.enqueue(ctx, tx, upd, republishID(upd), now)
+		})
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			return expired, renotified, err
+		}
+		if err == nil {
+			s.log.Warn("re-queued a query whose worker stopped heartbeating", "query", q.QueryUUID, "worker", q.WorkerID)
+		}
 	}
 	wait := s.cfg.RedeliverAfter
 	if backlog != nil {

@@ -47,8 +47,11 @@ type Config struct {
 	QueueTimeout   time.Duration // queued longer than this -> expired
 	CacheStale     time.Duration // results older than this -> expired
 	RedeliverAfter time.Duration // re-notify queued queries after this
-	Subject        string        // subject prefix, default warehouse.query.jobs
-	Timezone       string        // part of the cache key
+	// StaleWorkerAfter: an executing query whose worker has not
+	// heartbeated for this long is re-queued (its worker died).
+	StaleWorkerAfter time.Duration
+	Subject          string // subject prefix, default warehouse.query.jobs
+	Timezone         string // part of the cache key
 }
 
 // Service is the query lifecycle.
@@ -82,6 +85,9 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 	}
 	if cfg.RedeliverAfter <= 0 {
 		cfg.RedeliverAfter = DefaultRedeliverAfter
+	}
+	if cfg.StaleWorkerAfter <= 0 {
+		cfg.StaleWorkerAfter = DefaultStaleWorkerAfter
 	}
 	if cfg.Subject == "" {
 		cfg.Subject = DefaultSubject

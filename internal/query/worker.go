@@ -17,7 +17,6 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
 )
 
@@ -191,8 +190,11 @@ func (w *Worker) handle(msg jetstream.Msg) {
 			case <-t.C:
 			}
 			_ = msg.InProgress()
-			if st, err := w.api.QueryStatus(ctx, uuid); err == nil && st != store.QueryExecuting {
-				log.Info("query is no longer executing; cancelling it in the warehouse", "status", st)
+			// The heartbeat keeps the query ours; a 409 means it was
+			// cancelled (or re-queued after we went silent): stop it in
+			// the warehouse.
+			if err := w.api.QueryHeartbeat(ctx, uuid, w.cfg.WorkerID); client.StatusOf(err) == http.StatusConflict {
+				log.Info("query is no longer ours to run; cancelling it in the warehouse", "err", err)
 				cancel()
 				return
 			}

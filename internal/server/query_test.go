@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -75,5 +76,23 @@ func TestQueryInProcess(t *testing.T) {
 	// Unknown project: 404.
 	if _, err := h.API.QuerySubmit(ctx, "nope", "select 1", "", false); client.StatusOf(err) != 404 {
 		t.Fatalf("unknown project: %v", err)
+	}
+}
+
+// Projects can be declared in a file (MILLRACE_PROJECTS_FILE), with secrets
+// taken from the environment.
+func TestProjectsFile(t *testing.T) {
+	t.Setenv("MR_TEST_WAREHOUSE_URL", pgtest.URL())
+	file := t.TempDir() + "/projects.yaml"
+	if err := os.WriteFile(file, []byte("projects:\n  - name: fromfile\n    warehouse: {type: postgres, url: \"${MR_TEST_WAREHOUSE_URL}\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := servertest.Start(t, func(c *config.Server) { c.Query.ResultsDir = t.TempDir(); c.Query.ProjectsFile = file })
+	sub, err := h.API.QuerySubmit(context.Background(), "fromfile", "select 7 as seven", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := waitQuery(t, h.API, "fromfile", sub.QueryUUID, 10); p.Status != "ready" || fmt.Sprint(p.Rows[0]["seven"]) != "7" {
+		t.Fatalf("query on a file-declared project = %+v", p)
 	}
 }

@@ -33,6 +33,7 @@ func (a *API) queryRoutes() {
 	a.route("POST /api/v2/internal/queries/{uuid}/claim", a.queryClaim)
 	a.route("GET /api/v2/internal/queries/{uuid}", a.queryInternalGet)
 	a.route("POST /api/v2/internal/queries/{uuid}/fail", a.queryFail)
+	a.route("POST /api/v2/internal/queries/{uuid}/heartbeat", a.queryHeartbeat)
 	a.mux.HandleFunc("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
 }
 
@@ -241,6 +242,18 @@ func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, err
 	}
 	q.SQL = "" // workers already have it; keep the reply small
 	return q, nil
+}
+
+func (a *API) queryHeartbeat(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body workerBody
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	q, err := a.query.Heartbeat(r.Context(), r.PathValue("uuid"), body.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}, nil
 }
 
 func (a *API) queryFail(w http.ResponseWriter, r *http.Request) (any, error) {

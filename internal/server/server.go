@@ -152,9 +152,16 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, fmt.Errorf("results directory %s (MILLRACE_RESULTS_DIR): %w", cfg.Query.ResultsDir, err)
 	}
-	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, Concurrency: cfg.Query.Concurrency, QueueTimeout: cfg.Query.QueueTimeout,
+	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, Concurrency: cfg.Query.Concurrency, QueueTimeout: cfg.Query.QueueTimeout, StaleWorkerAfter: cfg.Query.StaleWorker,
 		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject},
 		s.st, gen, box, res, log, func() { rl.Wake() })
+	if cfg.Query.ProjectsFile != "" {
+		n, err := s.query.LoadProjects(ctx, cfg.Query.ProjectsFile)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("projects loaded", "file", cfg.Query.ProjectsFile, "count", n)
+	}
 	if c := s.nats.get(); c != nil && cfg.Query.NATSEnabled {
 		if err := s.ensureQuery(ctx, c); err != nil {
 			return nil, err
