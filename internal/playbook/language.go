@@ -272,40 +272,55 @@ func (ps *parser) timeout(n *yaml.Node, step string) time.Duration {
 	return time.Duration(secs * float64(time.Second))
 }
 
-// toolSpec parses a tool's spec, which holds its policy and nothing else.
-// NoETL also let tool keys live under spec; they are refused in one
-// problem that names them.
-func (ps *parser) toolSpec(e entry, loc toolLoc, toolKeys []string) *Policy {
-	owner, field := loc.owner, loc.field
+// liftSpec reads a tool's `spec`. NoETL's v10 canonical shape writes the
+// tool's config under spec (`tool: {kind: http, spec: {url: ..., policy:
+// ...}}`); those keys are moved into f, the tool's own keys, so both shapes
+// parse to the same tool, and a key given in both places is refused. What
+// stays is spec.policy, returned as its parsed Policy (nil when absent).
+func (ps *parser) liftSpec(f map[string]entry, loc toolLoc, kind string, allowed []string) (pol *Policy, has bool) {
+	e, ok := f["spec"]
+	if !ok {
+		return nil, false
+	}
 	spec := deref(e.val)
 	if spec.Kind != yaml.MappingNode {
-		ps.atNode(e.val, "write `spec: {policy: {rules: [...]}}`", "%s: %s.spec must be a mapping, got %s", owner, field, describe(e.val))
-		return nil
+		ps.atNode(e.val, "write `spec: {policy: {rules: [...]}}`", "%s: %s.spec must be a mapping, got %s", loc.owner, loc.field, describe(e.val))
+		return nil, false
 	}
-	f := ps.mapping(spec, "", nil)
-	var moved []string
-	for _, k := range sortedKeys(f) {
+	known := slices.Concat(toolSpecKeys, allowed)
+	sf := ps.mapping(spec, "", nil)
+	for _, k := range sortedKeys(sf) {
+		se := sf[k]
 		switch {
 		case k == "policy":
-		case slices.Contains(toolKeys, k) || nearest(k, toolSpecKeys) == "":
-			moved = append(moved, k)
+			has = true
+		case slices.Contains(allowed, k):
+			if first, dup := f[k]; dup {
+				ps.atNode(se.key, fmt.Sprintf("keep one: remove it here or beside kind at line %d", first.key.Line),
+					"%s: key %q is given both beside kind and under %s.spec", loc.owner, k, loc.field)
+				continue
+			}
+			f[k] = se
+		case k == "kind":
+			ps.atNode(se.key, "write kind beside spec: `tool: {kind: "+kind+", spec: {...}}`", "%s: kind under %s.spec", loc.owner, loc.field)
+		case unsupportedHint("in tool.spec", k) != "":
+			ps.atNode(se.key, unsupportedHint("in tool.spec", k), "unsupported NoETL key %q in %s.spec", k, loc.field)
 		default:
-			ps.atNode(f[k].key, `did you mean "policy"?`, "unknown key %q in %s.spec", k, field)
+			hint := fmt.Sprintf("a %s tool's spec holds policy and the tool's own keys: %s", kind, strings.Join(known, ", "))
+			if s := nearest(k, known); s != "" {
+				hint = fmt.Sprintf("did you mean %q?", s)
+			}
+			ps.atNode(se.key, hint, "unknown key %q in %s.spec", k, loc.field)
 		}
 	}
-	if len(moved) > 0 {
-		ps.atNode(e.key, "put tool keys directly in the tool, e.g. `tool: {kind: http, url: ..., spec: {policy: ...}}`; spec holds only policy",
-			"%s: unsupported NoETL keys under %s.spec: %s", owner, field, strings.Join(moved, ", "))
+	if !has {
+		return nil, false
 	}
-	p, ok := f["policy"]
-	if !ok {
-		return nil
-	}
-	pol := ps.policy(p.val, owner, field+".spec.policy")
+	pol = ps.policy(sf["policy"].val, loc.owner, loc.field+".spec.policy")
 	if pol != nil {
 		pol.Step = loc.step
 	}
-	return pol
+	return pol, true
 }
 
 func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
@@ -343,6 +358,7 @@ func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
 		w, hasWhen := rf["when"]
 		el, hasElse := rf["else"]
 		then, hasThen := rf["then"]
+		thenAt := where + ".then"
 		switch {
 		case hasWhen && hasElse:
 			ps.atNode(item, "split them: a rule is `{when: ..., then: ...}` or `{else: {then: ...}}`", "%s: %s has both when and else", owner, where)
@@ -358,11 +374,8 @@ func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
 				ps.atNode(el.val, "write `- else: {then: {do: continue}}`", "%s: %s.else must be a mapping, got %s", owner, where, describe(el.val))
 				continue
 			}
-			ef := ps.mapping(el.val, "in else rule", elseKeys)
-			if then, hasThen = ef["then"]; !hasThen {
-				if len(ef) == 0 {
-					ps.atNode(el.val, "write `- else: {then: {do: continue}}`", "%s: %s.else has no then", owner, where)
-				}
+			var ok bool
+			if then, thenAt, ok = ps.elseThen(el, owner, where); !ok {
 				continue
 			}
 		case hasWhen:
@@ -377,11 +390,39 @@ func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
 			ps.atNode(item, "write "+shape, "%s: %s needs when (or else) and then", owner, where)
 			continue
 		}
-		if ps.then(then.val, owner, where+".then", &r) {
+		if ps.then(then.val, owner, thenAt, &r) {
 			p.Rules = append(p.Rules, r)
 		}
 	}
 	return p
+}
+
+// elseThen returns the `then` of an else rule and the field path its
+// problems name. NoETL also writes the then keys directly under else
+// (`- else: {do: continue}`); that shorthand means the same as
+// `- else: {then: {do: continue}}`.
+func (ps *parser) elseThen(el entry, owner, where string) (entry, string, bool) {
+	ef := ps.mapping(el.val, "", nil)
+	var direct []string
+	for _, k := range sortedKeys(ef) {
+		if slices.Contains(thenKeys, k) {
+			direct = append(direct, k)
+		}
+	}
+	then, hasThen := ef["then"]
+	switch {
+	case len(direct) > 0 && hasThen:
+		ps.atNode(ef[direct[0]].key, "put them all under then, or drop then: `- else: {do: continue}`",
+			"%s: %s.else has both then and %s", owner, where, strings.Join(direct, ", "))
+		return entry{}, "", false
+	case len(direct) > 0:
+		return el, where + ".else", true
+	}
+	ps.checkKeys(ef, "in else rule", elseKeys)
+	if !hasThen && len(ef) == 0 {
+		ps.atNode(el.val, "write `- else: {then: {do: continue}}`", "%s: %s.else has no then", owner, where)
+	}
+	return then, where + ".then", hasThen
 }
 
 func (ps *parser) then(n *yaml.Node, owner, where string, r *Rule) bool {

@@ -205,7 +205,7 @@ func TestParseLanguageProblems(t *testing.T) {
 		src  string
 		want []want
 	}{
-		{"metadata labels", strings.Replace(head, "  path: tests/t", "  path: tests/t\n  labels: {a: b}", 1) + step("a"), []want{{6, `unsupported NoETL key "labels" in metadata`, "tags"}}},
+		{"metadata labels", strings.Replace(head, "  path: tests/t", "  path: tests/t\n  labels: [a]", 1) + step("a"), []want{{6, "metadata.labels must be a mapping of names to values, got a list", "category: example"}}},
 		{"top vars", head + step("a") + "vars: {}\n", []want{{9, `unsupported NoETL key "vars"`, "workload"}}},
 
 		{"keychain not list", head + step("a") + "keychain: {pg: x}\n", []want{{9, "keychain must be a list", "keychain.pg"}}},
@@ -253,8 +253,8 @@ func TestParseLanguageProblems(t *testing.T) {
 		{"timeout string", head + step("a") + "    timeout: 30s\n", []want{{9, "timeout must be a positive number", ""}}},
 		{"timeout huge", head + step("a") + "    timeout: 1e9\n", []want{{9, "timeout must be a positive number", "at most 86400"}}},
 
-		{"spec tool keys", tool("      spec: {method: GET, url: x, policy: {rules: [{when: x, then: {do: fail}}]}}\n"), []want{
-			{10, `step "a": unsupported NoETL keys under tool.spec: method, url`, "put tool keys directly in the tool"},
+		{"spec tool key twice", tool("      url: x\n      spec: {method: GET, url: y, policy: {rules: [{when: x, then: {do: fail}}]}}\n"), []want{
+			{11, `step "a": key "url" is given both beside kind and under tool.spec`, "beside kind at line 10"},
 		}},
 		{"spec typo", tool("      spec: {polcy: {}}\n"), []want{{10, `unknown key "polcy" in tool.spec`, `did you mean "policy"?`}}},
 		{"spec not mapping", tool("      spec: x\n"), []want{{10, "tool.spec must be a mapping", ""}}},
@@ -283,7 +283,6 @@ func TestParseLanguageProblems(t *testing.T) {
 				"            - when: x\n" +
 				"              then: {do: fail}\n"),
 			[]want{
-				{13, `unsupported NoETL key "do" in else rule`, "- else: {then: {do: continue}}"},
 				{14, "comes after the else rule at line 13", "move the else rule last"},
 				{15, "then belongs inside else", ""},
 				{16, "rules[2] comes after the else rule", ""},

@@ -18,8 +18,8 @@ import (
 // Keys allowed at each level of the document.
 var (
 	topKeys      = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow"}
-	metadataKeys = []string{"name", "path", "description", "tags"}
-	stepKeys     = []string{"step", "desc", "tool", "loop", "set", "next", "timeout"}
+	metadataKeys = []string{"name", "path", "description", "tags", "labels", "version"}
+	stepKeys     = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout"}
 	nextKeys     = []string{"spec", "arcs"}
 	specKeys     = []string{"mode"}
 	arcKeys      = []string{"step", "when", "set"}
@@ -38,8 +38,7 @@ var (
 )
 
 const (
-	hintAdmit     = "step admission is not supported; put a `when` on the arcs that lead to this step instead"
-	hintPutInThen = "put it under then: `- else: {then: {do: continue}}`"
+	hintAdmit = "step admission is not supported; put a `when` on the arcs that lead to this step instead"
 )
 
 // unsupported maps NoETL keys Millrace does not implement, by where they
@@ -50,16 +49,11 @@ var unsupported = map[string]map[string]string{
 		"executor": "Millrace schedules steps on its workers itself; remove `executor`",
 		"vars":     "put inputs in `workload` and computed values in a step's `set`",
 	},
-	"in metadata": {
-		"labels":  "use `tags: [a, b]`",
-		"version": "Millrace numbers versions when a playbook is registered; remove `version`",
-	},
 	"in step": {
-		"when":  "put the condition on the arcs that lead to this step: `arcs: [{step: <this>, when: ...}]`",
-		"case":  "route with next.arcs, one arc per branch with its own `when`",
-		"input": "move `input` into the tool: `tool: {kind: python, input: {...}}`",
-		"args":  "move the values into the tool's `input`",
-		"data":  "move the values into the tool's `input`",
+		"when": "put the condition on the arcs that lead to this step: `arcs: [{step: <this>, when: ...}]`",
+		"case": "route with next.arcs, one arc per branch with its own `when`",
+		"args": "move the values into the step's or the tool's `input`",
+		"data": "move the values into the step's or the tool's `input`",
 	},
 	"in arc": {
 		"args": "assign values with the arc's `set`",
@@ -69,9 +63,6 @@ var unsupported = map[string]map[string]string{
 		"policy": "iterations always run as commands on the workers; remove `policy`",
 	},
 	"in policy": {"admit": hintAdmit},
-	"in else rule": {
-		"do": hintPutInThen, "attempts": hintPutInThen, "backoff": hintPutInThen, "delay": hintPutInThen, "set": hintPutInThen,
-	},
 	"": {
 		"retry":  "write `tool: {kind: ..., spec: {policy: {rules: [{when: ..., then: {do: retry, attempts: 3}}]}}}`",
 		"sink":   "store results with a postgres or duckdb task in the step's tool list",
@@ -276,6 +267,12 @@ func (ps *parser) metadata(n *yaml.Node) Metadata {
 	if e, ok := f["description"]; ok {
 		md.Description, _ = ps.scalar(e.val, "metadata.description")
 	}
+	if e, ok := f["version"]; ok {
+		md.Version, _ = ps.scalar(e.val, "metadata.version")
+	}
+	if e, ok := f["labels"]; ok && !isNull(e.val) {
+		md.Labels = ps.labels(e.val)
+	}
 	if e, ok := f["tags"]; ok && !isNull(e.val) {
 		tags := deref(e.val)
 		if tags.Kind != yaml.SequenceNode {
@@ -289,6 +286,24 @@ func (ps *parser) metadata(n *yaml.Node) Metadata {
 		}
 	}
 	return md
+}
+
+// labels parses metadata.labels: a mapping of names to single values.
+// Values keep their text as written (`version: 10` is "10").
+func (ps *parser) labels(n *yaml.Node) map[string]string {
+	const shape = "e.g. `labels: {category: example, team: data}`"
+	if deref(n).Kind != yaml.MappingNode {
+		ps.atNode(n, shape, "metadata.labels must be a mapping of names to values, got %s", describe(n))
+		return nil
+	}
+	f := ps.mapping(n, "", nil)
+	out := make(map[string]string, len(f))
+	for _, k := range sortedKeys(f) {
+		if v, ok := ps.scalar(f[k].val, "metadata.labels."+k); ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // entry is one key/value pair of a YAML mapping.

@@ -232,7 +232,7 @@ func TestParseProblems(t *testing.T) {
 		{"duplicate step", head + step("a") + step("a"), []want{{9, `duplicate step name "a"`, "first defined at line 7"}}},
 		{"step unknown key near", head + step("a") + "    nxt: {}\n", []want{{9, `unknown key "nxt" in step`, `did you mean "next"?`}}},
 		{"step spec", head + step("a") + "    spec: {}\n", []want{{9, `unsupported NoETL key "spec" in step`, "timeout"}}},
-		{"step input", head + step("a") + "    input: {x: 1}\n", []want{{9, `unsupported NoETL key "input" in step`, "move `input` into the tool"}}},
+		{"step input for a tool without input", head + "  - step: a\n    tool: {kind: http}\n    input: {x: 1}\n", []want{{9, `step "a": input has nowhere to go: a http tool takes no input`, "python"}}},
 		{"step missing tool", head + "  - step: a\n    desc: x\n", []want{{7, `step "a" has no tool`, "kind"}}},
 		{"tool not mapping", head + "  - step: a\n    tool: python\n", []want{{8, `step "a": tool must be a mapping or a list, got the scalar "python"`, "named tasks"}}},
 		{"tool missing kind", head + "  - step: a\n    tool:\n      code: x\n", []want{{9, `step "a": tool has no kind`, "kind: <http|python>"}}},

@@ -88,6 +88,12 @@ type Metadata struct {
 	Path        string
 	Description string
 	Tags        []string
+	// Labels are free-form NoETL labels (category: example, ...), kept for
+	// the catalog; they do not change how a playbook runs.
+	Labels map[string]string
+	// Version is the author's own version string, kept as written; the
+	// catalog still numbers each registration itself.
+	Version string
 }
 
 // KeychainEntry binds a template name to a stored credential: templates

@@ -76,8 +76,12 @@ func (ps *parser) step(item *yaml.Node) *Step {
 	if e, ok := f["desc"]; ok {
 		s.Desc, _ = ps.scalar(e.val, "desc")
 	}
+	var input *stepInput
+	if e, ok := f["input"]; ok {
+		input = ps.stepInput(e, name)
+	}
 	if e, ok := f["tool"]; ok {
-		ps.stepTool(e.val, s)
+		ps.stepTool(e.val, s, input)
 	} else {
 		ps.at(s.Line, s.Col, "add `tool: {kind: ...}` to the step", "step %q has no tool", name)
 	}
@@ -130,27 +134,75 @@ func (ps *parser) stepSpec(e entry) {
 	}
 }
 
+// stepInput is a step-level `input` (NoETL writes it beside `tool`): values
+// merged into the input of the step's tool, or of each of its tasks that
+// takes input, the tool's own keys winning.
+type stepInput struct {
+	key  *yaml.Node
+	vals map[string]any
+}
+
+func (ps *parser) stepInput(e entry, step string) *stepInput {
+	if isNull(e.val) {
+		return nil
+	}
+	if deref(e.val).Kind != yaml.MappingNode {
+		ps.atNode(e.val, "e.g. `input: {user: \"{{ start.data }}\"}`", "step %q: input must be a mapping, got %s", step, describe(e.val))
+		return nil
+	}
+	vals, ok := ps.value(e.val).(map[string]any)
+	if !ok {
+		return nil
+	}
+	ps.checkKeychainRefs(e.val, fmt.Sprintf("step %q", step))
+	return &stepInput{key: e.key, vals: vals}
+}
+
+// inputKinds lists the tool kinds that take `input`, for hints.
+func (ps *parser) inputKinds() string {
+	var out []string
+	for _, k := range ps.kindNames() {
+		if slices.Contains(ps.kinds[k], "input") {
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // stepTool parses a step's `tool`: one mapping, or a list of named tasks.
-func (ps *parser) stepTool(n *yaml.Node, s *Step) {
+// A step-level input that no tool of the step can take is refused.
+func (ps *parser) stepTool(n *yaml.Node, s *Step, input *stepInput) {
 	switch deref(n).Kind {
 	case yaml.MappingNode:
-		t := ps.tool(n, toolLoc{owner: fmt.Sprintf("step %q", s.Name), step: s.Name, field: "tool"}, nil)
+		t := ps.tool(n, toolLoc{owner: fmt.Sprintf("step %q", s.Name), step: s.Name, field: "tool", input: input}, nil)
 		s.Tool, s.Policy, s.Assert = t.tool, t.policy, t.assert
+		if input != nil && t.tool != nil && !t.tookInput {
+			ps.atNode(input.key, "pass the values in the tool's own keys, or use a tool that takes input ("+ps.inputKinds()+")",
+				"step %q: input has nowhere to go: a %s tool takes no input", s.Name, t.kind)
+		}
 	case yaml.SequenceNode:
-		s.Tasks = ps.tasks(n, s.Name)
+		var kinds []string
+		s.Tasks, kinds = ps.tasks(n, s.Name, input)
+		if input != nil && len(kinds) > 0 {
+			ps.atNode(input.key, "pass the values in the tasks' own keys, or add a task that takes input ("+ps.inputKinds()+")",
+				"step %q: input has nowhere to go: none of the step's tasks takes input (%s)", s.Name, strings.Join(kinds, ", "))
+		}
 	default:
 		ps.atNode(n, "e.g. `tool: {kind: http, url: ...}` or a list of named tasks `tool: [{name: a, kind: ...}]`",
 			"step %q: tool must be a mapping or a list, got %s", s.Name, describe(n))
 	}
 }
 
-func (ps *parser) tasks(n *yaml.Node, step string) []Task {
+// tasks parses a step's task list, merging input into each task that takes
+// it. When input is given and no parsed task took it, refusedKinds lists the
+// tasks' kinds (in order, once each) for the caller's problem.
+func (ps *parser) tasks(n *yaml.Node, step string, input *stepInput) (tasks []Task, refusedKinds []string) {
 	list := deref(n)
 	if len(list.Content) == 0 {
 		ps.atNode(n, "add a task `- {name: a, kind: ...}` or use a single `tool: {kind: ...}`", "step %q: tool list is empty", step)
-		return nil
+		return nil, nil
 	}
-	var tasks []Task
+	taken := false
 	seen := map[string]int{}
 	for _, item := range list.Content {
 		if deref(item).Kind != yaml.MappingNode {
@@ -182,14 +234,21 @@ func (ps *parser) tasks(n *yaml.Node, step string) []Task {
 		}
 		seen[task.Name] = task.Line
 		field := "tool[" + task.Name + "]"
-		t := ps.tool(item, toolLoc{owner: fmt.Sprintf("step %q", step), step: step, field: field, task: task.Name}, []string{"name", "set"})
+		t := ps.tool(item, toolLoc{owner: fmt.Sprintf("step %q", step), step: step, field: field, task: task.Name, input: input}, []string{"name", "set"})
 		task.Tool, task.Policy, task.Assert = t.tool, t.policy, t.assert
+		if t.tool != nil && !slices.Contains(refusedKinds, t.kind) {
+			refusedKinds = append(refusedKinds, t.kind)
+		}
+		taken = taken || t.tookInput
 		if e, ok := f["set"]; ok {
 			task.Set = ps.set(e.val, fmt.Sprintf("step %q task %q: set", step, task.Name))
 		}
 		tasks = append(tasks, task)
 	}
-	return tasks
+	if taken {
+		refusedKinds = nil
+	}
+	return tasks, refusedKinds
 }
 
 // parsedTool is a tool mapping split into what the worker runs and what the
@@ -198,14 +257,19 @@ type parsedTool struct {
 	tool   map[string]any
 	policy *Policy
 	assert *Assert
+	kind   string // the tool kind (a workbook entry's own kind for a call)
+	// tookInput is true when the tool takes input, so a step-level input
+	// was merged into it (or refused there).
+	tookInput bool
 }
 
 // toolLoc says where a tool is, for problems and for its Policy.
 type toolLoc struct {
-	owner string // `step "x"` or `workbook entry "y"`, prefixing messages
-	step  string // the step name ("" in the workbook)
-	field string // tool or tool[task]
-	task  string // the task name in a task list; it also names the workbook entry of a workbook task
+	owner string     // `step "x"` or `workbook entry "y"`, prefixing messages
+	step  string     // the step name ("" in the workbook)
+	field string     // tool or tool[task]
+	task  string     // the task name in a task list; it also names the workbook entry of a workbook task
+	input *stepInput // the step's input, merged into the tool's; nil if none
 }
 
 // tool parses one tool mapping: its kind, its kind's keys, spec.policy and
@@ -234,6 +298,8 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 		ps.atNode(e.val, hint, "%s: unknown tool kind %q", loc.owner, kind)
 		return out
 	}
+	out.kind = kind
+	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	out.tool = map[string]any{}
 	for k, e := range f {
@@ -242,13 +308,41 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 			ps.checkKeychainRefs(e.val, loc.owner)
 		}
 	}
-	if e, ok := f["spec"]; ok {
-		out.policy = ps.toolSpec(e, loc, allowed)
+	if loc.input != nil && slices.Contains(allowed, "input") {
+		out.tookInput = true
+		var at *yaml.Node
+		if e, ok := f["input"]; ok {
+			at = e.val
+		}
+		if in, ok := ps.mergeInput(loc.input.vals, out.tool["input"], at, loc); ok {
+			out.tool["input"] = in
+		}
 	}
 	if e, ok := f["assert"]; ok {
 		out.assert = ps.assert(e.val, loc.owner)
 	}
 	return out
+}
+
+// mergeInput merges a tool's own input, over (nil when it has none), into
+// a copy of the step's input vals, over's keys winning. A template or other
+// non-mapping input cannot be merged key by key: it is refused at its node
+// at, or at the step's input when at is nil.
+func (ps *parser) mergeInput(vals map[string]any, over any, at *yaml.Node, loc toolLoc) (map[string]any, bool) {
+	merged := maps.Clone(vals)
+	switch o := over.(type) {
+	case nil:
+	case map[string]any:
+		maps.Copy(merged, o)
+	default:
+		if at == nil {
+			at = loc.input.key
+		}
+		ps.atNode(at, "write the tool's input as a mapping, or move the step's input keys into it",
+			"%s: %s.input is not a mapping, so the step's input cannot be merged into it", loc.owner, loc.field)
+		return nil, false
+	}
+	return merged, true
 }
 
 // workbookCall resolves `kind: workbook, name: X` to workbook entry X: the
@@ -282,9 +376,30 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	}
 	kind := wb.tool["kind"].(string)
 	allowed := ps.kinds[kind]
+	out.kind = kind
+	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	out.tool = maps.Clone(wb.tool)
 	out.policy, out.assert = wb.policy, wb.assert
+	if hasPolicy {
+		out.policy = callPolicy
+	}
+	// The step's input is laid over the entry's input (its defaults), and
+	// the call's own input over both, below.
+	if loc.input != nil && slices.Contains(allowed, "input") {
+		out.tookInput = true
+		switch base := out.tool["input"].(type) {
+		case nil:
+			out.tool["input"] = maps.Clone(loc.input.vals)
+		case map[string]any:
+			merged := maps.Clone(base)
+			maps.Copy(merged, loc.input.vals)
+			out.tool["input"] = merged
+		default:
+			ps.atNode(loc.input.key, "write the entry's input as a mapping, or move the step's input keys into the call's input",
+				"%s: workbook entry %q's input is not a mapping, so the step's input cannot be merged into it", loc.owner, name)
+		}
+	}
 	for k, e := range f {
 		if !slices.Contains(allowed, k) {
 			continue
@@ -293,15 +408,19 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 		ps.checkKeychainRefs(e.val, loc.owner)
 		base, bok := out.tool[k].(map[string]any)
 		over, ook := v.(map[string]any)
+		if k == "input" && loc.input != nil && !ook {
+			if v != nil {
+				ps.atNode(e.val, "write the call's input as a mapping, or move the step's input keys into it",
+					"%s: %s.input is not a mapping, so the step's input cannot be merged into it", loc.owner, loc.field)
+			}
+			continue // an empty input keeps the step's
+		}
 		if bok && ook {
 			merged := maps.Clone(base)
 			maps.Copy(merged, over)
 			v = merged
 		}
 		out.tool[k] = v
-	}
-	if e, ok := f["spec"]; ok {
-		out.policy = ps.toolSpec(e, loc, allowed)
 	}
 	if e, ok := f["assert"]; ok {
 		out.assert = ps.assert(e.val, loc.owner)
