@@ -8,12 +8,11 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"io"
-	"math/big"
 	"slices"
 	"strings"
-	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
+	"github.com/millrace/millrace/internal/sqlvalue"
 )
 
 // duckdbExec opens the database, attaches, and runs the statements. On
@@ -140,7 +139,7 @@ func duckdbRun(ctx context.Context, conn *sql.Conn, stmt string, res *sqlResult)
 			}
 			row := make(map[string]any, len(cols))
 			for i, c := range cols {
-				row[c] = duckValue(typeNames[i], dest[i])
+				row[c] = sqlvalue.FromDuckDB(typeNames[i], dest[i])
 			}
 			out = append(out, row)
 		}
@@ -149,63 +148,4 @@ func duckdbRun(ctx context.Context, conn *sql.Conn, stmt string, res *sqlResult)
 		}
 		return nil
 	})
-}
-
-// duckValue converts a DuckDB value like pgValue does for PostgreSQL:
-// DECIMAL and HUGEINT to float64 when exact, else a decimal string; UUIDs
-// to their text form; INTERVAL to {months, days, micros}; MAP to an object.
-func duckValue(typeName string, v any) any {
-	switch x := v.(type) {
-	case duckdb.Decimal:
-		return exactNumber(decimalString(x))
-	case *duckdb.Decimal:
-		if x == nil {
-			return nil
-		}
-		return exactNumber(decimalString(*x))
-	case duckdb.Interval:
-		return map[string]any{"months": int64(x.Months), "days": int64(x.Days), "micros": x.Micros}
-	case duckdb.UUID:
-		return sqlValue([16]byte(x))
-	case []byte:
-		if typeName == "UUID" && len(x) == 16 {
-			return sqlValue([16]byte(x))
-		}
-		return sqlValue(x)
-	case duckdb.Map:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[fmt.Sprint(duckValue("", k))] = duckValue("", e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = duckValue("", e)
-		}
-		return out
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = duckValue("", e)
-		}
-		return out
-	case time.Time:
-		if typeName == "TIME" {
-			return x.Format("15:04:05.999999")
-		}
-		if typeName == "DATE" {
-			return x.Format(time.DateOnly)
-		}
-	}
-	return sqlValue(v)
-}
-
-// decimalString renders a DECIMAL exactly (Value scaled by 10^-Scale).
-func decimalString(d duckdb.Decimal) string {
-	if d.Value == nil {
-		return "0"
-	}
-	r := new(big.Rat).SetFrac(d.Value, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(d.Scale)), nil))
-	return r.FloatString(int(d.Scale))
 }

@@ -2,17 +2,11 @@ package tools
 
 import (
 	"context"
-	"database/sql/driver"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/big"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/millrace/millrace/internal/sqlvalue"
 )
 
 const (
@@ -49,7 +44,8 @@ var postgresKeys = []string{"auth", "connection", "command", "params", "timeout"
 // Result: {"rows": [{column: value}], "row_count", "columns", "rows_affected"}.
 // rows and columns come from the last statement that returns rows (SELECT,
 // ... RETURNING, SHOW); rows_affected sums INSERT, UPDATE, DELETE, MERGE and
-// COPY counts over all statements. Values are JSON-friendly: see pgValue.
+// COPY counts over all statements. Values are JSON-friendly: see
+// sqlvalue.FromPostgresText.
 type postgresTool struct{}
 
 func (postgresTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
@@ -132,7 +128,8 @@ func (r *sqlResult) toMap() map[string]any {
 }
 
 // pgQueryScript runs one or more statements with the simple protocol, which
-// returns every column as text; pgValue turns the text into JSON values.
+// returns every column as text; sqlvalue.FromPostgresText turns the text
+// into JSON values.
 func pgQueryScript(ctx context.Context, conn *pgx.Conn, script string) (*sqlResult, error) {
 	res := &sqlResult{}
 	mrr := conn.PgConn().Exec(ctx, script)
@@ -171,7 +168,7 @@ func pgQueryScript(ctx context.Context, conn *pgx.Conn, script string) (*sqlResu
 }
 
 // pgQueryParams runs a single statement with positional parameters. Results
-// are requested as text so both paths share pgValue.
+// are requested as text so both paths share sqlvalue.FromPostgresText.
 func pgQueryParams(ctx context.Context, conn *pgx.Conn, stmt string, params []any) (*sqlResult, error) {
 	args := append([]any{pgx.QueryExecModeDescribeExec, pgx.QueryResultFormats{pgx.TextFormatCode}}, params...)
 	rows, err := conn.Query(ctx, stmt, args...)
@@ -207,156 +204,13 @@ func fieldNames(fds []pgconn.FieldDescription) []string {
 func pgRow(m *pgtype.Map, fds []pgconn.FieldDescription, raw [][]byte) (map[string]any, error) {
 	row := make(map[string]any, len(fds))
 	for i, fd := range fds {
-		v, err := pgValue(m, fd.DataTypeOID, raw[i])
+		v, err := sqlvalue.FromPostgresText(m, fd.DataTypeOID, raw[i])
 		if err != nil {
 			return nil, fmt.Errorf("column %q: %w", fd.Name, err)
 		}
 		row[fd.Name] = v
 	}
 	return row, nil
-}
-
-// pgValue converts one text-format column value: integers to int64, floats
-// to float64, NUMERIC to float64 when that is exact and otherwise to its
-// decimal string, json/jsonb to decoded JSON, timestamps to RFC 3339 (UTC),
-// bytea to base64, arrays to lists. Other types (date, uuid, interval, ...)
-// keep PostgreSQL's own text form. NaN and infinities, which JSON cannot
-// hold, become strings.
-func pgValue(m *pgtype.Map, oid uint32, raw []byte) (any, error) {
-	if raw == nil {
-		return nil, nil
-	}
-	text := string(raw)
-	switch oid {
-	case pgtype.BoolOID:
-		return text == "t", nil
-	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
-		return strconv.ParseInt(text, 10, 64)
-	case pgtype.Float4OID, pgtype.Float8OID:
-		f, err := strconv.ParseFloat(text, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			return text, nil
-		}
-		return f, nil
-	case pgtype.NumericOID:
-		return exactNumber(text), nil
-	case pgtype.JSONOID, pgtype.JSONBOID:
-		return decodeJSON(raw)
-	case pgtype.ByteaOID:
-		b, err := hex.DecodeString(strings.TrimPrefix(text, `\x`))
-		if err != nil {
-			return nil, fmt.Errorf("bytea value is not hex: %w", err)
-		}
-		return base64.StdEncoding.EncodeToString(b), nil
-	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
-		pgtype.DateOID, pgtype.UUIDOID:
-		return text, nil
-	}
-	t, ok := m.TypeForOID(oid)
-	if !ok {
-		return text, nil // enums, domains of unknown types, extension types
-	}
-	switch t.Codec.(type) {
-	case *pgtype.TimestampCodec, *pgtype.TimestamptzCodec, *pgtype.ArrayCodec:
-		v, err := t.Codec.DecodeValue(m, oid, pgx.TextFormatCode, raw)
-		if err != nil {
-			return nil, err
-		}
-		return sqlValue(v), nil
-	}
-	return text, nil
-}
-
-// exactNumber returns a decimal as float64 when the conversion loses
-// nothing, else as its string so no precision is silently dropped.
-func exactNumber(text string) any {
-	r, ok := new(big.Rat).SetString(text)
-	if !ok {
-		return text // NaN, Infinity
-	}
-	if f, exact := r.Float64(); exact {
-		return f
-	}
-	return text
-}
-
-func decodeJSON(raw []byte) (any, error) {
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.UseNumber() // keep 64-bit ids exact, as the http tool does
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("json value does not parse: %w", err)
-	}
-	return v, nil
-}
-
-// sqlValue makes a decoded Go value JSON-friendly (see pgValue).
-func sqlValue(v any) any {
-	switch x := v.(type) {
-	case nil, bool, string, int64, json.Number:
-		return x
-	case int:
-		return int64(x)
-	case int8:
-		return int64(x)
-	case int16:
-		return int64(x)
-	case int32:
-		return int64(x)
-	case uint8:
-		return int64(x)
-	case uint16:
-		return int64(x)
-	case uint32:
-		return int64(x)
-	case uint64:
-		if x > math.MaxInt64 {
-			return strconv.FormatUint(x, 10)
-		}
-		return int64(x)
-	case *big.Int:
-		if x.IsInt64() {
-			return x.Int64()
-		}
-		return x.String()
-	case float32:
-		return sqlValue(float64(x))
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return strconv.FormatFloat(x, 'g', -1, 64)
-		}
-		return x
-	case time.Time:
-		return x.UTC().Format(time.RFC3339Nano)
-	case []byte:
-		return base64.StdEncoding.EncodeToString(x)
-	case [16]byte: // uuid
-		return fmt.Sprintf("%x-%x-%x-%x-%x", x[0:4], x[4:6], x[6:8], x[8:10], x[10:16])
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = sqlValue(e)
-		}
-		return out
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = sqlValue(e)
-		}
-		return out
-	case pgtype.Numeric:
-		if v, err := x.Value(); err == nil && v != nil {
-			return exactNumber(v.(string))
-		}
-		return nil
-	case driver.Valuer:
-		if dv, err := x.Value(); err == nil {
-			return sqlValue(dv)
-		}
-	case fmt.Stringer:
-		return x.String()
-	}
-	return fmt.Sprint(v)
 }
 
 // pgAffected counts rows written by a statement; a SELECT's count is not.

@@ -9,11 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"strings"
-	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
+	"github.com/millrace/millrace/internal/sqlvalue"
 )
 
 // duckdbCancelCheckRows is how often the row loop checks for cancellation.
@@ -79,7 +78,7 @@ func (d *duckdbDriver) Query(ctx context.Context, query string, onColumns func([
 				return err
 			}
 			for i := range dest {
-				row[i] = duckdbValue(typeNames[i], dest[i])
+				row[i] = sqlvalue.FromDuckDB(typeNames[i], dest[i])
 			}
 			if callbackErr = onRow(row); callbackErr != nil {
 				return callbackErr
@@ -136,64 +135,4 @@ func duckdbPortableType(name string) string {
 		return TypeJSON
 	}
 	return TypeString // VARCHAR, UUID, TIME, INTERVAL, ENUM, ...
-}
-
-// duckdbValue converts a DuckDB value like postgresValue does: DECIMAL and
-// HUGEINT to float64 when exact, else a decimal string; UUIDs to their text
-// form; INTERVAL to {months, days, micros}; MAP to an object; DATE and TIME
-// to their SQL text.
-func duckdbValue(typeName string, v any) any {
-	switch x := v.(type) {
-	case duckdb.Decimal:
-		return exactNumber(duckdbDecimalString(x))
-	case *duckdb.Decimal:
-		if x == nil {
-			return nil
-		}
-		return exactNumber(duckdbDecimalString(*x))
-	case duckdb.Interval:
-		return map[string]any{"months": int64(x.Months), "days": int64(x.Days), "micros": x.Micros}
-	case duckdb.UUID:
-		return jsonValue([16]byte(x))
-	case []byte:
-		if typeName == "UUID" && len(x) == 16 {
-			return jsonValue([16]byte(x))
-		}
-		return jsonValue(x)
-	case duckdb.Map:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[fmt.Sprint(duckdbValue("", k))] = duckdbValue("", e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = duckdbValue("", e)
-		}
-		return out
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = duckdbValue("", e)
-		}
-		return out
-	case time.Time:
-		switch typeName {
-		case "TIME":
-			return x.Format("15:04:05.999999")
-		case "DATE":
-			return x.Format(time.DateOnly)
-		}
-	}
-	return jsonValue(v)
-}
-
-// duckdbDecimalString renders a DECIMAL exactly (Value scaled by 10^-Scale).
-func duckdbDecimalString(d duckdb.Decimal) string {
-	if d.Value == nil {
-		return "0"
-	}
-	r := new(big.Rat).SetFrac(d.Value, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(d.Scale)), nil))
-	return r.FloatString(int(d.Scale))
 }

@@ -2,22 +2,19 @@ package warehouse
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/millrace/millrace/internal/sqlvalue"
 )
 
 const (
@@ -109,7 +106,7 @@ func (d *postgresDriver) Query(ctx context.Context, sql string, onColumns func([
 
 	// The extended protocol with text results: one statement per query,
 	// rows streamed off the socket one at a time, every value in a form
-	// postgresValue can convert exactly.
+	// sqlvalue.FromPostgresText can convert exactly.
 	rr := conn.Conn().PgConn().ExecParams(qctx, sql, nil, nil, nil, nil)
 	fds := rr.FieldDescriptions()
 	tm := conn.Conn().TypeMap()
@@ -128,7 +125,7 @@ func (d *postgresDriver) Query(ctx context.Context, sql string, onColumns func([
 	for rr.NextRow() {
 		raw := rr.Values()
 		for i, fd := range fds {
-			v, err := postgresValue(tm, fd.DataTypeOID, raw[i])
+			v, err := sqlvalue.FromPostgresText(tm, fd.DataTypeOID, raw[i])
 			if err != nil {
 				cancel()
 				rr.Close()
@@ -215,58 +212,4 @@ func postgresColumn(tm *pgtype.Map, fd pgconn.FieldDescription) Column {
 		c.Type = TypeBytes
 	}
 	return c
-}
-
-// postgresValue converts one text-format value: integers to int64, floats
-// to float64, numeric to float64 when exact and otherwise to its decimal
-// string, json to decoded JSON, timestamps to RFC 3339 (UTC), bytea to
-// base64, arrays to lists. Other types (date, uuid, interval, enums, ...)
-// keep PostgreSQL's own text form. NaN and infinities become strings.
-func postgresValue(tm *pgtype.Map, oid uint32, raw []byte) (any, error) {
-	if raw == nil {
-		return nil, nil
-	}
-	text := string(raw)
-	switch oid {
-	case pgtype.BoolOID:
-		return text == "t", nil
-	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
-		return strconv.ParseInt(text, 10, 64)
-	case pgtype.Float4OID, pgtype.Float8OID:
-		f, err := strconv.ParseFloat(text, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			return text, nil
-		}
-		return f, nil
-	case pgtype.NumericOID:
-		return exactNumber(text), nil
-	case pgtype.JSONOID, pgtype.JSONBOID:
-		return decodeJSON(raw)
-	case pgtype.ByteaOID:
-		b, err := hex.DecodeString(strings.TrimPrefix(text, `\x`))
-		if err != nil {
-			return nil, fmt.Errorf("bytea value is not hex (is bytea_output set to escape?): %w", err)
-		}
-		return base64.StdEncoding.EncodeToString(b), nil
-	case pgtype.TimestampOID, pgtype.TimestamptzOID:
-		if text == "infinity" || text == "-infinity" {
-			return text, nil
-		}
-	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
-		pgtype.DateOID, pgtype.UUIDOID:
-		return text, nil
-	}
-	t, ok := tm.TypeForOID(oid)
-	if !ok {
-		return text, nil
-	}
-	switch t.Codec.(type) {
-	case *pgtype.TimestampCodec, *pgtype.TimestamptzCodec, *pgtype.ArrayCodec:
-		v, err := t.Codec.DecodeValue(tm, oid, pgx.TextFormatCode, raw)
-		if err != nil {
-			return nil, err
-		}
-		return jsonValue(v), nil
-	}
-	return text, nil
 }
