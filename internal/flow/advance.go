@@ -145,7 +145,12 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 }
 
 // issue writes one command for step (a loop iteration when loopID != 0).
+// Once the execution has ended (a render error failed it a moment ago),
+// nothing more is issued.
 func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index, retry int, availableAt time.Time) error {
+	if r.exec.Status != store.ExecRunning {
+		return nil
+	}
 	var tool map[string]any
 	var payload Payload
 	if step.Timeout > 0 {
@@ -320,17 +325,22 @@ func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
 	if !ok || l.Status != store.LoopRunning {
 		return nil
 	}
+	// The latest command of each index decides its state: an index whose
+	// completed command was followed by a retry is not done yet.
+	latest := map[int]store.Command{}
+	for _, c := range r.cmds { // event_id order
+		if c.LoopID == l.LoopID {
+			latest[c.LoopIndex] = c
+		}
+	}
 	done := map[int]store.Command{}
 	issued := map[int]bool{}
 	inFlight := 0
-	for _, c := range r.cmds {
-		if c.LoopID != l.LoopID {
-			continue
-		}
-		issued[c.LoopIndex] = true
+	for i, c := range latest {
+		issued[i] = true
 		switch {
 		case c.Status == store.CmdCompleted:
-			done[c.LoopIndex] = c
+			done[i] = c
 		case !store.IsTerminalCommand(c.Status):
 			inFlight++
 		}

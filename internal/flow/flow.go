@@ -491,9 +491,11 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 		return Ack{}, 0, err
 	}
 	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
-	evResult, err := s.storeResult(ctx, tx, rep.Result)
-	if err != nil {
-		return Ack{}, 0, err
+	evResult := stored // the common case: stored once, referenced twice
+	if !bytes.Equal(projectedResult, rep.Result) {
+		if evResult, err = s.storeResult(ctx, tx, rep.Result); err != nil {
+			return Ack{}, 0, err
+		}
 	}
 	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: rep.EventType, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {

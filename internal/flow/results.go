@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -21,7 +22,11 @@ const refPrefix = `{"$ref":"blob:`
 // storeResult returns raw, or a reference to a blob holding it when raw is
 // larger than MaxInlineResult.
 func (s *Service) storeResult(ctx context.Context, tx store.Tx, raw json.RawMessage) (json.RawMessage, error) {
-	if len(raw) <= MaxInlineResult {
+	// A result that merely looks like a reference (a tool can return any
+	// JSON) is stored as a blob too, so an inline value starting with the
+	// reference prefix is always one of ours: never another's blob, never
+	// a dangling id.
+	if len(raw) <= MaxInlineResult && !bytes.HasPrefix(raw, []byte(refPrefix)) {
 		return raw, nil
 	}
 	id := s.ids.Next()
@@ -79,6 +84,14 @@ func (s *Service) decodeResult(ctx context.Context, q store.Querier, raw json.Ra
 // root; children that already ended are left alone.
 func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execution, int, error) {
 	root, err := s.Cancel(ctx, execID)
+	if e, ok := apierr.As(err); ok && e.Code == apierr.StateConflict {
+		// The parent already ended; its running children may not have.
+		err = s.st.Read(ctx, func(q store.Querier) error {
+			var rerr error
+			root, rerr = q.ExecutionGet(ctx, execID)
+			return rerr
+		})
+	}
 	if err != nil {
 		return root, 0, err
 	}

@@ -302,3 +302,74 @@ workflow:
 		t.Fatalf("execution %s (%s); want failed by the returns assert naming the missing key", ex.Status, ex.Error)
 	}
 }
+
+// A policy that retries a *successful* iteration must not let loop.done
+// fire before the retry finishes (review finding): the latest command of
+// each index decides whether it is done.
+func TestLoopRetryOfSuccessfulIteration(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: loopretry, path: w/loopretry}
+workflow:
+  - step: start
+    loop:
+      in: "{{ [1, 2, 3] }}"
+      iterator: n
+      spec: {mode: parallel, max_in_flight: 3}
+    tool:
+      kind: noop
+      result: {n: "{{ n }}"}
+      spec:
+        policy:
+          rules:
+            - when: "{{ output.attempt < 2 }}"
+              then: {do: retry, attempts: 3, delay: 0.05}
+            - else:
+                then: {do: continue}
+    next: {arcs: [{step: after}]}
+  - step: after
+    tool: {kind: noop, result: {count: "{{ start | length }}"}}
+`, nil)
+	if ex.Status != store.ExecCompleted || string(ex.Result) != `{"count":3}` {
+		t.Fatalf("execution %s %s (%s); want completed with the 3 iteration results", ex.Status, ex.Result, ex.Error)
+	}
+	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	done, completed := 0, 0
+	for _, e := range evs {
+		switch e.EventType {
+		case "loop.done":
+			done++
+		case store.EvCommandCompleted:
+			if e.Step == "start" {
+				completed++
+			}
+		}
+	}
+	if done != 1 || completed != 6 {
+		t.Fatalf("loop.done %d times, %d iteration completions; want 1 and 6 (each iteration retried once)", done, completed)
+	}
+}
+
+// A tool result that looks like an internal blob reference is data, not a
+// reference (review finding).
+func TestResultLookingLikeAReference(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2*time.Second)
+	ex := b.run(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: refspoof, path: w/refspoof}
+workflow:
+  - step: start
+    tool:
+      kind: noop
+      result: {"$ref": "blob:123456", "size": 1}
+    next: {arcs: [{step: echo}]}
+  - step: echo
+    tool: {kind: noop, result: {seen: "{{ start | tojson }}"}}
+`, nil)
+	if ex.Status != store.ExecCompleted || !strings.Contains(string(ex.Result), `blob:123456`) {
+		t.Fatalf("execution %s %s (%s); want completed, echoing the result as data", ex.Status, ex.Result, ex.Error)
+	}
+}
