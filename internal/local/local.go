@@ -280,6 +280,10 @@ func (e *localEnv) Credential(_ context.Context, name string) (map[string]any, e
 }
 
 func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, error) {
+	// Give our slot back while the child runs: a loop of playbook tools
+	// would otherwise hold every slot and starve its own children.
+	<-e.d.sem
+	defer func() { e.d.sem <- struct{}{} }()
 	child, err := e.d.flow.ExecuteChild(ctx, req.Path, req.Version, req.Payload, e.parent)
 	if err != nil {
 		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("start child %s: %v (local runs register the playbooks in the main file's directory)", req.Path, err)}
@@ -293,18 +297,20 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	}
 	raw := ex.Result
 	if req.ReturnStep != "" {
-		var cmds []store.Command
+		// The same rule as the distributed runtime: the last
+		// command.completed or loop.done of that step.
+		var evs []store.Event
 		if err := e.d.st.Read(ctx, func(q store.Querier) error {
 			var err error
-			cmds, err = q.CommandListByExecution(ctx, ex.ExecutionID)
+			evs, err = q.EventList(ctx, ex.ExecutionID)
 			return err
 		}); err != nil {
 			return nil, err
 		}
 		raw = nil
-		for _, c := range cmds {
-			if c.Step == req.ReturnStep && c.Status == store.CmdCompleted {
-				raw = c.Result
+		for _, ev := range evs {
+			if ev.Step == req.ReturnStep && (ev.EventType == store.EvCommandCompleted || ev.EventType == flow.EvLoopDone) {
+				raw = ev.Result
 			}
 		}
 		if raw == nil {
