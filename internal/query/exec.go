@@ -169,7 +169,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 		return Claimed{}, err
 	}
 	now := s.now()
-	if q.Status == store.QueryQueued && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
+	if q.Status == store.QueryQueued && q.StartedAt == nil && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
 		s.finish(ctx, uuid, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{})
 		return Claimed{}, apierr.New(apierr.ClaimConflict, "query %s waited %s in the queue, over NATS_QUEUE_TIMEOUT_MS: expired, not run", uuid, now.Sub(q.CreatedAt).Round(time.Millisecond))
 	}
@@ -215,7 +215,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	}); err != nil {
 		return store.Query{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
 	}
-	if cur.Status != store.QueryExecuting || (worker != "" && cur.WorkerID != worker) {
+	if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
 		return cur, apierr.New(apierr.StateConflict, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
 	}
 	w, err := s.results.Create(uuid)
@@ -266,7 +266,14 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	now := s.now()
 	var q store.Query
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-		var err error
+		cur, err := tx.QueryGet(ctx, uuid)
+		if err != nil {
+			return err
+		}
+		if cur.WorkerID != worker { // re-queued and taken over while we streamed
+			q = cur
+			return store.ErrConflict
+		}
 		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryReady, upd, now)
 		return err
 	})
@@ -309,8 +316,48 @@ func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Que
 
 // Fail records a worker's failure (the warehouse's message).
 func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
-	if !s.finish(ctx, uuid, []string{store.QueryExecuting}, store.QueryError, store.QueryUpdate{Error: &msg}) {
-		return apierr.New(apierr.StateConflict, "query %s is no longer executing", uuid)
+	now := s.now()
+	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		cur, err := tx.QueryGet(ctx, uuid)
+		if err != nil {
+			return err
+		}
+		if cur.WorkerID != worker { // a stale worker: another one holds it now
+			return store.ErrConflict
+		}
+		_, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryError, store.QueryUpdate{Error: &msg, EndedAt: &now}, now)
+		return err
+	})
+	if err != nil {
+		return apierr.New(apierr.StateConflict, "query %s is no longer executing for worker %q", uuid, worker)
 	}
+	mFinished.WithLabelValues(store.QueryError).Inc()
 	return nil
+}
+
+// RecoverInProcess ends in-process queries that a previous run of this
+// server left pending (NATS_ENABLED=false keeps them only in memory): they
+// fail with a message saying to run them again, instead of being polled
+// forever. With several servers in in-process mode, each would also end
+// the others' running queries: run one server per database in that mode.
+func (s *Service) RecoverInProcess(ctx context.Context, startedAt time.Time) (int, error) {
+	if s.cfg.NATSEnabled {
+		return 0, nil
+	}
+	var stale []store.Query
+	if err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		stale, err = q.QueriesCreatedBefore(ctx, []string{store.QueryPending}, startedAt, 0)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	msg := "interrupted: the server restarted while this query ran; run it again"
+	n := 0
+	for _, q := range stale {
+		if s.finish(ctx, q.QueryUUID, []string{store.QueryPending}, store.QueryError, store.QueryUpdate{Error: &msg}) {
+			n++
+		}
+	}
+	return n, nil
 }

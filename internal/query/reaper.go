@@ -65,6 +65,9 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 		return 0, 0, err
 	}
 	for _, q := range old {
+		if q.StartedAt != nil {
+			continue // re-queued after its worker died: a re-run, not a queue wait
+		}
 		if s.finish(ctx, q.QueryUUID, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{}) {
 			expired++
 		}
@@ -111,7 +114,9 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 	wait := s.cfg.RedeliverAfter
 	if backlog != nil {
 		if n, err := backlog(ctx); err == nil && n > 0 {
-			wait *= 10
+			// Queued work is probably just waiting its turn; but a lost job
+			// must still be re-sent well before the queue timeout expires it.
+			wait = min(wait*10, s.cfg.QueueTimeout/3)
 		}
 	}
 	var lost []store.Query

@@ -179,11 +179,12 @@ func (s *Service) Connection(p store.Project) (warehouse.Conn, error) {
 	return c, err
 }
 
-// CacheKey hashes what makes two queries answer the same: the project, the
-// SQL, the timezone and, where per-user credentials apply, the user.
-func CacheKey(projectID int64, sql, timezone, user string) string {
+// CacheKey hashes what makes two queries answer the same: the project (and
+// the version of its connection), the SQL, the timezone and, where per-user
+// credentials apply, the user.
+func CacheKey(projectID, projectVersion int64, sql, timezone, user string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s", projectID, strings.TrimSpace(sql), timezone, user)
+	fmt.Fprintf(h, "%d\x00%d\x00%s\x00%s\x00%s", projectID, projectVersion, strings.TrimSpace(sql), timezone, user)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -213,7 +214,9 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 		return store.Query{}, err
 	}
 	now := s.now()
-	key := CacheKey(p.ProjectID, r.SQL, s.cfg.Timezone, r.User)
+	// The project's UpdatedAt is part of the key: pointing a project at
+	// another warehouse must not serve the old warehouse's results.
+	key := CacheKey(p.ProjectID, p.UpdatedAt.UnixMicro(), r.SQL, s.cfg.Timezone, r.User)
 	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: r.Lane, CacheKey: key,
 		Status: store.QueryPending, CreatedAt: now, UpdatedAt: now}
 	if !r.InvalidateCache {

@@ -155,6 +155,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, Concurrency: cfg.Query.Concurrency, QueueTimeout: cfg.Query.QueueTimeout, StaleWorkerAfter: cfg.Query.StaleWorker,
 		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject},
 		s.st, gen, box, res, log, func() { rl.Wake() })
+	if n, err := s.query.RecoverInProcess(ctx, time.Now().UTC()); err != nil {
+		return nil, fmt.Errorf("recover in-process queries: %w", err)
+	} else if n > 0 {
+		log.Warn("ended queries interrupted by the previous server run; clients are told to run them again", "count", n)
+	}
 	if cfg.Query.ProjectsFile != "" {
 		n, err := s.query.LoadProjects(ctx, cfg.Query.ProjectsFile)
 		if err != nil {
