@@ -80,10 +80,9 @@ var corpusHTTPFiles = []corpusHTTP{
 	// (the http result) as ctx.response_data, process echoes it, end says
 	// done.
 	{name: "simple_http", file: "examples/simple_http.yaml", requests: []string{"GET /get?test=hello"}, result: `{"status":"done"}`},
-	// process reads http_response.get('status_code'); Millrace's http
-	// result names it status, so the file's own verification reports
-	// status_code 0 and test_passed false. It must still complete.
-	{name: "http_test", file: "http_test.yaml", requests: []string{"GET /health"}, result: `{"status":"completed","test_passed":false}`},
+	// process reads http_response.get('status_code') (the http tool
+	// returns it beside status for NoETL), so the file's own check passes.
+	{name: "http_test", file: "http_test.yaml", requests: []string{"GET /health"}, result: `{"status":"completed","test_passed":true}`},
 }
 
 // checkCorpusHTTP asserts an execution of cf completed with its expected
@@ -150,8 +149,8 @@ func TestCorpusHTTPDistributed(t *testing.T) {
 			}
 		case "http_test":
 			for step, want := range map[string]string{
-				"process": `{"body":` + standInHealthBody + `,"status":"ok","status_code":0}`,
-				"verify":  `{"status":"failed","status_code":0,"verified":false}`,
+				"process": `{"body":` + standInHealthBody + `,"status":"ok","status_code":200}`,
+				"verify":  `{"status":"passed","status_code":200,"verified":true}`,
 			} {
 				if got := c.stepResult(ex.ExecutionID, step); got != want {
 					t.Fatalf("http_test: step %s result = %s, want %s", step, got, want)

@@ -79,7 +79,8 @@ func (httpTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 			headers[strings.ToLower(k)] = vs[0]
 		}
 	}
-	result := map[string]any{"status": resp.StatusCode, "headers": headers}
+	// status_code too: NoETL playbooks read it under that name.
+	result := map[string]any{"status": resp.StatusCode, "status_code": resp.StatusCode, "headers": headers}
 	isJSON := isJSONType(resp.Header.Get("Content-Type"))
 	var body any = string(raw)
 	switch {
