@@ -49,6 +49,11 @@ func corpusDir(t *testing.T) string {
 	dir := os.Getenv(corpusEnv)
 	if dir == "" {
 		dir = defaultCorpusDir
+		if abs, err := filepath.Abs("../../../shared/noetl-playbooks"); err == nil {
+			if _, err := os.Stat(abs); err == nil {
+				dir = abs // beside the checkout, where CI puts shared/
+			}
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "hello_world", "hello_world.yaml")); err != nil {
 		t.Fatalf("the NoETL corpus is not at %s (%v); set %s to its directory", dir, err, corpusEnv)

@@ -13,7 +13,21 @@ import (
 
 // corpusDir holds real NoETL playbooks (see its README): some must run
 // unchanged, every other one must parse or be refused precisely.
-const corpusDir = "../../../shared/noetl-playbooks"
+var corpusDir = findCorpus()
+
+// findCorpus looks beside the checkout first (where CI puts shared/), then
+// at the workplace's fixed location.
+func findCorpus() string {
+	for _, dir := range []string{os.Getenv("MILLRACE_NOETL_CORPUS"), "../../../shared/noetl-playbooks", "/work/shared/noetl-playbooks"} {
+		if dir == "" {
+			continue
+		}
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+	}
+	return "../../../shared/noetl-playbooks"
+}
 
 // corpusProblem is one expected refusal: line, a substring of the message
 // (naming the construct) and of the hint (what to write instead).
