@@ -54,12 +54,16 @@ func workerCmd() *cobra.Command {
 	var cfg config.Worker
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Run a worker that pulls notifications and runs commands",
+		Short: "Run a worker: flow commands (default) or warehouse queries (--stream warehouse)",
 		Long: `Run a Millrace worker. It pulls notifications from the durable consumer
 (NATS_CONSUMER), claims each command from the server at SERVER_API_URL, runs
 its tool with up to NATS_WORKER_CONCURRENCY commands at once, and reports the
 outcome. On SIGTERM it stops fetching, lets running commands finish within
-MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.`,
+MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.
+
+With --stream warehouse it runs warehouse queries instead, from
+WAREHOUSE_QUERY_JOBS (consumers worker-warehouse and
+worker-warehouse-interactive), for servers started with NATS_ENABLED=true.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
