@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -115,4 +117,31 @@ type QueryTx interface {
 	QueryTransition(ctx context.Context, uuid string, from []string, to string, upd QueryUpdate, now time.Time) (Query, error)
 	// QueryMarkRepublished increments Publishes and sets PublishedAt = now.
 	QueryMarkRepublished(ctx context.Context, uuid string, now time.Time) (Query, error)
+}
+
+// ValidQueryStatus reports whether s is one of the Query* statuses.
+func ValidQueryStatus(s string) bool {
+	switch s {
+	case QueryPending, QueryQueued, QueryExecuting, QueryReady, QueryError, QueryCancelled, QueryExpired:
+		return true
+	}
+	return false
+}
+
+// CheckQueryTransition rejects a typo in a status before it reaches a
+// driver: an unknown `to` would strand the query, an unknown `from` never
+// matches.
+func CheckQueryTransition(from []string, to string) error {
+	if len(from) == 0 {
+		return errors.New("no expected status given")
+	}
+	for _, s := range from {
+		if !ValidQueryStatus(s) {
+			return fmt.Errorf("unknown expected query status %q", s)
+		}
+	}
+	if !ValidQueryStatus(to) {
+		return fmt.Errorf("unknown query status %q", to)
+	}
+	return nil
 }

@@ -183,7 +183,7 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 	if status == "" {
 		status = store.QueryPending
 	}
-	if !validQueryStatus(status) {
+	if !store.ValidQueryStatus(status) {
 		return fmt.Errorf("pgdriver: insert query %s: unknown status %q", q.QueryUUID, status)
 	}
 	created := tsOrNow(q.CreatedAt)
@@ -209,7 +209,7 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 // alone; Columns is applied when non-nil (an empty document clears it).
 func (t *tx) QueryTransition(ctx context.Context, uuid string, from []string, to string, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	what := fmt.Sprintf("move query %s from %v to %s", uuid, from, to)
-	if err := checkTransition(from, to); err != nil {
+	if err := store.CheckQueryTransition(from, to); err != nil {
 		return store.Query{}, fmt.Errorf("pgdriver: %s: %w", what, err)
 	}
 	got, err := scanQuery(t.tx.QueryRow(ctx, `UPDATE queries SET status = $3,
@@ -249,31 +249,4 @@ func (t *tx) QueryMarkRepublished(ctx context.Context, uuid string, now time.Tim
 		return store.Query{}, notFound(err, fmt.Sprintf("mark query %s republished", uuid))
 	}
 	return got, nil
-}
-
-// validQueryStatus reports whether s is one of the store.Query* statuses.
-func validQueryStatus(s string) bool {
-	switch s {
-	case store.QueryPending, store.QueryQueued, store.QueryExecuting, store.QueryReady,
-		store.QueryError, store.QueryCancelled, store.QueryExpired:
-		return true
-	}
-	return false
-}
-
-// checkTransition rejects a typo in a status before it reaches the table:
-// an unknown to would strand the query, an unknown from never matches.
-func checkTransition(from []string, to string) error {
-	if len(from) == 0 {
-		return errors.New("no expected status given")
-	}
-	for _, s := range from {
-		if !validQueryStatus(s) {
-			return fmt.Errorf("unknown expected query status %q", s)
-		}
-	}
-	if !validQueryStatus(to) {
-		return fmt.Errorf("unknown query status %q", to)
-	}
-	return nil
 }
