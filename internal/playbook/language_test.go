@@ -1,7 +1,6 @@
 package playbook
 
 import (
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -294,23 +293,7 @@ func TestParseLanguageProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pb, err := Parse("pb.yaml", []byte(tt.src), langKinds)
-			if pb != nil {
-				t.Errorf("Parse returned a playbook along with problems")
-			}
-			var probs Problems
-			if !errors.As(err, &probs) {
-				t.Fatalf("Parse error = %v (%T), want Problems", err, err)
-			}
-			if len(probs) != len(tt.want) {
-				t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(tt.want), probs)
-			}
-			for i, w := range tt.want {
-				p := probs[i]
-				if p.Line != w.line || !strings.Contains(p.Msg, w.msg) || !strings.Contains(p.Hint, w.hint) || p.File != "pb.yaml" {
-					t.Errorf("problem %d = %q\nwant line %d, msg containing %q, hint containing %q", i, p.Error(), w.line, w.msg, w.hint)
-				}
-			}
+			checkProblems(t, tt.src, langKinds, tt.want, false)
 		})
 	}
 }

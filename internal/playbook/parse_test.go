@@ -284,23 +284,7 @@ func TestParseProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pb, err := Parse("pb.yaml", []byte(tt.src), testKinds)
-			if pb != nil {
-				t.Errorf("Parse returned a playbook along with problems")
-			}
-			var probs Problems
-			if !errors.As(err, &probs) {
-				t.Fatalf("Parse error = %v (%T), want Problems", err, err)
-			}
-			if len(probs) != len(tt.want) {
-				t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(tt.want), probs)
-			}
-			for i, w := range tt.want {
-				p := probs[i]
-				if p.Line != w.line || !strings.Contains(p.Msg, w.msg) || !strings.Contains(p.Hint, w.hint) || p.File != "pb.yaml" {
-					t.Errorf("problem %d = %q\nwant line %d, msg containing %q, hint containing %q", i, p.Error(), w.line, w.msg, w.hint)
-				}
-			}
+			checkProblems(t, tt.src, testKinds, tt.want, false)
 		})
 	}
 }
@@ -365,4 +349,27 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkProblems asserts that src fails to parse with exactly want, in order:
+// line, message and hint (and a column, when needCol).
+func checkProblems(t *testing.T, src string, kinds KindSet, want []want, needCol bool) {
+	t.Helper()
+	pb, err := Parse("pb.yaml", []byte(src), kinds)
+	if pb != nil {
+		t.Errorf("Parse returned a playbook along with problems")
+	}
+	var probs Problems
+	if !errors.As(err, &probs) {
+		t.Fatalf("Parse error = %v (%T), want Problems", err, err)
+	}
+	if len(probs) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), probs)
+	}
+	for i, w := range want {
+		p := probs[i]
+		if p.Line != w.line || (needCol && p.Col == 0) || !strings.Contains(p.Msg, w.msg) || !strings.Contains(p.Hint, w.hint) || p.File != "pb.yaml" {
+			t.Errorf("problem %d = %q\nwant line %d, msg containing %q, hint containing %q", i, p.Error(), w.line, w.msg, w.hint)
+		}
+	}
 }
