@@ -180,3 +180,12 @@ func orDiscard(log *slog.Logger) *slog.Logger {
 func (c *Conn) logger() *slog.Logger {
 	return orDiscard(c.log)
 }
+
+// BatchFailed reports whether a pull batch ended abnormally (a missing
+// heartbeat, a deleted consumer after a NATS restart) rather than by
+// expiring, being cancelled or finding no messages. Workers then look the
+// consumer up again.
+func BatchFailed(err error) bool {
+	return err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+		!errors.Is(err, jetstream.ErrNoMessages)
+}

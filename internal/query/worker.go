@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -145,8 +144,7 @@ func (w *Worker) lane(ctx context.Context, consumer string, keepFree int) {
 			}()
 		}
 		cancel()
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
-			!errors.Is(err, jetstream.ErrNoMessages) {
+		if bus.BatchFailed(batch.Error()) {
 			cons = nil // consumer gone (NATS restarted): look it up again
 		}
 	}

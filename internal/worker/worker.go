@@ -179,8 +179,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}()
 		}
 		cancel()
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
-			!errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		if err := batch.Error(); bus.BatchFailed(err) && ctx.Err() == nil {
 			// A missing heartbeat or a deleted consumer (NATS restarted).
 			cons = nil
 			backoff = w.pause(ctx, backoff, "pull request ended with an error; re-checking stream and consumer", err)
