@@ -3,8 +3,6 @@ package tools
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -238,26 +236,9 @@ func TestPythonCanceled(t *testing.T) {
 			"input", map[string]any{"path": started}))
 		errc <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(started); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("code never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForFile(t, started, 10*time.Second, "the code's start marker")
 	cancel()
-	select {
-	case err := <-errc:
-		var e *Error
-		if !errors.As(err, &e) || e.Kind != ErrorKindCanceled || !e.Retryable {
-			t.Fatalf("error = %v, want retryable %q", err, ErrorKindCanceled)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return promptly after cancel")
-	}
+	wantCanceledPromptly(t, errc)
 }
 
 func TestPythonPrintCannotForgeResult(t *testing.T) {

@@ -192,29 +192,9 @@ func TestShellCancelKillsProcessGroup(t *testing.T) {
 		errc <- err
 	}()
 
-	deadline := time.Now().Add(5 * time.Second)
-	var raw []byte
-	for {
-		var err error
-		if raw, err = os.ReadFile(pidFile); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("command never wrote its pid")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	raw := waitForFile(t, pidFile, 5*time.Second, "the command's pid")
 	cancel()
-
-	select {
-	case err := <-errc:
-		var e *Error
-		if !errors.As(err, &e) || e.Kind != ErrorKindCanceled || !e.Retryable {
-			t.Fatalf("error = %v, want retryable %q", err, ErrorKindCanceled)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return promptly after cancel")
-	}
+	wantCanceledPromptly(t, errc)
 	waitGone(t, pidFrom(t, string(raw)))
 }
 
@@ -245,5 +225,35 @@ func TestShellBadConfig(t *testing.T) {
 		if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, tc.field) {
 			t.Errorf("Run(%v) = %+v, want non-retryable config error naming %s", tc.cfg, e, tc.field)
 		}
+	}
+}
+
+// waitForFile polls until path exists and returns its contents.
+func waitForFile(t *testing.T, path string, d time.Duration, what string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if raw, err := os.ReadFile(path); err == nil {
+			return raw
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared at %s", what, path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wantCanceledPromptly asserts the tool returned a retryable canceled
+// error within 5 s of its context being cancelled.
+func wantCanceledPromptly(t *testing.T, errc <-chan error) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		var e *Error
+		if !errors.As(err, &e) || e.Kind != ErrorKindCanceled || !e.Retryable {
+			t.Fatalf("error = %v, want retryable %q", err, ErrorKindCanceled)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return promptly after cancel")
 	}
 }
