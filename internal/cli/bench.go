@@ -2,8 +2,12 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +27,7 @@ func benchCmd() *cobra.Command {
 func benchFlowsCmd() *cobra.Command {
 	opts := bench.Options{}
 	var asJSON bool
+	var profileDir string
 	cmd := &cobra.Command{
 		Use:   "flows",
 		Short: "Submit noop executions over HTTP and report throughput, latency and lost work",
@@ -57,7 +62,14 @@ after the run. Server timestamps are compared with this machine's clock.`,
 				opts.ProgressTTY = err == nil && fi.Mode()&os.ModeCharDevice != 0
 			}
 			opts.Log = slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			stop, err := startProfiles(profileDir)
+			if err != nil {
+				return err
+			}
 			res, err := bench.Run(cmd.Context(), opts)
+			if perr := stop(); perr != nil && err == nil {
+				err = perr
+			}
 			if res != nil {
 				var perr error
 				if asJSON {
@@ -88,6 +100,7 @@ after the run. Server timestamps are compared with this machine's clock.`,
 	f.IntVar(&opts.WorkerConcurrency, "worker-concurrency", bench.DefaultWorkerConcurrency, "Commands each in-process worker runs at once (self-contained only)")
 	f.DurationVar(&opts.Timeout, "timeout", bench.DefaultTimeout, "Give up on executions not complete after this long (the run then fails)")
 	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
+	f.StringVar(&profileDir, "profile", "", "Write cpu.pprof, mutex.pprof, block.pprof and heap.pprof of this process to this directory (a self-contained run profiles server and workers too); read them with 'go tool pprof'")
 	// The NATS settings name the stream and consumer (and, with --server,
 	// where to read redeliveries), with the same variables as the roles.
 	bindSet(cmd, natsSet(&opts.NATS))
@@ -98,4 +111,45 @@ func natsSet(n *config.NATS) *config.Set {
 	s := &config.Set{}
 	config.BindNATS(s, n)
 	return s
+}
+
+// startProfiles starts a CPU profile and mutex/block sampling into dir; the
+// returned function stops them and writes the rest. dir "" does nothing.
+func startProfiles(dir string) (func() error, error) {
+	if dir == "" {
+		return func() error { return nil }, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--profile: %w", err)
+	}
+	cpu, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return nil, fmt.Errorf("--profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		cpu.Close()
+		return nil, fmt.Errorf("--profile: %w", err)
+	}
+	// Sample about one in ten contended mutex events and blocking events
+	// of 10µs or more: enough to see where the pipeline waits.
+	runtime.SetMutexProfileFraction(10)
+	runtime.SetBlockProfileRate(10_000)
+	return func() error {
+		pprof.StopCPUProfile()
+		err := cpu.Close()
+		for _, name := range []string{"mutex", "block", "heap"} {
+			f, ferr := os.Create(filepath.Join(dir, name+".pprof"))
+			if ferr != nil {
+				err = errors.Join(err, ferr)
+				continue
+			}
+			err = errors.Join(err, pprof.Lookup(name).WriteTo(f, 0), f.Close())
+		}
+		runtime.SetMutexProfileFraction(0)
+		runtime.SetBlockProfileRate(0)
+		if err != nil {
+			return fmt.Errorf("--profile: %w", err)
+		}
+		return nil
+	}, nil
 }

@@ -222,10 +222,23 @@ func (c *Client) Claim(ctx context.Context, eventID int64, workerID string) (Cla
 // ClaimIn is Claim with the command's execution id (from the
 // notification), which lets the server keep one execution's writes together.
 func (c *Client) ClaimIn(ctx context.Context, eventID int64, workerID string, executionID int64) (Claimed, error) {
+	return c.claim(ctx, eventID, workerID, executionID, false)
+}
+
+// ClaimAndStart claims and records command.started in one request, for a
+// worker that runs the command at once.
+func (c *Client) ClaimAndStart(ctx context.Context, eventID int64, workerID string, executionID int64) (Claimed, error) {
+	return c.claim(ctx, eventID, workerID, executionID, true)
+}
+
+func (c *Client) claim(ctx context.Context, eventID int64, workerID string, executionID int64, start bool) (Claimed, error) {
 	var out Claimed
 	in := map[string]any{"worker_id": workerID}
 	if executionID > 0 {
 		in["execution_id"] = executionID
+	}
+	if start {
+		in["start"] = true
 	}
 	err := c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/claim", eventID), in, &out)
 	return out, err

@@ -292,17 +292,34 @@ type Claimed struct {
 // picks the group-commit shard: all writes of one execution then go
 // through one committer and cannot deadlock each other in this process.
 func (s *Service) Claim(ctx context.Context, eventID int64, workerID string, execHint int64) (Claimed, error) {
+	return s.claim(ctx, eventID, workerID, execHint, false)
+}
+
+// ClaimAndStart is Claim followed by command.started in the same
+// transaction, for a worker that runs the command at once: one request
+// and one commit instead of two. Both events are recorded.
+func (s *Service) ClaimAndStart(ctx context.Context, eventID int64, workerID string, execHint int64) (Claimed, error) {
+	return s.claim(ctx, eventID, workerID, execHint, true)
+}
+
+func (s *Service) claim(ctx context.Context, eventID int64, workerID string, execHint int64, start bool) (Claimed, error) {
 	var cmd store.Command
 	err := s.st.Do(ctx, shardKey(execHint, eventID), func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
-		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL})
+		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL, Start: start})
 		if err != nil {
 			return err
 		}
-		return s.event(ctx, tx, store.Event{
+		if err := s.event(ctx, tx, store.Event{
 			ExecutionID: cmd.ExecutionID, EventType: store.EvCommandClaimed, Step: cmd.Step,
 			CommandID: cmd.CommandID, Status: store.CmdClaimed, WorkerID: workerID, Attempt: cmd.Attempt,
+		}, now); err != nil || !start {
+			return err
+		}
+		return s.event(ctx, tx, store.Event{
+			ExecutionID: cmd.ExecutionID, EventType: store.EvCommandStarted, Step: cmd.Step,
+			CommandID: cmd.CommandID, Status: store.CmdRunning, WorkerID: workerID, Attempt: cmd.Attempt,
 		}, now)
 	})
 	switch {

@@ -193,11 +193,10 @@ func (d *dispatcher) loop(ctx context.Context) {
 
 // run claims and executes one command, like a worker.
 func (d *dispatcher) run(ctx context.Context, eventID int64) {
-	cl, err := d.flow.Claim(ctx, eventID, workerID, 0)
+	cl, err := d.flow.ClaimAndStart(ctx, eventID, workerID, 0)
 	if err != nil {
 		return // ended or cancelled meanwhile
 	}
-	_, _ = d.flow.Apply(ctx, flow.Report{EventType: store.EvCommandStarted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt})
 	env := &localEnv{d: d, parent: cl.ExecutionID}
 	res, runErr := worker.Execute(ctx, cl.Command, env)
 	if ctx.Err() != nil {

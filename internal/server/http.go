@@ -388,6 +388,9 @@ type workerBody struct {
 	WorkerID    string `json:"worker_id"`
 	Attempt     int    `json:"attempt,omitempty"`
 	ExecutionID int64  `json:"execution_id,omitempty"` // optional hint (from the notification)
+	// Start (claim only) records command.started with the claim, in one
+	// transaction, for a worker that runs the command at once.
+	Start bool `json:"start,omitempty"`
 }
 
 func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -401,6 +404,9 @@ func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) 
 	}
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
+	}
+	if body.Start {
+		return a.flow.ClaimAndStart(r.Context(), id, body.WorkerID, body.ExecutionID)
 	}
 	return a.flow.Claim(r.Context(), id, body.WorkerID, body.ExecutionID)
 }

@@ -250,9 +250,13 @@ func TestClaimLifecycle(t *testing.T) {
 
 	// The engine issued the next step with the first one's result in scope.
 	second := b.firstCommand(st.ExecutionID, "second")
-	c2, err := b.API.Claim(ctx, second.EventID, "w1")
-	if err != nil {
-		t.Fatal(err)
+	// Claimed and started in one request, as workers do.
+	c2, err := b.API.ClaimAndStart(ctx, second.EventID, "w1", st.ExecutionID)
+	if err != nil || c2.Status != "running" || c2.Attempt != 1 {
+		t.Fatalf("claim with start = %+v, %v; want running, attempt 1", c2, err)
+	}
+	if _, err := b.API.ClaimAndStart(ctx, second.EventID, "w2", st.ExecutionID); client.StatusOf(err) != 409 {
+		t.Fatalf("second claim with start: %v, want 409", err)
 	}
 	// Completion through the batch endpoint.
 	status, body = b.raw("POST", "/api/events/batch", []byte(fmt.Sprintf(
@@ -276,7 +280,7 @@ func TestClaimLifecycle(t *testing.T) {
 		types = append(types, e.EventType)
 	}
 	got := strings.Join(types, " ")
-	want := "playbook.started command.issued command.claimed command.started command.claimed command.completed step.exit command.issued command.claimed command.completed step.exit playbook.completed"
+	want := "playbook.started command.issued command.claimed command.started command.claimed command.completed step.exit command.issued command.claimed command.started command.completed step.exit playbook.completed"
 	if got != want {
 		t.Fatalf("event log:\n got  %s\n want %s", got, want)
 	}

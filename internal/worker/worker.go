@@ -223,7 +223,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	}
 	log := w.log.With("command_id", n.CommandID)
 	ctx := w.hard
-	cl, err := w.api.ClaimIn(ctx, n.EventID, w.id, n.ExecutionID)
+	cl, err := w.api.ClaimAndStart(ctx, n.EventID, w.id, n.ExecutionID)
 	if err != nil {
 		switch st := client.StatusOf(err); {
 		case st == http.StatusConflict:
@@ -295,15 +295,6 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		<-keepDone
 	}
 	defer keepalive()
-
-	if _, err := w.api.Report(toolCtx, client.Report{EventType: "command.started", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt}); err != nil {
-		if client.StatusOf(err) == http.StatusConflict {
-			mDup.Inc()
-			_ = msg.Ack()
-			return
-		}
-		log.Warn("could not record command.started; running anyway", "err", err)
-	}
 
 	res, runErr := w.execute(toolCtx, cl)
 

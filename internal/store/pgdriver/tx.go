@@ -214,15 +214,22 @@ func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Comma
 	// One conditional UPDATE: under concurrency the row lock plus the
 	// re-evaluated WHERE clause lets exactly one claimer through.
 	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c
-		SET status = 'claimed', attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4
+		SET status = $5, attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4
 		WHERE c.event_id = $1
 		  AND (c.status = 'issued' OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $4))
 		RETURNING `+commandCols,
-		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now))
+		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now, claimStatus(p)))
 	if err != nil {
 		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, p.EventID, fmt.Sprintf("claim command %d", p.EventID))
 	}
 	return c, nil
+}
+
+func claimStatus(p store.ClaimParams) string {
+	if p.Start {
+		return store.CmdRunning
+	}
+	return store.CmdClaimed
 }
 
 // holderUpdate runs an UPDATE allowed only for the current holder of attempt

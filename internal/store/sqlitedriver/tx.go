@@ -34,7 +34,7 @@ const (
 	// write lock, so of N concurrent claimers exactly one sees the row in a
 	// claimable state.
 	sqlCommandClaim = `UPDATE commands
-		SET status = 'claimed', attempt = attempt + 1, worker_id = ?, lease_expires_at = ?, updated_at = ?
+		SET status = ?, attempt = attempt + 1, worker_id = ?, lease_expires_at = ?, updated_at = ?
 		WHERE event_id = ?
 		  AND (status = 'issued' OR (status IN ('claimed', 'running') AND lease_expires_at <= ?))
 		RETURNING ` + commandCols
@@ -264,8 +264,12 @@ func (t *tx) commandUpdate(ctx context.Context, op string, eventID int64, query 
 
 func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Command, error) {
 	now := micros(p.Now)
+	status := store.CmdClaimed
+	if p.Start {
+		status = store.CmdRunning
+	}
 	return t.commandUpdate(ctx, "claim", p.EventID, sqlCommandClaim,
-		p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.EventID, now)
+		status, p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.EventID, now)
 }
 
 func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {

@@ -186,6 +186,28 @@ func claimCases() []testCase {
 			b.wantCommand("CommandClaim result", got, want)
 			b.wantCommand("command after CommandClaim", b.getCommand(c.EventID), want)
 		}},
+		{"StartMovesStraightToRunning", func(b *bundle) {
+			e := b.addExecution()
+			c := b.addCommand(e.ExecutionID, b.now)
+			got, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandClaim(b.ctx(), store.ClaimParams{EventID: c.EventID, WorkerID: "worker-a", Now: b.now, LeaseTTL: leaseTTL, Start: true})
+			})
+			b.mustNil("CommandClaim with Start", err)
+			want := c
+			want.Status, want.Attempt, want.WorkerID = store.CmdRunning, 1, "worker-a"
+			want.LeaseExpires, want.UpdatedAt = leaseAt(b.now), b.now
+			b.wantCommand("CommandClaim with Start", got, want)
+			b.wantCommand("command after CommandClaim with Start", b.getCommand(c.EventID), want)
+			// The holder's later start is still accepted (an older worker
+			// that claims and starts separately).
+			_, err = txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandStart(b.ctx(), c.EventID, "worker-a", 1, b.now, leaseTTL)
+			})
+			b.mustNil("CommandStart after a claim with Start", err)
+			// A started claim is exclusive like any other.
+			_, err = b.claim(c.EventID, "worker-b", b.now)
+			b.wantErr("CommandClaim of a command claimed with Start", err, store.ErrConflict)
+		}},
 		{"ConflictOnLiveLease", func(b *bundle) {
 			e := b.addExecution()
 			c := b.addCommand(e.ExecutionID, b.now)
