@@ -199,12 +199,19 @@ func (s *Store) runBatch(batch []*request) {
 			s.fallback(ctx, batch)
 			return
 		}
-		if errs[i] = r.call(ctx, tx); errs[i] != nil {
-			if err := tx.RollbackTo(ctx, sp); err != nil {
-				_ = tx.Rollback()
-				s.fallback(ctx, batch)
-				return
+		errs[i] = r.call(ctx, tx)
+		if errs[i] == nil {
+			// A driver that queues inserts reports their errors here at
+			// the latest: they are this caller's, undone like any other.
+			errs[i] = tx.Release(ctx, sp)
+			if errs[i] == nil {
+				continue
 			}
+		}
+		if err := tx.RollbackTo(ctx, sp); err != nil {
+			_ = tx.Rollback()
+			s.fallback(ctx, batch)
+			return
 		}
 		if err := tx.Release(ctx, sp); err != nil {
 			_ = tx.Rollback()

@@ -106,6 +106,55 @@ func TestGroupCommit(t *testing.T) {
 				t.Logf("%d callers, %d transactions", n, b.drv.begins.Load())
 			})
 
+			t.Run("AFailedInsertIsItsCallersAlone", func(t *testing.T) {
+				// On PostgreSQL inserts are queued and fail only at the
+				// caller's Release: the error must still reach that
+				// caller, as ErrConflict, and cost nobody else a retry.
+				t.Parallel()
+				b := setup(t, open)
+				ctx := context.Background()
+				dup := b.ids.Next()
+				if err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+					return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: dup, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
+				}); err != nil {
+					t.Fatal(err)
+				}
+				before := b.drv.begins.Load()
+				const n = 90
+				var wg sync.WaitGroup
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						id := b.ids.Next()
+						if i%3 == 0 {
+							id = dup
+						}
+						err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+							return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
+						})
+						switch {
+						case i%3 == 0 && !errors.Is(err, store.ErrConflict):
+							t.Errorf("caller %d (duplicate id): err = %v, want ErrConflict", i, err)
+						case i%3 != 0 && err != nil:
+							t.Errorf("caller %d: %v", i, err)
+						}
+					}()
+				}
+				wg.Wait()
+				var total int64
+				_ = b.st.Read(ctx, func(q store.Querier) error {
+					_, total, _ = q.ExecutionList(ctx, 0, 1)
+					return nil
+				})
+				if want := int64(1 + n - n/3); total != want {
+					t.Fatalf("%d executions stored, want %d", total, want)
+				}
+				if got := b.drv.begins.Load() - before; got >= n {
+					t.Fatalf("%d transactions for %d callers: failed inserts forced every caller into its own transaction", got, n)
+				}
+			})
+
 			t.Run("OneCallersErrorUndoesOnlyItsOwnWork", func(t *testing.T) {
 				t.Parallel()
 				b := setup(t, open)

@@ -296,6 +296,13 @@ type Tx interface {
 	Rollback() error
 	// Savepoint, RollbackTo and Release bracket one caller's work inside a
 	// shared (group-committed) transaction. Names are [a-z0-9_]+.
+	//
+	// A driver may queue statements that return nothing (inserts,
+	// SAVEPOINT) and send them with the transaction's next statement that
+	// does, saving round trips. A queued statement's error is then
+	// returned by that later call, wrapped as the statement's own, and
+	// at the latest by Release, RollbackTo or Commit; the transaction is
+	// then unusable until RollbackTo, as after any failed statement.
 	Savepoint(ctx context.Context, name string) error
 	RollbackTo(ctx context.Context, name string) error
 	Release(ctx context.Context, name string) error

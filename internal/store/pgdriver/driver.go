@@ -149,11 +149,11 @@ func (d *Driver) Close() error {
 // conditional UPDATEs re-check their WHERE clause against the latest row
 // version, which is what makes concurrent claims safe.
 func (d *Driver) Begin(ctx context.Context) (store.Tx, error) {
-	t, err := d.pool.Begin(ctx)
+	p, err := beginPipe(ctx, d.pool)
 	if err != nil {
 		return nil, fmt.Errorf("pgdriver: begin transaction: %w", err)
 	}
-	return &tx{querier: querier{db: t}, tx: t}, nil
+	return &tx{querier: querier{db: p}, tx: p}, nil
 }
 
 // Read implements store.Driver. Reads go straight to the pool: plain

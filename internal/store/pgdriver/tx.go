@@ -18,10 +18,10 @@ import (
 // transaction anyway.
 const rollbackTimeout = 10 * time.Second
 
-// tx implements store.Tx over a pgx.Tx.
+// tx implements store.Tx over a pipe (see pipeline.go).
 type tx struct {
 	querier
-	tx pgx.Tx
+	tx *pipe
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -59,26 +59,33 @@ func validSavepoint(name string) error {
 	return nil
 }
 
-func (t *tx) savepointExec(ctx context.Context, stmt, name string) error {
+// Savepoint is queued: it travels with the caller's first statement that
+// needs an answer.
+func (t *tx) Savepoint(ctx context.Context, name string) error {
 	if err := validSavepoint(name); err != nil {
 		return err
 	}
-	if _, err := t.tx.Exec(ctx, stmt+name); err != nil {
-		return fmt.Errorf("pgdriver: %s: %w", stmt+name, err)
-	}
+	t.tx.enqueue(nil, "SAVEPOINT "+name)
 	return nil
 }
 
-func (t *tx) Savepoint(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "SAVEPOINT ", name)
-}
-
+// RollbackTo and Release send whatever is queued: the errors of the
+// caller's queued inserts surface here at the latest, before the next
+// caller's work starts.
 func (t *tx) RollbackTo(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "ROLLBACK TO SAVEPOINT ", name)
+	return t.savepointFlush(ctx, "ROLLBACK TO SAVEPOINT ", name)
 }
 
 func (t *tx) Release(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "RELEASE SAVEPOINT ", name)
+	return t.savepointFlush(ctx, "RELEASE SAVEPOINT ", name)
+}
+
+func (t *tx) savepointFlush(ctx context.Context, stmt, name string) error {
+	if err := validSavepoint(name); err != nil {
+		return err
+	}
+	t.tx.enqueue(nil, stmt+name)
+	return t.tx.flush(ctx)
 }
 
 // insertErr reports a duplicate key as store.ErrConflict so callers can tell
@@ -89,6 +96,11 @@ func insertErr(err error, what string) error {
 		return fmt.Errorf("%s already exists (%s): %w", what, pgErr.ConstraintName, store.ErrConflict)
 	}
 	return fmt.Errorf("pgdriver: insert %s: %w", what, err)
+}
+
+// insertWrap is insertErr for a queued insert, whose error arrives later.
+func insertWrap(what string) func(error) error {
+	return func(err error) error { return insertErr(err, what) }
 }
 
 // missingOr decides why a conditional UPDATE matched nothing: the row is
@@ -136,12 +148,10 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	if status == "" {
 		status = store.ExecRunning
 	}
-	_, err := t.tx.Exec(ctx, "INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+	t.tx.enqueue(insertWrap(fmt.Sprintf("execution %d", e.ExecutionID)),
+		"INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
 		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
-	if err != nil {
-		return insertErr(err, fmt.Sprintf("execution %d", e.ExecutionID))
-	}
 	return nil
 }
 
@@ -181,12 +191,10 @@ func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, resul
 }
 
 func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
-	_, err := t.tx.Exec(ctx, "INSERT INTO events ("+eventCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	t.tx.enqueue(insertWrap(fmt.Sprintf("event %d", e.EventID)),
+		"INSERT INTO events ("+eventCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 		e.EventID, e.ExecutionID, e.EventType, e.Step, e.CommandID, e.Status,
 		jsonArg(e.Result), e.Error, e.WorkerID, e.Attempt, tsOrNow(e.CreatedAt))
-	if err != nil {
-		return insertErr(err, fmt.Sprintf("event %d", e.EventID))
-	}
 	return nil
 }
 
@@ -198,14 +206,12 @@ func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
 	}
 	// published_at = available_at starts the reaper's unclaimed timer only
 	// once a delayed (retry) command can actually be notified.
-	_, err := t.tx.Exec(ctx, `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
+	t.tx.enqueue(insertWrap(fmt.Sprintf("command %d", c.EventID)),
+		`INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
 			attempt, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $8, $9, $10, $11, $11)`,
 		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
 		c.LoopID, c.LoopIndex, c.Retry, created)
-	if err != nil {
-		return insertErr(err, fmt.Sprintf("command %d", c.EventID))
-	}
 	return nil
 }
 
@@ -291,11 +297,9 @@ func (t *tx) OutboxInsert(ctx context.Context, msg store.OutboxMsg) error {
 	if !msg.AvailableAt.IsZero() {
 		available = ts(msg.AvailableAt)
 	}
-	_, err := t.tx.Exec(ctx, "INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	t.tx.enqueue(insertWrap(fmt.Sprintf("outbox message %d", msg.ID)),
+		"INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7)",
 		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, created, available)
-	if err != nil {
-		return insertErr(err, fmt.Sprintf("outbox message %d", msg.ID))
-	}
 	return nil
 }
 
