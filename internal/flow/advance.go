@@ -42,6 +42,27 @@ type run struct {
 }
 
 func (s *Service) loadRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time) (*run, error) {
+	return s.buildRun(ctx, tx, exec, pb, now, true)
+}
+
+// newRun is loadRun for an execution inserted in this transaction: it has
+// no commands or loops yet, so there is nothing to read.
+func (s *Service) newRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time) (*run, error) {
+	return s.buildRun(ctx, tx, exec, pb, now, false)
+}
+
+// hasLoops reports whether any step of pb loops; only then can the
+// execution have loop rows worth reading.
+func hasLoops(pb *playbook.Playbook) bool {
+	for _, st := range pb.Steps {
+		if st.Loop != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, read bool) (*run, error) {
 	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}}
 	var wl map[string]any
 	if len(exec.Workload) > 0 {
@@ -55,13 +76,20 @@ func (s *Service) loadRun(ctx context.Context, tx store.Tx, exec *store.Executio
 			return nil, fmt.Errorf("decode context of %d: %w", exec.ExecutionID, err)
 		}
 	}
-	cmds, err := tx.CommandListByExecution(ctx, exec.ExecutionID)
-	if err != nil {
-		return nil, err
+	// Each read is a round trip on the write path: skip those that cannot
+	// find anything.
+	var cmds []store.Command
+	var loops []store.Loop
+	var err error
+	if read {
+		if cmds, err = tx.CommandListByExecution(ctx, exec.ExecutionID); err != nil {
+			return nil, err
+		}
 	}
-	loops, err := tx.LoopListByExecution(ctx, exec.ExecutionID)
-	if err != nil {
-		return nil, err
+	if read && hasLoops(pb) {
+		if loops, err = tx.LoopListByExecution(ctx, exec.ExecutionID); err != nil {
+			return nil, err
+		}
 	}
 	r.cmds = cmds
 	results := map[string]any{}

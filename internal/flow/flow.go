@@ -176,7 +176,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: store.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
 			return err
 		}
-		r, err := s.loadRun(ctx, tx, &exec, pb, now)
+		r, err := s.newRun(ctx, tx, &exec, pb, now)
 		if err != nil {
 			return err
 		}
@@ -436,13 +436,9 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 
 // finish applies command.completed/failed and advances the execution.
 func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, error) {
-	cur, err := tx.CommandGet(ctx, rep.EventID)
-	if err != nil {
-		return Ack{}, 0, err
-	}
 	// Lock the execution first so that two branches finishing at once see
 	// each other's outcome when deciding whether the execution is done.
-	exec, err := tx.LockExecution(ctx, cur.ExecutionID)
+	cur, r, err := s.lockForFinish(ctx, tx, rep, now)
 	if err != nil {
 		return Ack{}, 0, err
 	}
@@ -464,19 +460,12 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	// Decide before recording, so that a failure the policy says to
 	// continue past is projected as a completed step (the event log keeps
 	// the command.failed fact).
-	var r *run
 	decision := engine.Decision{Do: "continue"}
 	if status == store.CmdFailed {
 		decision.Do = "fail"
 	}
-	if exec.Status == store.ExecRunning && !store.IsTerminalCommand(cur.Status) {
-		pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
-		if err != nil {
-			return Ack{}, 0, err
-		}
-		if r, err = s.loadRun(ctx, tx, &exec, pb, now); err != nil {
-			return Ack{}, 0, err
-		}
+	if r != nil {
+		pb := r.pb
 		if step := pb.ByName[cur.Step]; step != nil && step.Policy != nil {
 			scope := r.scope
 			if cur.LoopID != 0 {
@@ -539,6 +528,52 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 		return Ack{}, 0, err
 	}
 	return ack, r.issued, nil
+}
+
+// lockForFinish locks the reported command's execution and returns the
+// command and, when the execution is running and the command has not
+// ended, the execution's run (nil otherwise). With the execution id the worker sent (from the
+// notification), the command is found in the run's own rows, saving a
+// read; a wrong or missing hint falls back to reading the command first.
+func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (store.Command, *run, error) {
+	if rep.ExecutionID > 0 {
+		exec, err := tx.LockExecution(ctx, rep.ExecutionID)
+		if err == nil && exec.Status == store.ExecRunning {
+			pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
+			if err != nil {
+				return store.Command{}, nil, err
+			}
+			r, err := s.loadRun(ctx, tx, &exec, pb, now)
+			if err != nil {
+				return store.Command{}, nil, err
+			}
+			for _, c := range r.cmds {
+				if c.EventID != rep.EventID {
+					continue
+				}
+				if store.IsTerminalCommand(c.Status) {
+					r = nil
+				}
+				return c, r, nil
+			}
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return store.Command{}, nil, err
+		}
+	}
+	cur, err := tx.CommandGet(ctx, rep.EventID)
+	if err != nil {
+		return store.Command{}, nil, err
+	}
+	exec, err := tx.LockExecution(ctx, cur.ExecutionID)
+	if err != nil || exec.Status != store.ExecRunning || store.IsTerminalCommand(cur.Status) {
+		return cur, nil, err
+	}
+	pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
+	if err != nil {
+		return store.Command{}, nil, err
+	}
+	r, err := s.loadRun(ctx, tx, &exec, pb, now)
+	return cur, r, err
 }
 
 // Release gives up a lease at once so another worker can claim the command
