@@ -295,3 +295,87 @@ func (c *Client) Health(ctx context.Context) (map[string]any, error) {
 	err := c.do(ctx, "GET", "/api/health", nil, &out)
 	return out, err
 }
+
+// ClaimItem names one command of a ClaimBatch.
+type ClaimItem struct {
+	EventID     int64 `json:"event_id"`
+	ExecutionID int64 `json:"execution_id,omitempty"`
+}
+
+// ClaimBatch claims several commands for workerID in one request (POST
+// /api/commands/claim); with start, each claim also records command.started.
+// It returns one Claimed and one error per item, in order; an item's error
+// answers StatusOf like the single claim's would. The error return is for
+// the request as a whole (server unreachable, 413, a malformed reply).
+func (c *Client) ClaimBatch(ctx context.Context, workerID string, start bool, items []ClaimItem) ([]Claimed, []error, error) {
+	var out struct {
+		Results []struct {
+			Claimed *Claimed   `json:"claimed"`
+			Error   *itemError `json:"error"`
+			Status  int        `json:"http_status"`
+		} `json:"results"`
+	}
+	in := map[string]any{"worker_id": workerID, "commands": items}
+	if start {
+		in["start"] = true
+	}
+	if err := c.do(ctx, "POST", "/api/commands/claim", in, &out); err != nil {
+		return nil, nil, err
+	}
+	if len(out.Results) != len(items) {
+		return nil, nil, fmt.Errorf("claim batch: %d results for %d commands from %s", len(out.Results), len(items), c.Base)
+	}
+	claims, errs := make([]Claimed, len(items)), make([]error, len(items))
+	for i, r := range out.Results {
+		switch {
+		case r.Error != nil:
+			errs[i] = r.Error.err(r.Status)
+		case r.Claimed == nil:
+			errs[i] = fmt.Errorf("claim batch: result %d has neither a claim nor an error", i)
+		default:
+			claims[i] = *r.Claimed
+		}
+	}
+	return claims, errs, nil
+}
+
+// ReportBatch posts several reports in one request (POST /api/events/batch).
+// It returns one Ack and one error per report, in order, like ClaimBatch.
+func (c *Client) ReportBatch(ctx context.Context, reps []Report) ([]Ack, []error, error) {
+	var out struct {
+		Results []struct {
+			EventID int64      `json:"event_id"`
+			Status  string     `json:"status"`
+			Error   *itemError `json:"error"`
+			HTTP    int        `json:"http_status"`
+		} `json:"results"`
+	}
+	if err := c.do(ctx, "POST", "/api/events/batch", map[string]any{"events": reps}, &out); err != nil {
+		return nil, nil, err
+	}
+	if len(out.Results) != len(reps) {
+		return nil, nil, fmt.Errorf("event batch: %d results for %d events from %s", len(out.Results), len(reps), c.Base)
+	}
+	acks, errs := make([]Ack, len(reps)), make([]error, len(reps))
+	for i, r := range out.Results {
+		if r.Error != nil {
+			errs[i] = r.Error.err(r.HTTP)
+			continue
+		}
+		acks[i] = Ack{EventID: r.EventID, Status: r.Status}
+	}
+	return acks, errs, nil
+}
+
+// itemError is one batch item's {code, message}.
+type itemError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *itemError) err(status int) error {
+	if status == 0 {
+		status = 500 // an older server that does not say
+	}
+	return &Error{Status: status, Code: e.Code, Message: e.Message}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("GET /api/executions/{id}/events", a.executionEvents)
 	a.route("POST /api/executions/{id}/cancel", a.executionCancel)
 	a.route("GET /api/commands/{event_id}", a.commandGet)
+	a.route("POST /api/commands/claim", a.commandClaimBatch)
 	a.route("POST /api/commands/{event_id}/claim", a.commandClaim)
 	a.route("POST /api/commands/{event_id}/release", a.commandRelease)
 	a.route("POST /api/events", a.eventPost)
@@ -514,6 +516,83 @@ type batchResult struct {
 	EventID int64         `json:"event_id,omitempty"`
 	Status  string        `json:"status,omitempty"`
 	Error   *apierr.Error `json:"error,omitempty"`
+	// HTTPStatus is what the single-item endpoint would have answered
+	// for Error, so clients keep one rule for both.
+	HTTPStatus int `json:"http_status,omitempty"`
+}
+
+// batchError turns one item's failure into its wire form.
+func (a *API) batchError(err error, what string) (*apierr.Error, int) {
+	e, ok := apierr.As(err)
+	if !ok {
+		a.log.Error(what+" failed", "err", err)
+		e = apierr.New(apierr.Internal, "internal error; the server log has details")
+	}
+	return e, e.Status()
+}
+
+// forEach runs fn(i) for i in [0, n) concurrently and waits: concurrent
+// store writes join one group commit rather than n transactions.
+func forEach(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		go func() {
+			defer wg.Done()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+type claimItem struct {
+	EventID     int64 `json:"event_id"`
+	ExecutionID int64 `json:"execution_id,omitempty"`
+}
+
+type claimResult struct {
+	Claimed    *flow.Claimed `json:"claimed,omitempty"`
+	Error      *apierr.Error `json:"error,omitempty"`
+	HTTPStatus int           `json:"http_status,omitempty"`
+}
+
+// commandClaimBatch claims several commands for one worker: what a busy
+// worker sends instead of one claim request per notification.
+func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		WorkerID string      `json:"worker_id"`
+		Start    bool        `json:"start,omitempty"`
+		Commands []claimItem `json:"commands"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	if body.WorkerID == "" {
+		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
+	}
+	if len(body.Commands) == 0 || len(body.Commands) > maxBatchEvents {
+		return nil, apierr.New(apierr.BadRequest, "commands must hold 1 to %d commands", maxBatchEvents)
+	}
+	out := make([]claimResult, len(body.Commands))
+	forEach(len(body.Commands), func(i int) {
+		c := body.Commands[i]
+		var cl flow.Claimed
+		var err error
+		switch {
+		case c.EventID <= 0:
+			err = apierr.New(apierr.BadRequest, "event_id must be a positive command event id")
+		case body.Start:
+			cl, err = a.flow.ClaimAndStart(r.Context(), c.EventID, body.WorkerID, c.ExecutionID)
+		default:
+			cl, err = a.flow.Claim(r.Context(), c.EventID, body.WorkerID, c.ExecutionID)
+		}
+		if err != nil {
+			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch claim")
+			return
+		}
+		out[i].Claimed = &cl
+	})
+	return map[string]any{"results": out}, nil
 }
 
 func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -527,31 +606,18 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, apierr.New(apierr.BadRequest, "events must hold 1 to %d events", maxBatchEvents)
 	}
 	out := make([]batchResult, len(body.Events))
-	done := make(chan struct{}, len(body.Events))
-	// Concurrent applies join one group commit rather than N transactions.
-	for i, in := range body.Events {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			rep, err := in.report()
-			var ack flow.Ack
-			if err == nil {
-				ack, err = a.flow.Apply(r.Context(), rep)
-			}
-			if err != nil {
-				e, ok := apierr.As(err)
-				if !ok {
-					a.log.Error("batch event failed", "err", err)
-					e = apierr.New(apierr.Internal, "internal error; the server log has details")
-				}
-				out[i].Error = e
-				return
-			}
-			out[i] = batchResult{EventID: ack.EventID, Status: ack.Status}
-		}()
-	}
-	for range body.Events {
-		<-done
-	}
+	forEach(len(body.Events), func(i int) {
+		rep, err := body.Events[i].report()
+		var ack flow.Ack
+		if err == nil {
+			ack, err = a.flow.Apply(r.Context(), rep)
+		}
+		if err != nil {
+			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch event")
+			return
+		}
+		out[i] = batchResult{EventID: ack.EventID, Status: ack.Status}
+	})
 	return map[string]any{"results": out}, nil
 }
 

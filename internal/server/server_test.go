@@ -449,3 +449,64 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	t.Fatalf("health stayed %d with NATS down", status)
 }
+
+// The batch endpoints workers use: per-item outcomes with the status the
+// single endpoints would have answered, in request order.
+func TestBatchClaimAndReport(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if _, err := b.API.Register(ctx, twoSteps); err != nil {
+		t.Fatal(err)
+	}
+	var cmds []store.Event
+	var items []client.ClaimItem
+	for range 3 {
+		st, err := b.API.Execute(ctx, "t/two", 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := b.firstCommand(st.ExecutionID, "start")
+		cmds = append(cmds, c)
+		items = append(items, client.ClaimItem{EventID: c.EventID, ExecutionID: st.ExecutionID})
+	}
+	if _, err := b.API.Claim(ctx, cmds[1].EventID, "other"); err != nil {
+		t.Fatal(err)
+	}
+	items = append(items, client.ClaimItem{EventID: 1 << 40})
+	claims, errs, err := b.API.ClaimBatch(ctx, "w1", true, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{0, 409, 0, 404} {
+		if got := client.StatusOf(errs[i]); got != want || (want == 0 && errs[i] != nil) {
+			t.Fatalf("item %d: err %v (status %d), want status %d", i, errs[i], got, want)
+		}
+	}
+	if claims[0].Status != "running" || claims[0].WorkerID != "w1" || claims[2].EventID != cmds[2].EventID {
+		t.Fatalf("claims = %+v", claims)
+	}
+
+	reps := []client.Report{
+		{EventType: "command.completed", EventID: cmds[0].EventID, ExecutionID: claims[0].ExecutionID, WorkerID: "w1", Attempt: 1, Result: json.RawMessage(`{"n":1}`)},
+		{EventType: "command.completed", EventID: cmds[1].EventID, WorkerID: "w1", Attempt: 1}, // held by "other"
+		{EventType: "command.failed", EventID: cmds[2].EventID, WorkerID: "w1", Attempt: 1, Error: &client.ToolError{Kind: "shell", Message: "exit 1"}},
+	}
+	acks, errs, err := b.API.ReportBatch(ctx, reps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[2] != nil || client.StatusOf(errs[1]) != 409 {
+		t.Fatalf("report errors = %v", errs)
+	}
+	if acks[0].Status != "completed" || acks[2].Status != "failed" {
+		t.Fatalf("acks = %+v", acks)
+	}
+
+	// The whole request is refused when it is malformed.
+	for _, body := range []string{`{"commands":[{"event_id":1}]}`, `{"worker_id":"w","commands":[]}`, `{"worker_id":"w","commands":[{"event_id":"x"}]}`} {
+		if status, _ := b.raw("POST", "/api/commands/claim", []byte(body)); status != 400 {
+			t.Fatalf("claim batch %s: status %d, want 400", body, status)
+		}
+	}
+}

@@ -59,6 +59,10 @@ type Worker struct {
 	// are stopped and their claims released.
 	hard       context.Context
 	cancelHard context.CancelFunc
+
+	// Claims and final reports go out in batches (batch.go).
+	claims  *batcher[client.ClaimItem, client.Claimed]
+	reports *batcher[client.Report, client.Ack]
 }
 
 // New connects to NATS and makes sure the stream and consumer exist.
@@ -99,9 +103,50 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*Worker, err
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
 	hard, cancel := context.WithCancel(context.Background())
-	return &Worker{cfg: cfg, bcfg: bcfg, log: log.With("worker_id", cfg.WorkerID), api: client.New(cfg.ServerURL), conn: conn,
-		id: cfg.WorkerID, sem: make(chan struct{}, cfg.Concurrency), hard: hard, cancelHard: cancel}, nil
+	w := &Worker{cfg: cfg, bcfg: bcfg, log: log.With("worker_id", cfg.WorkerID), api: client.New(cfg.ServerURL), conn: conn,
+		id: cfg.WorkerID, sem: make(chan struct{}, cfg.Concurrency), hard: hard, cancelHard: cancel}
+	w.claims = newBatcher("claim", DefaultBatchSenders, DefaultMaxBatch, w.sendClaims)
+	w.reports = newBatcher("report", DefaultBatchSenders, DefaultMaxBatch, w.sendReports)
+	return w, nil
 }
+
+// sendClaims claims and starts a batch of commands. A server without the
+// batch route (404 not_found: an older version) gets single claims.
+func (w *Worker) sendClaims(ctx context.Context, items []client.ClaimItem) ([]client.Claimed, []error, error) {
+	out, errs, err := w.api.ClaimBatch(ctx, w.id, true, items)
+	if !routeMissing(err) {
+		return out, errs, err
+	}
+	out, errs = make([]client.Claimed, len(items)), make([]error, len(items))
+	for i, it := range items {
+		out[i], errs[i] = w.api.ClaimAndStart(ctx, it.EventID, w.id, it.ExecutionID)
+	}
+	return out, errs, nil
+}
+
+// sendReports posts a batch of final reports; a server without the batch
+// route, or one that refuses the batch's size (413), gets them one by one.
+func (w *Worker) sendReports(ctx context.Context, reps []client.Report) ([]client.Ack, []error, error) {
+	out, errs, err := w.api.ReportBatch(ctx, reps)
+	if !routeMissing(err) && client.StatusOf(err) != http.StatusRequestEntityTooLarge {
+		return out, errs, err
+	}
+	out, errs = make([]client.Ack, len(reps)), make([]error, len(reps))
+	for i, r := range reps {
+		out[i], errs[i] = w.api.Report(ctx, r)
+	}
+	return out, errs, nil
+}
+
+func routeMissing(err error) bool {
+	var e *client.Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == "not_found"
+}
+
+// batchedResultLimit is the largest result a report may carry and still go
+// out in a batch; bigger ones go alone, so a batch stays far below the
+// server's body limit (MILLRACE_MAX_BODY_BYTES, 8 MiB by default).
+const batchedResultLimit = 16 << 10
 
 // ID is the worker's identity on claims.
 func (w *Worker) ID() string { return w.id }
@@ -112,6 +157,8 @@ func (w *Worker) ID() string { return w.id }
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.conn.Close()
 	defer w.cancelHard()
+	defer w.reports.close()
+	defer w.claims.close()
 	// Idle keep-alive connections would hold the server's graceful
 	// shutdown for its full timeout (net/http counts new ones as active).
 	defer w.api.HTTP.CloseIdleConnections()
@@ -223,7 +270,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	}
 	log := w.log.With("command_id", n.CommandID)
 	ctx := w.hard
-	cl, err := w.api.ClaimAndStart(ctx, n.EventID, w.id, n.ExecutionID)
+	cl, err := w.claims.do(ctx, client.ClaimItem{EventID: n.EventID, ExecutionID: n.ExecutionID})
 	if err != nil {
 		switch st := client.StatusOf(err); {
 		case st == http.StatusConflict:
@@ -389,9 +436,14 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 func (w *Worker) report(parent context.Context, log *slog.Logger, rep client.Report) error {
 	backoff := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(parent, 30*time.Second)
-		_, err := w.api.Report(ctx, rep)
-		cancel()
+		var err error
+		if len(rep.Result) <= batchedResultLimit {
+			_, err = w.reports.do(parent, rep)
+		} else {
+			ctx, cancel := context.WithTimeout(parent, 30*time.Second)
+			_, err = w.api.Report(ctx, rep)
+			cancel()
+		}
 		st := client.StatusOf(err)
 		if err == nil || (st >= 400 && st < 500) {
 			return err
