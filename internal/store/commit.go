@@ -25,6 +25,12 @@ const (
 	maxRetries = 3
 )
 
+// CallerSavepoint names the savepoint around each caller's work in a shared
+// transaction. Callers run one after another, each savepoint released or
+// rolled back before the next is taken, so one name serves them all, and
+// drivers can prepare the three statements once.
+const CallerSavepoint = "caller"
+
 // Retryer is implemented by drivers that can tell transient errors apart.
 type Retryer interface {
 	Retryable(err error) bool
@@ -193,7 +199,7 @@ func (s *Store) runBatch(batch []*request) {
 	}
 	errs := make([]error, len(batch))
 	for i, r := range batch {
-		sp := fmt.Sprintf("sp%d", i)
+		sp := CallerSavepoint
 		if err := tx.Savepoint(ctx, sp); err != nil {
 			_ = tx.Rollback()
 			s.fallback(ctx, batch)

@@ -62,6 +62,8 @@ type Driver struct {
 	// prepared maps query text to a statement prepared on the writer; nil
 	// until the schema exists (see prepare).
 	prepared atomic.Pointer[map[string]*sql.Stmt]
+	// readPrepared is the same for the readers.
+	readPrepared atomic.Pointer[map[string]*sql.Stmt]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -193,14 +195,18 @@ func (d *Driver) Read(ctx context.Context, fn func(q store.Querier) error) error
 		return fmt.Errorf("sqlitedriver: begin read: %w", err)
 	}
 	defer func() { _ = t.Rollback() }() // nothing to commit
-	return fn(&queries{tx: t})
+	return fn(&queries{tx: t, prepared: d.readPrepared.Load()})
 }
 
 // Close implements store.Driver. It is safe to call more than once.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
 		var errs []error
-		if m := d.prepared.Swap(nil); m != nil {
+		for _, p := range []*atomic.Pointer[map[string]*sql.Stmt]{&d.prepared, &d.readPrepared} {
+			m := p.Swap(nil)
+			if m == nil {
+				continue
+			}
 			for _, s := range *m {
 				errs = append(errs, s.Close())
 			}
@@ -221,25 +227,35 @@ func (d *Driver) Close() error {
 	return d.closeErr
 }
 
-// prepare prepares hotQueries on the writer, all or nothing. It fails
-// quietly while the schema does not exist yet; transactions then run the
-// same SQL unprepared.
+// prepare prepares hotQueries on the writer and readHotQueries for the
+// readers, each set all or nothing. It fails quietly while the schema does
+// not exist yet; transactions then run the same SQL unprepared.
 func (d *Driver) prepare(ctx context.Context) {
 	d.prepMu.Lock()
 	defer d.prepMu.Unlock()
-	if d.prepared.Load() != nil {
-		return
+	if d.prepared.Load() == nil {
+		if m := prepareAll(ctx, d.writer, hotQueries); m != nil {
+			d.prepared.Store(&m)
+		}
 	}
-	m := make(map[string]*sql.Stmt, len(hotQueries))
-	for _, q := range hotQueries {
-		s, err := d.writer.PrepareContext(ctx, q)
+	if d.readPrepared.Load() == nil {
+		if m := prepareAll(ctx, d.reader, readHotQueries); m != nil {
+			d.readPrepared.Store(&m)
+		}
+	}
+}
+
+func prepareAll(ctx context.Context, db *sql.DB, queries []string) map[string]*sql.Stmt {
+	m := make(map[string]*sql.Stmt, len(queries))
+	for _, q := range queries {
+		s, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			for _, s := range m {
 				_ = s.Close()
 			}
-			return
+			return nil
 		}
 		m[q] = s
 	}
-	d.prepared.Store(&m)
+	return m
 }

@@ -16,8 +16,8 @@ import (
 // (embedded in tx) or a Driver.Read snapshot.
 type queries struct {
 	tx *sql.Tx
-	// prepared holds the writer's prepared statements (nil for reads or
-	// before the schema exists); bound caches them rebound to tx.
+	// prepared holds the prepared statements of the writer or the readers
+	// (nil before the schema exists); bound caches them rebound to tx.
 	prepared *map[string]*sql.Stmt
 	mu       sync.Mutex
 	bound    map[*sql.Stmt]*sql.Stmt
@@ -138,9 +138,9 @@ func scanCatalog(s scanner) (store.CatalogEntry, error) {
 func (q *queries) CatalogGet(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
 	var row *sql.Row
 	if version == 0 {
-		row = q.queryRow(ctx, `SELECT `+catalogCols+` FROM catalog WHERE path = ? ORDER BY version DESC LIMIT 1`, path)
+		row = q.queryRow(ctx, sqlCatalogLatest, path)
 	} else {
-		row = q.queryRow(ctx, `SELECT `+catalogCols+` FROM catalog WHERE path = ? AND version = ?`, path, version)
+		row = q.queryRow(ctx, sqlCatalogVersion, path, version)
 	}
 	e, err := scanCatalog(row)
 	if err != nil {
@@ -206,7 +206,7 @@ func scanExecution(s scanner) (store.Execution, error) {
 }
 
 func (q *queries) ExecutionGet(ctx context.Context, id int64) (store.Execution, error) {
-	e, err := scanExecution(q.queryRow(ctx, `SELECT `+executionCols+` FROM executions WHERE execution_id = ?`, id))
+	e, err := scanExecution(q.queryRow(ctx, sqlExecutionGet, id))
 	if err != nil {
 		return e, notFound(err, "execution %d", id)
 	}
@@ -291,7 +291,7 @@ func (q *queries) CommandGet(ctx context.Context, eventID int64) (store.Command,
 }
 
 func (q *queries) CommandListByExecution(ctx context.Context, executionID int64) ([]store.Command, error) {
-	rows, err := q.query(ctx, `SELECT `+commandCols+` FROM commands WHERE execution_id = ? ORDER BY event_id`, executionID)
+	rows, err := q.query(ctx, sqlCommandListByExecution, executionID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitedriver: list commands of execution %d: %w", executionID, err)
 	}
@@ -392,7 +392,7 @@ func (q *queries) LoopGet(ctx context.Context, loopID int64) (store.Loop, error)
 }
 
 func (q *queries) LoopListByExecution(ctx context.Context, executionID int64) ([]store.Loop, error) {
-	rows, err := q.query(ctx, `SELECT `+loopCols+` FROM loops WHERE execution_id = ? ORDER BY loop_id`, executionID)
+	rows, err := q.query(ctx, sqlLoopListByExecution, executionID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitedriver: list loops of execution %d: %w", executionID, err)
 	}

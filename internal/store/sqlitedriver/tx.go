@@ -59,11 +59,39 @@ const (
 	sqlOutboxDelete = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
 )
 
+// hotQueries are prepared once on the writer: every statement a submit,
+// claim or report runs (re-parsing them took about a quarter of the
+// writer's time on issue 5's bench). The savepoint statements are those of
+// the group commit's store.CallerSavepoint.
 var hotQueries = []string{
 	sqlEventInsert, sqlCommandInsert, sqlCommandClaim, sqlCommandStart, sqlCommandHeartbeat,
 	sqlCommandFinish, sqlCommandRepublished, sqlCommandExists, sqlCommandGet,
 	sqlOutboxInsert, sqlOutboxDelete,
+	sqlExecutionInsert, sqlExecutionGet, sqlExecutionFinish, sqlCommandListByExecution, sqlLoopListByExecution,
+	savepointSQL(verbSavepoint, store.CallerSavepoint), savepointSQL(verbRollbackTo, store.CallerSavepoint),
+	savepointSQL(verbRelease, store.CallerSavepoint),
 }
+
+// readHotQueries are prepared on the readers (each connection prepares on
+// first use): what every submit and status poll reads.
+var readHotQueries = []string{sqlCatalogLatest, sqlCatalogVersion, sqlExecutionGet, sqlCommandGet}
+
+const (
+	sqlExecutionInsert        = `INSERT INTO executions (` + executionCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlExecutionGet           = `SELECT ` + executionCols + ` FROM executions WHERE execution_id = ?`
+	sqlExecutionFinish        = `UPDATE executions SET status = ?, result = ?, error = ?, ended_at = ? WHERE execution_id = ? AND status = 'running'`
+	sqlCommandListByExecution = `SELECT ` + commandCols + ` FROM commands WHERE execution_id = ? ORDER BY event_id`
+	sqlLoopListByExecution    = `SELECT ` + loopCols + ` FROM loops WHERE execution_id = ? ORDER BY loop_id`
+	sqlCatalogLatest          = `SELECT ` + catalogCols + ` FROM catalog WHERE path = ? ORDER BY version DESC LIMIT 1`
+	sqlCatalogVersion         = `SELECT ` + catalogCols + ` FROM catalog WHERE path = ? AND version = ?`
+
+	verbSavepoint  = "SAVEPOINT"
+	verbRollbackTo = "ROLLBACK TO SAVEPOINT"
+	verbRelease    = "RELEASE SAVEPOINT"
+)
+
+// savepointSQL quotes name, so names starting with a digit are valid too.
+func savepointSQL(verb, name string) string { return verb + ` "` + name + `"` }
 
 // Commit implements store.Tx.
 func (t *tx) Commit() error {
@@ -99,23 +127,22 @@ func (t *tx) savepointExec(ctx context.Context, verb, name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	// Quoted, so names starting with a digit are valid identifiers too.
-	if _, err := t.tx.ExecContext(ctx, verb+` "`+name+`"`); err != nil {
+	if _, err := t.exec(ctx, savepointSQL(verb, name)); err != nil {
 		return fmt.Errorf("sqlitedriver: %s %s: %w", verb, name, err)
 	}
 	return nil
 }
 
 func (t *tx) Savepoint(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "SAVEPOINT", name)
+	return t.savepointExec(ctx, verbSavepoint, name)
 }
 
 func (t *tx) RollbackTo(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "ROLLBACK TO SAVEPOINT", name)
+	return t.savepointExec(ctx, verbRollbackTo, name)
 }
 
 func (t *tx) Release(ctx context.Context, name string) error {
-	return t.savepointExec(ctx, "RELEASE SAVEPOINT", name)
+	return t.savepointExec(ctx, verbRelease, name)
 }
 
 // insertErr reports a duplicate key as store.ErrConflict.
@@ -162,7 +189,7 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	if status == "" {
 		status = store.ExecRunning
 	}
-	_, err := t.exec(ctx, `INSERT INTO executions (`+executionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(ctx, sqlExecutionInsert,
 		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
 		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
 	if err != nil {
@@ -199,8 +226,7 @@ func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, resul
 		return fmt.Errorf("sqlitedriver: finish execution %d: status %q is not terminal (want %s, %s or %s)",
 			id, status, store.ExecCompleted, store.ExecFailed, store.ExecCancelled)
 	}
-	res, err := t.exec(ctx, `UPDATE executions SET status = ?, result = ?, error = ?, ended_at = ?
-		WHERE execution_id = ? AND status = 'running'`, status, jsonArg(result), errMsg, micros(now), id)
+	res, err := t.exec(ctx, sqlExecutionFinish, status, jsonArg(result), errMsg, micros(now), id)
 	if err != nil {
 		return fmt.Errorf("sqlitedriver: finish execution %d: %w", id, err)
 	}
