@@ -396,3 +396,8 @@ func TestOpenErrorsSayWhatToCheck(t *testing.T) {
 		}
 	}
 }
+
+// go test -bench Hot ./internal/store/pgdriver/
+func BenchmarkHot(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Driver { return pgtest.Open(b) })
+}

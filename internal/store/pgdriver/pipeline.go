@@ -23,8 +23,8 @@ import (
 // server skips everything after the first error up to the batch's end, as it
 // would for statements sent one by one inside a transaction block.
 //
-// Measured on issue 5's bench (docs/benchmarks.md): the transaction of a
-// completed single-step execution went from 11 round trips to 4.
+// Measured on issue 5's bench (docs/benchmarks.md): the completion of a
+// single-step execution went from 11 round trips to 7.
 type pipe struct {
 	conn   *pgxpool.Conn
 	queue  []queued

@@ -539,3 +539,18 @@ func BenchmarkCommandLifecycle(b *testing.B) {
 		}
 	}
 }
+
+// go test -bench Hot ./internal/store/sqlitedriver/
+func BenchmarkHot(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Driver {
+		d, err := Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = d.Close() })
+		if err := d.Migrate(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	})
+}
