@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/millrace/millrace/internal/engine"
@@ -39,6 +38,8 @@ type run struct {
 	issued int
 	// finishedResult is the result of the last step that finished here.
 	finishedResult any
+	// items holds decoded loop items by loop id.
+	items map[int64][]any
 }
 
 func (s *Service) loadRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time) (*run, error) {
@@ -63,7 +64,7 @@ func hasLoops(pb *playbook.Playbook) bool {
 }
 
 func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, read bool) (*run, error) {
-	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}}
+	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}, items: map[int64][]any{}}
 	var wl map[string]any
 	if len(exec.Workload) > 0 {
 		if err := json.Unmarshal(exec.Workload, &wl); err != nil {
@@ -116,6 +117,12 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 	}
 	r.scope = engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results, Context: cx}
 	return r, nil
+}
+
+// runFromState is loadRun from a cached state (see statecache.go).
+func (s *Service) runFromState(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, st *runState) *run {
+	return &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, cmds: st.cmds, loops: st.loops, items: st.items,
+		scope: engine.Scope{ExecutionID: exec.ExecutionID, Workload: st.workload, Results: st.results, Context: st.context}}
 }
 
 // failRun ends the execution as failed with msg.
@@ -334,8 +341,12 @@ func (r *run) commandFinished(cmd store.Command, decision engine.Decision, resul
 }
 
 func (r *run) loopItems(l store.Loop) []any {
+	if items, ok := r.items[l.LoopID]; ok {
+		return items
+	}
 	var items []any
 	_ = json.Unmarshal(l.Items, &items)
+	r.items[l.LoopID] = items
 	return items
 }
 
@@ -354,34 +365,30 @@ func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
 		return nil
 	}
 	// The latest command of each index decides its state: an index whose
-	// completed command was followed by a retry is not done yet.
-	latest := map[int]store.Command{}
-	for _, c := range r.cmds { // event_id order
-		if c.LoopID == l.LoopID {
-			latest[c.LoopIndex] = c
+	// completed command was followed by a retry is not done yet. Slices,
+	// not maps: this runs once per iteration over every iteration.
+	latest := make([]int, l.Total) // index -> position in r.cmds + 1
+	for k, c := range r.cmds {     // event_id order
+		if c.LoopID == l.LoopID && c.LoopIndex >= 0 && c.LoopIndex < l.Total {
+			latest[c.LoopIndex] = k + 1
 		}
 	}
-	done := map[int]store.Command{}
-	issued := map[int]bool{}
-	inFlight := 0
-	for i, c := range latest {
-		issued[i] = true
-		switch {
+	done, inFlight := 0, 0
+	for _, k := range latest {
+		if k == 0 {
+			continue
+		}
+		switch c := r.cmds[k-1]; {
 		case c.Status == store.CmdCompleted:
-			done[i] = c
+			done++
 		case !store.IsTerminalCommand(c.Status):
 			inFlight++
 		}
 	}
-	if len(done) == l.Total {
+	if done == l.Total {
 		results := make([]any, l.Total)
-		idx := make([]int, 0, len(done))
-		for i := range done {
-			idx = append(idx, i)
-		}
-		sort.Ints(idx)
-		for _, i := range idx {
-			v, err := r.s.decodeResult(r.ctx, r.tx, done[i].Result)
+		for i, k := range latest {
+			v, err := r.s.decodeResult(r.ctx, r.tx, r.cmds[k-1].Result)
 			if err != nil {
 				return err
 			}
@@ -391,7 +398,7 @@ func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
 	}
 	items := r.loopItems(l)
 	for i := 0; i < l.Total && inFlight < l.MaxInFlight; i++ {
-		if issued[i] {
+		if latest[i] != 0 {
 			continue
 		}
 		if err := r.issue(step, engine.IterationScope(r.scope, step, items, i), l.LoopID, i, 0, r.now); err != nil {

@@ -47,8 +47,9 @@ type Service struct {
 	kinds playbook.KindSet
 	log   *slog.Logger
 	wake  func()   // tells the relay the outbox has rows
-	cache sync.Map // catalog_id -> *playbook.Playbook
-	nowFn func() time.Time
+	cache  sync.Map // catalog_id -> *playbook.Playbook
+	states *stateCache
+	nowFn  func() time.Time
 }
 
 // New builds a Service. kinds is the set of tool kinds the workers can run;
@@ -63,7 +64,8 @@ func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet
 	if wake == nil {
 		wake = func() {}
 	}
-	return &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now}
+	return &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now,
+		states: newStateCache(DefaultStateCacheSize)}
 }
 
 // Store returns the underlying store.
@@ -184,6 +186,11 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 			return err
 		}
 		issued = r.issued > 0
+		if exec.Status == store.ExecRunning {
+			// Revision 0 until the first touch. Should this transaction
+			// roll back, the execution id never exists: harmless.
+			s.states.put(exec.ExecutionID, r.state(0))
+		}
 		return nil
 	})
 	if err != nil {
@@ -436,11 +443,36 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 
 // finish applies command.completed/failed and advances the execution.
 func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, error) {
+	ack, n, r, exec, err := s.finishRun(ctx, tx, rep, now)
+	if err != nil || exec.ExecutionID == 0 {
+		return ack, n, err
+	}
+	// Whatever this changed, a cached state of the execution is now stale,
+	// on this server and any other: give it a fresh revision, and cache
+	// this run's state under it. The cache entry is written before the
+	// commit; if the transaction rolls back, the token never reaches the
+	// store and the entry can never match (see statecache.go).
+	rev := s.ids.Next()
+	if err := tx.ExecutionTouch(ctx, exec.ExecutionID, rev); err != nil {
+		return Ack{}, 0, err
+	}
+	if r != nil && r.exec.Status == store.ExecRunning {
+		s.states.put(exec.ExecutionID, r.state(rev))
+	} else {
+		s.states.drop(exec.ExecutionID)
+	}
+	return ack, n, nil
+}
+
+// finishRun records the report and advances the run. It returns the run
+// (nil when the execution was not advanced) and the execution id it locked
+// (0 when it locked none).
+func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, *run, store.Execution, error) {
 	// Lock the execution first so that two branches finishing at once see
 	// each other's outcome when deciding whether the execution is done.
-	cur, r, err := s.lockForFinish(ctx, tx, rep, now)
+	cur, exec, r, err := s.lockForFinish(ctx, tx, rep, now)
 	if err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	status := store.CmdCompleted
 	if rep.EventType == store.EvCommandFailed {
@@ -453,7 +485,7 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 		d := json.NewDecoder(bytes.NewReader(rep.Result))
 		d.UseNumber()
 		if err := d.Decode(&res); err != nil {
-			return Ack{}, 0, apierr.New(apierr.BadJSON, "result is not valid JSON: %v", err)
+			return Ack{}, 0, nil, store.Execution{}, apierr.New(apierr.BadJSON, "result is not valid JSON: %v", err)
 		}
 	}
 
@@ -489,27 +521,27 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	}
 	stored, err := s.storeResult(ctx, tx, projectedResult)
 	if err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
 		Status: projected, Result: stored, Error: rep.Error, Now: now})
 	if err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
 	evResult := stored // the common case: stored once, referenced twice
 	if !bytes.Equal(projectedResult, rep.Result) {
 		if evResult, err = s.storeResult(ctx, tx, rep.Result); err != nil {
-			return Ack{}, 0, err
+			return Ack{}, 0, nil, store.Execution{}, err
 		}
 	}
 	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: rep.EventType, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: store.EvStepExit, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: projected}, now); err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	if status == store.CmdCompleted {
 		mCmdCompleted.Inc()
@@ -517,7 +549,7 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 		mCmdFailed.Inc()
 	}
 	if r == nil {
-		return ack, 0, nil // cancelled or ended meanwhile: record the fact, decide nothing
+		return ack, 0, nil, exec, nil // cancelled or ended meanwhile: record the fact, decide nothing
 	}
 	for i := range r.cmds {
 		if r.cmds[i].EventID == cmd.EventID {
@@ -525,55 +557,65 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 		}
 	}
 	if err := r.commandFinished(cmd, decision, res); err != nil {
-		return Ack{}, 0, err
+		return Ack{}, 0, nil, store.Execution{}, err
 	}
-	return ack, r.issued, nil
+	return ack, r.issued, r, exec, nil
 }
 
 // lockForFinish locks the reported command's execution and returns the
-// command and, when the execution is running and the command has not
-// ended, the execution's run (nil otherwise). With the execution id the worker sent (from the
-// notification), the command is found in the run's own rows, saving a
-// read; a wrong or missing hint falls back to reading the command first.
-func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (store.Command, *run, error) {
+// command, the execution (with its revision) and, when the execution is
+// running and the command has not ended, the execution's run (nil
+// otherwise). The run comes from the state cache when the revision matches,
+// else from the store. With the execution id the worker sent (from the
+// notification), the command is found among the run's rows, saving a read;
+// a wrong or missing hint falls back to reading the command first.
+func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (store.Command, store.Execution, *run, error) {
 	if rep.ExecutionID > 0 {
 		exec, err := tx.LockExecution(ctx, rep.ExecutionID)
 		if err == nil && exec.Status == store.ExecRunning {
-			pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
+			r, err := s.runFor(ctx, tx, exec, now)
 			if err != nil {
-				return store.Command{}, nil, err
-			}
-			r, err := s.loadRun(ctx, tx, &exec, pb, now)
-			if err != nil {
-				return store.Command{}, nil, err
+				return store.Command{}, store.Execution{}, nil, err
 			}
 			for _, c := range r.cmds {
 				if c.EventID != rep.EventID {
 					continue
 				}
 				if store.IsTerminalCommand(c.Status) {
-					r = nil
+					return c, exec, nil, nil
 				}
-				return c, r, nil
+				return c, exec, r, nil
 			}
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return store.Command{}, nil, err
+			return store.Command{}, store.Execution{}, nil, err
 		}
 	}
 	cur, err := tx.CommandGet(ctx, rep.EventID)
 	if err != nil {
-		return store.Command{}, nil, err
+		return store.Command{}, store.Execution{}, nil, err
 	}
 	exec, err := tx.LockExecution(ctx, cur.ExecutionID)
 	if err != nil || exec.Status != store.ExecRunning || store.IsTerminalCommand(cur.Status) {
-		return cur, nil, err
+		return cur, exec, nil, err
 	}
+	r, err := s.runFor(ctx, tx, exec, now)
+	if err != nil {
+		return store.Command{}, store.Execution{}, nil, err
+	}
+	return cur, exec, r, nil
+}
+
+// runFor returns the run of a locked, running execution: from the state
+// cache when it holds this revision, else rebuilt from the store.
+func (s *Service) runFor(ctx context.Context, tx store.Tx, exec store.Execution, now time.Time) (*run, error) {
 	pb, err := s.playbookFor(ctx, tx, exec.CatalogID)
 	if err != nil {
-		return store.Command{}, nil, err
+		return nil, err
 	}
-	r, err := s.loadRun(ctx, tx, &exec, pb, now)
-	return cur, r, err
+	if st := s.states.take(exec.ExecutionID, exec.Revision); st != nil {
+		return s.runFromState(ctx, tx, &exec, pb, now, st), nil
+	}
+	return s.loadRun(ctx, tx, &exec, pb, now)
 }
 
 // Release gives up a lease at once so another worker can claim the command
@@ -678,8 +720,14 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 			return err
 		}
 		exec.Status, exec.EndedAt, exec.Error = store.ExecCancelled, &now, "cancelled by request"
+		if err := tx.ExecutionTouch(ctx, execID, s.ids.Next()); err != nil {
+			return err
+		}
 		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: store.EvExecCancelled, Status: store.ExecCancelled}, now)
 	})
+	if err == nil {
+		s.states.drop(execID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Execution{}, apierr.New(apierr.ExecNotFound, "execution %d does not exist", execID)
 	}

@@ -94,6 +94,10 @@ type Execution struct {
 	// Context holds the values playbooks assign with `set` (a JSON object,
 	// nil until the first set).
 	Context json.RawMessage `json:"context,omitempty"`
+	// Revision is the token the last transaction that changed what the
+	// engine derives from the execution's rows set (Tx.ExecutionTouch); 0
+	// until the first. Only LockExecution fills it.
+	Revision int64 `json:"-"`
 }
 
 // Event is one immutable fact in the log.
@@ -313,8 +317,17 @@ type Tx interface {
 
 	ExecutionInsert(ctx context.Context, e Execution) error
 	// LockExecution serialises writers of one execution until commit
-	// (SELECT ... FOR UPDATE on PostgreSQL). Returns ErrNotFound if absent.
+	// (SELECT ... FOR UPDATE on PostgreSQL), with its Revision. Returns
+	// ErrNotFound if absent.
 	LockExecution(ctx context.Context, id int64) (Execution, error)
+	// ExecutionTouch sets the execution's Revision to revision, a value
+	// never used before (a fresh id). Call it, holding LockExecution, in
+	// every transaction that changes the execution's commands, loops or
+	// context in a way the engine reads, so a cached copy of that state can
+	// tell it is stale. A unique token rather than a counter: a transaction
+	// that rolled back can never have announced a revision that a later one
+	// reuses.
+	ExecutionTouch(ctx context.Context, id, revision int64) error
 	// ExecutionSetContext replaces the execution's Context.
 	ExecutionSetContext(ctx context.Context, id int64, context json.RawMessage) error
 	// ExecutionFinish moves a running execution to a terminal status.

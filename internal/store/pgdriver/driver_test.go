@@ -16,7 +16,7 @@ import (
 )
 
 // latestMigration is the highest version embedded in migrations/.
-const latestMigration = 4
+const latestMigration = 5
 
 func TestConformance(t *testing.T) {
 	t.Parallel()

@@ -156,11 +156,29 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 }
 
 func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, error) {
-	e, err := scanExecution(t.tx.QueryRow(ctx, "SELECT "+execCols+" FROM executions WHERE execution_id = $1 FOR UPDATE", id))
+	var rev int64
+	e, err := scanExecution(withRevision{t.tx.QueryRow(ctx, "SELECT "+execCols+", revision FROM executions WHERE execution_id = $1 FOR UPDATE", id), &rev})
 	if err != nil {
 		return store.Execution{}, notFound(err, fmt.Sprintf("lock execution %d", id))
 	}
+	e.Revision = rev
 	return e, nil
+}
+
+// withRevision scans the revision column that follows execCols.
+type withRevision struct {
+	row pgx.Row
+	rev *int64
+}
+
+func (w withRevision) Scan(dest ...any) error { return w.row.Scan(append(dest, w.rev)...) }
+
+// ExecutionTouch is queued: the caller holds the row lock, so the row
+// exists and the update cannot wait.
+func (t *tx) ExecutionTouch(ctx context.Context, id, revision int64) error {
+	t.tx.enqueue(func(err error) error { return fmt.Errorf("pgdriver: touch execution %d: %w", id, err) },
+		"UPDATE executions SET revision = $2 WHERE execution_id = $1", id, revision)
+	return nil
 }
 
 func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMessage) error {

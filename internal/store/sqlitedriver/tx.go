@@ -67,7 +67,7 @@ var hotQueries = []string{
 	sqlEventInsert, sqlCommandInsert, sqlCommandClaim, sqlCommandStart, sqlCommandHeartbeat,
 	sqlCommandFinish, sqlCommandRepublished, sqlCommandExists, sqlCommandGet,
 	sqlOutboxInsert, sqlOutboxDelete,
-	sqlExecutionInsert, sqlExecutionGet, sqlExecutionFinish, sqlCommandListByExecution, sqlLoopListByExecution,
+	sqlExecutionInsert, sqlExecutionGet, sqlExecutionLock, sqlExecutionTouch, sqlExecutionFinish, sqlCommandListByExecution, sqlLoopListByExecution,
 	savepointSQL(verbSavepoint, store.CallerSavepoint), savepointSQL(verbRollbackTo, store.CallerSavepoint),
 	savepointSQL(verbRelease, store.CallerSavepoint),
 }
@@ -79,6 +79,8 @@ var readHotQueries = []string{sqlCatalogLatest, sqlCatalogVersion, sqlExecutionG
 const (
 	sqlExecutionInsert        = `INSERT INTO executions (` + executionCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlExecutionGet           = `SELECT ` + executionCols + ` FROM executions WHERE execution_id = ?`
+	sqlExecutionLock          = `SELECT ` + executionCols + `, revision FROM executions WHERE execution_id = ?`
+	sqlExecutionTouch         = `UPDATE executions SET revision = ? WHERE execution_id = ?`
 	sqlExecutionFinish        = `UPDATE executions SET status = ?, result = ?, error = ?, ended_at = ? WHERE execution_id = ? AND status = 'running'`
 	sqlCommandListByExecution = `SELECT ` + commandCols + ` FROM commands WHERE execution_id = ? ORDER BY event_id`
 	sqlLoopListByExecution    = `SELECT ` + loopCols + ` FROM loops WHERE execution_id = ? ORDER BY loop_id`
@@ -201,7 +203,32 @@ func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 // LockExecution implements store.Tx. BEGIN IMMEDIATE already gave this
 // transaction the database write lock, so reading the row is enough.
 func (t *tx) LockExecution(ctx context.Context, id int64) (store.Execution, error) {
-	return t.ExecutionGet(ctx, id)
+	var rev int64
+	e, err := scanExecution(withRevision{t.queryRow(ctx, sqlExecutionLock, id), &rev})
+	if err != nil {
+		return e, notFound(err, "execution %d", id)
+	}
+	e.Revision = rev
+	return e, nil
+}
+
+// withRevision scans the revision column that follows executionCols.
+type withRevision struct {
+	row scanner
+	rev *int64
+}
+
+func (w withRevision) Scan(dest ...any) error { return w.row.Scan(append(dest, w.rev)...) }
+
+func (t *tx) ExecutionTouch(ctx context.Context, id, revision int64) error {
+	res, err := t.exec(ctx, sqlExecutionTouch, revision, id)
+	if err != nil {
+		return fmt.Errorf("sqlitedriver: touch execution %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("touch execution %d: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMessage) error {

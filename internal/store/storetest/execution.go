@@ -85,6 +85,51 @@ func executionCases() []testCase {
 			b.mustNil("LockExecution", err)
 			b.wantExecution("LockExecution of a child", locked, c2)
 		}},
+		{"RevisionIsTheLastTouch", func(b *bundle) {
+			e := b.addExecution()
+			lock := func() int64 {
+				got, err := txDo(b, func(tx store.Tx) (store.Execution, error) { return tx.LockExecution(b.ctx(), e.ExecutionID) })
+				b.mustNil("LockExecution", err)
+				return got.Revision
+			}
+			if rev := lock(); rev != 0 {
+				b.fatalf("Revision of a new execution = %d, want 0", rev)
+			}
+			b.mustWrite("two ExecutionTouch", func(tx store.Tx) error {
+				if _, err := tx.LockExecution(b.ctx(), e.ExecutionID); err != nil {
+					return err
+				}
+				if err := tx.ExecutionTouch(b.ctx(), e.ExecutionID, 41); err != nil {
+					return err
+				}
+				return tx.ExecutionTouch(b.ctx(), e.ExecutionID, 42)
+			})
+			if rev := lock(); rev != 42 {
+				b.fatalf("Revision after touches 41, 42 = %d, want 42", rev)
+			}
+			// A rolled-back touch leaves no trace.
+			err := b.write(func(tx store.Tx) error {
+				if err := tx.ExecutionTouch(b.ctx(), e.ExecutionID, 43); err != nil {
+					return err
+				}
+				return errRollback
+			})
+			b.wantErr("write that rolls back", err, errRollback)
+			if rev := lock(); rev != 42 {
+				b.fatalf("Revision after a rolled-back touch = %d, want 42", rev)
+			}
+			// The transaction sees its own touch.
+			b.mustWrite("touch then lock", func(tx store.Tx) error {
+				if err := tx.ExecutionTouch(b.ctx(), e.ExecutionID, 44); err != nil {
+					return err
+				}
+				got, err := tx.LockExecution(b.ctx(), e.ExecutionID)
+				if err == nil && got.Revision != 44 {
+					b.errorf("LockExecution after a touch in the same transaction: Revision %d, want 44", got.Revision)
+				}
+				return err
+			})
+		}},
 		{"ContextNilUntilSet", func(b *bundle) {
 			want := b.addExecution()
 			if got := b.getExecution(want.ExecutionID); got.Context != nil {
