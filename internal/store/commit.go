@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Group-commit defaults.
@@ -23,7 +27,16 @@ const (
 	// maxRetries is how often Do re-runs a function that failed with an
 	// error the driver classifies as transient (deadlock, serialisation).
 	maxRetries = 3
+	// optimisticPause is how long shared batches keep their savepoints
+	// after one failed without them, so a burst of failing callers (a wave
+	// of duplicate claims, say) does not make every batch run twice.
+	optimisticPause = time.Second
 )
+
+var mBatchReruns = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "millrace_store_batch_reruns_total",
+	Help: "Shared transactions run again with savepoints because a caller failed without them.",
+})
 
 // CallerSavepoint names the savepoint around each caller's work in a shared
 // transaction. Callers run one after another, each savepoint released or
@@ -43,8 +56,8 @@ type Options struct {
 }
 
 // Store is the write path shared by the server. Do group-commits: callers
-// that arrive while a transaction is being built join it, each inside its own
-// savepoint. Callers are sharded by a key (the execution id) so that all
+// that arrive while a transaction is being built join it (without savepoints
+// until one of them fails; see runBatch). Callers are sharded by a key (the execution id) so that all
 // writes for one execution go through one committer; that keeps row locks of
 // one execution from being taken by two of our own transactions at once.
 type Store struct {
@@ -60,6 +73,10 @@ type Store struct {
 	// land in a shard after the committers' final drain.
 	mu     sync.RWMutex
 	closed bool
+
+	// lastFailure is when (unix nanoseconds) a shared batch last failed
+	// without savepoints; see optimistic.
+	lastFailure atomic.Int64
 }
 
 type request struct {
@@ -190,6 +207,57 @@ func (s *Store) runBatch(batch []*request) {
 		batch[0].done <- s.runOne(ctx, batch[0])
 		return
 	}
+	if s.optimistic() {
+		if s.runPlain(ctx, batch) {
+			return
+		}
+		s.lastFailure.Store(time.Now().UnixNano())
+		mBatchReruns.Inc()
+	}
+	s.runSavepoints(ctx, batch)
+}
+
+// optimistic reports whether the next shared batch should run without
+// savepoints: no shared batch has failed in the last optimisticPause.
+func (s *Store) optimistic() bool {
+	return time.Since(time.Unix(0, s.lastFailure.Load())) > optimisticPause
+}
+
+// runPlain runs the batch in one transaction without savepoints: two
+// statements and, on PostgreSQL, a round trip fewer per caller. It works
+// while nobody fails; at the first caller error, or a failed commit, it
+// rolls everything back, delivers nothing and returns false, and the batch
+// runs again with savepoints. Callers that gave up before their turn are
+// skipped as usual.
+func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
+	tx, err := s.drv.Begin(ctx)
+	if err != nil {
+		return false
+	}
+	errs := make([]error, len(batch))
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err // nothing ran
+			continue
+		}
+		if err := r.fn(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			return false
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		_ = tx.Rollback()
+		return false
+	}
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+	return true
+}
+
+// runSavepoints runs the batch in one transaction, each caller inside its
+// own savepoint, so one caller's error undoes only its own work.
+func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
 	tx, err := s.drv.Begin(ctx)
 	if err != nil {
 		for _, r := range batch {

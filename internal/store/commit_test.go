@@ -20,15 +20,31 @@ type bundle struct {
 	drv *countingDriver
 }
 
-// countingDriver counts transactions, to show that callers share them.
+// countingDriver counts transactions, to show that callers share them, and
+// savepoints, to show when they are used.
 type countingDriver struct {
 	store.Driver
-	begins atomic.Int64
+	begins     atomic.Int64
+	savepoints atomic.Int64
 }
 
 func (d *countingDriver) Begin(ctx context.Context) (store.Tx, error) {
 	d.begins.Add(1)
-	return d.Driver.Begin(ctx)
+	tx, err := d.Driver.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return countingTx{Tx: tx, d: d}, nil
+}
+
+type countingTx struct {
+	store.Tx
+	d *countingDriver
+}
+
+func (t countingTx) Savepoint(ctx context.Context, name string) error {
+	t.d.savepoints.Add(1)
+	return t.Tx.Savepoint(ctx, name)
 }
 
 func drivers(t *testing.T) map[string]func(t *testing.T) store.Driver {
@@ -104,6 +120,57 @@ func TestGroupCommit(t *testing.T) {
 					t.Fatalf("%d transactions for %d concurrent callers: no group commit happened", got, n)
 				}
 				t.Logf("%d callers, %d transactions", n, b.drv.begins.Load())
+			})
+
+			t.Run("SavepointsOnlyAfterAFailure", func(t *testing.T) {
+				// Batches run without savepoints until a caller fails;
+				// the failed batch re-runs with them, and so do the
+				// batches of the next moment.
+				t.Parallel()
+				b := setup(t, open)
+				ctx := context.Background()
+				run := func(n int, fail func(i int) bool) {
+					var wg sync.WaitGroup
+					for i := 0; i < n; i++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							id := b.ids.Next()
+							err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+								if err := tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}); err != nil {
+									return err
+								}
+								if fail(i) {
+									return errors.New("boom")
+								}
+								return nil
+							})
+							if (err != nil) != fail(i) {
+								t.Errorf("caller %d: err = %v", i, err)
+							}
+						}()
+					}
+					wg.Wait()
+				}
+				run(200, func(int) bool { return false })
+				if got := b.drv.savepoints.Load(); got != 0 {
+					t.Fatalf("%d savepoints for 200 callers that all succeeded, want 0", got)
+				}
+				if b.drv.begins.Load() >= 200 {
+					t.Fatalf("%d transactions for 200 callers: no group commit happened", b.drv.begins.Load())
+				}
+				run(200, func(i int) bool { return i%10 == 0 })
+				if b.drv.savepoints.Load() == 0 {
+					t.Fatalf("no savepoints although callers failed in shared batches")
+				}
+				var total int64
+				_ = b.st.Read(ctx, func(q store.Querier) error {
+					_, total, _ = q.ExecutionList(ctx, 0, 1)
+					return nil
+				})
+				if total != 200+180 {
+					t.Fatalf("%d executions stored, want %d: a failed caller's work survived or a good one's was lost", total, 380)
+				}
 			})
 
 			t.Run("AFailedInsertIsItsCallersAlone", func(t *testing.T) {

@@ -6,8 +6,8 @@
 // sqlitedriver for SQLite) and both must pass the conformance suite in
 // storetest. Callers never talk to a driver directly for writes: they go
 // through Store.Do, which batches concurrent callers into one transaction
-// (group commit) while giving each its own savepoint, so one caller's error
-// never undoes another's work.
+// (group commit); when a caller fails, the batch re-runs with each caller in
+// its own savepoint, so one caller's error never undoes another's work.
 package store
 
 import (
