@@ -65,7 +65,7 @@ func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet
 		wake = func() {}
 	}
 	return &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now,
-		states: newStateCache(DefaultStateCacheSize)}
+		states: newStateCache(DefaultStateCacheSize, DefaultStateCacheBytes)}
 }
 
 // Store returns the underlying store.
