@@ -41,12 +41,12 @@ type Config struct {
 
 // Service is the flow lifecycle over a store.
 type Service struct {
-	st    *store.Store
-	ids   *ids.Generator
-	cfg   Config
-	kinds playbook.KindSet
-	log   *slog.Logger
-	wake  func()   // tells the relay the outbox has rows
+	st     *store.Store
+	ids    *ids.Generator
+	cfg    Config
+	kinds  playbook.KindSet
+	log    *slog.Logger
+	wake   func()   // tells the relay the outbox has rows
 	cache  sync.Map // catalog_id -> *playbook.Playbook
 	states *stateCache
 	nowFn  func() time.Time
