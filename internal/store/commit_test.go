@@ -72,10 +72,38 @@ func setup(t *testing.T, open func(t *testing.T) store.Driver) *bundle {
 
 func (b *bundle) insertExec(t *testing.T, ctx context.Context, tx store.Tx) int64 {
 	id := b.ids.Next()
-	if err := tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}); err != nil {
+	if err := tx.ExecutionInsert(ctx, execRow(id)); err != nil {
 		return 0
 	}
 	return id
+}
+
+// execRow is the execution the group-commit tests insert.
+func execRow(id int64) store.Execution {
+	return store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}
+}
+
+// concurrently runs fn(0) … fn(n-1) at once and waits for them.
+func concurrently(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+// countExecs counts the stored executions.
+func (b *bundle) countExecs(ctx context.Context) int64 {
+	var total int64
+	_ = b.st.Read(ctx, func(q store.Querier) error {
+		_, total, _ = q.ExecutionList(ctx, 0, 1)
+		return nil
+	})
+	return total
 }
 
 func TestGroupCommit(t *testing.T) {
@@ -97,7 +125,7 @@ func TestGroupCommit(t *testing.T) {
 						defer wg.Done()
 						id := b.ids.Next()
 						errs <- b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error { // one shard: maximal sharing
-							return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
+							return tx.ExecutionInsert(ctx, execRow(id))
 						})
 					}()
 				}
@@ -108,12 +136,7 @@ func TestGroupCommit(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				var total int64
-				_ = b.st.Read(ctx, func(q store.Querier) error {
-					_, total, _ = q.ExecutionList(ctx, 0, 1)
-					return nil
-				})
-				if total != n {
+				if total := b.countExecs(ctx); total != n {
 					t.Fatalf("%d executions stored, want %d", total, n)
 				}
 				if got := b.drv.begins.Load(); got >= n {
@@ -130,27 +153,21 @@ func TestGroupCommit(t *testing.T) {
 				b := setup(t, open)
 				ctx := context.Background()
 				run := func(n int, fail func(i int) bool) {
-					var wg sync.WaitGroup
-					for i := 0; i < n; i++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							id := b.ids.Next()
-							err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
-								if err := tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}); err != nil {
-									return err
-								}
-								if fail(i) {
-									return errors.New("boom")
-								}
-								return nil
-							})
-							if (err != nil) != fail(i) {
-								t.Errorf("caller %d: err = %v", i, err)
+					concurrently(n, func(i int) {
+						id := b.ids.Next()
+						err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+							if err := tx.ExecutionInsert(ctx, execRow(id)); err != nil {
+								return err
 							}
-						}()
-					}
-					wg.Wait()
+							if fail(i) {
+								return errors.New("boom")
+							}
+							return nil
+						})
+						if (err != nil) != fail(i) {
+							t.Errorf("caller %d: err = %v", i, err)
+						}
+					})
 				}
 				run(200, func(int) bool { return false })
 				if got := b.drv.savepoints.Load(); got != 0 {
@@ -163,12 +180,7 @@ func TestGroupCommit(t *testing.T) {
 				if b.drv.savepoints.Load() == 0 {
 					t.Fatalf("no savepoints although callers failed in shared batches")
 				}
-				var total int64
-				_ = b.st.Read(ctx, func(q store.Querier) error {
-					_, total, _ = q.ExecutionList(ctx, 0, 1)
-					return nil
-				})
-				if total != 200+180 {
+				if total := b.countExecs(ctx); total != 200+180 {
 					t.Fatalf("%d executions stored, want %d: a failed caller's work survived or a good one's was lost", total, 380)
 				}
 			})
@@ -182,39 +194,28 @@ func TestGroupCommit(t *testing.T) {
 				ctx := context.Background()
 				dup := b.ids.Next()
 				if err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
-					return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: dup, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
+					return tx.ExecutionInsert(ctx, execRow(dup))
 				}); err != nil {
 					t.Fatal(err)
 				}
 				before := b.drv.begins.Load()
 				const n = 90
-				var wg sync.WaitGroup
-				for i := 0; i < n; i++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						id := b.ids.Next()
-						if i%3 == 0 {
-							id = dup
-						}
-						err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
-							return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()})
-						})
-						switch {
-						case i%3 == 0 && !errors.Is(err, store.ErrConflict):
-							t.Errorf("caller %d (duplicate id): err = %v, want ErrConflict", i, err)
-						case i%3 != 0 && err != nil:
-							t.Errorf("caller %d: %v", i, err)
-						}
-					}()
-				}
-				wg.Wait()
-				var total int64
-				_ = b.st.Read(ctx, func(q store.Querier) error {
-					_, total, _ = q.ExecutionList(ctx, 0, 1)
-					return nil
+				concurrently(n, func(i int) {
+					id := b.ids.Next()
+					if i%3 == 0 {
+						id = dup
+					}
+					err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+						return tx.ExecutionInsert(ctx, execRow(id))
+					})
+					switch {
+					case i%3 == 0 && !errors.Is(err, store.ErrConflict):
+						t.Errorf("caller %d (duplicate id): err = %v, want ErrConflict", i, err)
+					case i%3 != 0 && err != nil:
+						t.Errorf("caller %d: %v", i, err)
+					}
 				})
-				if want := int64(1 + n - n/3); total != want {
+				if want, total := int64(1+n-n/3), b.countExecs(ctx); total != want {
 					t.Fatalf("%d executions stored, want %d", total, want)
 				}
 				if got := b.drv.begins.Load() - before; got >= n {
