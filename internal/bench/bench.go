@@ -196,6 +196,13 @@ type Result struct {
 	SubmitToStart    Latency `json:"submit_to_start"`
 	SubmitToComplete Latency `json:"submit_to_complete"`
 
+	// CPUMillisPerExecution is this process's CPU time from the first
+	// submit to the last completion, per completed execution: the server,
+	// workers, NATS and load generator when self-contained, the load
+	// generator alone with --server; never the database's. On a shared,
+	// noisy machine it moves less than throughput.
+	CPUMillisPerExecution float64 `json:"cpu_ms_per_execution,omitempty"`
+
 	// Redeliveries is nil when the consumer could not be inspected.
 	Redeliveries *int64 `json:"redeliveries"`
 	TimedOut     bool   `json:"timed_out,omitempty"`
@@ -264,11 +271,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	runCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	stopEstimate := prog.estimate(runCtx, api)
+	cpu0 := processCPU()
 	runs, err := submit(runCtx, api, reg, &opts, prog)
 	stopEstimate()
 	if err == nil {
 		err = awaitAll(runCtx, api, runs, prog)
 	}
+	cpu := processCPU() - cpu0
 	prog.stop()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -286,6 +295,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	sampleStarts(actx, api, runs, opts.Sample)
 	summarize(res, runs)
+	if res.Completed > 0 && cpu > 0 {
+		res.CPUMillisPerExecution = float64(cpu) / float64(time.Millisecond) / float64(res.Completed)
+	}
 	if res.Incomplete > 0 {
 		return res, &IncompleteError{Incomplete: res.Incomplete, Executions: res.Executions, TimedOut: res.TimedOut}
 	}

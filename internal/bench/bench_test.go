@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,9 @@ func checkSane(t *testing.T, res *Result, executions int) {
 	}
 	if res.Redeliveries == nil {
 		t.Error("redeliveries unknown; the consumer should have been readable")
+	}
+	if runtime.GOOS != "windows" && res.CPUMillisPerExecution <= 0 {
+		t.Errorf("cpu per execution %.3f ms, want it measured", res.CPUMillisPerExecution)
 	}
 }
 

@@ -46,6 +46,13 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "completed\t%d\n", r.Completed)
 	fmt.Fprintf(tw, "not completed\t%d (failed or cancelled: %d)\n", r.Incomplete, r.Failed)
 	fmt.Fprintf(tw, "redeliveries\t%s\n", redeliveries)
+	if r.CPUMillisPerExecution > 0 {
+		who := "server, workers, NATS and load generator; not the database"
+		if r.Workers == 0 {
+			who = "the load generator alone"
+		}
+		fmt.Fprintf(tw, "cpu/execution\t%.3f ms in this process (%s)\n", r.CPUMillisPerExecution, who)
+	}
 	if r.TimedOut {
 		fmt.Fprintf(tw, "timed out\tyes\n")
 	}

@@ -38,6 +38,9 @@ possible, or at --rate per second), wait for all of them and report:
   executions/s end to end (first submit to last completion),
   p50/p90/p99/max of submit -> first command.started and submit -> completed,
   NATS redeliveries on the worker pool's consumer,
+  this process's CPU time per execution (steadier than throughput on a
+  shared machine; self-contained it covers server, workers and NATS too,
+  never the database),
   and how many executions did not complete (any makes the command fail).
 
 With --server it measures a running deployment (--nats-url and friends say
