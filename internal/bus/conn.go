@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -188,4 +189,20 @@ func (c *Conn) logger() *slog.Logger {
 func BatchFailed(err error) bool {
 	return err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
 		!errors.Is(err, jetstream.ErrNoMessages)
+}
+
+// Dispatch runs handle for every message of batch, each in its own goroutine
+// holding a slot of slots (a semaphore sized to the worker's concurrency)
+// and counted in wg, waiting for a free slot before taking the next
+// message. It returns when the batch has delivered all it will.
+func Dispatch(batch jetstream.MessageBatch, slots chan struct{}, wg *sync.WaitGroup, handle func(jetstream.Msg)) {
+	for msg := range batch.Messages() {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			handle(msg)
+		}()
+	}
 }

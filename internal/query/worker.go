@@ -134,15 +134,7 @@ func (w *Worker) lane(ctx context.Context, consumer string, keepFree int) {
 			cons = nil
 			continue
 		}
-		for msg := range batch.Messages() {
-			w.slots <- struct{}{}
-			w.wg.Add(1)
-			go func() {
-				defer w.wg.Done()
-				defer func() { <-w.slots }()
-				w.handle(msg)
-			}()
-		}
+		bus.Dispatch(batch, w.slots, &w.wg, w.handle)
 		cancel()
 		if bus.BatchFailed(batch.Error()) {
 			cons = nil // consumer gone (NATS restarted): look it up again

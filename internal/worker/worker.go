@@ -216,15 +216,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			backoff = w.pause(ctx, backoff, "fetch failed; re-checking stream and consumer", err)
 			continue
 		}
-		for msg := range batch.Messages() {
-			w.sem <- struct{}{}
-			w.wg.Add(1)
-			go func() {
-				defer w.wg.Done()
-				defer func() { <-w.sem }()
-				w.handle(msg)
-			}()
-		}
+		bus.Dispatch(batch, w.sem, &w.wg, w.handle)
 		cancel()
 		if err := batch.Error(); bus.BatchFailed(err) && ctx.Err() == nil {
 			// A missing heartbeat or a deleted consumer (NATS restarted).
