@@ -206,3 +206,23 @@ func Dispatch(batch jetstream.MessageBatch, slots chan struct{}, wg *sync.WaitGr
 		}()
 	}
 }
+
+// KeepAlive keeps a message being worked on from redelivery: every
+// interval it sends InProgress and then calls beat (which renews the
+// worker's claim with the server), until stop is closed or beat returns
+// false (the claim is lost). It blocks; run it in a goroutine.
+func KeepAlive(msg jetstream.Msg, every time.Duration, stop <-chan struct{}, beat func() bool) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		_ = msg.InProgress()
+		if !beat() {
+			return
+		}
+	}
+}

@@ -170,26 +170,17 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	// query as soon as the client cancels.
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		t := time.NewTicker(keepaliveEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			_ = msg.InProgress()
-			// The heartbeat keeps the query ours; a 409 means it was
-			// cancelled (or re-queued after we went silent): stop it in
-			// the warehouse.
-			if err := w.api.QueryHeartbeat(ctx, uuid, w.cfg.WorkerID); client.StatusOf(err) == http.StatusConflict {
-				log.Info("query is no longer ours to run; cancelling it in the warehouse", "err", err)
-				cancel()
-				return
-			}
+	go bus.KeepAlive(msg, keepaliveEvery, stop, func() bool {
+		// The heartbeat keeps the query ours; a 409 means it was
+		// cancelled (or re-queued after we went silent): stop it in the
+		// warehouse.
+		if err := w.api.QueryHeartbeat(ctx, uuid, w.cfg.WorkerID); client.StatusOf(err) == http.StatusConflict {
+			log.Info("query is no longer ours to run; cancelling it in the warehouse", "err", err)
+			cancel()
+			return false
 		}
-	}()
+		return true
+	})
 	err = w.execute(ctx, cl)
 	switch {
 	case err == nil, ctx.Err() != nil:

@@ -301,17 +301,8 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 	stopKeep := make(chan struct{})
 	go func() {
 		defer close(keepDone)
-		t := time.NewTicker(beat)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopKeep:
-				return
-			case <-t.C:
-			}
-			// Tell NATS we are alive so the notification is not
-			// redelivered, and renew the lease in the database.
-			_ = msg.InProgress()
+		// NATS hears we are alive; the heartbeat renews the lease.
+		bus.KeepAlive(msg, beat, stopKeep, func() bool {
 			hctx, cancel := context.WithTimeout(w.hard, beat)
 			_, err := w.api.Report(hctx, client.Report{EventType: "command.heartbeat", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt})
 			cancel()
@@ -321,9 +312,10 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 				lost = true
 				lostMu.Unlock()
 				stopTool()
-				return
+				return false
 			}
-		}
+			return true
+		})
 	}()
 	keepalive := func() {
 		select {
