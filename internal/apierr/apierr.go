@@ -3,67 +3,103 @@
 // match on it; the message is for people and may change.
 //
 // Wire form: {"error": {"code": "...", "message": "..."}}.
+//
+// The catalogue below is the one source of the error-code table in
+// docs/api.md; a test keeps the two in step.
 package apierr
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Code is a stable, machine-readable error identifier.
 type Code string
 
-// The catalogue. Never renumber or rename; add new codes at the end.
+// The codes. Never rename or remove one; add new codes at the end, and to
+// the catalogue.
 const (
-	BadJSON          Code = "bad_json"          // body is not valid JSON or has unknown fields
-	BadRequest       Code = "bad_request"       // a field is missing or out of range
-	TooLarge         Code = "payload_too_large" // body exceeds the limit
-	InvalidPlaybook  Code = "invalid_playbook"  // playbook failed to parse or validate
-	NotFound         Code = "not_found"         // no such route
-	PlaybookNotFound Code = "playbook_not_found"
-	ExecNotFound     Code = "execution_not_found"
-	CommandNotFound  Code = "command_not_found"
-	ClaimConflict    Code = "claim_conflict" // live claim held elsewhere, or command ended
-	StateConflict    Code = "state_conflict" // transition not allowed (e.g. cancel a finished execution)
-	MethodNotAllowed Code = "method_not_allowed"
-	Unavailable      Code = "unavailable" // a dependency (database) is down; retry later
-	Internal         Code = "internal"
-	// SecretKeyMissing: the server has no MILLRACE_SECRET_KEY, so it cannot
-	// store or read credentials.
-	SecretKeyMissing   Code = "secret_key_missing"
-	CredentialNotFound Code = "credential_not_found"
-	// CredentialUnreadable: a stored credential was sealed under another
-	// key, or its sealed data was altered.
+	BadJSON              Code = "bad_json"
+	BadRequest           Code = "bad_request"
+	TooLarge             Code = "payload_too_large"
+	InvalidPlaybook      Code = "invalid_playbook"
+	NotFound             Code = "not_found"
+	PlaybookNotFound     Code = "playbook_not_found"
+	ExecNotFound         Code = "execution_not_found"
+	CommandNotFound      Code = "command_not_found"
+	ClaimConflict        Code = "claim_conflict"
+	StateConflict        Code = "state_conflict"
+	MethodNotAllowed     Code = "method_not_allowed"
+	Unavailable          Code = "unavailable"
+	Internal             Code = "internal"
+	SecretKeyMissing     Code = "secret_key_missing"
+	CredentialNotFound   Code = "credential_not_found"
 	CredentialUnreadable Code = "credential_unreadable"
 	ProjectNotFound      Code = "project_not_found"
 	QueryNotFound        Code = "query_not_found"
-	// ResultsExpired: a query's results are past CACHE_STALE_TIME_SECONDS
-	// (or it expired in the queue); run it again.
-	ResultsExpired Code = "results_expired"
+	ResultsExpired       Code = "results_expired"
 )
 
-var status = map[Code]int{
-	BadJSON:          http.StatusBadRequest,
-	BadRequest:       http.StatusBadRequest,
-	TooLarge:         http.StatusRequestEntityTooLarge,
-	InvalidPlaybook:  http.StatusUnprocessableEntity,
-	NotFound:         http.StatusNotFound,
-	PlaybookNotFound: http.StatusNotFound,
-	ExecNotFound:     http.StatusNotFound,
-	CommandNotFound:  http.StatusNotFound,
-	ClaimConflict:    http.StatusConflict,
-	StateConflict:    http.StatusConflict,
-	MethodNotAllowed: http.StatusMethodNotAllowed,
-	Unavailable:      http.StatusServiceUnavailable,
-	Internal:         http.StatusInternalServerError,
+// Entry is one code of the catalogue: its HTTP status and what it means.
+type Entry struct {
+	Code    Code
+	Status  int
+	Meaning string // Markdown, one line: rendered into docs/api.md
+}
 
-	SecretKeyMissing:     http.StatusServiceUnavailable,
-	CredentialNotFound:   http.StatusNotFound,
-	CredentialUnreadable: http.StatusConflict,
-	ProjectNotFound:      http.StatusNotFound,
-	QueryNotFound:        http.StatusNotFound,
-	ResultsExpired:       http.StatusGone,
+// catalogue is every code the API can return, in the order of the const
+// block above.
+var catalogue = []Entry{
+	{BadJSON, http.StatusBadRequest, "the body is not valid JSON, has unknown fields or trailing data, or is empty"},
+	{BadRequest, http.StatusBadRequest, "a field or parameter is missing or out of range; the message says which"},
+	{TooLarge, http.StatusRequestEntityTooLarge, "the body exceeds `MILLRACE_MAX_BODY_BYTES`"},
+	{InvalidPlaybook, http.StatusUnprocessableEntity, "the playbook failed to parse or validate; the message lists every problem as `file:line:col: message (hint: …)`"},
+	{NotFound, http.StatusNotFound, "no route has this path"},
+	{PlaybookNotFound, http.StatusNotFound, "no playbook is registered at this catalog path (and version)"},
+	{ExecNotFound, http.StatusNotFound, "no execution has this id"},
+	{CommandNotFound, http.StatusNotFound, "no command has this event id"},
+	{ClaimConflict, http.StatusConflict, "another worker holds a live lease, the attempt is stale, or the command (or warehouse query) ended or expired: stop working on it"},
+	{StateConflict, http.StatusConflict, "the request does not fit the current state (e.g. cancel a finished execution, read the results of a failed query)"},
+	{MethodNotAllowed, http.StatusMethodNotAllowed, "the route exists but not for this method; the `Allow` header lists the methods it takes"},
+	{Unavailable, http.StatusServiceUnavailable, "the event store is not reachable; retry shortly"},
+	{Internal, http.StatusInternalServerError, "a bug; the server log has details"},
+	{SecretKeyMissing, http.StatusServiceUnavailable, "the server has no `MILLRACE_SECRET_KEY`; credentials and warehouse projects are disabled until it is set"},
+	{CredentialNotFound, http.StatusNotFound, "no credential has this name"},
+	{CredentialUnreadable, http.StatusConflict, "the credential was sealed with another `MILLRACE_SECRET_KEY`, or its stored data was altered; add it again"},
+	{ProjectNotFound, http.StatusNotFound, "no warehouse project has this name"},
+	{QueryNotFound, http.StatusNotFound, "no warehouse query has this id (in this project)"},
+	{ResultsExpired, http.StatusGone, "the query's results are past `CACHE_STALE_TIME_SECONDS`, or it expired in the queue; run it again"},
+}
+
+var statuses = func() map[Code]int {
+	m := make(map[Code]int, len(catalogue))
+	for _, e := range catalogue {
+		m[e.Code] = e.Status
+	}
+	return m
+}()
+
+// Catalogue returns every code with its status and meaning.
+func Catalogue() []Entry { return append([]Entry(nil), catalogue...) }
+
+// Status is the HTTP status of code; 500 for a code not in the catalogue.
+func (c Code) Status() int {
+	if s, ok := statuses[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Markdown renders the catalogue as the table of docs/api.md.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| code | status | meaning |\n|---|---|---|\n")
+	for _, e := range catalogue {
+		fmt.Fprintf(&b, "| `%s` | %d | %s |\n", e.Code, e.Status, e.Meaning)
+	}
+	return b.String()
 }
 
 // Error is an API error.
@@ -75,12 +111,7 @@ type Error struct {
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 
 // Status is the HTTP status for the error's code.
-func (e *Error) Status() int {
-	if s, ok := status[e.Code]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
+func (e *Error) Status() int { return e.Code.Status() }
 
 // New builds an error with a formatted message.
 func New(code Code, format string, args ...any) *Error {
