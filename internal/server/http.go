@@ -84,10 +84,32 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.credentialRoutes()
 	a.queryRoutes()
 	a.mux.Handle("GET /metrics", promhttp.Handler())
-	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, apierr.New(apierr.NotFound, "no route %s %s; see docs/api.md", r.Method, r.URL.Path))
-	})
+	// Patterns with a method never match another method, so a wrong method
+	// on a known path lands here too: noRoute tells the two apart.
+	a.mux.HandleFunc("/", a.noRoute)
 	return a
+}
+
+// methods are those a route may take; noRoute tries each to build Allow.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// noRoute answers a request no route took: 405 with an Allow header when
+// the path has routes for other methods, else 404.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := a.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		writeErr(w, apierr.New(apierr.NotFound, "no route %s %s; see docs/api.md", r.Method, r.URL.Path))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeErr(w, apierr.New(apierr.MethodNotAllowed, "%s is not allowed on %s; use %s (see docs/api.md)", r.Method, r.URL.Path, strings.Join(allow, " or ")))
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
