@@ -114,7 +114,15 @@ func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
+// handler serves one route. It returns the body of a 200 reply, a reply
+// for another status, or an error that fail maps to the API's error form.
 type handler func(w http.ResponseWriter, r *http.Request) (any, error)
+
+// reply is a handler result whose status is not 200.
+type reply struct {
+	status int
+	body   any
+}
 
 func (a *API) route(pattern string, h handler) {
 	route := pattern
@@ -123,12 +131,13 @@ func (a *API) route(pattern string, h handler) {
 		r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
 		v, err := h(w, r)
 		code := http.StatusOK
-		if err == errSkipWrite {
-			code = http.StatusServiceUnavailable
-		} else if err != nil {
+		if err != nil {
 			code = a.fail(w, r, err)
 		} else {
-			writeJSON(w, http.StatusOK, v)
+			if rp, ok := v.(reply); ok {
+				code, v = rp.status, rp.body
+			}
+			writeJSON(w, code, v)
 		}
 		mRequests.WithLabelValues(route, strconv.Itoa(code/100)+"xx").Observe(time.Since(start).Seconds())
 	})
@@ -650,11 +659,7 @@ func (a *API) healthGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	// 503 only when the store is down: with NATS down the server still
 	// accepts work (it waits in the outbox), so it must stay in service.
 	if h.Store != "ok" {
-		writeJSON(w, http.StatusServiceUnavailable, h)
-		return nil, errSkipWrite
+		return reply{http.StatusServiceUnavailable, h}, nil
 	}
 	return h, nil
 }
-
-// errSkipWrite tells route the handler already wrote its response.
-var errSkipWrite = &apierr.Error{Code: apierr.Unavailable}
