@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,8 +45,8 @@ func registerCmd() *cobra.Command {
 				return fmt.Errorf("give one FILE or --dir DIR")
 			}
 			c := cf.client()
-			var out []client.Registered
-			failed := 0
+			out := []client.Registered{}
+			var errs []error
 			for _, f := range files {
 				data, err := os.ReadFile(f)
 				if err != nil {
@@ -53,8 +54,10 @@ func registerCmd() *cobra.Command {
 				}
 				r, err := c.Register(cmd.Context(), string(data))
 				if err != nil {
-					failed++
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", f, err)
+					errs = append(errs, fmt.Errorf("%s: %w", f, err))
+					if !cf.json && len(files) > 1 {
+						fmt.Fprintln(cmd.ErrOrStderr(), errs[len(errs)-1])
+					}
 					continue
 				}
 				out = append(out, r)
@@ -62,11 +65,15 @@ func registerCmd() *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "registered %s version %d (catalog_id %d) from %s\n", r.Path, r.Version, r.CatalogID, f)
 				}
 			}
-			if cf.json {
-				_ = printJSON(cmd.OutOrStdout(), out)
-			}
-			if failed > 0 {
-				return exitError{code: 1, msg: fmt.Sprintf("%d of %d playbooks failed to register", failed, len(files))}
+			switch {
+			case len(errs) == 1 && len(files) == 1:
+				return errs[0] // with --json, the API's error envelope
+			case len(errs) > 0 && cf.json:
+				return fmt.Errorf("%d of %d playbooks failed to register (%d registered): %w", len(errs), len(files), len(out), errors.Join(errs...))
+			case len(errs) > 0:
+				return exitError{code: 1, msg: fmt.Sprintf("%d of %d playbooks failed to register", len(errs), len(files))}
+			case cf.json:
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			return nil
 		},
@@ -172,6 +179,14 @@ func executeCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "execution %d %s\n", st.ExecutionID, st.Status)
 				return nil
 			}
+			// The id first, so a watcher can come back to it (status,
+			// events, cancel) after Ctrl-C; on stderr with --json, where
+			// stdout carries only the final record.
+			idOut := cmd.OutOrStdout()
+			if cf.json {
+				idOut = cmd.ErrOrStderr()
+			}
+			fmt.Fprintf(idOut, "execution %d started; following it (Ctrl-C stops following, not the execution)\n", st.ExecutionID)
 			return follow(cmd.Context(), c, st.ExecutionID, cmd.OutOrStdout(), cf.json)
 		},
 	}
@@ -230,7 +245,7 @@ func follow(ctx context.Context, c *client.Client, id int64, out io.Writer, asJS
 				fmt.Fprintf(out, "result: %s\n", ex.Result)
 			}
 			if ex.Status != store.ExecCompleted {
-				return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", id, ex.Status, ex.Error)}
+				return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", id, ex.Status, ex.Error), reported: asJSON}
 			}
 			return nil
 		}

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,9 +24,35 @@ func natsCmd() *cobra.Command {
 	return cmd
 }
 
+// natsConnect connects to --nats-url, else $NATS_URL, else the running
+// `millrace dev` (see devfile.go), else the default URL.
 func natsConnect(cmd *cobra.Command, n config.NATS) (*bus.Conn, error) {
+	from := "--nats-url"
+	switch {
+	case cmd.Flags().Changed("nats-url"):
+	case os.Getenv("NATS_URL") != "":
+		from = "NATS_URL"
+	default:
+		from = "the default"
+		if d, ok := findDev(); ok && d.NATSURL != "" {
+			n.URL, from = d.NATSURL, "the running millrace dev ("+filepath.Join(devDataDir(), devFileName)+")"
+		}
+	}
 	log, _ := newLogger(config.Log{Level: "warn"}, cmd.ErrOrStderr())
-	return bus.Connect(cmd.Context(), n.Bus("millrace-cli"), log)
+	conn, err := bus.Connect(cmd.Context(), n.Bus("millrace-cli"), log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (from %s): %w; start `millrace dev` (its URL is found by itself when run from the same directory), or point at your NATS with --nats-url or NATS_URL", redactURL(n.URL), from, err)
+	}
+	return conn, nil
+}
+
+// redactURL hides a password in a NATS URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
 }
 
 func natsInfoCmd(use string) *cobra.Command {
@@ -48,7 +77,7 @@ func natsInfoCmd(use string) *cobra.Command {
 			out := cmd.OutOrStdout()
 			st, err := conn.JS.Stream(cmd.Context(), n.Stream)
 			if err != nil {
-				return fmt.Errorf("stream %s: %w (start `millrace server` to create it)", n.Stream, err)
+				return fmt.Errorf("stream %s on %s: %w (`millrace server` and `millrace dev` create it at start)", n.Stream, redactURL(n.URL), err)
 			}
 			si, err := st.Info(cmd.Context())
 			if err != nil {

@@ -57,26 +57,30 @@ lane, which never delays interactive queries.`,
 				return nil
 			}
 			var first client.QueryPage
-			start := time.Now()
+			progress := cmd.ErrOrStderr()
+			start, lastStatus, lastLine := time.Now(), "", time.Now()
+			fmt.Fprintf(progress, "query %s submitted (cache hit: %v)\n", sub.QueryUUID, sub.CacheMetadata.CacheHit)
 			for {
 				first, err = c.QueryGet(cmd.Context(), project, sub.QueryUUID, 1, pageSize)
 				if err != nil {
 					return err
 				}
-				if first.Status != "pending" && first.Status != "queued" && first.Status != "executing" {
-					break
+				elapsed := time.Since(start).Round(100 * time.Millisecond)
+				done := first.Status != "pending" && first.Status != "queued" && first.Status != "executing"
+				// A line per status change, and one every 5s while it
+				// stays, so a slow warehouse never looks like a hang.
+				if first.Status != lastStatus || time.Since(lastLine) >= 5*time.Second {
+					fmt.Fprintf(progress, "query %s %s after %s\n", sub.QueryUUID, first.Status, elapsed)
+					lastStatus, lastLine = first.Status, time.Now()
 				}
-				if time.Since(start) > 2*time.Second {
-					fmt.Fprintf(cmd.ErrOrStderr(), "\rquery %s %s (%s)…", sub.QueryUUID, first.Status, time.Since(start).Round(time.Second))
+				if done {
+					break
 				}
 				select {
 				case <-cmd.Context().Done():
 					return cmd.Context().Err()
 				case <-time.After(200 * time.Millisecond):
 				}
-			}
-			if time.Since(start) > 2*time.Second {
-				fmt.Fprintln(cmd.ErrOrStderr())
 			}
 			if first.Status != "ready" {
 				msg := fmt.Sprintf("query %s %s", sub.QueryUUID, first.Status)

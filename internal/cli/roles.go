@@ -211,6 +211,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		workers.Add(1)
 		go func() { defer workers.Done(); _ = qw.Run(ctx) }()
 	}
+	defer announceDev(log, cfg.DataDir, srv.URL(), cfg.Server.NATS.URL)()
 	fmt.Fprintf(out, `millrace dev is up
   API server   %s   (health: %s/api/health, metrics: %s/metrics)
   NATS         %s   (stream %s, subject %s, consumer %s)

@@ -5,9 +5,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,25 +23,72 @@ import (
 
 // Execute runs the CLI and returns the process exit code.
 func Execute() int {
-	root := NewRoot(os.Stdout, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		if e, ok := err.(exitError); ok {
-			return e.code
-		}
-		return 1
-	}
-	return 0
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
+// run executes the command line args and returns the exit code.
+func run(ctx context.Context, args []string, out, errOut io.Writer) int {
+	root := NewRoot(out, errOut)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(errOut, "error:", err)
+	var e exitError
+	if wantsJSON(cmd) && !(errors.As(err, &e) && e.reported) {
+		// Scripts read stdout: give them the API's error envelope rather
+		// than nothing (or a bare null).
+		_ = printJSON(out, errorEnvelope(err))
+	}
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
+}
+
+// exitError ends a command with an exit code. reported says the command
+// already printed its outcome (with --json, as JSON), so no error envelope
+// follows it.
 type exitError struct {
-	code int
-	msg  string
+	code     int
+	msg      string
+	reported bool
 }
 
 func (e exitError) Error() string { return e.msg }
+
+// wantsJSON reports whether cmd was run with --json.
+func wantsJSON(cmd *cobra.Command) bool {
+	if cmd == nil {
+		return false
+	}
+	f := cmd.Flags().Lookup("json")
+	return f != nil && f.Value.String() == "true"
+}
+
+// errorEnvelope renders err in the shape the HTTP API uses:
+// {"error": {"code": "...", "message": "..."}}. API errors keep their code;
+// a server that cannot be reached is server_unreachable; anything else the
+// CLI found wrong is cli_error, or the code the command gave.
+func errorEnvelope(err error) map[string]any {
+	code := "cli_error"
+	msg := err.Error()
+	var api *client.Error
+	var ue *url.Error
+	var ee exitError
+	switch {
+	case errors.As(err, &api):
+		code = api.Code
+	case errors.As(err, &ue):
+		code = "server_unreachable"
+	case errors.As(err, &ee) && ee.code == 1:
+		code = "failed"
+	}
+	return map[string]any{"error": map[string]string{"code": code, "message": msg}}
+}
 
 // NewRoot builds the command tree writing to out and errOut.
 func NewRoot(out, errOut io.Writer) *cobra.Command {
@@ -56,16 +105,53 @@ Roles:
 
 Every setting is an environment variable with a matching flag; see
 docs/configuration.md or the --help of each command.`,
+		Version:       Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("millrace {{.Version}}\n")
 	root.SetOut(out)
 	root.SetErr(errOut)
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
 		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), doctorCmd(), benchCmd())
 	root.AddCommand(credentialCmd())
+	for _, c := range root.Commands() {
+		strictGroups(c)
+	}
 	return root
+}
+
+// strictGroups makes every command group below the root refuse an unknown
+// subcommand. Cobra only checks at the root: `millrace nats stream ls`
+// would print the group's help and exit 0.
+func strictGroups(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() {
+		return
+	}
+	if !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.SuggestionsMinimumDistance = 2
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			var names []string
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() {
+					names = append(names, c.Name())
+				}
+			}
+			return fmt.Errorf("%s (its commands: %s; see '%s --help')", msg, strings.Join(names, ", "), cmd.CommandPath())
+		}
+	}
+	for _, c := range cmd.Commands() {
+		strictGroups(c)
+	}
 }
 
 // bindSet attaches a settings set to a command's flags, failing the command
@@ -93,20 +179,32 @@ func newLogger(l config.Log, w io.Writer) (*slog.Logger, error) {
 
 // clientFlags are shared by the commands that talk to a server.
 type clientFlags struct {
+	cmd    *cobra.Command
 	server string
 	json   bool
 }
 
 func (c *clientFlags) bind(cmd *cobra.Command) {
+	c.cmd = cmd
 	def := os.Getenv("SERVER_API_URL")
 	if def == "" {
 		def = config.DefaultServerURL
 	}
-	cmd.Flags().StringVar(&c.server, "server", def, "Millrace API server URL [$SERVER_API_URL]")
-	cmd.Flags().BoolVar(&c.json, "json", false, "Print machine-readable JSON")
+	cmd.Flags().StringVar(&c.server, "server", def,
+		"Millrace API server URL [$SERVER_API_URL] (unset: the running `millrace dev` recorded in $MILLRACE_DATA_DIR/dev.json, else this default)")
+	cmd.Flags().BoolVar(&c.json, "json", false, "Print machine-readable JSON (errors too, as {\"error\": {\"code\", \"message\"}})")
 }
 
-func (c *clientFlags) client() *client.Client { return client.New(c.server) }
+// client returns a client for --server, else $SERVER_API_URL, else the
+// running dev instance, else the default URL.
+func (c *clientFlags) client() *client.Client {
+	if c.cmd != nil && !c.cmd.Flags().Changed("server") && os.Getenv("SERVER_API_URL") == "" {
+		if d, ok := findDev(); ok {
+			c.server = d.APIURL
+		}
+	}
+	return client.New(c.server)
+}
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -88,7 +88,7 @@ func finishRun(cmd *cobra.Command, ex store.Execution, asJSON bool) error {
 		fmt.Fprintf(out, "%s\n", ex.Result)
 	}
 	if ex.Status != store.ExecCompleted {
-		return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", ex.ExecutionID, ex.Status, ex.Error)}
+		return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", ex.ExecutionID, ex.Status, ex.Error), reported: asJSON}
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func validateCmd() *cobra.Command {
 				_ = enc.Encode(report)
 			}
 			if bad > 0 {
-				return exitError{code: 1, msg: fmt.Sprintf("%d of %d playbooks have problems", bad, len(args))}
+				return exitError{code: 1, msg: fmt.Sprintf("%d of %d playbooks have problems", bad, len(args)), reported: asJSON}
 			}
 			return nil
 		},

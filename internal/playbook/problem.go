@@ -9,9 +9,11 @@ import (
 // Problem is one thing wrong with a playbook, located at a line and column
 // of the source file. Line or Col is 0 when the YAML library did not report it.
 type Problem struct {
-	File      string
-	Line, Col int
-	Msg, Hint string
+	File string `json:"file"`
+	Line int    `json:"line,omitempty"` // 1-based; 0 when the problem has no position
+	Col  int    `json:"col,omitempty"`
+	Msg  string `json:"message"`
+	Hint string `json:"hint,omitempty"`
 }
 
 // Error renders the problem as "file:line:col: msg (hint: ...)", the format
