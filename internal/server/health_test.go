@@ -19,7 +19,9 @@ func TestHealthStoreDownIs503(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fl := flow.New(nil, ids.New(1), flow.Config{}, nil, log, nil)
-	down := func(context.Context) Health { return Health{Status: "degraded", Store: "down: connection refused", NATS: "ok"} }
+	down := func(context.Context) Health {
+		return Health{Status: "degraded", Store: "down: connection refused", NATS: "ok"}
+	}
 	a := NewAPI(fl, log, 1<<10, down)
 	rec := httptest.NewRecorder()
 	a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/health", nil))
