@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/engine"
 	"github.com/millrace/millrace/internal/ids"
@@ -80,7 +79,7 @@ func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microse
 func (s *Service) Register(ctx context.Context, content string) (store.CatalogEntry, error) {
 	pb, err := playbook.Parse("playbook.yaml", []byte(content), s.kinds)
 	if err != nil {
-		return store.CatalogEntry{}, apierr.New(apierr.InvalidPlaybook, "%v", err)
+		return store.CatalogEntry{}, errorf(ErrInvalidPlaybook, "%v", err)
 	}
 	var entry store.CatalogEntry
 	id := s.ids.Next()
@@ -131,9 +130,9 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		if version > 0 {
-			return store.Execution{}, apierr.New(apierr.PlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)
+			return store.Execution{}, errorf(ErrPlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)
 		}
-		return store.Execution{}, apierr.New(apierr.PlaybookNotFound, "playbook %q is not registered; register it with POST /api/catalog/register or `millrace register FILE`", path)
+		return store.Execution{}, errorf(ErrPlaybookNotFound, "playbook %q is not registered; register it with POST /api/catalog/register or `millrace register FILE`", path)
 	}
 	if err != nil {
 		return store.Execution{}, err
@@ -156,7 +155,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 	}
 	wl, err := json.Marshal(workload)
 	if err != nil {
-		return store.Execution{}, apierr.New(apierr.BadRequest, "workload is not JSON-encodable: %v", err)
+		return store.Execution{}, errorf(ErrInvalid, "workload is not JSON-encodable: %v", err)
 	}
 	exec := store.Execution{
 		ExecutionID: s.ids.Next(),
@@ -331,7 +330,7 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Claimed{}, apierr.New(apierr.CommandNotFound, "command %d does not exist", eventID)
+		return Claimed{}, errorf(ErrCommandNotFound, "command %d does not exist", eventID)
 	case errors.Is(err, store.ErrConflict):
 		mClaimConflicts.Inc()
 		return Claimed{}, s.claimConflict(ctx, eventID)
@@ -351,9 +350,9 @@ func (s *Service) claimConflict(ctx context.Context, eventID int64) error {
 		return err
 	})
 	if store.IsTerminalCommand(cmd.Status) {
-		return apierr.New(apierr.ClaimConflict, "command %d has already ended (%s)", eventID, cmd.Status)
+		return errorf(ErrNotHolder, "command %d has already ended (%s)", eventID, cmd.Status)
 	}
-	return apierr.New(apierr.ClaimConflict, "command %d is claimed by %s (attempt %d) until its lease expires", eventID, cmd.WorkerID, cmd.Attempt)
+	return errorf(ErrNotHolder, "command %d is claimed by %s (attempt %d) until its lease expires", eventID, cmd.WorkerID, cmd.Attempt)
 }
 
 // Report is what a worker says about a command it holds.
@@ -387,13 +386,13 @@ type Ack struct {
 // Apply records a worker's report.
 func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 	if r.WorkerID == "" {
-		return Ack{}, apierr.New(apierr.BadRequest, "worker_id is required")
+		return Ack{}, errorf(ErrInvalid, "worker_id is required")
 	}
 	if r.Attempt < 1 {
-		return Ack{}, apierr.New(apierr.BadRequest, "attempt must be >= 1 (use the attempt returned by the claim)")
+		return Ack{}, errorf(ErrInvalid, "attempt must be >= 1 (use the attempt returned by the claim)")
 	}
 	if len(r.Result) > 0 && !json.Valid(r.Result) {
-		return Ack{}, apierr.New(apierr.BadJSON, "result is not valid JSON")
+		return Ack{}, errorf(ErrInvalidResult, "result is not valid JSON")
 	}
 	var ack Ack
 	var woke bool
@@ -424,14 +423,14 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			woke = n > 0
 			return err
 		default:
-			return apierr.New(apierr.BadRequest, "event_type %q cannot be reported by a worker; use command.started, command.heartbeat, command.completed or command.failed", r.EventType)
+			return errorf(ErrInvalid, "event_type %q cannot be reported by a worker; use command.started, command.heartbeat, command.completed or command.failed", r.EventType)
 		}
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Ack{}, apierr.New(apierr.CommandNotFound, "command %d does not exist", r.EventID)
+		return Ack{}, errorf(ErrCommandNotFound, "command %d does not exist", r.EventID)
 	case errors.Is(err, store.ErrConflict):
-		return Ack{}, apierr.New(apierr.ClaimConflict, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
+		return Ack{}, errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
 	case err != nil:
 		return Ack{}, err
 	}
@@ -485,7 +484,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		d := json.NewDecoder(bytes.NewReader(rep.Result))
 		d.UseNumber()
 		if err := d.Decode(&res); err != nil {
-			return Ack{}, 0, nil, store.Execution{}, apierr.New(apierr.BadJSON, "result is not valid JSON: %v", err)
+			return Ack{}, 0, nil, store.Execution{}, errorf(ErrInvalidResult, "result is not valid JSON: %v", err)
 		}
 	}
 
@@ -637,9 +636,9 @@ func (s *Service) Release(ctx context.Context, eventID int64, workerID string, a
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return apierr.New(apierr.CommandNotFound, "command %d does not exist", eventID)
+		return errorf(ErrCommandNotFound, "command %d does not exist", eventID)
 	case errors.Is(err, store.ErrConflict):
-		return apierr.New(apierr.ClaimConflict, "worker %s does not hold attempt %d of command %d", workerID, attempt, eventID)
+		return errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d", workerID, attempt, eventID)
 	case err != nil:
 		return err
 	}
@@ -710,7 +709,7 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 			return err
 		}
 		if exec.Status != store.ExecRunning {
-			return apierr.New(apierr.StateConflict, "execution %d is already %s", execID, exec.Status)
+			return errorf(ErrExecutionEnded, "execution %d is already %s", execID, exec.Status)
 		}
 		now := s.now()
 		if _, err := tx.CommandCancelExecution(ctx, execID, now); err != nil {
@@ -729,7 +728,7 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 		s.states.drop(execID)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Execution{}, apierr.New(apierr.ExecNotFound, "execution %d does not exist", execID)
+		return store.Execution{}, errorf(ErrExecutionNotFound, "execution %d does not exist", execID)
 	}
 	return exec, err
 }

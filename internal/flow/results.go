@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -84,7 +84,7 @@ func (s *Service) decodeResult(ctx context.Context, q store.Querier, raw json.Ra
 // root; children that already ended are left alone.
 func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execution, int, error) {
 	root, err := s.Cancel(ctx, execID)
-	if e, ok := apierr.As(err); ok && e.Code == apierr.StateConflict {
+	if errors.Is(err, ErrExecutionEnded) {
 		// The parent already ended; its running children may not have.
 		err = s.st.Read(ctx, func(q store.Querier) error {
 			var rerr error

@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
@@ -90,8 +89,8 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (s
 	d.registerDir(ctx, dir, file)
 	entry, err := d.flow.Register(ctx, string(content))
 	if err != nil {
-		if e, ok := apierr.As(err); ok {
-			return store.Execution{}, errors.New(strings.ReplaceAll(e.Message, "playbook.yaml", file))
+		if errors.Is(err, flow.ErrInvalidPlaybook) {
+			return store.Execution{}, errors.New(strings.ReplaceAll(err.Error(), "playbook.yaml", file))
 		}
 		return store.Execution{}, err
 	}

@@ -145,14 +145,8 @@ func (a *API) route(pattern string, h handler) {
 
 // fail maps err to a JSON error response and returns the status.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) int {
-	e, ok := apierr.As(err)
-	if !ok {
-		switch {
-		case errors.Is(err, store.ErrClosed), errors.Is(err, context.DeadlineExceeded):
-			e = apierr.New(apierr.Unavailable, "the event store is not available right now; retry shortly")
-		default:
-			e = apierr.New(apierr.Internal, "internal error; the server log has details")
-		}
+	e, caused := apiError(err)
+	if !caused {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeErr(w, e)
@@ -554,10 +548,9 @@ type batchResult struct {
 
 // batchError turns one item's failure into its wire form.
 func (a *API) batchError(err error, what string) (*apierr.Error, int) {
-	e, ok := apierr.As(err)
-	if !ok {
+	e, caused := apiError(err)
+	if !caused {
 		a.log.Error(what+" failed", "err", err)
-		e = apierr.New(apierr.Internal, "internal error; the server log has details")
 	}
 	return e, e.Status()
 }

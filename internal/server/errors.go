@@ -1,0 +1,44 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/store"
+)
+
+// domainCodes maps the domain packages' errors to API codes: the one place
+// where flow and query errors become HTTP ones. The domain error's text is
+// the message.
+var domainCodes = []struct {
+	err  error
+	code apierr.Code
+}{
+	{flow.ErrInvalid, apierr.BadRequest},
+	{flow.ErrInvalidPlaybook, apierr.InvalidPlaybook},
+	{flow.ErrInvalidResult, apierr.BadJSON},
+	{flow.ErrPlaybookNotFound, apierr.PlaybookNotFound},
+	{flow.ErrExecutionNotFound, apierr.ExecNotFound},
+	{flow.ErrCommandNotFound, apierr.CommandNotFound},
+	{flow.ErrNotHolder, apierr.ClaimConflict},
+	{flow.ErrExecutionEnded, apierr.StateConflict},
+}
+
+// apiError is the API error a client gets for err. caused is false when
+// the fault is the server's (a bug, or its store is down): worth a log line.
+func apiError(err error) (e *apierr.Error, caused bool) {
+	if e, ok := apierr.As(err); ok {
+		return e, true
+	}
+	for _, d := range domainCodes {
+		if errors.Is(err, d.err) {
+			return &apierr.Error{Code: d.code, Message: err.Error()}, true
+		}
+	}
+	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
+		return apierr.New(apierr.Unavailable, "the event store is not available right now; retry shortly"), false
+	}
+	return apierr.New(apierr.Internal, "internal error; the server log has details"), false
+}
