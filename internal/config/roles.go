@@ -5,7 +5,6 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
-	"github.com/millrace/millrace/internal/relay"
 )
 
 // Defaults that are Millrace's own (the NATS ones live in package bus).
@@ -93,8 +92,8 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.String(&c.PublicURL, "SERVER_API_URL", "server-url", "", "URL workers use to reach this server, sent in every notification (default: derived from --addr).")
 	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); give each server its own; -1 picks one at random.")
 	s.Seconds(&c.LeaseTTL, "MILLRACE_LEASE_SECONDS", "lease", flow.DefaultLeaseTTL, "Claim lease length; workers heartbeat at a third of it.")
-	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", relay.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
-	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", relay.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
+	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", flow.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
+	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", flow.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
 	c.Query.bind(s, true)
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")

@@ -653,53 +653,6 @@ func republishMsgID(c store.Command) string {
 	return fmt.Sprintf("%s#%d", c.CommandID, c.Publishes)
 }
 
-// Republish re-notifies commands that the reaper found due (by the rule of
-// store.Querier.CommandsDue with now and cutoff). Each is re-checked inside
-// its transaction, so servers reaping at the same time, or a claim that
-// landed in between, do not produce extra notifications. It returns how
-// many were enqueued.
-func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutoff time.Time) (int, error) {
-	n := 0
-	for _, c := range due {
-		sent := false
-		err := s.st.Do(ctx, c.ExecutionID, func(ctx context.Context, tx store.Tx) error {
-			cur, err := tx.CommandGet(ctx, c.EventID)
-			if err != nil || !stillDue(cur, now, cutoff) {
-				return err
-			}
-			cmd, err := tx.CommandMarkRepublished(ctx, c.EventID, s.now())
-			if err != nil {
-				return err
-			}
-			sent = true
-			return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), s.now())
-		})
-		if err != nil {
-			return n, err
-		}
-		if sent {
-			n++
-		}
-	}
-	if n > 0 {
-		mRepublished.Add(float64(n))
-		s.wake()
-	}
-	return n, nil
-}
-
-// stillDue applies CommandsDue's rule to one command.
-func stillDue(c store.Command, now, cutoff time.Time) bool {
-	switch c.Status {
-	case store.CmdIssued:
-		return !c.PublishedAt.After(cutoff)
-	case store.CmdClaimed, store.CmdRunning:
-		return c.LeaseExpires != nil && !c.LeaseExpires.After(now) &&
-			(c.PublishedAt.Before(*c.LeaseExpires) || !c.PublishedAt.After(cutoff))
-	}
-	return false
-}
-
 // Cancel stops a running execution.
 func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, error) {
 	var exec store.Execution

@@ -1,9 +1,8 @@
-// Package relay is the bridge from the database to NATS. The publisher
-// drains the outbox (rows written in the same transaction as their
-// command.issued event) to JetStream with Nats-Msg-Id set, and deletes a row
-// only after JetStream acknowledged it. The reaper finds commands that need a
-// new notification (never claimed, or lease expired) and re-enqueues them, so
-// losing every message in NATS loses no work.
+// Package relay is the bridge from the database to NATS. It drains the
+// outbox (rows written in the same transaction as their command.issued
+// event) to JetStream with Nats-Msg-Id set, and deletes a row only after
+// JetStream acknowledged it. What to re-enqueue is the domain's business
+// (flow's and query's reapers); the relay only publishes.
 package relay
 
 import (
@@ -15,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/millrace/millrace/internal/bus"
-	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -26,16 +24,7 @@ const (
 	// DefaultPollInterval is how often the publisher looks at the outbox
 	// when nobody woke it (rows written by another server process).
 	DefaultPollInterval = 500 * time.Millisecond
-	// DefaultReapInterval is how often the reaper scans for due commands.
-	DefaultReapInterval = 5 * time.Second
-	// DefaultRedeliverAfter is how long an issued command may stay
-	// unclaimed before it is notified again.
-	DefaultRedeliverAfter = 30 * time.Second
-	// backlogFactor stretches RedeliverAfter while the consumer still has
-	// undelivered messages: then an unclaimed command is most likely just
-	// queued, and re-notifying it would only grow the backlog.
-	backlogFactor = 10
-	maxBackoff    = 5 * time.Second
+	maxBackoff          = 5 * time.Second
 )
 
 // Publisher sends notifications; *bus.Conn implements it.
@@ -45,15 +34,8 @@ type Publisher interface {
 
 // Config configures a Relay.
 type Config struct {
-	BatchSize      int
-	PollInterval   time.Duration
-	ReapInterval   time.Duration
-	RedeliverAfter time.Duration
-	// Backlog reports how many messages the consumer has not delivered
-	// yet, and when the stream was created (a notification published
-	// before that was lost with an earlier stream); nil or an error means
-	// "unknown", treated as no backlog.
-	Backlog func(ctx context.Context) (pending int64, streamCreated time.Time, err error)
+	BatchSize    int
+	PollInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -63,28 +45,22 @@ func (c *Config) defaults() {
 	if c.PollInterval <= 0 {
 		c.PollInterval = DefaultPollInterval
 	}
-	if c.ReapInterval <= 0 {
-		c.ReapInterval = DefaultReapInterval
-	}
-	if c.RedeliverAfter <= 0 {
-		c.RedeliverAfter = DefaultRedeliverAfter
-	}
 }
 
-// Relay runs the publisher and the reaper.
+// Relay publishes the outbox.
 type Relay struct {
 	cfg  Config
 	st   *store.Store
 	pub  Publisher
-	flow *flow.Service
 	log  *slog.Logger
 	wake chan struct{}
 }
 
-// New builds a relay. Call Wake after commits that add outbox rows.
-func New(cfg Config, st *store.Store, pub Publisher, fl *flow.Service, log *slog.Logger) *Relay {
+// New builds a relay. Call Wake after commits that add outbox rows: build
+// the relay first and hand its Wake to the services that write them.
+func New(cfg Config, st *store.Store, pub Publisher, log *slog.Logger) *Relay {
 	cfg.defaults()
-	return &Relay{cfg: cfg, st: st, pub: pub, flow: fl, log: log, wake: make(chan struct{}, 1)}
+	return &Relay{cfg: cfg, st: st, pub: pub, log: log, wake: make(chan struct{}, 1)}
 }
 
 // Wake nudges the publisher; it never blocks.
@@ -95,18 +71,12 @@ func (r *Relay) Wake() {
 	}
 }
 
-// Run blocks until ctx ends.
-func (r *Relay) Run(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { defer close(done); r.reapLoop(ctx) }()
-	r.publishLoop(ctx)
-	<-done
-}
+// Run publishes until ctx ends.
+func (r *Relay) Run(ctx context.Context) { r.publishLoop(ctx) }
 
 var (
 	mPublished     = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_outbox_published_total", Help: "Notifications acknowledged by JetStream."})
 	mPublishErrors = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_outbox_publish_errors_total", Help: "Notifications JetStream did not acknowledge (kept in the outbox and retried)."})
-	mReaped        = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_reaper_due_total", Help: "Commands the reaper found unclaimed or with an expired lease."})
 )
 
 func (r *Relay) publishLoop(ctx context.Context) {
@@ -190,62 +160,4 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 		mPublished.Add(float64(len(acked)))
 	}
 	return len(rows), failed, nil
-}
-
-func (r *Relay) reapLoop(ctx context.Context) {
-	tick := time.NewTicker(r.cfg.ReapInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if _, err := r.ReapOnce(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("reaper pass failed; will retry", "err", err)
-		}
-	}
-}
-
-// ReapOnce runs one reaper pass and returns how many commands it
-// re-notified.
-func (r *Relay) ReapOnce(ctx context.Context) (int, error) {
-	now := time.Now().UTC()
-	cutoff := now.Add(-r.cfg.RedeliverAfter)
-	if r.cfg.Backlog != nil {
-		if n, created, err := r.cfg.Backlog(ctx); err == nil && n > 0 {
-			// Queued notifications are most likely just waiting for a
-			// worker; re-notifying would only grow the backlog. Those
-			// published before the stream was (re)created are lost, though.
-			cutoff = now.Add(-backlogFactor * r.cfg.RedeliverAfter)
-			if created.After(cutoff) {
-				cutoff = created
-			}
-		}
-	}
-	total := 0
-	for {
-		var due []store.Command
-		if err := r.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			due, err = q.CommandsDue(ctx, now, cutoff, 500)
-			return err
-		}); err != nil {
-			return total, err
-		}
-		if len(due) == 0 {
-			return total, nil
-		}
-		full := len(due) == 500
-		mReaped.Add(float64(len(due)))
-		n, err := r.flow.Republish(ctx, due, now, cutoff)
-		total += n
-		if err != nil {
-			return total, err
-		}
-		r.log.Info("reaper re-notified commands", "count", n)
-		if !full {
-			return total, nil
-		}
-	}
 }

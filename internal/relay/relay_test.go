@@ -73,7 +73,7 @@ workflow:
     tool: {kind: noop}
 `
 
-func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
+func setup(t *testing.T) *bundle {
 	t.Helper()
 	drv, err := sqlitedriver.Open(context.Background(), t.TempDir()+"/r.db")
 	if err != nil {
@@ -86,8 +86,8 @@ func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := &bundle{st: st, pub: &faultyPublisher{}}
-	b.flow = flow.New(st, ids.New(-1), flow.Config{ServerURL: "http://127.0.0.1:8082", LeaseTTL: time.Second}, tools.Kinds(), log, func() { b.relay.Wake() })
-	b.relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond, ReapInterval: time.Hour, RedeliverAfter: redeliverAfter}, st, b.pub, b.flow, log)
+	b.relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond}, st, b.pub, log)
+	b.flow = flow.New(st, ids.New(-1), flow.Config{ServerURL: "http://127.0.0.1:8082", LeaseTTL: time.Second}, tools.Kinds(), log, b.relay.Wake)
 	return b
 }
 
@@ -125,7 +125,7 @@ func (b *bundle) start(t *testing.T) {
 
 func TestOutboxSurvivesPublishFailures(t *testing.T) {
 	t.Parallel()
-	b := setup(t, time.Hour)
+	b := setup(t)
 	ctx := context.Background()
 	b.pub.set(true)
 	b.start(t)
@@ -146,65 +146,5 @@ func TestOutboxSurvivesPublishFailures(t *testing.T) {
 	eventually(t, func() bool { return b.outboxDepth(t) == 0 }, "the outbox to drain once NATS is back")
 	if got := len(b.pub.msgIDs()); got != 5 {
 		t.Fatalf("published %d notifications, want 5", got)
-	}
-}
-
-func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
-	t.Parallel()
-	b := setup(t, 50*time.Millisecond)
-	ctx := context.Background()
-	b.start(t)
-	if _, err := b.flow.Register(ctx, pb); err != nil {
-		t.Fatal(err)
-	}
-	ex, err := b.flow.Execute(ctx, "r/one", 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, func() bool { return len(b.pub.msgIDs()) == 1 }, "the first notification")
-	cmdID := b.pub.msgIDs()[0]
-
-	// Nobody claimed it (the message was "lost"): re-notified with a new
-	// message id, or JetStream's duplicate window would drop it.
-	eventually(t, func() bool {
-		n, err := b.relay.ReapOnce(ctx)
-		if err != nil || n > 1 {
-			t.Fatalf("ReapOnce = %d, %v; want 1", n, err)
-		}
-		return n == 1
-	}, "the unclaimed command to be re-notified")
-	eventually(t, func() bool { return len(b.pub.msgIDs()) == 2 }, "the re-notification")
-	if got := b.pub.msgIDs()[1]; got != cmdID+"#2" {
-		t.Fatalf("re-notification msg id %q, want %q", got, cmdID+"#2")
-	}
-	// Freshly re-notified: not due again yet.
-	if n, _ := b.relay.ReapOnce(ctx); n != 0 {
-		t.Fatalf("re-notified %d commands right after a re-notification", n)
-	}
-
-	// A claim whose lease expires is re-notified once per expiry.
-	var cmds []store.Command
-	_ = b.st.Read(ctx, func(q store.Querier) error {
-		cmds, err = q.CommandListByExecution(ctx, ex.ExecutionID)
-		return err
-	})
-	if _, err := b.flow.Claim(ctx, cmds[0].EventID, "w1", 0); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := b.relay.ReapOnce(ctx); n != 0 {
-		t.Fatalf("re-notified %d commands under a live lease", n)
-	}
-	eventually(t, func() bool { // the lease is 1 s
-		n, _ := b.relay.ReapOnce(ctx)
-		return n == 1
-	}, "the expired lease to be re-notified")
-	eventually(t, func() bool { return b.outboxDepth(t) == 0 }, "the outbox to drain")
-	if n, _ := b.relay.ReapOnce(ctx); n != 0 {
-		t.Fatalf("expired lease re-notified again at once (%d)", n)
-	}
-	// The next worker gets attempt 2.
-	cl, err := b.flow.Claim(ctx, cmds[0].EventID, "w2", 0)
-	if err != nil || cl.Attempt != 2 {
-		t.Fatalf("claim after expiry = %+v, %v; want attempt 2", cl, err)
 	}
 }

@@ -57,17 +57,18 @@ func OpenDriver(ctx context.Context, url string) (store.Driver, error) {
 
 // Server is a running API server with its relay.
 type Server struct {
-	cfg   config.Server
-	log   *slog.Logger
-	drv   store.Driver
-	st    *store.Store
-	nats  *natsLink
-	flow  *flow.Service
-	query *query.Service
-	relay *relay.Relay
-	ln    net.Listener
-	http  *http.Server
-	url   string
+	cfg    config.Server
+	log    *slog.Logger
+	drv    store.Driver
+	st     *store.Store
+	nats   *natsLink
+	flow   *flow.Service
+	query  *query.Service
+	relay  *relay.Relay
+	reaper *flow.Reaper
+	ln     net.Listener
+	http   *http.Server
+	url    string
 
 	// connectLate is set when NATS was unreachable at startup: Run keeps
 	// connecting in the background.
@@ -141,20 +142,19 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 			log.Warn("SERVER_API_URL is not set: notifications tell workers to use a loopback URL; set SERVER_API_URL to this server's address for workers on other machines", "server_url", s.url)
 		}
 	}
-	var rl *relay.Relay
+	// The relay comes first: the services that fill the outbox wake it.
+	s.relay = relay.New(relay.Config{}, s.st, s.nats, log)
 	gen := ids.New(nodeID)
 	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
-		tools.Kinds(), log, func() { rl.Wake() })
-	rl = relay.New(relay.Config{ReapInterval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog},
-		s.st, s.nats, s.flow, log)
-	s.relay = rl
+		tools.Kinds(), log, s.relay.Wake)
+	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})
 	res, err := results.Open(cfg.Query.ResultsDir)
 	if err != nil {
 		return nil, fmt.Errorf("results directory %s (MILLRACE_RESULTS_DIR): %w", cfg.Query.ResultsDir, err)
 	}
 	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, Concurrency: cfg.Query.Concurrency, QueueTimeout: cfg.Query.QueueTimeout, StaleWorkerAfter: cfg.Query.StaleWorker,
 		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject},
-		s.st, gen, box, res, log, func() { rl.Wake() })
+		s.st, gen, box, res, log, s.relay.Wake)
 	if n, err := s.query.RecoverInProcess(ctx, time.Now().UTC()); err != nil {
 		return nil, fmt.Errorf("recover in-process queries: %w", err)
 	} else if n > 0 {
@@ -260,7 +260,13 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 func (s *Server) Run(ctx context.Context) error {
 	rctx, stopRelay := context.WithCancel(context.Background())
 	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); s.relay.Run(rctx) }()
+	go func() {
+		defer close(relayDone)
+		reaped := make(chan struct{})
+		go func() { defer close(reaped); s.reaper.Run(rctx) }()
+		s.relay.Run(rctx)
+		<-reaped
+	}()
 	s.relay.Wake() // publish whatever a previous run left in the outbox
 	if s.connectLate {
 		go s.nats.connectLater(rctx)

@@ -1,0 +1,165 @@
+package flow
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// Defaults for ReaperConfig.
+const (
+	// DefaultReapInterval is how often the reaper scans for due commands.
+	DefaultReapInterval = 5 * time.Second
+	// DefaultRedeliverAfter is how long an issued command may stay
+	// unclaimed before it is notified again.
+	DefaultRedeliverAfter = 30 * time.Second
+	// backlogFactor stretches RedeliverAfter while the consumer still has
+	// undelivered messages: then an unclaimed command is most likely just
+	// queued, and re-notifying it would only grow the backlog.
+	backlogFactor = 10
+	// reapBatch is how many due commands one reaper read returns.
+	reapBatch = 500
+)
+
+var mReaped = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_reaper_due_total", Help: "Commands the reaper found unclaimed or with an expired lease."})
+
+// ReaperConfig configures a Reaper.
+type ReaperConfig struct {
+	Interval       time.Duration
+	RedeliverAfter time.Duration
+	// Backlog reports how many messages the consumer has not delivered
+	// yet, and when the stream was created (a notification published
+	// before that was lost with an earlier stream); nil or an error means
+	// "unknown", treated as no backlog.
+	Backlog func(ctx context.Context) (pending int64, streamCreated time.Time, err error)
+}
+
+// Reaper finds commands that need a new notification (never claimed, or
+// lease expired) and re-enqueues them through the outbox, so losing every
+// message in NATS loses no work.
+type Reaper struct {
+	svc *Service
+	cfg ReaperConfig
+	log *slog.Logger
+}
+
+// NewReaper builds the command reaper of s.
+func (s *Service) NewReaper(cfg ReaperConfig) *Reaper {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultReapInterval
+	}
+	if cfg.RedeliverAfter <= 0 {
+		cfg.RedeliverAfter = DefaultRedeliverAfter
+	}
+	return &Reaper{svc: s, cfg: cfg, log: s.log}
+}
+
+// Run reaps every Interval until ctx ends.
+func (r *Reaper) Run(ctx context.Context) {
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := r.ReapOnce(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("reaper pass failed; will retry", "err", err)
+		}
+	}
+}
+
+// ReapOnce runs one reaper pass and returns how many commands it
+// re-notified.
+func (r *Reaper) ReapOnce(ctx context.Context) (int, error) {
+	now := time.Now().UTC()
+	cutoff := now.Add(-r.cfg.RedeliverAfter)
+	if r.cfg.Backlog != nil {
+		if n, created, err := r.cfg.Backlog(ctx); err == nil && n > 0 {
+			// Queued notifications are most likely just waiting for a
+			// worker; re-notifying would only grow the backlog. Those
+			// published before the stream was (re)created are lost, though.
+			cutoff = now.Add(-backlogFactor * r.cfg.RedeliverAfter)
+			if created.After(cutoff) {
+				cutoff = created
+			}
+		}
+	}
+	total := 0
+	for {
+		var due []store.Command
+		if err := r.svc.st.Read(ctx, func(q store.Querier) error {
+			var err error
+			due, err = q.CommandsDue(ctx, now, cutoff, reapBatch)
+			return err
+		}); err != nil {
+			return total, err
+		}
+		if len(due) == 0 {
+			return total, nil
+		}
+		mReaped.Add(float64(len(due)))
+		n, err := r.svc.Republish(ctx, due, now, cutoff)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		r.log.Info("reaper re-notified commands", "count", n)
+		if len(due) < reapBatch {
+			return total, nil
+		}
+	}
+}
+
+// Republish re-notifies commands that the reaper found due (by the rule of
+// store.Querier.CommandsDue with now and cutoff). Each is re-checked inside
+// its transaction, so servers reaping at the same time, or a claim that
+// landed in between, do not produce extra notifications. It returns how
+// many were enqueued.
+func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutoff time.Time) (int, error) {
+	n := 0
+	for _, c := range due {
+		sent := false
+		err := s.st.Do(ctx, c.ExecutionID, func(ctx context.Context, tx store.Tx) error {
+			cur, err := tx.CommandGet(ctx, c.EventID)
+			if err != nil || !stillDue(cur, now, cutoff) {
+				return err
+			}
+			cmd, err := tx.CommandMarkRepublished(ctx, c.EventID, s.now())
+			if err != nil {
+				return err
+			}
+			sent = true
+			return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), s.now())
+		})
+		if err != nil {
+			return n, err
+		}
+		if sent {
+			n++
+		}
+	}
+	if n > 0 {
+		mRepublished.Add(float64(n))
+		s.wake()
+	}
+	return n, nil
+}
+
+// stillDue applies CommandsDue's rule to one command.
+func stillDue(c store.Command, now, cutoff time.Time) bool {
+	switch c.Status {
+	case store.CmdIssued:
+		return !c.PublishedAt.After(cutoff)
+	case store.CmdClaimed, store.CmdRunning:
+		return c.LeaseExpires != nil && !c.LeaseExpires.After(now) &&
+			(c.PublishedAt.Before(*c.LeaseExpires) || !c.PublishedAt.After(cutoff))
+	}
+	return false
+}
