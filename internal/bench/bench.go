@@ -40,6 +40,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
@@ -251,11 +252,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		url, res.Target, res.Schema = st.url, st.kind, st.schema
 		res.Workers, res.WorkerConcurrency = opts.Workers, opts.WorkerConcurrency
 	}
-	api := client.New(url)
+	srv := client.New(url)
 	// A connection dialed but never used would hold up the server's
 	// graceful shutdown for 5 s (net/http treats it as active until then).
-	defer api.HTTP.CloseIdleConnections()
-	reg, err := api.Register(ctx, chainPlaybook(opts.Steps))
+	defer srv.HTTP.CloseIdleConnections()
+	reg, err := srv.Register(ctx, chainPlaybook(opts.Steps))
 	if err != nil {
 		return nil, fmt.Errorf("register the benchmark playbook: %w", err)
 	}
@@ -270,12 +271,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	prog.start()
 	runCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	stopEstimate := prog.estimate(runCtx, api)
+	stopEstimate := prog.estimate(runCtx, srv)
 	cpu0 := processCPU()
-	runs, err := submit(runCtx, api, reg, &opts, prog)
+	runs, err := submit(runCtx, srv, reg, &opts, prog)
 	stopEstimate()
 	if err == nil {
-		err = awaitAll(runCtx, api, runs, prog)
+		err = awaitAll(runCtx, srv, runs, prog)
 	}
 	cpu := processCPU() - cpu0
 	prog.stop()
@@ -293,7 +294,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		n := after.redeliveries(before)
 		res.Redeliveries = &n
 	}
-	sampleStarts(actx, api, runs, opts.Sample)
+	sampleStarts(actx, srv, runs, opts.Sample)
 	summarize(res, runs)
 	if res.Completed > 0 && cpu > 0 {
 		res.CPUMillisPerExecution = float64(cpu) / float64(time.Millisecond) / float64(res.Completed)
@@ -331,7 +332,7 @@ workflow:
 // submit starts opts.Executions executions from opts.Concurrency
 // goroutines. With a rate, a pacer hands out slots at start+i/rate; a slot
 // waits while every submitter is busy, which shows as a lower SubmitRate.
-func submit(ctx context.Context, api *client.Client, reg client.Registered, opts *Options, prog *progress) ([]run, error) {
+func submit(ctx context.Context, srv *client.Client, reg client.Registered, opts *Options, prog *progress) ([]run, error) {
 	runs := make([]run, opts.Executions)
 	slots := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -369,7 +370,7 @@ func submit(ctx context.Context, api *client.Client, reg client.Registered, opts
 		wg.Go(func() {
 			for i := range slots {
 				t := time.Now()
-				st, err := api.Execute(ctx, reg.Path, reg.Version, nil)
+				st, err := srv.Execute(ctx, reg.Path, reg.Version, nil)
 				if err != nil {
 					if ctx.Err() == nil {
 						cancel(fmt.Errorf("submit execution %d of %d: %w", i+1, len(runs), err))
@@ -391,7 +392,7 @@ func submit(ctx context.Context, api *client.Client, reg client.Registered, opts
 // awaitAll pages through the execution list until every submitted run has
 // ended. Ids are time-ordered and the list is newest first, so a pass stops
 // at the oldest run still pending.
-func awaitAll(ctx context.Context, api *client.Client, runs []run, prog *progress) error {
+func awaitAll(ctx context.Context, srv *client.Client, runs []run, prog *progress) error {
 	pending := make(map[int64]int, len(runs))
 	for i, r := range runs {
 		if r.id != 0 {
@@ -407,7 +408,7 @@ func awaitAll(ctx context.Context, api *client.Client, runs []run, prog *progres
 			oldest = min(oldest, id)
 		}
 		for page := 1; ; page++ {
-			p, err := api.Executions(ctx, page, pageSize)
+			p, err := srv.Executions(ctx, page, pageSize)
 			if err != nil {
 				return fmt.Errorf("list executions to find completed ones: %w", err)
 			}
@@ -443,7 +444,7 @@ func awaitAll(ctx context.Context, api *client.Client, runs []run, prog *progres
 
 // sampleStarts fills startLat for an evenly spaced sample of at most n
 // completed runs, from their first command.started event.
-func sampleStarts(ctx context.Context, api *client.Client, runs []run, n int) {
+func sampleStarts(ctx context.Context, srv *client.Client, runs []run, n int) {
 	var done []int
 	for i, r := range runs {
 		if r.status == store.ExecCompleted {
@@ -458,12 +459,12 @@ func sampleStarts(ctx context.Context, api *client.Client, runs []run, n int) {
 	for range min(sampleFetchers, len(done)) {
 		wg.Go(func() {
 			for i := range pick {
-				evs, err := api.Events(ctx, runs[i].id)
+				evs, err := srv.Events(ctx, runs[i].id)
 				if err != nil {
 					continue // the sample is smaller; Samples says by how much
 				}
 				for _, e := range evs {
-					if e.EventType == store.EvCommandStarted {
+					if e.EventType == api.EvCommandStarted {
 						runs[i].startLat = e.CreatedAt.Sub(runs[i].submit)
 						break
 					}
@@ -671,13 +672,13 @@ func (p *progress) setCompleted(n int64) {
 // from the server's count of running executions (health stats), and
 // returns a function that stops it. Executions other clients run on a
 // shared server are discounted by the count at the start.
-func (p *progress) estimate(ctx context.Context, api *client.Client) func() {
+func (p *progress) estimate(ctx context.Context, srv *client.Client) func() {
 	if p.w == nil {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	running := func() (int64, bool) {
-		h, err := api.Health(ctx)
+		h, err := srv.Health(ctx)
 		st, ok := h["stats"].(map[string]any)
 		if err != nil || !ok {
 			return 0, false

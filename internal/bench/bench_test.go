@@ -14,10 +14,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/worker"
 )
@@ -199,7 +199,7 @@ func (b *bundle) startServer(workers int) (Options, *client.Client) {
 
 func TestFlowsAgainstServer(t *testing.T) {
 	b := setup(t)
-	o, api := b.startServer(1)
+	o, srv := b.startServer(1)
 	o.Steps = 3
 	res := b.run(o)
 	checkSane(t, res, 50)
@@ -207,7 +207,7 @@ func TestFlowsAgainstServer(t *testing.T) {
 		t.Errorf("target %q with %d workers, want %q with none of ours", res.Target, res.Workers, o.Server)
 	}
 	// Every execution ran the generated chain: three noop steps in order.
-	page, err := api.Executions(b.ctx, 1, 100)
+	page, err := srv.Executions(b.ctx, 1, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,13 +215,13 @@ func TestFlowsAgainstServer(t *testing.T) {
 		t.Fatalf("server holds %d executions, want 50", len(page.Executions))
 	}
 	for _, e := range page.Executions[:3] {
-		evs, err := api.Events(b.ctx, e.ExecutionID)
+		evs, err := srv.Events(b.ctx, e.ExecutionID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var steps []string
 		for _, ev := range evs {
-			if ev.EventType == store.EvCommandCompleted {
+			if ev.EventType == api.EvCommandCompleted {
 				steps = append(steps, ev.Step)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -260,15 +261,15 @@ func follow(ctx context.Context, c *client.Client, id int64, out io.Writer, asJS
 func printEvent(out io.Writer, e store.Event) {
 	ts := e.CreatedAt.Local().Format("15:04:05.000")
 	switch e.EventType {
-	case store.EvCommandIssued, store.EvCommandHeartbeat, store.EvStepExit:
+	case api.EvCommandIssued, api.EvCommandHeartbeat, api.EvStepExit:
 		return // the interesting moments are claim, start and finish
-	case store.EvCommandClaimed:
+	case api.EvCommandClaimed:
 		fmt.Fprintf(out, "%s  %-10s claimed by %s (attempt %d)\n", ts, e.Step, e.WorkerID, e.Attempt)
-	case store.EvCommandStarted:
+	case api.EvCommandStarted:
 		fmt.Fprintf(out, "%s  %-10s started\n", ts, e.Step)
-	case store.EvCommandCompleted:
+	case api.EvCommandCompleted:
 		fmt.Fprintf(out, "%s  %-10s completed\n", ts, e.Step)
-	case store.EvCommandFailed:
+	case api.EvCommandFailed:
 		fmt.Fprintf(out, "%s  %-10s FAILED: %s\n", ts, e.Step, e.Error)
 	default:
 		line := fmt.Sprintf("%s  %s", ts, e.EventType)

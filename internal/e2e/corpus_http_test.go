@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -87,13 +88,13 @@ var corpusHTTPFiles = []corpusHTTP{
 
 // checkCorpusHTTP asserts an execution of cf completed with its expected
 // result after sending exactly the expected requests to the stand-in.
-func checkCorpusHTTP(t *testing.T, cf corpusHTTP, ex store.Execution, api *httpStandIn) {
+func checkCorpusHTTP(t *testing.T, cf corpusHTTP, ex store.Execution, standIn *httpStandIn) {
 	t.Helper()
 	mustStatus(t, ex, store.ExecCompleted)
 	if got := jsonString(decode(t, ex.Result)); got != cf.result {
 		t.Fatalf("%s result = %s, want %s", cf.name, got, cf.result)
 	}
-	if got := api.requests(); !slices.Equal(got, cf.requests) {
+	if got := standIn.requests(); !slices.Equal(got, cf.requests) {
 		t.Fatalf("%s: the stand-in saw %q, want %q", cf.name, got, cf.requests)
 	}
 	if cf.name == "simple_http" {
@@ -113,7 +114,7 @@ func checkCorpusHTTP(t *testing.T, cf corpusHTTP, ex store.Execution, api *httpS
 // stepResult returns the result a step's completed command recorded.
 func (c *cluster) stepResult(id int64, step string) string {
 	c.t.Helper()
-	done := eventsOf(c.events(id), store.EvCommandCompleted, step)
+	done := eventsOf(c.events(id), api.EvCommandCompleted, step)
 	if len(done) != 1 {
 		c.t.Fatalf("step %s completed %d times, want once", step, len(done))
 	}
@@ -127,9 +128,9 @@ func TestCorpusHTTPDistributed(t *testing.T) {
 	dir := corpusDir(t)
 	c := newFlowCluster(t, 2)
 	for _, cf := range corpusHTTPFiles {
-		api := newHTTPStandIn(t)
-		ex, code := runJSON(t, filepath.Join(dir, cf.file), "--runtime", "distributed", "--server", c.url, "--set", "api_url="+api.URL)
-		checkCorpusHTTP(t, cf, ex, api)
+		standIn := newHTTPStandIn(t)
+		ex, code := runJSON(t, filepath.Join(dir, cf.file), "--runtime", "distributed", "--server", c.url, "--set", "api_url="+standIn.URL)
+		checkCorpusHTTP(t, cf, ex, standIn)
 		if code != 0 {
 			t.Fatalf("%s: millrace run exited %d for a completed execution", cf.name, code)
 		}
@@ -167,9 +168,9 @@ func TestCorpusHTTPLocal(t *testing.T) {
 	for _, cf := range corpusHTTPFiles {
 		t.Run(cf.name, func(t *testing.T) {
 			t.Parallel()
-			api := newHTTPStandIn(t)
-			ex, code := runJSON(t, filepath.Join(dir, cf.file), "--runtime", "local", "--set", "api_url="+api.URL)
-			checkCorpusHTTP(t, cf, ex, api)
+			standIn := newHTTPStandIn(t)
+			ex, code := runJSON(t, filepath.Join(dir, cf.file), "--runtime", "local", "--set", "api_url="+standIn.URL)
+			checkCorpusHTTP(t, cf, ex, standIn)
 			if code != 0 {
 				t.Fatalf("%s: millrace run exited %d for a completed execution", cf.name, code)
 			}

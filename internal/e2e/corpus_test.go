@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -182,7 +183,7 @@ func TestCorpusDistributed(t *testing.T) {
 	db := newDatabase(t)
 	c.putCredential("pg_local", "postgres", map[string]any{"url": db})
 	c.putCredential("nats_credential", "nats", map[string]any{"url": c.nats.URL()})
-	api := newFlakyAPI(t)
+	flaky := newFlakyAPI(t)
 
 	ids := map[string]int64{}
 	for _, cf := range corpus {
@@ -192,7 +193,7 @@ func TestCorpusDistributed(t *testing.T) {
 		reg := c.register(readCorpus(t, dir, cf.file))
 		var payload map[string]any
 		if cf.name == "retry_simple_config" {
-			payload = map[string]any{"api_url": api.URL}
+			payload = map[string]any{"api_url": flaky.URL}
 		}
 		st, err := c.api.Execute(context.Background(), reg.Path, 0, payload)
 		if err != nil {
@@ -217,19 +218,19 @@ func TestCorpusDistributed(t *testing.T) {
 	if kids := c.children(ids["playbook_composition"]); len(kids) != 4 {
 		t.Fatalf("playbook_composition started %d children, want one per user (4)", len(kids))
 	}
-	checkRetryStandIn(t, api)
+	checkRetryStandIn(t, flaky)
 	if n := len(eventsOf(c.events(ids["retry_simple_config"]), "command.retry_scheduled", "")); n != 3 {
 		t.Fatalf("retry_simple_config scheduled %d retries, want 3", n)
 	}
 	// The duckdb step's own result is the query's rows.
-	done := eventsOf(c.events(ids["duckdb_test"]), store.EvCommandCompleted, "start")
+	done := eventsOf(c.events(ids["duckdb_test"]), api.EvCommandCompleted, "start")
 	var q struct {
 		Rows []map[string]any
 	}
 	if len(done) != 1 || json.Unmarshal(done[0].Result, &q) != nil || jsonString(q.Rows) != `[{"age":30,"name":"Alice"},{"age":35,"name":"Charlie"}]` {
 		t.Fatalf("duckdb step result = %v, want Alice and Charlie", done)
 	}
-	got := eventsOf(c.events(ids["test_nats_kv"]), store.EvCommandCompleted, "kv_get")
+	got := eventsOf(c.events(ids["test_nats_kv"]), api.EvCommandCompleted, "kv_get")
 	if len(got) != 1 || !strings.Contains(string(got[0].Result), "test@example.com") {
 		t.Fatalf("kv_get result = %v, want the value kv_put stored", got)
 	}
@@ -258,10 +259,10 @@ func TestCorpusLocal(t *testing.T) {
 				writeFile(t, run, filepath.Base(p), readCorpus(t, dir, p))
 			}
 			args := []string{filepath.Join(run, filepath.Base(cf.file)), "--runtime", "local", "--credentials", creds}
-			var api *flakyAPI
+			var flaky *flakyAPI
 			if cf.name == "retry_simple_config" {
-				api = newFlakyAPI(t)
-				args = append(args, "--set", "api_url="+api.URL)
+				flaky = newFlakyAPI(t)
+				args = append(args, "--set", "api_url="+flaky.URL)
 			}
 			ex, code := runJSON(t, args...)
 			corpusResult(t, cf.name, ex)
@@ -272,7 +273,7 @@ func TestCorpusLocal(t *testing.T) {
 			case "playbook_composition":
 				checkProfiles(t, db, ex.ExecutionID)
 			case "retry_simple_config":
-				checkRetryStandIn(t, api)
+				checkRetryStandIn(t, flaky)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -109,7 +110,7 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 	big := c.executeMany(reg.Path, 1, func(int) map[string]any { return map[string]any{"n": 1} })
 	c.waitAll(big, 30*time.Second)
 	c.checkExactlyOnce(big, map[string]bool{"start": true, "right": true, "small": true})
-	if n := c.countEvents(big, store.EvCommandIssued); n != 3 {
+	if n := c.countEvents(big, api.EvCommandIssued); n != 3 {
 		t.Fatalf("with n=1 want 3 commands (start, right, small), got %d", n)
 	}
 }
@@ -151,7 +152,7 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 	for _, id := range ids {
 		evs, _ := c.api.Events(context.Background(), id)
 		for _, e := range evs {
-			if e.EventType == store.EvCommandCompleted {
+			if e.EventType == api.EvCommandCompleted {
 				workers[e.WorkerID] = true
 			}
 		}
@@ -282,7 +283,7 @@ func TestWorkerGracefulShutdown(t *testing.T) {
 	if err := w.wait(t, 20*time.Second); err != nil {
 		t.Fatalf("worker exited with %v after SIGTERM, want 0\n%s", err, w.output())
 	}
-	if got := c.countEvents(ids, store.EvCommandFailed); got != 0 {
+	if got := c.countEvents(ids, api.EvCommandFailed); got != 0 {
 		t.Fatalf("%d commands failed during graceful shutdown", got)
 	}
 	c.startWorker(20)

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -95,13 +95,13 @@ func TestFetchLoopInsertDistributed(t *testing.T) {
 	checkFetchLoopInsert(t, db, ex, 6)
 	c.checkExactlyOnce([]int64{ex.ExecutionID}, map[string]bool{"start": true, "fetch": true, "insert": true, "summarize": true})
 	evs := c.events(ex.ExecutionID)
-	if n := len(eventsOf(evs, store.EvCommandCompleted, "insert")); n != 6 {
+	if n := len(eventsOf(evs, api.EvCommandCompleted, "insert")); n != 6 {
 		t.Fatalf("insert ran %d iterations, want 6", n)
 	}
-	if n := len(eventsOf(evs, flow.EvLoopDone, "insert")); n != 1 {
+	if n := len(eventsOf(evs, api.EvLoopDone, "insert")); n != 1 {
 		t.Fatalf("loop.done fired %d times, want 1", n)
 	}
-	if n := len(eventsOf(evs, store.EvCommandIssued, "too_few")); n != 0 {
+	if n := len(eventsOf(evs, api.EvCommandIssued, "too_few")); n != 0 {
 		t.Fatalf("the exclusive branch also issued too_few")
 	}
 
@@ -114,7 +114,7 @@ func TestFetchLoopInsertDistributed(t *testing.T) {
 	if n := len(query(t, db, "SELECT 1 FROM fetched_items WHERE execution_id = $1", few.ExecutionID)); n != 2 {
 		t.Fatalf("2-item run inserted %d rows", n)
 	}
-	if n := len(eventsOf(c.events(few.ExecutionID), store.EvCommandIssued, "summarize")); n != 0 {
+	if n := len(eventsOf(c.events(few.ExecutionID), api.EvCommandIssued, "summarize")); n != 0 {
 		t.Fatalf("the 2-item run issued summarize too")
 	}
 }
@@ -184,7 +184,7 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 	maxAttempt := c.checkExactlyOnce([]int64{id}, map[string]bool{"start": true, "summary": true})
 	evs := c.events(id)
 	byIndex := map[int]int{}
-	for _, e := range eventsOf(evs, store.EvCommandIssued, "start") {
+	for _, e := range eventsOf(evs, api.EvCommandIssued, "start") {
 		cmd, err := c.api.Command(context.Background(), e.EventID)
 		if err != nil {
 			t.Fatal(err)
@@ -202,7 +202,7 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 	if len(byIndex) != len(loopItems) {
 		t.Fatalf("iterations %v, want indexes 0..%d", byIndex, len(loopItems)-1)
 	}
-	done := eventsOf(evs, flow.EvLoopDone, "start")
+	done := eventsOf(evs, api.EvLoopDone, "start")
 	if len(done) != 1 {
 		t.Fatalf("loop.done fired %d times, want exactly once", len(done))
 	}
@@ -222,10 +222,10 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 			continue
 		}
 		switch e.EventType {
-		case store.EvCommandIssued:
+		case api.EvCommandIssued:
 			out++
 			peak = max(peak, out)
-		case store.EvCommandCompleted:
+		case api.EvCommandCompleted:
 			out--
 		}
 	}
@@ -370,10 +370,10 @@ func TestRetryExponentialBackoff(t *testing.T) {
 		t.Fatalf("result = %s, want the fourth request's 200", exs[0].Result)
 	}
 	evs := c.events(ok.ExecutionID)
-	issued := eventsOf(evs, store.EvCommandIssued, "start")
-	failed := eventsOf(evs, store.EvCommandFailed, "start")
-	sched := eventsOf(evs, flow.EvRetryScheduled, "start")
-	completed := eventsOf(evs, store.EvCommandCompleted, "start")
+	issued := eventsOf(evs, api.EvCommandIssued, "start")
+	failed := eventsOf(evs, api.EvCommandFailed, "start")
+	sched := eventsOf(evs, api.EvRetryScheduled, "start")
+	completed := eventsOf(evs, api.EvCommandCompleted, "start")
 	if len(issued) != 4 || len(failed) != 3 || len(sched) != 3 || len(completed) != 1 {
 		t.Fatalf("attempts: %d issued, %d failed, %d retries scheduled, %d completed; want 4, 3, 3, 1",
 			len(issued), len(failed), len(sched), len(completed))
@@ -426,7 +426,7 @@ func TestRetryExponentialBackoff(t *testing.T) {
 			t.Fatalf("error %q lacks %q (the last attempt's error)", exs[1].Error, want)
 		}
 	}
-	if n := len(eventsOf(c.events(bad.ExecutionID), store.EvCommandFailed, "start")); n != 4 {
+	if n := len(eventsOf(c.events(bad.ExecutionID), api.EvCommandFailed, "start")); n != 4 {
 		t.Fatalf("the exhausted run recorded %d command.failed, want 4", n)
 	}
 }
@@ -530,7 +530,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
 			return err
 		}
-		sched := eventsOf(c.events(st.ExecutionID), flow.EvRetryScheduled, "flaky")
+		sched := eventsOf(c.events(st.ExecutionID), api.EvRetryScheduled, "flaky")
 		if len(sched) == 0 {
 			return fmt.Errorf("flaky's retry is not scheduled yet")
 		}
@@ -580,16 +580,16 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		return nil
 	})
 	evs := c.events(st.ExecutionID)
-	cancelAt := slices.IndexFunc(evs, func(e store.Event) bool { return e.EventType == store.EvExecCancelled })
+	cancelAt := slices.IndexFunc(evs, func(e store.Event) bool { return e.EventType == api.EvExecCancelled })
 	if cancelAt < 0 {
 		t.Fatal("no execution.cancelled event")
 	}
 	for _, e := range evs[cancelAt+1:] {
-		if e.EventType == store.EvCommandIssued || e.EventType == store.EvCommandClaimed || e.EventType == store.EvCommandCompleted {
+		if e.EventType == api.EvCommandIssued || e.EventType == api.EvCommandClaimed || e.EventType == api.EvCommandCompleted {
 			t.Fatalf("%s for %s after the cancel", e.EventType, e.Step)
 		}
 	}
-	for _, e := range eventsOf(evs, store.EvCommandIssued, "") {
+	for _, e := range eventsOf(evs, api.EvCommandIssued, "") {
 		cmd, err := c.api.Command(context.Background(), e.EventID)
 		if err != nil {
 			t.Fatal(err)
@@ -603,10 +603,10 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 			t.Fatal("step after was issued")
 		}
 	}
-	if n := len(eventsOf(evs, store.EvCommandIssued, "flaky")); n != 2 {
+	if n := len(eventsOf(evs, api.EvCommandIssued, "flaky")); n != 2 {
 		t.Fatalf("flaky was issued %d times, want 2 (the run and the pending retry)", n)
 	}
-	if n := len(eventsOf(evs, store.EvCommandClaimed, "flaky")); n != 1 {
+	if n := len(eventsOf(evs, api.EvCommandClaimed, "flaky")); n != 1 {
 		t.Fatalf("flaky was claimed %d times, want 1: the cancelled retry must never run", n)
 	}
 	if got, _ := c.api.Execution(context.Background(), st.ExecutionID); got.Status != store.ExecCancelled {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/store"
@@ -340,13 +341,13 @@ func (c *cluster) checkExactlyOnce(ids []int64, wantSteps map[string]bool) int {
 		steps := map[string]bool{}
 		for _, e := range evs {
 			switch e.EventType {
-			case store.EvCommandIssued:
+			case api.EvCommandIssued:
 				issued[e.CommandID] = e.Step
-			case store.EvCommandCompleted:
+			case api.EvCommandCompleted:
 				completed[e.CommandID]++
 				steps[e.Step] = true
 				maxAttempt = max(maxAttempt, e.Attempt)
-			case store.EvCommandFailed:
+			case api.EvCommandFailed:
 				c.t.Fatalf("execution %d: unexpected command.failed for %s: %s", id, e.CommandID, e.Error)
 			}
 		}
@@ -389,7 +390,7 @@ func (c *cluster) countEvents(ids []int64, typ string) int {
 func (c *cluster) waitStarted(ids []int64, n int) {
 	c.t.Helper()
 	eventually(c.t, 30*time.Second, func() error {
-		if got := c.countEvents(ids, store.EvCommandStarted); got < n {
+		if got := c.countEvents(ids, api.EvCommandStarted); got < n {
 			return fmt.Errorf("%d of %d commands started", got, n)
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/playbook"
 )
 
@@ -25,8 +26,8 @@ const (
 // write `when: "{{ event.name == 'loop.done' }}"`. Arcs fire once a step is
 // over, so the name says how it ended.
 const (
-	EventCallDone = "call.done" // a step without a loop finished
-	EventLoopDone = "loop.done" // every iteration of a loop finished
+	EventCallDone = "call.done"    // a step without a loop finished
+	EventLoopDone = api.EvLoopDone // every iteration of a loop finished
 )
 
 // keychainRE finds templates that read the keychain; only the worker can

@@ -7,18 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/engine"
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
-)
-
-// Event types of the language (beyond the backbone's).
-const (
-	EvLoopStarted    = "loop.started"
-	EvLoopDone       = "loop.done"
-	EvLoopFailed     = "loop.failed"
-	EvRetryScheduled = "command.retry_scheduled"
-	EvContextUpdated = "context.updated"
 )
 
 // run is the state of one execution inside one transaction: everything the
@@ -164,7 +156,7 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 		return err
 	}
 	r.loops[l.LoopID] = l
-	if err := r.s.event(r.ctx, r.tx, store.Event{EventID: l.LoopID, ExecutionID: r.exec.ExecutionID, EventType: EvLoopStarted,
+	if err := r.s.event(r.ctx, r.tx, store.Event{EventID: l.LoopID, ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopStarted,
 		Step: step.Name, Status: store.LoopRunning, Result: json.RawMessage(fmt.Sprintf(`{"total":%d,"mode":%q,"max_in_flight":%d}`, l.Total, l.Mode, maxIn))}, r.now); err != nil {
 		return err
 	}
@@ -187,7 +179,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 		return nil
 	}
 	var tool map[string]any
-	var payload Payload
+	var payload api.Payload
 	if step.Timeout > 0 {
 		payload.TimeoutSeconds = step.Timeout.Seconds()
 	}
@@ -196,15 +188,15 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 	if len(step.Tasks) > 0 {
 		tool = map[string]any{"kind": "tasks"}
 		for _, t := range step.Tasks {
-			payload.Tasks = append(payload.Tasks, TaskWire{Name: t.Name, Tool: t.Tool, Set: t.Set, Policy: t.Policy, Assert: t.Assert})
+			payload.Tasks = append(payload.Tasks, api.Task{Name: t.Name, Tool: t.Tool, Set: t.Set, Policy: t.Policy, Assert: t.Assert})
 		}
-		payload.Scope = Wire(scope)
+		payload.Scope = wireScope(scope)
 	} else if len(payload.Keychain) > 0 {
 		// Secrets are rendered by the worker, from the playbook's own
 		// template text: never from already-rendered data, which could
 		// smuggle in a `{{ keychain.x }}` of its own.
 		tool = step.Tool
-		payload.Scope = Wire(scope)
+		payload.Scope = wireScope(scope)
 	} else {
 		var err error
 		if tool, err = engine.RenderTool(step, scope); err != nil {
@@ -290,7 +282,7 @@ func (r *run) setContext(set map[string]any) error {
 		return err
 	}
 	setRaw, _ := json.Marshal(set)
-	return r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvContextUpdated, Result: setRaw}, r.now)
+	return r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvContextUpdated, Result: setRaw}, r.now)
 }
 
 // commandFinished decides what a finished command means: a retry, a
@@ -307,7 +299,7 @@ func (r *run) commandFinished(cmd store.Command, decision engine.Decision, resul
 			scope = r.iterationScope(step, cmd)
 		}
 		at := r.now.Add(decision.Delay)
-		if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvRetryScheduled, Step: cmd.Step,
+		if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvRetryScheduled, Step: cmd.Step,
 			CommandID: cmd.CommandID, Status: "scheduled", Attempt: cmd.Retry + 2,
 			Result: json.RawMessage(fmt.Sprintf(`{"delay_ms":%d,"available_at":%q}`, decision.Delay.Milliseconds(), at.Format(time.RFC3339Nano)))}, r.now); err != nil {
 			return err
@@ -323,7 +315,7 @@ func (r *run) commandFinished(cmd store.Command, decision engine.Decision, resul
 			if err := r.tx.LoopFinish(r.ctx, l.LoopID, store.LoopFailed, nil, r.now); err != nil && !errors.Is(err, store.ErrConflict) {
 				return err
 			}
-			if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvLoopFailed, Step: cmd.Step,
+			if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopFailed, Step: cmd.Step,
 				Status: store.LoopFailed, Error: msg}, r.now); err != nil {
 				return err
 			}
@@ -426,7 +418,7 @@ func (r *run) finishLoop(step *playbook.Step, l store.Loop, results []any) error
 	}
 	l.Status = store.LoopDone
 	r.loops[l.LoopID] = l
-	if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: EvLoopDone, Step: step.Name,
+	if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopDone, Step: step.Name,
 		Status: store.LoopDone, Result: stored}, r.now); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/engine"
 	"github.com/millrace/millrace/internal/ids"
@@ -174,7 +175,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 		if err := tx.ExecutionInsert(ctx, exec); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: store.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
+		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: api.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
 			return err
 		}
 		r, err := s.newRun(ctx, tx, &exec, pb, now)
@@ -211,9 +212,9 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 	if !plan.Done {
 		return len(plan.Issue), nil
 	}
-	status, evType := store.ExecCompleted, store.EvPlaybookCompleted
+	status, evType := store.ExecCompleted, api.EvPlaybookCompleted
 	if plan.Failed {
-		status, evType = store.ExecFailed, store.EvPlaybookFailed
+		status, evType = store.ExecFailed, api.EvPlaybookFailed
 		// Stop sibling branches: their workers see 409 on their next report.
 		if _, err := tx.CommandCancelExecution(ctx, exec.ExecutionID, now); err != nil {
 			return 0, err
@@ -255,7 +256,7 @@ func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command
 	}
 	c.PublishedAt, c.Publishes = c.AvailableAt, 1
 	if err := tx.EventInsert(ctx, store.Event{
-		EventID: c.EventID, ExecutionID: c.ExecutionID, EventType: store.EvCommandIssued,
+		EventID: c.EventID, ExecutionID: c.ExecutionID, EventType: api.EvCommandIssued,
 		Step: c.Step, CommandID: c.CommandID, Status: store.CmdIssued, Attempt: c.Retry + 1, CreatedAt: now,
 	}); err != nil {
 		return c, err
@@ -318,13 +319,13 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 			return err
 		}
 		if err := s.event(ctx, tx, store.Event{
-			ExecutionID: cmd.ExecutionID, EventType: store.EvCommandClaimed, Step: cmd.Step,
+			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandClaimed, Step: cmd.Step,
 			CommandID: cmd.CommandID, Status: store.CmdClaimed, WorkerID: workerID, Attempt: cmd.Attempt,
 		}, now); err != nil || !start {
 			return err
 		}
 		return s.event(ctx, tx, store.Event{
-			ExecutionID: cmd.ExecutionID, EventType: store.EvCommandStarted, Step: cmd.Step,
+			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandStarted, Step: cmd.Step,
 			CommandID: cmd.CommandID, Status: store.CmdRunning, WorkerID: workerID, Attempt: cmd.Attempt,
 		}, now)
 	})
@@ -400,7 +401,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 		now := s.now()
 		var err error
 		switch r.EventType {
-		case store.EvCommandStarted:
+		case api.EvCommandStarted:
 			var cmd store.Command
 			if cmd, err = tx.CommandStart(ctx, r.EventID, r.WorkerID, r.Attempt, now, s.cfg.LeaseTTL); err != nil {
 				return err
@@ -408,7 +409,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			ack = Ack{EventID: s.ids.Next(), Status: cmd.Status}
 			return s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: r.EventType,
 				Step: cmd.Step, CommandID: cmd.CommandID, Status: cmd.Status, WorkerID: r.WorkerID, Attempt: r.Attempt}, now)
-		case store.EvCommandHeartbeat:
+		case api.EvCommandHeartbeat:
 			// Heartbeats renew the lease only; logging each would bloat the
 			// event log with no information.
 			var cmd store.Command
@@ -417,7 +418,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			}
 			ack = Ack{Status: cmd.Status}
 			return nil
-		case store.EvCommandCompleted, store.EvCommandFailed:
+		case api.EvCommandCompleted, api.EvCommandFailed:
 			var n int
 			ack, n, err = s.finish(ctx, tx, r, now)
 			woke = n > 0
@@ -474,7 +475,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		return Ack{}, 0, nil, store.Execution{}, err
 	}
 	status := store.CmdCompleted
-	if rep.EventType == store.EvCommandFailed {
+	if rep.EventType == api.EvCommandFailed {
 		status = store.CmdFailed
 	}
 	var res any
@@ -538,7 +539,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
 		return Ack{}, 0, nil, store.Execution{}, err
 	}
-	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: store.EvStepExit, Step: cmd.Step,
+	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: api.EvStepExit, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: projected}, now); err != nil {
 		return Ack{}, 0, nil, store.Execution{}, err
 	}
@@ -675,7 +676,7 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 		if err := tx.ExecutionTouch(ctx, execID, s.ids.Next()); err != nil {
 			return err
 		}
-		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: store.EvExecCancelled, Status: store.ExecCancelled}, now)
+		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: store.ExecCancelled}, now)
 	})
 	if err == nil {
 		s.states.drop(execID)

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
@@ -201,9 +202,9 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 	if ctx.Err() != nil {
 		return
 	}
-	rep := flow.Report{EventType: store.EvCommandCompleted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt}
+	rep := flow.Report{EventType: api.EvCommandCompleted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt}
 	if runErr != nil {
-		rep.EventType = store.EvCommandFailed
+		rep.EventType = api.EvCommandFailed
 		rep.Error = runErr.Error()
 		var te *tools.Error
 		if errors.As(runErr, &te) {
@@ -217,7 +218,7 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 		if b, err := json.Marshal(res); err == nil {
 			rep.Result = b
 		} else {
-			rep.EventType, rep.Error = store.EvCommandFailed, "tool result is not JSON-encodable: "+err.Error()
+			rep.EventType, rep.Error = api.EvCommandFailed, "tool result is not JSON-encodable: "+err.Error()
 		}
 	}
 	if _, err := d.flow.Apply(ctx, rep); err != nil {
@@ -307,7 +308,7 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 		}
 		raw = nil
 		for _, ev := range evs {
-			if ev.Step == req.ReturnStep && (ev.EventType == store.EvCommandCompleted || ev.EventType == flow.EvLoopDone) {
+			if ev.Step == req.ReturnStep && (ev.EventType == api.EvCommandCompleted || ev.EventType == api.EvLoopDone) {
 				raw = ev.Result
 			}
 		}

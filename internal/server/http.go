@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
@@ -494,7 +495,7 @@ func (in EventIn) report() (flow.Report, error) {
 	if err != nil {
 		return flow.Report{}, err
 	}
-	if in.EventType == "command.failed" && msg == "" {
+	if in.EventType == api.EvCommandFailed && msg == "" {
 		msg = "failed without an error message"
 	}
 	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg,

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
@@ -110,7 +111,7 @@ func (b *bundle) firstCommand(id int64, step string) store.Event {
 			b.t.Fatal(err)
 		}
 		for _, e := range evs {
-			if e.EventType == store.EvCommandIssued && e.Step == step {
+			if e.EventType == api.EvCommandIssued && e.Step == step {
 				return e
 			}
 		}

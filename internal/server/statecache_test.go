@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
@@ -78,13 +79,13 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range evs {
-			if e.EventType != store.EvCommandIssued || done[e.EventID] {
+			if e.EventType != api.EvCommandIssued || done[e.EventID] {
 				continue
 			}
 			// Alternate servers for every claim-and-complete.
-			api := servers[turn%2].API
+			srv := servers[turn%2].API
 			turn++
-			cl, err := api.ClaimAndStart(ctx, e.EventID, "w", st.ExecutionID)
+			cl, err := srv.ClaimAndStart(ctx, e.EventID, "w", st.ExecutionID)
 			if err != nil {
 				t.Fatalf("claim %s: %v", e.CommandID, err)
 			}
@@ -94,7 +95,7 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 				issuedIdx[cl.LoopIndex]++
 				res = json.RawMessage(fmt.Sprintf(`{"i":%d}`, cl.LoopIndex))
 			}
-			if _, err := api.Report(ctx, client.Report{EventType: "command.completed", EventID: e.EventID, ExecutionID: st.ExecutionID,
+			if _, err := srv.Report(ctx, client.Report{EventType: "command.completed", EventID: e.EventID, ExecutionID: st.ExecutionID,
 				WorkerID: "w", Attempt: cl.Attempt, Result: res}); err != nil {
 				t.Fatalf("complete %s: %v", e.CommandID, err)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
@@ -357,7 +358,7 @@ func BenchmarkGroupCommitSQLite(b *testing.B) {
 		for pb.Next() {
 			id := gen.Next()
 			if err := st.Do(ctx, id, func(ctx context.Context, tx store.Tx) error {
-				return tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: store.EvCommandIssued, CreatedAt: time.Now()})
+				return tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: api.EvCommandIssued, CreatedAt: time.Now()})
 			}); err != nil {
 				b.Fatal(err)
 			}

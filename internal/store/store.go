@@ -37,21 +37,6 @@ const (
 	CmdCancelled = "cancelled"
 )
 
-// Event types recorded in the event log.
-const (
-	EvPlaybookStarted   = "playbook.started"
-	EvCommandIssued     = "command.issued"
-	EvCommandClaimed    = "command.claimed"
-	EvCommandStarted    = "command.started"
-	EvCommandHeartbeat  = "command.heartbeat"
-	EvCommandCompleted  = "command.completed"
-	EvCommandFailed     = "command.failed"
-	EvStepExit          = "step.exit"
-	EvPlaybookCompleted = "playbook.completed"
-	EvPlaybookFailed    = "playbook.failed"
-	EvExecCancelled     = "execution.cancelled"
-)
-
 // Sentinel errors every driver returns (possibly wrapped).
 var (
 	// ErrNotFound: the row does not exist.

@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/engine"
-	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
@@ -29,7 +29,7 @@ func (w *Worker) execute(ctx context.Context, cl client.Claimed) (any, error) {
 // worker may render (keychain), and task lists. The local runtime uses it
 // with its own Env.
 func Execute(parent context.Context, cl store.Command, env tools.Env) (any, error) {
-	p, err := flow.DecodePayload(cl.Input)
+	p, err := api.DecodePayload(cl.Input)
 	if err != nil {
 		return nil, &tools.Error{Kind: "worker", Message: "command payload is malformed: " + err.Error()}
 	}
@@ -53,7 +53,7 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 			return nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
 		}
 		if p.Scope != nil && keychain != nil {
-			v, err := engine.RenderAtWorker(cfg, p.Scope.Scope(), keychain)
+			v, err := engine.RenderAtWorker(cfg, engine.Scope(*p.Scope), keychain)
 			if err != nil {
 				return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
 			}
@@ -83,10 +83,10 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 // the task again after its backoff, `continue` goes on with an error
 // envelope as the task's result, `fail` fails the command. A task's `set`
 // (and its rules' `set`) is visible to the later tasks of this command.
-func runTasks(ctx context.Context, cl store.Command, p flow.Payload, keychain map[string]any) (any, error) {
+func runTasks(ctx context.Context, cl store.Command, p api.Payload, keychain map[string]any) (any, error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
-		scope = p.Scope.Scope()
+		scope = engine.Scope(*p.Scope)
 	}
 	if scope.Extra == nil {
 		scope.Extra = map[string]any{}
@@ -110,7 +110,7 @@ func runTasks(ctx context.Context, cl store.Command, p flow.Payload, keychain ma
 }
 
 // runTask runs one task under its policy and assert.
-func runTask(ctx context.Context, step string, t flow.TaskWire, scope engine.Scope, keychain map[string]any) (any, engine.Outcome, error) {
+func runTask(ctx context.Context, step string, t api.Task, scope engine.Scope, keychain map[string]any) (any, engine.Outcome, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := engine.RenderAtWorker(t.Tool, scope, keychain)
 		if err != nil {
@@ -246,7 +246,7 @@ func (e *apiEnv) stepResult(ctx context.Context, execID int64, step string) (any
 	var found json.RawMessage
 	ok := false
 	for _, ev := range evs {
-		if ev.Step == step && (ev.EventType == store.EvCommandCompleted || ev.EventType == flow.EvLoopDone) {
+		if ev.Step == step && (ev.EventType == api.EvCommandCompleted || ev.EventType == api.EvLoopDone) {
 			found, ok = ev.Result, true
 		}
 	}

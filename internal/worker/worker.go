@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
@@ -304,7 +305,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		// NATS hears we are alive; the heartbeat renews the lease.
 		bus.KeepAlive(msg, beat, stopKeep, func() bool {
 			hctx, cancel := context.WithTimeout(w.hard, beat)
-			_, err := w.api.Report(hctx, client.Report{EventType: "command.heartbeat", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt})
+			_, err := w.api.Report(hctx, client.Report{EventType: api.EvCommandHeartbeat, EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt})
 			cancel()
 			if client.StatusOf(err) == http.StatusConflict {
 				log.Warn("lease lost (cancelled, re-claimed or ended); stopping the command", "err", err)
@@ -352,9 +353,9 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		return
 	}
 
-	rep := client.Report{EventType: "command.completed", EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt}
+	rep := client.Report{EventType: api.EvCommandCompleted, EventID: cl.EventID, ExecutionID: cl.ExecutionID, WorkerID: w.id, Attempt: cl.Attempt}
 	if runErr != nil {
-		rep.EventType = "command.failed"
+		rep.EventType = api.EvCommandFailed
 		te := &tools.Error{}
 		if !errors.As(runErr, &te) {
 			te = &tools.Error{Kind: "worker", Message: runErr.Error()}
@@ -368,12 +369,12 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		b, err := json.Marshal(res)
 		switch {
 		case err != nil:
-			rep.EventType = "command.failed"
+			rep.EventType = api.EvCommandFailed
 			rep.Error = &client.ToolError{Kind: "worker", Message: "tool result is not JSON-encodable: " + err.Error()}
 		case len(b) > w.cfg.MaxResultBytes:
 			// Re-running would produce the same result and the same
 			// refusal forever: fail the command instead.
-			rep.EventType, rep.Result = "command.failed", nil
+			rep.EventType, rep.Result = api.EvCommandFailed, nil
 			rep.Error = &client.ToolError{Kind: "worker", Message: fmt.Sprintf(
 				"the result is %d bytes, over the limit of %d (MILLRACE_MAX_RESULT_BYTES); return less data or write it to a file or table", len(b), w.cfg.MaxResultBytes)}
 		default:
@@ -393,7 +394,7 @@ func (w *Worker) run(log *slog.Logger, msg jetstream.Msg, cl client.Claimed) {
 		// The server refuses this report (too large, malformed) and will
 		// refuse it again: record the failure instead of re-running.
 		log.Error("the server refused the result; reporting the command as failed", "err", err)
-		rep.EventType, rep.Result = "command.failed", nil
+		rep.EventType, rep.Result = api.EvCommandFailed, nil
 		rep.Error = &client.ToolError{Kind: "worker", Message: "the server refused the result: " + err.Error()}
 		err = w.report(rctx, log, rep)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
@@ -110,7 +111,7 @@ func TestLongCommandIsNotRedelivered(t *testing.T) {
 	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
 	claims := 0
 	for _, e := range evs {
-		if e.EventType == store.EvCommandClaimed {
+		if e.EventType == api.EvCommandClaimed {
 			claims++
 		}
 	}
@@ -190,7 +191,7 @@ workflow:
 	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
 	n := 0
 	for _, e := range evs {
-		if e.EventType == store.EvCommandClaimed || e.EventType == store.EvCommandCompleted {
+		if e.EventType == api.EvCommandClaimed || e.EventType == api.EvCommandCompleted {
 			n++
 		}
 	}
@@ -225,7 +226,7 @@ workflow:
 	}
 	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
 	for _, e := range evs {
-		if e.EventType == store.EvCommandCompleted && e.Step == "start" {
+		if e.EventType == api.EvCommandCompleted && e.Step == "start" {
 			if len(e.Result) < 200000 || strings.Contains(string(e.Result), `"$ref"`) {
 				t.Fatalf("events API returned %d bytes (%.60s…), want the whole result, not the reference", len(e.Result), e.Result)
 			}
@@ -341,7 +342,7 @@ workflow:
 		switch e.EventType {
 		case "loop.done":
 			done++
-		case store.EvCommandCompleted:
+		case api.EvCommandCompleted:
 			if e.Step == "start" {
 				completed++
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/storetest"
@@ -515,7 +516,7 @@ func BenchmarkCommandLifecycle(b *testing.B) {
 	for b.Loop() {
 		id := gen.Next()
 		err := write(ctx, d, func(tx store.Tx) error {
-			if err := tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: store.EvCommandIssued, CreatedAt: now}); err != nil {
+			if err := tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: 1, EventType: api.EvCommandIssued, CreatedAt: now}); err != nil {
 				return err
 			}
 			if err := tx.CommandInsert(ctx, store.Command{EventID: id, ExecutionID: 1, CommandID: "c", Step: "s", Tool: []byte(`{"kind":"shell"}`), CreatedAt: now}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -49,7 +50,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Driver) {
 				if err != nil {
 					return err
 				}
-				return tx.EventInsert(ctx, store.Event{EventID: h.ids.Next(), ExecutionID: c.ExecutionID, EventType: store.EvCommandCompleted,
+				return tx.EventInsert(ctx, store.Event{EventID: h.ids.Next(), ExecutionID: c.ExecutionID, EventType: api.EvCommandCompleted,
 					Step: c.Step, CommandID: c.CommandID, Status: store.CmdCompleted, Result: c.Result, WorkerID: "w", Attempt: 1, CreatedAt: h.now})
 			})
 		}
@@ -107,7 +108,7 @@ func (h *benchHarness) do(b *testing.B, fn func(ctx context.Context, tx store.Tx
 
 func (h *benchHarness) append(ctx context.Context, tx store.Tx, id int64) error {
 	cmdID := "bench:step:" + strconv.FormatInt(id, 10)
-	if err := tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: h.exec, EventType: store.EvCommandIssued, Step: "step",
+	if err := tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: h.exec, EventType: api.EvCommandIssued, Step: "step",
 		CommandID: cmdID, Status: store.CmdIssued, Attempt: 1, CreatedAt: h.now}); err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func (h *benchHarness) claim(ctx context.Context, tx store.Tx, id int64) error {
 	if err != nil {
 		return err
 	}
-	for _, typ := range []string{store.EvCommandClaimed, store.EvCommandStarted} {
+	for _, typ := range []string{api.EvCommandClaimed, api.EvCommandStarted} {
 		if err := tx.EventInsert(ctx, store.Event{EventID: h.ids.Next(), ExecutionID: c.ExecutionID, EventType: typ,
 			Step: c.Step, CommandID: c.CommandID, Status: c.Status, WorkerID: "w", Attempt: c.Attempt, CreatedAt: h.now}); err != nil {
 			return err

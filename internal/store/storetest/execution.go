@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -369,14 +370,14 @@ func eventCases() []testCase {
 			mk := func(exec int64, typ string) store.Event {
 				return store.Event{EventID: b.ids.Next(), ExecutionID: exec, EventType: typ, CreatedAt: b.now}
 			}
-			started := mk(e.ExecutionID, store.EvPlaybookStarted)
-			issuedEv := mk(e.ExecutionID, store.EvCommandIssued)
+			started := mk(e.ExecutionID, api.EvPlaybookStarted)
+			issuedEv := mk(e.ExecutionID, api.EvCommandIssued)
 			issuedEv.Step, issuedEv.CommandID = "build", fmt.Sprintf("%d:build:%d", e.ExecutionID, issuedEv.EventID)
-			done := mk(e.ExecutionID, store.EvCommandCompleted)
+			done := mk(e.ExecutionID, api.EvCommandCompleted)
 			done.Step, done.CommandID, done.Status = "build", issuedEv.CommandID, store.CmdCompleted
 			done.Result, done.Error, done.WorkerID, done.Attempt = jsonResult, "warning: slow", "worker-1", 3
 			done.CreatedAt = b.now.Add(time.Second)
-			foreign := mk(other.ExecutionID, store.EvPlaybookStarted)
+			foreign := mk(other.ExecutionID, api.EvPlaybookStarted)
 			b.mustWrite("EventInsert", func(tx store.Tx) error {
 				// Reverse id order: listing must sort by event_id.
 				for _, ev := range []store.Event{done, foreign, issuedEv, started} {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -31,7 +32,7 @@ func timeCases() []testCase {
 
 			e := b.newExecution()
 			e.StartedAt = t1
-			ev := store.Event{EventID: b.ids.Next(), ExecutionID: e.ExecutionID, EventType: store.EvPlaybookStarted, CreatedAt: t1}
+			ev := store.Event{EventID: b.ids.Next(), ExecutionID: e.ExecutionID, EventType: api.EvPlaybookStarted, CreatedAt: t1}
 			c := b.newCommand(e.ExecutionID, t1)
 			b.mustWrite("inserts with ragged times", func(tx store.Tx) error {
 				if err := tx.ExecutionInsert(b.ctx(), e); err != nil {
