@@ -123,11 +123,8 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 
 // ExecuteChild is Execute for a child of parent (0 = no parent).
 func (s *Service) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (store.Execution, error) {
-	var entry store.CatalogEntry
-	err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		entry, err = q.CatalogGet(ctx, path, version)
-		return err
+	entry, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.CatalogEntry, error) {
+		return q.CatalogGet(ctx, path, version)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		if version > 0 {
@@ -138,12 +135,10 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 	if err != nil {
 		return store.Execution{}, err
 	}
-	var pb *playbook.Playbook
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		pb, err = s.playbookFor(ctx, q, entry.CatalogID)
-		return err
-	}); err != nil {
+	pb, err := store.ReadValue(ctx, s.st, func(q store.Querier) (*playbook.Playbook, error) {
+		return s.playbookFor(ctx, q, entry.CatalogID)
+	})
+	if err != nil {
 		return store.Execution{}, err
 	}
 
@@ -344,11 +339,8 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 
 // claimConflict explains why a claim lost.
 func (s *Service) claimConflict(ctx context.Context, eventID int64) error {
-	var cmd store.Command
-	_ = s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		cmd, err = q.CommandGet(ctx, eventID)
-		return err
+	cmd, _ := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Command, error) {
+		return q.CommandGet(ctx, eventID)
 	})
 	if store.IsTerminalCommand(cmd.Status) {
 		return errorf(ErrNotHolder, "command %d has already ended (%s)", eventID, cmd.Status)

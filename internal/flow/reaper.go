@@ -93,12 +93,10 @@ func (r *Reaper) ReapOnce(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for {
-		var due []store.Command
-		if err := r.svc.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			due, err = q.CommandsDue(ctx, now, cutoff, reapBatch)
-			return err
-		}); err != nil {
+		due, err := store.ReadValue(ctx, r.svc.st, func(q store.Querier) ([]store.Command, error) {
+			return q.CommandsDue(ctx, now, cutoff, reapBatch)
+		})
+		if err != nil {
 			return total, err
 		}
 		if len(due) == 0 {

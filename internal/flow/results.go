@@ -86,10 +86,8 @@ func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execut
 	root, err := s.Cancel(ctx, execID)
 	if errors.Is(err, ErrExecutionEnded) {
 		// The parent already ended; its running children may not have.
-		err = s.st.Read(ctx, func(q store.Querier) error {
-			var rerr error
-			root, rerr = q.ExecutionGet(ctx, execID)
-			return rerr
+		root, err = store.ReadValue(ctx, s.st, func(q store.Querier) (store.Execution, error) {
+			return q.ExecutionGet(ctx, execID)
 		})
 	}
 	if err != nil {
@@ -100,12 +98,10 @@ func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execut
 	for len(queue) > 0 {
 		parent := queue[0]
 		queue = queue[1:]
-		var kids []store.Execution
-		if err := s.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			kids, err = q.ExecutionChildren(ctx, parent)
-			return err
-		}); err != nil {
+		kids, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Execution, error) {
+			return q.ExecutionChildren(ctx, parent)
+		})
+		if err != nil {
 			return root, n, err
 		}
 		for _, k := range kids {

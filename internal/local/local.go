@@ -156,12 +156,10 @@ func (d *dispatcher) loop(ctx context.Context) {
 		case <-d.wake:
 		case <-t.C:
 		}
-		var rows []store.OutboxMsg
-		if err := d.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			rows, err = q.OutboxFetch(ctx, time.Now().UTC(), 256)
-			return err
-		}); err != nil || len(rows) == 0 {
+		rows, err := store.ReadValue(ctx, d.st, func(q store.Querier) ([]store.OutboxMsg, error) {
+			return q.OutboxFetch(ctx, time.Now().UTC(), 256)
+		})
+		if err != nil || len(rows) == 0 {
 			continue
 		}
 		idsDone := make([]int64, len(rows))
@@ -298,12 +296,10 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	if req.ReturnStep != "" {
 		// The same rule as the distributed runtime: the last
 		// command.completed or loop.done of that step.
-		var evs []store.Event
-		if err := e.d.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			evs, err = q.EventList(ctx, ex.ExecutionID)
-			return err
-		}); err != nil {
+		evs, err := store.ReadValue(ctx, e.d.st, func(q store.Querier) ([]store.Event, error) {
+			return q.EventList(ctx, ex.ExecutionID)
+		})
+		if err != nil {
 			return nil, err
 		}
 		raw = nil
@@ -315,10 +311,8 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 		if raw == nil {
 			return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d never completed return_step %q", ex.ExecutionID, req.ReturnStep)}
 		}
-		if err := e.d.st.Read(ctx, func(q store.Querier) error {
-			var err error
-			raw, err = flow.LoadResult(ctx, q, raw)
-			return err
+		if raw, err = store.ReadValue(ctx, e.d.st, func(q store.Querier) (json.RawMessage, error) {
+			return flow.LoadResult(ctx, q, raw)
 		}); err != nil {
 			return nil, err
 		}

@@ -79,13 +79,9 @@ func (s *Service) startInProcess(q store.Query) {
 }
 
 func (s *Service) projectByID(ctx context.Context, id int64) (store.Project, error) {
-	var p store.Project
-	err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		p, err = q.ProjectGetByID(ctx, id)
-		return err
+	return store.ReadValue(ctx, s.st, func(q store.Querier) (store.Project, error) {
+		return q.ProjectGetByID(ctx, id)
 	})
-	return p, err
 }
 
 // run executes q against the warehouse into the results store and returns
@@ -156,11 +152,8 @@ type Claimed struct {
 // longer than the queue timeout (it then becomes expired and is not run).
 // 409 when it is no longer queued (cancelled, taken, done).
 func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, error) {
-	var q store.Query
-	err := s.st.Read(ctx, func(qq store.Querier) error {
-		var err error
-		q, err = qq.QueryGet(ctx, uuid)
-		return err
+	q, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
+		return qq.QueryGet(ctx, uuid)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return Claimed{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
@@ -207,12 +200,10 @@ type resultHeader struct {
 func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reader) (store.Query, error) {
 	// Only the worker that holds the query may upload: a stale worker whose
 	// job was redelivered elsewhere must not race the current one.
-	var cur store.Query
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		cur, err = q.QueryGet(ctx, uuid)
-		return err
-	}); err != nil {
+	cur, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Query, error) {
+		return q.QueryGet(ctx, uuid)
+	})
+	if err != nil {
 		return store.Query{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
 	}
 	if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
@@ -344,12 +335,10 @@ func (s *Service) RecoverInProcess(ctx context.Context, startedAt time.Time) (in
 	if s.cfg.NATSEnabled {
 		return 0, nil
 	}
-	var stale []store.Query
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		stale, err = q.QueriesCreatedBefore(ctx, []string{store.QueryPending}, startedAt, 0)
-		return err
-	}); err != nil {
+	stale, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
+		return q.QueriesCreatedBefore(ctx, []string{store.QueryPending}, startedAt, 0)
+	})
+	if err != nil {
 		return 0, err
 	}
 	msg := "interrupted: the server restarted while this query ran; run it again"

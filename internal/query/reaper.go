@@ -56,12 +56,10 @@ const sweepEvery = time.Minute
 // re-notified.
 func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (int64, error)) (expired, renotified int, err error) {
 	now := s.now()
-	var old []store.Query
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		old, err = q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), 500)
-		return err
-	}); err != nil {
+	old, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
+		return q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), 500)
+	})
+	if err != nil {
 		return 0, 0, err
 	}
 	for _, q := range old {
@@ -78,12 +76,10 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 	// A worker that died mid-query stops heartbeating: put its query back
 	// in the queue (a compare-and-set, so a late heartbeat or result from
 	// a worker that was only slow loses cleanly) and notify it again.
-	var running []store.Query
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		running, err = q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, 500)
-		return err
-	}); err != nil {
+	running, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
+		return q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, 500)
+	})
+	if err != nil {
 		return expired, 0, err
 	}
 	for _, q := range running {
@@ -119,12 +115,10 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 			wait = min(wait*10, s.cfg.QueueTimeout/3)
 		}
 	}
-	var lost []store.Query
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		lost, err = q.QueriesQueuedBefore(ctx, now.Add(-wait), 500)
-		return err
-	}); err != nil {
+	lost, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
+		return q.QueriesQueuedBefore(ctx, now.Add(-wait), 500)
+	})
+	if err != nil {
 		return expired, 0, err
 	}
 	for _, q := range lost {

@@ -50,8 +50,7 @@ func TestRecoverInProcessQueries(t *testing.T) {
 		t.Fatalf("RecoverInProcess = %d, %v; want 1", n, err)
 	}
 	for uuid, want := range map[string]string{"left-behind": store.QueryError, "just-submitted": store.QueryPending} {
-		var q store.Query
-		_ = st.Read(ctx, func(qq store.Querier) error { q, err = qq.QueryGet(ctx, uuid); return err })
+		q, _ := store.ReadValue(ctx, st, func(qq store.Querier) (store.Query, error) { return qq.QueryGet(ctx, uuid) })
 		if q.Status != want {
 			t.Fatalf("%s is %s, want %s", uuid, q.Status, want)
 		}

@@ -142,22 +142,15 @@ func (s *Service) PutProject(ctx context.Context, name string, conn warehouse.Co
 
 // Projects lists projects (without connections).
 func (s *Service) Projects(ctx context.Context) ([]store.Project, error) {
-	var out []store.Project
-	err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		out, err = q.ProjectList(ctx)
-		return err
+	return store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Project, error) {
+		return q.ProjectList(ctx)
 	})
-	return out, err
 }
 
 // Project looks a project up by name (404 if absent).
 func (s *Service) Project(ctx context.Context, name string) (store.Project, error) {
-	var p store.Project
-	err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		p, err = q.ProjectGet(ctx, name)
-		return err
+	p, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Project, error) {
+		return q.ProjectGet(ctx, name)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return p, apierr.New(apierr.ProjectNotFound, "project %q does not exist; create it with POST /api/v2/projects", name)
@@ -220,11 +213,8 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: r.Lane, CacheKey: key,
 		Status: store.QueryPending, CreatedAt: now, UpdatedAt: now}
 	if !r.InvalidateCache {
-		var hit store.Query
-		err := s.st.Read(ctx, func(qq store.Querier) error {
-			var err error
-			hit, err = qq.QueryCached(ctx, p.ProjectID, key, now)
-			return err
+		hit, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
+			return qq.QueryCached(ctx, p.ProjectID, key, now)
 		})
 		if err == nil {
 			// A fresh hit is ready at once and shares the stored result.
@@ -268,11 +258,8 @@ func (s *Service) Get(ctx context.Context, project, uuid string) (store.Project,
 	if err != nil {
 		return p, store.Query{}, err
 	}
-	var q store.Query
-	err = s.st.Read(ctx, func(qq store.Querier) error {
-		var err error
-		q, err = qq.QueryGet(ctx, uuid)
-		return err
+	q, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
+		return qq.QueryGet(ctx, uuid)
 	})
 	if errors.Is(err, store.ErrNotFound) || (err == nil && q.ProjectID != p.ProjectID) {
 		return p, q, apierr.New(apierr.QueryNotFound, "query %s does not exist in project %s", uuid, project)
@@ -419,11 +406,7 @@ func (s *Service) History(ctx context.Context, project string, offset, limit int
 
 // QueueStats reports queued work for health and doctor.
 func (s *Service) QueueStats(ctx context.Context) (store.QueueStats, error) {
-	var st store.QueueStats
-	err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		st, err = q.QueueStats(ctx)
-		return err
+	return store.ReadValue(ctx, s.st, func(q store.Querier) (store.QueueStats, error) {
+		return q.QueueStats(ctx)
 	})
-	return st, err
 }

@@ -115,12 +115,10 @@ func (r *Relay) publishLoop(ctx context.Context) {
 
 // publishOnce sends one batch; it returns rows sent, rows that failed.
 func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
-	var rows []store.OutboxMsg
-	if err := r.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		rows, err = q.OutboxFetch(ctx, time.Now().UTC(), r.cfg.BatchSize)
-		return err
-	}); err != nil {
+	rows, err := store.ReadValue(ctx, r.st, func(q store.Querier) ([]store.OutboxMsg, error) {
+		return q.OutboxFetch(ctx, time.Now().UTC(), r.cfg.BatchSize)
+	})
+	if err != nil {
 		return 0, 0, err
 	}
 	if len(rows) == 0 {

@@ -136,11 +136,8 @@ func (a *API) credentialList(w http.ResponseWriter, r *http.Request) (any, error
 	if _, err := a.sealer(); err != nil {
 		return nil, err
 	}
-	var list []store.Credential
-	err := a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		list, err = q.CredentialList(r.Context())
-		return err
+	list, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) ([]store.Credential, error) {
+		return q.CredentialList(r.Context())
 	})
 	out := make([]credentialView, 0, len(list))
 	for _, c := range list {
@@ -150,11 +147,8 @@ func (a *API) credentialList(w http.ResponseWriter, r *http.Request) (any, error
 }
 
 func (a *API) loadCredential(r *http.Request, name string) (store.Credential, error) {
-	var c store.Credential
-	err := a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		c, err = q.CredentialGet(r.Context(), name)
-		return err
+	c, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.Credential, error) {
+		return q.CredentialGet(r.Context(), name)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return c, apierr.New(apierr.CredentialNotFound, "credential %q does not exist; add it with `millrace credential add %s --kind KIND --set key=value`", name, name)

@@ -95,11 +95,8 @@ func (b *credBundle) sendJSON(method, path, body string) (int, map[string]any) {
 // stored reads a credential row as the store holds it.
 func (b *credBundle) stored(name string) store.Credential {
 	b.t.Helper()
-	var c store.Credential
-	err := b.Srv.Flow().Store().Read(context.Background(), func(q store.Querier) error {
-		var err error
-		c, err = q.CredentialGet(context.Background(), name)
-		return err
+	c, err := store.ReadValue(context.Background(), b.Srv.Flow().Store(), func(q store.Querier) (store.Credential, error) {
+		return q.CredentialGet(context.Background(), name)
 	})
 	if err != nil {
 		b.t.Fatal(err)

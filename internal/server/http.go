@@ -225,11 +225,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) catalogList(w http.ResponseWriter, r *http.Request) (any, error) {
-	var list []store.CatalogEntry
-	err := a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		list, err = q.CatalogList(r.Context())
-		return err
+	list, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) ([]store.CatalogEntry, error) {
+		return q.CatalogList(r.Context())
 	})
 	if list == nil {
 		list = []store.CatalogEntry{}
@@ -243,11 +240,8 @@ func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var e store.CatalogEntry
-	err = a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		e, err = q.CatalogGet(r.Context(), path, version)
-		return err
+	e, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.CatalogEntry, error) {
+		return q.CatalogGet(r.Context(), path, version)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
@@ -325,11 +319,8 @@ func (a *API) loadExecution(r *http.Request) (store.Execution, error) {
 	if err != nil {
 		return store.Execution{}, err
 	}
-	var e store.Execution
-	err = a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		e, err = q.ExecutionGet(r.Context(), id)
-		return err
+	e, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.Execution, error) {
+		return q.ExecutionGet(r.Context(), id)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return e, apierr.New(apierr.ExecNotFound, "execution %d does not exist", id)
@@ -343,10 +334,8 @@ func (a *API) executionGet(w http.ResponseWriter, r *http.Request) (any, error) 
 		return nil, err
 	}
 	// Large results are stored by reference; readers never see that.
-	err = a.st.Read(r.Context(), func(q store.Querier) error {
-		var err error
-		e.Result, err = flow.LoadResult(r.Context(), q, e.Result)
-		return err
+	e.Result, err = store.ReadValue(r.Context(), a.st, func(q store.Querier) (json.RawMessage, error) {
+		return flow.LoadResult(r.Context(), q, e.Result)
 	})
 	return view(e), err
 }

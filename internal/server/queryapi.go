@@ -231,11 +231,8 @@ func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, error) {
-	var q store.Query
-	err := a.st.Read(r.Context(), func(qq store.Querier) error {
-		var err error
-		q, err = qq.QueryGet(r.Context(), r.PathValue("uuid"))
-		return err
+	q, err := store.ReadValue(r.Context(), a.st, func(qq store.Querier) (store.Query, error) {
+		return qq.QueryGet(r.Context(), r.PathValue("uuid"))
 	})
 	if err != nil {
 		return nil, apierr.New(apierr.QueryNotFound, "query %s does not exist", r.PathValue("uuid"))

@@ -226,11 +226,8 @@ func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
 
 func (s *Server) healthCheck(ctx context.Context) Health {
 	h := Health{Status: "ok", Store: "ok", NATS: "ok"}
-	var st store.Stats
-	if err := s.st.Read(ctx, func(q store.Querier) error {
-		var err error
-		st, err = q.Stats(ctx)
-		return err
+	if st, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(ctx)
 	}); err != nil {
 		h.Status, h.Store = "degraded", "error: "+err.Error()
 	} else {

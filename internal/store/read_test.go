@@ -1,0 +1,40 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/millrace/millrace/internal/store"
+)
+
+// fakeReader runs fn with no Querier, or fails before running it.
+type fakeReader struct{ err error }
+
+func (r fakeReader) Read(ctx context.Context, fn func(q store.Querier) error) error {
+	if r.err != nil {
+		return r.err
+	}
+	return fn(nil)
+}
+
+func TestReadValue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n, err := store.ReadValue(ctx, fakeReader{}, func(store.Querier) (int, error) { return 7, nil })
+	if n != 7 || err != nil {
+		t.Fatalf("ReadValue = %d, %v; want 7, nil", n, err)
+	}
+	boom := errors.New("boom")
+	n, err = store.ReadValue(ctx, fakeReader{}, func(store.Querier) (int, error) { return 0, boom })
+	if n != 0 || !errors.Is(err, boom) {
+		t.Fatalf("ReadValue = %d, %v; want fn's error", n, err)
+	}
+	n, err = store.ReadValue(ctx, fakeReader{err: store.ErrClosed}, func(store.Querier) (int, error) {
+		t.Fatal("fn ran although Read failed first")
+		return 1, nil
+	})
+	if n != 0 || !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("ReadValue = %d, %v; want the zero value and Read's error", n, err)
+	}
+}
