@@ -435,9 +435,9 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 
 // finish applies command.completed/failed and advances the execution.
 func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, error) {
-	ack, n, r, exec, err := s.finishRun(ctx, tx, rep, now)
-	if err != nil || exec.ExecutionID == 0 {
-		return ack, n, err
+	f, err := s.finishRun(ctx, tx, rep, now)
+	if err != nil || f.execID == 0 {
+		return f.ack, f.issued, err
 	}
 	// Whatever this changed, a cached state of the execution is now stale,
 	// on this server and any other: give it a fresh revision, and cache
@@ -445,26 +445,32 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	// commit; if the transaction rolls back, the token never reaches the
 	// store and the entry can never match (see statecache.go).
 	rev := s.ids.Next()
-	if err := tx.ExecutionTouch(ctx, exec.ExecutionID, rev); err != nil {
+	if err := tx.ExecutionTouch(ctx, f.execID, rev); err != nil {
 		return Ack{}, 0, err
 	}
-	if r != nil && r.exec.Status == store.ExecRunning {
-		s.states.put(exec.ExecutionID, r.state(rev))
+	if f.run != nil && f.run.exec.Status == store.ExecRunning {
+		s.states.put(f.execID, f.run.state(rev))
 	} else {
-		s.states.drop(exec.ExecutionID)
+		s.states.drop(f.execID)
 	}
-	return ack, n, nil
+	return f.ack, f.issued, nil
 }
 
-// finishRun records the report and advances the run. It returns the run
-// (nil when the execution was not advanced) and the execution id it locked
-// (0 when it locked none).
-func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now time.Time) (Ack, int, *run, store.Execution, error) {
+// finished is what finishRun did.
+type finished struct {
+	ack    Ack   // the worker's answer
+	issued int   // commands issued by advancing the run
+	execID int64 // the execution locked; 0 when none was
+	run    *run  // the advanced run; nil when the execution was not advanced
+}
+
+// finishRun records the report and advances the run.
+func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now time.Time) (finished, error) {
 	// Lock the execution first so that two branches finishing at once see
 	// each other's outcome when deciding whether the execution is done.
 	cur, exec, r, err := s.lockForFinish(ctx, tx, rep, now)
 	if err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
 	status := store.CmdCompleted
 	if rep.EventType == api.EvCommandFailed {
@@ -477,7 +483,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		d := json.NewDecoder(bytes.NewReader(rep.Result))
 		d.UseNumber()
 		if err := d.Decode(&res); err != nil {
-			return Ack{}, 0, nil, store.Execution{}, errorf(ErrInvalidResult, "result is not valid JSON: %v", err)
+			return finished{}, errorf(ErrInvalidResult, "result is not valid JSON: %v", err)
 		}
 	}
 
@@ -513,27 +519,27 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	}
 	stored, err := s.storeResult(ctx, tx, projectedResult)
 	if err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
 	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
 		Status: projected, Result: stored, Error: rep.Error, Now: now})
 	if err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
 	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
 	evResult := stored // the common case: stored once, referenced twice
 	if !bytes.Equal(projectedResult, rep.Result) {
 		if evResult, err = s.storeResult(ctx, tx, rep.Result); err != nil {
-			return Ack{}, 0, nil, store.Execution{}, err
+			return finished{}, err
 		}
 	}
 	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: rep.EventType, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
 	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: api.EvStepExit, Step: cmd.Step,
 		CommandID: cmd.CommandID, Status: projected}, now); err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
 	if status == store.CmdCompleted {
 		mCmdCompleted.Inc()
@@ -541,7 +547,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		mCmdFailed.Inc()
 	}
 	if r == nil {
-		return ack, 0, nil, exec, nil // cancelled or ended meanwhile: record the fact, decide nothing
+		return finished{ack: ack, execID: exec.ExecutionID}, nil // cancelled or ended meanwhile: record the fact, decide nothing
 	}
 	for i := range r.cmds {
 		if r.cmds[i].EventID == cmd.EventID {
@@ -549,9 +555,9 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		}
 	}
 	if err := r.commandFinished(cmd, decision, res); err != nil {
-		return Ack{}, 0, nil, store.Execution{}, err
+		return finished{}, err
 	}
-	return ack, r.issued, r, exec, nil
+	return finished{ack: ack, issued: r.issued, execID: exec.ExecutionID, run: r}, nil
 }
 
 // lockForFinish locks the reported command's execution and returns the
