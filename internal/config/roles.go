@@ -90,7 +90,7 @@ func (c *Server) bind(s *Set, dev bool) {
 		s.String(&c.DatabaseURL, "DATABASE_URL", "database-url", DefaultDatabaseURL, "Event store: postgres://… or sqlite:PATH (sqlite::memory: for a throwaway store).")
 	}
 	s.String(&c.PublicURL, "SERVER_API_URL", "server-url", "", "URL workers use to reach this server, sent in every notification (default: derived from --addr).")
-	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); give each server its own; -1 picks one at random.")
+	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); servers sharing a database need distinct ones. -1: with PostgreSQL each server takes the next node from a database sequence, with SQLite a random one.")
 	s.Seconds(&c.LeaseTTL, "MILLRACE_LEASE_SECONDS", "lease", flow.DefaultLeaseTTL, "Claim lease length; workers heartbeat at a third of it.")
 	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", flow.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
 	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", flow.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
@@ -122,7 +122,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.Query.bind(s, false)
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
 	}
-	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host-pid).")
+	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
 	s.Seconds(&c.ShutdownGrace, "MILLRACE_SHUTDOWN_GRACE_SECONDS", "shutdown-grace", DefaultShutdownGrace, "On SIGTERM, how long running commands may finish before they are released.")
 	s.Int(&c.MaxResultBytes, "MILLRACE_MAX_RESULT_BYTES", "max-result-bytes", DefaultMaxResultBytes, "Largest tool result a worker reports (JSON); a larger one fails the command. Keep it under the server's MILLRACE_MAX_BODY_BYTES.")
