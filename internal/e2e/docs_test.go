@@ -89,6 +89,7 @@ const ciTestCommand = "go test -race -count=1 -timeout 30m ./..."
 //   - ```text blocks name hosts that do not exist here (deployments) and
 //     are not run; yaml and json blocks are not commands.
 func TestDocExamples(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs every documented command; not in -short")
 	}
