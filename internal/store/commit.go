@@ -24,6 +24,8 @@ const (
 	// batchTimeout bounds one shared transaction, independent of any one
 	// caller's context, so a cancelled caller never aborts the others.
 	batchTimeout = 30 * time.Second
+	// rollbackTimeout bounds the rollback of a failed transaction.
+	rollbackTimeout = 10 * time.Second
 	// maxRetries is how often Do re-runs a function that failed with an
 	// error the driver classifies as transient (deadlock, serialisation).
 	maxRetries = 3
@@ -241,12 +243,12 @@ func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
 			continue
 		}
 		if err := r.fn(ctx, tx); err != nil {
-			_ = tx.Rollback()
+			rollback(ctx, tx)
 			return false
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		_ = tx.Rollback()
+	if err := tx.Commit(ctx); err != nil {
+		rollback(ctx, tx)
 		return false
 	}
 	for i, r := range batch {
@@ -269,7 +271,7 @@ func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
 	for i, r := range batch {
 		sp := CallerSavepoint
 		if err := tx.Savepoint(ctx, sp); err != nil {
-			_ = tx.Rollback()
+			rollback(ctx, tx)
 			s.fallback(ctx, batch)
 			return
 		}
@@ -283,17 +285,17 @@ func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
 			}
 		}
 		if err := tx.RollbackTo(ctx, sp); err != nil {
-			_ = tx.Rollback()
+			rollback(ctx, tx)
 			s.fallback(ctx, batch)
 			return
 		}
 		if err := tx.Release(ctx, sp); err != nil {
-			_ = tx.Rollback()
+			rollback(ctx, tx)
 			s.fallback(ctx, batch)
 			return
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.Commit(ctx); err != nil {
 		// We cannot tell which caller broke the commit; retry each alone.
 		s.fallback(ctx, batch)
 		return
@@ -317,14 +319,23 @@ func (s *Store) runOne(ctx context.Context, r *request) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	if err := r.call(ctx, tx); err != nil {
-		_ = tx.Rollback()
+		rollback(ctx, tx)
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		_ = tx.Rollback()
+	if err := tx.Commit(ctx); err != nil {
+		rollback(ctx, tx)
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// rollback ends tx after a failure. It has a deadline of its own: the
+// failure may be ctx's deadline itself, and the transaction (with its
+// connection and, on SQLite, the write lock) must end regardless.
+func rollback(ctx context.Context, tx Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(ctx)
 }
 
 // call runs the request's fn unless its caller already gave up (then

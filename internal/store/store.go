@@ -281,8 +281,13 @@ type Tx interface {
 	Querier
 	QueryTx
 
-	Commit() error
-	Rollback() error
+	// Commit and Rollback take a context with a deadline, as every other
+	// statement does: a stalled database must not hold a caller (or a
+	// shutdown) forever. Rollback is harmless after Commit or a previous
+	// Rollback, so callers can always defer it; give it a context that is
+	// still live even when the work's own context has ended.
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
 	// Savepoint, RollbackTo and Release bracket one caller's work inside a
 	// shared (group-committed) transaction. Names are [a-z0-9_]+.
 	//

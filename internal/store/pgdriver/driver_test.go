@@ -47,11 +47,11 @@ func write(ctx context.Context, d store.Driver, fn func(tx store.Tx) error) erro
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	defer tx.Rollback(ctx)
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return tx.Commit(ctx)
 }
 
 // openUnmigrated opens a driver on url and closes it when the test ends.
@@ -306,10 +306,10 @@ func TestRollbackAfterCommitIsHarmless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.Commit(b.ctx); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
-	if err := tx.Rollback(); err != nil {
+	if err := tx.Rollback(b.ctx); err != nil {
 		t.Fatalf("Rollback after Commit = %v, want nil", err)
 	}
 }
@@ -321,7 +321,7 @@ func TestSavepointRejectsUnsafeNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback()
+	defer tx.Rollback(b.ctx)
 	for _, name := range []string{"", "A", "x; DROP TABLE commands", "sp-1"} {
 		if err := tx.Savepoint(b.ctx, name); err == nil {
 			t.Errorf("Savepoint(%q) succeeded, want an error", name)
@@ -345,7 +345,7 @@ func TestLockExecutionBlocksSecondWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer first.Rollback()
+	defer first.Rollback(b.ctx)
 	if _, err := first.LockExecution(b.ctx, 7); err != nil {
 		t.Fatalf("LockExecution: %v", err)
 	}
@@ -368,7 +368,7 @@ func TestLockExecutionBlocksSecondWriter(t *testing.T) {
 	if err := first.ExecutionFinish(b.ctx, 7, store.ExecCompleted, nil, "", b.now); err != nil {
 		t.Fatal(err)
 	}
-	if err := first.Commit(); err != nil {
+	if err := first.Commit(b.ctx); err != nil {
 		t.Fatal(err)
 	}
 	select {

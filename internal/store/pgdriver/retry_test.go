@@ -44,7 +44,7 @@ func TestRetryableDeadlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer tx.Rollback()
+		defer tx.Rollback(b.ctx)
 		// Each takes its first row: tx 0 row 1, tx 1 row 2.
 		if _, err := tx.LockExecution(b.ctx, int64(i+1)); err != nil {
 			t.Fatalf("tx %d: first LockExecution: %v", i, err)
@@ -58,7 +58,7 @@ func TestRetryableDeadlock(t *testing.T) {
 			// Now each wants the other's row. The victim rolls back at
 			// once so the survivor's lock is granted.
 			if _, errs[i] = tx.LockExecution(b.ctx, int64(2-i)); errs[i] != nil {
-				_ = tx.Rollback()
+				_ = tx.Rollback(b.ctx)
 			}
 		})
 	}

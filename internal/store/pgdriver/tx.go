@@ -13,11 +13,6 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
-// rollbackTimeout bounds Rollback, which has no context of its own; if the
-// server does not answer in time pgx closes the connection, which aborts the
-// transaction anyway.
-const rollbackTimeout = 10 * time.Second
-
 // tx implements store.Tx over a pipe (see pipeline.go).
 type tx struct {
 	querier
@@ -26,18 +21,18 @@ type tx struct {
 
 var _ store.Tx = (*tx)(nil)
 
-func (t *tx) Commit() error {
-	if err := t.tx.Commit(context.Background()); err != nil {
+// Commit implements store.Tx.
+func (t *tx) Commit(ctx context.Context) error {
+	if err := t.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("pgdriver: commit: %w", err)
 	}
 	return nil
 }
 
 // Rollback is harmless after Commit or a previous Rollback, so callers can
-// always defer it.
-func (t *tx) Rollback() error {
-	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
-	defer cancel()
+// always defer it. If ctx ends before the server answers, pgx closes the
+// connection, which aborts the transaction anyway.
+func (t *tx) Rollback(ctx context.Context) error {
 	err := t.tx.Rollback(ctx)
 	if err != nil && !errors.Is(err, pgx.ErrTxClosed) {
 		return fmt.Errorf("pgdriver: rollback: %w", err)

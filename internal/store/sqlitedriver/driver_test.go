@@ -73,11 +73,11 @@ func write(ctx context.Context, d store.Driver, fn func(tx store.Tx) error) erro
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer func() { _ = tx.Rollback(ctx) }()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return tx.Commit(ctx)
 }
 
 func (b *bundle) insertCatalog(d store.Driver, path string) store.CatalogEntry {
@@ -370,7 +370,7 @@ func TestReadDoesNotSeeOrWaitForOpenWrite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer func() { _ = tx.Rollback(b.ctx) }()
 	if _, err := tx.CatalogInsert(b.ctx, b.ids.Next(), "open/write", "n", "c", time.Now()); err != nil {
 		t.Fatalf("CatalogInsert: %v", err)
 	}
@@ -471,7 +471,7 @@ func TestSavepointNames(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer func() { _ = tx.Rollback(b.ctx) }()
 	for _, bad := range []string{"", "Upper", "semi;colon", `quo"te`, "sp ace"} {
 		if err := tx.Savepoint(b.ctx, bad); err == nil {
 			t.Errorf("Savepoint(%q) succeeded, want a name error", bad)

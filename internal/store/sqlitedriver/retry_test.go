@@ -31,7 +31,7 @@ func TestRetryableBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer func() { _ = tx.Rollback(b.ctx) }()
 	other := b.rawDB("_txlock=immediate")
 	otherTx, err := other.BeginTx(b.ctx, nil)
 	if err == nil {

@@ -95,8 +95,14 @@ const (
 // savepointSQL quotes name, so names starting with a digit are valid too.
 func savepointSQL(verb, name string) string { return verb + ` "` + name + `"` }
 
-// Commit implements store.Tx.
-func (t *tx) Commit() error {
+// Commit implements store.Tx. database/sql commits without a context, and
+// a local commit does not stall on a network; a caller whose context already
+// ended gets its work rolled back, as on PostgreSQL.
+func (t *tx) Commit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		_ = t.tx.Rollback()
+		return fmt.Errorf("sqlitedriver: commit: %w", err)
+	}
 	if err := t.tx.Commit(); err != nil {
 		return fmt.Errorf("sqlitedriver: commit: %w", err)
 	}
@@ -104,8 +110,9 @@ func (t *tx) Commit() error {
 }
 
 // Rollback implements store.Tx. After Commit or Rollback it is a no-op, so
-// callers can always defer it.
-func (t *tx) Rollback() error {
+// callers can always defer it. It is local and never waits, so it ignores
+// ctx: the transaction ends even when ctx has.
+func (t *tx) Rollback(_ context.Context) error {
 	if err := t.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
 		return fmt.Errorf("sqlitedriver: rollback: %w", err)
 	}

@@ -98,10 +98,10 @@ func (h *benchHarness) do(b *testing.B, fn func(ctx context.Context, tx store.Tx
 		b.Fatal(err)
 	}
 	if err := fn(ctx, tx); err != nil {
-		_ = tx.Rollback()
+		_ = tx.Rollback(ctx)
 		b.Fatal(err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.Commit(ctx); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -323,7 +323,7 @@ func executionCases() []testCase {
 			e := b.addExecution()
 			tx1, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin tx1", err)
-			defer func() { _ = tx1.Rollback() }()
+			defer func() { _ = tx1.Rollback(b.ctx()) }()
 			_, err = tx1.LockExecution(b.ctx(), e.ExecutionID)
 			b.mustNil("LockExecution in tx1", err)
 
@@ -343,7 +343,7 @@ func executionCases() []testCase {
 			// this is; the pause only lets a broken lock be observed.
 			time.Sleep(lockHold)
 			b.mustNil("ExecutionFinish in tx1", tx1.ExecutionFinish(b.ctx(), e.ExecutionID, store.ExecCompleted, nil, "", b.now))
-			b.mustNil("Commit tx1", tx1.Commit())
+			b.mustNil("Commit tx1", tx1.Commit(b.ctx()))
 			r := <-out
 			b.mustNil("LockExecution in tx2", r.err)
 			if r.status != store.ExecCompleted {

@@ -162,10 +162,10 @@ func (b *bundle) write(fn func(tx store.Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
+		_ = tx.Rollback(b.ctx())
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.Commit(b.ctx()); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

@@ -164,30 +164,46 @@ func txCases() []testCase {
 		{"RollbackDiscards", func(b *bundle) {
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }() // harmless after Commit/Rollback
+			defer func() { _ = tx.Rollback(b.ctx()) }() // harmless after Commit/Rollback
 			b.insertCatalog(tx, "rolled/back")
-			b.mustNil("Rollback", tx.Rollback())
+			b.mustNil("Rollback", tx.Rollback(b.ctx()))
 			b.wantCatalogPaths("after Rollback", nil, []string{"rolled/back"})
 		}},
 		{"RollbackAfterCommitIsHarmless", func(b *bundle) {
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }() // harmless after Commit/Rollback
+			defer func() { _ = tx.Rollback(b.ctx()) }() // harmless after Commit/Rollback
 			b.insertCatalog(tx, "kept")
-			b.mustNil("Commit", tx.Commit())
+			b.mustNil("Commit", tx.Commit(b.ctx()))
 			// The error, if any, is ignorable (ErrTxDone-like); the point is
 			// that committed work survives and nothing panics.
-			if err := tx.Rollback(); err != nil {
+			if err := tx.Rollback(b.ctx()); err != nil {
 				b.t.Logf("[%s driver] Rollback after Commit returned %v", b.drv.Name(), err)
 			}
 			b.wantCatalogPaths("after Rollback following Commit", []string{"kept"}, nil)
 			// The driver is still usable: the connection went back clean.
 			b.addCatalog("after", "x")
 		}},
+		{"CommitWithEndedContextKeepsNothing", func(b *bundle) {
+			// Commit takes the caller's context: once it has ended, the
+			// work is not committed, and a rollback with a live context
+			// still ends the transaction cleanly.
+			tx, err := b.drv.Begin(b.ctx())
+			b.mustNil("Begin", err)
+			b.insertCatalog(tx, "too/late")
+			ended, cancel := context.WithCancel(b.ctx())
+			cancel()
+			if err := tx.Commit(ended); err == nil {
+				b.fatalf("Commit with an ended context = nil, want an error")
+			}
+			_ = tx.Rollback(b.ctx())
+			b.wantCatalogPaths("after a Commit whose context had ended", nil, []string{"too/late"})
+			b.addCatalog("after", "x") // the driver is still usable
+		}},
 		{"SavepointRollbackKeepsEarlierWork", func(b *bundle) {
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }()
+			defer func() { _ = tx.Rollback(b.ctx()) }()
 			b.insertCatalog(tx, "sp/before")
 			b.mustNil("Savepoint", tx.Savepoint(b.ctx(), "sp0"))
 			b.insertCatalog(tx, "sp/inside")
@@ -200,20 +216,20 @@ func txCases() []testCase {
 				b.fatalf("RollbackTo dropped work done before the savepoint")
 			}
 			b.insertCatalog(tx, "sp/after")
-			b.mustNil("Commit", tx.Commit())
+			b.mustNil("Commit", tx.Commit(b.ctx()))
 			b.wantCatalogPaths("after commit", []string{"sp/before", "sp/after"}, []string{"sp/inside"})
 		}},
 		{"SavepointReleaseKeepsWork", func(b *bundle) {
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }()
+			defer func() { _ = tx.Rollback(b.ctx()) }()
 			for i := range 3 {
 				sp := fmt.Sprintf("sp%d", i)
 				b.mustNil("Savepoint "+sp, tx.Savepoint(b.ctx(), sp))
 				b.insertCatalog(tx, "released/"+sp)
 				b.mustNil("Release "+sp, tx.Release(b.ctx(), sp))
 			}
-			b.mustNil("Commit", tx.Commit())
+			b.mustNil("Commit", tx.Commit(b.ctx()))
 			b.wantCatalogPaths("after commit", []string{"released/sp0", "released/sp1", "released/sp2"}, nil)
 		}},
 		{"SavepointRecoversFromError", func(b *bundle) {
@@ -222,7 +238,7 @@ func txCases() []testCase {
 			dup := b.addExecution()
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }()
+			defer func() { _ = tx.Rollback(b.ctx()) }()
 			b.insertCatalog(tx, "shared/first")
 			b.mustNil("Savepoint", tx.Savepoint(b.ctx(), "sp1"))
 			err = tx.ExecutionInsert(b.ctx(), dup)
@@ -235,14 +251,14 @@ func txCases() []testCase {
 			b.mustNil("RollbackTo after a failed statement", tx.RollbackTo(b.ctx(), "sp1"))
 			b.mustNil("Release", tx.Release(b.ctx(), "sp1"))
 			b.insertCatalog(tx, "shared/second")
-			b.mustNil("Commit", tx.Commit())
+			b.mustNil("Commit", tx.Commit(b.ctx()))
 			b.wantCatalogPaths("after commit", []string{"shared/first", "shared/second"}, nil)
 		}},
 		{"ReadSeesCommittedOnlyAndDoesNotBlock", func(b *bundle) {
 			b.addCatalog("committed", "x")
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }()
+			defer func() { _ = tx.Rollback(b.ctx()) }()
 			b.insertCatalog(tx, "uncommitted")
 			// A writer is open (on SQLite it holds the write lock); Read
 			// must still run promptly and see only committed rows.
@@ -257,7 +273,7 @@ func txCases() []testCase {
 				return nil
 			})
 			b.mustNil(fmt.Sprintf("Read while a write transaction is open (must not wait for it, limit %s)", blockingTimeout), err)
-			b.mustNil("Commit", tx.Commit())
+			b.mustNil("Commit", tx.Commit(b.ctx()))
 			b.wantCatalogPaths("Read after commit", []string{"committed", "uncommitted"}, nil)
 		}},
 		{"TxReadsItsOwnWrites", func(b *bundle) {
@@ -266,7 +282,7 @@ func txCases() []testCase {
 			e := b.newExecution()
 			tx, err := b.drv.Begin(b.ctx())
 			b.mustNil("Begin", err)
-			defer func() { _ = tx.Rollback() }()
+			defer func() { _ = tx.Rollback(b.ctx()) }()
 			b.mustNil("ExecutionInsert", tx.ExecutionInsert(b.ctx(), e))
 			c := b.newCommand(e.ExecutionID, b.now)
 			b.mustNil("CommandInsert", tx.CommandInsert(b.ctx(), c))
