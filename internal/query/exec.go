@@ -10,7 +10,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
@@ -156,7 +155,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 		return qq.QueryGet(ctx, uuid)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return Claimed{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+		return Claimed{}, errorf(ErrQueryNotFound, "query %s does not exist", uuid)
 	}
 	if err != nil {
 		return Claimed{}, err
@@ -164,7 +163,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	now := s.now()
 	if q.Status == store.QueryQueued && q.StartedAt == nil && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
 		s.finish(ctx, uuid, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{})
-		return Claimed{}, apierr.New(apierr.ClaimConflict, "query %s waited %s in the queue, over NATS_QUEUE_TIMEOUT_MS: expired, not run", uuid, now.Sub(q.CreatedAt).Round(time.Millisecond))
+		return Claimed{}, errorf(ErrNotClaimable, "query %s waited %s in the queue, over NATS_QUEUE_TIMEOUT_MS: expired, not run", uuid, now.Sub(q.CreatedAt).Round(time.Millisecond))
 	}
 	p, err := s.projectByID(ctx, q.ProjectID)
 	if err != nil {
@@ -181,7 +180,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
-		return Claimed{}, apierr.New(apierr.ClaimConflict, "query %s is %s, not queued", uuid, q.Status)
+		return Claimed{}, errorf(ErrNotClaimable, "query %s is %s, not queued", uuid, q.Status)
 	}
 	if err != nil {
 		return Claimed{}, err
@@ -203,11 +202,14 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	cur, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Query, error) {
 		return q.QueryGet(ctx, uuid)
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Query{}, errorf(ErrQueryNotFound, "query %s does not exist", uuid)
+	}
 	if err != nil {
-		return store.Query{}, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+		return store.Query{}, err
 	}
 	if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
-		return cur, apierr.New(apierr.StateConflict, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
+		return cur, errorf(ErrNotHolder, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
 	}
 	w, err := s.results.Create(uuid)
 	if err != nil {
@@ -222,7 +224,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 			var h resultHeader
 			if err := json.Unmarshal(line, &h); err != nil {
 				_ = w.Abort()
-				return store.Query{}, apierr.New(apierr.BadJSON, "first line must be {\"columns\": [...]}: %v", err)
+				return store.Query{}, errorf(ErrInvalidResults, "first line must be {\"columns\": [...]}: %v", err)
 			}
 			if err := w.SetColumns(h.Columns); err != nil {
 				_ = w.Abort()
@@ -236,7 +238,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 		d.UseNumber()
 		if err := d.Decode(&row); err != nil {
 			_ = w.Abort()
-			return store.Query{}, apierr.New(apierr.BadJSON, "row is not a JSON array: %v", err)
+			return store.Query{}, errorf(ErrInvalidResults, "row is not a JSON array: %v", err)
 		}
 		if err := w.Write(row); err != nil {
 			_ = w.Abort()
@@ -248,7 +250,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 		if err == nil {
 			err = fmt.Errorf("empty upload")
 		}
-		return store.Query{}, apierr.New(apierr.BadRequest, "result upload incomplete: %v", err)
+		return store.Query{}, errorf(ErrInvalid, "result upload incomplete: %v", err)
 	}
 	upd, err := s.closeWriter(w, uuid)
 	if err != nil {
@@ -270,7 +272,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	})
 	if errors.Is(err, store.ErrConflict) {
 		_ = s.results.Delete(uuid)
-		return q, apierr.New(apierr.StateConflict, "query %s is %s; its results were dropped", uuid, q.Status)
+		return q, errorf(ErrNotHolder, "query %s is %s; its results were dropped", uuid, q.Status)
 	}
 	if err == nil {
 		mFinished.WithLabelValues(store.QueryReady).Inc()
@@ -298,9 +300,9 @@ func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Que
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return q, apierr.New(apierr.QueryNotFound, "query %s does not exist", uuid)
+		return q, errorf(ErrQueryNotFound, "query %s does not exist", uuid)
 	case errors.Is(err, store.ErrConflict):
-		return q, apierr.New(apierr.StateConflict, "query %s is %s (worker %q); stop running it", uuid, q.Status, q.WorkerID)
+		return q, errorf(ErrNotHolder, "query %s is %s (worker %q); stop running it", uuid, q.Status, q.WorkerID)
 	}
 	return q, err
 }
@@ -319,8 +321,11 @@ func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
 		_, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryError, store.QueryUpdate{Error: &msg, EndedAt: &now}, now)
 		return err
 	})
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return errorf(ErrNotHolder, "query %s is no longer executing for worker %q", uuid, worker)
+	}
 	if err != nil {
-		return apierr.New(apierr.StateConflict, "query %s is no longer executing for worker %q", uuid, worker)
+		return err
 	}
 	mFinished.WithLabelValues(store.QueryError).Inc()
 	return nil

@@ -20,7 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/secret"
@@ -118,13 +117,13 @@ var projectName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 // PutProject creates or replaces a project and its sealed connection.
 func (s *Service) PutProject(ctx context.Context, name string, conn warehouse.Conn) (store.Project, error) {
 	if !projectName.MatchString(name) {
-		return store.Project{}, apierr.New(apierr.BadRequest, "project name %q must match %s", name, projectName)
+		return store.Project{}, errorf(ErrInvalid, "project name %q must match %s", name, projectName)
 	}
 	if err := warehouse.Validate(conn); err != nil {
-		return store.Project{}, apierr.New(apierr.BadRequest, "warehouse: %v", err)
+		return store.Project{}, errorf(ErrInvalid, "warehouse: %v", err)
 	}
 	if s.box == nil {
-		return store.Project{}, apierr.New(apierr.SecretKeyMissing, "project connections are encrypted at rest: set MILLRACE_SECRET_KEY (generate one with `openssl rand -hex 32`)")
+		return store.Project{}, errorf(ErrSecretKeyMissing, "project connections are encrypted at rest: set MILLRACE_SECRET_KEY (generate one with `openssl rand -hex 32`)")
 	}
 	plain, _ := json.Marshal(conn)
 	sealed, err := s.box.Seal(plain, []byte("project:"+name))
@@ -153,7 +152,7 @@ func (s *Service) Project(ctx context.Context, name string) (store.Project, erro
 		return q.ProjectGet(ctx, name)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return p, apierr.New(apierr.ProjectNotFound, "project %q does not exist; create it with POST /api/v2/projects", name)
+		return p, errorf(ErrProjectNotFound, "project %q does not exist; create it with POST /api/v2/projects", name)
 	}
 	return p, err
 }
@@ -162,7 +161,7 @@ func (s *Service) Project(ctx context.Context, name string) (store.Project, erro
 func (s *Service) Connection(p store.Project) (warehouse.Conn, error) {
 	var c warehouse.Conn
 	if s.box == nil {
-		return c, apierr.New(apierr.SecretKeyMissing, "MILLRACE_SECRET_KEY is not set, so project %q's connection cannot be decrypted", p.Name)
+		return c, errorf(ErrSecretKeyMissing, "MILLRACE_SECRET_KEY is not set, so project %q's connection cannot be decrypted", p.Name)
 	}
 	plain, err := s.box.Open(p.Warehouse, []byte("project:"+p.Name))
 	if err != nil {
@@ -193,14 +192,14 @@ type SubmitRequest struct {
 // Submit records a query and starts it (or answers it from the cache).
 func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, error) {
 	if strings.TrimSpace(r.SQL) == "" {
-		return store.Query{}, apierr.New(apierr.BadRequest, "sql is required")
+		return store.Query{}, errorf(ErrInvalid, "sql is required")
 	}
 	switch r.Lane {
 	case "":
 		r.Lane = LaneInteractive
 	case LaneInteractive, LaneBackground:
 	default:
-		return store.Query{}, apierr.New(apierr.BadRequest, "context must be interactive or background, got %q", r.Lane)
+		return store.Query{}, errorf(ErrInvalid, "context must be interactive or background, got %q", r.Lane)
 	}
 	p, err := s.Project(ctx, r.Project)
 	if err != nil {
@@ -262,7 +261,7 @@ func (s *Service) Get(ctx context.Context, project, uuid string) (store.Project,
 		return qq.QueryGet(ctx, uuid)
 	})
 	if errors.Is(err, store.ErrNotFound) || (err == nil && q.ProjectID != p.ProjectID) {
-		return p, q, apierr.New(apierr.QueryNotFound, "query %s does not exist in project %s", uuid, project)
+		return p, q, errorf(ErrQueryNotFound, "query %s does not exist in project %s", uuid, project)
 	}
 	return p, q, err
 }
@@ -288,7 +287,7 @@ func (s *Service) ResultsPage(ctx context.Context, q store.Query, page, size int
 		size = DefaultPageSize
 	}
 	if size < 1 || size > MaxPageSize {
-		return Page{}, apierr.New(apierr.BadRequest, "pageSize must be between 1 and %d, got %d", MaxPageSize, size)
+		return Page{}, errorf(ErrInvalid, "pageSize must be between 1 and %d, got %d", MaxPageSize, size)
 	}
 	if page == 0 {
 		page = 1
@@ -298,11 +297,11 @@ func (s *Service) ResultsPage(ctx context.Context, q store.Query, page, size int
 		pages = 1 // an empty result still has one (empty) page
 	}
 	if page < 1 || int64(page) > pages {
-		return Page{}, apierr.New(apierr.BadRequest, "page %d is out of range: valid pages are 1 to %d at pageSize %d", page, pages, size)
+		return Page{}, errorf(ErrInvalid, "page %d is out of range: valid pages are 1 to %d at pageSize %d", page, pages, size)
 	}
 	rows, meta, err := s.results.Page(q.ResultKey, page, size)
 	if errors.Is(err, results.ErrNotFound) {
-		return Page{}, apierr.New(apierr.ResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
+		return Page{}, errorf(ErrResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
 	}
 	if err != nil {
 		return Page{}, err
@@ -328,17 +327,17 @@ func (s *Service) checkReadable(ctx context.Context, q store.Query) error {
 	switch q.Status {
 	case store.QueryReady:
 		if q.ExpiresAt != nil && !q.ExpiresAt.After(s.now()) {
-			return apierr.New(apierr.ResultsExpired, "the results of query %s expired at %s (CACHE_STALE_TIME_SECONDS); run the query again", q.QueryUUID, q.ExpiresAt.Format(time.RFC3339))
+			return errorf(ErrResultsExpired, "the results of query %s expired at %s (CACHE_STALE_TIME_SECONDS); run the query again", q.QueryUUID, q.ExpiresAt.Format(time.RFC3339))
 		}
 		return nil
 	case store.QueryCancelled:
-		return apierr.New(apierr.StateConflict, "query %s was cancelled; it has no results", q.QueryUUID)
+		return errorf(ErrNoResults, "query %s was cancelled; it has no results", q.QueryUUID)
 	case store.QueryError:
-		return apierr.New(apierr.StateConflict, "query %s failed: %s", q.QueryUUID, q.Error)
+		return errorf(ErrNoResults, "query %s failed: %s", q.QueryUUID, q.Error)
 	case store.QueryExpired:
-		return apierr.New(apierr.ResultsExpired, "query %s expired before it ran (waited longer than NATS_QUEUE_TIMEOUT_MS); run it again", q.QueryUUID)
+		return errorf(ErrResultsExpired, "query %s expired before it ran (waited longer than NATS_QUEUE_TIMEOUT_MS); run it again", q.QueryUUID)
 	}
-	return apierr.New(apierr.StateConflict, "query %s is %s; poll until it is ready", q.QueryUUID, q.Status)
+	return errorf(ErrNoResults, "query %s is %s; poll until it is ready", q.QueryUUID, q.Status)
 }
 
 // Readable returns the error a client gets for reading q's results (409
@@ -352,7 +351,7 @@ func (s *Service) StreamResults(ctx context.Context, q store.Query, w interface{
 	}
 	err := s.results.Stream(q.ResultKey, w)
 	if errors.Is(err, results.ErrNotFound) {
-		return apierr.New(apierr.ResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
+		return errorf(ErrResultsExpired, "the results of query %s are gone (expired); run the query again", q.QueryUUID)
 	}
 	return err
 }
@@ -374,7 +373,7 @@ func (s *Service) Cancel(ctx context.Context, project, uuid string) (store.Query
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
-		return q, apierr.New(apierr.StateConflict, "query %s is already %s", uuid, q.Status)
+		return q, errorf(ErrQueryEnded, "query %s is already %s", uuid, q.Status)
 	}
 	if err != nil {
 		return q, err

@@ -6,6 +6,7 @@ import (
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -24,6 +25,17 @@ var domainCodes = []struct {
 	{flow.ErrCommandNotFound, apierr.CommandNotFound},
 	{flow.ErrNotHolder, apierr.ClaimConflict},
 	{flow.ErrExecutionEnded, apierr.StateConflict},
+
+	{query.ErrInvalid, apierr.BadRequest},
+	{query.ErrInvalidResults, apierr.BadJSON},
+	{query.ErrSecretKeyMissing, apierr.SecretKeyMissing},
+	{query.ErrProjectNotFound, apierr.ProjectNotFound},
+	{query.ErrQueryNotFound, apierr.QueryNotFound},
+	{query.ErrResultsExpired, apierr.ResultsExpired},
+	{query.ErrNoResults, apierr.StateConflict},
+	{query.ErrQueryEnded, apierr.StateConflict},
+	{query.ErrNotClaimable, apierr.ClaimConflict},
+	{query.ErrNotHolder, apierr.StateConflict},
 }
 
 // apiError is the API error a client gets for err. caused is false when

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -234,8 +235,11 @@ func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, err
 	q, err := store.ReadValue(r.Context(), a.st, func(qq store.Querier) (store.Query, error) {
 		return qq.QueryGet(r.Context(), r.PathValue("uuid"))
 	})
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.New(apierr.QueryNotFound, "query %s does not exist", r.PathValue("uuid"))
+	}
+	if err != nil {
+		return nil, err
 	}
 	q.SQL = "" // workers already have it; keep the reply small
 	return q, nil

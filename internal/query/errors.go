@@ -1,0 +1,54 @@
+package query
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The errors query returns for a request the caller can correct or a state
+// it can act on. Match them with errors.Is; the error's text is the message
+// for people, saying what happened and what to do next. query knows nothing
+// of HTTP: the API server maps each to its code (internal/server). Any other
+// error is the server's fault, its store's or its warehouse's.
+var (
+	// ErrInvalid: a field of the request is missing or out of range.
+	ErrInvalid = errors.New("invalid request")
+	// ErrInvalidResults: a worker's result upload is not the NDJSON the
+	// protocol asks for.
+	ErrInvalidResults = errors.New("malformed result upload")
+	// ErrSecretKeyMissing: the server has no MILLRACE_SECRET_KEY, so it
+	// cannot seal or open project connections.
+	ErrSecretKeyMissing = errors.New("no secret key")
+	// ErrProjectNotFound: no project has the name.
+	ErrProjectNotFound = errors.New("project not found")
+	// ErrQueryNotFound: no query has the id (in the project).
+	ErrQueryNotFound = errors.New("query not found")
+	// ErrResultsExpired: the results are gone, or the query expired in the
+	// queue; run it again.
+	ErrResultsExpired = errors.New("results expired")
+	// ErrNoResults: the query has no results to read: it failed, was
+	// cancelled, or has not finished.
+	ErrNoResults = errors.New("query has no results")
+	// ErrQueryEnded: the query already ended, so it cannot be cancelled.
+	ErrQueryEnded = errors.New("query already ended")
+	// ErrNotClaimable: the query is no longer queued (cancelled, taken by
+	// another worker, done) or it waited too long and expired.
+	ErrNotClaimable = errors.New("query cannot be claimed")
+	// ErrNotHolder: the worker no longer runs the query (cancelled,
+	// re-queued to another worker, done): it should stop.
+	ErrNotHolder = errors.New("worker does not hold the query")
+)
+
+// kindError is one of the errors above with a message of its own.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// errorf returns an error that matches kind and reads as the message.
+func errorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
