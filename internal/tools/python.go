@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -107,32 +106,15 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		return nil, &Error{Kind: "python", Retryable: true, Message: fmt.Sprintf("cannot create the result pipe: %v", err)}
 	}
 	defer resultR.Close()
+	defer resultW.Close() // if it never reached the child
 
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	stdout := &cappedBuffer{limit: shellOutputCap}
-	stderr := &cappedBuffer{limit: shellOutputCap, tailSize: shellStderrTail}
-	output := func() map[string]any {
-		return map[string]any{"stdout": stdout.String(), "stderr": stderr.String()}
-	}
-
-	cmd := exec.CommandContext(runCtx, bin, "-c", pythonBootstrap, fmt.Sprint(pythonResultFD))
+	p := newProcRunner(ctx, timeout)
+	defer p.close()
+	cmd := p.command(bin, "-c", pythonBootstrap, fmt.Sprint(pythonResultFD))
 	cmd.Env = environ
 	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
 	cmd.ExtraFiles = []*os.File{resultW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd) }
-	cmd.WaitDelay = shellPipeGrace
 
-	if err := cmd.Start(); err != nil {
-		resultW.Close()
-		return nil, &Error{Kind: "python", Message: fmt.Sprintf("cannot start %s: %v", bin, err)}
-	}
-	// Only the child may hold the write end, so the reader sees EOF when
-	// the bootstrap exits.
-	resultW.Close()
 	// The envelope is one JSON document: decoding stops at its end, so a
 	// process that outlives the bootstrap holding the pipe cannot delay it.
 	type read struct {
@@ -147,15 +129,18 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		err := json.NewDecoder(lr).Decode(&raw)
 		readDone <- read{raw, lr.N == 0, err}
 	}()
-
-	runErr := cmd.Wait()
-	// Reap whatever the code left running in its group; this also closes
-	// any copy of the result pipe a grandchild might hold.
-	_ = killGroup(cmd)
+	// Only the child may hold the write end once it runs, so the reader
+	// sees EOF when the bootstrap exits.
+	runErr := p.run(cmd, func() { resultW.Close() })
+	if _, ok := errors.AsType[*startError](runErr); ok {
+		return nil, &Error{Kind: "python", Message: fmt.Sprintf("cannot start %s: %v", bin, runErr)}
+	}
+	// run killed the code's process group, which also closed any copy of
+	// the result pipe a grandchild held.
 	var got read
 	select {
 	case got = <-readDone:
-	case <-time.After(shellPipeGrace):
+	case <-time.After(procPipeGrace):
 		// The bootstrap wrote nothing and something outside the group (a
 		// setsid'd grandchild) holds the pipe: closing our end ends the read.
 		resultR.Close()
@@ -163,28 +148,23 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		got.err = io.EOF
 	}
 
-	if runErr != nil && runCtx.Err() != nil {
-		if ctx.Err() != nil {
-			return nil, &Error{Kind: ErrorKindCanceled, Retryable: true, Result: output(),
-				Message: fmt.Sprintf("python code was stopped because the worker canceled it: %v", context.Cause(ctx))}
-		}
-		return nil, &Error{Kind: "python", Retryable: true, Result: output(),
-			Message: fmt.Sprintf("python code timed out after %s and was killed; raise timeout if it needs longer", timeout)}
+	if err := p.stopped(runErr, "python", "python code", "timeout", p.output); err != nil {
+		return nil, err
 	}
 	switch {
 	case got.tooLarge:
-		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+		return nil, &Error{Kind: "python", Result: p.output(), Message: fmt.Sprintf(
 			"python result is larger than %d MiB; return a smaller result, e.g. write the data to a file or database and return its location",
 			pythonResultCap>>20)}
 	case errors.Is(got.err, io.EOF), errors.Is(got.err, io.ErrUnexpectedEOF):
-		return nil, &Error{Kind: "python", Result: output(), Message: fmt.Sprintf(
+		return nil, &Error{Kind: "python", Result: p.output(), Message: fmt.Sprintf(
 			"python exited with code %d before reporting a result (did the code call os._exit or get killed?); stderr tail: %s",
-			exitCode(cmd), stderr.Tail())}
+			exitCode(cmd), p.stderr.Tail())}
 	case got.err != nil:
-		return nil, &Error{Kind: "python", Result: output(),
+		return nil, &Error{Kind: "python", Result: p.output(),
 			Message: fmt.Sprintf("python tool bootstrap reported a malformed result (%v); this is a Millrace bug", got.err)}
 	}
-	return decodePythonEnvelope(got.envelope, output)
+	return decodePythonEnvelope(got.envelope, p.output)
 }
 
 func decodePythonEnvelope(data []byte, output func() map[string]any) (any, error) {

@@ -292,7 +292,7 @@ result = p.pid`
 	pid, _ := n.Int64()
 	t.Cleanup(func() { _ = syscall.Kill(int(pid), syscall.SIGKILL) })
 	// The result is complete when written: no need to wait for the pipe.
-	if elapsed := time.Since(start); elapsed >= shellPipeGrace {
-		t.Fatalf("returned after %s, want before the pipe grace of %s", elapsed, shellPipeGrace)
+	if elapsed := time.Since(start); elapsed >= procPipeGrace {
+		t.Fatalf("returned after %s, want before the pipe grace of %s", elapsed, procPipeGrace)
 	}
 }

@@ -140,7 +140,7 @@ func TestShellStderrTailInMessage(t *testing.T) {
 	if !strings.Contains(e.Message, "LAST") || strings.Contains(e.Message, "noise-line-000") {
 		t.Fatalf("message should quote only the stderr tail: %q", e.Message)
 	}
-	if len(e.Message) > shellStderrTail+200 {
+	if len(e.Message) > procStderrTail+200 {
 		t.Fatalf("message is %d bytes; the stderr quote should be capped", len(e.Message))
 	}
 }
@@ -150,9 +150,9 @@ func TestShellOutputCapped(t *testing.T) {
 	const n = 2_000_000
 	got := runOK(t, context.Background(), shellCfg("head -c "+strconv.Itoa(n)+" /dev/zero"))
 	out := got["stdout"].(string)
-	wantMarker := "[truncated: " + strconv.Itoa(n-shellOutputCap) + " more bytes]"
-	if !strings.HasSuffix(out, wantMarker) || len(out) > shellOutputCap+len(wantMarker)+1 {
-		t.Fatalf("stdout len %d, suffix %q; want %d bytes then %q", len(out), out[max(0, len(out)-50):], shellOutputCap, wantMarker)
+	wantMarker := "[truncated: " + strconv.Itoa(n-procOutputCap) + " more bytes]"
+	if !strings.HasSuffix(out, wantMarker) || len(out) > procOutputCap+len(wantMarker)+1 {
+		t.Fatalf("stdout len %d, suffix %q; want %d bytes then %q", len(out), out[max(0, len(out)-50):], procOutputCap, wantMarker)
 	}
 }
 
