@@ -86,8 +86,9 @@ const ciTestCommand = "go test -race -count=1 -timeout 30m ./..."
 //     $WAREHOUSE_URL is the test PostgreSQL.
 //   - ```sh slow blocks (the benchmark campaign: many minutes of load) run
 //     only with MILLRACE_DOCS_SLOW=1.
+//   - ```yaml blocks that are whole playbooks pass `millrace validate`.
 //   - ```text blocks name hosts that do not exist here (deployments) and
-//     are not run; yaml and json blocks are not commands.
+//     are not run; other yaml and json blocks are fragments, not commands.
 func TestDocExamples(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -127,6 +128,9 @@ func TestDocExamples(t *testing.T) {
 			case lang == "text":
 				t.Logf("%s: not run (```text: names other hosts)", b.name())
 				continue
+			case lang == "yaml" && strings.Contains(b.body, "kind: Playbook"):
+				validateDocPlaybook(t, b)
+				continue
 			case lang != "sh":
 				continue
 			case strings.Contains(b.info, "slow") && !slow:
@@ -143,6 +147,18 @@ func TestDocExamples(t *testing.T) {
 	if ran == 0 {
 		t.Fatal("no sh blocks found")
 	}
+}
+
+func validateDocPlaybook(t *testing.T, b docBlock) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "playbook.yaml")
+	if err := os.WriteFile(f, []byte(b.body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(binary, "validate", f).CombinedOutput(); err != nil {
+		t.Fatalf("%s: the playbook does not validate: %v\n%s", b.name(), err, out)
+	}
+	t.Logf("%s: playbook validates", b.name())
 }
 
 var devLine = regexp.MustCompile(`(?m)^\s*(go run \./cmd/millrace|\./millrace|millrace) dev\b`)
