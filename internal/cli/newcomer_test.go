@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -163,4 +164,55 @@ func TestClientsFindDev(t *testing.T) {
 
 func newTestLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// execute --watch prints the execution id before anything else, and
+// query --wait reports each status on stderr.
+func TestWatchAndWaitReport(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int32
+	mux := http.NewServeMux()
+	reply := func(body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(body))
+		}
+	}
+	mux.HandleFunc("POST /api/execute", reply(`{"execution_id": 42, "status": "running"}`))
+	mux.HandleFunc("GET /api/executions/42/events", reply(`{"events": []}`))
+	mux.HandleFunc("GET /api/executions/42", reply(`{"execution_id": 42, "path": "p", "version": 1, "status": "completed", "result": {"n": 1}}`))
+	mux.HandleFunc("POST /api/v2/projects/a/query/sql", reply(`{"queryUuid": "q1", "cacheMetadata": {"cacheHit": false}}`))
+	mux.HandleFunc("GET /api/v2/projects/a/query/q1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch n := polls.Add(1); {
+		case n == 1:
+			_, _ = w.Write([]byte(`{"queryUuid": "q1", "status": "queued"}`))
+		case n == 2:
+			_, _ = w.Write([]byte(`{"queryUuid": "q1", "status": "executing"}`))
+		default:
+			_, _ = w.Write([]byte(`{"queryUuid": "q1", "status": "ready", "rows": [{"one": 1}], "columns": [{"name": "one", "type": "int4"}]}`))
+		}
+	})
+	api := httptest.NewServer(mux)
+	t.Cleanup(api.Close)
+
+	code, stdout, stderr := runCLI(t, "execute", "p", "--watch", "--server", api.URL)
+	if code != 0 || !strings.HasPrefix(stdout, "execution 42 started") || !strings.Contains(stdout, `result: {"n": 1}`) {
+		t.Fatalf("execute --watch: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, "execute", "p", "--watch", "--json", "--server", api.URL)
+	var ex map[string]any
+	if code != 0 || json.Unmarshal([]byte(stdout), &ex) != nil || !strings.HasPrefix(stderr, "execution 42 started") {
+		t.Fatalf("execute --watch --json: exit %d\nstdout %q (want only the JSON record)\nstderr %q (want the id)", code, stdout, stderr)
+	}
+
+	code, stdout, stderr = runCLI(t, "query", "select 1 as one", "--project", "a", "--wait", "--server", api.URL)
+	if code != 0 || !strings.Contains(stdout, "(1 rows)") {
+		t.Fatalf("query --wait: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	for _, want := range []string{"q1 submitted", "q1 queued after", "q1 executing after", "q1 ready after"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("query --wait progress lacks %q:\n%s", want, stderr)
+		}
+	}
 }
