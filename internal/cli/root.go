@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -35,6 +36,10 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) && cmd != nil && cmd.Flags().Lookup("server") != nil {
+		err = fmt.Errorf("%w; or start `millrace dev` in this directory (client commands find it through %s)", err, filepath.Join(devDataDir(), devFileName))
 	}
 	fmt.Fprintln(errOut, "error:", err)
 	var e exitError
@@ -209,5 +214,6 @@ func (c *clientFlags) client() *client.Client {
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
