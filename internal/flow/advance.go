@@ -126,8 +126,7 @@ func (r *run) finishExecution(plan engine.Plan) error {
 	if plan.Result == nil && !plan.Failed {
 		plan.Result = r.finishedResult
 	}
-	_, err := r.s.apply(r.ctx, r.tx, r.exec, plan, r.now)
-	return err
+	return r.s.apply(r.ctx, r.tx, r.exec, plan, r.now)
 }
 
 // startStep issues the work of a step: one command, or a loop's first

@@ -198,46 +198,42 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 	return exec, nil
 }
 
-// apply carries out an engine plan inside tx: issue commands, or finish the
-// execution. It returns how many commands were issued.
-func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) (int, error) {
-	if len(plan.Issue) > 0 {
-		return 0, fmt.Errorf("internal: plans no longer issue commands; use run.startStep")
-	}
+// apply finishes the execution inside tx as plan says.
+func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) error {
 	if !plan.Done {
-		return len(plan.Issue), nil
+		return nil
 	}
 	status, evType := store.ExecCompleted, api.EvPlaybookCompleted
 	if plan.Failed {
 		status, evType = store.ExecFailed, api.EvPlaybookFailed
 		// Stop sibling branches: their workers see 409 on their next report.
 		if _, err := tx.CommandCancelExecution(ctx, exec.ExecutionID, now); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	var result json.RawMessage
 	if plan.Result != nil {
 		b, err := json.Marshal(plan.Result)
 		if err != nil {
-			return 0, fmt.Errorf("encode execution result: %w", err)
+			return fmt.Errorf("encode execution result: %w", err)
 		}
 		if result, err = s.storeResult(ctx, tx, b); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	if err := tx.ExecutionFinish(ctx, exec.ExecutionID, status, result, plan.Error, now); err != nil {
-		return 0, err
+		return err
 	}
 	exec.Status, exec.Result, exec.Error, exec.EndedAt = status, result, plan.Error, &now
 	if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: evType, Status: status, Result: result, Error: plan.Error}, now); err != nil {
-		return 0, err
+		return err
 	}
 	if plan.Failed {
 		mExecFailed.Inc()
 	} else {
 		mExecCompleted.Inc()
 	}
-	return len(plan.Issue), nil
+	return nil
 }
 
 // issueCommand writes command.issued, the command row and its outbox row
