@@ -81,7 +81,7 @@ YAML
 echo "in flight: worker_rss_kb=$(rss $WP) before" | tee "$OUT/inflight.txt"
 seq 1 150 | xargs -P 50 -I{} curl -s -XPOST -H 'Content-Type: application/json' -d '{"path":"soak/slow"}' -o /dev/null "$API/api/execute"
 for _ in $(seq 1 10); do
-  n=$(curl -s http://127.0.0.1:19091/metrics | awk '/^millrace_worker_in_flight /{print $2}')
+  n=$(curl -s http://127.0.0.1:19091/metrics | awk '/^millrace_worker_in_flight{stream="commands"} /{print $2}')
   echo "$(date +%T) in_flight=$n worker_rss_kb=$(rss $WP)" >>"$OUT/inflight.txt"
   sleep 1.5
 done

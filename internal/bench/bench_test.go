@@ -19,7 +19,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
-	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 // testTimeout bounds one benchmark run in these tests: they check
@@ -185,7 +185,7 @@ func (b *bundle) startServer(workers int) (Options, *client.Client) {
 		var c config.Worker
 		config.WorkerSet(&c)
 		c.NATS, c.ServerURL, c.WorkerID = h.Cfg.NATS, h.Srv.URL(), "w"+string(rune('a'+i))
-		w, err := worker.New(b.ctx, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		w, err := commands.New(b.ctx, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			b.t.Fatal(err)
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server"
-	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 const (
@@ -103,7 +103,7 @@ func startStack(ctx context.Context, opts *Options) (_ *stack, err error) {
 	for i := range opts.Workers {
 		c := wcfg
 		c.WorkerID = fmt.Sprintf("bench-%d", i)
-		w, err := worker.New(ctx, c, opts.Log)
+		w, err := commands.New(ctx, c, opts.Log)
 		if err != nil {
 			return nil, err
 		}

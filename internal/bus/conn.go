@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -189,40 +188,4 @@ func (c *Conn) logger() *slog.Logger {
 func BatchFailed(err error) bool {
 	return err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
 		!errors.Is(err, jetstream.ErrNoMessages)
-}
-
-// Dispatch runs handle for every message of batch, each in its own goroutine
-// holding a slot of slots (a semaphore sized to the worker's concurrency)
-// and counted in wg, waiting for a free slot before taking the next
-// message. It returns when the batch has delivered all it will.
-func Dispatch(batch jetstream.MessageBatch, slots chan struct{}, wg *sync.WaitGroup, handle func(jetstream.Msg)) {
-	for msg := range batch.Messages() {
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			handle(msg)
-		}()
-	}
-}
-
-// KeepAlive keeps a message being worked on from redelivery: every
-// interval it sends InProgress and then calls beat (which renews the
-// worker's claim with the server), until stop is closed or beat returns
-// false (the claim is lost). It blocks; run it in a goroutine.
-func KeepAlive(msg jetstream.Msg, every time.Duration, stop <-chan struct{}, beat func() bool) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		_ = msg.InProgress()
-		if !beat() {
-			return
-		}
-	}
 }

@@ -18,9 +18,10 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
-	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/commands"
+	"github.com/millrace/millrace/internal/worker/queries"
 )
 
 func serverCmd() *cobra.Command {
@@ -70,18 +71,17 @@ worker-warehouse-interactive), for servers started with NATS_ENABLED=true.`,
 			if err != nil {
 				return err
 			}
-			var w interface{ Run(context.Context) error }
+			var w *worker.Runtime
 			switch cfg.Stream {
 			case "commands":
-				if w, err = worker.New(cmd.Context(), cfg, log); err != nil {
-					return err
-				}
+				w, err = commands.New(cmd.Context(), cfg, log)
 			case "warehouse":
-				if w, err = query.NewWorker(cmd.Context(), warehouseWorkerConfig(cfg), log); err != nil {
-					return err
-				}
+				w, err = queries.New(cmd.Context(), warehouseWorkerConfig(cfg), log)
 			default:
 				return fmt.Errorf("--stream must be commands or warehouse, got %q", cfg.Stream)
+			}
+			if err != nil {
+				return err
 			}
 			if cfg.MetricsAddr != "" {
 				ln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -102,8 +102,8 @@ worker-warehouse-interactive), for servers started with NATS_ENABLED=true.`,
 	return cmd
 }
 
-func warehouseWorkerConfig(cfg config.Worker) query.WorkerConfig {
-	return query.WorkerConfig{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
+func warehouseWorkerConfig(cfg config.Worker) queries.Config {
+	return queries.Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
 		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, WorkerID: cfg.WorkerID,
 		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
@@ -184,7 +184,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		if c.WorkerID != "" {
 			c.WorkerID = fmt.Sprintf("%s-%d", c.WorkerID, i)
 		}
-		w, err := worker.New(ctx, c, log)
+		w, err := commands.New(ctx, c, log)
 		if err != nil {
 			cancel()
 			workers.Wait()
@@ -200,7 +200,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		// wait with nobody to take them (the stall the seeds warn about).
 		qc := wcfg
 		qc.Query = cfg.Server.Query
-		qw, err := query.NewWorker(ctx, warehouseWorkerConfig(qc), log)
+		qw, err := queries.New(ctx, warehouseWorkerConfig(qc), log)
 		if err != nil {
 			cancel()
 			workers.Wait()

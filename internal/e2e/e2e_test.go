@@ -96,7 +96,7 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !regexp.MustCompile(`millrace_worker_commands_total\{outcome="completed"\} [1-9]`).Match(body) {
+	if !regexp.MustCompile(`millrace_worker_jobs_total\{outcome="completed",stream="commands"\} [1-9]`).Match(body) {
 		t.Fatalf("worker /metrics lacks completed commands:\n%s", body)
 	}
 

@@ -26,7 +26,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
 	"github.com/millrace/millrace/internal/tools"
-	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 // Defaults for Options.
@@ -196,7 +196,7 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 		return // ended or cancelled meanwhile
 	}
 	env := &localEnv{d: d, parent: cl.ExecutionID}
-	res, runErr := worker.Execute(ctx, cl.Command, env)
+	res, runErr := commands.Execute(ctx, cl.Command, env)
 	if ctx.Err() != nil {
 		return
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/worker/queries"
 )
 
 // Test tuning.
@@ -132,7 +133,7 @@ func randHex(n int) string {
 func (b *bundle) startWorker(concurrency int) {
 	b.t.Helper()
 	cfg := b.h.Cfg
-	w, err := query.NewWorker(context.Background(), query.WorkerConfig{NATS: cfg.NATS.Bus("test-warehouse-worker"),
+	w, err := queries.New(context.Background(), queries.Config{NATS: cfg.NATS.Bus("test-warehouse-worker"),
 		Stream: cfg.Query.Stream, Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage,
 		ServerURL: b.h.Srv.URL(), WorkerID: "w-" + randHex(3), Concurrency: concurrency, ShutdownGrace: 5 * time.Second},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/secret"
@@ -35,8 +36,8 @@ const (
 	DefaultPageSize       = 500
 	MaxPageSize           = 5000
 	DefaultRedeliverAfter = 30 * time.Second
-	LaneInteractive       = "interactive"
-	LaneBackground        = "background"
+	LaneInteractive       = bus.QueryLaneInteractive
+	LaneBackground        = bus.QueryLaneBackground
 )
 
 // Config configures a Service.
@@ -105,7 +106,7 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 // InteractiveReserve is how many of concurrency slots background queries
 // may not take, so an interactive query never waits behind a background
 // backlog (in the server's own executor and in warehouse workers alike).
-func InteractiveReserve(concurrency int) int { return max(1, concurrency/10) }
+func InteractiveReserve(concurrency int) int { return bus.QueryInteractiveReserve(concurrency) }
 
 func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
 

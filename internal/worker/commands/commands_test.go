@@ -1,4 +1,4 @@
-package worker_test
+package commands_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 type bundle struct {
@@ -53,7 +53,7 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 	})
 	logs := &syncBuf{}
 	wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 10, ShutdownGrace: 5 * time.Second}
-	w, err := worker.New(context.Background(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
+	w, err := commands.New(context.Background(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package worker
+package commands
 
 import (
 	"bytes"
@@ -15,15 +15,11 @@ import (
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/worker"
 )
 
 // childPoll is how often a playbook tool checks on its child execution.
 const childPoll = 200 * time.Millisecond
-
-// execute runs a claimed command with the API as the tools' Env.
-func (w *Worker) execute(ctx context.Context, cl client.Claimed) (any, error) {
-	return Execute(ctx, cl.Command, &apiEnv{api: w.api, parent: cl.ExecutionID})
-}
 
 // Execute runs a command: its payload's timeout, the templates only a
 // worker may render (keychain), and task lists. The local runtime uses it
@@ -213,7 +209,7 @@ func (e *apiEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, 
 	for {
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			cctx, cancel := context.WithTimeout(context.Background(), worker.ReleaseTimeout)
 			_, _ = e.api.Cancel(cctx, st.ExecutionID)
 			cancel()
 			return nil, ctx.Err()

@@ -1,0 +1,418 @@
+// Package worker is the one runtime every worker runs in, whatever stream
+// it serves. The runtime pulls messages from a kind's durable consumers
+// (lanes), runs each in a slot of one shared pool, keeps it from
+// redelivery with InProgress while the kind heartbeats its claim, retries
+// NATS with jittered backoff, terminates poison, and shuts down gracefully:
+// on ctx's end it stops fetching, lets running jobs finish within the
+// grace, then cancels them, releases their claims, and returns once every
+// goroutine it started has ended.
+//
+// A message is only a wake-up: the claim (a lease in the database) decides
+// who runs what, so duplicate, stale or replayed messages are harmless and
+// are acknowledged at once.
+//
+// What differs between streams is a Kind (kind.go): its lanes, how it
+// ensures its stream, how it decodes a message into a Job, and how a Job
+// claims, heartbeats, runs, reports and releases. The kinds are
+// worker/commands (flow commands from NOETL_COMMANDS) and worker/queries
+// (warehouse queries from WAREHOUSE_QUERY_JOBS, two lanes). A new stream
+// kind, say pre-aggregates, is a package with a Kind whose Decode returns
+// its Job, and a constructor:
+//
+//	func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runtime, error) {
+//		k := &kind{api: client.New(cfg.ServerURL), id: worker.DefaultID(cfg.WorkerID)}
+//		return worker.New(ctx, worker.Config{ID: k.id, Concurrency: cfg.Concurrency,
+//			ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS.Bus("millrace-preagg-worker")}, k, log)
+//	}
+//
+// and a case in `millrace worker --stream`.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millrace/millrace/internal/backoff"
+	"github.com/millrace/millrace/internal/bus"
+)
+
+const (
+	// DefaultLease paces heartbeats for a Job that names no lease.
+	DefaultLease = 30 * time.Second
+	// ReleaseTimeout bounds each call a job makes after the shutdown grace
+	// ran out (a release, a last report).
+	ReleaseTimeout = 5 * time.Second
+	// laneFetchWait bounds one pull when a kind has several lanes: short,
+	// so that a lane's request never holds more messages than there are
+	// slots by the time they arrive.
+	laneFetchWait = 2 * time.Second
+	// ensureTimeout bounds one look-up or creation of a lane's consumer.
+	ensureTimeout = 10 * time.Second
+)
+
+// Delays between attempts to reach NATS, and before a message whose claim
+// failed is redelivered (growing with its delivery count).
+var (
+	fetchBackoff   = backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	nakMin, nakMax = 250 * time.Millisecond, 10 * time.Second
+)
+
+var (
+	mJobs      = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_worker_jobs_total", Help: "Jobs this worker took on, by stream and outcome."}, []string{"stream", "outcome"})
+	mDup       = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_worker_duplicate_notifications_total", Help: "Messages acknowledged without running: the job was claimed elsewhere or had ended."}, []string{"stream"})
+	mRedeliver = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_worker_redeliveries_total", Help: "Messages that arrived with NumDelivered > 1."}, []string{"stream"})
+	mInFlight  = promauto.NewGaugeVec(prometheus.GaugeOpts{Name: "millrace_worker_in_flight", Help: "Jobs running now."}, []string{"stream"})
+)
+
+// Config is what the runtime needs besides its Kind.
+type Config struct {
+	// ID identifies this worker on claims (see DefaultID).
+	ID            string
+	Concurrency   int
+	ShutdownGrace time.Duration
+	// NATS is how to reach NATS; FetchTimeout and FetchHeartbeat pace
+	// the pulls.
+	NATS bus.Config
+}
+
+// DefaultID returns id, or host-pid-random when it is empty.
+func DefaultID(id string) string {
+	if id != "" {
+		return id
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
+}
+
+// Runtime runs one kind's jobs.
+type Runtime struct {
+	cfg   Config
+	kind  Kind
+	log   *slog.Logger
+	conn  *bus.Conn
+	lanes []Lane
+	slots *slots
+	jobs  sync.WaitGroup
+
+	// hard ends when the shutdown grace runs out: running jobs are
+	// stopped and their claims released.
+	hard       context.Context
+	cancelHard context.CancelFunc
+
+	jobsDone       *prometheus.CounterVec
+	dup, redeliver prometheus.Counter
+	inFlight       prometheus.Gauge
+}
+
+// New connects to NATS (waiting for it: workers may start first) and
+// makes sure the kind's stream and consumers exist.
+func New(ctx context.Context, cfg Config, kind Kind, log *slog.Logger) (*Runtime, error) {
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("concurrency must be >= 1, got %d (NATS_WORKER_CONCURRENCY)", cfg.Concurrency)
+	}
+	cfg.ID = DefaultID(cfg.ID)
+	if cfg.NATS.Name == "" {
+		cfg.NATS.Name = "millrace-worker " + cfg.ID
+	}
+	conn, err := bus.ConnectRetry(ctx, cfg.NATS, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := kind.Ensure(ctx, conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	name := kind.Name()
+	hard, cancel := context.WithCancel(context.Background())
+	return &Runtime{cfg: cfg, kind: kind, log: log.With("worker_id", cfg.ID, "stream", name), conn: conn,
+		lanes: kind.Lanes(cfg.Concurrency), slots: newSlots(cfg.Concurrency), hard: hard, cancelHard: cancel,
+		jobsDone: mJobs.MustCurryWith(prometheus.Labels{"stream": name}), dup: mDup.WithLabelValues(name),
+		redeliver: mRedeliver.WithLabelValues(name), inFlight: mInFlight.WithLabelValues(name)}, nil
+}
+
+// ID is the worker's identity on claims.
+func (r *Runtime) ID() string { return r.cfg.ID }
+
+// Run pulls and runs jobs until ctx ends. It then stops fetching, lets
+// running jobs finish within the shutdown grace, stops and releases what
+// is still running after that, and returns nil once every goroutine it
+// started has ended.
+func (r *Runtime) Run(ctx context.Context) error {
+	defer r.conn.Close()
+	defer r.cancelHard()
+	consumers := make([]string, len(r.lanes))
+	for i, l := range r.lanes {
+		consumers[i] = l.Consumer
+	}
+	r.log.Info("worker started", "consumers", consumers, "concurrency", r.cfg.Concurrency)
+	var lanes sync.WaitGroup
+	for _, l := range r.lanes {
+		lanes.Go(func() { r.pull(ctx, l) })
+	}
+	lanes.Wait()
+
+	r.log.Info("worker stopping: no new work is fetched; waiting for running jobs", "grace", r.cfg.ShutdownGrace)
+	done := make(chan struct{})
+	go func() { r.jobs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(r.cfg.ShutdownGrace):
+		r.log.Warn("shutdown grace ran out; stopping running jobs and releasing their claims")
+		r.cancelHard()
+		select {
+		case <-done:
+		case <-time.After(2 * ReleaseTimeout):
+			r.log.Error("some jobs have not stopped yet; still waiting (if this process is killed, their leases expire and they run again elsewhere)")
+			<-done
+		}
+	}
+	r.kind.Close()
+	r.log.Info("worker stopped")
+	return nil
+}
+
+// pull fetches from one lane while it has free slots.
+func (r *Runtime) pull(ctx context.Context, lane Lane) {
+	wait := r.cfg.NATS.FetchTimeout
+	if wait <= 0 || (len(r.lanes) > 1 && wait > laneFetchWait) {
+		wait = laneFetchWait
+	}
+	bo := fetchBackoff
+	var cons jetstream.Consumer
+	var ackWait time.Duration
+	for {
+		free, ok := r.slots.wait(ctx, lane.Reserve)
+		if !ok {
+			return
+		}
+		if cons == nil {
+			c, err := r.consumer(ctx, lane)
+			if err != nil {
+				r.pause(ctx, &bo, "cannot reach the consumer; retrying", lane, err)
+				continue
+			}
+			cons, ackWait = c, 0
+			if ci := c.CachedInfo(); ci != nil {
+				ackWait = ci.Config.AckWait // an operator may have tuned it
+			}
+		}
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
+		// JetStream wants the heartbeat at most half the request's
+		// expiry, which FetchContext sets a little short of the deadline.
+		if hb := min(r.cfg.NATS.FetchHeartbeat, wait*2/5); hb > 0 {
+			opts = append(opts, jetstream.FetchHeartbeat(hb))
+		}
+		batch, err := cons.Fetch(free, opts...)
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			cons = nil
+			r.pause(ctx, &bo, "fetch failed; re-checking stream and consumer", lane, err)
+			continue
+		}
+		r.dispatch(batch, ackWait)
+		cancel()
+		if err := batch.Error(); bus.BatchFailed(err) && ctx.Err() == nil {
+			// A missing heartbeat or a deleted consumer (NATS restarted).
+			cons = nil
+			r.pause(ctx, &bo, "pull request ended with an error; re-checking stream and consumer", lane, err)
+			continue
+		}
+		bo.Reset()
+	}
+}
+
+// consumer looks up a lane's consumer, ensuring the kind's stream and
+// consumers when it is missing.
+func (r *Runtime) consumer(ctx context.Context, lane Lane) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	defer cancel()
+	if c, err := r.conn.JS.Consumer(ctx, lane.Stream, lane.Consumer); err == nil {
+		return c, nil
+	}
+	if err := r.kind.Ensure(ctx, r.conn); err != nil {
+		return nil, err
+	}
+	return r.conn.JS.Consumer(ctx, lane.Stream, lane.Consumer)
+}
+
+func (r *Runtime) pause(ctx context.Context, bo *backoff.Backoff, msg string, lane Lane, err error) {
+	d := bo.Next()
+	r.log.Warn(msg, "consumer", lane.Consumer, "err", err, "retry_in", d)
+	backoff.Sleep(ctx, d)
+}
+
+// dispatch runs every message of batch in its own goroutine holding a
+// slot, and returns when the batch has delivered all it will.
+func (r *Runtime) dispatch(batch jetstream.MessageBatch, ackWait time.Duration) {
+	for msg := range batch.Messages() {
+		r.slots.acquire()
+		r.jobs.Add(1)
+		go func() {
+			defer r.jobs.Done()
+			defer r.slots.release()
+			r.handle(msg, ackWait)
+		}()
+	}
+}
+
+// handle takes one message from receipt to ack.
+func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
+	md, _ := msg.Metadata()
+	if md != nil && md.NumDelivered > 1 {
+		r.redeliver.Inc()
+	}
+	job, err := r.kind.Decode(msg.Data())
+	if err != nil {
+		// Poison: it will never decode, so redelivering it is pointless.
+		r.log.Error("terminating undecodable notification", "err", err, "data", truncate(msg.Data(), 200))
+		_ = msg.TermWithReason("undecodable notification: " + err.Error())
+		r.jobsDone.WithLabelValues("poison").Inc()
+		return
+	}
+	log := r.log.With(job.Attr())
+	if err := job.Claim(r.hard); err != nil {
+		switch {
+		case errors.Is(err, ErrGone):
+			r.dup.Inc()
+			_ = msg.Ack()
+		case errors.Is(err, ErrUnknown):
+			log.Error("terminating a notification for work the server does not know", "err", err)
+			_ = msg.TermWithReason("claim refused: " + err.Error())
+		default:
+			delay := nakDelay(md)
+			log.Warn("claim failed; the notification will be redelivered", "err", err, "delay", delay)
+			_ = msg.NakWithDelay(delay)
+		}
+		return
+	}
+	r.inFlight.Inc()
+	defer r.inFlight.Dec()
+	r.run(log, msg, job, ackWait)
+}
+
+// run runs a claimed job, keeps it alive, and reports it.
+func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration) {
+	beat := job.Lease()
+	if beat <= 0 {
+		beat = DefaultLease
+	}
+	if ackWait > 0 {
+		beat = min(beat, ackWait)
+	}
+	beat /= 3
+
+	// runCtx ends when the shutdown grace runs out or the lease is lost.
+	runCtx, stopRun := context.WithCancel(r.hard)
+	defer stopRun()
+	var lost atomic.Bool
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		// NATS hears we are alive; the heartbeat renews the claim.
+		keepAlive(msg, beat, stop, func() bool {
+			hctx, cancel := context.WithTimeout(r.hard, beat)
+			err := job.Heartbeat(hctx)
+			cancel()
+			if errors.Is(err, ErrLost) {
+				log.Warn("lease lost (cancelled, re-claimed or ended); stopping the job", "err", err)
+				lost.Store(true)
+				stopRun()
+				return false
+			}
+			return true
+		})
+	}()
+	var once sync.Once
+	stopKeepAlive := func() { once.Do(func() { close(stop) }); <-stopped }
+	defer stopKeepAlive()
+
+	runErr := job.Run(runCtx)
+	if lost.Load() {
+		r.jobsDone.WithLabelValues("lease_lost").Inc()
+		_ = msg.Ack()
+		return
+	}
+	if r.hard.Err() != nil && runErr != nil {
+		// The grace ran out mid-job: give the claim back so another
+		// worker takes it at once. (A job that finished anyway is
+		// reported below: its result is not thrown away.)
+		stopKeepAlive()
+		ctx, cancel := context.WithTimeout(context.Background(), ReleaseTimeout)
+		defer cancel()
+		if err := job.Release(ctx); err != nil {
+			log.Warn("could not release the claim; it will expire by itself", "err", err)
+		}
+		_ = msg.Nak()
+		r.jobsDone.WithLabelValues("released").Inc()
+		return
+	}
+	ctx := r.hard
+	if ctx.Err() != nil { // the job finished just as the grace ran out
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), ReleaseTimeout)
+		defer cancel()
+	}
+	// The heartbeat goes on while we report: the server may be
+	// restarting, and the claim must not lapse meanwhile.
+	outcome, err := job.Report(ctx, runErr)
+	switch {
+	case errors.Is(err, ErrLost):
+		r.jobsDone.WithLabelValues("superseded").Inc()
+		_ = msg.Ack()
+	case err != nil:
+		log.Error("giving up reporting the result; the claim will expire and the job will run again", "err", err)
+		_ = msg.Nak()
+	default:
+		r.jobsDone.WithLabelValues(outcome).Inc()
+		_ = msg.Ack()
+	}
+}
+
+// keepAlive sends InProgress every interval and then calls beat, until
+// stop is closed or beat returns false.
+func keepAlive(msg jetstream.Msg, every time.Duration, stop <-chan struct{}, beat func() bool) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		_ = msg.InProgress()
+		if !beat() {
+			return
+		}
+	}
+}
+
+// nakDelay grows with the message's delivery count.
+func nakDelay(md *jetstream.MsgMetadata) time.Duration {
+	n := uint64(1)
+	if md != nil {
+		n = md.NumDelivered
+	}
+	return backoff.Delay(int(min(n, 8)), nakMin, nakMax)
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}
