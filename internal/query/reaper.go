@@ -52,16 +52,40 @@ func (s *Service) Reap(ctx context.Context, interval time.Duration, backlog func
 // sweepEvery is how often expired result files are removed.
 const sweepEvery = time.Minute
 
-// ReapOnce runs one pass and returns how many queries it expired and
-// re-notified.
+// reapBatch is how many queries one pass of the reaper looks at.
+const reapBatch = 500
+
+// ReapOnce runs the reaper's three passes, in order, and returns how many
+// queries it expired and re-notified. backlog, if set, reports undelivered
+// query jobs (see RenotifyLost).
 func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (int64, error)) (expired, renotified int, err error) {
 	now := s.now()
+	if expired, err = s.ExpireQueued(ctx, now); err != nil || !s.cfg.NATSEnabled {
+		return expired, 0, err
+	}
+	defer func() {
+		if renotified > 0 {
+			mRenotified.Add(float64(renotified))
+			s.wake()
+		}
+	}()
+	if renotified, err = s.RequeueStale(ctx, now); err != nil {
+		return expired, renotified, err
+	}
+	n, err := s.RenotifyLost(ctx, now, s.lostAfter(ctx, backlog))
+	return expired, renotified + n, err
+}
+
+// ExpireQueued ends queries that waited in the queue longer than the queue
+// timeout (status expired; they are not run). It returns how many.
+func (s *Service) ExpireQueued(ctx context.Context, now time.Time) (int, error) {
 	old, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), 500)
+		return q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), reapBatch)
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
+	expired := 0
 	for _, q := range old {
 		if q.StartedAt != nil {
 			continue // re-queued after its worker died: a re-run, not a queue wait
@@ -70,18 +94,22 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 			expired++
 		}
 	}
-	if !s.cfg.NATSEnabled {
-		return expired, 0, nil
-	}
-	// A worker that died mid-query stops heartbeating: put its query back
-	// in the queue (a compare-and-set, so a late heartbeat or result from
-	// a worker that was only slow loses cleanly) and notify it again.
+	return expired, nil
+}
+
+// RequeueStale puts back in the queue, and notifies again, the executing
+// queries whose worker stopped heartbeating (it died mid-query). Each is a
+// compare-and-set, so a late heartbeat or result from a worker that was only
+// slow loses cleanly. It returns how many it re-queued; the caller wakes the
+// relay.
+func (s *Service) RequeueStale(ctx context.Context, now time.Time) (int, error) {
 	running, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, 500)
+		return q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, reapBatch)
 	})
 	if err != nil {
-		return expired, 0, err
+		return 0, err
 	}
+	n := 0
 	for _, q := range running {
 		if q.PublishedAt != nil && now.Sub(*q.PublishedAt) < s.cfg.StaleWorkerAfter {
 			continue
@@ -97,16 +125,24 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 			if err != nil {
 				return err
 			}
-			renotified++
 			return s.enqueue(ctx, tx, upd, republishID(upd), now)
 		})
-		if err != nil && !errors.Is(err, store.ErrConflict) {
-			return expired, renotified, err
-		}
-		if err == nil {
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			// It moved on meanwhile (a heartbeat, a result, a cancel).
+		case err != nil:
+			return n, err
+		default:
+			n++
 			s.log.Warn("re-queued a query whose worker stopped heartbeating", "query", q.QueryUUID, "worker", q.WorkerID)
 		}
 	}
+	return n, nil
+}
+
+// lostAfter is how long a queued query waits before RenotifyLost resends
+// its job.
+func (s *Service) lostAfter(ctx context.Context, backlog func(context.Context) (int64, error)) time.Duration {
 	wait := s.cfg.RedeliverAfter
 	if backlog != nil {
 		if n, err := backlog(ctx); err == nil && n > 0 {
@@ -115,14 +151,24 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 			wait = min(wait*10, s.cfg.QueueTimeout/3)
 		}
 	}
+	return wait
+}
+
+// RenotifyLost re-sends the job of queries still queued after wait: their
+// notification was lost, e.g. when NATS restarted with memory storage. It
+// returns how many it re-notified (the caller wakes the relay).
+func (s *Service) RenotifyLost(ctx context.Context, now time.Time, wait time.Duration) (int, error) {
 	lost, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesQueuedBefore(ctx, now.Add(-wait), 500)
+		return q.QueriesQueuedBefore(ctx, now.Add(-wait), reapBatch)
 	})
 	if err != nil {
-		return expired, 0, err
+		return 0, err
 	}
+	n := 0
 	for _, q := range lost {
+		sent := false
 		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+			sent = false // a retried transaction starts over
 			cur, err := tx.QueryGet(ctx, q.QueryUUID)
 			if err != nil || cur.Status != store.QueryQueued {
 				return err // claimed or cancelled meanwhile
@@ -131,18 +177,17 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 			if err != nil {
 				return err
 			}
-			renotified++
+			sent = true
 			return s.enqueue(ctx, tx, upd, republishID(upd), now)
 		})
 		if err != nil {
-			return expired, renotified, err
+			return n, err
+		}
+		if sent {
+			n++
 		}
 	}
-	if renotified > 0 {
-		mRenotified.Add(float64(renotified))
-		s.wake()
-	}
-	return expired, renotified, nil
+	return n, nil
 }
 
 func republishID(q store.Query) string {
