@@ -149,7 +149,7 @@ func DevSet(c *Dev) *Set {
 	s := &Set{}
 	c.Server.bind(s, true)
 	c.Worker.bind(s, true)
-	s.String(&c.DataDir, "MILLRACE_DATA_DIR", "data-dir", DefaultDevDataDir, "Where dev mode keeps its SQLite event store (kept across restarts).")
+	s.String(&c.DataDir, "MILLRACE_DATA_DIR", "data-dir", DefaultDevDataDir, "Where dev mode keeps its SQLite event store (kept across restarts), and dev.json while it runs: client commands read it to find dev.")
 	s.String(&c.Server.DatabaseURL, "DATABASE_URL", "database-url", "", "Event store for dev mode (default: sqlite:DATA_DIR/millrace.db).")
 	s.Int(&c.Workers, "MILLRACE_DEV_WORKERS", "workers", 2, "In-process workers dev mode starts.")
 	s.Int(&c.NATSPort, "MILLRACE_DEV_NATS_PORT", "nats-port", 4223, "Port of the embedded NATS server (-1 picks a free one).")
