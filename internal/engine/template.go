@@ -34,7 +34,6 @@ import (
 	"github.com/nikolalohinski/gonja/v2/exec"
 	"github.com/nikolalohinski/gonja/v2/loaders"
 	"github.com/nikolalohinski/gonja/v2/nodes"
-	pkgerrors "github.com/pkg/errors"
 )
 
 // MaxCachedTemplates bounds the compiled-template cache. Templates come from
@@ -457,7 +456,7 @@ var undefinedNameRE = regexp.MustCompile(`Unable to evaluate name "([^"]+)"`)
 // reason reduces gonja's stacked error wrapping to its root cause, phrased
 // for a playbook author.
 func reason(err error) error {
-	root := pkgerrors.Cause(err)
+	root := cause(err)
 	if root == nil {
 		root = err
 	}
@@ -468,10 +467,26 @@ func reason(err error) error {
 	return errors.New(msg)
 }
 
+// cause follows err's Cause chain, as github.com/pkg/errors.Cause does:
+// gonja wraps with that package, whose wrappers name what they wrap by
+// Cause(). It stops at the first error without one, which matters: an
+// fmt.Errorf("%w: ...") in gonja carries the message a playbook author
+// needs, and errors.Unwrap would go past it. nil if a Cause() is nil.
+func cause(err error) error {
+	for err != nil {
+		c, ok := err.(interface{ Cause() error })
+		if !ok {
+			break
+		}
+		err = c.Cause()
+	}
+	return err
+}
+
 // isNoneAccess reports gonja's error for reaching into an undefined (None)
 // value, e.g. fetch.status when fetch did not run.
 func isNoneAccess(err error) bool {
-	root := pkgerrors.Cause(err)
+	root := cause(err)
 	return root != nil && strings.HasSuffix(root.Error(), " on None")
 }
 
