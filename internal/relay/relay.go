@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -24,7 +25,9 @@ const (
 	// DefaultPollInterval is how often the publisher looks at the outbox
 	// when nobody woke it (rows written by another server process).
 	DefaultPollInterval = 500 * time.Millisecond
-	maxBackoff          = 5 * time.Second
+	// minBackoff and maxBackoff bound the wait after a failed round.
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
 )
 
 // Publisher sends notifications; *bus.Conn implements it.
@@ -82,7 +85,7 @@ var (
 func (r *Relay) publishLoop(ctx context.Context) {
 	tick := time.NewTicker(r.cfg.PollInterval)
 	defer tick.Stop()
-	backoff := time.Duration(0)
+	bo := backoff.Backoff{Min: minBackoff, Max: maxBackoff}
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,17 +99,14 @@ func (r *Relay) publishLoop(ctx context.Context) {
 				r.log.Warn("outbox read failed; will retry", "err", err)
 			}
 			if failed == 0 && err == nil {
-				backoff = 0
+				bo.Reset()
 				if n < r.cfg.BatchSize {
 					break // drained
 				}
 				continue
 			}
-			backoff = min(max(backoff*2, 50*time.Millisecond), maxBackoff)
-			select {
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, bo.Next()) {
 				return
-			case <-time.After(backoff):
 			}
 			break
 		}
