@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millrace/millrace/internal/backoff"
 )
 
 // Group-commit defaults.
@@ -26,9 +28,13 @@ const (
 	batchTimeout = 30 * time.Second
 	// rollbackTimeout bounds the rollback of a failed transaction.
 	rollbackTimeout = 10 * time.Second
-	// maxRetries is how often Do re-runs a function that failed with an
-	// error the driver classifies as transient (deadlock, serialisation).
-	maxRetries = 3
+	// maxAttempts is how often, in all, Do runs a function that keeps
+	// failing with an error the driver classifies as transient (deadlock,
+	// serialisation), waiting a jittered retryMinDelay, then twice that,
+	// between attempts.
+	maxAttempts   = 3
+	retryMinDelay = 10 * time.Millisecond
+	retryMaxDelay = 250 * time.Millisecond
 	// optimisticPause is how long shared batches keep their savepoints
 	// after one failed without them, so a burst of failing callers (a wave
 	// of duplicate claims, say) does not make every batch run twice.
@@ -123,17 +129,21 @@ var ErrClosed = errors.New("store is closed")
 // transaction committed or fn's work was rolled back. fn must only use tx,
 // with the context it is given (the batch's: a caller that gives up must
 // not break a transaction shared with others), and must not keep tx. An
-// error from fn rolls back fn's own work only.
+// error from fn rolls back fn's own work only; one the driver calls
+// transient (see Retryer) runs fn again, after a short jittered wait.
 func (s *Store) Do(ctx context.Context, key int64, fn func(context.Context, Tx) error) error {
-	var err error
-	for attempt := 0; attempt < maxRetries; attempt++ {
-		err = s.do(ctx, key, fn)
-		r, ok := s.drv.(Retryer)
-		if err == nil || !ok || !r.Retryable(err) {
+	r, canRetry := s.drv.(Retryer)
+	for attempt := 0; ; attempt++ {
+		err := s.do(ctx, key, fn)
+		if err == nil || !canRetry || !r.Retryable(err) || attempt+1 == maxAttempts {
+			return err
+		}
+		// The transactions that collided are likely to be retried at the
+		// same moment too: spread them out.
+		if !backoff.Sleep(ctx, backoff.Delay(attempt, retryMinDelay, retryMaxDelay)) {
 			return err
 		}
 	}
-	return err
 }
 
 func (s *Store) do(ctx context.Context, key int64, fn func(context.Context, Tx) error) error {
