@@ -22,7 +22,7 @@ func init() {
 // DuckDB options ("analytics.duckdb?access_mode=read_only").
 func validateDuckDB(c Conn) error {
 	if strings.ContainsRune(c.URL, 0) {
-		return errors.New("the duckdb warehouse url contains a NUL byte: give a file path or " + DuckDBMemory)
+		return errors.New("the duckdb warehouse url contains a NUL byte: give a file path, or " + DuckDBMemory + " for a database in memory")
 	}
 	if strings.Contains(c.URL, "://") {
 		return errors.New("the duckdb warehouse url is a file path (e.g. /data/analytics.duckdb) or " + DuckDBMemory + ", not a URL with a scheme")

@@ -80,7 +80,7 @@ var _ store.Driver = (*Driver)(nil)
 // deadlock behind) any open write transaction, breaking Driver.Read.
 func Open(ctx context.Context, path string) (*Driver, error) {
 	if path == "" {
-		return nil, errors.New("sqlitedriver: empty database path; pass a file path or " + MemoryPath)
+		return nil, errors.New("sqlitedriver: empty database path; pass a file path, or " + MemoryPath + " for a database in memory")
 	}
 	d := &Driver{path: path}
 	file := path
