@@ -3,6 +3,7 @@ package flow
 import (
 	"sync"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -54,26 +55,35 @@ type runState struct {
 	items    map[int64][]any
 }
 
-// stateCache holds runStates by execution id. A state is taken out while a
-// transaction works on it, so two transactions never share one.
+// stateCache holds runStates by execution id, within a count and a byte
+// budget, evicting the least recently saved first (each eviction costs one
+// rebuild). A state is taken out while a transaction works on it, so two
+// transactions never share one.
 type stateCache struct {
 	mu       sync.Mutex
-	m        map[int64]*runState
-	max      int
+	lru      *simplelru.LRU[int64, *runState] // nil: caching is off
 	maxBytes int64
-	bytes    int64
+	bytes    int64 // of the states in lru, kept by its eviction callback
 }
 
 func newStateCache(max int, maxBytes int64) *stateCache {
-	return &stateCache{m: map[int64]*runState{}, max: max, maxBytes: maxBytes}
+	c := &stateCache{maxBytes: maxBytes}
+	if max > 0 {
+		// NewLRU fails only for a size <= 0.
+		c.lru, _ = simplelru.NewLRU(max, func(_ int64, st *runState) { c.bytes -= st.size })
+	}
+	return c
 }
 
 // take removes and returns the state of execID if it was saved at revision.
 func (c *stateCache) take(execID, revision int64) *runState {
+	if c.lru == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.m[execID]
-	c.remove(execID)
+	st, _ := c.lru.Peek(execID)
+	c.lru.Remove(execID)
 	if st == nil || st.revision != revision {
 		mStateCache.WithLabelValues("miss").Inc()
 		return nil
@@ -82,40 +92,31 @@ func (c *stateCache) take(execID, revision int64) *runState {
 	return st
 }
 
-// put saves st; when full it first evicts arbitrary entries (each costs
-// only one rebuild).
+// put saves st, evicting the oldest states while over either budget.
 func (c *stateCache) put(execID int64, st *runState) {
-	if c.max <= 0 {
+	if c.lru == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.remove(execID)
+	c.lru.Remove(execID)
 	if st.size > c.maxBytes/8 {
 		return
 	}
-	for k := range c.m {
-		if len(c.m) < c.max && c.bytes+st.size <= c.maxBytes {
-			break
-		}
-		c.remove(k)
-	}
-	c.m[execID] = st
+	c.lru.Add(execID, st) // evicts the oldest past the count
 	c.bytes += st.size
+	for c.bytes > c.maxBytes {
+		c.lru.RemoveOldest()
+	}
 }
 
 func (c *stateCache) drop(execID int64) {
+	if c.lru == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.remove(execID)
-}
-
-// remove deletes execID's entry; c.mu must be held.
-func (c *stateCache) remove(execID int64) {
-	if st, ok := c.m[execID]; ok {
-		c.bytes -= st.size
-		delete(c.m, execID)
-	}
+	c.lru.Remove(execID)
 }
 
 // state captures r for the cache at the revision its transaction leaves.
