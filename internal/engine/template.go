@@ -25,9 +25,8 @@ import (
 	"math"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nikolalohinski/gonja/v2"
 	"github.com/nikolalohinski/gonja/v2/builtins"
 	"github.com/nikolalohinski/gonja/v2/config"
@@ -36,9 +35,10 @@ import (
 	"github.com/nikolalohinski/gonja/v2/nodes"
 )
 
-// MaxCachedTemplates bounds the compiled-template cache. Templates come from
-// playbooks, so the working set is small; the bound only protects the server
-// from a client that submits endlessly varying templates.
+// MaxCachedTemplates bounds the compiled-template cache, which evicts the
+// least recently used. Templates come from playbooks, so the working set is
+// small; the bound only protects the server from a client that submits
+// endlessly varying templates.
 const MaxCachedTemplates = 10000
 
 // Scope is what templates of one execution can see.
@@ -350,10 +350,9 @@ type cacheKey struct {
 	strict bool
 }
 
-var (
-	cache     sync.Map // cacheKey -> *compiled
-	cacheSize atomic.Int64
-)
+// cache holds the most recently used compiled templates. New returns an
+// error only for a size <= 0.
+var cache, _ = lru.New[cacheKey, *compiled](MaxCachedTemplates)
 
 // templateName is the in-memory loader's only entry, so {% include %} and
 // friends cannot read files from the server's disk.
@@ -361,8 +360,8 @@ const templateName = "/template"
 
 func compile(src string, strict bool) *compiled {
 	key := cacheKey{src, strict}
-	if c, ok := cache.Load(key); ok {
-		return c.(*compiled)
+	if c, ok := cache.Get(key); ok {
+		return c
 	}
 	c := &compiled{cfg: config.New()}
 	c.cfg.StrictUndefined = strict
@@ -376,11 +375,8 @@ func compile(src string, strict bool) *compiled {
 	} else {
 		c.output = singleOutput(c.tmpl.Root())
 	}
-	if cacheSize.Load() < MaxCachedTemplates {
-		if _, loaded := cache.LoadOrStore(key, c); !loaded {
-			cacheSize.Add(1)
-		}
-	}
+	// Two callers may compile the same source at once; either result will do.
+	cache.Add(key, c)
 	return c
 }
 

@@ -271,3 +271,24 @@ func FuzzRender(f *testing.F) {
 		_, _ = EvalWhen(tmpl, s)
 	})
 }
+
+func TestTemplateCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
+	first := cacheKey{"{{ first_of_many }}", true}
+	compile(first.src, first.strict)
+	if !cache.Contains(first) {
+		t.Fatal("a compiled template was not cached")
+	}
+	var last cacheKey
+	for i := range MaxCachedTemplates {
+		last = cacheKey{fmt.Sprintf("{{ many_%d }}", i), true}
+		compile(last.src, last.strict)
+	}
+	if cache.Len() > MaxCachedTemplates {
+		t.Fatalf("%d templates cached, want at most %d", cache.Len(), MaxCachedTemplates)
+	}
+	if cache.Contains(first) || !cache.Contains(last) {
+		t.Fatalf("after %d newer templates: first cached %v, last cached %v; want the first evicted, the last kept",
+			MaxCachedTemplates, cache.Contains(first), cache.Contains(last))
+	}
+}
