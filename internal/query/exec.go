@@ -18,64 +18,96 @@ import (
 // maxResultLine bounds one NDJSON row in a worker's upload.
 const maxResultLine = 64 << 20
 
+// recordTimeout bounds writing a query's outcome once its own context is
+// over (failed, or ended by Stop).
+const recordTimeout = 10 * time.Second
+
 // startInProcess runs q in this process (NATS_ENABLED=false). The status
 // stays pending until it ends: `queued` and `executing` belong to the NATS
-// path, so clients see the same states as Lightdash users do.
+// path, so clients see the same states as Lightdash users do. The query's
+// goroutine belongs to s.inProcess, so Stop ends and waits for it.
 func (s *Service) startInProcess(q store.Query) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(s.inProcess.Context())
 	s.mu.Lock()
 	s.running[q.QueryUUID] = cancel
 	s.mu.Unlock()
-	go func() {
-		defer func() {
-			cancel()
-			s.mu.Lock()
-			delete(s.running, q.QueryUUID)
-			s.mu.Unlock()
-		}()
-		// Bounded concurrency, like a worker; waiting too long expires it.
-		// Background queries first take a background slot, so they never
-		// hold the slots kept for interactive work (the lanes).
-		timer := time.NewTimer(s.cfg.QueueTimeout)
-		defer timer.Stop()
-		pools := []chan struct{}{s.slots}
-		if q.Lane == LaneBackground {
-			pools = []chan struct{}{s.bgSlots, s.slots}
-		}
-		for _, pool := range pools {
-			select {
-			case pool <- struct{}{}:
-				defer func() { <-pool }()
-			case <-ctx.Done():
-				return // cancelled while waiting
-			case <-timer.C:
-				s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
-				return
-			}
-		}
-		p, err := s.projectByID(ctx, q.ProjectID)
-		if err != nil {
-			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
-			return
-		}
-		conn, err := s.Connection(p)
-		if err != nil {
-			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
-			return
-		}
-		start := s.now()
-		upd, err := s.run(ctx, q, conn)
-		if ctx.Err() != nil {
-			return // cancelled: the cancel already recorded the outcome
-		}
-		if err != nil {
-			s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
-			return
-		}
-		upd.StartedAt = &start
-		s.finish(context.Background(), q.QueryUUID, []string{store.QueryPending}, store.QueryReady, upd)
-	}()
+	done := func() {
+		cancel()
+		s.mu.Lock()
+		delete(s.running, q.QueryUUID)
+		s.mu.Unlock()
+	}
+	if !s.inProcess.Go("query "+q.QueryUUID, func(context.Context) error {
+		defer done()
+		s.runInProcess(ctx, q)
+		return nil
+	}) {
+		done()
+		s.interrupted(q.QueryUUID) // submitted as the server stopped
+	}
 }
+
+// runInProcess waits for a slot and runs q until it ends or ctx does.
+func (s *Service) runInProcess(ctx context.Context, q store.Query) {
+	// Bounded concurrency, like a worker; waiting too long expires it.
+	// Background queries first take a background slot, so they never
+	// hold the slots kept for interactive work (the lanes).
+	timer := time.NewTimer(s.cfg.QueueTimeout)
+	defer timer.Stop()
+	pools := []chan struct{}{s.slots}
+	if q.Lane == LaneBackground {
+		pools = []chan struct{}{s.bgSlots, s.slots}
+	}
+	for _, pool := range pools {
+		select {
+		case pool <- struct{}{}:
+			defer func() { <-pool }()
+		case <-ctx.Done():
+			s.interrupted(q.QueryUUID) // a no-op if cancelled: that recorded the outcome
+			return
+		case <-timer.C:
+			s.finish(context.WithoutCancel(ctx), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
+			return
+		}
+	}
+	p, err := s.projectByID(ctx, q.ProjectID)
+	if err != nil {
+		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		return
+	}
+	conn, err := s.Connection(p)
+	if err != nil {
+		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		return
+	}
+	start := s.now()
+	upd, err := s.run(ctx, q, conn)
+	if ctx.Err() != nil {
+		s.interrupted(q.QueryUUID)
+		return
+	}
+	if err != nil {
+		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		return
+	}
+	upd.StartedAt = &start
+	s.finish(context.WithoutCancel(ctx), q.QueryUUID, []string{store.QueryPending}, store.QueryReady, upd)
+}
+
+// interrupted records that an in-process query was ended by Stop, so it is
+// not left pending. After a client's cancel the compare-and-set loses (the
+// cancel already recorded the outcome) and nothing changes.
+func (s *Service) interrupted(uuid string) {
+	if s.inProcess.Context().Err() == nil {
+		return // cancelled by a client, not stopped
+	}
+	msg := "interrupted: the server shut down while this query ran; run it again"
+	s.fail(uuid, []string{store.QueryPending}, msg)
+}
+
+// Stop ends the in-process queries (recording each as interrupted) and
+// waits for their goroutines; call it before closing the store.
+func (s *Service) Stop() { _ = s.inProcess.Stop() }
 
 func (s *Service) projectByID(ctx context.Context, id int64) (store.Project, error) {
 	return store.ReadValue(ctx, s.st, func(q store.Querier) (store.Project, error) {
@@ -136,7 +168,9 @@ func (s *Service) finish(ctx context.Context, uuid string, from []string, to str
 }
 
 func (s *Service) fail(uuid string, from []string, msg string) {
-	s.finish(context.Background(), uuid, from, store.QueryError, store.QueryUpdate{Error: &msg})
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	s.finish(ctx, uuid, from, store.QueryError, store.QueryUpdate{Error: &msg})
 }
 
 // Claimed is what a worker needs to run a query.

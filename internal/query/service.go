@@ -22,6 +22,7 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/lifecycle"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
@@ -64,11 +65,13 @@ type Service struct {
 	log     *slog.Logger
 	wake    func() // tells the relay the outbox has rows
 
-	mu      sync.Mutex
-	running map[string]context.CancelFunc // in-process queries, for cancel
-	slots   chan struct{}                 // in-process executor slots
-	bgSlots chan struct{}                 // fewer: background work leaves some slots to interactive
-	nowFn   func() time.Time
+	// inProcess owns the goroutines of in-process queries (see Stop).
+	inProcess *lifecycle.Group
+	mu        sync.Mutex
+	running   map[string]context.CancelFunc // in-process queries, for cancel
+	slots     chan struct{}                 // in-process executor slots
+	bgSlots   chan struct{}                 // fewer: background work leaves some slots to interactive
+	nowFn     func() time.Time
 }
 
 // New builds the service. box may be nil: projects then cannot be created
@@ -99,7 +102,8 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 		wake = func() {}
 	}
 	return &Service{cfg: cfg, st: st, ids: gen, box: box, results: res, log: log, wake: wake,
-		running: map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency),
+		inProcess: lifecycle.New(context.Background()),
+		running:   map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency),
 		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-InteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
 }
 

@@ -17,6 +17,9 @@ import (
 // work into the outbox and keeps connecting in the background.
 const StartupNATSWait = 5 * time.Second
 
+// ensureTimeout bounds one check of the stream and consumers.
+const ensureTimeout = 10 * time.Second
+
 // errNotConnected is what publishing returns before the first connection.
 var errNotConnected = errors.New("not connected to NATS yet; notifications wait in the outbox")
 
@@ -54,7 +57,9 @@ func (l *natsLink) getProblem() string {
 func (l *natsLink) attach(c *bus.Conn) {
 	c.NC.SetReconnectHandler(func(*nats.Conn) {
 		l.s.log.Info("reconnected to NATS; re-checking stream and consumer")
-		go l.ensure()
+		// The check is the server's goroutine: it starts nothing once the
+		// server is stopping, and Run waits for one in progress.
+		l.s.bg.Go("NATS re-check", func(ctx context.Context) error { l.ensure(ctx); return nil })
 	})
 	l.mu.Lock()
 	l.conn = c
@@ -69,16 +74,17 @@ func (l *natsLink) connectLater(ctx context.Context) {
 	}
 	l.attach(c)
 	l.s.log.Info("connected to NATS after startup; publishing the outbox")
-	l.ensure()
+	l.ensure(ctx)
 }
 
-// ensure checks the stream and consumer and wakes the publisher.
-func (l *natsLink) ensure() {
+// ensure checks the stream and consumer and wakes the publisher. It gives
+// up when ctx ends (a health request gone, the server stopping).
+func (l *natsLink) ensure(ctx context.Context) {
 	c := l.get()
 	if c == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	_, err := c.EnsureStream(ctx)
 	if err == nil {
@@ -86,6 +92,9 @@ func (l *natsLink) ensure() {
 	}
 	if err == nil && l.s.cfg.Query.NATSEnabled {
 		err = l.s.ensureQuery(ctx, c)
+	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return // the caller went away: no verdict
 	}
 	if err != nil {
 		l.setProblem(err.Error())

@@ -14,6 +14,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/lifecycle"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/relay"
 	"github.com/millrace/millrace/internal/results"
@@ -66,9 +67,13 @@ type Server struct {
 	query  *query.Service
 	relay  *relay.Relay
 	reaper *flow.Reaper
-	ln     net.Listener
-	http   *http.Server
-	url    string
+	// bg owns every goroutine the server runs besides HTTP handlers and
+	// in-process queries (which query.Service owns): Run stops it before
+	// closing the store.
+	bg   *lifecycle.Group
+	ln   net.Listener
+	http *http.Server
+	url  string
 
 	// connectLate is set when NATS was unreachable at startup: Run keeps
 	// connecting in the background.
@@ -79,7 +84,7 @@ type Server struct {
 // New opens the store, connects to NATS, checks the stream contract and
 // binds the listener. Run serves.
 func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, bg: lifecycle.New(context.Background())}
 	ok := false
 	defer func() {
 		if !ok {
@@ -245,7 +250,7 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 	}
 	s.api.queryHealth(ctx, &h, s.queryPulling)
 	if s.nats.getProblem() != "" {
-		s.nats.ensure() // maybe fixed since (a worker or the publisher recreated it)
+		s.nats.ensure(ctx) // maybe fixed since (a worker or the publisher recreated it)
 		if p := s.nats.getProblem(); p != "" {
 			h.Status, h.NATS = "degraded", p
 		}
@@ -253,44 +258,61 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 	return h
 }
 
-// Run serves until ctx ends, then shuts down gracefully.
+// Run serves until ctx ends, then shuts down gracefully. It returns only
+// after every goroutine the server started has ended, and closes the store
+// and NATS after that, never under them. The order matters:
+//
+//  1. HTTP stops taking requests and lets those in flight finish (they
+//     write to the store and wake the relay);
+//  2. in-process queries end and their outcome is recorded;
+//  3. the relay, the reapers and the NATS link stop;
+//  4. NATS and the store close.
 func (s *Server) Run(ctx context.Context) error {
-	rctx, stopRelay := context.WithCancel(context.Background())
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		reaped := make(chan struct{})
-		go func() { defer close(reaped); s.reaper.Run(rctx) }()
-		s.relay.Run(rctx)
-		<-reaped
-	}()
+	bg := s.bg
+	bg.Go("relay", func(ctx context.Context) error { s.relay.Run(ctx); return nil })
 	s.relay.Wake() // publish whatever a previous run left in the outbox
+	bg.Go("command reaper", func(ctx context.Context) error { s.reaper.Run(ctx); return nil })
+	bg.Go("query reaper", func(ctx context.Context) error {
+		s.query.Reap(ctx, query.DefaultReapInterval, s.queryBacklog)
+		return nil
+	})
 	if s.connectLate {
-		go s.nats.connectLater(rctx)
+		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })
 	}
-	go s.query.Reap(rctx, query.DefaultReapInterval, s.queryBacklog)
-	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(s.ln) }()
+	bg.Go("HTTP", func(context.Context) error {
+		if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 	s.log.Info("millrace server ready", "addr", s.ln.Addr().String(), "url", s.url, "store", s.drv.Name(),
 		"nats", s.cfg.NATS.URL, "stream", s.cfg.NATS.Stream, "subject", s.cfg.NATS.Subject)
-	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case <-bg.Context().Done(): // a service failed
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s.log.Info("millrace server stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
 	defer cancel()
-	_ = s.http.Shutdown(sctx)
-	stopRelay()
-	<-relayDone
-	s.close()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.log.Warn("HTTP requests still running at the end of the shutdown grace; closing them", "err", err)
+		_ = s.http.Close()
 	}
+	s.query.Stop()
+	err := bg.Stop()
+	s.close()
+	s.log.Info("millrace server stopped")
 	return err
 }
 
+// httpShutdownGrace is how long requests in flight may take to finish.
+const httpShutdownGrace = 10 * time.Second
+
 func (s *Server) close() {
+	if s.query != nil {
+		s.query.Stop()
+	}
+	_ = s.bg.Stop()
 	if s.ln != nil && s.http == nil {
 		s.ln.Close()
 	}
