@@ -57,7 +57,7 @@ type API struct {
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
 	Name:    "millrace_http_request_duration_seconds",
-	Help:    "HTTP API latency by route and status class.",
+	Help:    "HTTP API latency by route and status code.",
 	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 }, []string{"route", "code"})
 
@@ -126,22 +126,26 @@ type reply struct {
 }
 
 func (a *API) route(pattern string, h handler) {
-	route := pattern
-	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+	a.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
 		v, err := h(w, r)
-		code := http.StatusOK
 		if err != nil {
-			code = a.fail(w, r, err)
-		} else {
-			if rp, ok := v.(reply); ok {
-				code, v = rp.status, rp.body
-			}
-			writeJSON(w, code, v)
+			a.fail(w, r, err)
+			return
 		}
-		mRequests.WithLabelValues(route, strconv.Itoa(code/100)+"xx").Observe(time.Since(start).Seconds())
+		code := http.StatusOK
+		if rp, ok := v.(reply); ok {
+			code, v = rp.status, rp.body
+		}
+		writeJSON(w, code, v)
 	})
+}
+
+// handle serves pattern with h, timed by promhttp under the route's
+// pattern, so that ids in paths do not make a series each.
+func (a *API) handle(pattern string, h http.HandlerFunc) {
+	obs := mRequests.MustCurryWith(prometheus.Labels{"route": pattern})
+	a.mux.Handle(pattern, promhttp.InstrumentHandlerDuration(obs, h))
 }
 
 // fail maps err to a JSON error response and returns the status.

@@ -28,14 +28,14 @@ func (a *API) queryRoutes() {
 	a.route("GET /api/v2/projects/{project}/query/history", a.queryHistory)
 	a.route("GET /api/v2/projects/{project}/query/{uuid}", a.queryGet)
 	a.route("POST /api/v2/projects/{project}/query/{uuid}/cancel", a.queryCancel)
-	a.mux.HandleFunc("GET /api/v2/projects/{project}/query/{uuid}/results", a.queryResults)
+	a.handle("GET /api/v2/projects/{project}/query/{uuid}/results", a.queryResults)
 	// Worker protocol: claim, status, fail, and a streamed result upload
 	// (exempt from the body limit: results can be large).
 	a.route("POST /api/v2/internal/queries/{uuid}/claim", a.queryClaim)
 	a.route("GET /api/v2/internal/queries/{uuid}", a.queryInternalGet)
 	a.route("POST /api/v2/internal/queries/{uuid}/fail", a.queryFail)
 	a.route("POST /api/v2/internal/queries/{uuid}/heartbeat", a.queryHeartbeat)
-	a.mux.HandleFunc("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
+	a.handle("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
 }
 
 type projectView struct {

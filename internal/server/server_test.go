@@ -434,6 +434,10 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Fatalf("/metrics lacks %s", m)
 		}
 	}
+	// Latency is labelled by route pattern and status code.
+	if m := `millrace_http_request_duration_seconds_count{code="200",route="GET /api/health"}`; !strings.Contains(string(data), m) {
+		t.Fatalf("/metrics lacks %s", m)
+	}
 	// With NATS gone, health degrades but stays 200 (work is still
 	// accepted into the outbox), and says why.
 	b.NATS.Shutdown()
