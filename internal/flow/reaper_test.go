@@ -77,12 +77,10 @@ func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
 
 func (b *bundle) outboxDepth(t *testing.T) int64 {
 	t.Helper()
-	var s store.Stats
-	if err := b.st.Read(context.Background(), func(q store.Querier) error {
-		var err error
-		s, err = q.Stats(context.Background())
-		return err
-	}); err != nil {
+	s, err := store.ReadValue(context.Background(), b.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(context.Background())
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s.OutboxDepth
@@ -144,10 +142,8 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	}
 
 	// A claim whose lease expires is re-notified once per expiry.
-	var cmds []store.Command
-	_ = b.st.Read(ctx, func(q store.Querier) error {
-		cmds, err = q.CommandListByExecution(ctx, ex.ExecutionID)
-		return err
+	cmds, _ := store.ReadValue(ctx, b.st, func(q store.Querier) ([]store.Command, error) {
+		return q.CommandListByExecution(ctx, ex.ExecutionID)
 	})
 	if _, err := b.flow.Claim(ctx, cmds[0].EventID, "w1", 0); err != nil {
 		t.Fatal(err)

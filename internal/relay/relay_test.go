@@ -93,12 +93,10 @@ func setup(t *testing.T) *bundle {
 
 func (b *bundle) outboxDepth(t *testing.T) int64 {
 	t.Helper()
-	var s store.Stats
-	if err := b.st.Read(context.Background(), func(q store.Querier) error {
-		var err error
-		s, err = q.Stats(context.Background())
-		return err
-	}); err != nil {
+	s, err := store.ReadValue(context.Background(), b.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(context.Background())
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s.OutboxDepth
