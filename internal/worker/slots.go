@@ -7,10 +7,11 @@ import (
 
 // slots is the pool every lane of a runtime runs its jobs in.
 type slots struct {
-	mu    sync.Mutex
-	used  int
-	size  int
-	freed chan struct{} // closed (and replaced) whenever a slot frees
+	mu      sync.Mutex
+	used    int
+	size    int
+	waiting int           // callers blocked on freed
+	freed   chan struct{} // closed (and replaced) when a slot frees and someone waits
 }
 
 func newSlots(size int) *slots { return &slots{size: size, freed: make(chan struct{})} }
@@ -23,14 +24,19 @@ func (s *slots) wait(ctx context.Context, reserve int) (int, bool) {
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		free, freed := s.size-s.used-reserve, s.freed
-		s.mu.Unlock()
 		if free > 0 {
+			s.mu.Unlock()
 			return free, true
 		}
+		s.waiting++
+		s.mu.Unlock()
 		select {
 		case <-freed:
 		case <-ctx.Done():
 		}
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
 	}
 	return 0, false
 }
@@ -47,15 +53,21 @@ func (s *slots) acquire() {
 			return
 		}
 		freed := s.freed
+		s.waiting++
 		s.mu.Unlock()
 		<-freed
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
 	}
 }
 
 func (s *slots) release() {
 	s.mu.Lock()
 	s.used--
-	close(s.freed)
-	s.freed = make(chan struct{})
+	if s.waiting > 0 {
+		close(s.freed)
+		s.freed = make(chan struct{})
+	}
 	s.mu.Unlock()
 }
