@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
@@ -119,7 +119,11 @@ func devCmd() *cobra.Command {
 embedded SQLite event store under --data-dir, the API server and in-process
 workers. With --run FILE it registers the playbook, executes it, follows it
 to the end and prints its result; with --once it then exits (non-zero if the
-execution did not complete).`,
+execution did not complete).
+
+Dev mode listens on 127.0.0.1 only (the API on --addr, the embedded NATS on
+--nats-port). With NATS_URL or --nats-url set it uses that NATS server
+instead of starting an embedded one.`,
 		Example: `  millrace dev --run examples/branching.yaml --once
   millrace dev                       # then: millrace register FILE; millrace execute PATH`,
 		Args: cobra.NoArgs,
@@ -159,26 +163,24 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		}
 		cfg.Server.SecretKey = key
 	}
-	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
-	if err != nil {
-		return fmt.Errorf("start embedded NATS on port %d: %w (pick another with --nats-port, or -1 for any free port)", cfg.NATSPort, err)
+	if cfg.Server.NATS.URL == "" {
+		emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return fmt.Errorf("start embedded NATS on port %d: %w (pick another with --nats-port, or -1 for any free port)", cfg.NATSPort, err)
+		}
+		defer emb.Shutdown() // after everything below has stopped
+		cfg.Server.NATS.URL = emb.URL()
+		log.Info("embedded NATS started", "url", emb.URL())
+	} else {
+		log.Info("using the NATS server from NATS_URL/--nats-url; no embedded NATS", "url", redactURL(cfg.Server.NATS.URL))
 	}
-	defer emb.Shutdown()
-	cfg.Server.NATS.URL = emb.URL()
 	srv, err := server.New(ctx, cfg.Server, log)
 	if err != nil {
 		return err
 	}
-	// Workers stop before the server, so that commands finishing during
-	// the grace period can still report their results.
-	srvCtx, stopServer := context.WithCancel(context.Background())
-	defer stopServer()
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Run(srvCtx) }()
-
-	var workers sync.WaitGroup
 	wcfg := cfg.Worker
 	wcfg.Log, wcfg.NATS, wcfg.ServerURL = cfg.Server.Log, cfg.Server.NATS, srv.URL()
+	var workers []interface{ Run(context.Context) error }
 	for i := 0; i < cfg.Workers; i++ {
 		c := wcfg
 		if c.WorkerID != "" {
@@ -186,14 +188,10 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		}
 		w, err := commands.New(ctx, c, log)
 		if err != nil {
-			cancel()
-			workers.Wait()
-			stopServer()
-			<-srvErr
+			srv.Close()
 			return err
 		}
-		workers.Add(1)
-		go func() { defer workers.Done(); _ = w.Run(ctx) }()
+		workers = append(workers, w)
 	}
 	if cfg.Server.Query.NATSEnabled {
 		// Queries go to NATS: run a warehouse worker too, or they would
@@ -202,52 +200,54 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		qc.Query = cfg.Server.Query
 		qw, err := queries.New(ctx, warehouseWorkerConfig(qc), log)
 		if err != nil {
-			cancel()
-			workers.Wait()
-			stopServer()
-			<-srvErr
+			srv.Close()
 			return err
 		}
-		workers.Add(1)
-		go func() { defer workers.Done(); _ = qw.Run(ctx) }()
+		workers = append(workers, qw)
 	}
+
+	// One group owns the server, the workers and --run. Workers stop
+	// first (on Ctrl-C, --once, or any of them failing) and the server
+	// only after the last one, so that commands finishing during the
+	// grace period can still report their results.
+	g, gctx := errgroup.WithContext(ctx)
+	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServer()
+	g.Go(func() error { return srv.Run(srvCtx) })
+	ws, wctx := errgroup.WithContext(gctx)
+	for _, w := range workers {
+		ws.Go(func() error { return w.Run(wctx) })
+	}
+	g.Go(func() error {
+		defer stopServer()
+		return ws.Wait()
+	})
 	defer announceDev(log, cfg.DataDir, srv.URL(), cfg.Server.NATS.URL)()
+	stop := "Press Ctrl-C to stop.\n"
+	if runFile != "" && once {
+		stop = ""
+	}
 	fmt.Fprintf(out, `millrace dev is up
   API server   %s   (health: %s/api/health, metrics: %s/metrics)
   NATS         %s   (stream %s, subject %s, consumer %s)
   event store  %s
   workers      %d x concurrency %d
 Try: millrace register FILE --server %s && millrace execute PATH --server %s --watch
-Press Ctrl-C to stop.
-`, srv.URL(), srv.URL(), srv.URL(), emb.URL(), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
-		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, srv.URL(), srv.URL())
+%s`, srv.URL(), srv.URL(), srv.URL(), redactURL(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
+		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, srv.URL(), srv.URL(), stop)
 
 	var runErr error
 	if runFile != "" {
-		runErr = runOnce(ctx, cmd, srv.URL(), runFile)
-		if once {
-			cancel()
-		}
+		g.Go(func() error {
+			runErr = runOnce(gctx, cmd, srv.URL(), runFile)
+			if once {
+				cancel() // the execution ended: stop everything
+			}
+			return nil // without --once, dev keeps running; the error is returned at the end
+		})
 	}
-	var serr error
-	select {
-	case <-ctx.Done():
-	case serr = <-srvErr:
-		cancel()
-	}
-	cancel()
-	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(cfg.Worker.ShutdownGrace + 15*time.Second):
-	}
-	if serr == nil {
-		stopServer()
-		serr = <-srvErr
-	}
-	if serr != nil {
-		return serr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return runErr
 }

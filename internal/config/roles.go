@@ -9,7 +9,10 @@ import (
 
 // Defaults that are Millrace's own (the NATS ones live in package bus).
 const (
-	DefaultAddr          = ":8082"
+	DefaultAddr = ":8082"
+	// DefaultDevAddr keeps dev mode's API on this machine: it has no
+	// authentication and runs shell steps.
+	DefaultDevAddr       = "127.0.0.1:8082"
 	DefaultServerURL     = "http://127.0.0.1:8082"
 	DefaultDatabaseURL   = "sqlite:millrace.db"
 	DefaultConcurrency   = 100 // per worker, as in the seeds
@@ -40,8 +43,12 @@ type NATS struct {
 	MaxBytes                                                int
 }
 
-func (n *NATS) bind(s *Set) {
-	s.String(&n.URL, "NATS_URL", "nats-url", bus.DefaultURL, "NATS server URL; may carry credentials (nats://user:pass@host:4222).")
+func (n *NATS) bind(s *Set, dev bool) {
+	if dev {
+		s.String(&n.URL, "NATS_URL", "nats-url", "", "NATS server URL for dev mode; empty starts an embedded NATS server on 127.0.0.1 (see --nats-port); may carry credentials.")
+	} else {
+		s.String(&n.URL, "NATS_URL", "nats-url", bus.DefaultURL, "NATS server URL; may carry credentials (nats://user:pass@host:4222).")
+	}
 	s.String(&n.User, "NATS_USER", "nats-user", "", "NATS user name (overrides credentials in NATS_URL).")
 	s.String(&n.Password, "NATS_PASSWORD", "nats-password", "", "NATS password.")
 	s.String(&n.Stream, "NATS_STREAM", "nats-stream", bus.DefaultStream, "JetStream stream for command notifications.")
@@ -84,8 +91,12 @@ type Server struct {
 
 func (c *Server) bind(s *Set, dev bool) {
 	c.Log.bind(s)
-	c.NATS.bind(s)
-	s.String(&c.Addr, "MILLRACE_ADDR", "addr", DefaultAddr, "Address the API server listens on.")
+	c.NATS.bind(s, dev)
+	if dev {
+		s.String(&c.Addr, "MILLRACE_ADDR", "addr", DefaultDevAddr, "Address dev mode's API server listens on (loopback by default; :8082 for every interface).")
+	} else {
+		s.String(&c.Addr, "MILLRACE_ADDR", "addr", DefaultAddr, "Address the API server listens on.")
+	}
 	if !dev {
 		s.String(&c.DatabaseURL, "DATABASE_URL", "database-url", DefaultDatabaseURL, "Event store: postgres://… or sqlite:PATH (sqlite::memory: for a throwaway store).")
 	}
@@ -116,7 +127,7 @@ type Worker struct {
 func (c *Worker) bind(s *Set, dev bool) {
 	if !dev {
 		c.Log.bind(s)
-		c.NATS.bind(s)
+		c.NATS.bind(s, false)
 		s.String(&c.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server.")
 		s.String(&c.Stream, "MILLRACE_WORKER_STREAM", "stream", "commands", "What this worker runs: commands (flows, NOETL_COMMANDS) or warehouse (queries, WAREHOUSE_QUERY_JOBS).")
 		c.Query.bind(s, false)
@@ -157,7 +168,7 @@ func DevSet(c *Dev) *Set {
 }
 
 // BindNATS binds only the NATS settings (for inspection commands).
-func BindNATS(s *Set, n *NATS) { n.bind(s) }
+func BindNATS(s *Set, n *NATS) { n.bind(s, false) }
 
 // Query holds the warehouse-query face's settings (the Lightdash contract).
 type Query struct {

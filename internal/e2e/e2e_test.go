@@ -337,6 +337,9 @@ func TestDevRunExample(t *testing.T) {
 	if !regexp.MustCompile(`API server\s+http://127\.0\.0\.1:\d+`).Match(out) {
 		t.Fatalf("dev banner does not say where the API is:\n%s", out)
 	}
+	if strings.Contains(string(out), "Press Ctrl-C") {
+		t.Fatalf("with --once dev exits by itself, yet it says to press Ctrl-C:\n%s", out)
+	}
 }
 
 // Every shipped example validates, and the self-contained ones run in the

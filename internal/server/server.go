@@ -308,13 +308,17 @@ func (s *Server) Run(ctx context.Context) error {
 // httpShutdownGrace is how long requests in flight may take to finish.
 const httpShutdownGrace = 10 * time.Second
 
+// Close releases what New opened (store, NATS, listener) for a server whose
+// Run will not be called; Run closes them itself.
+func (s *Server) Close() { s.close() }
+
 func (s *Server) close() {
 	if s.query != nil {
 		s.query.Stop()
 	}
 	_ = s.bg.Stop()
-	if s.ln != nil && s.http == nil {
-		s.ln.Close()
+	if s.ln != nil {
+		_ = s.ln.Close() // already closed if HTTP served
 	}
 	if s.st != nil {
 		s.st.Close()
