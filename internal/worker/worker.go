@@ -272,6 +272,7 @@ func (r *Runtime) dispatch(batch jetstream.MessageBatch, ackWait time.Duration) 
 
 // handle takes one message from receipt to ack.
 func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
+	received := time.Now()
 	md, _ := msg.Metadata()
 	if md != nil && md.NumDelivered > 1 {
 		r.redeliver.Inc()
@@ -302,11 +303,11 @@ func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
 	}
 	r.inFlight.Inc()
 	defer r.inFlight.Dec()
-	r.run(log, msg, job, ackWait)
+	r.run(log, msg, job, ackWait, received)
 }
 
 // run runs a claimed job, keeps it alive, and reports it.
-func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration) {
+func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration, received time.Time) {
 	beat := job.Lease()
 	if beat <= 0 {
 		beat = DefaultLease
@@ -315,6 +316,11 @@ func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time
 		beat = min(beat, ackWait)
 	}
 	beat /= 3
+	if time.Since(received) >= beat {
+		// A slow claim (a busy server) ate into the ack wait: restart it
+		// now rather than at the first beat.
+		_ = msg.InProgress()
+	}
 
 	// runCtx ends when the shutdown grace runs out or the lease is lost.
 	runCtx, stopRun := context.WithCancel(r.hard)
