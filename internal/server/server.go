@@ -39,7 +39,7 @@ func OpenDriver(ctx context.Context, url string) (store.Driver, error) {
 	case strings.HasPrefix(url, "sqlite:"):
 		path, ok := sqlitedriver.ParseURL(url)
 		if !ok {
-			return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or sqlite::memory:", url)
+			return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH, or sqlite::memory: for a database in memory", url)
 		}
 		d, err := sqlitedriver.Open(ctx, path)
 		if err != nil {
