@@ -18,6 +18,10 @@ import (
 // Lanes are subjects under the contract subject; each lane has its own
 // durable consumer so a deep background queue never delays interactive work.
 const (
+	DefaultQueryStream   = "WAREHOUSE_QUERY_JOBS"
+	DefaultQuerySubject  = "warehouse.query.jobs"
+	DefaultQueryConsumer = "worker-warehouse" // background lane (and bare-subject jobs)
+
 	QueryLaneInteractive   = "interactive"
 	QueryLaneBackground    = "background"
 	QueryInteractiveSuffix = "-interactive" // consumer of the interactive lane: worker-warehouse-interactive

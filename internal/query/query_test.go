@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/query"
@@ -275,7 +276,7 @@ func (b *bundle) health() map[string]any {
 // every job they have been given (at least min in all).
 func (b *bundle) consumerIdle(min uint64) error {
 	var delivered uint64
-	for _, name := range []string{b.h.Cfg.Query.Consumer, b.h.Cfg.Query.Consumer + query.InteractiveSuffix} {
+	for _, name := range []string{b.h.Cfg.Query.Consumer, b.h.Cfg.Query.Consumer + bus.QueryInteractiveSuffix} {
 		c, err := b.h.JS.Consumer(context.Background(), b.h.Cfg.Query.Stream, name)
 		if err != nil {
 			return err

@@ -93,7 +93,7 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 		cfg.StaleWorkerAfter = DefaultStaleWorkerAfter
 	}
 	if cfg.Subject == "" {
-		cfg.Subject = DefaultSubject
+		cfg.Subject = bus.DefaultQuerySubject
 	}
 	if cfg.Timezone == "" {
 		cfg.Timezone = "UTC"
@@ -104,13 +104,9 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 	return &Service{cfg: cfg, st: st, ids: gen, box: box, results: res, log: log, wake: wake,
 		inProcess: lifecycle.New(context.Background()),
 		running:   map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency),
-		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-InteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
+		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-bus.QueryInteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
 }
 
-// InteractiveReserve is how many of concurrency slots background queries
-// may not take, so an interactive query never waits behind a background
-// backlog (in the server's own executor and in warehouse workers alike).
-func InteractiveReserve(concurrency int) int { return bus.QueryInteractiveReserve(concurrency) }
 
 func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
 

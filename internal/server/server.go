@@ -333,7 +333,7 @@ func (s *Server) close() {
 // ensureQuery creates the query stream and lane consumers (NATS_ENABLED).
 func (s *Server) ensureQuery(ctx context.Context, c *bus.Conn) error {
 	q := s.cfg.Query
-	return query.Ensure(ctx, c.JS, q.Stream, q.Subject, q.Consumer, query.StorageType(s.cfg.NATS.Storage), 1024)
+	return bus.EnsureQueryStream(ctx, c.JS, q.Stream, q.Subject, q.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024)
 }
 
 // queryBacklog reports undelivered query jobs (for the query reaper).
@@ -343,7 +343,7 @@ func (s *Server) queryBacklog(ctx context.Context) (int64, error) {
 		return 0, errNotConnected
 	}
 	var n int64
-	for _, name := range []string{s.cfg.Query.Consumer, s.cfg.Query.Consumer + query.InteractiveSuffix} {
+	for _, name := range []string{s.cfg.Query.Consumer, s.cfg.Query.Consumer + bus.QueryInteractiveSuffix} {
 		cons, err := c.JS.Consumer(ctx, s.cfg.Query.Stream, name)
 		if err != nil {
 			return 0, err
@@ -363,5 +363,5 @@ func (s *Server) queryPulling(ctx context.Context) (int, error) {
 	if c == nil || !s.cfg.Query.NATSEnabled {
 		return 1, nil // in-process: the server itself consumes
 	}
-	return query.Waiting(ctx, c.JS, s.cfg.Query.Stream, s.cfg.Query.Consumer)
+	return bus.QueryWaiting(ctx, c.JS, s.cfg.Query.Stream, s.cfg.Query.Consumer)
 }
