@@ -44,7 +44,6 @@ import (
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // Defaults of Options (and of the command's flags).
@@ -230,7 +229,7 @@ func (e *IncompleteError) Error() string {
 type run struct {
 	id       int64
 	submit   time.Time
-	status   string
+	status   api.ExecStatus
 	ended    time.Time
 	startLat time.Duration // -1 until sampled
 }
@@ -332,7 +331,7 @@ workflow:
 // submit starts opts.Executions executions from opts.Concurrency
 // goroutines. With a rate, a pacer hands out slots at start+i/rate; a slot
 // waits while every submitter is busy, which shows as a lower SubmitRate.
-func submit(ctx context.Context, srv *client.Client, reg client.Registered, opts *Options, prog *progress) ([]run, error) {
+func submit(ctx context.Context, srv *client.Client, reg api.Registered, opts *Options, prog *progress) ([]run, error) {
 	runs := make([]run, opts.Executions)
 	slots := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -414,7 +413,7 @@ func awaitAll(ctx context.Context, srv *client.Client, runs []run, prog *progres
 			}
 			for _, e := range p.Executions {
 				i, ok := pending[e.ExecutionID]
-				if !ok || e.Status == store.ExecRunning {
+				if !ok || e.Status == api.ExecRunning {
 					continue
 				}
 				delete(pending, e.ExecutionID)
@@ -447,7 +446,7 @@ func awaitAll(ctx context.Context, srv *client.Client, runs []run, prog *progres
 func sampleStarts(ctx context.Context, srv *client.Client, runs []run, n int) {
 	var done []int
 	for i, r := range runs {
-		if r.status == store.ExecCompleted {
+		if r.status == api.ExecCompleted {
 			done = append(done, i)
 		}
 	}
@@ -499,7 +498,7 @@ func summarize(res *Result, runs []run) {
 			lastSubmit = r.submit
 		}
 		switch r.status {
-		case store.ExecCompleted:
+		case api.ExecCompleted:
 			res.Completed++
 			completes = append(completes, r.ended.Sub(r.submit))
 			if r.ended.After(lastEnd) {

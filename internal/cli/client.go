@@ -17,7 +17,6 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
 )
 
 func registerCmd() *cobra.Command {
@@ -46,7 +45,7 @@ func registerCmd() *cobra.Command {
 				return fmt.Errorf("give one FILE or --dir DIR")
 			}
 			c := cf.client()
-			out := []client.Registered{}
+			out := []api.Registered{}
 			var errs []error
 			for _, f := range files {
 				data, err := os.ReadFile(f)
@@ -239,13 +238,13 @@ func follow(ctx context.Context, c *client.Client, id int64, out io.Writer, asJS
 		if err != nil {
 			return err
 		}
-		if ex.Status != store.ExecRunning {
+		if ex.Status != api.ExecRunning {
 			if asJSON {
 				_ = printJSON(out, ex)
 			} else if len(ex.Result) > 0 {
 				fmt.Fprintf(out, "result: %s\n", ex.Result)
 			}
-			if ex.Status != store.ExecCompleted {
+			if ex.Status != api.ExecCompleted {
 				return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", id, ex.Status, ex.Error), reported: asJSON}
 			}
 			return nil
@@ -258,7 +257,7 @@ func follow(ctx context.Context, c *client.Client, id int64, out io.Writer, asJS
 	}
 }
 
-func printEvent(out io.Writer, e store.Event) {
+func printEvent(out io.Writer, e api.Event) {
 	ts := e.CreatedAt.Local().Format("15:04:05.000")
 	switch e.EventType {
 	case api.EvCommandIssued, api.EvCommandHeartbeat, api.EvStepExit:

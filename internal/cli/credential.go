@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/api"
 )
 
 func credentialCmd() *cobra.Command {
@@ -48,7 +48,7 @@ history.`,
 			if err != nil {
 				return err
 			}
-			out, err := cf.client().CredentialPut(cmd.Context(), client.Credential{Name: args[0], Kind: kind, Description: description, Data: fields})
+			out, err := cf.client().CredentialPut(cmd.Context(), api.Credential{Name: args[0], Kind: kind, Description: description, Data: fields})
 			if err != nil {
 				return err
 			}
@@ -143,7 +143,7 @@ func credentialListCmd() *cobra.Command {
 			}
 			if cf.json {
 				if list == nil {
-					list = []client.Credential{}
+					list = []api.Credential{}
 				}
 				return printJSON(cmd.OutOrStdout(), list)
 			}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/server/servertest"
 )
 
@@ -99,7 +99,7 @@ func TestCredentialCommands(t *testing.T) {
 		t.Fatalf("list shows a secret:\n%s", out)
 	}
 	out, err = b.run("", "credential", "list", "--json")
-	var list []client.Credential
+	var list []api.Credential
 	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 4 || strings.Contains(out, pw) {
 		t.Fatalf("list --json = %q, %v; want 4 credentials without data", out, err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/api"
 )
 
 func queryCmd() *cobra.Command {
@@ -56,9 +56,9 @@ lane, which never delays interactive queries.`,
 					sub.QueryUUID, sub.CacheMetadata.CacheHit, project, sub.QueryUUID)
 				return nil
 			}
-			var first client.QueryPage
+			var first api.QueryPage
 			progress := cmd.ErrOrStderr()
-			start, lastStatus, lastLine := time.Now(), "", time.Now()
+			start, lastStatus, lastLine := time.Now(), api.QueryStatus(""), time.Now()
 			fmt.Fprintf(progress, "query %s submitted (cache hit: %v)\n", sub.QueryUUID, sub.CacheMetadata.CacheHit)
 			for {
 				first, err = c.QueryGet(cmd.Context(), project, sub.QueryUUID, 1, pageSize)
@@ -111,7 +111,7 @@ lane, which never delays interactive queries.`,
 	return cmd
 }
 
-func printRows(w io.Writer, format string, cols []client.Column, rows []map[string]any) error {
+func printRows(w io.Writer, format string, cols []api.Column, rows []map[string]any) error {
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = c.Name

@@ -9,9 +9,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/local"
 	"github.com/millrace/millrace/internal/playbook"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
 )
 
@@ -71,7 +71,7 @@ func runLocal(cmd *cobra.Command, file string, payload map[string]any, credFile 
 	out := cmd.OutOrStdout()
 	opts := local.Options{Credentials: creds}
 	if !asJSON {
-		opts.Progress = func(e store.Event) { printEvent(out, e) }
+		opts.Progress = func(e api.Event) { printEvent(out, e) }
 	}
 	ex, err := local.Run(cmd.Context(), file, payload, opts)
 	if err != nil {
@@ -80,14 +80,14 @@ func runLocal(cmd *cobra.Command, file string, payload map[string]any, credFile 
 	return finishRun(cmd, ex, asJSON)
 }
 
-func finishRun(cmd *cobra.Command, ex store.Execution, asJSON bool) error {
+func finishRun(cmd *cobra.Command, ex api.Execution, asJSON bool) error {
 	out := cmd.OutOrStdout()
 	if asJSON {
 		_ = printJSON(out, ex)
 	} else if len(ex.Result) > 0 {
 		fmt.Fprintf(out, "%s\n", ex.Result)
 	}
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		return exitError{code: 1, msg: fmt.Sprintf("execution %d %s: %s", ex.ExecutionID, ex.Status, ex.Error), reported: asJSON}
 	}
 	return nil

@@ -14,7 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/apierr"
 )
 
 // Client talks to one server.
@@ -100,105 +101,71 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// Registered is the reply of Register.
-type Registered struct {
-	Path      string `json:"path"`
-	Version   int    `json:"version"`
-	CatalogID int64  `json:"catalog_id"`
-}
-
 // Register stores a playbook.
-func (c *Client) Register(ctx context.Context, content string) (Registered, error) {
-	var out Registered
-	err := c.do(ctx, "POST", "/api/catalog/register", map[string]string{"content": content}, &out)
+func (c *Client) Register(ctx context.Context, content string) (api.Registered, error) {
+	var out api.Registered
+	err := c.do(ctx, "POST", "/api/catalog/register", api.RegisterRequest{Content: content}, &out)
 	return out, err
 }
 
 // Catalog lists the latest version of every playbook.
-func (c *Client) Catalog(ctx context.Context) ([]store.CatalogEntry, error) {
-	var out struct {
-		Entries []store.CatalogEntry `json:"entries"`
-	}
+func (c *Client) Catalog(ctx context.Context) ([]api.CatalogEntry, error) {
+	var out api.CatalogList
 	err := c.do(ctx, "GET", "/api/catalog", nil, &out)
 	return out.Entries, err
 }
 
 // CatalogGet fetches one playbook version (0 = latest) with its content.
-func (c *Client) CatalogGet(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
-	var out store.CatalogEntry
+func (c *Client) CatalogGet(ctx context.Context, path string, version int) (api.CatalogEntry, error) {
+	var out api.CatalogEntry
 	err := c.do(ctx, "GET", fmt.Sprintf("/api/catalog/%s?version=%d", path, version), nil, &out)
 	return out, err
 }
 
-// Started is the reply of Execute.
-type Started struct {
-	ExecutionID int64  `json:"execution_id"`
-	Status      string `json:"status"`
-}
-
 // Execute starts path (version 0 = latest) with payload overriding workload.
-func (c *Client) Execute(ctx context.Context, path string, version int, payload map[string]any) (Started, error) {
+func (c *Client) Execute(ctx context.Context, path string, version int, payload map[string]any) (api.Started, error) {
 	return c.ExecuteChild(ctx, path, version, payload, 0)
 }
 
 // ExecuteChild starts a child execution of parent (0 = none).
-func (c *Client) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (Started, error) {
-	in := map[string]any{"path": path}
-	if parent > 0 {
-		in["parent_execution_id"] = parent
-	}
-	if version > 0 {
-		in["version"] = version
-	}
-	if payload != nil {
-		in["payload"] = payload
-	}
-	var out Started
+func (c *Client) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (api.Started, error) {
+	in := api.ExecuteRequest{Path: path, Version: max(version, 0), Payload: payload, ParentExecutionID: max(parent, 0)}
+	var out api.Started
 	err := c.do(ctx, "POST", "/api/execute", in, &out)
 	return out, err
 }
 
 // Execution fetches one execution.
-func (c *Client) Execution(ctx context.Context, id int64) (store.Execution, error) {
-	var out store.Execution
+func (c *Client) Execution(ctx context.Context, id int64) (api.Execution, error) {
+	var out api.Execution
 	err := c.do(ctx, "GET", fmt.Sprintf("/api/executions/%d", id), nil, &out)
 	return out, err
 }
 
-// ExecutionPage is one page of executions.
-type ExecutionPage struct {
-	Executions []store.Execution `json:"executions"`
-	Page       int               `json:"page"`
-	PageSize   int               `json:"page_size"`
-	Total      int64             `json:"total"`
-}
-
 // Executions lists executions newest first.
-func (c *Client) Executions(ctx context.Context, page, size int) (ExecutionPage, error) {
-	var out ExecutionPage
+func (c *Client) Executions(ctx context.Context, page, size int) (api.ExecutionPage, error) {
+	var out api.ExecutionPage
 	q := url.Values{"page": {fmt.Sprint(page)}, "page_size": {fmt.Sprint(size)}}
 	err := c.do(ctx, "GET", "/api/executions?"+q.Encode(), nil, &out)
 	return out, err
 }
 
 // Events lists an execution's events in order.
-func (c *Client) Events(ctx context.Context, id int64) ([]store.Event, error) {
-	var out struct {
-		Events []store.Event `json:"events"`
-	}
+func (c *Client) Events(ctx context.Context, id int64) ([]api.Event, error) {
+	var out api.EventList
 	err := c.do(ctx, "GET", fmt.Sprintf("/api/executions/%d/events", id), nil, &out)
 	return out.Events, err
 }
 
 // Cancel stops a running execution.
-func (c *Client) Cancel(ctx context.Context, id int64) (store.Execution, error) {
+func (c *Client) Cancel(ctx context.Context, id int64) (api.Execution, error) {
 	return c.CancelCascade(ctx, id, false)
 }
 
 // CancelCascade stops a running execution and, with cascade, its running
 // child executions.
-func (c *Client) CancelCascade(ctx context.Context, id int64, cascade bool) (store.Execution, error) {
-	var out store.Execution
+func (c *Client) CancelCascade(ctx context.Context, id int64, cascade bool) (api.Execution, error) {
+	var out api.Execution
 	path := fmt.Sprintf("/api/executions/%d/cancel", id)
 	if cascade {
 		path += "?cascade=true"
@@ -207,46 +174,34 @@ func (c *Client) CancelCascade(ctx context.Context, id int64, cascade bool) (sto
 	return out, err
 }
 
-// Claimed is a granted claim.
-type Claimed struct {
-	store.Command
-	LeaseTTLMillis int64 `json:"lease_ttl_ms"`
-}
-
 // Claim asks for a lease on a command; a 409 means someone else holds it
 // or it ended.
-func (c *Client) Claim(ctx context.Context, eventID int64, workerID string) (Claimed, error) {
+func (c *Client) Claim(ctx context.Context, eventID int64, workerID string) (api.Claimed, error) {
 	return c.ClaimIn(ctx, eventID, workerID, 0)
 }
 
 // ClaimIn is Claim with the command's execution id (from the
 // notification), which lets the server keep one execution's writes together.
-func (c *Client) ClaimIn(ctx context.Context, eventID int64, workerID string, executionID int64) (Claimed, error) {
+func (c *Client) ClaimIn(ctx context.Context, eventID int64, workerID string, executionID int64) (api.Claimed, error) {
 	return c.claim(ctx, eventID, workerID, executionID, false)
 }
 
 // ClaimAndStart claims and records command.started in one request, for a
 // worker that runs the command at once.
-func (c *Client) ClaimAndStart(ctx context.Context, eventID int64, workerID string, executionID int64) (Claimed, error) {
+func (c *Client) ClaimAndStart(ctx context.Context, eventID int64, workerID string, executionID int64) (api.Claimed, error) {
 	return c.claim(ctx, eventID, workerID, executionID, true)
 }
 
-func (c *Client) claim(ctx context.Context, eventID int64, workerID string, executionID int64, start bool) (Claimed, error) {
-	var out Claimed
-	in := map[string]any{"worker_id": workerID}
-	if executionID > 0 {
-		in["execution_id"] = executionID
-	}
-	if start {
-		in["start"] = true
-	}
+func (c *Client) claim(ctx context.Context, eventID int64, workerID string, executionID int64, start bool) (api.Claimed, error) {
+	var out api.Claimed
+	in := api.ClaimRequest{WorkerID: workerID, ExecutionID: max(executionID, 0), Start: start}
 	err := c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/claim", eventID), in, &out)
 	return out, err
 }
 
 // Command fetches a command with its rendered tool.
-func (c *Client) Command(ctx context.Context, eventID int64) (store.Command, error) {
-	var out store.Command
+func (c *Client) Command(ctx context.Context, eventID int64) (api.Command, error) {
+	var out api.Command
 	err := c.do(ctx, "GET", fmt.Sprintf("/api/commands/%d", eventID), nil, &out)
 	return out, err
 }
@@ -254,36 +209,12 @@ func (c *Client) Command(ctx context.Context, eventID int64) (store.Command, err
 // Release gives a lease back at once.
 func (c *Client) Release(ctx context.Context, eventID int64, workerID string, attempt int) error {
 	return c.do(ctx, "POST", fmt.Sprintf("/api/commands/%d/release", eventID),
-		map[string]any{"worker_id": workerID, "attempt": attempt}, nil)
-}
-
-// ToolError is the structured error a worker reports.
-type ToolError struct {
-	Kind      string `json:"kind"`
-	Message   string `json:"message"`
-	Retryable bool   `json:"retryable"`
-}
-
-// Report is a worker event about a command it holds.
-type Report struct {
-	EventType   string          `json:"event_type"`
-	EventID     int64           `json:"event_id"`
-	ExecutionID int64           `json:"execution_id,omitempty"`
-	WorkerID    string          `json:"worker_id"`
-	Attempt     int             `json:"attempt"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	Error       *ToolError      `json:"error,omitempty"`
-}
-
-// Ack is the server's reply to a report.
-type Ack struct {
-	EventID int64  `json:"event_id"`
-	Status  string `json:"status"`
+		api.ClaimRequest{WorkerID: workerID, Attempt: attempt}, nil)
 }
 
 // Report posts one event.
-func (c *Client) Report(ctx context.Context, r Report) (Ack, error) {
-	var out Ack
+func (c *Client) Report(ctx context.Context, r api.Report) (api.Ack, error) {
+	var out api.Ack
 	err := c.do(ctx, "POST", "/api/events", r, &out)
 	return out, err
 }
@@ -296,40 +227,25 @@ func (c *Client) Health(ctx context.Context) (map[string]any, error) {
 	return out, err
 }
 
-// ClaimItem names one command of a ClaimBatch.
-type ClaimItem struct {
-	EventID     int64 `json:"event_id"`
-	ExecutionID int64 `json:"execution_id,omitempty"`
-}
-
 // ClaimBatch claims several commands for workerID in one request (POST
 // /api/commands/claim); with start, each claim also records command.started.
 // It returns one Claimed and one error per item, in order; an item's error
 // answers StatusOf like the single claim's would. The error return is for
 // the request as a whole (server unreachable, 413, a malformed reply).
-func (c *Client) ClaimBatch(ctx context.Context, workerID string, start bool, items []ClaimItem) ([]Claimed, []error, error) {
-	var out struct {
-		Results []struct {
-			Claimed *Claimed   `json:"claimed"`
-			Error   *itemError `json:"error"`
-			Status  int        `json:"http_status"`
-		} `json:"results"`
-	}
-	in := map[string]any{"worker_id": workerID, "commands": items}
-	if start {
-		in["start"] = true
-	}
+func (c *Client) ClaimBatch(ctx context.Context, workerID string, start bool, items []api.ClaimItem) ([]api.Claimed, []error, error) {
+	var out api.ClaimBatch
+	in := api.ClaimBatchRequest{WorkerID: workerID, Start: start, Commands: items}
 	if err := c.do(ctx, "POST", "/api/commands/claim", in, &out); err != nil {
 		return nil, nil, err
 	}
 	if len(out.Results) != len(items) {
 		return nil, nil, fmt.Errorf("claim batch: %d results for %d commands from %s", len(out.Results), len(items), c.Base)
 	}
-	claims, errs := make([]Claimed, len(items)), make([]error, len(items))
+	claims, errs := make([]api.Claimed, len(items)), make([]error, len(items))
 	for i, r := range out.Results {
 		switch {
 		case r.Error != nil:
-			errs[i] = r.Error.err(r.Status)
+			errs[i] = itemErr(r.Error, r.HTTPStatus)
 		case r.Claimed == nil:
 			errs[i] = fmt.Errorf("claim batch: result %d has neither a claim nor an error", i)
 		default:
@@ -341,41 +257,30 @@ func (c *Client) ClaimBatch(ctx context.Context, workerID string, start bool, it
 
 // ReportBatch posts several reports in one request (POST /api/events/batch).
 // It returns one Ack and one error per report, in order, like ClaimBatch.
-func (c *Client) ReportBatch(ctx context.Context, reps []Report) ([]Ack, []error, error) {
-	var out struct {
-		Results []struct {
-			EventID int64      `json:"event_id"`
-			Status  string     `json:"status"`
-			Error   *itemError `json:"error"`
-			HTTP    int        `json:"http_status"`
-		} `json:"results"`
-	}
-	if err := c.do(ctx, "POST", "/api/events/batch", map[string]any{"events": reps}, &out); err != nil {
+func (c *Client) ReportBatch(ctx context.Context, reps []api.Report) ([]api.Ack, []error, error) {
+	var out api.ReportBatch
+	if err := c.do(ctx, "POST", "/api/events/batch", api.ReportBatchRequest{Events: reps}, &out); err != nil {
 		return nil, nil, err
 	}
 	if len(out.Results) != len(reps) {
 		return nil, nil, fmt.Errorf("event batch: %d results for %d events from %s", len(out.Results), len(reps), c.Base)
 	}
-	acks, errs := make([]Ack, len(reps)), make([]error, len(reps))
+	acks, errs := make([]api.Ack, len(reps)), make([]error, len(reps))
 	for i, r := range out.Results {
 		if r.Error != nil {
-			errs[i] = r.Error.err(r.HTTP)
+			errs[i] = itemErr(r.Error, r.HTTPStatus)
 			continue
 		}
-		acks[i] = Ack{EventID: r.EventID, Status: r.Status}
+		acks[i] = api.Ack{EventID: r.EventID, Status: r.Status}
 	}
 	return acks, errs, nil
 }
 
-// itemError is one batch item's {code, message}.
-type itemError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (e *itemError) err(status int) error {
+// itemErr is one batch item's error, with the status the single-item
+// endpoint would have answered.
+func itemErr(e *apierr.Error, status int) error {
 	if status == 0 {
 		status = 500 // an older server that does not say
 	}
-	return &Error{Status: status, Code: e.Code, Message: e.Message}
+	return &Error{Status: status, Code: string(e.Code), Message: e.Message}
 }

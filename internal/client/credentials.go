@@ -3,39 +3,22 @@ package client
 import (
 	"context"
 	"net/url"
-	"time"
-)
 
-// Credential is a named secret as the API shows it. Data is filled only by
-// CredentialGet with includeData; every other reply carries metadata only.
-type Credential struct {
-	Name        string         `json:"name"`
-	Kind        string         `json:"kind"`
-	Description string         `json:"description"`
-	Data        map[string]any `json:"data,omitempty"`
-	CreatedAt   time.Time      `json:"created_at,omitzero"`
-	UpdatedAt   time.Time      `json:"updated_at,omitzero"`
-}
+	"github.com/millrace/millrace/internal/api"
+)
 
 // CredentialPut creates or replaces a credential (Name, Kind, Description
 // and a non-empty Data) and returns its metadata.
-func (c *Client) CredentialPut(ctx context.Context, cred Credential) (Credential, error) {
-	in := struct {
-		Name        string         `json:"name"`
-		Kind        string         `json:"kind"`
-		Description string         `json:"description,omitempty"`
-		Data        map[string]any `json:"data"`
-	}{cred.Name, cred.Kind, cred.Description, cred.Data}
-	var out Credential
+func (c *Client) CredentialPut(ctx context.Context, cred api.Credential) (api.Credential, error) {
+	in := api.CredentialRequest{Name: cred.Name, Kind: cred.Kind, Description: cred.Description, Data: cred.Data}
+	var out api.Credential
 	err := c.do(ctx, "POST", "/api/credentials", in, &out)
 	return out, err
 }
 
 // CredentialList lists every credential's metadata, by name.
-func (c *Client) CredentialList(ctx context.Context) ([]Credential, error) {
-	var out struct {
-		Credentials []Credential `json:"credentials"`
-	}
+func (c *Client) CredentialList(ctx context.Context) ([]api.Credential, error) {
+	var out api.CredentialList
 	err := c.do(ctx, "GET", "/api/credentials", nil, &out)
 	return out.Credentials, err
 }
@@ -43,12 +26,12 @@ func (c *Client) CredentialList(ctx context.Context) ([]Credential, error) {
 // CredentialGet fetches one credential. Only with includeData does the
 // reply carry the decrypted Data; workers use that to resolve `auth: NAME`.
 // An unknown name is a 404 credential_not_found.
-func (c *Client) CredentialGet(ctx context.Context, name string, includeData bool) (Credential, error) {
+func (c *Client) CredentialGet(ctx context.Context, name string, includeData bool) (api.Credential, error) {
 	path := "/api/credentials/" + url.PathEscape(name)
 	if includeData {
 		path += "?include_data=true"
 	}
-	var out Credential
+	var out api.Credential
 	err := c.do(ctx, "GET", path, nil, &out)
 	return out, err
 }

@@ -9,79 +9,27 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/api"
 )
 
-// WarehouseConn is a project's warehouse connection on the wire.
-type WarehouseConn struct {
-	Type string `json:"type"`
-	URL  string `json:"url"`
-}
-
-// Column is a result column on the wire.
-type Column struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
-}
-
-// ClaimedQuery is what a warehouse worker receives for a claimed query.
-type ClaimedQuery struct {
-	QueryUUID string        `json:"queryUuid"`
-	SQL       string        `json:"sql"`
-	Lane      string        `json:"lane"`
-	Warehouse WarehouseConn `json:"warehouse"`
-}
-
-// Project is a project as the API shows it.
-type Project struct {
-	ProjectID     int64  `json:"project_id"`
-	Name          string `json:"name"`
-	WarehouseType string `json:"warehouse_type"`
-}
-
 // ProjectPut creates or replaces a project.
-func (c *Client) ProjectPut(ctx context.Context, name string, conn WarehouseConn) (Project, error) {
-	var out Project
-	err := c.do(ctx, "POST", "/api/v2/projects", map[string]any{"name": name, "warehouse": conn}, &out)
+func (c *Client) ProjectPut(ctx context.Context, name string, conn api.WarehouseConn) (api.Project, error) {
+	var out api.Project
+	err := c.do(ctx, "POST", "/api/v2/projects", api.ProjectRequest{Name: name, Warehouse: conn}, &out)
 	return out, err
 }
 
-// Submitted is the reply to a query submission.
-type Submitted struct {
-	QueryUUID     string `json:"queryUuid"`
-	CacheMetadata struct {
-		CacheHit bool `json:"cacheHit"`
-	} `json:"cacheMetadata"`
-}
-
 // QuerySubmit submits SQL to a project.
-func (c *Client) QuerySubmit(ctx context.Context, project, sql, lane string, invalidate bool) (Submitted, error) {
-	var out Submitted
-	in := map[string]any{"sql": sql, "invalidateCache": invalidate}
-	if lane != "" {
-		in["context"] = lane
-	}
+func (c *Client) QuerySubmit(ctx context.Context, project, sql, lane string, invalidate bool) (api.Submitted, error) {
+	var out api.Submitted
+	in := api.QuerySubmit{SQL: sql, Context: lane, InvalidateCache: invalidate}
 	err := c.do(ctx, "POST", "/api/v2/projects/"+url.PathEscape(project)+"/query/sql", in, &out)
 	return out, err
 }
 
-// QueryPage is a poll reply: the status, and rows once ready.
-type QueryPage struct {
-	QueryUUID       string           `json:"queryUuid"`
-	Status          string           `json:"status"`
-	Error           string           `json:"error,omitempty"`
-	Rows            []map[string]any `json:"rows"`
-	Columns         []Column         `json:"columns"`
-	TotalResults    int64            `json:"totalResults"`
-	TotalPageCount  int64            `json:"totalPageCount"`
-	NextPage        *int             `json:"nextPage"`
-	PreviousPage    *int             `json:"previousPage"`
-	ExecutionTimeMs int64            `json:"initialQueryExecutionMs"`
-}
-
 // QueryGet polls a query; page 0 and pageSize 0 take the server defaults.
-func (c *Client) QueryGet(ctx context.Context, project, uuid string, page, pageSize int) (QueryPage, error) {
-	var out QueryPage
+func (c *Client) QueryGet(ctx context.Context, project, uuid string, page, pageSize int) (api.QueryPage, error) {
+	var out api.QueryPage
 	q := url.Values{}
 	if page > 0 {
 		q.Set("page", fmt.Sprint(page))
@@ -103,16 +51,16 @@ func (c *Client) QueryCancel(ctx context.Context, project, uuid string) error {
 }
 
 // QueryClaim is the worker's claim of a queued query.
-func (c *Client) QueryClaim(ctx context.Context, uuid, worker string) (ClaimedQuery, error) {
-	var out ClaimedQuery
+func (c *Client) QueryClaim(ctx context.Context, uuid, worker string) (api.ClaimedQuery, error) {
+	var out api.ClaimedQuery
 	err := c.do(ctx, "POST", "/api/v2/internal/queries/"+uuid+"/claim", map[string]string{"worker_id": worker}, &out)
 	return out, err
 }
 
 // QueryStatus returns a query's current status (workers use it to notice a
 // cancel).
-func (c *Client) QueryStatus(ctx context.Context, uuid string) (string, error) {
-	var out store.Query
+func (c *Client) QueryStatus(ctx context.Context, uuid string) (api.QueryStatus, error) {
+	var out api.QueryRecord
 	err := c.do(ctx, "GET", "/api/v2/internal/queries/"+uuid, nil, &out)
 	return out.Status, err
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // httpStandIn answers what the corpus's HTTP playbooks request: httpbin's
@@ -88,9 +87,9 @@ var corpusHTTPFiles = []corpusHTTP{
 
 // checkCorpusHTTP asserts an execution of cf completed with its expected
 // result after sending exactly the expected requests to the stand-in.
-func checkCorpusHTTP(t *testing.T, cf corpusHTTP, ex store.Execution, standIn *httpStandIn) {
+func checkCorpusHTTP(t *testing.T, cf corpusHTTP, ex api.Execution, standIn *httpStandIn) {
 	t.Helper()
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	if got := jsonString(decode(t, ex.Result)); got != cf.result {
 		t.Fatalf("%s result = %s, want %s", cf.name, got, cf.result)
 	}

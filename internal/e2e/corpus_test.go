@@ -19,7 +19,6 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // corpusEnv names a directory holding the NoETL corpus, for checkouts
@@ -125,9 +124,9 @@ func checkRetryStandIn(t *testing.T, f *flakyAPI) {
 }
 
 // corpusResult checks the final result of each corpus playbook.
-func corpusResult(t *testing.T, name string, ex store.Execution) {
+func corpusResult(t *testing.T, name string, ex api.Execution) {
 	t.Helper()
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	res, _ := decode(t, ex.Result).(map[string]any)
 	switch name {
 	case "hello_world", "retry_simple_config":
@@ -204,7 +203,7 @@ func TestCorpusDistributed(t *testing.T) {
 	for _, cf := range corpus {
 		id := ids[cf.name]
 		ex := c.waitAll([]int64{id}, 120*time.Second)[0]
-		if ex.Status != store.ExecCompleted {
+		if ex.Status != api.ExecCompleted {
 			for _, e := range c.events(id) {
 				if e.Error != "" {
 					t.Logf("%s: %s %s: %s", cf.name, e.EventType, e.Step, e.Error)

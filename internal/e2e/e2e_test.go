@@ -20,7 +20,6 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // branching has an inclusive fork and an exclusive choice, so every run
@@ -238,7 +237,7 @@ func TestNATSDownAtSubmit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ex.Status != store.ExecRunning {
+		if ex.Status != api.ExecRunning {
 			t.Fatalf("execution %d is %s with NATS down", id, ex.Status)
 		}
 	}
@@ -365,8 +364,8 @@ func TestExamples(t *testing.T) {
 		if err != nil {
 			t.Fatalf("millrace run %s: %v\n%s", name, err, out)
 		}
-		var ex store.Execution
-		if err := json.Unmarshal(out, &ex); err != nil || ex.Status != store.ExecCompleted {
+		var ex api.Execution
+		if err := json.Unmarshal(out, &ex); err != nil || ex.Status != api.ExecCompleted {
 			t.Fatalf("millrace run %s: status %q, err %v\n%s", name, ex.Status, err, out)
 		}
 	}

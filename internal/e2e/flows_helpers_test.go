@@ -15,8 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 )
 
@@ -100,13 +99,13 @@ func query(t *testing.T, dbURL, sql string, args ...any) []map[string]any {
 // putCredential stores a credential through the API.
 func (c *cluster) putCredential(name, kind string, data map[string]any) {
 	c.t.Helper()
-	if _, err := c.api.CredentialPut(context.Background(), client.Credential{Name: name, Kind: kind, Data: data}); err != nil {
+	if _, err := c.api.CredentialPut(context.Background(), api.Credential{Name: name, Kind: kind, Data: data}); err != nil {
 		c.t.Fatalf("store credential %s: %v", name, err)
 	}
 }
 
 // execute starts path with payload and waits until it ends.
-func (c *cluster) executeAndWait(path string, payload map[string]any, d time.Duration) store.Execution {
+func (c *cluster) executeAndWait(path string, payload map[string]any, d time.Duration) api.Execution {
 	c.t.Helper()
 	st, err := c.api.Execute(context.Background(), path, 0, payload)
 	if err != nil {
@@ -115,7 +114,7 @@ func (c *cluster) executeAndWait(path string, payload map[string]any, d time.Dur
 	return c.waitAll([]int64{st.ExecutionID}, d)[0]
 }
 
-func (c *cluster) events(id int64) []store.Event {
+func (c *cluster) events(id int64) []api.Event {
 	c.t.Helper()
 	evs, err := c.api.Events(context.Background(), id)
 	if err != nil {
@@ -143,8 +142,8 @@ func (c *cluster) children(id int64) []int64 {
 }
 
 // eventsOf filters events by type and (unless empty) step.
-func eventsOf(evs []store.Event, typ, step string) []store.Event {
-	var out []store.Event
+func eventsOf(evs []api.Event, typ, step string) []api.Event {
+	var out []api.Event
 	for _, e := range evs {
 		if e.EventType == typ && (step == "" || e.Step == step) {
 			out = append(out, e)
@@ -182,15 +181,15 @@ func cli(t *testing.T, env []string, args ...string) (string, string, int) {
 
 // runJSON runs `millrace run ... --json` and decodes the execution record
 // it prints, whether or not the execution completed.
-func runJSON(t *testing.T, args ...string) (store.Execution, int) {
+func runJSON(t *testing.T, args ...string) (api.Execution, int) {
 	t.Helper()
 	stdout, stderr, code := cli(t, nil, append([]string{"run", "--json"}, args...)...)
-	var ex store.Execution
+	var ex api.Execution
 	if err := json.Unmarshal([]byte(stdout), &ex); err != nil || ex.ExecutionID == 0 {
 		t.Fatalf("millrace run %s (exit %d) printed no execution record: %v\nstdout:\n%s\nstderr:\n%s",
 			strings.Join(args, " "), code, err, stdout, stderr)
 	}
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		t.Logf("millrace run %s: stderr:\n%s", strings.Join(args, " "), stderr)
 	}
 	return ex, code
@@ -231,7 +230,7 @@ func decode(t *testing.T, raw json.RawMessage) any {
 }
 
 // mustStatus fails unless ex has the wanted status.
-func mustStatus(t *testing.T, ex store.Execution, want string) {
+func mustStatus(t *testing.T, ex api.Execution, want api.ExecStatus) {
 	t.Helper()
 	if ex.Status != want {
 		t.Fatalf("execution %d (%s) is %s (error: %q, result: %s), want %s", ex.ExecutionID, ex.Path, ex.Status, ex.Error, ex.Result, want)

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // itemsServer serves GET /N/items: a JSON list of N items {id, name}, so
@@ -49,9 +48,9 @@ func itemsServer(t *testing.T) *httptest.Server {
 // checkFetchLoopInsert asserts what examples/fetch_loop_insert.yaml did
 // for one execution that fetched n >= threshold items: one row per item,
 // and the `summarize` branch's read-back as the execution's result.
-func checkFetchLoopInsert(t *testing.T, db string, ex store.Execution, n int) {
+func checkFetchLoopInsert(t *testing.T, db string, ex api.Execution, n int) {
 	t.Helper()
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	rows := query(t, db, "SELECT id, name FROM fetched_items WHERE execution_id = $1 ORDER BY id", ex.ExecutionID)
 	if len(rows) != n {
 		t.Fatalf("execution %d inserted %d rows, want %d: %v", ex.ExecutionID, len(rows), n, rows)
@@ -107,7 +106,7 @@ func TestFetchLoopInsertDistributed(t *testing.T) {
 
 	// Two items take the other branch; the context holds the count.
 	few := c.executeAndWait("examples/fetch_loop_insert", map[string]any{"api_url": items.URL + "/2"}, 60*time.Second)
-	mustStatus(t, few, store.ExecCompleted)
+	mustStatus(t, few, api.ExecCompleted)
 	if got := decode(t, few.Result); jsonString(got) != `{"branch":"too_few","inserted":2}` {
 		t.Fatalf("result with 2 items = %s, want the too_few branch", few.Result)
 	}
@@ -189,7 +188,7 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cmd.LoopID == 0 || cmd.Status != store.CmdCompleted {
+		if cmd.LoopID == 0 || cmd.Status != api.CmdCompleted {
 			t.Fatalf("iteration command %s: loop %d status %s, want a completed loop iteration", cmd.CommandID, cmd.LoopID, cmd.Status)
 		}
 		byIndex[cmd.LoopIndex]++
@@ -252,7 +251,7 @@ func TestParallelLoopRunsEachIterationOnce(t *testing.T) {
 	c := newFlowCluster(t, 2)
 	reg := c.register(loopPlaybook)
 	ex := c.executeAndWait(reg.Path, nil, 60*time.Second)
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	if attempt := checkLoopOnce(c, ex.ExecutionID, 3); attempt != 1 {
 		t.Fatalf("an iteration needed attempt %d without any fault", attempt)
 	}
@@ -275,7 +274,7 @@ func TestParallelLoopSurvivesWorkerKill(t *testing.T) {
 	_ = victim.wait(t, 10*time.Second)
 	c.startWorker(20)
 	ex := c.waitAll([]int64{st.ExecutionID}, 90*time.Second)[0]
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	if attempt := checkLoopOnce(c, ex.ExecutionID, 3); attempt < 2 {
 		t.Fatalf("no iteration was re-run after the kill (max attempt %d): the kill did not land mid-loop", attempt)
 	}
@@ -365,7 +364,7 @@ func TestRetryExponentialBackoff(t *testing.T) {
 	}
 	exs := c.waitAll([]int64{ok.ExecutionID, bad.ExecutionID}, 60*time.Second)
 
-	mustStatus(t, exs[0], store.ExecCompleted)
+	mustStatus(t, exs[0], api.ExecCompleted)
 	if res := decode(t, exs[0].Result).(map[string]any); num(t, res["status"]) != 200 || jsonString(res["body"]) != `{"served_on":4}` {
 		t.Fatalf("result = %s, want the fourth request's 200", exs[0].Result)
 	}
@@ -417,7 +416,7 @@ func TestRetryExponentialBackoff(t *testing.T) {
 	}
 
 	// Exhausted: four runs, then a failure that carries the last error.
-	mustStatus(t, exs[1], store.ExecFailed)
+	mustStatus(t, exs[1], api.ExecFailed)
 	if n := len(flaky.requests(strconv.FormatInt(bad.ExecutionID, 10))); n != 4 {
 		t.Fatalf("the exhausted run made %d requests, want 4", n)
 	}
@@ -551,7 +550,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustStatus(t, ex, store.ExecCancelled)
+	mustStatus(t, ex, api.ExecCancelled)
 
 	// The running tools stop through their context.
 	select {
@@ -580,7 +579,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		return nil
 	})
 	evs := c.events(st.ExecutionID)
-	cancelAt := slices.IndexFunc(evs, func(e store.Event) bool { return e.EventType == api.EvExecCancelled })
+	cancelAt := slices.IndexFunc(evs, func(e api.Event) bool { return e.EventType == api.EvExecCancelled })
 	if cancelAt < 0 {
 		t.Fatal("no execution.cancelled event")
 	}
@@ -596,7 +595,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		}
 		switch {
 		case cmd.Step == "long_shell" || cmd.Step == "slow_http" || (cmd.Step == "flaky" && cmd.Retry == 1):
-			if cmd.Status != store.CmdCancelled {
+			if cmd.Status != api.CmdCancelled {
 				t.Fatalf("%s (retry %d) is %s after the cancel, want cancelled", cmd.Step, cmd.Retry, cmd.Status)
 			}
 		case cmd.Step == "after":
@@ -609,7 +608,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	if n := len(eventsOf(evs, api.EvCommandClaimed, "flaky")); n != 1 {
 		t.Fatalf("flaky was claimed %d times, want 1: the cancelled retry must never run", n)
 	}
-	if got, _ := c.api.Execution(context.Background(), st.ExecutionID); got.Status != store.ExecCancelled {
+	if got, _ := c.api.Execution(context.Background(), st.ExecutionID); got.Status != api.ExecCancelled {
 		t.Fatalf("execution is %s after the tools stopped, want cancelled", got.Status)
 	}
 }
@@ -673,9 +672,9 @@ workflow:
 
 // checkParentResult asserts the parent received both children's results
 // and returns the id the second child reported.
-func checkParentResult(t *testing.T, ex store.Execution) int64 {
+func checkParentResult(t *testing.T, ex api.Execution) int64 {
 	t.Helper()
-	mustStatus(t, ex, store.ExecCompleted)
+	mustStatus(t, ex, api.ExecCompleted)
 	var res struct {
 		Doubled float64
 		Whole   struct {
@@ -712,7 +711,7 @@ func TestChildPlaybookDistributed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustStatus(t, k, store.ExecCompleted)
+		mustStatus(t, k, api.ExecCompleted)
 		if k.Path != "e2e/child" {
 			t.Fatalf("child runs %s", k.Path)
 		}

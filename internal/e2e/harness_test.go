@@ -20,7 +20,6 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 )
 
@@ -252,7 +251,7 @@ func eventually(t *testing.T, d time.Duration, fn func() error) {
 	t.Fatalf("condition not met within %s: %v", d, err)
 }
 
-func (c *cluster) register(content string) client.Registered {
+func (c *cluster) register(content string) api.Registered {
 	c.t.Helper()
 	r, err := c.api.Register(context.Background(), content)
 	if err != nil {
@@ -292,13 +291,13 @@ func (c *cluster) executeMany(path string, n int, payload func(i int) map[string
 }
 
 // waitAll waits until every execution has ended and returns them.
-func (c *cluster) waitAll(ids []int64, d time.Duration) []store.Execution {
+func (c *cluster) waitAll(ids []int64, d time.Duration) []api.Execution {
 	c.t.Helper()
-	out := make([]store.Execution, len(ids))
+	out := make([]api.Execution, len(ids))
 	eventually(c.t, d, func() error {
 		running := 0
 		for i, id := range ids {
-			if out[i].Status != "" && out[i].Status != store.ExecRunning {
+			if out[i].Status != "" && out[i].Status != api.ExecRunning {
 				continue
 			}
 			ex, err := c.api.Execution(context.Background(), id)
@@ -306,7 +305,7 @@ func (c *cluster) waitAll(ids []int64, d time.Duration) []store.Execution {
 				return err
 			}
 			out[i] = ex
-			if ex.Status == store.ExecRunning {
+			if ex.Status == api.ExecRunning {
 				running++
 			}
 		}
@@ -329,7 +328,7 @@ func (c *cluster) checkExactlyOnce(ids []int64, wantSteps map[string]bool) int {
 		if err != nil {
 			c.t.Fatal(err)
 		}
-		if ex.Status != store.ExecCompleted {
+		if ex.Status != api.ExecCompleted {
 			c.t.Fatalf("execution %d is %s (%s), want completed", id, ex.Status, ex.Error)
 		}
 		evs, err := c.api.Events(context.Background(), id)

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 )
 
@@ -66,7 +65,7 @@ func TestQueriesCLI(t *testing.T) {
 	c.startServer()
 	ctx := context.Background()
 	project := "analytics_" + id
-	if _, err := c.api.ProjectPut(ctx, project, client.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := c.api.ProjectPut(ctx, project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -75,7 +74,7 @@ func TestQueriesCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := c.api.QueryGet(ctx, project, early.QueryUUID, 0, 0); err != nil || p.Status != store.QueryQueued {
+	if p, err := c.api.QueryGet(ctx, project, early.QueryUUID, 0, 0); err != nil || p.Status != api.QueryQueued {
 		t.Fatalf("with no worker: %+v, %v; want queued", p, err)
 	}
 	out, code := c.runCLI("doctor")
@@ -89,7 +88,7 @@ func TestQueriesCLI(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if p.Status != store.QueryReady {
+		if p.Status != api.QueryReady {
 			return fmt.Errorf("the early query is %s (%s)", p.Status, p.Error)
 		}
 		return nil

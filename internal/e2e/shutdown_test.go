@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
@@ -62,16 +63,16 @@ func checkCleanExit(t *testing.T, p *proc, d time.Duration) {
 // inFlightQueries submits n warehouse queries that sleep in PostgreSQL
 // (longer than any shutdown grace) and
 // waits until PostgreSQL runs them.
-func inFlightQueries(t *testing.T, api *client.Client, project string, n int) []string {
+func inFlightQueries(t *testing.T, c *client.Client, project string, n int) []string {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := api.ProjectPut(ctx, project, client.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := c.ProjectPut(ctx, project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
 	uuids := make([]string, n)
 	for i := range uuids {
 		// A distinct comment per query: the cache must not fold them.
-		sub, err := api.QuerySubmit(ctx, project, fmt.Sprintf("select pg_sleep(20) /* %s %d */", project, i), "", false)
+		sub, err := c.QuerySubmit(ctx, project, fmt.Sprintf("select pg_sleep(20) /* %s %d */", project, i), "", false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +172,7 @@ func TestDevShutdownDuringInFlightWork(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if q.Status == store.QueryPending {
+		if q.Status == api.QueryPending {
 			t.Errorf("query %s was left pending by the shutdown; want an outcome recorded before the store closed", u)
 		}
 	}

@@ -87,7 +87,7 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 	r.cmds = cmds
 	results := map[string]any{}
 	for _, c := range cmds { // event_id order: a later run of a step wins
-		if c.Status != store.CmdCompleted || c.LoopID != 0 {
+		if c.Status != api.CmdCompleted || c.LoopID != 0 {
 			continue
 		}
 		v, err := s.decodeResult(ctx, tx, c.Result)
@@ -98,7 +98,7 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 	}
 	for _, l := range loops {
 		r.loops[l.LoopID] = l
-		if l.Status != store.LoopDone {
+		if l.Status != api.LoopDone {
 			continue
 		}
 		v, err := s.decodeResult(ctx, tx, l.Result)
@@ -150,13 +150,13 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 		maxIn = len(items)
 	}
 	l := store.Loop{LoopID: r.s.ids.Next(), ExecutionID: r.exec.ExecutionID, Step: step.Name, Total: len(items),
-		Mode: step.Loop.Mode, MaxInFlight: maxIn, Items: raw, Status: store.LoopRunning, CreatedAt: r.now, UpdatedAt: r.now}
+		Mode: step.Loop.Mode, MaxInFlight: maxIn, Items: raw, Status: api.LoopRunning, CreatedAt: r.now, UpdatedAt: r.now}
 	if err := r.tx.LoopInsert(r.ctx, l); err != nil {
 		return err
 	}
 	r.loops[l.LoopID] = l
 	if err := r.s.event(r.ctx, r.tx, store.Event{EventID: l.LoopID, ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopStarted,
-		Step: step.Name, Status: store.LoopRunning, Result: json.RawMessage(fmt.Sprintf(`{"total":%d,"mode":%q,"max_in_flight":%d}`, l.Total, l.Mode, maxIn))}, r.now); err != nil {
+		Step: step.Name, Status: string(api.LoopRunning), Result: json.RawMessage(fmt.Sprintf(`{"total":%d,"mode":%q,"max_in_flight":%d}`, l.Total, l.Mode, maxIn))}, r.now); err != nil {
 		return err
 	}
 	if len(items) == 0 {
@@ -174,7 +174,7 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 // Once the execution has ended (a render error failed it a moment ago),
 // nothing more is issued.
 func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index, retry int, availableAt time.Time) error {
-	if r.exec.Status != store.ExecRunning {
+	if r.exec.Status != api.ExecRunning {
 		return nil
 	}
 	var tool map[string]any
@@ -226,7 +226,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 func (r *run) pendingExcept(exclude int64) int {
 	n := 0
 	for _, c := range r.cmds {
-		if c.EventID != exclude && !store.IsTerminalCommand(c.Status) {
+		if c.EventID != exclude && !c.Status.Terminal() {
 			n++
 		}
 	}
@@ -257,7 +257,7 @@ func (r *run) afterStep(step *playbook.Step, result any, exclude int64) error {
 		if err := r.startStep(target, r.scope); err != nil {
 			return err
 		}
-		if r.exec.Status != store.ExecRunning {
+		if r.exec.Status != api.ExecRunning {
 			return nil // a render error failed the execution
 		}
 	}
@@ -311,11 +311,11 @@ func (r *run) commandFinished(cmd store.Command, decision engine.Decision, resul
 		}
 		if cmd.LoopID != 0 {
 			l := r.loops[cmd.LoopID]
-			if err := r.tx.LoopFinish(r.ctx, l.LoopID, store.LoopFailed, nil, r.now); err != nil && !errors.Is(err, store.ErrConflict) {
+			if err := r.tx.LoopFinish(r.ctx, l.LoopID, api.LoopFailed, nil, r.now); err != nil && !errors.Is(err, store.ErrConflict) {
 				return err
 			}
 			if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopFailed, Step: cmd.Step,
-				Status: store.LoopFailed, Error: msg}, r.now); err != nil {
+				Status: string(api.LoopFailed), Error: msg}, r.now); err != nil {
 				return err
 			}
 			return r.fail(fmt.Sprintf("step %s failed at iteration %d: %s", cmd.Step, cmd.LoopIndex, msg))
@@ -352,7 +352,7 @@ func (r *run) iterationScope(step *playbook.Step, cmd store.Command) engine.Scop
 // exactly once even if two servers race here.
 func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
 	l, ok := r.loops[finished.LoopID]
-	if !ok || l.Status != store.LoopRunning {
+	if !ok || l.Status != api.LoopRunning {
 		return nil
 	}
 	// The latest command of each index decides its state: an index whose
@@ -370,9 +370,9 @@ func (r *run) loopProgress(step *playbook.Step, finished store.Command) error {
 			continue
 		}
 		switch c := r.cmds[k-1]; {
-		case c.Status == store.CmdCompleted:
+		case c.Status == api.CmdCompleted:
 			done++
-		case !store.IsTerminalCommand(c.Status):
+		case !c.Status.Terminal():
 			inFlight++
 		}
 	}
@@ -409,16 +409,16 @@ func (r *run) finishLoop(step *playbook.Step, l store.Loop, results []any) error
 	if err != nil {
 		return err
 	}
-	if err := r.tx.LoopFinish(r.ctx, l.LoopID, store.LoopDone, stored, r.now); err != nil {
+	if err := r.tx.LoopFinish(r.ctx, l.LoopID, api.LoopDone, stored, r.now); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil // already finished: loop.done fired once, elsewhere
 		}
 		return err
 	}
-	l.Status = store.LoopDone
+	l.Status = api.LoopDone
 	r.loops[l.LoopID] = l
 	if err := r.s.event(r.ctx, r.tx, store.Event{ExecutionID: r.exec.ExecutionID, EventType: api.EvLoopDone, Step: step.Name,
-		Status: store.LoopDone, Result: stored}, r.now); err != nil {
+		Status: string(api.LoopDone), Result: stored}, r.now); err != nil {
 		return err
 	}
 	return r.afterStep(step, results, 0)

@@ -158,7 +158,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 		CatalogID:   entry.CatalogID,
 		Path:        entry.Path,
 		Version:     entry.Version,
-		Status:      store.ExecRunning,
+		Status:      api.ExecRunning,
 		Workload:    wl,
 
 		ParentExecutionID: parent,
@@ -170,7 +170,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 		if err := tx.ExecutionInsert(ctx, exec); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: api.EvPlaybookStarted, Status: store.ExecRunning}, now); err != nil {
+		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: api.EvPlaybookStarted, Status: string(api.ExecRunning)}, now); err != nil {
 			return err
 		}
 		r, err := s.newRun(ctx, tx, &exec, pb, now)
@@ -181,7 +181,7 @@ func (s *Service) ExecuteChild(ctx context.Context, path string, version int, pa
 			return err
 		}
 		issued = r.issued > 0
-		if exec.Status == store.ExecRunning {
+		if exec.Status == api.ExecRunning {
 			// Revision 0 until the first touch. Should this transaction
 			// roll back, the execution id never exists: harmless.
 			s.states.put(exec.ExecutionID, r.state(0))
@@ -203,9 +203,9 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 	if !plan.Done {
 		return nil
 	}
-	status, evType := store.ExecCompleted, api.EvPlaybookCompleted
+	status, evType := api.ExecCompleted, api.EvPlaybookCompleted
 	if plan.Failed {
-		status, evType = store.ExecFailed, api.EvPlaybookFailed
+		status, evType = api.ExecFailed, api.EvPlaybookFailed
 		// Stop sibling branches: their workers see 409 on their next report.
 		if _, err := tx.CommandCancelExecution(ctx, exec.ExecutionID, now); err != nil {
 			return err
@@ -225,7 +225,7 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 		return err
 	}
 	exec.Status, exec.Result, exec.Error, exec.EndedAt = status, result, plan.Error, &now
-	if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: evType, Status: status, Result: result, Error: plan.Error}, now); err != nil {
+	if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: evType, Status: string(status), Result: result, Error: plan.Error}, now); err != nil {
 		return err
 	}
 	if plan.Failed {
@@ -241,14 +241,14 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command, now time.Time) (store.Command, error) {
 	c.EventID = s.ids.Next()
 	c.CommandID = bus.CommandID(c.ExecutionID, c.Step, c.EventID)
-	c.Status, c.CreatedAt, c.UpdatedAt = store.CmdIssued, now, now
+	c.Status, c.CreatedAt, c.UpdatedAt = api.CmdIssued, now, now
 	if c.AvailableAt.IsZero() {
 		c.AvailableAt = now
 	}
 	c.PublishedAt, c.Publishes = c.AvailableAt, 1
 	if err := tx.EventInsert(ctx, store.Event{
 		EventID: c.EventID, ExecutionID: c.ExecutionID, EventType: api.EvCommandIssued,
-		Step: c.Step, CommandID: c.CommandID, Status: store.CmdIssued, Attempt: c.Retry + 1, CreatedAt: now,
+		Step: c.Step, CommandID: c.CommandID, Status: string(api.CmdIssued), Attempt: c.Retry + 1, CreatedAt: now,
 	}); err != nil {
 		return c, err
 	}
@@ -282,7 +282,7 @@ func (s *Service) event(ctx context.Context, tx store.Tx, ev store.Event, now ti
 // Claimed is the reply to a successful claim.
 type Claimed struct {
 	store.Command
-	LeaseTTLMillis int64 `json:"lease_ttl_ms"`
+	LeaseTTL time.Duration // how long the lease lasts without a heartbeat
 }
 
 // Claim grants workerID a lease on the command. execHint, the command's
@@ -311,13 +311,13 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 		}
 		if err := s.event(ctx, tx, store.Event{
 			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandClaimed, Step: cmd.Step,
-			CommandID: cmd.CommandID, Status: store.CmdClaimed, WorkerID: workerID, Attempt: cmd.Attempt,
+			CommandID: cmd.CommandID, Status: string(api.CmdClaimed), WorkerID: workerID, Attempt: cmd.Attempt,
 		}, now); err != nil || !start {
 			return err
 		}
 		return s.event(ctx, tx, store.Event{
 			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandStarted, Step: cmd.Step,
-			CommandID: cmd.CommandID, Status: store.CmdRunning, WorkerID: workerID, Attempt: cmd.Attempt,
+			CommandID: cmd.CommandID, Status: string(api.CmdRunning), WorkerID: workerID, Attempt: cmd.Attempt,
 		}, now)
 	})
 	switch {
@@ -330,7 +330,7 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 		return Claimed{}, err
 	}
 	mCmdClaimed.Inc()
-	return Claimed{Command: cmd, LeaseTTLMillis: s.cfg.LeaseTTL.Milliseconds()}, nil
+	return Claimed{Command: cmd, LeaseTTL: s.cfg.LeaseTTL}, nil
 }
 
 // claimConflict explains why a claim lost.
@@ -338,7 +338,7 @@ func (s *Service) claimConflict(ctx context.Context, eventID int64) error {
 	cmd, _ := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Command, error) {
 		return q.CommandGet(ctx, eventID)
 	})
-	if store.IsTerminalCommand(cmd.Status) {
+	if cmd.Status.Terminal() {
 		return errorf(ErrNotHolder, "command %d has already ended (%s)", eventID, cmd.Status)
 	}
 	return errorf(ErrNotHolder, "command %d is claimed by %s (attempt %d) until its lease expires", eventID, cmd.WorkerID, cmd.Attempt)
@@ -346,17 +346,17 @@ func (s *Service) claimConflict(ctx context.Context, eventID int64) error {
 
 // Report is what a worker says about a command it holds.
 type Report struct {
-	EventType string          `json:"event_type"`
-	EventID   int64           `json:"event_id"` // the command's event id
-	WorkerID  string          `json:"worker_id"`
-	Attempt   int             `json:"attempt"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
+	EventType string
+	EventID   int64 // the command's event id
+	WorkerID  string
+	Attempt   int
+	Result    json.RawMessage
+	Error     string
 	// Retryable is the tool's own verdict on a failure; retry policies
 	// read it as output.error.retryable.
-	Retryable bool `json:"retryable,omitempty"`
+	Retryable bool
 	// ExecutionID, when known, picks the group-commit shard (see Claim).
-	ExecutionID int64 `json:"execution_id,omitempty"`
+	ExecutionID int64
 }
 
 func shardKey(execHint, fallback int64) int64 {
@@ -368,8 +368,8 @@ func shardKey(execHint, fallback int64) int64 {
 
 // Ack is the reply to a report.
 type Ack struct {
-	EventID int64  `json:"event_id,omitempty"` // the event recorded (0 for heartbeats)
-	Status  string `json:"status"`             // the command's status afterwards
+	EventID int64             // the event recorded (0 for heartbeats)
+	Status  api.CommandStatus // the command's status afterwards
 }
 
 // Apply records a worker's report.
@@ -396,7 +396,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			}
 			ack = Ack{EventID: s.ids.Next(), Status: cmd.Status}
 			return s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: r.EventType,
-				Step: cmd.Step, CommandID: cmd.CommandID, Status: cmd.Status, WorkerID: r.WorkerID, Attempt: r.Attempt}, now)
+				Step: cmd.Step, CommandID: cmd.CommandID, Status: string(cmd.Status), WorkerID: r.WorkerID, Attempt: r.Attempt}, now)
 		case api.EvCommandHeartbeat:
 			// Heartbeats renew the lease only; logging each would bloat the
 			// event log with no information.
@@ -444,7 +444,7 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	if err := tx.ExecutionTouch(ctx, f.execID, rev); err != nil {
 		return Ack{}, 0, err
 	}
-	if f.run != nil && f.run.exec.Status == store.ExecRunning {
+	if f.run != nil && f.run.exec.Status == api.ExecRunning {
 		s.states.put(f.execID, f.run.state(rev))
 	} else {
 		s.states.drop(f.execID)
@@ -468,9 +468,9 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	if err != nil {
 		return finished{}, err
 	}
-	status := store.CmdCompleted
+	status := api.CmdCompleted
 	if rep.EventType == api.EvCommandFailed {
-		status = store.CmdFailed
+		status = api.CmdFailed
 	}
 	var res any
 	if len(rep.Result) > 0 {
@@ -487,7 +487,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	// continue past is projected as a completed step (the event log keeps
 	// the command.failed fact).
 	decision := engine.Decision{Do: "continue"}
-	if status == store.CmdFailed {
+	if status == api.CmdFailed {
 		decision.Do = "fail"
 	}
 	if r != nil {
@@ -497,7 +497,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 			if cur.LoopID != 0 {
 				scope = r.iterationScope(step, cur)
 			}
-			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: status, Result: res, Error: rep.Error,
+			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: string(status), Result: res, Error: rep.Error,
 				Retryable: rep.Retryable, Attempt: cur.Retry + 1})
 			if err != nil {
 				decision = engine.Decision{Do: "fail", Reason: err.Error()}
@@ -507,8 +507,8 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		}
 	}
 	projected, projectedResult := status, rep.Result
-	if status == store.CmdFailed && decision.Do == "continue" {
-		projected = store.CmdCompleted
+	if status == api.CmdFailed && decision.Do == "continue" {
+		projected = api.CmdCompleted
 		env := map[string]any{"status": "error", "error": rep.Error, "data": res}
 		res = env
 		projectedResult, _ = json.Marshal(env)
@@ -530,14 +530,14 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		}
 	}
 	if err := s.event(ctx, tx, store.Event{EventID: ack.EventID, ExecutionID: cmd.ExecutionID, EventType: rep.EventType, Step: cmd.Step,
-		CommandID: cmd.CommandID, Status: status, Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
+		CommandID: cmd.CommandID, Status: string(status), Result: evResult, Error: rep.Error, WorkerID: rep.WorkerID, Attempt: rep.Attempt}, now); err != nil {
 		return finished{}, err
 	}
 	if err := s.event(ctx, tx, store.Event{ExecutionID: cmd.ExecutionID, EventType: api.EvStepExit, Step: cmd.Step,
-		CommandID: cmd.CommandID, Status: projected}, now); err != nil {
+		CommandID: cmd.CommandID, Status: string(projected)}, now); err != nil {
 		return finished{}, err
 	}
-	if status == store.CmdCompleted {
+	if status == api.CmdCompleted {
 		mCmdCompleted.Inc()
 	} else {
 		mCmdFailed.Inc()
@@ -566,7 +566,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, now time.Time) (store.Command, store.Execution, *run, error) {
 	if rep.ExecutionID > 0 {
 		exec, err := tx.LockExecution(ctx, rep.ExecutionID)
-		if err == nil && exec.Status == store.ExecRunning {
+		if err == nil && exec.Status == api.ExecRunning {
 			r, err := s.runFor(ctx, tx, exec, now)
 			if err != nil {
 				return store.Command{}, store.Execution{}, nil, err
@@ -575,7 +575,7 @@ func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, no
 				if c.EventID != rep.EventID {
 					continue
 				}
-				if store.IsTerminalCommand(c.Status) {
+				if c.Status.Terminal() {
 					return c, exec, nil, nil
 				}
 				return c, exec, r, nil
@@ -589,7 +589,7 @@ func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, no
 		return store.Command{}, store.Execution{}, nil, err
 	}
 	exec, err := tx.LockExecution(ctx, cur.ExecutionID)
-	if err != nil || exec.Status != store.ExecRunning || store.IsTerminalCommand(cur.Status) {
+	if err != nil || exec.Status != api.ExecRunning || cur.Status.Terminal() {
 		return cur, exec, nil, err
 	}
 	r, err := s.runFor(ctx, tx, exec, now)
@@ -656,21 +656,21 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 		if exec, err = tx.LockExecution(ctx, execID); err != nil {
 			return err
 		}
-		if exec.Status != store.ExecRunning {
+		if exec.Status != api.ExecRunning {
 			return errorf(ErrExecutionEnded, "execution %d is already %s", execID, exec.Status)
 		}
 		now := s.now()
 		if _, err := tx.CommandCancelExecution(ctx, execID, now); err != nil {
 			return err
 		}
-		if err := tx.ExecutionFinish(ctx, execID, store.ExecCancelled, nil, "cancelled by request", now); err != nil {
+		if err := tx.ExecutionFinish(ctx, execID, api.ExecCancelled, nil, "cancelled by request", now); err != nil {
 			return err
 		}
-		exec.Status, exec.EndedAt, exec.Error = store.ExecCancelled, &now, "cancelled by request"
+		exec.Status, exec.EndedAt, exec.Error = api.ExecCancelled, &now, "cancelled by request"
 		if err := tx.ExecutionTouch(ctx, execID, s.ids.Next()); err != nil {
 			return err
 		}
-		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: store.ExecCancelled}, now)
+		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: string(api.ExecCancelled)}, now)
 	})
 	if err == nil {
 		s.states.drop(execID)

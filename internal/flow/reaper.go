@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -153,9 +154,9 @@ func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutof
 // stillDue applies CommandsDue's rule to one command.
 func stillDue(c store.Command, now, cutoff time.Time) bool {
 	switch c.Status {
-	case store.CmdIssued:
+	case api.CmdIssued:
 		return !c.PublishedAt.After(cutoff)
-	case store.CmdClaimed, store.CmdRunning:
+	case api.CmdClaimed, api.CmdRunning:
 		return c.LeaseExpires != nil && !c.LeaseExpires.After(now) &&
 			(c.PublishedAt.Before(*c.LeaseExpires) || !c.PublishedAt.After(cutoff))
 	}

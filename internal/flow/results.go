@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -106,7 +107,7 @@ func (s *Service) CancelCascade(ctx context.Context, execID int64) (store.Execut
 		}
 		for _, k := range kids {
 			queue = append(queue, k.ExecutionID)
-			if k.Status != store.ExecRunning {
+			if k.Status != api.ExecRunning {
 				continue
 			}
 			if _, err := s.Cancel(ctx, k.ExecutionID); err == nil {

@@ -125,7 +125,7 @@ func (r *route) open() (map[string]store.Command, string) {
 	byStep := map[string]store.Command{}
 	var steps []string
 	for _, c := range cmds {
-		if !store.IsTerminalCommand(c.Status) {
+		if !c.Status.Terminal() {
 			byStep[c.Step] = c
 			steps = append(steps, c.Step)
 		}
@@ -193,7 +193,7 @@ func (r *route) execution() store.Execution {
 // wantFailed checks that the execution failed with an error containing want.
 func (r *route) wantFailed(want string) {
 	r.t.Helper()
-	if ex := r.execution(); ex.Status != store.ExecFailed || !strings.Contains(ex.Error, want) {
+	if ex := r.execution(); ex.Status != api.ExecFailed || !strings.Contains(ex.Error, want) {
 		r.t.Fatalf("execution %s with error %q; want failed with %q", ex.Status, ex.Error, want)
 	}
 }
@@ -238,7 +238,7 @@ func TestRouteExclusive(t *testing.T) {
 	for status, want := range map[int]string{200: "ok", 201: "created", 500: "always"} {
 		r := router(t, "exclusive")
 		r.finishStart(status)
-		if _, steps := r.open(); steps != want || r.execution().Status != store.ExecRunning {
+		if _, steps := r.open(); steps != want || r.execution().Status != api.ExecRunning {
 			t.Errorf("status %d: issued %q, execution %s; want only %s issued", status, steps, r.execution().Status, want)
 		}
 	}
@@ -288,12 +288,12 @@ workflow:
 	}
 	// Another branch still running: wait.
 	r.report("a", api.EvCommandCompleted, "first", "")
-	if _, steps := r.open(); steps != "b" || r.execution().Status != store.ExecRunning {
+	if _, steps := r.open(); steps != "b" || r.execution().Status != api.ExecRunning {
 		t.Fatalf("with b pending: open %q, execution %s; want b open and the execution running", steps, r.execution().Status)
 	}
 	// Last one out: done with its result.
 	r.report("b", api.EvCommandCompleted, "made", "")
-	if ex := r.execution(); ex.Status != store.ExecCompleted || string(ex.Result) != `"made"` {
+	if ex := r.execution(); ex.Status != api.ExecCompleted || string(ex.Result) != `"made"` {
 		t.Errorf("execution %s with result %s; want completed with the last step's result", ex.Status, ex.Result)
 	}
 }
@@ -314,7 +314,7 @@ workflow:
     tool: {kind: python, code: x}
 `)
 	r.report("start", api.EvCommandCompleted, 1, "")
-	if ex := r.execution(); ex.Status != store.ExecCompleted || string(ex.Result) != "1" {
+	if ex := r.execution(); ex.Status != api.ExecCompleted || string(ex.Result) != "1" {
 		t.Errorf("execution %s with result %s; want completed with the start result", ex.Status, ex.Result)
 	}
 }
@@ -345,7 +345,7 @@ func TestRouteFailures(t *testing.T) {
 		r := router(t, "exclusive")
 		r.finishStart(201)
 		r.report("created", api.EvCommandCompleted, "made", "")
-		if ex := r.execution(); ex.Status != store.ExecCompleted {
+		if ex := r.execution(); ex.Status != api.ExecCompleted {
 			t.Fatalf("execution %s (%s), want completed", ex.Status, ex.Error)
 		}
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/wire"
 	"github.com/millrace/millrace/internal/worker/commands"
 )
 
@@ -46,13 +47,13 @@ type Options struct {
 	Concurrency int
 	Log         *slog.Logger
 	// Progress receives the main execution's events as they happen.
-	Progress func(store.Event)
+	Progress func(api.Event)
 }
 
 // Run registers file, executes it with payload and waits until it ends.
 // It returns the final execution record; an execution that failed is not
 // an error here (its status says so).
-func Run(ctx context.Context, file string, payload map[string]any, o Options) (store.Execution, error) {
+func Run(ctx context.Context, file string, payload map[string]any, o Options) (api.Execution, error) {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
@@ -61,20 +62,20 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (s
 	}
 	content, err := os.ReadFile(file)
 	if err != nil {
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	tmp, err := os.MkdirTemp("", "millrace-local-")
 	if err != nil {
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	defer os.RemoveAll(tmp)
 	drv, err := sqlitedriver.Open(ctx, filepath.Join(tmp, "local.db"))
 	if err != nil {
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	if err := drv.Migrate(ctx); err != nil {
 		drv.Close()
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	st := store.New(drv, store.Options{})
 	defer st.Close()
@@ -91,20 +92,21 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (s
 	entry, err := d.flow.Register(ctx, string(content))
 	if err != nil {
 		if errors.Is(err, flow.ErrInvalidPlaybook) {
-			return store.Execution{}, errors.New(strings.ReplaceAll(err.Error(), "playbook.yaml", file))
+			return api.Execution{}, errors.New(strings.ReplaceAll(err.Error(), "playbook.yaml", file))
 		}
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	exec, err := d.flow.Execute(ctx, entry.Path, entry.Version, payload)
 	if err != nil {
-		return store.Execution{}, err
+		return api.Execution{}, err
 	}
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go d.loop(rctx)
 	defer d.wg.Wait()
 	defer stop()
-	return d.wait(ctx, exec.ExecutionID, o.Progress)
+	ex, err := d.wait(ctx, exec.ExecutionID, o.Progress)
+	return wire.Execution(ex), err
 }
 
 type dispatcher struct {
@@ -196,7 +198,7 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 		return // ended or cancelled meanwhile
 	}
 	env := &localEnv{d: d, parent: cl.ExecutionID}
-	res, runErr := commands.Execute(ctx, cl.Command, env)
+	res, runErr := commands.Execute(ctx, wire.Command(cl.Command), env)
 	if ctx.Err() != nil {
 		return
 	}
@@ -225,7 +227,7 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 }
 
 // wait polls the execution until it ends, feeding progress.
-func (d *dispatcher) wait(ctx context.Context, id int64, progress func(store.Event)) (store.Execution, error) {
+func (d *dispatcher) wait(ctx context.Context, id int64, progress func(api.Event)) (store.Execution, error) {
 	seen := 0
 	for {
 		var ex store.Execution
@@ -247,10 +249,10 @@ func (d *dispatcher) wait(ctx context.Context, id int64, progress func(store.Eve
 			return ex, err
 		}
 		for _, e := range evs[min(seen, len(evs)):] {
-			progress(e)
+			progress(wire.Event(e))
 		}
 		seen = len(evs)
-		if ex.Status != store.ExecRunning {
+		if ex.Status != api.ExecRunning {
 			return ex, nil
 		}
 		select {
@@ -289,7 +291,7 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	if err != nil {
 		return nil, err
 	}
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("child execution %d of %s %s: %s", ex.ExecutionID, req.Path, ex.Status, ex.Error)}
 	}
 	raw := ex.Result

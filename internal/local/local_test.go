@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/local"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // More parallel child playbooks than the dispatcher has slots: a parent
@@ -52,7 +52,7 @@ workflow:
 	if err != nil {
 		t.Fatalf("local run: %v (a deadlock shows up as the timeout)", err)
 	}
-	if ex.Status != store.ExecCompleted || string(ex.Result) != `{"children":20}` {
+	if ex.Status != api.ExecCompleted || string(ex.Result) != `{"children":20}` {
 		t.Fatalf("execution %s %s (%s); want completed with 20 child results", ex.Status, ex.Result, ex.Error)
 	}
 }

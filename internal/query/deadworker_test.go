@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // A worker that claims a query and dies (no heartbeats, no result) does not
@@ -20,14 +20,14 @@ func TestQueryDeadWorkerIsRequeued(t *testing.T) {
 	if _, err := b.api.QueryClaim(ctx, sub.QueryUUID, "doomed"); err != nil {
 		t.Fatalf("claim by the doomed worker: %v", err)
 	}
-	b.waitRecord(sub.QueryUUID, 20*time.Second, "re-queued after the worker went silent", func(q store.Query) bool {
-		return q.Status == store.QueryQueued && q.WorkerID == ""
+	b.waitRecord(sub.QueryUUID, 20*time.Second, "re-queued after the worker went silent", func(q api.QueryRecord) bool {
+		return q.Status == api.QueryQueued && q.WorkerID == ""
 	})
 	if err := b.api.QueryHeartbeat(ctx, sub.QueryUUID, "doomed"); client.StatusOf(err) != 409 {
 		t.Fatalf("late heartbeat from the dead worker: %v, want 409", err)
 	}
 	b.startWorker(4)
-	q := b.waitRecord(sub.QueryUUID, 20*time.Second, "ready on a live worker", func(q store.Query) bool { return q.Status == store.QueryReady })
+	q := b.waitRecord(sub.QueryUUID, 20*time.Second, "ready on a live worker", func(q api.QueryRecord) bool { return q.Status == api.QueryReady })
 	if q.WorkerID == "doomed" || q.TotalRows != 1 {
 		t.Fatalf("query finished by %q with %d rows; want a live worker and 1 row", q.WorkerID, q.TotalRows)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
@@ -66,18 +67,18 @@ func (s *Service) runInProcess(ctx context.Context, q store.Query) {
 			s.interrupted(q.QueryUUID) // a no-op if cancelled: that recorded the outcome
 			return
 		case <-timer.C:
-			s.finish(context.WithoutCancel(ctx), q.QueryUUID, []string{store.QueryPending}, store.QueryExpired, store.QueryUpdate{})
+			s.finish(context.WithoutCancel(ctx), q.QueryUUID, []api.QueryStatus{api.QueryPending}, api.QueryExpired, store.QueryUpdate{})
 			return
 		}
 	}
 	p, err := s.projectByID(ctx, q.ProjectID)
 	if err != nil {
-		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		s.fail(q.QueryUUID, []api.QueryStatus{api.QueryPending}, err.Error())
 		return
 	}
 	conn, err := s.Connection(p)
 	if err != nil {
-		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		s.fail(q.QueryUUID, []api.QueryStatus{api.QueryPending}, err.Error())
 		return
 	}
 	start := s.now()
@@ -87,11 +88,11 @@ func (s *Service) runInProcess(ctx context.Context, q store.Query) {
 		return
 	}
 	if err != nil {
-		s.fail(q.QueryUUID, []string{store.QueryPending}, err.Error())
+		s.fail(q.QueryUUID, []api.QueryStatus{api.QueryPending}, err.Error())
 		return
 	}
 	upd.StartedAt = &start
-	s.finish(context.WithoutCancel(ctx), q.QueryUUID, []string{store.QueryPending}, store.QueryReady, upd)
+	s.finish(context.WithoutCancel(ctx), q.QueryUUID, []api.QueryStatus{api.QueryPending}, api.QueryReady, upd)
 }
 
 // interrupted records that an in-process query was ended by Stop, so it is
@@ -102,7 +103,7 @@ func (s *Service) interrupted(uuid string) {
 		return // cancelled by a client, not stopped
 	}
 	msg := "interrupted: the server shut down while this query ran; run it again"
-	s.fail(uuid, []string{store.QueryPending}, msg)
+	s.fail(uuid, []api.QueryStatus{api.QueryPending}, msg)
 }
 
 // Stop ends the in-process queries (recording each as interrupted) and
@@ -148,7 +149,7 @@ func (s *Service) closeWriter(w *results.Writer, key string) (store.QueryUpdate,
 
 // finish applies a final compare-and-set; losing it (cancelled meanwhile)
 // is not an error.
-func (s *Service) finish(ctx context.Context, uuid string, from []string, to string, upd store.QueryUpdate) bool {
+func (s *Service) finish(ctx context.Context, uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate) bool {
 	now := s.now()
 	if upd.EndedAt == nil {
 		upd.EndedAt = &now
@@ -163,14 +164,14 @@ func (s *Service) finish(ctx context.Context, uuid string, from []string, to str
 		}
 		return false
 	}
-	mFinished.WithLabelValues(to).Inc()
+	mFinished.WithLabelValues(string(to)).Inc()
 	return true
 }
 
-func (s *Service) fail(uuid string, from []string, msg string) {
+func (s *Service) fail(uuid string, from []api.QueryStatus, msg string) {
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
-	s.finish(ctx, uuid, from, store.QueryError, store.QueryUpdate{Error: &msg})
+	s.finish(ctx, uuid, from, api.QueryError, store.QueryUpdate{Error: &msg})
 }
 
 // Claimed is what a worker needs to run a query.
@@ -195,8 +196,8 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 		return Claimed{}, err
 	}
 	now := s.now()
-	if q.Status == store.QueryQueued && q.StartedAt == nil && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
-		s.finish(ctx, uuid, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{})
+	if q.Status == api.QueryQueued && q.StartedAt == nil && now.Sub(q.CreatedAt) > s.cfg.QueueTimeout {
+		s.finish(ctx, uuid, []api.QueryStatus{api.QueryQueued}, api.QueryExpired, store.QueryUpdate{})
 		return Claimed{}, errorf(ErrNotClaimable, "query %s waited %s in the queue, over NATS_QUEUE_TIMEOUT_MS: expired, not run", uuid, now.Sub(q.CreatedAt).Round(time.Millisecond))
 	}
 	p, err := s.projectByID(ctx, q.ProjectID)
@@ -209,7 +210,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	}
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryQueued}, store.QueryExecuting,
+		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryQueued}, api.QueryExecuting,
 			store.QueryUpdate{WorkerID: &worker, StartedAt: &now, PublishedAt: &now}, now)
 		return err
 	})
@@ -242,7 +243,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	if err != nil {
 		return store.Query{}, err
 	}
-	if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
+	if cur.Status != api.QueryExecuting || cur.WorkerID != worker {
 		return cur, errorf(ErrNotHolder, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
 	}
 	w, err := s.results.Create(uuid)
@@ -301,7 +302,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 			q = cur
 			return store.ErrConflict
 		}
-		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryReady, upd, now)
+		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryExecuting}, api.QueryReady, upd, now)
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -309,7 +310,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 		return q, errorf(ErrNotHolder, "query %s is %s; its results were dropped", uuid, q.Status)
 	}
 	if err == nil {
-		mFinished.WithLabelValues(store.QueryReady).Inc()
+		mFinished.WithLabelValues(string(api.QueryReady)).Inc()
 	}
 	return q, err
 }
@@ -325,11 +326,11 @@ func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Que
 		if err != nil {
 			return err
 		}
-		if cur.Status != store.QueryExecuting || cur.WorkerID != worker {
+		if cur.Status != api.QueryExecuting || cur.WorkerID != worker {
 			q = cur
 			return store.ErrConflict
 		}
-		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryExecuting, store.QueryUpdate{PublishedAt: &now}, now)
+		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryExecuting}, api.QueryExecuting, store.QueryUpdate{PublishedAt: &now}, now)
 		return err
 	})
 	switch {
@@ -352,7 +353,7 @@ func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
 		if cur.WorkerID != worker { // a stale worker: another one holds it now
 			return store.ErrConflict
 		}
-		_, err = tx.QueryTransition(ctx, uuid, []string{store.QueryExecuting}, store.QueryError, store.QueryUpdate{Error: &msg, EndedAt: &now}, now)
+		_, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryExecuting}, api.QueryError, store.QueryUpdate{Error: &msg, EndedAt: &now}, now)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
@@ -361,7 +362,7 @@ func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
 	if err != nil {
 		return err
 	}
-	mFinished.WithLabelValues(store.QueryError).Inc()
+	mFinished.WithLabelValues(string(api.QueryError)).Inc()
 	return nil
 }
 
@@ -375,7 +376,7 @@ func (s *Service) RecoverInProcess(ctx context.Context, startedAt time.Time) (in
 		return 0, nil
 	}
 	stale, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesCreatedBefore(ctx, []string{store.QueryPending}, startedAt, 0)
+		return q.QueriesCreatedBefore(ctx, []api.QueryStatus{api.QueryPending}, startedAt, 0)
 	})
 	if err != nil {
 		return 0, err
@@ -383,7 +384,7 @@ func (s *Service) RecoverInProcess(ctx context.Context, startedAt time.Time) (in
 	msg := "interrupted: the server restarted while this query ran; run it again"
 	n := 0
 	for _, q := range stale {
-		if s.finish(ctx, q.QueryUUID, []string{store.QueryPending}, store.QueryError, store.QueryUpdate{Error: &msg}) {
+		if s.finish(ctx, q.QueryUUID, []api.QueryStatus{api.QueryPending}, api.QueryError, store.QueryUpdate{Error: &msg}) {
 			n++
 		}
 	}

@@ -18,12 +18,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/worker/queries"
 )
@@ -112,7 +112,7 @@ func setup(t *testing.T, o opts) *bundle {
 		}
 	})
 	b := &bundle{t: t, h: h, api: h.API, project: "p_" + id, id: id}
-	if _, err := b.api.ProjectPut(context.Background(), b.project, client.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := b.api.ProjectPut(context.Background(), b.project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
 	pg, err := pgx.Connect(context.Background(), pgtest.URL())
@@ -192,7 +192,7 @@ func (b *bundle) running(marker string) int {
 	return n
 }
 
-func (b *bundle) submit(sql, lane string, invalidate bool) client.Submitted {
+func (b *bundle) submit(sql, lane string, invalidate bool) api.Submitted {
 	b.t.Helper()
 	s, err := b.api.QuerySubmit(context.Background(), b.project, sql, lane, invalidate)
 	if err != nil {
@@ -203,14 +203,14 @@ func (b *bundle) submit(sql, lane string, invalidate bool) client.Submitted {
 
 // record is the query history row, read through the workers' endpoint
 // (it has started_at and publishes, which the public poll does not).
-func (b *bundle) record(uuid string) store.Query {
+func (b *bundle) record(uuid string) api.QueryRecord {
 	b.t.Helper()
 	resp, err := http.Get(b.h.Srv.URL() + "/api/v2/internal/queries/" + uuid)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var q store.Query
+	var q api.QueryRecord
 	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil || resp.StatusCode != http.StatusOK {
 		b.t.Fatalf("read query %s: HTTP %d, %v", uuid, resp.StatusCode, err)
 	}
@@ -218,9 +218,9 @@ func (b *bundle) record(uuid string) store.Query {
 }
 
 // waitRecord polls the history row until ok accepts it.
-func (b *bundle) waitRecord(uuid string, d time.Duration, what string, ok func(store.Query) bool) store.Query {
+func (b *bundle) waitRecord(uuid string, d time.Duration, what string, ok func(api.QueryRecord) bool) api.QueryRecord {
 	b.t.Helper()
-	var q store.Query
+	var q api.QueryRecord
 	eventually(b.t, d, func() error {
 		q = b.record(uuid)
 		if ok(q) {
@@ -233,16 +233,16 @@ func (b *bundle) waitRecord(uuid string, d time.Duration, what string, ok func(s
 
 // waitDone polls (through the public API) until the query leaves
 // pending/queued/executing and returns the first page at pageSize.
-func (b *bundle) waitDone(uuid string, pageSize int) client.QueryPage {
+func (b *bundle) waitDone(uuid string, pageSize int) api.QueryPage {
 	b.t.Helper()
-	var p client.QueryPage
+	var p api.QueryPage
 	eventually(b.t, waitLong, func() error {
 		var err error
 		p, err = b.api.QueryGet(context.Background(), b.project, uuid, 1, pageSize)
 		if err != nil {
 			b.t.Fatalf("poll %s: %v", uuid, err)
 		}
-		if store.IsTerminalQuery(p.Status) {
+		if p.Status.Terminal() {
 			return nil
 		}
 		return fmt.Errorf("query %s is %s", uuid, p.Status)
@@ -347,7 +347,7 @@ func TestQueryPaging100k(t *testing.T) {
 			t.Fatalf("submit = %+v, want a fresh query", sub)
 		}
 		first := b.waitDone(sub.QueryUUID, size)
-		if first.Status != store.QueryReady {
+		if first.Status != api.QueryReady {
 			t.Fatalf("status %s (%s), want ready", first.Status, first.Error)
 		}
 		if len(first.Columns) != 2 || first.Columns[0].Name != "n" || first.Columns[1].Name != "h" {
@@ -411,7 +411,7 @@ func TestQueryCache(t *testing.T) {
 		if first.CacheMetadata.CacheHit {
 			t.Fatal("the first submit was a cache hit")
 		}
-		if p := b.waitDone(first.QueryUUID, 10); p.Status != store.QueryReady || num(p.Rows[0]["c"]) != 1 {
+		if p := b.waitDone(first.QueryUUID, 10); p.Status != api.QueryReady || num(p.Rows[0]["c"]) != 1 {
 			t.Fatalf("first = %+v", p)
 		}
 		b.exec("insert into " + tbl + " values (2)")
@@ -422,7 +422,7 @@ func TestQueryCache(t *testing.T) {
 		}
 		// Ready at once, without polling, with the cached (old) answer.
 		p, err := b.api.QueryGet(context.Background(), b.project, hit.QueryUUID, 1, 10)
-		if err != nil || p.Status != store.QueryReady || num(p.Rows[0]["c"]) != 1 {
+		if err != nil || p.Status != api.QueryReady || num(p.Rows[0]["c"]) != 1 {
 			t.Fatalf("cache hit poll = %+v, %v; want ready with c=1", p, err)
 		}
 
@@ -430,7 +430,7 @@ func TestQueryCache(t *testing.T) {
 		if fresh.CacheMetadata.CacheHit {
 			t.Fatal("invalidateCache answered from the cache")
 		}
-		if p := b.waitDone(fresh.QueryUUID, 10); p.Status != store.QueryReady || num(p.Rows[0]["c"]) != 2 {
+		if p := b.waitDone(fresh.QueryUUID, 10); p.Status != api.QueryReady || num(p.Rows[0]["c"]) != 2 {
 			t.Fatalf("invalidated = %+v, want c=2 from the warehouse", p)
 		}
 		// The fresh run now is what the cache answers with.
@@ -457,9 +457,9 @@ func TestQueryCancelExecuting(t *testing.T) {
 			}
 			return nil
 		})
-		want := store.QueryPending
+		want := api.QueryPending
 		if natsEnabled {
-			want = store.QueryExecuting
+			want = api.QueryExecuting
 		}
 		if q := b.record(sub.QueryUUID); q.Status != want {
 			t.Fatalf("status while PostgreSQL runs it: %s, want %s", q.Status, want)
@@ -474,7 +474,7 @@ func TestQueryCancelExecuting(t *testing.T) {
 			return nil
 		})
 		p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0)
-		if err != nil || p.Status != store.QueryCancelled {
+		if err != nil || p.Status != api.QueryCancelled {
 			t.Fatalf("after cancel: %+v, %v", p, err)
 		}
 		if code, body := b.resultsStatus(sub.QueryUUID); code != http.StatusConflict || !strings.Contains(body, "cancelled") {
@@ -487,7 +487,7 @@ func TestQueryCancelExecuting(t *testing.T) {
 			// The worker acks the job once it has stopped; the status
 			// stays cancelled (a late result cannot overwrite it).
 			eventually(t, waitStop, func() error { return b.consumerIdle(1) })
-			if q := b.record(sub.QueryUUID); q.Status != store.QueryCancelled {
+			if q := b.record(sub.QueryUUID); q.Status != api.QueryCancelled {
 				t.Fatalf("after the worker let go: %s", q.Status)
 			}
 		}
@@ -500,7 +500,7 @@ func TestQueryCancelQueued(t *testing.T) {
 	b := setup(t, opts{nats: true})
 	tbl := b.table("cancelq", "n int")
 	sub := b.submit("insert into "+tbl+" values (1) returning n", "", false)
-	if q := b.record(sub.QueryUUID); q.Status != store.QueryQueued {
+	if q := b.record(sub.QueryUUID); q.Status != api.QueryQueued {
 		t.Fatalf("status %s, want queued", q.Status)
 	}
 	if err := b.api.QueryCancel(context.Background(), b.project, sub.QueryUUID); err != nil {
@@ -511,13 +511,13 @@ func TestQueryCancelQueued(t *testing.T) {
 	}
 	b.startWorker(4)
 	after := b.submit("select 1 as one", "", false)
-	if p := b.waitDone(after.QueryUUID, 10); p.Status != store.QueryReady {
+	if p := b.waitDone(after.QueryUUID, 10); p.Status != api.QueryReady {
 		t.Fatalf("a query after the cancelled one: %+v", p)
 	}
 	// Both jobs delivered and acked: the worker saw the cancelled one.
 	eventually(t, waitLong, func() error { return b.consumerIdle(2) })
 	q := b.record(sub.QueryUUID)
-	if q.Status != store.QueryCancelled || q.StartedAt != nil || q.WorkerID != "" {
+	if q.Status != api.QueryCancelled || q.StartedAt != nil || q.WorkerID != "" {
 		t.Fatalf("cancelled query = status %s started %v worker %q; want it never claimed", q.Status, q.StartedAt, q.WorkerID)
 	}
 	if n := b.count("select count(*) from " + tbl); n != 0 {
@@ -532,13 +532,13 @@ func TestQueryQueueTimeout(t *testing.T) {
 	b := setup(t, opts{nats: true, queueTimeout: time.Second})
 	tbl := b.table("qtimeout", "n int")
 	sub := b.submit("insert into "+tbl+" values (1) returning n", "background", false)
-	b.waitRecord(sub.QueryUUID, waitLong, "expired", func(q store.Query) bool { return q.Status == store.QueryExpired })
-	if p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0); err != nil || p.Status != store.QueryExpired {
+	b.waitRecord(sub.QueryUUID, waitLong, "expired", func(q api.QueryRecord) bool { return q.Status == api.QueryExpired })
+	if p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0); err != nil || p.Status != api.QueryExpired {
 		t.Fatalf("poll = %+v, %v; want expired", p, err)
 	}
 	b.startWorker(4)
 	eventually(t, waitLong, func() error { return b.consumerIdle(1) })
-	if q := b.record(sub.QueryUUID); q.Status != store.QueryExpired || q.StartedAt != nil {
+	if q := b.record(sub.QueryUUID); q.Status != api.QueryExpired || q.StartedAt != nil {
 		t.Fatalf("after a worker started: status %s started %v", q.Status, q.StartedAt)
 	}
 	if n := b.count("select count(*) from " + tbl); n != 0 {
@@ -557,8 +557,8 @@ func TestQueryResultExpiry(t *testing.T) {
 		}
 		sql := "select 'expiry' as what /* " + b.id + " */"
 		sub := b.submit(sql, "", false)
-		q := b.waitRecord(sub.QueryUUID, waitLong, "ready", func(q store.Query) bool { return store.IsTerminalQuery(q.Status) })
-		if q.Status != store.QueryReady || q.ExpiresAt == nil {
+		q := b.waitRecord(sub.QueryUUID, waitLong, "ready", func(q api.QueryRecord) bool { return q.Status.Terminal() })
+		if q.Status != api.QueryReady || q.ExpiresAt == nil {
 			t.Fatalf("query = %s (%s), expires %v", q.Status, q.Error, q.ExpiresAt)
 		}
 		eventually(t, waitLong, func() error {
@@ -580,7 +580,7 @@ func TestQueryResultExpiry(t *testing.T) {
 			t.Fatal("expired results answered a new submit from the cache")
 		}
 		// (It may expire again before a poll sees it; the history says.)
-		if r := b.waitRecord(again.QueryUUID, waitLong, "done", func(q store.Query) bool { return store.IsTerminalQuery(q.Status) }); r.Status != store.QueryReady {
+		if r := b.waitRecord(again.QueryUUID, waitLong, "done", func(q api.QueryRecord) bool { return q.Status.Terminal() }); r.Status != api.QueryReady {
 			t.Fatalf("re-run = %s (%s)", r.Status, r.Error)
 		}
 	})
@@ -629,7 +629,7 @@ func TestQueryLanes(t *testing.T) {
 			return nil
 		})
 		sub := b.submit("select 'interactive' as lane /* "+b.id+" */", "interactive", false)
-		q := b.waitRecord(sub.QueryUUID, waitLong, "started", func(q store.Query) bool { return q.StartedAt != nil })
+		q := b.waitRecord(sub.QueryUUID, waitLong, "started", func(q api.QueryRecord) bool { return q.StartedAt != nil })
 		// It went ahead of the backlog rather than after it.
 		if left := b.unfinished(marker); left < background/2 {
 			t.Fatalf("only %d background queries left unfinished: the test did not build a backlog", left)
@@ -637,7 +637,7 @@ func TestQueryLanes(t *testing.T) {
 		if waited := q.StartedAt.Sub(q.CreatedAt); waited > time.Second {
 			t.Fatalf("the interactive query started %s after it was submitted, want under 1s", waited)
 		}
-		if p := b.waitDone(sub.QueryUUID, 10); p.Status != store.QueryReady {
+		if p := b.waitDone(sub.QueryUUID, 10); p.Status != api.QueryReady {
 			t.Fatalf("interactive = %+v", p)
 		}
 		b.cancelAll(marker) // rather than sleep through the backlog
@@ -645,9 +645,9 @@ func TestQueryLanes(t *testing.T) {
 }
 
 // history lists the project's queries whose SQL contains marker.
-func (b *bundle) history(marker string) []store.Query {
+func (b *bundle) history(marker string) []api.QueryRecord {
 	b.t.Helper()
-	var out []store.Query
+	var out []api.QueryRecord
 	for page := 1; ; page++ {
 		resp, err := http.Get(fmt.Sprintf("%s/api/v2/projects/%s/query/history?page=%d&pageSize=%d", b.h.Srv.URL(), b.project, page, query.MaxPageSize))
 		if err != nil {
@@ -655,9 +655,9 @@ func (b *bundle) history(marker string) []store.Query {
 		}
 		var h struct {
 			Queries []struct {
-				QueryUUID string `json:"queryUuid"`
-				Status    string `json:"status"`
-				SQL       string `json:"sql"`
+				QueryUUID string          `json:"queryUuid"`
+				Status    api.QueryStatus `json:"status"`
+				SQL       string          `json:"sql"`
 			} `json:"queries"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&h)
@@ -670,7 +670,7 @@ func (b *bundle) history(marker string) []store.Query {
 		}
 		for _, q := range h.Queries {
 			if strings.Contains(q.SQL, marker) {
-				out = append(out, store.Query{QueryUUID: q.QueryUUID, Status: q.Status, SQL: q.SQL})
+				out = append(out, api.QueryRecord{QueryUUID: q.QueryUUID, Status: q.Status, SQL: q.SQL})
 			}
 		}
 	}
@@ -681,7 +681,7 @@ func (b *bundle) unfinished(marker string) int {
 	b.t.Helper()
 	n := 0
 	for _, q := range b.history(marker) {
-		if !store.IsTerminalQuery(q.Status) {
+		if !q.Status.Terminal() {
 			n++
 		}
 	}
@@ -692,7 +692,7 @@ func (b *bundle) unfinished(marker string) int {
 func (b *bundle) cancelAll(marker string) {
 	b.t.Helper()
 	for _, q := range b.history(marker) {
-		if !store.IsTerminalQuery(q.Status) {
+		if !q.Status.Terminal() {
 			_ = b.api.QueryCancel(context.Background(), b.project, q.QueryUUID)
 		}
 	}
@@ -744,7 +744,7 @@ func TestQueryNATSRestart(t *testing.T) {
 			b.startWorker(8)
 		}
 		for _, u := range uuids {
-			if p := b.waitDone(u, 10); p.Status != store.QueryReady {
+			if p := b.waitDone(u, 10); p.Status != api.QueryReady {
 				t.Fatalf("query %s after the NATS restart: %s (%s)", u, p.Status, p.Error)
 			}
 			if q := b.record(u); natsEnabled && q.Publishes < 2 {
@@ -766,7 +766,7 @@ func TestQueryBadInput(t *testing.T) {
 		missing := "no_such_table_" + b.id
 		bad := b.submit("select * from "+missing, "", false)
 		p := b.waitDone(bad.QueryUUID, 10)
-		if p.Status != store.QueryError || !strings.Contains(p.Error, `relation "`+missing+`" does not exist`) {
+		if p.Status != api.QueryError || !strings.Contains(p.Error, `relation "`+missing+`" does not exist`) {
 			t.Fatalf("rejected SQL = %s %q, want error with PostgreSQL's message", p.Status, p.Error)
 		}
 		if code, _ := b.resultsStatus(bad.QueryUUID); code != http.StatusConflict {
@@ -787,7 +787,7 @@ func TestQueryBadInput(t *testing.T) {
 		}
 
 		ok := b.submit("select n from generate_series(1, 25) as n order by n", "", false)
-		if p := b.waitDone(ok.QueryUUID, 10); p.Status != store.QueryReady || p.TotalPageCount != 3 {
+		if p := b.waitDone(ok.QueryUUID, 10); p.Status != api.QueryReady || p.TotalPageCount != 3 {
 			t.Fatalf("good query = %+v", p)
 		}
 		for _, size := range []string{"0", "-1", "5001", "x"} {
@@ -875,7 +875,7 @@ func TestQueryHealthStalled(t *testing.T) {
 		t.Fatalf("health with a queued query and no worker = %v", h)
 	}
 	b.startWorker(2)
-	if p := b.waitDone(sub.QueryUUID, 10); p.Status != store.QueryReady {
+	if p := b.waitDone(sub.QueryUUID, 10); p.Status != api.QueryReady {
 		t.Fatalf("query = %+v", p)
 	}
 	eventually(t, waitLong, func() error {

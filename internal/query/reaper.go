@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -80,7 +81,7 @@ func (s *Service) ReapOnce(ctx context.Context, backlog func(context.Context) (i
 // timeout (status expired; they are not run). It returns how many.
 func (s *Service) ExpireQueued(ctx context.Context, now time.Time) (int, error) {
 	old, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesCreatedBefore(ctx, []string{store.QueryQueued}, now.Add(-s.cfg.QueueTimeout), reapBatch)
+		return q.QueriesCreatedBefore(ctx, []api.QueryStatus{api.QueryQueued}, now.Add(-s.cfg.QueueTimeout), reapBatch)
 	})
 	if err != nil {
 		return 0, err
@@ -90,7 +91,7 @@ func (s *Service) ExpireQueued(ctx context.Context, now time.Time) (int, error) 
 		if q.StartedAt != nil {
 			continue // re-queued after its worker died: a re-run, not a queue wait
 		}
-		if s.finish(ctx, q.QueryUUID, []string{store.QueryQueued}, store.QueryExpired, store.QueryUpdate{}) {
+		if s.finish(ctx, q.QueryUUID, []api.QueryStatus{api.QueryQueued}, api.QueryExpired, store.QueryUpdate{}) {
 			expired++
 		}
 	}
@@ -104,7 +105,7 @@ func (s *Service) ExpireQueued(ctx context.Context, now time.Time) (int, error) 
 // relay.
 func (s *Service) RequeueStale(ctx context.Context, now time.Time) (int, error) {
 	running, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.Query, error) {
-		return q.QueriesCreatedBefore(ctx, []string{store.QueryExecuting}, now, reapBatch)
+		return q.QueriesCreatedBefore(ctx, []api.QueryStatus{api.QueryExecuting}, now, reapBatch)
 	})
 	if err != nil {
 		return 0, err
@@ -116,7 +117,7 @@ func (s *Service) RequeueStale(ctx context.Context, now time.Time) (int, error) 
 		}
 		none := ""
 		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-			cur, err := tx.QueryTransition(ctx, q.QueryUUID, []string{store.QueryExecuting}, store.QueryQueued,
+			cur, err := tx.QueryTransition(ctx, q.QueryUUID, []api.QueryStatus{api.QueryExecuting}, api.QueryQueued,
 				store.QueryUpdate{WorkerID: &none, PublishedAt: &now}, now)
 			if err != nil {
 				return err
@@ -170,7 +171,7 @@ func (s *Service) RenotifyLost(ctx context.Context, now time.Time, wait time.Dur
 		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 			sent = false // a retried transaction starts over
 			cur, err := tx.QueryGet(ctx, q.QueryUUID)
-			if err != nil || cur.Status != store.QueryQueued {
+			if err != nil || cur.Status != api.QueryQueued {
 				return err // claimed or cancelled meanwhile
 			}
 			upd, err := tx.QueryMarkRepublished(ctx, q.QueryUUID, now)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/store"
@@ -47,7 +48,7 @@ func newReapFixture(t *testing.T, natsEnabled bool) *reapFixture {
 }
 
 // add inserts a query created age ago with status, then applies upd.
-func (f *reapFixture) add(uuid, status string, age time.Duration, upd store.QueryUpdate) {
+func (f *reapFixture) add(uuid string, status api.QueryStatus, age time.Duration, upd store.QueryUpdate) {
 	f.t.Helper()
 	created := f.now.Add(-age)
 	err := f.st.Do(f.t.Context(), 0, func(ctx context.Context, tx store.Tx) error {
@@ -55,7 +56,7 @@ func (f *reapFixture) add(uuid, status string, age time.Duration, upd store.Quer
 			PublishedAt: &created, CreatedAt: created, UpdatedAt: created}); err != nil {
 			return err
 		}
-		_, err := tx.QueryTransition(ctx, uuid, []string{status}, status, upd, created)
+		_, err := tx.QueryTransition(ctx, uuid, []api.QueryStatus{status}, status, upd, created)
 		return err
 	})
 	if err != nil {
@@ -76,14 +77,14 @@ func TestReapExpireQueued(t *testing.T) {
 	t.Parallel()
 	f := newReapFixture(t, true)
 	started := f.now.Add(-time.Hour)
-	f.add("old", store.QueryQueued, 2*time.Minute, store.QueryUpdate{})
-	f.add("young", store.QueryQueued, 10*time.Second, store.QueryUpdate{})
-	f.add("rerun", store.QueryQueued, 2*time.Minute, store.QueryUpdate{StartedAt: &started})
+	f.add("old", api.QueryQueued, 2*time.Minute, store.QueryUpdate{})
+	f.add("young", api.QueryQueued, 10*time.Second, store.QueryUpdate{})
+	f.add("rerun", api.QueryQueued, 2*time.Minute, store.QueryUpdate{StartedAt: &started})
 	n, err := f.s.ExpireQueued(t.Context(), f.now)
 	if err != nil || n != 1 {
 		t.Fatalf("ExpireQueued = %d, %v; want 1 (only the query that waited past the queue timeout)", n, err)
 	}
-	for uuid, want := range map[string]string{"old": store.QueryExpired, "young": store.QueryQueued, "rerun": store.QueryQueued} {
+	for uuid, want := range map[string]api.QueryStatus{"old": api.QueryExpired, "young": api.QueryQueued, "rerun": api.QueryQueued} {
 		if got := f.get(uuid).Status; got != want {
 			t.Errorf("%s is %s, want %s", uuid, got, want)
 		}
@@ -95,16 +96,16 @@ func TestReapRequeueStale(t *testing.T) {
 	f := newReapFixture(t, true)
 	w := "w1"
 	beat := f.now.Add(-5 * time.Second)
-	f.add("silent", store.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w})
-	f.add("alive", store.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w, PublishedAt: &beat})
+	f.add("silent", api.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w})
+	f.add("alive", api.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w, PublishedAt: &beat})
 	n, err := f.s.RequeueStale(t.Context(), f.now)
 	if err != nil || n != 1 {
 		t.Fatalf("RequeueStale = %d, %v; want 1 (only the query whose worker went silent)", n, err)
 	}
-	if q := f.get("silent"); q.Status != store.QueryQueued || q.WorkerID != "" || q.Publishes != 1 {
+	if q := f.get("silent"); q.Status != api.QueryQueued || q.WorkerID != "" || q.Publishes != 1 {
 		t.Errorf("silent query after RequeueStale = %s worker %q publishes %d; want queued, no worker, published once more", q.Status, q.WorkerID, q.Publishes)
 	}
-	if q := f.get("alive"); q.Status != store.QueryExecuting || q.WorkerID != w {
+	if q := f.get("alive"); q.Status != api.QueryExecuting || q.WorkerID != w {
 		t.Errorf("heartbeating query after RequeueStale = %s worker %q; want it left executing for %s", q.Status, q.WorkerID, w)
 	}
 }
@@ -112,8 +113,8 @@ func TestReapRequeueStale(t *testing.T) {
 func TestReapRenotifyLost(t *testing.T) {
 	t.Parallel()
 	f := newReapFixture(t, true)
-	f.add("lost", store.QueryQueued, 20*time.Second, store.QueryUpdate{})
-	f.add("fresh", store.QueryQueued, 2*time.Second, store.QueryUpdate{})
+	f.add("lost", api.QueryQueued, 20*time.Second, store.QueryUpdate{})
+	f.add("fresh", api.QueryQueued, 2*time.Second, store.QueryUpdate{})
 	n, err := f.s.RenotifyLost(t.Context(), f.now, 10*time.Second)
 	if err != nil || n != 1 {
 		t.Fatalf("RenotifyLost = %d, %v; want 1", n, err)
@@ -134,9 +135,9 @@ func TestReapOnceRunsThePassesAndWakesTheRelay(t *testing.T) {
 	t.Parallel()
 	f := newReapFixture(t, true)
 	w := "w1"
-	f.add("old", store.QueryQueued, 2*time.Minute, store.QueryUpdate{})
-	f.add("silent", store.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w})
-	f.add("lost", store.QueryQueued, 20*time.Second, store.QueryUpdate{})
+	f.add("old", api.QueryQueued, 2*time.Minute, store.QueryUpdate{})
+	f.add("silent", api.QueryExecuting, 2*time.Minute, store.QueryUpdate{WorkerID: &w})
+	f.add("lost", api.QueryQueued, 20*time.Second, store.QueryUpdate{})
 	expired, renotified, err := f.s.ReapOnce(t.Context(), nil)
 	if err != nil || expired != 1 || renotified != 2 {
 		t.Fatalf("ReapOnce = %d expired, %d re-notified, %v; want 1, 2", expired, renotified, err)
@@ -147,8 +148,8 @@ func TestReapOnceRunsThePassesAndWakesTheRelay(t *testing.T) {
 
 	// In-process mode has no notifications: only the expiry pass runs.
 	g := newReapFixture(t, false)
-	g.add("old", store.QueryQueued, 2*time.Minute, store.QueryUpdate{})
-	g.add("lost", store.QueryQueued, 20*time.Second, store.QueryUpdate{})
+	g.add("old", api.QueryQueued, 2*time.Minute, store.QueryUpdate{})
+	g.add("lost", api.QueryQueued, 20*time.Second, store.QueryUpdate{})
 	if expired, renotified, err := g.s.ReapOnce(t.Context(), nil); err != nil || expired != 1 || renotified != 0 {
 		t.Fatalf("in-process ReapOnce = %d, %d, %v; want 1 expired, none re-notified", expired, renotified, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/results"
@@ -40,7 +41,7 @@ func TestRecoverInProcessQueries(t *testing.T) {
 		}
 		if err := st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 			return tx.QueryInsert(ctx, store.Query{QueryUUID: uuid, ProjectID: 1, SQL: "select 1", Lane: "interactive",
-				Status: store.QueryPending, CreatedAt: created, UpdatedAt: created})
+				Status: api.QueryPending, CreatedAt: created, UpdatedAt: created})
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -49,12 +50,12 @@ func TestRecoverInProcessQueries(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("RecoverInProcess = %d, %v; want 1", n, err)
 	}
-	for uuid, want := range map[string]string{"left-behind": store.QueryError, "just-submitted": store.QueryPending} {
+	for uuid, want := range map[string]api.QueryStatus{"left-behind": api.QueryError, "just-submitted": api.QueryPending} {
 		q, _ := store.ReadValue(ctx, st, func(qq store.Querier) (store.Query, error) { return qq.QueryGet(ctx, uuid) })
 		if q.Status != want {
 			t.Fatalf("%s is %s, want %s", uuid, q.Status, want)
 		}
-		if want == store.QueryError && !strings.Contains(q.Error, "run it again") {
+		if want == api.QueryError && !strings.Contains(q.Error, "run it again") {
 			t.Fatalf("%s error %q does not tell the user what to do", uuid, q.Error)
 		}
 	}

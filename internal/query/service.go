@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/lifecycle"
@@ -211,14 +212,14 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 	// another warehouse must not serve the old warehouse's results.
 	key := CacheKey(p.ProjectID, p.UpdatedAt.UnixMicro(), r.SQL, s.cfg.Timezone, r.User)
 	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: r.Lane, CacheKey: key,
-		Status: store.QueryPending, CreatedAt: now, UpdatedAt: now}
+		Status: api.QueryPending, CreatedAt: now, UpdatedAt: now}
 	if !r.InvalidateCache {
 		hit, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
 			return qq.QueryCached(ctx, p.ProjectID, key, now)
 		})
 		if err == nil {
 			// A fresh hit is ready at once and shares the stored result.
-			q.Status, q.CacheHit, q.Columns, q.TotalRows, q.ResultKey = store.QueryReady, true, hit.Columns, hit.TotalRows, hit.ResultKey
+			q.Status, q.CacheHit, q.Columns, q.TotalRows, q.ResultKey = api.QueryReady, true, hit.Columns, hit.TotalRows, hit.ResultKey
 			q.StartedAt, q.EndedAt, q.ExpiresAt = &now, &now, hit.ExpiresAt
 			err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error { return tx.QueryInsert(ctx, q) })
 			mCacheHits.Inc()
@@ -230,7 +231,7 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 	if s.cfg.NATSEnabled {
 		// The history row, its queued status and the notification commit
 		// together: NATS losing the message loses nothing.
-		q.Status, q.PublishedAt, q.Publishes = store.QueryQueued, &now, 1
+		q.Status, q.PublishedAt, q.Publishes = api.QueryQueued, &now, 1
 		err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 			if err := tx.QueryInsert(ctx, q); err != nil {
 				return err
@@ -326,16 +327,16 @@ func (s *Service) ResultsPage(ctx context.Context, q store.Query, page, size int
 // a client can act on.
 func (s *Service) checkReadable(ctx context.Context, q store.Query) error {
 	switch q.Status {
-	case store.QueryReady:
+	case api.QueryReady:
 		if q.ExpiresAt != nil && !q.ExpiresAt.After(s.now()) {
 			return errorf(ErrResultsExpired, "the results of query %s expired at %s (CACHE_STALE_TIME_SECONDS); run the query again", q.QueryUUID, q.ExpiresAt.Format(time.RFC3339))
 		}
 		return nil
-	case store.QueryCancelled:
+	case api.QueryCancelled:
 		return errorf(ErrNoResults, "query %s was cancelled; it has no results", q.QueryUUID)
-	case store.QueryError:
+	case api.QueryError:
 		return errorf(ErrNoResults, "query %s failed: %s", q.QueryUUID, q.Error)
-	case store.QueryExpired:
+	case api.QueryExpired:
 		return errorf(ErrResultsExpired, "query %s expired before it ran (waited longer than NATS_QUEUE_TIMEOUT_MS); run it again", q.QueryUUID)
 	}
 	return errorf(ErrNoResults, "query %s is %s; poll until it is ready", q.QueryUUID, q.Status)
@@ -369,8 +370,8 @@ func (s *Service) Cancel(ctx context.Context, project, uuid string) (store.Query
 	now := s.now()
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		q, err = tx.QueryTransition(ctx, uuid, []string{store.QueryPending, store.QueryQueued, store.QueryExecuting},
-			store.QueryCancelled, store.QueryUpdate{EndedAt: &now}, now)
+		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryPending, api.QueryQueued, api.QueryExecuting},
+			api.QueryCancelled, store.QueryUpdate{EndedAt: &now}, now)
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -384,7 +385,7 @@ func (s *Service) Cancel(ctx context.Context, project, uuid string) (store.Query
 		cancel()
 	}
 	s.mu.Unlock()
-	mFinished.WithLabelValues(store.QueryCancelled).Inc()
+	mFinished.WithLabelValues(string(api.QueryCancelled)).Inc()
 	return q, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/secret"
@@ -109,7 +110,7 @@ func TestCredentialLifecycle(t *testing.T) {
 	b := credSetup(t, nil)
 	ctx := context.Background()
 
-	put, err := b.API.CredentialPut(ctx, client.Credential{Name: "pg_main", Kind: "postgres", Description: "main db",
+	put, err := b.API.CredentialPut(ctx, api.Credential{Name: "pg_main", Kind: "postgres", Description: "main db",
 		Data: map[string]any{"user": "app", "password": "pw1", "port": 5432}})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestCredentialLifecycle(t *testing.T) {
 
 	// Upsert: same name replaces the data and kind, keeps created_at.
 	time.Sleep(5 * time.Millisecond) // so updated_at visibly moves; not for synchronisation
-	again, err := b.API.CredentialPut(ctx, client.Credential{Name: "pg_main", Kind: "generic", Data: map[string]any{"password": "pw2"}})
+	again, err := b.API.CredentialPut(ctx, api.Credential{Name: "pg_main", Kind: "generic", Data: map[string]any{"password": "pw2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestCredentialLifecycle(t *testing.T) {
 		t.Fatalf("after replace: data = %v, %v; want only password pw2", full.Data, err)
 	}
 
-	if _, err := b.API.CredentialPut(ctx, client.Credential{Name: "api.token-1", Kind: "http", Data: map[string]any{"token": "t"}}); err != nil {
+	if _, err := b.API.CredentialPut(ctx, api.Credential{Name: "api.token-1", Kind: "http", Data: map[string]any{"token": "t"}}); err != nil {
 		t.Fatal(err)
 	}
 	list, err := b.API.CredentialList(ctx)
@@ -306,7 +307,7 @@ func TestCredentialUnreadable(t *testing.T) {
 	t.Parallel()
 	b := credSetup(t, nil)
 	ctx := context.Background()
-	if _, err := b.API.CredentialPut(ctx, client.Credential{Name: "moved", Kind: "k", Data: map[string]any{"x": "y"}}); err != nil {
+	if _, err := b.API.CredentialPut(ctx, api.Credential{Name: "moved", Kind: "k", Data: map[string]any{"x": "y"}}); err != nil {
 		t.Fatal(err)
 	}
 	other := make([]byte, secret.KeySize)

@@ -25,6 +25,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/wire"
 )
 
 // Paging defaults for list endpoints.
@@ -39,7 +40,7 @@ type Health struct {
 	Status string         `json:"status"` // ok or degraded (HTTP 503 only when the store is down)
 	Store  string         `json:"store"`
 	NATS   string         `json:"nats"`
-	Stats  *store.Stats   `json:"stats,omitempty"`
+	Stats  *api.Stats     `json:"stats,omitempty"`
 	Detail map[string]any `json:"detail,omitempty"`
 }
 
@@ -225,17 +226,18 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"path": e.Path, "version": e.Version, "catalog_id": e.CatalogID}, nil
+	return api.Registered{Path: e.Path, Version: e.Version, CatalogID: e.CatalogID}, nil
 }
 
 func (a *API) catalogList(w http.ResponseWriter, r *http.Request) (any, error) {
 	list, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) ([]store.CatalogEntry, error) {
 		return q.CatalogList(r.Context())
 	})
-	if list == nil {
-		list = []store.CatalogEntry{}
+	out := api.CatalogList{Entries: make([]api.CatalogEntry, len(list))}
+	for i, e := range list {
+		out.Entries[i] = wire.CatalogEntry(e)
 	}
-	return map[string]any{"entries": list}, err
+	return out, err
 }
 
 func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -250,7 +252,7 @@ func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
 	}
-	return e, err
+	return wire.CatalogEntry(e), err
 }
 
 func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -273,26 +275,7 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"execution_id": exec.ExecutionID, "status": exec.Status}, nil
-}
-
-// execView is the public shape of an execution.
-type execView struct {
-	ExecutionID       int64           `json:"execution_id"`
-	Path              string          `json:"path"`
-	Version           int             `json:"version"`
-	Status            string          `json:"status"`
-	StartedAt         time.Time       `json:"started_at"`
-	EndedAt           *time.Time      `json:"ended_at"`
-	Result            json.RawMessage `json:"result,omitempty"`
-	Error             string          `json:"error,omitempty"`
-	ParentExecutionID int64           `json:"parent_execution_id,omitempty"`
-	Context           json.RawMessage `json:"context,omitempty"`
-}
-
-func view(e store.Execution) execView {
-	return execView{ExecutionID: e.ExecutionID, Path: e.Path, Version: e.Version, Status: e.Status, StartedAt: e.StartedAt,
-		EndedAt: e.EndedAt, Result: e.Result, Error: e.Error, ParentExecutionID: e.ParentExecutionID, Context: e.Context}
+	return api.Started{ExecutionID: exec.ExecutionID, Status: exec.Status}, nil
 }
 
 func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -311,11 +294,11 @@ func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error)
 		list, total, err = q.ExecutionList(r.Context(), (page-1)*size, size)
 		return err
 	})
-	out := make([]execView, 0, len(list))
-	for _, e := range list {
-		out = append(out, view(e))
+	out := make([]api.Execution, len(list))
+	for i, e := range list {
+		out[i] = wire.Execution(e)
 	}
-	return map[string]any{"executions": out, "page": page, "page_size": size, "total": total}, err
+	return api.ExecutionPage{Executions: out, Page: page, PageSize: size, Total: total}, err
 }
 
 func (a *API) loadExecution(r *http.Request) (store.Execution, error) {
@@ -341,7 +324,7 @@ func (a *API) executionGet(w http.ResponseWriter, r *http.Request) (any, error) 
 	e.Result, err = store.ReadValue(r.Context(), a.st, func(q store.Querier) (json.RawMessage, error) {
 		return flow.LoadResult(r.Context(), q, e.Result)
 	})
-	return view(e), err
+	return wire.Execution(e), err
 }
 
 func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -362,10 +345,7 @@ func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, erro
 		}
 		return nil
 	})
-	if evs == nil {
-		evs = []store.Event{}
-	}
-	return map[string]any{"events": evs}, err
+	return api.EventList{Events: wire.Events(evs)}, err
 }
 
 func (a *API) executionCancel(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -382,7 +362,7 @@ func (a *API) executionCancel(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return view(e), nil
+	return wire.Execution(e), nil
 }
 
 func (a *API) commandGet(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -402,16 +382,7 @@ func (a *API) commandGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierr.New(apierr.CommandNotFound, "command %d does not exist", id)
 	}
-	return c, err
-}
-
-type workerBody struct {
-	WorkerID    string `json:"worker_id"`
-	Attempt     int    `json:"attempt,omitempty"`
-	ExecutionID int64  `json:"execution_id,omitempty"` // optional hint (from the notification)
-	// Start (claim only) records command.started with the claim, in one
-	// transaction, for a worker that runs the command at once.
-	Start bool `json:"start,omitempty"`
+	return wire.Command(c), err
 }
 
 func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -419,17 +390,22 @@ func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	var body workerBody
+	var body api.ClaimRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
 	}
+	claim := a.flow.Claim
 	if body.Start {
-		return a.flow.ClaimAndStart(r.Context(), id, body.WorkerID, body.ExecutionID)
+		claim = a.flow.ClaimAndStart
 	}
-	return a.flow.Claim(r.Context(), id, body.WorkerID, body.ExecutionID)
+	cl, err := claim(r.Context(), id, body.WorkerID, body.ExecutionID)
+	if err != nil {
+		return nil, err
+	}
+	return claimed(cl), nil
 }
 
 func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -437,7 +413,7 @@ func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, err
 	}
-	var body workerBody
+	var body api.ClaimRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -447,7 +423,7 @@ func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error
 	if err := a.flow.Release(r.Context(), id, body.WorkerID, body.Attempt); err != nil {
 		return nil, err
 	}
-	return map[string]any{"status": "released"}, nil
+	return api.Released{Status: "released"}, nil
 }
 
 // EventIn is the body of POST /api/events. The command is named by
@@ -527,17 +503,16 @@ func (a *API) eventPost(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.flow.Apply(r.Context(), rep)
+	ack, err := a.flow.Apply(r.Context(), rep)
+	if err != nil {
+		return nil, err
+	}
+	return api.Ack{EventID: ack.EventID, Status: ack.Status}, nil
 }
 
-// batchResult is one entry of the batch reply, in request order.
-type batchResult struct {
-	EventID int64         `json:"event_id,omitempty"`
-	Status  string        `json:"status,omitempty"`
-	Error   *apierr.Error `json:"error,omitempty"`
-	// HTTPStatus is what the single-item endpoint would have answered
-	// for Error, so clients keep one rule for both.
-	HTTPStatus int `json:"http_status,omitempty"`
+// claimed is a granted claim on the wire.
+func claimed(cl flow.Claimed) api.Claimed {
+	return api.Claimed{Command: wire.Command(cl.Command), LeaseTTLMillis: cl.LeaseTTL.Milliseconds()}
 }
 
 // batchError turns one item's failure into its wire form.
@@ -563,25 +538,10 @@ func forEach(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-type claimItem struct {
-	EventID     int64 `json:"event_id"`
-	ExecutionID int64 `json:"execution_id,omitempty"`
-}
-
-type claimResult struct {
-	Claimed    *flow.Claimed `json:"claimed,omitempty"`
-	Error      *apierr.Error `json:"error,omitempty"`
-	HTTPStatus int           `json:"http_status,omitempty"`
-}
-
 // commandClaimBatch claims several commands for one worker: what a busy
 // worker sends instead of one claim request per notification.
 func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body struct {
-		WorkerID string      `json:"worker_id"`
-		Start    bool        `json:"start,omitempty"`
-		Commands []claimItem `json:"commands"`
-	}
+	var body api.ClaimBatchRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -591,7 +551,7 @@ func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, er
 	if len(body.Commands) == 0 || len(body.Commands) > maxBatchEvents {
 		return nil, apierr.New(apierr.BadRequest, "commands must hold 1 to %d commands", maxBatchEvents)
 	}
-	out := make([]claimResult, len(body.Commands))
+	out := make([]api.ClaimResult, len(body.Commands))
 	forEach(len(body.Commands), func(i int) {
 		c := body.Commands[i]
 		var cl flow.Claimed
@@ -608,9 +568,10 @@ func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, er
 			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch claim")
 			return
 		}
-		out[i].Claimed = &cl
+		w := claimed(cl)
+		out[i].Claimed = &w
 	})
-	return map[string]any{"results": out}, nil
+	return api.ClaimBatch{Results: out}, nil
 }
 
 func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -623,7 +584,7 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 	if len(body.Events) == 0 || len(body.Events) > maxBatchEvents {
 		return nil, apierr.New(apierr.BadRequest, "events must hold 1 to %d events", maxBatchEvents)
 	}
-	out := make([]batchResult, len(body.Events))
+	out := make([]api.ReportResult, len(body.Events))
 	forEach(len(body.Events), func(i int) {
 		rep, err := body.Events[i].report()
 		var ack flow.Ack
@@ -634,9 +595,9 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch event")
 			return
 		}
-		out[i] = batchResult{EventID: ack.EventID, Status: ack.Status}
+		out[i] = api.ReportResult{EventID: ack.EventID, Status: ack.Status}
 	})
-	return map[string]any{"results": out}, nil
+	return api.ReportBatch{Results: out}, nil
 }
 
 func (a *API) healthGet(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
@@ -15,11 +16,11 @@ import (
 )
 
 // waitQuery polls until the query leaves pending/queued/executing.
-func waitQuery(t *testing.T, api *client.Client, project, uuid string, size int) client.QueryPage {
+func waitQuery(t *testing.T, c *client.Client, project, uuid string, size int) api.QueryPage {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		p, err := api.QueryGet(context.Background(), project, uuid, 1, size)
+		p, err := c.QueryGet(context.Background(), project, uuid, 1, size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -29,7 +30,7 @@ func waitQuery(t *testing.T, api *client.Client, project, uuid string, size int)
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("query %s did not finish", uuid)
-	return client.QueryPage{}
+	return api.QueryPage{}
 }
 
 // The in-process path (NATS_ENABLED=false) against a real PostgreSQL
@@ -38,7 +39,7 @@ func TestQueryInProcess(t *testing.T) {
 	t.Parallel()
 	h := servertest.Start(t, func(c *config.Server) { c.Query.ResultsDir = t.TempDir() })
 	ctx := context.Background()
-	if _, err := h.API.ProjectPut(ctx, "wh", client.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := h.API.ProjectPut(ctx, "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
 	sub, err := h.API.QuerySubmit(ctx, "wh", "select n, n * 2 as twice from generate_series(1, 1234) as n order by n", "", false)

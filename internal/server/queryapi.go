@@ -5,12 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
+	"github.com/millrace/millrace/internal/wire"
 )
 
 // WithQuery enables the warehouse-query API (/api/v2).
@@ -38,18 +39,6 @@ func (a *API) queryRoutes() {
 	a.handle("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
 }
 
-type projectView struct {
-	ProjectID     int64     `json:"project_id"`
-	Name          string    `json:"name"`
-	WarehouseType string    `json:"warehouse_type"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-}
-
-func viewProject(p store.Project) projectView {
-	return projectView{p.ProjectID, p.Name, p.WarehouseType, p.CreatedAt, p.UpdatedAt}
-}
-
 func (a *API) projectPut(w http.ResponseWriter, r *http.Request) (any, error) {
 	var body struct {
 		Name      string         `json:"name"`
@@ -62,14 +51,14 @@ func (a *API) projectPut(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return viewProject(p), nil
+	return wire.Project(p), nil
 }
 
 func (a *API) projectList(w http.ResponseWriter, r *http.Request) (any, error) {
 	list, err := a.query.Projects(r.Context())
-	out := make([]projectView, 0, len(list))
+	out := make([]api.Project, 0, len(list))
 	for _, p := range list {
-		out = append(out, viewProject(p))
+		out = append(out, wire.Project(p))
 	}
 	return map[string]any{"projects": out}, err
 }
@@ -132,8 +121,8 @@ func (a *API) queryGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	out := map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}
 	switch q.Status {
-	case store.QueryReady:
-	case store.QueryError:
+	case api.QueryReady:
+	case api.QueryError:
 		out["error"] = q.Error
 		return out, nil
 	default:
@@ -221,7 +210,7 @@ func (s *startedWriter) Write(p []byte) (int, error) {
 }
 
 func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body workerBody
+	var body api.ClaimRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -242,11 +231,11 @@ func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	q.SQL = "" // workers already have it; keep the reply small
-	return q, nil
+	return wire.Query(q), nil
 }
 
 func (a *API) queryHeartbeat(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body workerBody
+	var body api.ClaimRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -268,7 +257,7 @@ func (a *API) queryFail(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := a.query.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, body.Error); err != nil {
 		return nil, err
 	}
-	return map[string]any{"status": store.QueryError}, nil
+	return map[string]any{"status": api.QueryError}, nil
 }
 
 func (a *API) queryUpload(w http.ResponseWriter, r *http.Request) {
@@ -293,7 +282,7 @@ func (a *API) queryHealth(ctx context.Context, h *Health, pulling func(context.C
 	if h.Detail == nil {
 		h.Detail = map[string]any{}
 	}
-	h.Detail["queries"] = qs
+	h.Detail["queries"] = wire.QueueStats(qs)
 	if qs.Queued == 0 || pulling == nil {
 		return
 	}

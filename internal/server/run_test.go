@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
@@ -54,14 +55,14 @@ func TestRunWaitsForWhatItStarted(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(ctx) }()
 
-	api := client.New(srv.URL())
-	if _, err := api.ProjectPut(t.Context(), "wh", client.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	c := client.New(srv.URL())
+	if _, err := c.ProjectPut(t.Context(), "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
 	marker := "run_waits_" + id
 	var uuids []string
 	for i := range 3 {
-		sub, err := api.QuerySubmit(t.Context(), "wh", fmt.Sprintf("select pg_sleep(30) /* %s %d */", marker, i), "", false)
+		sub, err := c.QuerySubmit(t.Context(), "wh", fmt.Sprintf("select pg_sleep(30) /* %s %d */", marker, i), "", false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +91,7 @@ func TestRunWaitsForWhatItStarted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if q.Status == store.QueryPending {
+		if q.Status == api.QueryPending {
 			t.Errorf("query %s still pending after Run returned: its goroutine outlived Run", u)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/wire"
 )
 
 // OpenDriver opens the event store named by a DATABASE_URL and applies
@@ -236,7 +237,8 @@ func (s *Server) healthCheck(ctx context.Context) Health {
 	}); err != nil {
 		h.Status, h.Store = "degraded", "error: "+err.Error()
 	} else {
-		h.Stats = &st
+		ws := wire.Stats(st)
+		h.Stats = &ws
 	}
 	c := s.nats.get()
 	switch {

@@ -21,7 +21,6 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
 )
 
 type bundle struct {
@@ -102,7 +101,7 @@ workflow:
 
 // firstCommand waits for the command of step in execution id and returns
 // its event id.
-func (b *bundle) firstCommand(id int64, step string) store.Event {
+func (b *bundle) firstCommand(id int64, step string) api.Event {
 	b.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -118,7 +117,7 @@ func (b *bundle) firstCommand(id int64, step string) store.Event {
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.t.Fatalf("no command.issued for step %s", step)
-	return store.Event{}
+	return api.Event{}
 }
 
 func TestBadInput(t *testing.T) {
@@ -214,11 +213,11 @@ func TestClaimLifecycle(t *testing.T) {
 		t.Fatalf("second claim: %v, want 409", err)
 	}
 	// Only the holder may report.
-	if _, err := b.API.Report(ctx, client.Report{EventType: "command.started", EventID: cmd.EventID, WorkerID: "w2", Attempt: 1}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, api.Report{EventType: "command.started", EventID: cmd.EventID, WorkerID: "w2", Attempt: 1}); client.StatusOf(err) != 409 {
 		t.Fatalf("start by non-holder: %v, want 409", err)
 	}
 	for _, typ := range []string{"command.started", "command.heartbeat"} {
-		if _, err := b.API.Report(ctx, client.Report{EventType: typ, EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); err != nil {
+		if _, err := b.API.Report(ctx, api.Report{EventType: typ, EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}
 	}
@@ -231,10 +230,10 @@ func TestClaimLifecycle(t *testing.T) {
 		t.Fatalf("claim after release = %+v, %v; want attempt 2", cl2, err)
 	}
 	// The old holder's report is stale now.
-	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, api.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w1", Attempt: 1}); client.StatusOf(err) != 409 {
 		t.Fatalf("stale completion: %v, want 409", err)
 	}
-	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2, Result: json.RawMessage(`{"ok":true}`)}); err != nil {
+	if _, err := b.API.Report(ctx, api.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2, Result: json.RawMessage(`{"ok":true}`)}); err != nil {
 		t.Fatal(err)
 	}
 	// Finished: claims and repeated completions get 409.
@@ -245,7 +244,7 @@ func TestClaimLifecycle(t *testing.T) {
 	if status != 409 || errCode(body) != "claim_conflict" || !strings.Contains(errMsg(body), "ended") {
 		t.Fatalf("raw claim of finished command: %d %v", status, body)
 	}
-	if _, err := b.API.Report(ctx, client.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, api.Report{EventType: "command.completed", EventID: cmd.EventID, WorkerID: "w2", Attempt: 2}); client.StatusOf(err) != 409 {
 		t.Fatalf("second completion: %v, want 409", err)
 	}
 
@@ -308,7 +307,7 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("second cancel: %v, want 409", err)
 	}
 	// The holder learns through its heartbeat that it should stop.
-	if _, err := b.API.Report(ctx, client.Report{EventType: "command.heartbeat", EventID: cmd.EventID, WorkerID: "w1", Attempt: cl.Attempt}); client.StatusOf(err) != 409 {
+	if _, err := b.API.Report(ctx, api.Report{EventType: "command.heartbeat", EventID: cmd.EventID, WorkerID: "w1", Attempt: cl.Attempt}); client.StatusOf(err) != 409 {
 		t.Fatalf("heartbeat after cancel: %v, want 409", err)
 	}
 }
@@ -464,8 +463,8 @@ func TestBatchClaimAndReport(t *testing.T) {
 	if _, err := b.API.Register(ctx, twoSteps); err != nil {
 		t.Fatal(err)
 	}
-	var cmds []store.Event
-	var items []client.ClaimItem
+	var cmds []api.Event
+	var items []api.ClaimItem
 	for range 3 {
 		st, err := b.API.Execute(ctx, "t/two", 0, nil)
 		if err != nil {
@@ -473,12 +472,12 @@ func TestBatchClaimAndReport(t *testing.T) {
 		}
 		c := b.firstCommand(st.ExecutionID, "start")
 		cmds = append(cmds, c)
-		items = append(items, client.ClaimItem{EventID: c.EventID, ExecutionID: st.ExecutionID})
+		items = append(items, api.ClaimItem{EventID: c.EventID, ExecutionID: st.ExecutionID})
 	}
 	if _, err := b.API.Claim(ctx, cmds[1].EventID, "other"); err != nil {
 		t.Fatal(err)
 	}
-	items = append(items, client.ClaimItem{EventID: 1 << 40})
+	items = append(items, api.ClaimItem{EventID: 1 << 40})
 	claims, errs, err := b.API.ClaimBatch(ctx, "w1", true, items)
 	if err != nil {
 		t.Fatal(err)
@@ -492,10 +491,10 @@ func TestBatchClaimAndReport(t *testing.T) {
 		t.Fatalf("claims = %+v", claims)
 	}
 
-	reps := []client.Report{
+	reps := []api.Report{
 		{EventType: "command.completed", EventID: cmds[0].EventID, ExecutionID: claims[0].ExecutionID, WorkerID: "w1", Attempt: 1, Result: json.RawMessage(`{"n":1}`)},
 		{EventType: "command.completed", EventID: cmds[1].EventID, WorkerID: "w1", Attempt: 1}, // held by "other"
-		{EventType: "command.failed", EventID: cmds[2].EventID, WorkerID: "w1", Attempt: 1, Error: &client.ToolError{Kind: "shell", Message: "exit 1"}},
+		{EventType: "command.failed", EventID: cmds[2].EventID, WorkerID: "w1", Attempt: 1, Error: &api.ToolError{Kind: "shell", Message: "exit 1"}},
 	}
 	acks, errs, err := b.API.ReportBatch(ctx, reps)
 	if err != nil {

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 )
 
@@ -71,7 +69,7 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ex.Status != store.ExecRunning {
+		if ex.Status != api.ExecRunning {
 			break
 		}
 		evs, err := a.Events(ctx, st.ExecutionID)
@@ -95,7 +93,7 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 				issuedIdx[cl.LoopIndex]++
 				res = json.RawMessage(fmt.Sprintf(`{"i":%d}`, cl.LoopIndex))
 			}
-			if _, err := srv.Report(ctx, client.Report{EventType: "command.completed", EventID: e.EventID, ExecutionID: st.ExecutionID,
+			if _, err := srv.Report(ctx, api.Report{EventType: "command.completed", EventID: e.EventID, ExecutionID: st.ExecutionID,
 				WorkerID: "w", Attempt: cl.Attempt, Result: res}); err != nil {
 				t.Fatalf("complete %s: %v", e.CommandID, err)
 			}
@@ -120,7 +118,7 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 		t.Fatalf("loop.done fired %d times with %s; want once with %s", loopDone, loopResult, want)
 	}
 	ex, _ := a.Execution(ctx, st.ExecutionID)
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		t.Fatalf("execution %s (%s), want completed", ex.Status, ex.Error)
 	}
 	if turn < 9 {

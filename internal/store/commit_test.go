@@ -81,7 +81,7 @@ func (b *bundle) insertExec(t *testing.T, ctx context.Context, tx store.Tx) int6
 
 // execRow is the execution the group-commit tests insert.
 func execRow(id int64) store.Execution {
-	return store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: store.ExecRunning, StartedAt: time.Now()}
+	return store.Execution{ExecutionID: id, Path: "p", Version: 1, Status: api.ExecRunning, StartedAt: time.Now()}
 }
 
 // concurrently runs fn(0) … fn(n-1) at once and waits for them.

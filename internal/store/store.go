@@ -15,26 +15,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
-)
 
-// Execution statuses.
-const (
-	ExecRunning   = "running"
-	ExecCompleted = "completed"
-	ExecFailed    = "failed"
-	ExecCancelled = "cancelled"
-)
-
-// Command statuses. A command moves issued -> claimed -> running -> completed
-// or failed; cancelled can happen from any non-terminal status. An expired
-// lease on a claimed or running command makes it claimable again.
-const (
-	CmdIssued    = "issued"
-	CmdClaimed   = "claimed"
-	CmdRunning   = "running"
-	CmdCompleted = "completed"
-	CmdFailed    = "failed"
-	CmdCancelled = "cancelled"
+	"github.com/millrace/millrace/internal/api"
 )
 
 // Sentinel errors every driver returns (possibly wrapped).
@@ -47,134 +29,122 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// IsTerminalCommand reports whether a command status is final.
-func IsTerminalCommand(status string) bool {
-	return status == CmdCompleted || status == CmdFailed || status == CmdCancelled
-}
-
 // CatalogEntry is one registered version of a playbook.
 type CatalogEntry struct {
-	CatalogID int64     `json:"catalog_id"`
-	Path      string    `json:"path"`
-	Version   int       `json:"version"`
-	Name      string    `json:"name"`
-	Content   string    `json:"content,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	CatalogID int64
+	Path      string
+	Version   int
+	Name      string
+	Content   string
+	CreatedAt time.Time
 }
 
 // Execution is one run of a playbook version.
 type Execution struct {
-	ExecutionID int64           `json:"execution_id"`
-	CatalogID   int64           `json:"catalog_id"`
-	Path        string          `json:"path"`
-	Version     int             `json:"version"`
-	Status      string          `json:"status"`
-	Workload    json.RawMessage `json:"workload,omitempty"` // merged workload + payload, a JSON object
-	StartedAt   time.Time       `json:"started_at"`
-	EndedAt     *time.Time      `json:"ended_at"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	Error       string          `json:"error,omitempty"`
+	ExecutionID int64
+	CatalogID   int64
+	Path        string
+	Version     int
+	Status      api.ExecStatus
+	Workload    json.RawMessage // merged workload + payload, a JSON object
+	StartedAt   time.Time
+	EndedAt     *time.Time
+	Result      json.RawMessage
+	Error       string
 	// ParentExecutionID is set for executions started by a `playbook` tool.
-	ParentExecutionID int64 `json:"parent_execution_id,omitempty"`
+	ParentExecutionID int64
 	// Context holds the values playbooks assign with `set` (a JSON object,
 	// nil until the first set).
-	Context json.RawMessage `json:"context,omitempty"`
+	Context json.RawMessage
 	// Revision is the token the last transaction that changed what the
 	// engine derives from the execution's rows set (Tx.ExecutionTouch); 0
 	// until the first. Only LockExecution fills it.
-	Revision int64 `json:"-"`
+	Revision int64
 }
 
 // Event is one immutable fact in the log.
 type Event struct {
-	EventID     int64           `json:"event_id"`
-	ExecutionID int64           `json:"execution_id"`
-	EventType   string          `json:"event_type"`
-	Step        string          `json:"step"`
-	CommandID   string          `json:"command_id"`
-	Status      string          `json:"status"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	Error       string          `json:"error,omitempty"`
-	WorkerID    string          `json:"worker_id,omitempty"`
-	Attempt     int             `json:"attempt,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
+	EventID     int64
+	ExecutionID int64
+	EventType   string
+	Step        string
+	CommandID   string
+	Status      string
+	Result      json.RawMessage
+	Error       string
+	WorkerID    string
+	Attempt     int
+	CreatedAt   time.Time
 }
 
 // Command is the projection of one issued unit of work. Its key is the
 // event_id of the command.issued event that created it.
 type Command struct {
-	EventID      int64           `json:"event_id"`
-	ExecutionID  int64           `json:"execution_id"`
-	CommandID    string          `json:"command_id"` // "<execution_id>:<step>:<event_id>"
-	Step         string          `json:"step"`
-	Tool         json.RawMessage `json:"tool"`            // rendered tool config, a JSON object with "kind"
-	Input        json.RawMessage `json:"input,omitempty"` // render context snapshot, may be null
-	Status       string          `json:"status"`
-	Attempt      int             `json:"attempt"` // 0 until first claim
-	WorkerID     string          `json:"worker_id,omitempty"`
-	LeaseExpires *time.Time      `json:"lease_expires_at,omitempty"`
-	Result       json.RawMessage `json:"result,omitempty"`
-	Error        string          `json:"error,omitempty"`
+	EventID      int64
+	ExecutionID  int64
+	CommandID    string // "<execution_id>:<step>:<event_id>"
+	Step         string
+	Tool         json.RawMessage // rendered tool config, a JSON object with "kind"
+	Input        json.RawMessage // render context snapshot, may be null
+	Status       api.CommandStatus
+	Attempt      int // 0 until first claim
+	WorkerID     string
+	LeaseExpires *time.Time
+	Result       json.RawMessage
+	Error        string
 	// Publishes counts how many outbox rows were ever created for this
 	// command; the reaper uses it to derive a fresh Nats-Msg-Id.
-	Publishes   int       `json:"publishes"`
-	PublishedAt time.Time `json:"published_at"` // last time an outbox row was enqueued (or becomes available)
+	Publishes   int
+	PublishedAt time.Time // last time an outbox row was enqueued (or becomes available)
 	// AvailableAt is when the command may first be notified (a retry's
 	// backoff); it equals CreatedAt for ordinary commands.
-	AvailableAt time.Time `json:"available_at"`
-	LoopID      int64     `json:"loop_id,omitempty"`    // the loop instance this iteration belongs to; 0 if none
-	LoopIndex   int       `json:"loop_index,omitempty"` // iteration index within the loop
-	Retry       int       `json:"retry,omitempty"`      // policy retries that preceded this command for the same step run
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	AvailableAt time.Time
+	LoopID      int64 // the loop instance this iteration belongs to; 0 if none
+	LoopIndex   int   // iteration index within the loop
+	Retry       int   // policy retries that preceded this command for the same step run
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // OutboxMsg is a notification waiting to be published to NATS.
 type OutboxMsg struct {
-	ID        int64     `json:"id"`
-	EventID   int64     `json:"event_id"` // the command this notifies about
-	Subject   string    `json:"subject"`
-	MsgID     string    `json:"msg_id"` // Nats-Msg-Id header
-	Payload   []byte    `json:"payload"`
-	CreatedAt time.Time `json:"created_at"`
+	ID        int64
+	EventID   int64 // the command this notifies about
+	Subject   string
+	MsgID     string // Nats-Msg-Id header
+	Payload   []byte
+	CreatedAt time.Time
 	// AvailableAt: the publisher leaves the row alone until then (retry
 	// backoff). Zero means CreatedAt.
-	AvailableAt time.Time `json:"available_at"`
+	AvailableAt time.Time
 }
-
-// Loop statuses.
-const (
-	LoopRunning = "running"
-	LoopDone    = "done"
-	LoopFailed  = "failed"
-)
 
 // Loop is one run of a looping step. Its progress is never stored as a
 // counter: it is derived from the iteration command rows (LoopID), so it
 // cannot drift.
 type Loop struct {
-	LoopID      int64           `json:"loop_id"` // the event id of its loop.started event
-	ExecutionID int64           `json:"execution_id"`
-	Step        string          `json:"step"`
-	Total       int             `json:"total"`
-	Mode        string          `json:"mode"` // sequential | parallel
-	MaxInFlight int             `json:"max_in_flight"`
-	Items       json.RawMessage `json:"items"` // the rendered list, a JSON array
-	Status      string          `json:"status"`
-	Result      json.RawMessage `json:"result,omitempty"` // the ordered iteration results, set by LoopFinish
-	CreatedAt   time.Time       `json:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
+	LoopID      int64 // the event id of its loop.started event
+	ExecutionID int64
+	Step        string
+	Total       int
+	Mode        string // sequential | parallel
+	MaxInFlight int
+	Items       json.RawMessage // the rendered list, a JSON array
+	Status      api.LoopStatus
+	Result      json.RawMessage // the ordered iteration results, set by LoopFinish
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // Credential is a named secret. Data is sealed (encrypted) by the caller;
 // the store never sees plaintext.
 type Credential struct {
-	Name        string    `json:"name"`
-	Kind        string    `json:"kind"` // postgres, http, nats, generic, ...
-	Description string    `json:"description,omitempty"`
-	Data        []byte    `json:"-"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	Name        string
+	Kind        string // postgres, http, nats, generic, ...
+	Description string
+	Data        []byte
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // ClaimParams describes a claim attempt.
@@ -194,7 +164,7 @@ type FinishParams struct {
 	EventID  int64
 	WorkerID string
 	Attempt  int
-	Status   string // CmdCompleted or CmdFailed
+	Status   api.CommandStatus // api.CmdCompleted or api.CmdFailed
 	Result   json.RawMessage
 	Error    string
 	Now      time.Time
@@ -202,9 +172,9 @@ type FinishParams struct {
 
 // Stats is a cheap summary for health and metrics.
 type Stats struct {
-	ExecutionsRunning int64 `json:"executions_running"`
-	CommandsPending   int64 `json:"commands_pending"` // issued, claimed or running
-	OutboxDepth       int64 `json:"outbox_depth"`
+	ExecutionsRunning int64
+	CommandsPending   int64 // issued, claimed or running
+	OutboxDepth       int64
 }
 
 // NodeAllocator is implemented by drivers shared by several server
@@ -322,7 +292,7 @@ type Tx interface {
 	ExecutionSetContext(ctx context.Context, id int64, context json.RawMessage) error
 	// ExecutionFinish moves a running execution to a terminal status.
 	// Returns ErrConflict if it is not running.
-	ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error
+	ExecutionFinish(ctx context.Context, id int64, status api.ExecStatus, result json.RawMessage, errMsg string, now time.Time) error
 
 	EventInsert(ctx context.Context, e Event) error
 
@@ -363,7 +333,7 @@ type Tx interface {
 	// LoopFinish moves a running loop to done or failed with its result;
 	// ErrConflict if it is not running (this is what makes loop.done fire
 	// exactly once), ErrNotFound if absent.
-	LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error
+	LoopFinish(ctx context.Context, loopID int64, status api.LoopStatus, result json.RawMessage, now time.Time) error
 
 	// CredentialPut inserts or replaces a credential by name, keeping the
 	// original CreatedAt on replace.

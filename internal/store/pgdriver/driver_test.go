@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
@@ -354,8 +355,8 @@ func TestLockExecutionBlocksSecondWriter(t *testing.T) {
 	go func() {
 		locked <- write(b.ctx, b.drv, func(tx store.Tx) error {
 			e, err := tx.LockExecution(b.ctx, 7)
-			if err == nil && e.Status != store.ExecCompleted {
-				err = fmt.Errorf("second writer saw status %q, want the first writer's committed %q", e.Status, store.ExecCompleted)
+			if err == nil && e.Status != api.ExecCompleted {
+				err = fmt.Errorf("second writer saw status %q, want the first writer's committed %q", e.Status, api.ExecCompleted)
 			}
 			return err
 		})
@@ -365,7 +366,7 @@ func TestLockExecutionBlocksSecondWriter(t *testing.T) {
 		t.Fatalf("second LockExecution returned (%v) while the first transaction held the lock", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if err := first.ExecutionFinish(b.ctx, 7, store.ExecCompleted, nil, "", b.now); err != nil {
+	if err := first.ExecutionFinish(b.ctx, 7, api.ExecCompleted, nil, "", b.now); err != nil {
 		t.Fatal(err)
 	}
 	if err := first.Commit(b.ctx); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -126,7 +127,7 @@ func (q querier) QueriesQueuedBefore(ctx context.Context, before time.Time, limi
 	return list, nil
 }
 
-func (q querier) QueriesCreatedBefore(ctx context.Context, statuses []string, t time.Time, limit int) ([]store.Query, error) {
+func (q querier) QueriesCreatedBefore(ctx context.Context, statuses []api.QueryStatus, t time.Time, limit int) ([]store.Query, error) {
 	if len(statuses) == 0 {
 		return nil, nil
 	}
@@ -181,9 +182,9 @@ func (t *tx) ProjectPut(ctx context.Context, p store.Project) (store.Project, er
 func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 	status := q.Status
 	if status == "" {
-		status = store.QueryPending
+		status = api.QueryPending
 	}
-	if !store.ValidQueryStatus(status) {
+	if !status.Valid() {
 		return fmt.Errorf("pgdriver: insert query %s: unknown status %q", q.QueryUUID, status)
 	}
 	created := tsOrNow(q.CreatedAt)
@@ -207,9 +208,9 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 // row, so of several concurrent transitions from the same status exactly
 // one applies. Each update field is NULL when unset and leaves the column
 // alone; Columns is applied when non-nil (an empty document clears it).
-func (t *tx) QueryTransition(ctx context.Context, uuid string, from []string, to string, upd store.QueryUpdate, now time.Time) (store.Query, error) {
+func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	what := fmt.Sprintf("move query %s from %v to %s", uuid, from, to)
-	if err := store.CheckQueryTransition(from, to); err != nil {
+	if err := api.CheckQueryTransition(from, to); err != nil {
 		return store.Query{}, fmt.Errorf("pgdriver: %s: %w", what, err)
 	}
 	got, err := scanQuery(t.tx.QueryRow(ctx, `UPDATE queries SET status = $3,

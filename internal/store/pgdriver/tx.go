@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -141,7 +142,7 @@ func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, con
 func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	status := e.Status
 	if status == "" {
-		status = store.ExecRunning
+		status = api.ExecRunning
 	}
 	t.tx.enqueue(insertWrap(fmt.Sprintf("execution %d", e.ExecutionID)),
 		"INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -187,9 +188,9 @@ func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMess
 	return nil
 }
 
-func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
+func (t *tx) ExecutionFinish(ctx context.Context, id int64, status api.ExecStatus, result json.RawMessage, errMsg string, now time.Time) error {
 	switch status {
-	case store.ExecCompleted, store.ExecFailed, store.ExecCancelled:
+	case api.ExecCompleted, api.ExecFailed, api.ExecCancelled:
 	default:
 		return fmt.Errorf("pgdriver: finish execution %d: status %q is not terminal (want completed, failed or cancelled)", id, status)
 	}
@@ -244,11 +245,11 @@ func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Comma
 	return c, nil
 }
 
-func claimStatus(p store.ClaimParams) string {
+func claimStatus(p store.ClaimParams) api.CommandStatus {
 	if p.Start {
-		return store.CmdRunning
+		return api.CmdRunning
 	}
-	return store.CmdClaimed
+	return api.CmdClaimed
 }
 
 // holderUpdate runs an UPDATE allowed only for the current holder of attempt
@@ -278,9 +279,9 @@ func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID strin
 }
 
 func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
-	if p.Status != store.CmdCompleted && p.Status != store.CmdFailed {
+	if p.Status != api.CmdCompleted && p.Status != api.CmdFailed {
 		return store.Command{}, fmt.Errorf("pgdriver: finish command %d: status %q must be %s or %s",
-			p.EventID, p.Status, store.CmdCompleted, store.CmdFailed)
+			p.EventID, p.Status, api.CmdCompleted, api.CmdFailed)
 	}
 	return t.holderUpdate(ctx, "status = $4, result = $5, error = $6, updated_at = $7",
 		p.EventID, p.WorkerID, p.Attempt, "finish", p.Status, jsonArg(p.Result), p.Error, tsOrNow(p.Now))
@@ -342,9 +343,9 @@ func (t *tx) LoopInsert(ctx context.Context, l store.Loop) error {
 	return nil
 }
 
-func (t *tx) LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error {
-	if status != store.LoopDone && status != store.LoopFailed {
-		return fmt.Errorf("pgdriver: finish loop %d: status %q must be %s or %s", loopID, status, store.LoopDone, store.LoopFailed)
+func (t *tx) LoopFinish(ctx context.Context, loopID int64, status api.LoopStatus, result json.RawMessage, now time.Time) error {
+	if status != api.LoopDone && status != api.LoopFailed {
+		return fmt.Errorf("pgdriver: finish loop %d: status %q must be %s or %s", loopID, status, api.LoopDone, api.LoopFailed)
 	}
 	// Conditional on running: of several concurrent finishers the row lock
 	// and the re-checked WHERE clause let exactly one through.

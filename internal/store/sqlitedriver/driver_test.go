@@ -532,7 +532,7 @@ func BenchmarkCommandLifecycle(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			_, err = tx.CommandFinish(ctx, store.FinishParams{EventID: id, WorkerID: "w", Attempt: c.Attempt, Status: store.CmdCompleted, Now: now})
+			_, err = tx.CommandFinish(ctx, store.FinishParams{EventID: id, WorkerID: "w", Attempt: c.Attempt, Status: api.CmdCompleted, Now: now})
 			return err
 		})
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -152,7 +153,7 @@ func (q *queries) QueriesQueuedBefore(ctx context.Context, before time.Time, lim
 	return collect(rows, scanQuery, "list queued queries")
 }
 
-func (q *queries) QueriesCreatedBefore(ctx context.Context, statuses []string, t time.Time, limit int) ([]store.Query, error) {
+func (q *queries) QueriesCreatedBefore(ctx context.Context, statuses []api.QueryStatus, t time.Time, limit int) ([]store.Query, error) {
 	if len(statuses) == 0 {
 		return nil, nil
 	}
@@ -211,9 +212,9 @@ func (t *tx) ProjectPut(ctx context.Context, p store.Project) (store.Project, er
 func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 	status := q.Status
 	if status == "" {
-		status = store.QueryPending
+		status = api.QueryPending
 	}
-	if !store.ValidQueryStatus(status) {
+	if !status.Valid() {
 		return fmt.Errorf("sqlitedriver: insert query %s: unknown status %q", q.QueryUUID, status)
 	}
 	created := micros(nowIfZero(q.CreatedAt))
@@ -236,9 +237,9 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 // several transitions from the same status exactly one applies. Each update
 // field is NULL when unset and leaves the column alone; Columns is applied
 // when non-nil (an empty document clears it).
-func (t *tx) QueryTransition(ctx context.Context, uuid string, from []string, to string, upd store.QueryUpdate, now time.Time) (store.Query, error) {
+func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	what := fmt.Sprintf("move query %s from %v to %s", uuid, from, to)
-	if err := store.CheckQueryTransition(from, to); err != nil {
+	if err := api.CheckQueryTransition(from, to); err != nil {
 		return store.Query{}, fmt.Errorf("sqlitedriver: %s: %w", what, err)
 	}
 	fromList, err := json.Marshal(from)

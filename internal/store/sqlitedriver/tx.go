@@ -11,6 +11,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -196,7 +197,7 @@ func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, con
 func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
 	status := e.Status
 	if status == "" {
-		status = store.ExecRunning
+		status = api.ExecRunning
 	}
 	_, err := t.exec(ctx, sqlExecutionInsert,
 		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
@@ -253,12 +254,12 @@ func (t *tx) ExecutionSetContext(ctx context.Context, id int64, raw json.RawMess
 	return nil
 }
 
-func (t *tx) ExecutionFinish(ctx context.Context, id int64, status string, result json.RawMessage, errMsg string, now time.Time) error {
+func (t *tx) ExecutionFinish(ctx context.Context, id int64, status api.ExecStatus, result json.RawMessage, errMsg string, now time.Time) error {
 	switch status {
-	case store.ExecCompleted, store.ExecFailed, store.ExecCancelled:
+	case api.ExecCompleted, api.ExecFailed, api.ExecCancelled:
 	default:
 		return fmt.Errorf("sqlitedriver: finish execution %d: status %q is not terminal (want %s, %s or %s)",
-			id, status, store.ExecCompleted, store.ExecFailed, store.ExecCancelled)
+			id, status, api.ExecCompleted, api.ExecFailed, api.ExecCancelled)
 	}
 	res, err := t.exec(ctx, sqlExecutionFinish, status, jsonArg(result), errMsg, micros(now), id)
 	if err != nil {
@@ -324,9 +325,9 @@ func (t *tx) commandUpdate(ctx context.Context, op string, eventID int64, query 
 
 func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Command, error) {
 	now := micros(p.Now)
-	status := store.CmdClaimed
+	status := api.CmdClaimed
 	if p.Start {
-		status = store.CmdRunning
+		status = api.CmdRunning
 	}
 	return t.commandUpdate(ctx, "claim", p.EventID, sqlCommandClaim,
 		status, p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.EventID, now)
@@ -343,9 +344,9 @@ func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID strin
 }
 
 func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
-	if p.Status != store.CmdCompleted && p.Status != store.CmdFailed {
+	if p.Status != api.CmdCompleted && p.Status != api.CmdFailed {
 		return store.Command{}, fmt.Errorf("sqlitedriver: finish command %d: status %q is not %s or %s",
-			p.EventID, p.Status, store.CmdCompleted, store.CmdFailed)
+			p.EventID, p.Status, api.CmdCompleted, api.CmdFailed)
 	}
 	return t.commandUpdate(ctx, "finish", p.EventID, sqlCommandFinish,
 		p.Status, jsonArg(p.Result), p.Error, micros(p.Now), p.EventID, p.WorkerID, p.Attempt)
@@ -419,9 +420,9 @@ func (t *tx) LoopInsert(ctx context.Context, l store.Loop) error {
 	return nil
 }
 
-func (t *tx) LoopFinish(ctx context.Context, loopID int64, status string, result json.RawMessage, now time.Time) error {
-	if status != store.LoopDone && status != store.LoopFailed {
-		return fmt.Errorf("sqlitedriver: finish loop %d: status %q is not %s or %s", loopID, status, store.LoopDone, store.LoopFailed)
+func (t *tx) LoopFinish(ctx context.Context, loopID int64, status api.LoopStatus, result json.RawMessage, now time.Time) error {
+	if status != api.LoopDone && status != api.LoopFailed {
+		return fmt.Errorf("sqlitedriver: finish loop %d: status %q is not %s or %s", loopID, status, api.LoopDone, api.LoopFailed)
 	}
 	// Conditional on running and run under the write lock: of several
 	// finishers exactly one changes the row.

@@ -46,12 +46,12 @@ func Bench(b *testing.B, open func(b *testing.B) store.Driver) {
 		for i := 0; i < b.N; i++ {
 			h.do(b, func(ctx context.Context, tx store.Tx) error {
 				c, err := tx.CommandFinish(ctx, store.FinishParams{EventID: cmds[i], WorkerID: "w", Attempt: 1,
-					Status: store.CmdCompleted, Result: []byte(`{"ok":true}`), Now: h.now})
+					Status: api.CmdCompleted, Result: []byte(`{"ok":true}`), Now: h.now})
 				if err != nil {
 					return err
 				}
 				return tx.EventInsert(ctx, store.Event{EventID: h.ids.Next(), ExecutionID: c.ExecutionID, EventType: api.EvCommandCompleted,
-					Step: c.Step, CommandID: c.CommandID, Status: store.CmdCompleted, Result: c.Result, WorkerID: "w", Attempt: 1, CreatedAt: h.now})
+					Step: c.Step, CommandID: c.CommandID, Status: string(api.CmdCompleted), Result: c.Result, WorkerID: "w", Attempt: 1, CreatedAt: h.now})
 			})
 		}
 	})
@@ -84,7 +84,7 @@ func newBenchHarness(b *testing.B, open func(b *testing.B) store.Driver) *benchH
 	h := &benchHarness{drv: open(b), ids: ids.New(-1), now: time.Now().UTC().Truncate(time.Microsecond)}
 	h.exec = h.ids.Next()
 	h.do(b, func(ctx context.Context, tx store.Tx) error {
-		return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: h.exec, Path: "bench", Version: 1, Status: store.ExecRunning, StartedAt: h.now})
+		return tx.ExecutionInsert(ctx, store.Execution{ExecutionID: h.exec, Path: "bench", Version: 1, Status: api.ExecRunning, StartedAt: h.now})
 	})
 	return h
 }
@@ -109,7 +109,7 @@ func (h *benchHarness) do(b *testing.B, fn func(ctx context.Context, tx store.Tx
 func (h *benchHarness) append(ctx context.Context, tx store.Tx, id int64) error {
 	cmdID := "bench:step:" + strconv.FormatInt(id, 10)
 	if err := tx.EventInsert(ctx, store.Event{EventID: id, ExecutionID: h.exec, EventType: api.EvCommandIssued, Step: "step",
-		CommandID: cmdID, Status: store.CmdIssued, Attempt: 1, CreatedAt: h.now}); err != nil {
+		CommandID: cmdID, Status: string(api.CmdIssued), Attempt: 1, CreatedAt: h.now}); err != nil {
 		return err
 	}
 	if err := tx.CommandInsert(ctx, store.Command{EventID: id, ExecutionID: h.exec, CommandID: cmdID, Step: "step",
@@ -127,7 +127,7 @@ func (h *benchHarness) claim(ctx context.Context, tx store.Tx, id int64) error {
 	}
 	for _, typ := range []string{api.EvCommandClaimed, api.EvCommandStarted} {
 		if err := tx.EventInsert(ctx, store.Event{EventID: h.ids.Next(), ExecutionID: c.ExecutionID, EventType: typ,
-			Step: c.Step, CommandID: c.CommandID, Status: c.Status, WorkerID: "w", Attempt: c.Attempt, CreatedAt: h.now}); err != nil {
+			Step: c.Step, CommandID: c.CommandID, Status: string(c.Status), WorkerID: "w", Attempt: c.Attempt, CreatedAt: h.now}); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -23,7 +24,7 @@ func commandCases() []testCase {
 			// The projection always starts issued; whatever the caller left
 			// in these fields must not leak into the row.
 			dirty := c
-			dirty.Status, dirty.Attempt, dirty.Publishes = store.CmdRunning, 7, 9
+			dirty.Status, dirty.Attempt, dirty.Publishes = api.CmdRunning, 7, 9
 			dirty.PublishedAt = b.now.Add(-time.Hour)
 			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), dirty) })
 			b.wantCommand("command inserted with caller-set status/attempt/publishes", b.getCommand(c.EventID), issued(c))
@@ -61,7 +62,7 @@ func commandCases() []testCase {
 			b.wantCommand("CommandListByExecution[0]", list[0], want)
 			// Every RETURNING path carries the new columns too.
 			got := b.mustClaim(c.EventID, "worker-a", c.AvailableAt)
-			want.Status, want.Attempt, want.WorkerID = store.CmdClaimed, 1, "worker-a"
+			want.Status, want.Attempt, want.WorkerID = api.CmdClaimed, 1, "worker-a"
 			want.LeaseExpires, want.UpdatedAt = leaseAt(c.AvailableAt), c.AvailableAt
 			b.wantCommand("CommandClaim result", got, want)
 			got, err = txDo(b, func(tx store.Tx) (store.Command, error) {
@@ -129,14 +130,14 @@ func commandCases() []testCase {
 				b.fatalf("CommandCancelExecution returned %d, want 3 (issued, claimed, running)", n)
 			}
 			for _, c := range []store.Command{isd, clm, run} {
-				if got := b.getCommand(c.EventID); got.Status != store.CmdCancelled {
+				if got := b.getCommand(c.EventID); got.Status != api.CmdCancelled {
 					b.fatalf("command %d status = %q after cancel, want cancelled", c.EventID, got.Status)
 				}
 			}
-			if got := b.getCommand(done.EventID); got.Status != store.CmdCompleted {
+			if got := b.getCommand(done.EventID); got.Status != api.CmdCompleted {
 				b.fatalf("CommandCancelExecution changed a completed command to %q", got.Status)
 			}
-			if got := b.getCommand(bystander.EventID); got.Status != store.CmdIssued {
+			if got := b.getCommand(bystander.EventID); got.Status != api.CmdIssued {
 				b.fatalf("CommandCancelExecution changed a command of another execution to %q", got.Status)
 			}
 			n, err = txDo(b, func(tx store.Tx) (int, error) { return tx.CommandCancelExecution(b.ctx(), e.ExecutionID, later) })
@@ -148,7 +149,7 @@ func commandCases() []testCase {
 			b.wantErr("CommandClaim of a cancelled command", err, store.ErrConflict)
 			_, err = b.heartbeat(clm.EventID, "w", 1, later)
 			b.wantErr("CommandHeartbeat of a cancelled command", err, store.ErrConflict)
-			_, err = b.finish(store.FinishParams{EventID: run.EventID, WorkerID: "w", Attempt: 1, Status: store.CmdCompleted, Now: later})
+			_, err = b.finish(store.FinishParams{EventID: run.EventID, WorkerID: "w", Attempt: 1, Status: api.CmdCompleted, Now: later})
 			b.wantErr("CommandFinish of a cancelled command", err, store.ErrConflict)
 		}},
 		{"MarkRepublished", func(b *bundle) {
@@ -181,7 +182,7 @@ func claimCases() []testCase {
 			got, err := b.claim(c.EventID, "worker-a", b.now)
 			b.mustNil("CommandClaim", err)
 			want := c
-			want.Status, want.Attempt, want.WorkerID = store.CmdClaimed, 1, "worker-a"
+			want.Status, want.Attempt, want.WorkerID = api.CmdClaimed, 1, "worker-a"
 			want.LeaseExpires, want.UpdatedAt = leaseAt(b.now), b.now
 			b.wantCommand("CommandClaim result", got, want)
 			b.wantCommand("command after CommandClaim", b.getCommand(c.EventID), want)
@@ -194,7 +195,7 @@ func claimCases() []testCase {
 			})
 			b.mustNil("CommandClaim with Start", err)
 			want := c
-			want.Status, want.Attempt, want.WorkerID = store.CmdRunning, 1, "worker-a"
+			want.Status, want.Attempt, want.WorkerID = api.CmdRunning, 1, "worker-a"
 			want.LeaseExpires, want.UpdatedAt = leaseAt(b.now), b.now
 			b.wantCommand("CommandClaim with Start", got, want)
 			b.wantCommand("command after CommandClaim with Start", b.getCommand(c.EventID), want)
@@ -246,22 +247,22 @@ func claimCases() []testCase {
 			at := run.LeaseExpires.Add(time.Second)
 			got, err := b.claim(c.EventID, "worker-b", at)
 			b.mustNil("CommandClaim of a running command with an expired lease", err)
-			if got.Status != store.CmdClaimed || got.Attempt != 2 || got.WorkerID != "worker-b" {
+			if got.Status != api.CmdClaimed || got.Attempt != 2 || got.WorkerID != "worker-b" {
 				b.fatalf("re-claim of running command gave status %q attempt %d worker %q, want claimed 2 worker-b", got.Status, got.Attempt, got.WorkerID)
 			}
 		}},
 		{"Terminal", func(b *bundle) {
 			e := b.addExecution()
-			for _, status := range []string{store.CmdCompleted, store.CmdFailed} {
+			for _, status := range []api.CommandStatus{api.CmdCompleted, api.CmdFailed} {
 				c := b.addCommand(e.ExecutionID, b.now)
 				held := b.mustClaim(c.EventID, "worker-a", b.now)
 				p := completeParams(held, b.now)
 				p.Status = status
 				_, err := b.finish(p)
-				b.mustNil("CommandFinish "+status, err)
+				b.mustNil("CommandFinish "+string(status), err)
 				// Far past the old lease: only the terminal status can refuse.
 				_, err = b.claim(c.EventID, "worker-b", b.now.Add(24*time.Hour))
-				b.wantErr("CommandClaim of a "+status+" command", err, store.ErrConflict)
+				b.wantErr("CommandClaim of a "+string(status)+" command", err, store.ErrConflict)
 			}
 		}},
 		{"Missing", func(b *bundle) {
@@ -301,7 +302,7 @@ func claimCases() []testCase {
 				b.fatalf("no racer among %d claimed the command", claimRacers)
 			}
 			got := b.getCommand(c.EventID)
-			if got.Attempt != 1 || got.WorkerID != fmt.Sprintf("racer-%d", winner) || got.Status != store.CmdClaimed {
+			if got.Attempt != 1 || got.WorkerID != fmt.Sprintf("racer-%d", winner) || got.Status != api.CmdClaimed {
 				b.fatalf("after the race: attempt %d worker %q status %q, want attempt 1 by racer-%d, claimed", got.Attempt, got.WorkerID, got.Status, winner)
 			}
 		}},
@@ -318,7 +319,7 @@ func leaseCases() []testCase {
 			got, err := b.start(c.EventID, "worker-a", 1, at)
 			b.mustNil("CommandStart", err)
 			want := held
-			want.Status, want.LeaseExpires, want.UpdatedAt = store.CmdRunning, leaseAt(at), time.Time{}
+			want.Status, want.LeaseExpires, want.UpdatedAt = api.CmdRunning, leaseAt(at), time.Time{}
 			b.wantCommand("CommandStart result", got, want)
 			b.wantCommand("command after CommandStart", b.getCommand(c.EventID), want)
 			// A repeated start by the holder (a retried request) is allowed.
@@ -344,7 +345,7 @@ func leaseCases() []testCase {
 			at = at.Add(20 * time.Second)
 			got, err = b.heartbeat(c.EventID, "worker-a", 1, at)
 			b.mustNil("CommandHeartbeat on a running command", err)
-			want.Status, want.LeaseExpires = store.CmdRunning, leaseAt(at)
+			want.Status, want.LeaseExpires = api.CmdRunning, leaseAt(at)
 			b.wantCommand("CommandHeartbeat result (running stays running)", got, want)
 			b.wantCommand("command after CommandHeartbeat", b.getCommand(c.EventID), want)
 		}},
@@ -356,7 +357,7 @@ func leaseCases() []testCase {
 			b.wantErr("CommandStart of an issued command", err, store.ErrConflict)
 			_, err = b.heartbeat(c.EventID, "", 0, b.now)
 			b.wantErr("CommandHeartbeat of an issued command", err, store.ErrConflict)
-			_, err = b.finish(store.FinishParams{EventID: c.EventID, Attempt: 0, Status: store.CmdCompleted, Now: b.now})
+			_, err = b.finish(store.FinishParams{EventID: c.EventID, Attempt: 0, Status: api.CmdCompleted, Now: b.now})
 			b.wantErr("CommandFinish of an issued command", err, store.ErrConflict)
 
 			held := b.mustClaim(c.EventID, "worker-a", b.now)
@@ -369,7 +370,7 @@ func leaseCases() []testCase {
 				b.wantErr("CommandStart "+what, err, store.ErrConflict)
 				_, err = b.heartbeat(c.EventID, who.worker, who.attempt, b.now)
 				b.wantErr("CommandHeartbeat "+what, err, store.ErrConflict)
-				_, err = b.finish(store.FinishParams{EventID: c.EventID, WorkerID: who.worker, Attempt: who.attempt, Status: store.CmdCompleted, Now: b.now})
+				_, err = b.finish(store.FinishParams{EventID: c.EventID, WorkerID: who.worker, Attempt: who.attempt, Status: api.CmdCompleted, Now: b.now})
 				b.wantErr("CommandFinish "+what, err, store.ErrConflict)
 			}
 			b.wantCommand("command after rejected holder calls", b.getCommand(c.EventID), held)
@@ -390,7 +391,7 @@ func leaseCases() []testCase {
 			late = late.Add(10 * leaseTTL)
 			got, err = b.finish(completeParams(got, late))
 			b.mustNil("CommandFinish after lease expiry, not re-claimed", err)
-			if got.Status != store.CmdCompleted {
+			if got.Status != api.CmdCompleted {
 				b.fatalf("late finish status = %q, want completed", got.Status)
 			}
 		}},
@@ -423,13 +424,13 @@ func leaseCases() []testCase {
 		{"FinishStoresResult", func(b *bundle) {
 			e := b.addExecution()
 			for _, tc := range []struct {
-				status string
+				status api.CommandStatus
 				result []byte
 				errMsg string
 			}{
-				{store.CmdCompleted, jsonResult, ""},
-				{store.CmdFailed, nil, "exit status 3: disk full"},
-				{store.CmdFailed, jsonResult, "partial"},
+				{api.CmdCompleted, jsonResult, ""},
+				{api.CmdFailed, nil, "exit status 3: disk full"},
+				{api.CmdFailed, jsonResult, "partial"},
 			} {
 				c := b.addCommand(e.ExecutionID, b.now)
 				held := b.mustClaim(c.EventID, "worker-a", b.now)
@@ -437,13 +438,13 @@ func leaseCases() []testCase {
 				b.mustNil("CommandStart", err)
 				at := b.now.Add(time.Minute)
 				got, err := b.finish(store.FinishParams{EventID: c.EventID, WorkerID: "worker-a", Attempt: 1, Status: tc.status, Result: tc.result, Error: tc.errMsg, Now: at})
-				b.mustNil("CommandFinish "+tc.status, err)
+				b.mustNil("CommandFinish "+string(tc.status), err)
 				// Finish clears nothing: worker, attempt and lease stay.
 				want := held
 				want.Status, want.Result, want.Error, want.UpdatedAt = tc.status, tc.result, tc.errMsg, at
 				want.LeaseExpires = leaseAt(b.now)
-				b.wantCommand("CommandFinish "+tc.status+" result", got, want)
-				b.wantCommand("command after CommandFinish "+tc.status, b.getCommand(c.EventID), want)
+				b.wantCommand("CommandFinish "+string(tc.status)+" result", got, want)
+				b.wantCommand("command after CommandFinish "+string(tc.status), b.getCommand(c.EventID), want)
 			}
 		}},
 		{"NoOpsAfterFinish", func(b *bundle) {
@@ -462,7 +463,7 @@ func leaseCases() []testCase {
 			e := b.addExecution()
 			c := b.addCommand(e.ExecutionID, b.now)
 			held := b.mustClaim(c.EventID, "worker-a", b.now)
-			for _, status := range []string{store.CmdRunning, store.CmdClaimed, store.CmdIssued, store.CmdCancelled, ""} {
+			for _, status := range []api.CommandStatus{api.CmdRunning, api.CmdClaimed, api.CmdIssued, api.CmdCancelled, ""} {
 				p := completeParams(held, b.now)
 				p.Status = status
 				if _, err := b.finish(p); err == nil {
@@ -491,7 +492,7 @@ func holderOps(b *bundle) []holderOp {
 		{"CommandStart", b.start},
 		{"CommandHeartbeat", b.heartbeat},
 		{"CommandFinish", func(id int64, w string, a int, now time.Time) (store.Command, error) {
-			return b.finish(store.FinishParams{EventID: id, WorkerID: w, Attempt: a, Status: store.CmdCompleted, Result: jsonResult, Now: now})
+			return b.finish(store.FinishParams{EventID: id, WorkerID: w, Attempt: a, Status: api.CmdCompleted, Result: jsonResult, Now: now})
 		}},
 	}
 }

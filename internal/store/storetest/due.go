@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -125,7 +126,7 @@ func (b *bundle) buildDueWorld() dueWorld {
 		}},
 		{"failed", run.ExecutionID, false, func(c store.Command) {
 			p := completeParams(b.mustClaim(c.EventID, "w", old), old)
-			p.Status = store.CmdFailed
+			p.Status = api.CmdFailed
 			_, err := b.finish(p)
 			b.mustNil("CommandFinish", err)
 		}},
@@ -168,7 +169,7 @@ func (b *bundle) buildDueWorld() dueWorld {
 			w.due = append(w.due, cmds[i].EventID)
 		}
 	}
-	b.finishExecution(ended.ExecutionID, store.ExecFailed)
+	b.finishExecution(ended.ExecutionID, api.ExecFailed)
 	w.first = b.getCommand(w.due[0])
 	b.t.Logf("[%s driver] CommandsDue fixture, event_id order:", b.drv.Name())
 	for i, s := range specs {

@@ -185,9 +185,9 @@ func executionCases() []testCase {
 			})
 			end := b.now.Add(time.Minute)
 			b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
-				return tx.ExecutionFinish(b.ctx(), want.ExecutionID, store.ExecCompleted, jsonResult, "", end)
+				return tx.ExecutionFinish(b.ctx(), want.ExecutionID, api.ExecCompleted, jsonResult, "", end)
 			})
-			want.Context, want.Status, want.Result, want.EndedAt = jsonContext2, store.ExecCompleted, jsonResult, &end
+			want.Context, want.Status, want.Result, want.EndedAt = jsonContext2, api.ExecCompleted, jsonResult, &end
 			b.wantExecution("ExecutionGet after a second set and ExecutionFinish", b.getExecution(want.ExecutionID), want)
 
 			// Setting a nil context stores NULL again.
@@ -277,37 +277,37 @@ func executionCases() []testCase {
 		}},
 		{"FinishFromRunning", func(b *bundle) {
 			for _, tc := range []struct {
-				status string
+				status api.ExecStatus
 				result json.RawMessage
 				errMsg string
 			}{
-				{store.ExecCompleted, jsonResult, ""},
-				{store.ExecFailed, nil, "step build exited 2"},
-				{store.ExecCancelled, nil, ""},
+				{api.ExecCompleted, jsonResult, ""},
+				{api.ExecFailed, nil, "step build exited 2"},
+				{api.ExecCancelled, nil, ""},
 			} {
 				want := b.addExecution()
 				end := b.now.Add(time.Minute)
-				b.mustWrite("ExecutionFinish "+tc.status, func(tx store.Tx) error {
+				b.mustWrite("ExecutionFinish "+string(tc.status), func(tx store.Tx) error {
 					return tx.ExecutionFinish(b.ctx(), want.ExecutionID, tc.status, tc.result, tc.errMsg, end)
 				})
 				want.Status, want.EndedAt, want.Result, want.Error = tc.status, &end, tc.result, tc.errMsg
-				b.wantExecution("execution after ExecutionFinish "+tc.status, b.getExecution(want.ExecutionID), want)
+				b.wantExecution("execution after ExecutionFinish "+string(tc.status), b.getExecution(want.ExecutionID), want)
 			}
 		}},
 		{"FinishOnlyFromRunning", func(b *bundle) {
 			want := b.addExecution()
-			b.finishExecution(want.ExecutionID, store.ExecCompleted)
+			b.finishExecution(want.ExecutionID, api.ExecCompleted)
 			err := b.write(func(tx store.Tx) error {
-				return tx.ExecutionFinish(b.ctx(), want.ExecutionID, store.ExecFailed, nil, "late", b.now.Add(time.Hour))
+				return tx.ExecutionFinish(b.ctx(), want.ExecutionID, api.ExecFailed, nil, "late", b.now.Add(time.Hour))
 			})
 			b.wantErr("ExecutionFinish of an already completed execution", err, store.ErrConflict)
-			if got := b.getExecution(want.ExecutionID); got.Status != store.ExecCompleted || got.Error != "" {
+			if got := b.getExecution(want.ExecutionID); got.Status != api.ExecCompleted || got.Error != "" {
 				b.fatalf("a rejected ExecutionFinish changed the execution: status %q error %q", got.Status, got.Error)
 			}
 		}},
 		{"FinishMissing", func(b *bundle) {
 			err := b.write(func(tx store.Tx) error {
-				return tx.ExecutionFinish(b.ctx(), b.ids.Next(), store.ExecCompleted, nil, "", b.now)
+				return tx.ExecutionFinish(b.ctx(), b.ids.Next(), api.ExecCompleted, nil, "", b.now)
 			})
 			b.wantErr("ExecutionFinish of an unknown id", err, store.ErrNotFound)
 		}},
@@ -328,7 +328,7 @@ func executionCases() []testCase {
 			b.mustNil("LockExecution in tx1", err)
 
 			type seen struct {
-				status string
+				status api.ExecStatus
 				err    error
 			}
 			ready := make(chan struct{})
@@ -342,12 +342,12 @@ func executionCases() []testCase {
 			// Not synchronisation: a correct driver passes however long
 			// this is; the pause only lets a broken lock be observed.
 			time.Sleep(lockHold)
-			b.mustNil("ExecutionFinish in tx1", tx1.ExecutionFinish(b.ctx(), e.ExecutionID, store.ExecCompleted, nil, "", b.now))
+			b.mustNil("ExecutionFinish in tx1", tx1.ExecutionFinish(b.ctx(), e.ExecutionID, api.ExecCompleted, nil, "", b.now))
 			b.mustNil("Commit tx1", tx1.Commit(b.ctx()))
 			r := <-out
 			b.mustNil("LockExecution in tx2", r.err)
-			if r.status != store.ExecCompleted {
-				b.fatalf("tx2 locked the execution while tx1 held it: it saw status %q, want %q written by tx1", r.status, store.ExecCompleted)
+			if r.status != api.ExecCompleted {
+				b.fatalf("tx2 locked the execution while tx1 held it: it saw status %q, want %q written by tx1", r.status, api.ExecCompleted)
 			}
 		}},
 	}
@@ -374,7 +374,7 @@ func eventCases() []testCase {
 			issuedEv := mk(e.ExecutionID, api.EvCommandIssued)
 			issuedEv.Step, issuedEv.CommandID = "build", fmt.Sprintf("%d:build:%d", e.ExecutionID, issuedEv.EventID)
 			done := mk(e.ExecutionID, api.EvCommandCompleted)
-			done.Step, done.CommandID, done.Status = "build", issuedEv.CommandID, store.CmdCompleted
+			done.Step, done.CommandID, done.Status = "build", issuedEv.CommandID, string(api.CmdCompleted)
 			done.Result, done.Error, done.WorkerID, done.Attempt = jsonResult, "warning: slow", "worker-1", 3
 			done.CreatedAt = b.now.Add(time.Second)
 			foreign := mk(other.ExecutionID, api.EvPlaybookStarted)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -27,7 +28,7 @@ func (b *bundle) newLoop(execID int64) store.Loop {
 
 // running is the state LoopInsert must produce from l (whose times are set).
 func running(l store.Loop) store.Loop {
-	l.Status, l.Result = store.LoopRunning, nil
+	l.Status, l.Result = api.LoopRunning, nil
 	return l
 }
 
@@ -45,7 +46,7 @@ func (b *bundle) getLoop(id int64) store.Loop {
 	return l
 }
 
-func (b *bundle) finishLoop(id int64, status string, result json.RawMessage, now time.Time) error {
+func (b *bundle) finishLoop(id int64, status api.LoopStatus, result json.RawMessage, now time.Time) error {
 	return b.write(func(tx store.Tx) error { return tx.LoopFinish(b.ctx(), id, status, result, now) })
 }
 
@@ -75,7 +76,7 @@ func loopCases() []testCase {
 			// A loop always starts running without a result, whatever the
 			// caller left in those fields.
 			dirty := l
-			dirty.Status, dirty.Result = store.LoopDone, jsonResult
+			dirty.Status, dirty.Result = api.LoopDone, jsonResult
 			b.mustWrite("LoopInsert", func(tx store.Tx) error { return tx.LoopInsert(b.ctx(), dirty) })
 			b.wantLoop("LoopGet after LoopInsert with caller-set status and result", b.getLoop(l.LoopID), running(l))
 		}},
@@ -138,37 +139,37 @@ func loopCases() []testCase {
 		{"FinishStoresResult", func(b *bundle) {
 			e := b.addExecution()
 			for _, tc := range []struct {
-				status string
+				status api.LoopStatus
 				result json.RawMessage
 			}{
-				{store.LoopDone, json.RawMessage(`[ {"out": "a"}, null,  {"out":"c"} ]`)},
-				{store.LoopFailed, jsonResult},
-				{store.LoopFailed, nil},
+				{api.LoopDone, json.RawMessage(`[ {"out": "a"}, null,  {"out":"c"} ]`)},
+				{api.LoopFailed, jsonResult},
+				{api.LoopFailed, nil},
 			} {
 				want := b.addLoop(b.newLoop(e.ExecutionID))
 				at := b.now.Add(time.Minute)
-				b.mustNil("LoopFinish "+tc.status, b.finishLoop(want.LoopID, tc.status, tc.result, at))
+				b.mustNil("LoopFinish "+string(tc.status), b.finishLoop(want.LoopID, tc.status, tc.result, at))
 				// Only status, result and updated_at change.
 				want.Status, want.Result, want.UpdatedAt = tc.status, tc.result, at
-				b.wantLoop("loop after LoopFinish "+tc.status, b.getLoop(want.LoopID), want)
+				b.wantLoop("loop after LoopFinish "+string(tc.status), b.getLoop(want.LoopID), want)
 			}
 		}},
 		{"FinishOnlyFromRunning", func(b *bundle) {
 			e := b.addExecution()
 			l := b.addLoop(b.newLoop(e.ExecutionID))
 			at := b.now.Add(time.Minute)
-			b.mustNil("LoopFinish", b.finishLoop(l.LoopID, store.LoopDone, jsonResult, at))
+			b.mustNil("LoopFinish", b.finishLoop(l.LoopID, api.LoopDone, jsonResult, at))
 			done := b.getLoop(l.LoopID)
-			for _, status := range []string{store.LoopDone, store.LoopFailed} {
+			for _, status := range []api.LoopStatus{api.LoopDone, api.LoopFailed} {
 				err := b.finishLoop(l.LoopID, status, json.RawMessage(`"late"`), at.Add(time.Hour))
-				b.wantErr("LoopFinish "+status+" of a finished loop", err, store.ErrConflict)
+				b.wantErr("LoopFinish "+string(status)+" of a finished loop", err, store.ErrConflict)
 			}
 			b.wantLoop("loop after rejected second finishes", b.getLoop(l.LoopID), done)
 		}},
 		{"FinishRejectsOtherStatuses", func(b *bundle) {
 			e := b.addExecution()
 			l := b.addLoop(b.newLoop(e.ExecutionID))
-			for _, status := range []string{store.LoopRunning, "", "cancelled", store.CmdCompleted} {
+			for _, status := range []api.LoopStatus{api.LoopRunning, "", "cancelled", "completed"} {
 				if err := b.finishLoop(l.LoopID, status, jsonResult, b.now.Add(time.Minute)); err == nil {
 					b.fatalf("LoopFinish with status %q succeeded, want an error (only done or failed)", status)
 				}
@@ -176,7 +177,7 @@ func loopCases() []testCase {
 			b.wantLoop("loop after invalid finishes", b.getLoop(l.LoopID), l)
 		}},
 		{"FinishMissing", func(b *bundle) {
-			err := b.finishLoop(b.ids.Next(), store.LoopDone, jsonResult, b.now)
+			err := b.finishLoop(b.ids.Next(), api.LoopDone, jsonResult, b.now)
 			b.wantErr("LoopFinish of an unknown loop", err, store.ErrNotFound)
 		}},
 		{"FinishRace", func(b *bundle) {
@@ -191,7 +192,7 @@ func loopCases() []testCase {
 					<-start
 					// Each racer has its own transaction, like the last
 					// iterations of a loop completing on separate requests.
-					errs[i] = b.finishLoop(l.LoopID, store.LoopDone, result(i), b.now)
+					errs[i] = b.finishLoop(l.LoopID, api.LoopDone, result(i), b.now)
 				})
 			}
 			close(start)
@@ -211,7 +212,7 @@ func loopCases() []testCase {
 				b.fatalf("no racer among %d finished the loop", loopRacers)
 			}
 			want := l
-			want.Status, want.Result, want.UpdatedAt = store.LoopDone, result(winner), b.now
+			want.Status, want.Result, want.UpdatedAt = api.LoopDone, result(winner), b.now
 			b.wantLoop("loop after the race", b.getLoop(l.LoopID), want)
 		}},
 	}

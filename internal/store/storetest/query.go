@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -26,7 +27,7 @@ func (b *bundle) newQuery(projectID int64, created time.Time) store.Query {
 		SQL:       "SELECT id, name FROM customers WHERE region = 'eu'",
 		Lane:      "interactive",
 		CacheKey:  "key-" + fmt.Sprint(projectID),
-		Status:    store.QueryPending,
+		Status:    api.QueryPending,
 		CreatedAt: created,
 		UpdatedAt: created,
 	}
@@ -50,7 +51,7 @@ func (b *bundle) getQuery(uuid string) store.Query {
 	return q
 }
 
-func (b *bundle) transition(uuid string, from []string, to string, upd store.QueryUpdate, now time.Time) (store.Query, error) {
+func (b *bundle) transition(uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	return writeQ(b, func(tx store.QueryTx) (store.Query, error) {
 		return tx.QueryTransition(b.ctx(), uuid, from, to, upd, now)
 	})
@@ -81,7 +82,7 @@ func (b *bundle) queuedBefore(before time.Time, limit int) []store.Query {
 	return list
 }
 
-func (b *bundle) createdBefore(statuses []string, t time.Time, limit int) []store.Query {
+func (b *bundle) createdBefore(statuses []api.QueryStatus, t time.Time, limit int) []store.Query {
 	b.t.Helper()
 	list, err := readQ(b, func(q store.QueryQuerier) ([]store.Query, error) {
 		return q.QueriesCreatedBefore(b.ctx(), statuses, t, limit)
@@ -148,7 +149,7 @@ func queryCases() []testCase {
 	return []testCase{
 		{"InsertGetRoundTrip", func(b *bundle) {
 			q := b.newQuery(b.ids.Next(), b.now.Add(-time.Minute))
-			q.Status, q.CacheHit = store.QueryReady, true
+			q.Status, q.CacheHit = api.QueryReady, true
 			q.Error = "partial: warehouse said « non »"
 			q.Columns, q.TotalRows, q.ResultKey, q.WorkerID = jsonColumns, 1234, "results/abc", "worker-7"
 			q.Publishes = 3
@@ -160,7 +161,7 @@ func queryCases() []testCase {
 		{"InsertDefaults", func(b *bundle) {
 			q := store.Query{QueryUUID: "minimal", ProjectID: b.ids.Next(), SQL: "SELECT 1", CreatedAt: b.now}
 			want := q
-			want.Status, want.UpdatedAt = store.QueryPending, b.now
+			want.Status, want.UpdatedAt = api.QueryPending, b.now
 			b.wantQuery("query inserted with only uuid, project, sql and CreatedAt", b.addQuery(q), want)
 
 			empty := b.newQuery(q.ProjectID, b.now)
@@ -181,7 +182,7 @@ func queryCases() []testCase {
 		{"InsertDuplicateIsConflict", func(b *bundle) {
 			q := b.addQuery(b.newQuery(b.ids.Next(), b.now))
 			dup := q
-			dup.SQL, dup.Status = "DROP TABLE customers", store.QueryReady
+			dup.SQL, dup.Status = "DROP TABLE customers", api.QueryReady
 			b.wantErr("QueryInsert of an existing uuid", b.insertQuery(dup), store.ErrConflict)
 			b.wantQuery("query after the rejected duplicate", b.getQuery(q.QueryUUID), q)
 		}},
@@ -232,7 +233,7 @@ func queryCases() []testCase {
 			const key = "sha256:feed"
 			ready := func(p int64, k string, created, expires time.Time, hit bool) store.Query {
 				q := b.newQuery(p, created)
-				q.CacheKey, q.CacheHit, q.Status = k, hit, store.QueryReady
+				q.CacheKey, q.CacheHit, q.Status = k, hit, api.QueryReady
 				q.Columns, q.ResultKey, q.ExpiresAt = jsonColumns, "results/"+q.QueryUUID, ptr(expires)
 				return b.addQuery(q)
 			}
@@ -245,13 +246,13 @@ func queryCases() []testCase {
 			ready(project, key, b.now.Add(-30*time.Second), b.now, false)
 			ready(other, key, b.now, b.now.Add(3*time.Hour), false)
 			ready(project, "sha256:other", b.now, b.now.Add(3*time.Hour), false)
-			for _, status := range []string{store.QueryPending, store.QueryExecuting, store.QueryError, store.QueryExpired} {
+			for _, status := range []api.QueryStatus{api.QueryPending, api.QueryExecuting, api.QueryError, api.QueryExpired} {
 				q := b.newQuery(project, b.now)
 				q.CacheKey, q.Status, q.ExpiresAt = key, status, ptr(b.now.Add(3*time.Hour))
 				b.addQuery(q)
 			}
 			noExpiry := b.newQuery(project, b.now)
-			noExpiry.CacheKey, noExpiry.Status = key, store.QueryReady
+			noExpiry.CacheKey, noExpiry.Status = key, api.QueryReady
 			b.addQuery(noExpiry)
 
 			got, err := b.cached(project, key, b.now)
@@ -270,20 +271,20 @@ func queryCases() []testCase {
 		}},
 		{"QueuedBefore", func(b *bundle) {
 			project := b.ids.Next()
-			add := func(status string, published *time.Time) store.Query {
+			add := func(status api.QueryStatus, published *time.Time) store.Query {
 				q := b.newQuery(project, b.now.Add(-time.Hour))
 				q.Status, q.PublishedAt, q.Publishes = status, published, 1
 				return b.addQuery(q)
 			}
 			// Created in another order than published, so the order by
 			// PublishedAt is visible.
-			late := add(store.QueryQueued, ptr(b.now.Add(-time.Second)))
-			early := add(store.QueryQueued, ptr(b.now.Add(-3*time.Second)))
-			atBound := add(store.QueryQueued, ptr(b.now))
-			add(store.QueryQueued, ptr(b.now.Add(time.Microsecond)))
-			add(store.QueryQueued, nil)
-			add(store.QueryPending, ptr(b.now.Add(-5*time.Second)))
-			add(store.QueryExecuting, ptr(b.now.Add(-5*time.Second)))
+			late := add(api.QueryQueued, ptr(b.now.Add(-time.Second)))
+			early := add(api.QueryQueued, ptr(b.now.Add(-3*time.Second)))
+			atBound := add(api.QueryQueued, ptr(b.now))
+			add(api.QueryQueued, ptr(b.now.Add(time.Microsecond)))
+			add(api.QueryQueued, nil)
+			add(api.QueryPending, ptr(b.now.Add(-5*time.Second)))
+			add(api.QueryExecuting, ptr(b.now.Add(-5*time.Second)))
 
 			b.wantQueryUUIDs("QueriesQueuedBefore now", b.queuedBefore(b.now, 10), uuidsOf(early, late, atBound)...)
 			b.wantQueryUUIDs("QueriesQueuedBefore limit 2", b.queuedBefore(b.now, 2), uuidsOf(early, late)...)
@@ -293,25 +294,25 @@ func queryCases() []testCase {
 		}},
 		{"CreatedBefore", func(b *bundle) {
 			project := b.ids.Next()
-			add := func(status string, created time.Time) store.Query {
+			add := func(status api.QueryStatus, created time.Time) store.Query {
 				q := b.newQuery(project, created)
 				q.Status = status
 				return b.addQuery(q)
 			}
 			// Inserted newest first, so the oldest-first order is the
 			// driver's doing.
-			atBound := add(store.QueryQueued, b.now)
-			mid := add(store.QueryPending, b.now.Add(-time.Minute))
-			oldest := add(store.QueryQueued, b.now.Add(-2*time.Minute))
-			add(store.QueryQueued, b.now.Add(time.Microsecond))
-			add(store.QueryExecuting, b.now.Add(-3*time.Minute))
-			add(store.QueryReady, b.now.Add(-3*time.Minute))
+			atBound := add(api.QueryQueued, b.now)
+			mid := add(api.QueryPending, b.now.Add(-time.Minute))
+			oldest := add(api.QueryQueued, b.now.Add(-2*time.Minute))
+			add(api.QueryQueued, b.now.Add(time.Microsecond))
+			add(api.QueryExecuting, b.now.Add(-3*time.Minute))
+			add(api.QueryReady, b.now.Add(-3*time.Minute))
 
-			waiting := []string{store.QueryPending, store.QueryQueued}
+			waiting := []api.QueryStatus{api.QueryPending, api.QueryQueued}
 			b.wantQueryUUIDs("QueriesCreatedBefore pending/queued", b.createdBefore(waiting, b.now, 10), uuidsOf(oldest, mid, atBound)...)
 			b.wantQueryUUIDs("QueriesCreatedBefore limit 1", b.createdBefore(waiting, b.now, 1), uuidsOf(oldest)...)
 			b.wantQueryUUIDs("QueriesCreatedBefore limit 0 (all)", b.createdBefore(waiting, b.now, 0), uuidsOf(oldest, mid, atBound)...)
-			b.wantQueryUUIDs("QueriesCreatedBefore queued only", b.createdBefore([]string{store.QueryQueued}, b.now, 10), uuidsOf(oldest, atBound)...)
+			b.wantQueryUUIDs("QueriesCreatedBefore queued only", b.createdBefore([]api.QueryStatus{api.QueryQueued}, b.now, 10), uuidsOf(oldest, atBound)...)
 			b.wantQueryUUIDs("QueriesCreatedBefore no statuses", b.createdBefore(nil, b.now, 10))
 			b.wantQuery("QueriesCreatedBefore row", b.createdBefore(waiting, b.now, 1)[0], oldest)
 		}},
@@ -320,8 +321,8 @@ func queryCases() []testCase {
 				b.fatalf("QueueStats of an empty store = %+v, want zeros and no OldestQueued", s)
 			}
 			project := b.ids.Next()
-			for i, status := range []string{store.QueryQueued, store.QueryQueued, store.QueryExecuting,
-				store.QueryPending, store.QueryReady, store.QueryCancelled} {
+			for i, status := range []api.QueryStatus{api.QueryQueued, api.QueryQueued, api.QueryExecuting,
+				api.QueryPending, api.QueryReady, api.QueryCancelled} {
 				q := b.newQuery(project, b.now.Add(time.Duration(i-10)*time.Second))
 				q.Status = status
 				b.addQuery(q)
@@ -336,34 +337,34 @@ func queryCases() []testCase {
 		{"TransitionSetsOnlyGivenFields", func(b *bundle) {
 			q := b.addQuery(b.newQuery(b.ids.Next(), b.now))
 			t1, t2 := b.now.Add(time.Second), b.now.Add(2*time.Second)
-			got, err := b.transition(q.QueryUUID, []string{store.QueryPending, store.QueryQueued}, store.QueryExecuting,
+			got, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryPending, api.QueryQueued}, api.QueryExecuting,
 				store.QueryUpdate{WorkerID: ptr("worker-1"), StartedAt: ptr(t1)}, t1)
 			b.mustNil("QueryTransition pending -> executing", err)
 			want := q
-			want.Status, want.WorkerID, want.StartedAt, want.UpdatedAt = store.QueryExecuting, "worker-1", ptr(t1), t1
+			want.Status, want.WorkerID, want.StartedAt, want.UpdatedAt = api.QueryExecuting, "worker-1", ptr(t1), t1
 			b.wantQuery("QueryTransition result", got, want)
 			b.wantQuery("query after pending -> executing", b.getQuery(q.QueryUUID), want)
 
-			got, err = b.transition(q.QueryUUID, []string{store.QueryExecuting}, store.QueryReady, store.QueryUpdate{
+			got, err = b.transition(q.QueryUUID, []api.QueryStatus{api.QueryExecuting}, api.QueryReady, store.QueryUpdate{
 				Columns: jsonColumns, TotalRows: ptr(int64(42)), ResultKey: ptr("results/x"),
 				EndedAt: ptr(t2), ExpiresAt: ptr(t2.Add(time.Hour)),
 			}, t2)
 			b.mustNil("QueryTransition executing -> ready", err)
-			want.Status, want.Columns, want.TotalRows, want.ResultKey = store.QueryReady, jsonColumns, 42, "results/x"
+			want.Status, want.Columns, want.TotalRows, want.ResultKey = api.QueryReady, jsonColumns, 42, "results/x"
 			want.EndedAt, want.ExpiresAt, want.UpdatedAt = ptr(t2), ptr(t2.Add(time.Hour)), t2
 			b.wantQuery("query after executing -> ready (worker and start kept)", b.getQuery(q.QueryUUID), want)
 			b.wantQuery("QueryTransition result", got, want)
 
 			// Every field at once, and a non-nil empty Columns clears them.
 			t3 := b.now.Add(3 * time.Second)
-			got, err = b.transition(q.QueryUUID, []string{store.QueryReady}, store.QueryExpired, store.QueryUpdate{
+			got, err = b.transition(q.QueryUUID, []api.QueryStatus{api.QueryReady}, api.QueryExpired, store.QueryUpdate{
 				Error: ptr("result evicted"), Columns: json.RawMessage{}, TotalRows: ptr(int64(0)), ResultKey: ptr(""),
 				WorkerID: ptr("reaper"), PublishedAt: ptr(t3), StartedAt: ptr(t3), EndedAt: ptr(t3), ExpiresAt: ptr(t3),
 			}, t3)
 			b.mustNil("QueryTransition ready -> expired", err)
 			want = store.Query{
 				QueryUUID: q.QueryUUID, ProjectID: q.ProjectID, SQL: q.SQL, Lane: q.Lane, CacheKey: q.CacheKey,
-				Status: store.QueryExpired, Error: "result evicted", WorkerID: "reaper",
+				Status: api.QueryExpired, Error: "result evicted", WorkerID: "reaper",
 				PublishedAt: ptr(t3), CreatedAt: q.CreatedAt, StartedAt: ptr(t3), EndedAt: ptr(t3), ExpiresAt: ptr(t3), UpdatedAt: t3,
 			}
 			b.wantQuery("query after a transition setting every field", got, want)
@@ -371,27 +372,27 @@ func queryCases() []testCase {
 		}},
 		{"TransitionConflictReturnsCurrentRow", func(b *bundle) {
 			q := b.newQuery(b.ids.Next(), b.now)
-			q.Status, q.Columns, q.ExpiresAt = store.QueryReady, jsonColumns, ptr(b.now.Add(time.Hour))
+			q.Status, q.Columns, q.ExpiresAt = api.QueryReady, jsonColumns, ptr(b.now.Add(time.Hour))
 			q = b.addQuery(q)
-			got, err := b.transition(q.QueryUUID, []string{store.QueryPending, store.QueryQueued}, store.QueryExecuting,
+			got, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryPending, api.QueryQueued}, api.QueryExecuting,
 				store.QueryUpdate{WorkerID: ptr("late")}, b.now.Add(time.Minute))
 			b.wantErr("QueryTransition from the wrong status", err, store.ErrConflict)
 			b.wantQuery("row returned with ErrConflict", got, q)
 			b.wantQuery("query after the refused transition", b.getQuery(q.QueryUUID), q)
 		}},
 		{"TransitionMissing", func(b *bundle) {
-			_, err := b.transition("nope", []string{store.QueryPending}, store.QueryExecuting, store.QueryUpdate{}, b.now)
+			_, err := b.transition("nope", []api.QueryStatus{api.QueryPending}, api.QueryExecuting, store.QueryUpdate{}, b.now)
 			b.wantErr("QueryTransition of an unknown uuid", err, store.ErrNotFound)
 		}},
 		{"TransitionUnknownStatusIsError", func(b *bundle) {
 			q := b.addQuery(b.newQuery(b.ids.Next(), b.now))
 			for _, tc := range []struct {
-				from []string
-				to   string
+				from []api.QueryStatus
+				to   api.QueryStatus
 			}{
-				{[]string{store.QueryPending}, "done"},
-				{[]string{"waiting"}, store.QueryExecuting},
-				{nil, store.QueryExecuting},
+				{[]api.QueryStatus{api.QueryPending}, "done"},
+				{[]api.QueryStatus{"waiting"}, api.QueryExecuting},
+				{nil, api.QueryExecuting},
 			} {
 				_, err := b.transition(q.QueryUUID, tc.from, tc.to, store.QueryUpdate{}, b.now.Add(time.Minute))
 				if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
@@ -405,7 +406,7 @@ func queryCases() []testCase {
 			// Half the racers start it (a worker), half cancel it (a user):
 			// whichever commits first wins and every other sees the result.
 			type outcome struct {
-				to  string
+				to  api.QueryStatus
 				got store.Query
 				err error
 			}
@@ -413,9 +414,9 @@ func queryCases() []testCase {
 			start := make(chan struct{})
 			var wg sync.WaitGroup
 			for i := range transitionRacers {
-				to, upd := store.QueryExecuting, store.QueryUpdate{WorkerID: ptr(fmt.Sprintf("worker-%d", i))}
+				to, upd := api.QueryExecuting, store.QueryUpdate{WorkerID: ptr(fmt.Sprintf("worker-%d", i))}
 				if i%2 == 1 {
-					to, upd = store.QueryCancelled, store.QueryUpdate{EndedAt: ptr(b.now)}
+					to, upd = api.QueryCancelled, store.QueryUpdate{EndedAt: ptr(b.now)}
 				}
 				outs[i].to = to
 				wg.Go(func() {
@@ -426,7 +427,7 @@ func queryCases() []testCase {
 							return fmt.Errorf("%T does not implement store.QueryTx", tx)
 						}
 						var err error
-						outs[i].got, err = qt.QueryTransition(b.ctx(), q.QueryUUID, []string{store.QueryPending}, to, upd, b.now)
+						outs[i].got, err = qt.QueryTransition(b.ctx(), q.QueryUUID, []api.QueryStatus{api.QueryPending}, to, upd, b.now)
 						return err
 					})
 				})
@@ -461,29 +462,29 @@ func queryCases() []testCase {
 		{"LateResultAfterCancel", func(b *bundle) {
 			q := b.addQuery(b.newQuery(b.ids.Next(), b.now))
 			t1, t2, t3 := b.now.Add(time.Second), b.now.Add(2*time.Second), b.now.Add(3*time.Second)
-			_, err := b.transition(q.QueryUUID, []string{store.QueryPending}, store.QueryExecuting,
+			_, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryPending}, api.QueryExecuting,
 				store.QueryUpdate{WorkerID: ptr("worker-1"), StartedAt: ptr(t1)}, t1)
 			b.mustNil("QueryTransition pending -> executing", err)
-			cancelled, err := b.transition(q.QueryUUID, []string{store.QueryPending, store.QueryQueued, store.QueryExecuting},
-				store.QueryCancelled, store.QueryUpdate{EndedAt: ptr(t2)}, t2)
+			cancelled, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryPending, api.QueryQueued, api.QueryExecuting},
+				api.QueryCancelled, store.QueryUpdate{EndedAt: ptr(t2)}, t2)
 			b.mustNil("QueryTransition executing -> cancelled", err)
 			// The worker finishes after the user cancelled: its result must
 			// not overwrite the cancel.
-			got, err := b.transition(q.QueryUUID, []string{store.QueryExecuting}, store.QueryReady, store.QueryUpdate{
+			got, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryExecuting}, api.QueryReady, store.QueryUpdate{
 				Columns: jsonColumns, TotalRows: ptr(int64(7)), ResultKey: ptr("results/late"), EndedAt: ptr(t3),
 			}, t3)
 			b.wantErr("QueryTransition executing -> ready after a cancel", err, store.ErrConflict)
 			b.wantQuery("row returned to the late worker", got, cancelled)
 			final := b.getQuery(q.QueryUUID)
 			b.wantQuery("query after a late result", final, cancelled)
-			if final.Status != store.QueryCancelled || final.Columns != nil || final.ResultKey != "" {
+			if final.Status != api.QueryCancelled || final.Columns != nil || final.ResultKey != "" {
 				b.fatalf("query after a late result: status %s, columns %q, result key %q; want cancelled with no result",
 					final.Status, final.Columns, final.ResultKey)
 			}
 		}},
 		{"MarkRepublished", func(b *bundle) {
 			q := b.newQuery(b.ids.Next(), b.now.Add(-time.Minute))
-			q.Status, q.Publishes, q.PublishedAt = store.QueryQueued, 1, ptr(b.now.Add(-time.Minute))
+			q.Status, q.Publishes, q.PublishedAt = api.QueryQueued, 1, ptr(b.now.Add(-time.Minute))
 			q = b.addQuery(q)
 			b.wantQueryUUIDs("QueriesQueuedBefore with a lost notification", b.queuedBefore(b.now.Add(-time.Second), 10), q.QueryUUID)
 			got, err := writeQ(b, func(tx store.QueryTx) (store.Query, error) {
@@ -516,7 +517,7 @@ func queryCases() []testCase {
 				if err := qt.QueryInsert(b.ctx(), dropped); err != nil {
 					return err
 				}
-				if _, err := qt.QueryTransition(b.ctx(), kept.QueryUUID, []string{store.QueryPending}, store.QueryCancelled,
+				if _, err := qt.QueryTransition(b.ctx(), kept.QueryUUID, []api.QueryStatus{api.QueryPending}, api.QueryCancelled,
 					store.QueryUpdate{}, b.now); err != nil {
 					return err
 				}
@@ -531,7 +532,7 @@ func queryCases() []testCase {
 			t2, w2 := ragged(time.Hour)
 			t3, w3 := ragged(2 * time.Hour)
 			q := b.newQuery(b.ids.Next(), t1)
-			q.Status, q.PublishedAt, q.UpdatedAt = store.QueryQueued, &t1, t1
+			q.Status, q.PublishedAt, q.UpdatedAt = api.QueryQueued, &t1, t1
 			b.mustNil("QueryInsert", b.insertQuery(q))
 			var d diff
 			got := b.getQuery(q.QueryUUID)
@@ -540,9 +541,9 @@ func queryCases() []testCase {
 			d.timePtr("PublishedAt", got.PublishedAt, &w1)
 			// The truncated PublishedAt is exactly the threshold.
 			b.wantQueryUUIDs("QueriesQueuedBefore the truncated PublishedAt", b.queuedBefore(w1, 10), q.QueryUUID)
-			b.wantQueryUUIDs("QueriesCreatedBefore the truncated CreatedAt", b.createdBefore([]string{store.QueryQueued}, w1, 10), q.QueryUUID)
+			b.wantQueryUUIDs("QueriesCreatedBefore the truncated CreatedAt", b.createdBefore([]api.QueryStatus{api.QueryQueued}, w1, 10), q.QueryUUID)
 
-			got, err := b.transition(q.QueryUUID, []string{store.QueryQueued}, store.QueryReady, store.QueryUpdate{
+			got, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryQueued}, api.QueryReady, store.QueryUpdate{
 				StartedAt: &t2, EndedAt: &t2, ExpiresAt: &t3,
 			}, t2)
 			b.mustNil("QueryTransition", err)

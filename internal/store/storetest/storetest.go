@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -245,7 +246,7 @@ func (b *bundle) newExecution() store.Execution {
 		CatalogID:   cat.CatalogID,
 		Path:        cat.Path,
 		Version:     cat.Version,
-		Status:      store.ExecRunning,
+		Status:      api.ExecRunning,
 		Workload:    jsonWorkload,
 		StartedAt:   b.now,
 	}
@@ -259,7 +260,7 @@ func (b *bundle) addExecution() store.Execution {
 	return e
 }
 
-func (b *bundle) finishExecution(id int64, status string) {
+func (b *bundle) finishExecution(id int64, status api.ExecStatus) {
 	b.t.Helper()
 	b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
 		return tx.ExecutionFinish(b.ctx(), id, status, nil, "", b.now)
@@ -283,7 +284,7 @@ func (b *bundle) newCommand(execID int64, created time.Time) store.Command {
 // issued is the state CommandInsert must produce from c: AvailableAt
 // defaults to CreatedAt and PublishedAt starts at AvailableAt.
 func issued(c store.Command) store.Command {
-	c.Status = store.CmdIssued
+	c.Status = api.CmdIssued
 	c.Attempt = 0
 	c.Publishes = 1
 	if c.AvailableAt.IsZero() {
@@ -339,7 +340,7 @@ func (b *bundle) finish(p store.FinishParams) (store.Command, error) {
 
 // completeParams is a successful finish by the holder of c.
 func completeParams(c store.Command, now time.Time) store.FinishParams {
-	return store.FinishParams{EventID: c.EventID, WorkerID: c.WorkerID, Attempt: c.Attempt, Status: store.CmdCompleted, Result: jsonResult, Now: now}
+	return store.FinishParams{EventID: c.EventID, WorkerID: c.WorkerID, Attempt: c.Attempt, Status: api.CmdCompleted, Result: jsonResult, Now: now}
 }
 
 // --- comparisons ------------------------------------------------------------

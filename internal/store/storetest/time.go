@@ -56,7 +56,7 @@ func timeCases() []testCase {
 			b.mustNil("CommandMarkRepublished", err)
 			d.time("CommandMarkRepublished result PublishedAt", repub.PublishedAt, w3)
 			b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
-				return tx.ExecutionFinish(b.ctx(), e.ExecutionID, store.ExecCompleted, nil, "", t2)
+				return tx.ExecutionFinish(b.ctx(), e.ExecutionID, api.ExecCompleted, nil, "", t2)
 			})
 			m := b.newOutbox(c.EventID)
 			m.CreatedAt = t1
@@ -122,7 +122,7 @@ func timeCases() []testCase {
 			got := b.getLoop(l.LoopID)
 			d.time("loop CreatedAt", got.CreatedAt, w1)
 			d.time("loop UpdatedAt", got.UpdatedAt, w2)
-			b.mustNil("LoopFinish", b.finishLoop(l.LoopID, store.LoopDone, jsonResult, t3))
+			b.mustNil("LoopFinish", b.finishLoop(l.LoopID, api.LoopDone, jsonResult, t3))
 			d.time("loop UpdatedAt after LoopFinish", b.getLoop(l.LoopID).UpdatedAt, w3)
 
 			cred := b.newCredential("timed")

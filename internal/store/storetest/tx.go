@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -104,8 +105,8 @@ func statsCases() []testCase {
 		{"Counts", func(b *bundle) {
 			e := b.addExecution()
 			b.addExecution()
-			b.finishExecution(b.addExecution().ExecutionID, store.ExecCompleted)
-			b.finishExecution(b.addExecution().ExecutionID, store.ExecCancelled)
+			b.finishExecution(b.addExecution().ExecutionID, api.ExecCompleted)
+			b.finishExecution(b.addExecution().ExecutionID, api.ExecCancelled)
 
 			b.addCommand(e.ExecutionID, b.now)                                  // issued
 			b.mustClaim(b.addCommand(e.ExecutionID, b.now).EventID, "w", b.now) // claimed

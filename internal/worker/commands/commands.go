@@ -41,8 +41,8 @@ type kind struct {
 	id   string
 
 	// Claims and final reports go out in batches (batch.go).
-	claims  *batcher[client.ClaimItem, client.Claimed]
-	reports *batcher[client.Report, client.Ack]
+	claims  *batcher[api.ClaimItem, api.Claimed]
+	reports *batcher[api.Report, api.Ack]
 }
 
 // New returns a runtime running commands; it connects to NATS and makes
@@ -99,12 +99,12 @@ func (k *kind) Close() {
 
 // sendClaims claims and starts a batch of commands. A server without the
 // batch route (404 not_found: an older version) gets single claims.
-func (k *kind) sendClaims(ctx context.Context, items []client.ClaimItem) ([]client.Claimed, []error, error) {
+func (k *kind) sendClaims(ctx context.Context, items []api.ClaimItem) ([]api.Claimed, []error, error) {
 	out, errs, err := k.api.ClaimBatch(ctx, k.id, true, items)
 	if !routeMissing(err) {
 		return out, errs, err
 	}
-	out, errs = make([]client.Claimed, len(items)), make([]error, len(items))
+	out, errs = make([]api.Claimed, len(items)), make([]error, len(items))
 	for i, it := range items {
 		out[i], errs[i] = k.api.ClaimAndStart(ctx, it.EventID, k.id, it.ExecutionID)
 	}
@@ -113,12 +113,12 @@ func (k *kind) sendClaims(ctx context.Context, items []client.ClaimItem) ([]clie
 
 // sendReports posts a batch of final reports; a server without the batch
 // route, or one that refuses the batch's size (413), gets them one by one.
-func (k *kind) sendReports(ctx context.Context, reps []client.Report) ([]client.Ack, []error, error) {
+func (k *kind) sendReports(ctx context.Context, reps []api.Report) ([]api.Ack, []error, error) {
 	out, errs, err := k.api.ReportBatch(ctx, reps)
 	if !routeMissing(err) && client.StatusOf(err) != http.StatusRequestEntityTooLarge {
 		return out, errs, err
 	}
-	out, errs = make([]client.Ack, len(reps)), make([]error, len(reps))
+	out, errs = make([]api.Ack, len(reps)), make([]error, len(reps))
 	for i, r := range reps {
 		out[i], errs[i] = k.api.Report(ctx, r)
 	}
@@ -134,14 +134,14 @@ func routeMissing(err error) bool {
 type job struct {
 	k   *kind
 	n   bus.Notification
-	cl  client.Claimed
+	cl  api.Claimed
 	res any // the tool's result, for Report
 }
 
 func (j *job) Attr() slog.Attr { return slog.String("command_id", j.n.CommandID) }
 
 func (j *job) Claim(ctx context.Context) error {
-	cl, err := j.k.claims.do(ctx, client.ClaimItem{EventID: j.n.EventID, ExecutionID: j.n.ExecutionID})
+	cl, err := j.k.claims.do(ctx, api.ClaimItem{EventID: j.n.EventID, ExecutionID: j.n.ExecutionID})
 	switch st := client.StatusOf(err); {
 	case err == nil:
 		j.cl = cl
@@ -172,8 +172,8 @@ func (j *job) Release(ctx context.Context) error {
 	return j.k.api.Release(ctx, j.cl.EventID, j.k.id, j.cl.Attempt)
 }
 
-func (j *job) report(eventType string) client.Report {
-	return client.Report{EventType: eventType, EventID: j.cl.EventID, ExecutionID: j.cl.ExecutionID, WorkerID: j.k.id, Attempt: j.cl.Attempt}
+func (j *job) report(eventType string) api.Report {
+	return api.Report{EventType: eventType, EventID: j.cl.EventID, ExecutionID: j.cl.ExecutionID, WorkerID: j.k.id, Attempt: j.cl.Attempt}
 }
 
 // Report posts command.completed or command.failed. A result the server
@@ -187,7 +187,7 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 		if !errors.As(runErr, &te) {
 			te = &tools.Error{Kind: "worker", Message: runErr.Error()}
 		}
-		rep.Error = &client.ToolError{Kind: te.Kind, Message: te.Message, Retryable: te.Retryable}
+		rep.Error = &api.ToolError{Kind: te.Kind, Message: te.Message, Retryable: te.Retryable}
 		if te.Result != nil {
 			res = te.Result
 		}
@@ -197,10 +197,10 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 		switch {
 		case err != nil:
 			rep.EventType = api.EvCommandFailed
-			rep.Error = &client.ToolError{Kind: "worker", Message: "tool result is not JSON-encodable: " + err.Error()}
+			rep.Error = &api.ToolError{Kind: "worker", Message: "tool result is not JSON-encodable: " + err.Error()}
 		case len(b) > j.k.cfg.MaxResultBytes:
 			rep.EventType, rep.Result = api.EvCommandFailed, nil
-			rep.Error = &client.ToolError{Kind: "worker", Message: fmt.Sprintf(
+			rep.Error = &api.ToolError{Kind: "worker", Message: fmt.Sprintf(
 				"the result is %d bytes, over the limit of %d (MILLRACE_MAX_RESULT_BYTES); return less data or write it to a file or table", len(b), j.k.cfg.MaxResultBytes)}
 		default:
 			rep.Result = b
@@ -212,7 +212,7 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 		// refuse it again: record the failure instead of re-running.
 		j.k.log.Error("the server refused the result; reporting the command as failed", "command_id", j.n.CommandID, "err", err)
 		rep.EventType, rep.Result = api.EvCommandFailed, nil
-		rep.Error = &client.ToolError{Kind: "worker", Message: "the server refused the result: " + err.Error()}
+		rep.Error = &api.ToolError{Kind: "worker", Message: "the server refused the result: " + err.Error()}
 		err = j.send(ctx, rep)
 	}
 	if err != nil {
@@ -226,7 +226,7 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 
 // send posts the final event, retrying while the server is unreachable or
 // failing, until it answers or ctx ends.
-func (j *job) send(ctx context.Context, rep client.Report) error {
+func (j *job) send(ctx context.Context, rep api.Report) error {
 	bo := reportBackoff
 	for {
 		var err error

@@ -15,7 +15,6 @@ import (
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/worker/commands"
 )
 
@@ -64,7 +63,7 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 	return &bundle{t: t, Harness: h, api: h.API, logs: logs}
 }
 
-func (b *bundle) run(playbook string, payload map[string]any) store.Execution {
+func (b *bundle) run(playbook string, payload map[string]any) api.Execution {
 	b.t.Helper()
 	ctx := context.Background()
 	reg, err := b.api.Register(ctx, playbook)
@@ -81,13 +80,13 @@ func (b *bundle) run(playbook string, payload map[string]any) store.Execution {
 		if err != nil {
 			b.t.Fatal(err)
 		}
-		if ex.Status != store.ExecRunning {
+		if ex.Status != api.ExecRunning {
 			return ex
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.t.Fatalf("execution %d did not end\n%s", st.ExecutionID, b.logs.String())
-	return store.Execution{}
+	return api.Execution{}
 }
 
 const slow = `apiVersion: noetl.io/v2
@@ -105,7 +104,7 @@ func TestLongCommandIsNotRedelivered(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1*time.Second)
 	ex := b.run(slow, nil)
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		t.Fatalf("execution %s: %s\n%s", ex.Status, ex.Error, b.logs.String())
 	}
 	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
@@ -166,7 +165,7 @@ workflow:
   - step: start
     tool: {kind: shell, cmds: ["sleep 0.5; echo ran"]}
 `, nil)
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		t.Fatalf("execution %s", ex.Status)
 	}
 	msg, err := sub.NextMsg(5 * time.Second)
@@ -218,7 +217,7 @@ workflow:
       result:
         length: "{{ start.stdout | length }}"
 `, nil)
-	if ex.Status != store.ExecCompleted {
+	if ex.Status != api.ExecCompleted {
 		t.Fatalf("execution %s: %s", ex.Status, ex.Error)
 	}
 	if string(ex.Result) != `{"length":200000}` {
@@ -249,7 +248,7 @@ workflow:
     timeout: 1
     tool: {kind: shell, cmds: ["sleep 20"]}
 `, nil)
-	if ex.Status != store.ExecFailed || !strings.Contains(ex.Error, "timeout") {
+	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, "timeout") {
 		t.Fatalf("execution %s (%s), want failed by the step timeout", ex.Status, ex.Error)
 	}
 	if d := time.Since(start); d > 15*time.Second {
@@ -284,7 +283,7 @@ workflow:
         result:
           saw: "{{ flaky.stdout | trim }}"
 `, nil)
-	if ex.Status != store.ExecCompleted || string(ex.Result) != `{"saw":"ok-3"}` {
+	if ex.Status != api.ExecCompleted || string(ex.Result) != `{"saw":"ok-3"}` {
 		t.Fatalf("execution %s %s (%s); want completed after two in-worker retries with the third run's output", ex.Status, ex.Result, ex.Error)
 	}
 	ex = b.run(`apiVersion: noetl.io/v2
@@ -299,7 +298,7 @@ workflow:
         assert:
           returns: [b]
 `, nil)
-	if ex.Status != store.ExecFailed || !strings.Contains(ex.Error, "b") || !strings.Contains(ex.Error, "assert") {
+	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, "b") || !strings.Contains(ex.Error, "assert") {
 		t.Fatalf("execution %s (%s); want failed by the returns assert naming the missing key", ex.Status, ex.Error)
 	}
 }
@@ -333,7 +332,7 @@ workflow:
   - step: after
     tool: {kind: noop, result: {count: "{{ start | length }}"}}
 `, nil)
-	if ex.Status != store.ExecCompleted || string(ex.Result) != `{"count":3}` {
+	if ex.Status != api.ExecCompleted || string(ex.Result) != `{"count":3}` {
 		t.Fatalf("execution %s %s (%s); want completed with the 3 iteration results", ex.Status, ex.Result, ex.Error)
 	}
 	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
@@ -370,7 +369,7 @@ workflow:
   - step: echo
     tool: {kind: noop, result: {seen: "{{ start | tojson }}"}}
 `, nil)
-	if ex.Status != store.ExecCompleted || !strings.Contains(string(ex.Result), `blob:123456`) {
+	if ex.Status != api.ExecCompleted || !strings.Contains(string(ex.Result), `blob:123456`) {
 		t.Fatalf("execution %s %s (%s); want completed, echoing the result as data", ex.Status, ex.Result, ex.Error)
 	}
 }

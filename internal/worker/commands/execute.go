@@ -13,7 +13,6 @@ import (
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/engine"
 	"github.com/millrace/millrace/internal/playbook"
-	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
 	"github.com/millrace/millrace/internal/worker"
 )
@@ -24,7 +23,7 @@ const childPoll = 200 * time.Millisecond
 // Execute runs a command: its payload's timeout, the templates only a
 // worker may render (keychain), and task lists. The local runtime uses it
 // with its own Env.
-func Execute(parent context.Context, cl store.Command, env tools.Env) (any, error) {
+func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error) {
 	p, err := api.DecodePayload(cl.Input)
 	if err != nil {
 		return nil, &tools.Error{Kind: "worker", Message: "command payload is malformed: " + err.Error()}
@@ -79,7 +78,7 @@ func Execute(parent context.Context, cl store.Command, env tools.Env) (any, erro
 // the task again after its backoff, `continue` goes on with an error
 // envelope as the task's result, `fail` fails the command. A task's `set`
 // (and its rules' `set`) is visible to the later tasks of this command.
-func runTasks(ctx context.Context, cl store.Command, p api.Payload, keychain map[string]any) (any, error) {
+func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (any, error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
 		scope = engine.Scope(*p.Scope)
@@ -220,9 +219,9 @@ func (e *apiEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, 
 			continue // server restarting: keep waiting
 		}
 		switch ex.Status {
-		case store.ExecRunning:
+		case api.ExecRunning:
 			continue
-		case store.ExecCompleted:
+		case api.ExecCompleted:
 			if req.ReturnStep != "" {
 				return e.stepResult(ctx, st.ExecutionID, req.ReturnStep)
 			}

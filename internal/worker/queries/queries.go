@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/warehouse"
@@ -83,7 +84,7 @@ func (k *kind) Close() { k.api.HTTP.CloseIdleConnections() }
 type job struct {
 	k    *kind
 	uuid string
-	cl   client.ClaimedQuery
+	cl   api.ClaimedQuery
 }
 
 func (j *job) Attr() slog.Attr { return slog.String("query", j.uuid) }
