@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/bus"
-	"github.com/millrace/millrace/internal/flow"
 )
 
 // Defaults that are Millrace's own (the NATS ones live in package bus).
@@ -22,6 +21,15 @@ const (
 	// DefaultMaxResultBytes keeps a worker's report well under the
 	// server's DefaultMaxBodyBytes, JSON escaping included.
 	DefaultMaxResultBytes = 4 << 20
+	// DefaultLeaseTTL is how long a claim lives without a heartbeat.
+	// Workers heartbeat at a third of it, so two missed beats still keep
+	// the lease.
+	DefaultLeaseTTL = 30 * time.Second
+	// DefaultRedeliverAfter is how long an issued command may stay
+	// unclaimed before the reaper notifies it again.
+	DefaultRedeliverAfter = 30 * time.Second
+	// DefaultReapInterval is how often the reaper scans for due commands.
+	DefaultReapInterval = 5 * time.Second
 )
 
 // Log holds logging settings shared by every command.
@@ -102,9 +110,9 @@ func (c *Server) bind(s *Set, dev bool) {
 	}
 	s.String(&c.PublicURL, "SERVER_API_URL", "server-url", "", "URL workers use to reach this server, sent in every notification (default: derived from --addr).")
 	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); servers sharing a database need distinct ones. -1: with PostgreSQL each server takes the next node from a database sequence, with SQLite a random one.")
-	s.Seconds(&c.LeaseTTL, "MILLRACE_LEASE_SECONDS", "lease", flow.DefaultLeaseTTL, "Claim lease length; workers heartbeat at a third of it.")
-	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", flow.DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
-	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", flow.DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
+	s.Seconds(&c.LeaseTTL, "MILLRACE_LEASE_SECONDS", "lease", DefaultLeaseTTL, "Claim lease length; workers heartbeat at a third of it.")
+	s.Seconds(&c.RedeliverAfter, "MILLRACE_REDELIVER_AFTER_SECONDS", "redeliver-after", DefaultRedeliverAfter, "Re-notify a command that stayed unclaimed this long.")
+	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
 	c.Query.bind(s, true)
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")

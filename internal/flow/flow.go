@@ -25,18 +25,13 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
-// Defaults for Config.
-const (
-	// DefaultLeaseTTL is how long a claim lives without a heartbeat. Workers
-	// heartbeat at a third of it, so two missed beats still keep the lease.
-	DefaultLeaseTTL = 30 * time.Second
-)
-
 // Config configures a Service.
 type Config struct {
-	Subject   string        // NATS subject notifications are published to
-	ServerURL string        // put into every notification (SERVER_API_URL)
-	LeaseTTL  time.Duration // claim lease length
+	Subject   string // NATS subject notifications are published to
+	ServerURL string // put into every notification (SERVER_API_URL)
+	// LeaseTTL is the claim lease length; workers heartbeat at a third of
+	// it. It must be positive (package config owns the default).
+	LeaseTTL time.Duration
 }
 
 // Service is the flow lifecycle over a store.
@@ -55,9 +50,6 @@ type Service struct {
 // New builds a Service. kinds is the set of tool kinds the workers can run;
 // wake is called after a commit that added outbox rows (may be nil).
 func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet, log *slog.Logger, wake func()) *Service {
-	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = DefaultLeaseTTL
-	}
 	if cfg.Subject == "" {
 		cfg.Subject = bus.DefaultSubject
 	}

@@ -12,13 +12,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
-// Defaults for ReaperConfig.
 const (
-	// DefaultReapInterval is how often the reaper scans for due commands.
-	DefaultReapInterval = 5 * time.Second
-	// DefaultRedeliverAfter is how long an issued command may stay
-	// unclaimed before it is notified again.
-	DefaultRedeliverAfter = 30 * time.Second
 	// backlogFactor stretches RedeliverAfter while the consumer still has
 	// undelivered messages: then an unclaimed command is most likely just
 	// queued, and re-notifying it would only grow the backlog.
@@ -30,9 +24,10 @@ const (
 var mReaped = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_reaper_due_total", Help: "Commands the reaper found unclaimed or with an expired lease."})
 
 // ReaperConfig configures a Reaper.
+// Both durations must be positive; package config owns their defaults.
 type ReaperConfig struct {
-	Interval       time.Duration
-	RedeliverAfter time.Duration
+	Interval       time.Duration // how often to scan for due commands
+	RedeliverAfter time.Duration // how long a command may stay unclaimed before it is notified again
 	// Backlog reports how many messages the consumer has not delivered
 	// yet, and when the stream was created (a notification published
 	// before that was lost with an earlier stream); nil or an error means
@@ -51,12 +46,6 @@ type Reaper struct {
 
 // NewReaper builds the command reaper of s.
 func (s *Service) NewReaper(cfg ReaperConfig) *Reaper {
-	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultReapInterval
-	}
-	if cfg.RedeliverAfter <= 0 {
-		cfg.RedeliverAfter = DefaultRedeliverAfter
-	}
 	return &Reaper{svc: s, cfg: cfg, log: s.log}
 }
 
