@@ -1,5 +1,5 @@
 // Package client is the Go client of Millrace's HTTP API, used by workers
-// and the CLI.
+// and the CLI. It speaks package api's types and nothing of the server's.
 package client
 
 import (

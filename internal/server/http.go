@@ -213,9 +213,7 @@ func queryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
 }
 
 func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body struct {
-		Content string `json:"content"`
-	}
+	var body api.RegisterRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -256,12 +254,7 @@ func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body struct {
-		Path    string         `json:"path"`
-		Version int            `json:"version"`
-		Payload map[string]any `json:"payload"`
-		Parent  int64          `json:"parent_execution_id"`
-	}
+	var body api.ExecuteRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -271,7 +264,7 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.Version < 0 {
 		return nil, apierr.New(apierr.BadRequest, "version must be >= 1, or omitted for the latest")
 	}
-	exec, err := a.flow.ExecuteChild(r.Context(), body.Path, body.Version, body.Payload, body.Parent)
+	exec, err := a.flow.ExecuteChild(r.Context(), body.Path, body.Version, body.Payload, body.ParentExecutionID)
 	if err != nil {
 		return nil, err
 	}
