@@ -40,14 +40,11 @@ func (a *API) queryRoutes() {
 }
 
 func (a *API) projectPut(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body struct {
-		Name      string         `json:"name"`
-		Warehouse warehouse.Conn `json:"warehouse"`
-	}
+	var body api.ProjectRequest
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
-	p, err := a.query.PutProject(r.Context(), body.Name, body.Warehouse)
+	p, err := a.query.PutProject(r.Context(), body.Name, warehouse.Conn{Type: body.Warehouse.Type, URL: body.Warehouse.URL})
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +61,7 @@ func (a *API) projectList(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) querySubmit(w http.ResponseWriter, r *http.Request) (any, error) {
-	var body struct {
-		SQL             string `json:"sql"`
-		Context         string `json:"context"`
-		InvalidateCache bool   `json:"invalidateCache"`
-	}
+	var body api.QuerySubmit
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
@@ -77,7 +70,7 @@ func (a *API) querySubmit(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"queryUuid": q.QueryUUID, "cacheMetadata": map[string]any{"cacheHit": q.CacheHit}}, nil
+	return api.Submitted{QueryUUID: q.QueryUUID, CacheMetadata: api.CacheMetadata{CacheHit: q.CacheHit}}, nil
 }
 
 // pageParams reads page and pageSize (0 = default).
@@ -217,7 +210,12 @@ func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
 	}
-	return a.query.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
+	c, err := a.query.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	return api.ClaimedQuery{QueryUUID: c.QueryUUID, SQL: c.SQL, Lane: c.Lane,
+		Warehouse: api.WarehouseConn{Type: c.Warehouse.Type, URL: c.Warehouse.URL}}, nil
 }
 
 func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, error) {
