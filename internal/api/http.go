@@ -80,7 +80,7 @@ type Event struct {
 	EventType   string          `json:"event_type"` // one of the Ev* constants
 	Step        string          `json:"step"`
 	CommandID   string          `json:"command_id"`
-	Status      string          `json:"status"`
+	Status      string          `json:"status"` // the command's or, for playbook.* events, the execution's status
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       string          `json:"error,omitempty"`
 	WorkerID    string          `json:"worker_id,omitempty"`

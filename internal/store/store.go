@@ -69,7 +69,7 @@ type Event struct {
 	EventType   string
 	Step        string
 	CommandID   string
-	Status      string
+	Status      string // the command's or, for playbook.* events, the execution's status
 	Result      json.RawMessage
 	Error       string
 	WorkerID    string
