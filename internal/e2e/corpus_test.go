@@ -5,7 +5,6 @@ package e2e
 // credential name the file uses, the embedded NATS, and an HTTP stand-in.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -194,7 +193,7 @@ func TestCorpusDistributed(t *testing.T) {
 		if cf.name == "retry_simple_config" {
 			payload = map[string]any{"api_url": flaky.URL}
 		}
-		st, err := c.api.Execute(context.Background(), reg.Path, 0, payload)
+		st, err := c.api.Execute(t.Context(), reg.Path, 0, payload)
 		if err != nil {
 			t.Fatalf("%s: %v", cf.name, err)
 		}

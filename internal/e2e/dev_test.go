@@ -45,7 +45,7 @@ func TestDevUsesNATSURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if _, err := js.Stream(ctx, stream); err != nil {
 		t.Fatalf("dev did not create its stream %s on the NATS of NATS_URL: %v", stream, err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // docBlock is one fenced code block of a Markdown file.
@@ -200,20 +201,19 @@ func startDocDev(t *testing.T, root string) *docDev {
 	var d struct {
 		APIURL string `json:"api_url"`
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
-		if err == nil && json.Unmarshal(b, &d) == nil && d.APIURL != "" {
-			break
-		}
+	if err := wait.Poll(60*time.Second, func() error {
 		select {
 		case err := <-exited:
 			t.Fatalf("millrace dev exited before it was up: %v\n%s", err, out.String())
-		case <-time.After(100 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("millrace dev wrote no dev.json within 60s\n%s", out.String())
+		b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+		if err == nil && json.Unmarshal(b, &d) == nil && d.APIURL != "" {
+			return nil
 		}
+		return errors.New("no dev.json")
+	}); err != nil {
+		t.Fatalf("millrace dev wrote no dev.json within 60s\n%s", out.String())
 	}
 	t.Logf("millrace dev for the examples: %s (data dir %s)", d.APIURL, dir)
 	return &docDev{dataDir: dir, apiURL: d.APIURL}

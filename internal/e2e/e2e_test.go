@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // branching has an inclusive fork and an exclusive choice, so every run
@@ -101,7 +101,7 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 
 	// The result is the last step that finished: after the inclusive fork
 	// that is either branch's end, `left` or `small` (never `big`: n=3).
-	ex, _ := c.api.Execution(context.Background(), ids[0])
+	ex, _ := c.api.Execution(t.Context(), ids[0])
 	if !strings.Contains(string(ex.Result), "small-") && !strings.Contains(string(ex.Result), `"side":"left"`) {
 		t.Fatalf("result = %s, want the output of step small or left", ex.Result)
 	}
@@ -124,13 +124,13 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 	url2 := "http://" + addr2
 	s2 := c.startEnv("server-2", []string{"MILLRACE_ADDR=" + addr2, "SERVER_API_URL=" + url2, "MILLRACE_NODE_ID=2"}, "server")
 	api2 := client.New(url2)
-	eventually(t, 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, func() error {
 		select {
 		case <-s2.done:
 			t.Fatalf("server-2 exited: %v\n%s", s2.err, s2.output())
 		default:
 		}
-		_, err := api2.Health(context.Background())
+		_, err := api2.Health(t.Context())
 		return err
 	})
 	c.startWorker(20)
@@ -139,7 +139,7 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 	ids := c.executeMany(reg.Path, 20, nil)
 	// Half the executions start on the second server.
 	for i := 0; i < 20; i++ {
-		st, err := api2.Execute(context.Background(), reg.Path, 0, nil)
+		st, err := api2.Execute(t.Context(), reg.Path, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +149,7 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 	c.checkExactlyOnce(ids, allSteps)
 	workers := map[string]bool{}
 	for _, id := range ids {
-		evs, _ := c.api.Events(context.Background(), id)
+		evs, _ := c.api.Events(t.Context(), id)
 		for _, e := range evs {
 			if e.EventType == api.EvCommandCompleted {
 				workers[e.WorkerID] = true
@@ -227,13 +227,13 @@ func TestNATSDownAtSubmit(t *testing.T) {
 	reg := c.register(branching)
 	c.nats.Server().Shutdown()
 	ids := c.executeMany(reg.Path, 20, nil)
-	h, _ := c.api.Health(context.Background())
+	h, _ := c.api.Health(t.Context())
 	if h["nats"] == "ok" {
 		t.Fatalf("health reports NATS ok while it is down: %v", h)
 	}
 	// Nothing can run while NATS is down.
 	for _, id := range ids[:3] {
-		ex, err := c.api.Execution(context.Background(), id)
+		ex, err := c.api.Execution(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +255,7 @@ func TestServerStartsWithoutNATS(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	c.nats.Server().Shutdown()
 	c.startServer() // waits until /api/health answers
-	h, err := c.api.Health(context.Background())
+	h, err := c.api.Health(t.Context())
 	if err != nil || h["status"] != "degraded" {
 		t.Fatalf("health with NATS down at start = %v, %v; want degraded", h, err)
 	}
@@ -296,11 +296,7 @@ func TestDevModeSQLite(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	c := newCluster(t, clusterOpts{db: "none"})
-	addr := freeAddr(t)
-	p := c.start("dev", "dev", "--data-dir", dir, "--nats-port", "-1", "--addr", addr, "--workers", "2", "--concurrency", "20")
-	c.url = "http://" + addr
-	c.api = client.New(c.url)
-	c.waitHealthy(p)
+	p := c.startDev(dir, 2, 20)
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 40, nil)
 	c.waitAll(ids, 60*time.Second)

@@ -44,7 +44,7 @@ func newFlowCluster(t *testing.T, workers int) *cluster {
 func newDatabase(t *testing.T) string {
 	t.Helper()
 	name := "e2e_" + randHex(8)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, pgtest.URL())
 	if err != nil {
@@ -55,6 +55,7 @@ func newDatabase(t *testing.T) string {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
+		// Not t.Context(): that is cancelled before cleanups run.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, pgtest.URL())
@@ -78,7 +79,7 @@ func newDatabase(t *testing.T) string {
 // query runs sql on dbURL and returns the rows as maps.
 func query(t *testing.T, dbURL, sql string, args ...any) []map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
@@ -99,7 +100,7 @@ func query(t *testing.T, dbURL, sql string, args ...any) []map[string]any {
 // putCredential stores a credential through the API.
 func (c *cluster) putCredential(name, kind string, data map[string]any) {
 	c.t.Helper()
-	if _, err := c.api.CredentialPut(context.Background(), api.Credential{Name: name, Kind: kind, Data: data}); err != nil {
+	if _, err := c.api.CredentialPut(c.t.Context(), api.Credential{Name: name, Kind: kind, Data: data}); err != nil {
 		c.t.Fatalf("store credential %s: %v", name, err)
 	}
 }
@@ -107,7 +108,7 @@ func (c *cluster) putCredential(name, kind string, data map[string]any) {
 // execute starts path with payload and waits until it ends.
 func (c *cluster) executeAndWait(path string, payload map[string]any, d time.Duration) api.Execution {
 	c.t.Helper()
-	st, err := c.api.Execute(context.Background(), path, 0, payload)
+	st, err := c.api.Execute(c.t.Context(), path, 0, payload)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func (c *cluster) executeAndWait(path string, payload map[string]any, d time.Dur
 
 func (c *cluster) events(id int64) []api.Event {
 	c.t.Helper()
-	evs, err := c.api.Events(context.Background(), id)
+	evs, err := c.api.Events(c.t.Context(), id)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func eventsOf(evs []api.Event, typ, step string) []api.Event {
 // and returns stdout, stderr and the exit code.
 func cli(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(append(os.Environ(), "MILLRACE_LOG_LEVEL=warn"), env...)

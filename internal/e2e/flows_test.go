@@ -6,7 +6,6 @@ package e2e
 // PostgreSQL, NATS and HTTP services.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // itemsServer serves GET /N/items: a JSON list of N items {id, name}, so
@@ -184,7 +184,7 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 	evs := c.events(id)
 	byIndex := map[int]int{}
 	for _, e := range eventsOf(evs, api.EvCommandIssued, "start") {
-		cmd, err := c.api.Command(context.Background(), e.EventID)
+		cmd, err := c.api.Command(t.Context(), e.EventID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func checkLoopOnce(c *cluster, id int64, maxInFlight int) int {
 	if peak < 2 {
 		t.Fatalf("at most %d iteration was outstanding at once: the loop did not run in parallel", peak)
 	}
-	ex, err := c.api.Execution(context.Background(), id)
+	ex, err := c.api.Execution(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestParallelLoopSurvivesWorkerKill(t *testing.T) {
 	c := newFlowCluster(t, 0)
 	victim := c.startWorker(20)
 	reg := c.register(loopPlaybook)
-	st, err := c.api.Execute(context.Background(), reg.Path, 0, map[string]any{"pause": 2})
+	st, err := c.api.Execute(t.Context(), reg.Path, 0, map[string]any{"pause": 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,12 +353,12 @@ func TestRetryExponentialBackoff(t *testing.T) {
 	reg := c.register(retryPlaybook)
 
 	// Three 503s, then success on the fourth run.
-	ok, err := c.api.Execute(context.Background(), reg.Path, 0, map[string]any{"api": flaky.URL, "fails": 3})
+	ok, err := c.api.Execute(t.Context(), reg.Path, 0, map[string]any{"api": flaky.URL, "fails": 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Never succeeds: four runs, then the execution fails.
-	bad, err := c.api.Execute(context.Background(), reg.Path, 0, map[string]any{"api": flaky.URL, "fails": 100})
+	bad, err := c.api.Execute(t.Context(), reg.Path, 0, map[string]any{"api": flaky.URL, "fails": 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +507,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	t.Cleanup(slow.Close)
 	pidFile := t.TempDir() + "/sleep.pid"
 	reg := c.register(cancelPlaybook)
-	st, err := c.api.Execute(context.Background(), reg.Path, 0, map[string]any{"pid_file": pidFile, "slow_url": slow.URL})
+	st, err := c.api.Execute(t.Context(), reg.Path, 0, map[string]any{"pid_file": pidFile, "slow_url": slow.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +521,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	}
 	var pid int
 	var retryAt time.Time
-	eventually(t, 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(pidFile)
 		if err != nil {
 			return fmt.Errorf("the shell has not written its pid: %v", err)
@@ -546,7 +546,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		t.Fatalf("the shell's sleep (pid %d) is not running before the cancel", pid)
 	}
 
-	ex, err := c.api.Cancel(context.Background(), st.ExecutionID)
+	ex, err := c.api.Cancel(t.Context(), st.ExecutionID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,13 +558,13 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the slow HTTP request was not abandoned within 10s of the cancel")
 	}
-	eventually(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		if !processGone(pid) {
 			return fmt.Errorf("sleep (pid %d) is still running after the cancel", pid)
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		if n := strings.Count(worker.output(), "lease lost"); n < 2 {
 			return fmt.Errorf("the worker stopped %d commands on a 409 heartbeat, want 2", n)
 		}
@@ -572,7 +572,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	})
 
 	// Past the retry's due time (and a reaper pass or two), nothing ran.
-	eventually(t, 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, func() error {
 		if time.Now().Before(retryAt.Add(2 * time.Second)) {
 			return fmt.Errorf("waiting past the retry's due time %s", retryAt)
 		}
@@ -589,7 +589,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		}
 	}
 	for _, e := range eventsOf(evs, api.EvCommandIssued, "") {
-		cmd, err := c.api.Command(context.Background(), e.EventID)
+		cmd, err := c.api.Command(t.Context(), e.EventID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -608,7 +608,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 	if n := len(eventsOf(evs, api.EvCommandClaimed, "flaky")); n != 1 {
 		t.Fatalf("flaky was claimed %d times, want 1: the cancelled retry must never run", n)
 	}
-	if got, _ := c.api.Execution(context.Background(), st.ExecutionID); got.Status != api.ExecCancelled {
+	if got, _ := c.api.Execution(t.Context(), st.ExecutionID); got.Status != api.ExecCancelled {
 		t.Fatalf("execution is %s after the tools stopped, want cancelled", got.Status)
 	}
 }
@@ -707,7 +707,7 @@ func TestChildPlaybookDistributed(t *testing.T) {
 	}
 	found := false
 	for _, id := range kids {
-		k, err := c.api.Execution(context.Background(), id)
+		k, err := c.api.Execution(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}

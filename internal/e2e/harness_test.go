@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // binary is the millrace binary built once for all tests in this package.
@@ -221,15 +221,43 @@ func (c *cluster) startServer() *proc {
 
 func (c *cluster) waitHealthy(p *proc) {
 	c.t.Helper()
-	eventually(c.t, 30*time.Second, func() error {
+	wait.For(c.t, 30*time.Second, func() error {
 		select {
 		case <-p.done:
 			c.t.Fatalf("%s exited early: %v\n%s", p.name, p.err, p.output())
 		default:
 		}
-		_, err := c.api.Health(context.Background())
+		_, err := c.api.Health(c.t.Context())
 		return err
 	})
+}
+
+// startDev starts `millrace dev` on its own NATS with its data under dir,
+// points c's client at it and waits until it answers.
+func (c *cluster) startDev(dir string, workers, concurrency int) *proc {
+	c.t.Helper()
+	addr := freeAddr(c.t)
+	p := c.start("dev", "dev", "--data-dir", dir, "--nats-port", "-1", "--addr", addr,
+		"--workers", fmt.Sprint(workers), "--concurrency", fmt.Sprint(concurrency))
+	c.url = "http://" + addr
+	c.api = client.New(c.url)
+	c.waitHealthy(p)
+	return p
+}
+
+// enableQueries turns on the query face for the processes c starts next,
+// on a stream of their own, and returns the id that names it.
+func (c *cluster) enableQueries() string {
+	id := randHex(4)
+	c.env = append(c.env,
+		"NATS_ENABLED=true",
+		"MILLRACE_SECRET_KEY="+randHex(32),
+		"MILLRACE_RESULTS_DIR="+c.t.TempDir(),
+		"MILLRACE_QUERY_STREAM=WQ_"+id,
+		"MILLRACE_QUERY_SUBJECT=wq"+id+".jobs",
+		"MILLRACE_QUERY_CONSUMER=wq_"+id,
+	)
+	return id
 }
 
 func (c *cluster) startWorker(concurrency int) *proc {
@@ -237,23 +265,9 @@ func (c *cluster) startWorker(concurrency int) *proc {
 	return c.start(fmt.Sprintf("worker-%d", len(c.procs)), "worker", "--concurrency", fmt.Sprint(concurrency))
 }
 
-// eventually polls fn until it returns nil or the deadline passes.
-func eventually(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("condition not met within %s: %v", d, err)
-}
-
 func (c *cluster) register(content string) api.Registered {
 	c.t.Helper()
-	r, err := c.api.Register(context.Background(), content)
+	r, err := c.api.Register(c.t.Context(), content)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -274,7 +288,7 @@ func (c *cluster) executeMany(path string, n int, payload func(i int) map[string
 			if payload != nil {
 				p = payload(i)
 			}
-			st, err := c.api.Execute(context.Background(), path, 0, p)
+			st, err := c.api.Execute(c.t.Context(), path, 0, p)
 			if err != nil {
 				errs <- err
 				return
@@ -294,13 +308,13 @@ func (c *cluster) executeMany(path string, n int, payload func(i int) map[string
 func (c *cluster) waitAll(ids []int64, d time.Duration) []api.Execution {
 	c.t.Helper()
 	out := make([]api.Execution, len(ids))
-	eventually(c.t, d, func() error {
+	wait.For(c.t, d, func() error {
 		running := 0
 		for i, id := range ids {
 			if out[i].Status != "" && out[i].Status != api.ExecRunning {
 				continue
 			}
-			ex, err := c.api.Execution(context.Background(), id)
+			ex, err := c.api.Execution(c.t.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -324,14 +338,14 @@ func (c *cluster) checkExactlyOnce(ids []int64, wantSteps map[string]bool) int {
 	c.t.Helper()
 	maxAttempt := 0
 	for _, id := range ids {
-		ex, err := c.api.Execution(context.Background(), id)
+		ex, err := c.api.Execution(c.t.Context(), id)
 		if err != nil {
 			c.t.Fatal(err)
 		}
 		if ex.Status != api.ExecCompleted {
 			c.t.Fatalf("execution %d is %s (%s), want completed", id, ex.Status, ex.Error)
 		}
-		evs, err := c.api.Events(context.Background(), id)
+		evs, err := c.api.Events(c.t.Context(), id)
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -372,7 +386,7 @@ func (c *cluster) countEvents(ids []int64, typ string) int {
 	c.t.Helper()
 	n := 0
 	for _, id := range ids {
-		evs, err := c.api.Events(context.Background(), id)
+		evs, err := c.api.Events(c.t.Context(), id)
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -388,7 +402,7 @@ func (c *cluster) countEvents(ids []int64, typ string) int {
 // waitStarted waits until at least n commands of ids have started.
 func (c *cluster) waitStarted(ids []int64, n int) {
 	c.t.Helper()
-	eventually(c.t, 30*time.Second, func() error {
+	wait.For(c.t, 30*time.Second, func() error {
 		if got := c.countEvents(ids, api.EvCommandStarted); got < n {
 			return fmt.Errorf("%d of %d commands started", got, n)
 		}

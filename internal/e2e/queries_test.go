@@ -13,6 +13,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // queryCLITimeout bounds one CLI invocation of the query tests.
@@ -29,7 +30,7 @@ func (c *cluster) runCLI(args ...string) (string, int) {
 // runCLISplit is runCLI with stdout and stderr (progress, logs) apart.
 func (c *cluster) runCLISplit(args ...string) (stdout, stderr string, code int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), queryCLITimeout)
+	ctx, cancel := context.WithTimeout(c.t.Context(), queryCLITimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = c.env
@@ -53,17 +54,9 @@ func (c *cluster) runCLISplit(args ...string) (stdout, stderr string, code int) 
 func TestQueriesCLI(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
-	id := randHex(4)
-	c.env = append(c.env,
-		"NATS_ENABLED=true",
-		"MILLRACE_SECRET_KEY="+randHex(32),
-		"MILLRACE_RESULTS_DIR="+t.TempDir(),
-		"MILLRACE_QUERY_STREAM=WQ_"+id,
-		"MILLRACE_QUERY_SUBJECT=wq"+id+".jobs",
-		"MILLRACE_QUERY_CONSUMER=wq_"+id,
-	)
+	id := c.enableQueries()
 	c.startServer()
-	ctx := context.Background()
+	ctx := t.Context()
 	project := "analytics_" + id
 	if _, err := c.api.ProjectPut(ctx, project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
@@ -83,7 +76,7 @@ func TestQueriesCLI(t *testing.T) {
 	}
 
 	c.start("warehouse-worker", "worker", "--stream", "warehouse", "--concurrency", "10")
-	eventually(t, 60*time.Second, func() error {
+	wait.For(t, 60*time.Second, func() error {
 		p, err := c.api.QueryGet(ctx, project, early.QueryUUID, 0, 0)
 		if err != nil {
 			return err
@@ -125,7 +118,7 @@ func TestQueriesCLI(t *testing.T) {
 	}
 
 	// With a worker consuming, doctor is content again.
-	eventually(t, 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, func() error {
 		if out, code := c.runCLI("doctor"); code != 0 {
 			return fmt.Errorf("doctor exited %d:\n%s", code, out)
 		}

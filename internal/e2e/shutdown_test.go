@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // slowFlow keeps a worker busy for a while on each execution.
@@ -65,7 +65,7 @@ func checkCleanExit(t *testing.T, p *proc, d time.Duration) {
 // waits until PostgreSQL runs them.
 func inFlightQueries(t *testing.T, c *client.Client, project string, n int) []string {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := c.ProjectPut(ctx, project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func inFlightQueries(t *testing.T, c *client.Client, project string, n int) []st
 		t.Fatal(err)
 	}
 	defer pg.Close(ctx)
-	eventually(t, 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, func() error {
 		var active int
 		err := pg.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE state = 'active' AND query LIKE 'select pg_sleep(20) /* '||$1||' %'`, project).Scan(&active)
@@ -101,15 +101,7 @@ func inFlightQueries(t *testing.T, c *client.Client, project string, n int) []st
 func TestShutdownDuringInFlightWork(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
-	id := randHex(4)
-	c.env = append(c.env,
-		"NATS_ENABLED=true",
-		"MILLRACE_SECRET_KEY="+randHex(32),
-		"MILLRACE_RESULTS_DIR="+t.TempDir(),
-		"MILLRACE_QUERY_STREAM=WQ_"+id,
-		"MILLRACE_QUERY_SUBJECT=wq"+id+".jobs",
-		"MILLRACE_QUERY_CONSUMER=wq_"+id,
-	)
+	id := c.enableQueries()
 	srv := c.startServer()
 	w := c.startWorker(10)
 	wh := c.start("warehouse-worker", "worker", "--stream", "warehouse", "--concurrency", "4")
@@ -143,11 +135,7 @@ func TestDevShutdownDuringInFlightWork(t *testing.T) {
 		}
 	}
 	c.env = env
-	addr := freeAddr(t)
-	p := c.start("dev", "dev", "--data-dir", dir, "--nats-port", "-1", "--addr", addr, "--workers", "1", "--concurrency", "10")
-	c.url = "http://" + addr
-	c.api = client.New(c.url)
-	c.waitHealthy(p)
+	p := c.startDev(dir, 1, 10)
 	reg := c.register(slowFlow)
 	ids := c.executeMany(reg.Path, 4, nil)
 	uuids := inFlightQueries(t, c.api, "dev_shutdown_"+randHex(4), 3)
@@ -157,7 +145,7 @@ func TestDevShutdownDuringInFlightWork(t *testing.T) {
 	checkCleanExit(t, p, 60*time.Second)
 
 	// Read what the process left behind.
-	ctx := context.Background()
+	ctx := t.Context()
 	drv, err := sqlitedriver.Open(ctx, filepath.Join(dir, "millrace.db"))
 	if err != nil {
 		t.Fatal(err)
