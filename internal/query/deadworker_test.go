@@ -1,7 +1,6 @@
 package query_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,7 +15,7 @@ func TestQueryDeadWorkerIsRequeued(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{nats: true, staleWorker: time.Second, redeliverAfter: time.Second})
 	sub := b.submit("select 41 + 1 as answer", "interactive", false)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := b.api.QueryClaim(ctx, sub.QueryUUID, "doomed"); err != nil {
 		t.Fatalf("claim by the doomed worker: %v", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 	"github.com/millrace/millrace/internal/worker/queries"
 )
 
@@ -36,8 +37,6 @@ const (
 	// query: a worker notices a cancel within a keepalive (2s) and the
 	// driver then sends PostgreSQL a cancel request.
 	waitStop = 15 * time.Second
-	// pollEvery is the polling interval of every wait.
-	pollEvery = 25 * time.Millisecond
 	// minMaxConnections is what the concurrency test needs from the
 	// warehouse: 100 sleeping queries plus everything else running in
 	// parallel.
@@ -112,10 +111,10 @@ func setup(t *testing.T, o opts) *bundle {
 		}
 	})
 	b := &bundle{t: t, h: h, api: h.API, project: "p_" + id, id: id}
-	if _, err := b.api.ProjectPut(context.Background(), b.project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := b.api.ProjectPut(t.Context(), b.project, api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
-	pg, err := pgx.Connect(context.Background(), pgtest.URL())
+	pg, err := pgx.Connect(t.Context(), pgtest.URL())
 	if err != nil {
 		t.Fatalf("connect to the warehouse %s: %v", pgtest.URL(), err)
 	}
@@ -134,13 +133,15 @@ func randHex(n int) string {
 func (b *bundle) startWorker(concurrency int) {
 	b.t.Helper()
 	cfg := b.h.Cfg
-	w, err := queries.New(context.Background(), queries.Config{NATS: cfg.NATS.Bus("test-warehouse-worker"),
+	w, err := queries.New(b.t.Context(), queries.Config{NATS: cfg.NATS.Bus("test-warehouse-worker"),
 		Stream: cfg.Query.Stream, Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage,
 		ServerURL: b.h.Srv.URL(), WorkerID: "w-" + randHex(3), Concurrency: concurrency, ShutdownGrace: 5 * time.Second},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	// Not t.Context(): the worker stops in its cleanup, in order with the
+	// server's, not before every cleanup.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
@@ -164,7 +165,7 @@ func (b *bundle) table(name, columns string) string {
 
 func (b *bundle) exec(sql string) {
 	b.t.Helper()
-	if _, err := b.pg.Exec(context.Background(), sql); err != nil {
+	if _, err := b.pg.Exec(b.t.Context(), sql); err != nil {
 		b.t.Fatalf("%s: %v", sql, err)
 	}
 }
@@ -172,7 +173,7 @@ func (b *bundle) exec(sql string) {
 func (b *bundle) count(sql string) int {
 	b.t.Helper()
 	var n int
-	if err := b.pg.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+	if err := b.pg.QueryRow(b.t.Context(), sql).Scan(&n); err != nil {
 		b.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -183,7 +184,7 @@ func (b *bundle) count(sql string) int {
 func (b *bundle) running(marker string) int {
 	b.t.Helper()
 	var n int
-	err := b.pg.QueryRow(context.Background(), `select count(*) from pg_stat_activity
+	err := b.pg.QueryRow(b.t.Context(), `select count(*) from pg_stat_activity
 		where application_name = 'millrace' and state = 'active' and query like '%' || $1 || '%' and pid <> pg_backend_pid()`,
 		marker).Scan(&n)
 	if err != nil {
@@ -194,7 +195,7 @@ func (b *bundle) running(marker string) int {
 
 func (b *bundle) submit(sql, lane string, invalidate bool) api.Submitted {
 	b.t.Helper()
-	s, err := b.api.QuerySubmit(context.Background(), b.project, sql, lane, invalidate)
+	s, err := b.api.QuerySubmit(b.t.Context(), b.project, sql, lane, invalidate)
 	if err != nil {
 		b.t.Fatalf("submit %q: %v", sql, err)
 	}
@@ -221,7 +222,7 @@ func (b *bundle) record(uuid string) api.QueryRecord {
 func (b *bundle) waitRecord(uuid string, d time.Duration, what string, ok func(api.QueryRecord) bool) api.QueryRecord {
 	b.t.Helper()
 	var q api.QueryRecord
-	eventually(b.t, d, func() error {
+	wait.For(b.t, d, func() error {
 		q = b.record(uuid)
 		if ok(q) {
 			return nil
@@ -236,9 +237,9 @@ func (b *bundle) waitRecord(uuid string, d time.Duration, what string, ok func(a
 func (b *bundle) waitDone(uuid string, pageSize int) api.QueryPage {
 	b.t.Helper()
 	var p api.QueryPage
-	eventually(b.t, waitLong, func() error {
+	wait.For(b.t, waitLong, func() error {
 		var err error
-		p, err = b.api.QueryGet(context.Background(), b.project, uuid, 1, pageSize)
+		p, err = b.api.QueryGet(b.t.Context(), b.project, uuid, 1, pageSize)
 		if err != nil {
 			b.t.Fatalf("poll %s: %v", uuid, err)
 		}
@@ -265,7 +266,7 @@ func (b *bundle) resultsStatus(uuid string) (int, string) {
 // health returns the server's health document.
 func (b *bundle) health() map[string]any {
 	b.t.Helper()
-	h, err := b.api.Health(context.Background())
+	h, err := b.api.Health(b.t.Context())
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -277,11 +278,11 @@ func (b *bundle) health() map[string]any {
 func (b *bundle) consumerIdle(min uint64) error {
 	var delivered uint64
 	for _, name := range []string{b.h.Cfg.Query.Consumer, b.h.Cfg.Query.Consumer + bus.QueryInteractiveSuffix} {
-		c, err := b.h.JS.Consumer(context.Background(), b.h.Cfg.Query.Stream, name)
+		c, err := b.h.JS.Consumer(b.t.Context(), b.h.Cfg.Query.Stream, name)
 		if err != nil {
 			return err
 		}
-		ci, err := c.Info(context.Background())
+		ci, err := c.Info(b.t.Context())
 		if err != nil {
 			return err
 		}
@@ -294,21 +295,6 @@ func (b *bundle) consumerIdle(min uint64) error {
 		return fmt.Errorf("%d jobs acked, want %d", delivered, min)
 	}
 	return nil
-}
-
-func eventually(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", d, err)
-		}
-		time.Sleep(pollEvery)
-	}
 }
 
 func num(v any) int64 {
@@ -354,13 +340,13 @@ func TestQueryPaging100k(t *testing.T) {
 			t.Fatalf("columns = %+v, want n and h", first.Columns)
 		}
 		// The default page size is 500.
-		def, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0)
+		def, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, 0, 0)
 		if err != nil || len(def.Rows) != query.DefaultPageSize || def.TotalPageCount != total/query.DefaultPageSize {
 			t.Fatalf("default page: %d rows of %d pages, %v", len(def.Rows), def.TotalPageCount, err)
 		}
 		next := 1
 		for page := 1; page <= total/size; page++ {
-			p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, page, size)
+			p, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, page, size)
 			if err != nil {
 				t.Fatalf("page %d: %v", page, err)
 			}
@@ -388,7 +374,7 @@ func TestQueryPaging100k(t *testing.T) {
 		if next != total+1 {
 			t.Fatalf("saw %d rows, want %d", next-1, total)
 		}
-		if _, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, total/size+1, size); client.StatusOf(err) != http.StatusBadRequest ||
+		if _, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, total/size+1, size); client.StatusOf(err) != http.StatusBadRequest ||
 			!strings.Contains(err.Error(), "1 to 20") {
 			t.Fatalf("page past the end: %v, want 400 naming pages 1 to 20", err)
 		}
@@ -421,7 +407,7 @@ func TestQueryCache(t *testing.T) {
 			t.Fatalf("second submit = %+v, want a cache hit with its own id", hit)
 		}
 		// Ready at once, without polling, with the cached (old) answer.
-		p, err := b.api.QueryGet(context.Background(), b.project, hit.QueryUUID, 1, 10)
+		p, err := b.api.QueryGet(t.Context(), b.project, hit.QueryUUID, 1, 10)
 		if err != nil || p.Status != api.QueryReady || num(p.Rows[0]["c"]) != 1 {
 			t.Fatalf("cache hit poll = %+v, %v; want ready with c=1", p, err)
 		}
@@ -435,7 +421,7 @@ func TestQueryCache(t *testing.T) {
 		}
 		// The fresh run now is what the cache answers with.
 		again := b.submit(sql, "", false)
-		if p, _ := b.api.QueryGet(context.Background(), b.project, again.QueryUUID, 1, 10); !again.CacheMetadata.CacheHit || num(p.Rows[0]["c"]) != 2 {
+		if p, _ := b.api.QueryGet(t.Context(), b.project, again.QueryUUID, 1, 10); !again.CacheMetadata.CacheHit || num(p.Rows[0]["c"]) != 2 {
 			t.Fatalf("after invalidation: %+v, %+v; want a hit with c=2", again, p)
 		}
 	})
@@ -451,7 +437,7 @@ func TestQueryCancelExecuting(t *testing.T) {
 		}
 		marker := "cancel_exec_" + b.id
 		sub := b.submit("select pg_sleep(30) as slept /* "+marker+" */", "", false)
-		eventually(t, waitLong, func() error {
+		wait.For(t, waitLong, func() error {
 			if n := b.running(marker); n != 1 {
 				return fmt.Errorf("%d sessions run the query in PostgreSQL", n)
 			}
@@ -464,29 +450,29 @@ func TestQueryCancelExecuting(t *testing.T) {
 		if q := b.record(sub.QueryUUID); q.Status != want {
 			t.Fatalf("status while PostgreSQL runs it: %s, want %s", q.Status, want)
 		}
-		if err := b.api.QueryCancel(context.Background(), b.project, sub.QueryUUID); err != nil {
+		if err := b.api.QueryCancel(t.Context(), b.project, sub.QueryUUID); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, waitStop, func() error {
+		wait.For(t, waitStop, func() error {
 			if n := b.running(marker); n != 0 {
 				return fmt.Errorf("PostgreSQL still runs the cancelled query (%d sessions)", n)
 			}
 			return nil
 		})
-		p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0)
+		p, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, 0, 0)
 		if err != nil || p.Status != api.QueryCancelled {
 			t.Fatalf("after cancel: %+v, %v", p, err)
 		}
 		if code, body := b.resultsStatus(sub.QueryUUID); code != http.StatusConflict || !strings.Contains(body, "cancelled") {
 			t.Fatalf("results of a cancelled query: %d %s, want 409", code, body)
 		}
-		if err := b.api.QueryCancel(context.Background(), b.project, sub.QueryUUID); client.StatusOf(err) != http.StatusConflict {
+		if err := b.api.QueryCancel(t.Context(), b.project, sub.QueryUUID); client.StatusOf(err) != http.StatusConflict {
 			t.Fatalf("second cancel: %v, want 409", err)
 		}
 		if natsEnabled {
 			// The worker acks the job once it has stopped; the status
 			// stays cancelled (a late result cannot overwrite it).
-			eventually(t, waitStop, func() error { return b.consumerIdle(1) })
+			wait.For(t, waitStop, func() error { return b.consumerIdle(1) })
 			if q := b.record(sub.QueryUUID); q.Status != api.QueryCancelled {
 				t.Fatalf("after the worker let go: %s", q.Status)
 			}
@@ -503,7 +489,7 @@ func TestQueryCancelQueued(t *testing.T) {
 	if q := b.record(sub.QueryUUID); q.Status != api.QueryQueued {
 		t.Fatalf("status %s, want queued", q.Status)
 	}
-	if err := b.api.QueryCancel(context.Background(), b.project, sub.QueryUUID); err != nil {
+	if err := b.api.QueryCancel(t.Context(), b.project, sub.QueryUUID); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := b.resultsStatus(sub.QueryUUID); code != http.StatusConflict {
@@ -515,7 +501,7 @@ func TestQueryCancelQueued(t *testing.T) {
 		t.Fatalf("a query after the cancelled one: %+v", p)
 	}
 	// Both jobs delivered and acked: the worker saw the cancelled one.
-	eventually(t, waitLong, func() error { return b.consumerIdle(2) })
+	wait.For(t, waitLong, func() error { return b.consumerIdle(2) })
 	q := b.record(sub.QueryUUID)
 	if q.Status != api.QueryCancelled || q.StartedAt != nil || q.WorkerID != "" {
 		t.Fatalf("cancelled query = status %s started %v worker %q; want it never claimed", q.Status, q.StartedAt, q.WorkerID)
@@ -533,11 +519,11 @@ func TestQueryQueueTimeout(t *testing.T) {
 	tbl := b.table("qtimeout", "n int")
 	sub := b.submit("insert into "+tbl+" values (1) returning n", "background", false)
 	b.waitRecord(sub.QueryUUID, waitLong, "expired", func(q api.QueryRecord) bool { return q.Status == api.QueryExpired })
-	if p, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0); err != nil || p.Status != api.QueryExpired {
+	if p, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, 0, 0); err != nil || p.Status != api.QueryExpired {
 		t.Fatalf("poll = %+v, %v; want expired", p, err)
 	}
 	b.startWorker(4)
-	eventually(t, waitLong, func() error { return b.consumerIdle(1) })
+	wait.For(t, waitLong, func() error { return b.consumerIdle(1) })
 	if q := b.record(sub.QueryUUID); q.Status != api.QueryExpired || q.StartedAt != nil {
 		t.Fatalf("after a worker started: status %s started %v", q.Status, q.StartedAt)
 	}
@@ -561,14 +547,14 @@ func TestQueryResultExpiry(t *testing.T) {
 		if q.Status != api.QueryReady || q.ExpiresAt == nil {
 			t.Fatalf("query = %s (%s), expires %v", q.Status, q.Error, q.ExpiresAt)
 		}
-		eventually(t, waitLong, func() error {
-			_, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0)
+		wait.For(t, waitLong, func() error {
+			_, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, 0, 0)
 			if client.StatusOf(err) == http.StatusGone {
 				return nil
 			}
 			return fmt.Errorf("poll: %v, waiting for 410", err)
 		})
-		_, err := b.api.QueryGet(context.Background(), b.project, sub.QueryUUID, 0, 0)
+		_, err := b.api.QueryGet(t.Context(), b.project, sub.QueryUUID, 0, 0)
 		if !strings.Contains(err.Error(), "run the query again") {
 			t.Fatalf("expired poll: %v; want it to say to run the query again", err)
 		}
@@ -605,7 +591,7 @@ func TestQueryLanes(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := range next {
-					if _, err := b.api.QuerySubmit(context.Background(), b.project,
+					if _, err := b.api.QuerySubmit(t.Context(), b.project,
 						fmt.Sprintf("select pg_sleep(5), %d as i /* %s */", i, marker), "background", false); err != nil {
 						errs <- err
 					}
@@ -622,7 +608,7 @@ func TestQueryLanes(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The background lane is busy in the warehouse.
-		eventually(t, waitLong, func() error {
+		wait.For(t, waitLong, func() error {
 			if n := b.running(marker); n < 3 {
 				return fmt.Errorf("%d background queries running", n)
 			}
@@ -693,7 +679,7 @@ func (b *bundle) cancelAll(marker string) {
 	b.t.Helper()
 	for _, q := range b.history(marker) {
 		if !q.Status.Terminal() {
-			_ = b.api.QueryCancel(context.Background(), b.project, q.QueryUUID)
+			_ = b.api.QueryCancel(b.t.Context(), b.project, q.QueryUUID)
 		}
 	}
 }
@@ -712,8 +698,8 @@ func TestQueryNATSRestart(t *testing.T) {
 		}
 		var created time.Time
 		if natsEnabled {
-			eventually(t, waitLong, func() error {
-				st, err := b.h.JS.Stream(context.Background(), b.h.Cfg.Query.Stream)
+			wait.For(t, waitLong, func() error {
+				st, err := b.h.JS.Stream(t.Context(), b.h.Cfg.Query.Stream)
 				if err != nil {
 					return err
 				}
@@ -731,8 +717,8 @@ func TestQueryNATSRestart(t *testing.T) {
 		if natsEnabled {
 			// The server recreates the stream on reconnect: a new, empty
 			// one, so every notification sent before is gone.
-			eventually(t, waitLong, func() error {
-				st, err := b.h.JS.Stream(context.Background(), b.h.Cfg.Query.Stream)
+			wait.For(t, waitLong, func() error {
+				st, err := b.h.JS.Stream(t.Context(), b.h.Cfg.Query.Stream)
 				if err != nil {
 					return err
 				}
@@ -762,7 +748,7 @@ func TestQueryBadInput(t *testing.T) {
 		if natsEnabled {
 			b.startWorker(4)
 		}
-		ctx := context.Background()
+		ctx := t.Context()
 		missing := "no_such_table_" + b.id
 		bad := b.submit("select * from "+missing, "", false)
 		p := b.waitDone(bad.QueryUUID, 10)
@@ -818,7 +804,7 @@ func TestQueryWorkerConcurrency(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{nats: true})
 	var maxConns int
-	if err := b.pg.QueryRow(context.Background(), "select current_setting('max_connections')::int").Scan(&maxConns); err != nil {
+	if err := b.pg.QueryRow(t.Context(), "select current_setting('max_connections')::int").Scan(&maxConns); err != nil {
 		t.Fatal(err)
 	}
 	if maxConns < minMaxConnections {
@@ -834,7 +820,7 @@ func TestQueryWorkerConcurrency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// Interactive: the background lane keeps slots free for it.
-			if _, err := b.api.QuerySubmit(context.Background(), b.project, fmt.Sprintf("select pg_sleep(30), %d /* %s */", i, marker), "interactive", false); err != nil {
+			if _, err := b.api.QuerySubmit(t.Context(), b.project, fmt.Sprintf("select pg_sleep(30), %d /* %s */", i, marker), "interactive", false); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -844,7 +830,7 @@ func TestQueryWorkerConcurrency(t *testing.T) {
 		return
 	}
 	peak := 0
-	eventually(t, waitLong, func() error {
+	wait.For(t, waitLong, func() error {
 		peak = max(peak, b.running(marker))
 		if peak < n {
 			return fmt.Errorf("at most %d of %d queries seen running at once in pg_stat_activity", peak, n)
@@ -852,7 +838,7 @@ func TestQueryWorkerConcurrency(t *testing.T) {
 		return nil
 	})
 	b.cancelAll(marker)
-	eventually(t, waitStop, func() error {
+	wait.For(t, waitStop, func() error {
 		if r := b.running(marker); r > 0 {
 			return fmt.Errorf("%d cancelled queries still running", r)
 		}
@@ -878,7 +864,7 @@ func TestQueryHealthStalled(t *testing.T) {
 	if p := b.waitDone(sub.QueryUUID, 10); p.Status != api.QueryReady {
 		t.Fatalf("query = %+v", p)
 	}
-	eventually(t, waitLong, func() error {
+	wait.For(t, waitLong, func() error {
 		h := b.health()
 		if _, ok := h["detail"].(map[string]any)["queries_stalled"]; ok || h["status"] != "ok" {
 			return fmt.Errorf("health = %v", h)

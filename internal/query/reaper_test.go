@@ -12,7 +12,7 @@ import (
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
 )
 
 // reapFixture is a Service on a throwaway SQLite store, for the reaper's
@@ -27,15 +27,7 @@ type reapFixture struct {
 
 func newReapFixture(t *testing.T, natsEnabled bool) *reapFixture {
 	t.Helper()
-	drv, err := sqlitedriver.Open(t.Context(), t.TempDir()+"/q.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := drv.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(drv, store.Options{})
-	t.Cleanup(func() { st.Close() })
+	st := sqlitetest.Store(t)
 	res, err := results.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/results"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
 )
 
 // A query the previous server run left pending (in-process mode keeps its
@@ -21,16 +21,8 @@ import (
 // being polled forever (review finding).
 func TestRecoverInProcessQueries(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	drv, err := sqlitedriver.Open(ctx, t.TempDir()+"/q.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := drv.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(drv, store.Options{})
-	defer st.Close()
+	ctx := t.Context()
+	st := sqlitetest.Store(t)
 	res, _ := results.Open(t.TempDir())
 	svc := query.New(query.Config{}, st, ids.New(-1), nil, res, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	old := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
