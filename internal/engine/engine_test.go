@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -13,47 +14,16 @@ var testKinds = playbook.KindSet{
 	"python": {"code", "input"},
 }
 
-const routerPlaybook = `apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: router, path: tests/router}
-workload:
-  base_url: https://api.example.com
-  token: s3cret
-workflow:
-  - step: start
-    tool:
-      kind: http
-      method: GET
-      url: "{{ base_url }}/items/{{ execution_id }}"
-      headers:
-        Authorization: "Bearer {{ token | b64encode }}"
-    next:
-      spec: {mode: MODE}
-      arcs:
-        - step: ok
-          when: "{{ start.status == 200 }}"
-        - step: created
-          when: start.status == 201
-        - step: always
-  - step: ok
-    tool: {kind: python, code: "print('ok')", input: {body: "{{ start.body }}"}}
-  - step: created
-    tool: {kind: python, code: "print('created')"}
-  - step: always
-    tool: {kind: python, code: "print('always')", input: {n: "{{ start.status }}"}}
-    next:
-      arcs:
-        - step: broken_when
-          when: "{{ start.status == }}"
-        - step: broken_tool
-  - step: broken_when
-    tool: {kind: python, code: x}
-  - step: broken_tool
-    tool:
-      kind: http
-      url: "{{ base_url }}/x"
-      headers: {X-Trace: "{{ trace_id }}"}
-`
+// routerPlaybook is the routing fixture the engine and flow tests share,
+// with start's next in mode.
+func routerPlaybook(t testing.TB, mode string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/router.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(string(b), "MODE", mode, 1)
+}
 
 // bundle is the fixture of an engine test: a parsed playbook and a scope.
 type bundle struct {
@@ -63,7 +33,7 @@ type bundle struct {
 
 func setup(t testing.TB, mode string) *bundle {
 	t.Helper()
-	src := strings.Replace(routerPlaybook, "MODE", mode, 1)
+	src := routerPlaybook(t, mode)
 	pb, err := playbook.Parse("router.yaml", []byte(src), testKinds)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)

@@ -13,8 +13,9 @@ import (
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/relay"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // recorder stands in for NATS and records what the relay published.
@@ -58,15 +59,7 @@ workflow:
 
 func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
 	t.Helper()
-	drv, err := sqlitedriver.Open(context.Background(), t.TempDir()+"/r.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := drv.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(drv, store.Options{})
-	t.Cleanup(func() { st.Close() })
+	st := sqlitetest.Store(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := &bundle{st: st, pub: &recorder{}}
 	b.relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond}, st, b.pub, log)
@@ -77,25 +70,13 @@ func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
 
 func (b *bundle) outboxDepth(t *testing.T) int64 {
 	t.Helper()
-	s, err := store.ReadValue(context.Background(), b.st, func(q store.Querier) (store.Stats, error) {
-		return q.Stats(context.Background())
+	s, err := store.ReadValue(t.Context(), b.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(t.Context())
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s.OutboxDepth
-}
-
-func eventually(t *testing.T, fn func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if fn() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // start runs the relay (the reaper is driven by ReapOnce).
@@ -111,7 +92,7 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	// "At once" must hold on a loaded machine: draining the outbox can take
 	// longer than 50 ms there, so the redelivery delay is a bit longer.
 	b := setup(t, 300*time.Millisecond)
-	ctx := context.Background()
+	ctx := t.Context()
 	b.start(t)
 	if _, err := b.flow.Register(ctx, pb); err != nil {
 		t.Fatal(err)
@@ -120,19 +101,19 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() bool { return len(b.pub.msgIDs()) == 1 }, "the first notification")
+	wait.Until(t, 10*time.Second, "the first notification", func() bool { return len(b.pub.msgIDs()) == 1 })
 	cmdID := b.pub.msgIDs()[0]
 
 	// Nobody claimed it (the message was "lost"): re-notified with a new
 	// message id, or JetStream's duplicate window would drop it.
-	eventually(t, func() bool {
+	wait.Until(t, 10*time.Second, "the unclaimed command to be re-notified", func() bool {
 		n, err := b.reaper.ReapOnce(ctx)
 		if err != nil || n > 1 {
 			t.Fatalf("ReapOnce = %d, %v; want 1", n, err)
 		}
 		return n == 1
-	}, "the unclaimed command to be re-notified")
-	eventually(t, func() bool { return len(b.pub.msgIDs()) == 2 }, "the re-notification")
+	})
+	wait.Until(t, 10*time.Second, "the re-notification", func() bool { return len(b.pub.msgIDs()) == 2 })
 	if got := b.pub.msgIDs()[1]; got != cmdID+"#2" {
 		t.Fatalf("re-notification msg id %q, want %q", got, cmdID+"#2")
 	}
@@ -151,11 +132,11 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	if n, _ := b.reaper.ReapOnce(ctx); n != 0 {
 		t.Fatalf("re-notified %d commands under a live lease", n)
 	}
-	eventually(t, func() bool { // the lease is 1 s
+	wait.Until(t, 10*time.Second, "the expired lease to be re-notified", func() bool { // the lease is 1 s
 		n, _ := b.reaper.ReapOnce(ctx)
 		return n == 1
-	}, "the expired lease to be re-notified")
-	eventually(t, func() bool { return b.outboxDepth(t) == 0 }, "the outbox to drain")
+	})
+	wait.Until(t, 10*time.Second, "the outbox to drain", func() bool { return b.outboxDepth(t) == 0 })
 	if n, _ := b.reaper.ReapOnce(ctx); n != 0 {
 		t.Fatalf("expired lease re-notified again at once (%d)", n)
 	}

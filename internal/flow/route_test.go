@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,51 +22,20 @@ import (
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
 	"github.com/millrace/millrace/internal/tools"
 )
 
-const routerPlaybook = `apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: router, path: tests/router}
-workload:
-  base_url: https://api.example.com
-  token: s3cret
-workflow:
-  - step: start
-    tool:
-      kind: http
-      method: GET
-      url: "{{ base_url }}/items/{{ execution_id }}"
-      headers:
-        Authorization: "Bearer {{ token | b64encode }}"
-    next:
-      spec: {mode: MODE}
-      arcs:
-        - step: ok
-          when: "{{ start.status == 200 }}"
-        - step: created
-          when: start.status == 201
-        - step: always
-  - step: ok
-    tool: {kind: python, code: "print('ok')", input: {body: "{{ start.body }}"}}
-  - step: created
-    tool: {kind: python, code: "print('created')"}
-  - step: always
-    tool: {kind: python, code: "print('always')", input: {n: "{{ start.status }}"}}
-    next:
-      arcs:
-        - step: broken_when
-          when: "{{ start.status == }}"
-        - step: broken_tool
-  - step: broken_when
-    tool: {kind: python, code: x}
-  - step: broken_tool
-    tool:
-      kind: http
-      url: "{{ base_url }}/x"
-      headers: {X-Trace: "{{ trace_id }}"}
-`
+// routerPlaybook is the routing fixture the engine and flow tests share,
+// with start's next in mode.
+func routerPlaybook(t testing.TB, mode string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "engine", "testdata", "router.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(string(b), "MODE", mode, 1)
+}
 
 // route is one execution driven by hand, as workers would drive it.
 type route struct {
@@ -78,15 +49,7 @@ type route struct {
 // newFlow is a flow service over a fresh SQLite store, with no relay.
 func newFlow(t *testing.T) (*flow.Service, *store.Store) {
 	t.Helper()
-	drv, err := sqlitedriver.Open(t.Context(), t.TempDir()+"/route.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := drv.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(drv, store.Options{})
-	t.Cleanup(func() { st.Close() })
+	st := sqlitetest.Store(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	return flow.New(st, ids.New(-1), flow.Config{LeaseTTL: time.Minute}, tools.Kinds(), log, func() {}), st
 }
@@ -109,7 +72,7 @@ func startRoute(t *testing.T, src string) *route {
 // router starts the router playbook with its arcs in mode.
 func router(t *testing.T, mode string) *route {
 	t.Helper()
-	return startRoute(t, strings.Replace(routerPlaybook, "MODE", mode, 1))
+	return startRoute(t, routerPlaybook(t, mode))
 }
 
 // open returns the execution's commands that have not ended, by step, and
@@ -225,7 +188,7 @@ func TestRouteStart(t *testing.T) {
 
 	// base_url missing: the execution fails at once, naming step, field
 	// and variable.
-	src := strings.Replace(strings.Replace(routerPlaybook, "MODE", "exclusive", 1), "  base_url: https://api.example.com\n", "", 1)
+	src := strings.Replace(routerPlaybook(t, "exclusive"), "  base_url: https://api.example.com\n", "", 1)
 	r = startRoute(t, src)
 	r.wantFailed(`step "start" field tool.url: variable "base_url" is undefined`)
 	if _, steps := r.open(); steps != "" {
@@ -353,7 +316,7 @@ func TestRouteFailures(t *testing.T) {
 		t.Parallel()
 		// Mend always's broken when, to false, so its unconditional arc to
 		// broken_tool fires.
-		src := strings.Replace(strings.Replace(routerPlaybook, "MODE", "exclusive", 1), "{{ start.status == }}", "{{ false }}", 1)
+		src := strings.Replace(routerPlaybook(t, "exclusive"), "{{ start.status == }}", "{{ false }}", 1)
 		r := startRoute(t, src)
 		r.finishStart(500)
 		r.report("always", api.EvCommandCompleted, nil, "")

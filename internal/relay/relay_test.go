@@ -14,8 +14,9 @@ import (
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/relay"
 	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // faultyPublisher fails while down is set and records what it accepted.
@@ -75,15 +76,7 @@ workflow:
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	drv, err := sqlitedriver.Open(context.Background(), t.TempDir()+"/r.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := drv.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(drv, store.Options{})
-	t.Cleanup(func() { st.Close() })
+	st := sqlitetest.Store(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := &bundle{st: st, pub: &faultyPublisher{}}
 	b.relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond}, st, b.pub, log)
@@ -93,25 +86,13 @@ func setup(t *testing.T) *bundle {
 
 func (b *bundle) outboxDepth(t *testing.T) int64 {
 	t.Helper()
-	s, err := store.ReadValue(context.Background(), b.st, func(q store.Querier) (store.Stats, error) {
-		return q.Stats(context.Background())
+	s, err := store.ReadValue(t.Context(), b.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(t.Context())
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s.OutboxDepth
-}
-
-func eventually(t *testing.T, fn func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if fn() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func (b *bundle) start(t *testing.T) {
@@ -124,7 +105,7 @@ func (b *bundle) start(t *testing.T) {
 func TestOutboxSurvivesPublishFailures(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	b.pub.set(true)
 	b.start(t)
 	if _, err := b.flow.Register(ctx, pb); err != nil {
@@ -136,12 +117,12 @@ func TestOutboxSurvivesPublishFailures(t *testing.T) {
 		}
 	}
 	// While NATS refuses, every notification stays in the outbox.
-	eventually(t, func() bool { return b.pub.failedRounds() >= 3 }, "several refused publish rounds")
+	wait.Until(t, 10*time.Second, "several refused publish rounds", func() bool { return b.pub.failedRounds() >= 3 })
 	if d := b.outboxDepth(t); d != 5 {
 		t.Fatalf("outbox depth %d while NATS is down, want 5", d)
 	}
 	b.pub.set(false)
-	eventually(t, func() bool { return b.outboxDepth(t) == 0 }, "the outbox to drain once NATS is back")
+	wait.Until(t, 10*time.Second, "the outbox to drain once NATS is back", func() bool { return b.outboxDepth(t) == 0 })
 	if got := len(b.pub.msgIDs()); got != 5 {
 		t.Fatalf("published %d notifications, want 5", got)
 	}
