@@ -13,7 +13,7 @@ import (
 
 func openDuck(t *testing.T, url string) Driver {
 	t.Helper()
-	d, err := Open(context.Background(), Conn{Type: TypeDuckDB, URL: url})
+	d, err := Open(t.Context(), Conn{Type: TypeDuckDB, URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func openDuck(t *testing.T, url string) Driver {
 
 func TestDuckDBTypes(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	d := openDuck(t, DuckDBMemory)
 	r := mustQuery(t, ctx, d, `SELECT 1::TINYINT AS ti, 9007199254740993::BIGINT AS bi, 170141183460469231731687303715884105727::HUGEINT AS hi,
 		1.5::FLOAT AS f, 0.1::DOUBLE AS db, 12.25::DECIMAL(10,2) AS dec, 1234567890123.4567::DECIMAL(18,4) AS dec_big,
@@ -54,7 +54,7 @@ func TestDuckDBTypes(t *testing.T) {
 
 func TestDuckDBMemoryAndFile(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 
 	// One in-memory database per driver, kept across its queries.
 	mem := openDuck(t, DuckDBMemory)
@@ -84,7 +84,7 @@ func TestDuckDBMemoryAndFile(t *testing.T) {
 
 func TestDuckDBErrorsAndCancel(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	d := openDuck(t, DuckDBMemory)
 	_, err := query(ctx, d, "SELECT * FROM nope")
 	var whErr *Error

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // defaultTestDatabaseURL is the PostgreSQL the tests run against unless
@@ -33,7 +34,7 @@ func setup(t *testing.T) *testBundle {
 	if url == "" {
 		url = defaultTestDatabaseURL
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	t.Cleanup(cancel)
 	admin, err := pgxpool.New(ctx, url)
 	if err != nil {
@@ -266,18 +267,6 @@ func (b *testBundle) activeQueries(t *testing.T, marker string) int {
 	return n
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestPostgresCancelStopsTheQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -289,7 +278,7 @@ func TestPostgresCancelStopsTheQuery(t *testing.T) {
 		_, err := query(ctx, b.pg, "SELECT pg_sleep(30) /* "+marker+" */")
 		done <- err
 	}()
-	waitFor(t, "the query to run in PostgreSQL", 10*time.Second, func() bool { return b.activeQueries(t, marker) == 1 })
+	wait.Until(t, 10*time.Second, "the query to run in PostgreSQL", func() bool { return b.activeQueries(t, marker) == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -327,19 +316,19 @@ func TestPostgresConcurrentQueries(t *testing.T) {
 		}()
 	}
 	// All run at once, each on its own pooled connection.
-	waitFor(t, fmt.Sprintf("%d queries running at once", n), 20*time.Second, func() bool { return b.activeQueries(t, marker) == n })
+	wait.Until(t, 20*time.Second, fmt.Sprintf("%d queries running at once", n), func() bool { return b.activeQueries(t, marker) == n })
 	cancel()
 	for range n {
 		if err := <-errs; !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled query: %v", err)
 		}
 	}
-	waitFor(t, "no queries left running", 10*time.Second, func() bool { return b.activeQueries(t, marker) == 0 })
+	wait.Until(t, 10*time.Second, "no queries left running", func() bool { return b.activeQueries(t, marker) == 0 })
 }
 
 func TestRegistry(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	if got := strings.Join(Types(), ","); !strings.Contains(got, "duckdb,postgres") {
 		t.Fatalf("Types() = %s", got)
 	}
