@@ -32,7 +32,7 @@ func duckFile(t *testing.T, name string) string {
 func TestDuckDBNoETLPlaybookQuery(t *testing.T) {
 	t.Parallel()
 	// The query of NoETL's duckdb_test.yaml, verbatim.
-	res := runOK(t, context.Background(), map[string]any{
+	res := runOK(t, t.Context(), map[string]any{
 		"kind": "duckdb", "database": ":memory:",
 		"query": "CREATE TABLE users (id INTEGER, name VARCHAR, age INTEGER);\n" +
 			"INSERT INTO users VALUES (1, 'Alice', 30), (2, 'Bob', 25), (3, 'Charlie', 35);\n" +
@@ -54,7 +54,7 @@ func TestDuckDBNoETLPlaybookQuery(t *testing.T) {
 
 func TestDuckDBLastRowsAndAlias(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	// "command" is an alias of "query"; statements after the SELECT that
 	// return no rows do not replace its rows.
 	res := runOK(t, ctx, map[string]any{"kind": "duckdb", "command": `
@@ -92,7 +92,7 @@ func TestDuckDBLastRowsAndAlias(t *testing.T) {
 
 func TestDuckDBTypes(t *testing.T) {
 	t.Parallel()
-	res := runOK(t, context.Background(), duckCfg(`SELECT
+	res := runOK(t, t.Context(), duckCfg(`SELECT
 		42::INTEGER AS i, 9007199254740993::BIGINT AS big, 1.5::DOUBLE AS f, 0.25::FLOAT AS f4,
 		'text ü' AS txt, true AS yes, NULL::INTEGER AS nothing,
 		TIMESTAMP '2024-01-02 03:04:05.123' AS ts, TIMESTAMPTZ '2024-01-02 03:04:05+02' AS tstz,
@@ -129,7 +129,7 @@ func TestDuckDBTypes(t *testing.T) {
 
 func TestDuckDBFilePersists(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	path := duckFile(t, "store.duckdb")
 	runOK(t, ctx, duckCfg(`CREATE TABLE events (id INTEGER, name VARCHAR)`, "database", path))
 
@@ -158,7 +158,7 @@ func TestDuckDBFilePersists(t *testing.T) {
 
 func TestDuckDBAttachFile(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	src := duckFile(t, "src.duckdb")
 	runOK(t, ctx, duckCfg(`CREATE TABLE prices AS SELECT * FROM (VALUES ('a', 1.5), ('b', 2.5)) v(sku, price)`, "database", src))
 
@@ -185,7 +185,7 @@ func TestDuckDBAttachPostgres(t *testing.T) {
 	cfg := duckCfg(fmt.Sprintf(`SELECT id, name FROM pg.%s.src`, b.schema),
 		"attach", []any{map[string]any{"postgres": "pg", "alias": "pg"}})
 
-	probe, _ := Run(context.Background(), duckCfg(`SELECT count(*) AS n FROM duckdb_extensions() WHERE extension_name = 'postgres_scanner' AND installed`))
+	probe, _ := Run(t.Context(), duckCfg(`SELECT count(*) AS n FROM duckdb_extensions() WHERE extension_name = 'postgres_scanner' AND installed`))
 	if probe.(map[string]any)["rows"].([]any)[0].(map[string]any)["n"] == int64(0) {
 		e := runErr(t, b.ctx, cfg)
 		if e.Kind != "duckdb" || e.Retryable || !strings.Contains(e.Message, "postgres extension, which is not installed") ||
@@ -202,7 +202,7 @@ func TestDuckDBAttachPostgres(t *testing.T) {
 
 func TestDuckDBErrors(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, tc := range []struct {
 		name string
 		cfg  map[string]any
@@ -233,7 +233,7 @@ const slowDuckQuery = `SELECT sum(a.range * b.range) AS s FROM range(1000000) a,
 func TestDuckDBTimeoutAndCancel(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	e := runErr(t, context.Background(), duckCfg(slowDuckQuery, "timeout", 0.3))
+	e := runErr(t, t.Context(), duckCfg(slowDuckQuery, "timeout", 0.3))
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("timeout 0.3s took %s", took)
 	}
@@ -241,7 +241,7 @@ func TestDuckDBTimeoutAndCancel(t *testing.T) {
 		t.Fatalf("timeout error = %+v", e)
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(t.Context())
 	done := make(chan error, 1)
 	go func() {
 		_, err := Run(ctx, duckCfg(slowDuckQuery))

@@ -96,7 +96,7 @@ func TestHTTPMethods(t *testing.T) {
 		if cfgMethod != "" {
 			cfg["method"] = cfgMethod
 		}
-		if got := echoed(t, runOK(t, context.Background(), cfg))["method"]; got != want {
+		if got := echoed(t, runOK(t, t.Context(), cfg))["method"]; got != want {
 			t.Errorf("method %q sent as %v, want %s", cfgMethod, got, want)
 		}
 	}
@@ -105,7 +105,7 @@ func TestHTTPMethods(t *testing.T) {
 func TestHTTPParamsEncoding(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/echo?keep=1",
+	res := runOK(t, t.Context(), httpCfg(b.url+"/echo?keep=1",
 		"params", map[string]any{
 			"q":     "a b&c=d",
 			"n":     5.0,
@@ -122,7 +122,7 @@ func TestHTTPParamsEncoding(t *testing.T) {
 func TestHTTPJSONBody(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/echo",
+	res := runOK(t, t.Context(), httpCfg(b.url+"/echo",
 		"method", "POST",
 		"body", map[string]any{"name": "widget", "tags": []any{"a"}}))
 	got := echoed(t, res)
@@ -130,7 +130,7 @@ func TestHTTPJSONBody(t *testing.T) {
 		t.Fatalf("server saw %#v", got)
 	}
 
-	res = runOK(t, context.Background(), httpCfg(b.url+"/echo", "method", "POST", "body", []any{1.0, 2.0}))
+	res = runOK(t, t.Context(), httpCfg(b.url+"/echo", "method", "POST", "body", []any{1.0, 2.0}))
 	if got := echoed(t, res); got["body"] != "[1,2]" {
 		t.Fatalf("list body sent as %q", got["body"])
 	}
@@ -139,7 +139,7 @@ func TestHTTPJSONBody(t *testing.T) {
 func TestHTTPRawBodyAndHeaders(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/echo",
+	res := runOK(t, t.Context(), httpCfg(b.url+"/echo",
 		"method", "POST",
 		"body", "a=1&b=2",
 		"headers", map[string]any{
@@ -153,7 +153,7 @@ func TestHTTPRawBodyAndHeaders(t *testing.T) {
 		t.Fatalf("server saw %#v", got)
 	}
 	// A user's content type wins over the JSON default.
-	res = runOK(t, context.Background(), httpCfg(b.url+"/echo", "method", "POST",
+	res = runOK(t, t.Context(), httpCfg(b.url+"/echo", "method", "POST",
 		"body", map[string]any{"a": 1.0}, "headers", map[string]any{"content-type": "application/vnd.api+json"}))
 	if got := echoed(t, res); got["content_type"] != "application/vnd.api+json" {
 		t.Fatalf("content type = %v", got["content_type"])
@@ -163,7 +163,7 @@ func TestHTTPRawBodyAndHeaders(t *testing.T) {
 func TestHTTPResponseHeaders(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/echo"))
+	res := runOK(t, t.Context(), httpCfg(b.url+"/echo"))
 	h, ok := res["headers"].(map[string]any)
 	if !ok || h["x-multi"] != "first" || h["content-type"] != "application/json; charset=utf-8" {
 		t.Fatalf("headers = %#v, want lower-case keys with first values", res["headers"])
@@ -173,12 +173,12 @@ func TestHTTPResponseHeaders(t *testing.T) {
 func TestHTTPTextVersusJSON(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/text"))
+	res := runOK(t, t.Context(), httpCfg(b.url+"/text"))
 	if res["body"] != `{"looks":"like json but is text"}` {
 		t.Fatalf("text body = %#v, want the raw string", res["body"])
 	}
 	// Invalid JSON stays readable as a string instead of failing the step.
-	res = runOK(t, context.Background(), httpCfg(b.url+"/badjson"))
+	res = runOK(t, t.Context(), httpCfg(b.url+"/badjson"))
 	if res["body"] != `{"truncated":` {
 		t.Fatalf("bad JSON body = %#v", res["body"])
 	}
@@ -187,7 +187,7 @@ func TestHTTPTextVersusJSON(t *testing.T) {
 func TestHTTP404NotRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	e := runErr(t, context.Background(), httpCfg(b.url+"/problem?token=secret", "method", "delete"))
+	e := runErr(t, t.Context(), httpCfg(b.url+"/problem?token=secret", "method", "delete"))
 	if e.Kind != "http" || e.Retryable {
 		t.Fatalf("error = %+v, want non-retryable http", e)
 	}
@@ -210,7 +210,7 @@ func TestHTTPRetryableStatuses(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for path, status := range map[string]string{"/unavailable": "503", "/ratelimited": "429"} {
-		e := runErr(t, context.Background(), httpCfg(b.url+path))
+		e := runErr(t, t.Context(), httpCfg(b.url+path))
 		if e.Kind != "http" || !e.Retryable || !strings.Contains(e.Message, status) {
 			t.Errorf("%s: error = %+v, want retryable http naming %s", path, e, status)
 		}
@@ -224,7 +224,7 @@ func TestHTTPTimeout(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	start := time.Now()
-	e := runErr(t, context.Background(), httpCfg(b.url+"/slow", "timeout", "0.2"))
+	e := runErr(t, t.Context(), httpCfg(b.url+"/slow", "timeout", "0.2"))
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
 		t.Fatalf("returned after %s", elapsed)
 	}
@@ -236,7 +236,7 @@ func TestHTTPTimeout(t *testing.T) {
 func TestHTTPCanceled(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	e := runErr(t, ctx, httpCfg(b.url+"/slow"))
 	if e.Kind != ErrorKindCanceled || !e.Retryable {
@@ -249,7 +249,7 @@ func TestHTTPConnectionRefusedRetryable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close() // nothing listens there any more
-	e := runErr(t, context.Background(), httpCfg(url+"/x"))
+	e := runErr(t, t.Context(), httpCfg(url+"/x"))
 	if e.Kind != "http" || !e.Retryable || !strings.Contains(e.Message, "refused") {
 		t.Fatalf("error = %+v, want retryable connection error", e)
 	}
@@ -258,12 +258,12 @@ func TestHTTPConnectionRefusedRetryable(t *testing.T) {
 func TestHTTPBodyCap(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	res := runOK(t, context.Background(), httpCfg(b.url+"/big", "params", map[string]any{"type": "text/plain"}))
+	res := runOK(t, t.Context(), httpCfg(b.url+"/big", "params", map[string]any{"type": "text/plain"}))
 	body := res["body"].(string)
 	if !strings.HasSuffix(body, "[truncated: body exceeds 10485760 bytes]") || len(body) > httpBodyCap+100 {
 		t.Fatalf("text body len %d, want capped with a marker", len(body))
 	}
-	e := runErr(t, context.Background(), httpCfg(b.url+"/big", "params", map[string]any{"type": "application/json"}))
+	e := runErr(t, t.Context(), httpCfg(b.url+"/big", "params", map[string]any{"type": "application/json"}))
 	if e.Retryable || !strings.Contains(e.Message, "larger than") {
 		t.Fatalf("oversized JSON error = %+v", e)
 	}
@@ -289,7 +289,7 @@ func TestHTTPBadConfig(t *testing.T) {
 		{httpCfg("http://127.0.0.1/", "timeout", 0.0), `"timeout"`},
 		{httpCfg("http://127.0.0.1/", "timeout", "abc"), `"timeout"`},
 	} {
-		e := runErr(t, context.Background(), tc.cfg)
+		e := runErr(t, t.Context(), tc.cfg)
 		if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, tc.field) {
 			t.Errorf("Run(%v) = %+v, want non-retryable config error naming %s", tc.cfg, e, tc.field)
 		}

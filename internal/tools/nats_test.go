@@ -48,7 +48,7 @@ func natsSetup(t *testing.T) *natsBundle {
 	env := &seamEnv{creds: map[string]map[string]any{
 		natsTestCred: {"url": srv.URL(), "user": natsTestUser, "password": natsTestPassword},
 	}}
-	return &natsBundle{srv: srv, ctx: WithEnv(context.Background(), env), js: js}
+	return &natsBundle{srv: srv, ctx: WithEnv(t.Context(), env), js: js}
 }
 
 func natsCfg(op string, kv ...any) map[string]any {
@@ -62,11 +62,11 @@ func natsCfg(op string, kv ...any) map[string]any {
 // stored returns the raw bytes of bucket/key as NATS holds them.
 func (b *natsBundle) stored(t *testing.T, bucket, key string) []byte {
 	t.Helper()
-	kv, err := b.js.KeyValue(context.Background(), bucket)
+	kv, err := b.js.KeyValue(t.Context(), bucket)
 	if err != nil {
 		t.Fatalf("bucket %s: %v", bucket, err)
 	}
-	e, err := kv.Get(context.Background(), key)
+	e, err := kv.Get(t.Context(), key)
 	if err != nil {
 		t.Fatalf("get %s/%s: %v", bucket, key, err)
 	}
@@ -146,7 +146,7 @@ func TestNATSMissingBucket(t *testing.T) {
 			t.Errorf("%v: error = %+v, want non-retryable missing-bucket error", cfg["operation"], e)
 		}
 	}
-	if _, err := b.js.KeyValue(context.Background(), "nope"); err == nil {
+	if _, err := b.js.KeyValue(t.Context(), "nope"); err == nil {
 		t.Fatal("bucket nope was created despite create_bucket false")
 	}
 }
@@ -163,7 +163,7 @@ func TestNATSInvalidKey(t *testing.T) {
 func TestNATSPublish(t *testing.T) {
 	t.Parallel()
 	b := natsSetup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	stream, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}})
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +197,7 @@ func TestNATSDirectURL(t *testing.T) {
 	// No auth: the url carries the user and password; no Env is needed.
 	cfg := map[string]any{"kind": "nats", "url": b.srv.URLWithCredentials(), "operation": "kv_put",
 		"bucket": "direct", "key": "k", "value": "v"}
-	if got := runOK(t, context.Background(), cfg); got["revision"] != uint64(1) {
+	if got := runOK(t, t.Context(), cfg); got["revision"] != uint64(1) {
 		t.Fatalf("kv_put via url = %#v", got)
 	}
 }
@@ -211,7 +211,7 @@ func TestNATSCredentialForms(t *testing.T) {
 		"bad":   {"url": b.srv.URL(), "user": natsTestUser, "password": "wrong-" + natsTestPassword},
 		"nourl": {"user": natsTestUser},
 	}}
-	ctx := WithEnv(context.Background(), env)
+	ctx := WithEnv(t.Context(), env)
 	cfg := func(auth string) map[string]any {
 		c := natsCfg("kv_get", "bucket", "any", "key", "k")
 		c["auth"] = auth
@@ -234,7 +234,7 @@ func TestNATSCredentialForms(t *testing.T) {
 	if e := runErr(t, ctx, cfg("missing")); e.Kind != "nats" || !strings.Contains(e.Message, `cannot load credential "missing"`) {
 		t.Fatalf("unknown credential: %+v", e)
 	}
-	if e := runErr(t, context.Background(), cfg("list")); e.Kind != ErrorKindConfig || !strings.Contains(e.Message, "only a worker provides") {
+	if e := runErr(t, t.Context(), cfg("list")); e.Kind != ErrorKindConfig || !strings.Contains(e.Message, "only a worker provides") {
 		t.Fatalf("auth without an Env: %+v", e)
 	}
 }
@@ -249,7 +249,7 @@ func TestNATSUnreachableIsRetryable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	start := time.Now()
-	e := runErr(t, context.Background(), map[string]any{"kind": "nats", "url": "nats://u:hunter2@" + addr,
+	e := runErr(t, t.Context(), map[string]any{"kind": "nats", "url": "nats://u:hunter2@" + addr,
 		"operation": "kv_get", "bucket": "b", "key": "k"})
 	if e.Kind != "nats" || !e.Retryable || !strings.Contains(e.Message, "cannot connect to NATS at nats://"+addr) {
 		t.Fatalf("error = %+v, want retryable connection error naming the server", e)
@@ -289,7 +289,7 @@ func TestNATSBadConfig(t *testing.T) {
 		{map[string]any{"kind": "nats", "operation": "kv_get", "bucket": "b", "key": "k"}, `"url" or "auth" is required`},
 		{natsCfg("kv_get", "bucket", "b", "key", "k", "auth", 3.0), `"auth" must be a string`},
 	} {
-		e := runErr(t, context.Background(), tc.cfg)
+		e := runErr(t, t.Context(), tc.cfg)
 		if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, tc.want) {
 			t.Errorf("Run(%v) = %+v, want config error containing %q", tc.cfg, e, tc.want)
 		}

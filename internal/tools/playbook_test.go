@@ -63,7 +63,7 @@ func TestPlaybookRunsChild(t *testing.T) {
 	t.Parallel()
 	want := map[string]any{"user_name": "Alice", "profile_score": 61.2, "score_category": "Mid-Level"}
 	env := &seamEnv{child: func(context.Context, ChildRequest) (any, error) { return want, nil }}
-	got, err := Run(WithEnv(context.Background(), env), playbookCompositionTask())
+	got, err := Run(WithEnv(t.Context(), env), playbookCompositionTask())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -88,7 +88,7 @@ func TestPlaybookVersion(t *testing.T) {
 	}{{nil, 0}, {3.0, 3}, {"7", 7}, {"", 0}, {int64(2), 2}} {
 		env := &seamEnv{child: func(context.Context, ChildRequest) (any, error) { return nil, nil }}
 		cfg := map[string]any{"kind": "playbook", "path": "a/b", "version": tc.version}
-		if _, err := Run(WithEnv(context.Background(), env), cfg); err != nil {
+		if _, err := Run(WithEnv(t.Context(), env), cfg); err != nil {
 			t.Fatalf("version %#v: %v", tc.version, err)
 		}
 		if got := env.requests()[0].Version; got != tc.want {
@@ -99,7 +99,7 @@ func TestPlaybookVersion(t *testing.T) {
 
 func TestPlaybookChildFailure(t *testing.T) {
 	t.Parallel()
-	ctx := WithEnv(context.Background(), &seamEnv{child: func(context.Context, ChildRequest) (any, error) {
+	ctx := WithEnv(t.Context(), &seamEnv{child: func(context.Context, ChildRequest) (any, error) {
 		return nil, errors.New("step score_age failed: KeyError")
 	}})
 	e := runErr(t, ctx, map[string]any{"kind": "playbook", "path": "a/child"})
@@ -110,7 +110,7 @@ func TestPlaybookChildFailure(t *testing.T) {
 
 	// An Env that reports a structured error keeps it as is.
 	own := &Error{Kind: "playbook", Message: "child not registered", Retryable: false}
-	ctx = WithEnv(context.Background(), &seamEnv{child: func(context.Context, ChildRequest) (any, error) { return nil, own }})
+	ctx = WithEnv(t.Context(), &seamEnv{child: func(context.Context, ChildRequest) (any, error) { return nil, own }})
 	if e := runErr(t, ctx, map[string]any{"kind": "playbook", "path": "a/child"}); *e != *own {
 		t.Fatalf("error = %+v, want the Env's %+v", e, own)
 	}
@@ -118,7 +118,7 @@ func TestPlaybookChildFailure(t *testing.T) {
 
 func TestPlaybookCanceled(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	env := &seamEnv{child: func(ctx context.Context, _ ChildRequest) (any, error) {
 		cancel() // the worker gives up while the child runs
 		<-ctx.Done()
@@ -132,7 +132,7 @@ func TestPlaybookCanceled(t *testing.T) {
 
 func TestPlaybookNeedsWorker(t *testing.T) {
 	t.Parallel()
-	e := runErr(t, context.Background(), playbookCompositionTask())
+	e := runErr(t, t.Context(), playbookCompositionTask())
 	if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, "needs a worker") {
 		t.Fatalf("error = %+v, want a config error saying a worker is needed", e)
 	}
@@ -140,7 +140,7 @@ func TestPlaybookNeedsWorker(t *testing.T) {
 
 func TestPlaybookBadConfig(t *testing.T) {
 	t.Parallel()
-	ctx := WithEnv(context.Background(), &seamEnv{})
+	ctx := WithEnv(t.Context(), &seamEnv{})
 	for _, tc := range []struct {
 		cfg  map[string]any
 		want string

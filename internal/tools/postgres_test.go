@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // defaultTestDatabaseURL is the local PostgreSQL the tests run against.
@@ -54,13 +55,13 @@ type pgBundle struct {
 func pgSetup(t *testing.T) *pgBundle {
 	t.Helper()
 	base := testDatabaseURL()
-	admin, err := pgx.Connect(context.Background(), base)
+	admin, err := pgx.Connect(t.Context(), base)
 	if err != nil {
 		t.Fatalf("connect to %s (set MILLRACE_TEST_DATABASE_URL to another server): %v", base, err)
 	}
 	t.Cleanup(func() { admin.Close(context.Background()) })
 	schema := "tools_" + randHex(t)
-	if _, err := admin.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+	if _, err := admin.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -76,7 +77,7 @@ func pgSetup(t *testing.T) *pgBundle {
 	q.Set("search_path", schema) // pgx sends unknown URL parameters as session settings
 	u.RawQuery = q.Encode()
 	b := &pgBundle{admin: admin, schema: schema, url: u.String()}
-	b.ctx = WithEnv(context.Background(), credEnv{"pg": {"url": b.url}})
+	b.ctx = WithEnv(t.Context(), credEnv{"pg": {"url": b.url}})
 	return b
 }
 
@@ -100,7 +101,7 @@ func pgCfg(command string, extra ...any) map[string]any {
 func (b *pgBundle) count(t *testing.T, table string) int {
 	t.Helper()
 	var n int
-	if err := b.admin.QueryRow(context.Background(), "SELECT count(*) FROM "+b.schema+"."+table).Scan(&n); err != nil {
+	if err := b.admin.QueryRow(t.Context(), "SELECT count(*) FROM "+b.schema+"."+table).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -295,7 +296,7 @@ func TestPostgresCredentials(t *testing.T) {
 		delete(fields, "port") // the tool's default, 5432
 	}
 	env := credEnv{"fields": fields, "nohost": {"user": "postgres"}, "badurl": {"url": 5.0}}
-	ctx := WithEnv(context.Background(), env)
+	ctx := WithEnv(t.Context(), env)
 
 	res := runOK(t, ctx, pgCfg(`SELECT current_database() AS db, current_user AS who`, "auth", "fields"))
 	row := res["rows"].([]any)[0].(map[string]any)
@@ -303,7 +304,7 @@ func TestPostgresCredentials(t *testing.T) {
 		t.Fatalf("connected as %v, want %v", row, fields)
 	}
 	// "connection" is the development shortcut around credentials.
-	res = runOK(t, context.Background(), map[string]any{"kind": "postgres", "connection": b.url, "command": "SELECT current_schema() AS s"})
+	res = runOK(t, t.Context(), map[string]any{"kind": "postgres", "connection": b.url, "command": "SELECT current_schema() AS s"})
 	if got := res["rows"].([]any)[0].(map[string]any)["s"]; got != b.schema {
 		t.Fatalf("current_schema = %v, want %s", got, b.schema)
 	}
@@ -316,7 +317,7 @@ func TestPostgresCredentials(t *testing.T) {
 		want string
 	}{
 		{"unknown credential", ctx, pgCfg("SELECT 1", "auth", "nope"), "postgres", `credential "nope"`},
-		{"no credential store", context.Background(), pgCfg("SELECT 1"), "postgres", "no credential store"},
+		{"no credential store", t.Context(), pgCfg("SELECT 1"), "postgres", "no credential store"},
 		{"credential without host", ctx, pgCfg("SELECT 1", "auth", "nohost"), "postgres", "has no host"},
 		{"credential url not a string", ctx, pgCfg("SELECT 1", "auth", "badurl"), "postgres", `field "url"`},
 		{"neither auth nor connection", ctx, map[string]any{"kind": "postgres", "command": "SELECT 1"}, ErrorKindConfig, "auth"},
@@ -332,7 +333,7 @@ func TestPostgresCredentials(t *testing.T) {
 
 	// Nothing listens on port 1: a connection error, worth retrying, and
 	// the message keeps the password out.
-	e := runErr(t, context.Background(), map[string]any{"kind": "postgres", "command": "SELECT 1",
+	e := runErr(t, t.Context(), map[string]any{"kind": "postgres", "command": "SELECT 1",
 		"connection": "postgres://postgres:s3cret@127.0.0.1:1/test?sslmode=disable&connect_timeout=5"})
 	if e.Kind != "postgres" || !e.Retryable || !strings.Contains(e.Message, "connecting to 127.0.0.1:1/test") {
 		t.Fatalf("refused connection: error = %+v, want retryable postgres error naming the server", e)
@@ -346,7 +347,7 @@ func TestPostgresCredentials(t *testing.T) {
 func (b *pgBundle) activeQueries(t *testing.T, marker string) int {
 	t.Helper()
 	var n int
-	err := b.admin.QueryRow(context.Background(),
+	err := b.admin.QueryRow(t.Context(),
 		`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
 		marker).Scan(&n)
 	if err != nil {
@@ -358,13 +359,12 @@ func (b *pgBundle) activeQueries(t *testing.T, marker string) int {
 // waitQueries polls until activeQueries(marker) == want.
 func (b *pgBundle) waitQueries(t *testing.T, marker string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.activeQueries(t, marker) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("still %d sessions running %s, want %d", b.activeQueries(t, marker), marker, want)
+	wait.For(t, 10*time.Second, func() error {
+		if n := b.activeQueries(t, marker); n != want {
+			return fmt.Errorf("still %d sessions running %s, want %d", n, marker, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestPostgresCancelStopsServerQuery(t *testing.T) {

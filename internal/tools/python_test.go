@@ -22,7 +22,7 @@ func pythonCfg(code string, extra ...any) map[string]any {
 // pythonRun runs cfg and returns the raw result, whatever its type.
 func pythonRun(t *testing.T, cfg map[string]any) any {
 	t.Helper()
-	res, err := Run(context.Background(), cfg)
+	res, err := Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Run(%v): %v", cfg["code"], err)
 	}
@@ -127,7 +127,7 @@ return {"status": "error"}
 func TestPythonException(t *testing.T) {
 	t.Parallel()
 	code := "print('before')\nimport sys\nprint('warn', file=sys.stderr)\nraise ValueError('Missing required field: name')\n"
-	e := runErr(t, context.Background(), pythonCfg(code))
+	e := runErr(t, t.Context(), pythonCfg(code))
 	if e.Kind != "python" || e.Retryable {
 		t.Fatalf("error = %+v, want non-retryable python error", e)
 	}
@@ -151,7 +151,7 @@ func TestPythonException(t *testing.T) {
 
 func TestPythonExceptionInReturningCode(t *testing.T) {
 	t.Parallel()
-	e := runErr(t, context.Background(), pythonCfg("import json\nx = json.loads('{')\nreturn x"))
+	e := runErr(t, t.Context(), pythonCfg("import json\nx = json.loads('{')\nreturn x"))
 	if !strings.Contains(e.Message, "json.decoder.JSONDecodeError") ||
 		!strings.Contains(e.Message, "at line 2: x = json.loads('{')") || strings.Contains(e.Message, "__millrace") {
 		t.Fatalf("message %q: want the qualified type and the code's line, not the wrapper", e.Message)
@@ -160,7 +160,7 @@ func TestPythonExceptionInReturningCode(t *testing.T) {
 
 func TestPythonSyntaxError(t *testing.T) {
 	t.Parallel()
-	e := runErr(t, context.Background(), pythonCfg("x = 1\nif x\n    pass\n"))
+	e := runErr(t, t.Context(), pythonCfg("x = 1\nif x\n    pass\n"))
 	if e.Kind != "python" || e.Retryable || !strings.Contains(e.Message, "SyntaxError") ||
 		!strings.Contains(e.Message, "line 2") {
 		t.Fatalf("error = %+v, want non-retryable SyntaxError at line 2", e)
@@ -174,7 +174,7 @@ func TestPythonResultNotJSON(t *testing.T) {
 		"import datetime as d\nresult = d.date.today()": "date is not JSON serializable",
 		"result = float('nan')":                         "Out of range float values",
 	} {
-		e := runErr(t, context.Background(), pythonCfg(code))
+		e := runErr(t, t.Context(), pythonCfg(code))
 		if e.Kind != "python" || e.Retryable || !strings.Contains(e.Message, "not JSON-encodable") ||
 			!strings.Contains(e.Message, want) {
 			t.Errorf("%s: error = %+v, want a not-JSON-encodable error mentioning %q", code, e, want)
@@ -187,11 +187,11 @@ func TestPythonSysExit(t *testing.T) {
 	if got := pythonRun(t, pythonCfg("import sys\nresult = 'done'\nsys.exit(0)\nresult = 'not reached'")); got != "done" {
 		t.Fatalf("sys.exit(0): result = %#v, want done", got)
 	}
-	e := runErr(t, context.Background(), pythonCfg("import sys\nsys.exit(3)"))
+	e := runErr(t, t.Context(), pythonCfg("import sys\nsys.exit(3)"))
 	if e.Kind != "python" || !strings.Contains(e.Message, "sys.exit(3)") {
 		t.Fatalf("sys.exit(3): error = %+v", e)
 	}
-	e = runErr(t, context.Background(), pythonCfg("import os, sys\nprint('bye', file=sys.stderr)\nos._exit(7)"))
+	e = runErr(t, t.Context(), pythonCfg("import os, sys\nprint('bye', file=sys.stderr)\nos._exit(7)"))
 	if !strings.Contains(e.Message, "exited with code 7 before reporting a result") || !strings.Contains(e.Message, "bye") {
 		t.Fatalf("os._exit: message %q, want the exit code and stderr tail", e.Message)
 	}
@@ -213,7 +213,7 @@ func TestPythonTimeoutKillsProcessGroup(t *testing.T) {
 	start := time.Now()
 	// The timeout leaves room for python to start under a loaded test run;
 	// timeout as a string exercises rendered configs.
-	e := runErr(t, context.Background(), pythonCfg(code, "timeout", "4"))
+	e := runErr(t, t.Context(), pythonCfg(code, "timeout", "4"))
 	if elapsed := time.Since(start); elapsed > 10*time.Second {
 		t.Fatalf("returned after %s; a timeout must return promptly", elapsed)
 	}
@@ -228,7 +228,7 @@ func TestPythonCanceled(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
@@ -268,7 +268,7 @@ func TestPythonBadConfig(t *testing.T) {
 		{pythonCfg("pass", "timeout", -1.0), `"timeout" must be a positive number`},
 		{pythonCfg("pass", "env", "A=1"), `"env" must be a map`},
 	} {
-		e := runErr(t, context.Background(), tc.cfg)
+		e := runErr(t, t.Context(), tc.cfg)
 		if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, tc.want) {
 			t.Errorf("Run(%v) = %+v, want config error containing %q", tc.cfg, e, tc.want)
 		}

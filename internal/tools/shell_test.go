@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/millrace/millrace/internal/wait"
 )
 
 func shellCfg(cmds any, extra ...any) map[string]any {
@@ -39,13 +42,7 @@ func processGone(t *testing.T, pid int) bool {
 // waitGone polls until pid has exited or the deadline passes.
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !processGone(t, pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still running: the process group was not killed", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(t, 5*time.Second, fmt.Sprintf("process %d to exit with its killed process group", pid), func() bool { return processGone(t, pid) })
 }
 
 func pidFrom(t *testing.T, stdout any) int {
@@ -60,7 +57,7 @@ func pidFrom(t *testing.T, stdout any) int {
 
 func TestShellSingleCommand(t *testing.T) {
 	t.Parallel()
-	got := runOK(t, context.Background(), shellCfg("echo hello; echo oops >&2"))
+	got := runOK(t, t.Context(), shellCfg("echo hello; echo oops >&2"))
 	if got["stdout"] != "hello\n" || got["stderr"] != "oops\n" || got["exit_code"] != 0 {
 		t.Fatalf("result = %#v", got)
 	}
@@ -68,7 +65,7 @@ func TestShellSingleCommand(t *testing.T) {
 
 func TestShellMultipleCommandsConcatenate(t *testing.T) {
 	t.Parallel()
-	got := runOK(t, context.Background(), shellCfg([]any{"echo one", "echo two", "x=3; echo $x"}))
+	got := runOK(t, t.Context(), shellCfg([]any{"echo one", "echo two", "x=3; echo $x"}))
 	if got["stdout"] != "one\ntwo\n3\n" {
 		t.Fatalf("stdout = %q", got["stdout"])
 	}
@@ -78,7 +75,7 @@ func TestShellStopsAtFirstFailure(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "ran")
-	e := runErr(t, context.Background(), shellCfg(
+	e := runErr(t, t.Context(), shellCfg(
 		[]string{"echo one", "echo broken >&2; exit 3", "touch " + marker},
 		"cwd", dir))
 	if e.Kind != "shell" || e.Retryable {
@@ -100,7 +97,7 @@ func TestShellStopsAtFirstFailure(t *testing.T) {
 
 func TestShellEnvAddsToWorkerEnvironment(t *testing.T) {
 	t.Parallel()
-	got := runOK(t, context.Background(), shellCfg(
+	got := runOK(t, t.Context(), shellCfg(
 		`echo "$MR_GREETING $MR_COUNT $MR_FLAG"; test -n "$PATH" && echo has-path`,
 		"env", map[string]any{"MR_GREETING": "hi there", "MR_COUNT": 5.0, "MR_FLAG": true}))
 	if got["stdout"] != "hi there 5 true\nhas-path\n" {
@@ -114,12 +111,12 @@ func TestShellCwd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := runOK(t, context.Background(), shellCfg("pwd", "cwd", dir))
+	got := runOK(t, t.Context(), shellCfg("pwd", "cwd", dir))
 	if got["stdout"] != dir+"\n" {
 		t.Fatalf("pwd = %q, want %q", got["stdout"], dir)
 	}
 
-	e := runErr(t, context.Background(), shellCfg("pwd", "cwd", filepath.Join(dir, "missing")))
+	e := runErr(t, t.Context(), shellCfg("pwd", "cwd", filepath.Join(dir, "missing")))
 	if e.Kind != "shell" || e.Retryable || !strings.Contains(e.Message, "cannot start") {
 		t.Fatalf("missing cwd error = %+v", e)
 	}
@@ -127,7 +124,7 @@ func TestShellCwd(t *testing.T) {
 
 func TestShellExitBySignal(t *testing.T) {
 	t.Parallel()
-	e := runErr(t, context.Background(), shellCfg("kill -9 $$"))
+	e := runErr(t, t.Context(), shellCfg("kill -9 $$"))
 	if res := e.Result.(map[string]any); res["exit_code"] != 137 {
 		t.Fatalf("exit_code = %v, want 137 (128+SIGKILL)", res["exit_code"])
 	}
@@ -135,7 +132,7 @@ func TestShellExitBySignal(t *testing.T) {
 
 func TestShellStderrTailInMessage(t *testing.T) {
 	t.Parallel()
-	e := runErr(t, context.Background(), shellCfg(
+	e := runErr(t, t.Context(), shellCfg(
 		`i=0; while [ $i -lt 300 ]; do printf 'noise-line-%03d\n' $i >&2; i=$((i+1)); done; echo LAST >&2; exit 1`))
 	if !strings.Contains(e.Message, "LAST") || strings.Contains(e.Message, "noise-line-000") {
 		t.Fatalf("message should quote only the stderr tail: %q", e.Message)
@@ -148,7 +145,7 @@ func TestShellStderrTailInMessage(t *testing.T) {
 func TestShellOutputCapped(t *testing.T) {
 	t.Parallel()
 	const n = 2_000_000
-	got := runOK(t, context.Background(), shellCfg("head -c "+strconv.Itoa(n)+" /dev/zero"))
+	got := runOK(t, t.Context(), shellCfg("head -c "+strconv.Itoa(n)+" /dev/zero"))
 	out := got["stdout"].(string)
 	wantMarker := "[truncated: " + strconv.Itoa(n-procOutputCap) + " more bytes]"
 	if !strings.HasSuffix(out, wantMarker) || len(out) > procOutputCap+len(wantMarker)+1 {
@@ -161,7 +158,7 @@ func TestShellTimeoutKillsProcessGroup(t *testing.T) {
 	start := time.Now()
 	// The backgrounded sleep is a grandchild: killing only the shell would
 	// orphan it. timeout_seconds as a string exercises rendered configs.
-	e := runErr(t, context.Background(), shellCfg("sleep 30 & echo $!; wait", "timeout_seconds", "1"))
+	e := runErr(t, t.Context(), shellCfg("sleep 30 & echo $!; wait", "timeout_seconds", "1"))
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
 		t.Fatalf("returned after %s; a timeout must return promptly", elapsed)
 	}
@@ -174,7 +171,7 @@ func TestShellTimeoutKillsProcessGroup(t *testing.T) {
 func TestShellTimeoutForegroundSleep(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	e := runErr(t, context.Background(), shellCfg([]any{"sleep 30"}, "timeout_seconds", json.Number("0.5")))
+	e := runErr(t, t.Context(), shellCfg([]any{"sleep 30"}, "timeout_seconds", json.Number("0.5")))
 	if elapsed := time.Since(start); elapsed > 5*time.Second || !e.Retryable {
 		t.Fatalf("after %s: %+v, want prompt retryable timeout", elapsed, e)
 	}
@@ -184,7 +181,7 @@ func TestShellCancelKillsProcessGroup(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
@@ -200,7 +197,7 @@ func TestShellCancelKillsProcessGroup(t *testing.T) {
 
 func TestShellKillsLeftoverBackgroundProcesses(t *testing.T) {
 	t.Parallel()
-	got := runOK(t, context.Background(), shellCfg("sleep 30 >/dev/null 2>&1 & echo $!"))
+	got := runOK(t, t.Context(), shellCfg("sleep 30 >/dev/null 2>&1 & echo $!"))
 	waitGone(t, pidFrom(t, got["stdout"]))
 }
 
@@ -221,7 +218,7 @@ func TestShellBadConfig(t *testing.T) {
 		{shellCfg("true", "timeout_seconds", "soon"), `"timeout_seconds"`},
 		{shellCfg("true", "timeout_seconds", -1.0), `"timeout_seconds"`},
 	} {
-		e := runErr(t, context.Background(), tc.cfg)
+		e := runErr(t, t.Context(), tc.cfg)
 		if e.Kind != ErrorKindConfig || e.Retryable || !strings.Contains(e.Message, tc.field) {
 			t.Errorf("Run(%v) = %+v, want non-retryable config error naming %s", tc.cfg, e, tc.field)
 		}
@@ -231,16 +228,14 @@ func TestShellBadConfig(t *testing.T) {
 // waitForFile polls until path exists and returns its contents.
 func waitForFile(t *testing.T, path string, d time.Duration, what string) []byte {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if raw, err := os.ReadFile(path); err == nil {
-			return raw
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared at %s", what, path)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var raw []byte
+	if err := wait.Poll(d, func() (err error) {
+		raw, err = os.ReadFile(path)
+		return err
+	}); err != nil {
+		t.Fatalf("%s never appeared at %s: %v", what, path, err)
 	}
+	return raw
 }
 
 // wantCanceledPromptly asserts the tool returned a retryable canceled

@@ -71,7 +71,7 @@ func TestUnknownKind(t *testing.T) {
 		{},
 		{"kind": 3.0},
 	} {
-		e := runErr(t, context.Background(), cfg)
+		e := runErr(t, t.Context(), cfg)
 		if e.Kind != ErrorKindUnknown || e.Retryable {
 			t.Errorf("Run(%v) = %+v, want non-retryable %q", cfg, e, ErrorKindUnknown)
 		}
@@ -85,7 +85,7 @@ func TestUnknownKind(t *testing.T) {
 
 func TestNoop(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	if got := runOK(t, ctx, map[string]any{"kind": "noop"}); len(got) != 0 {
 		t.Fatalf("noop = %v, want {}", got)
 	}
