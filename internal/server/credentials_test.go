@@ -96,8 +96,8 @@ func (b *credBundle) sendJSON(method, path, body string) (int, map[string]any) {
 // stored reads a credential row as the store holds it.
 func (b *credBundle) stored(name string) store.Credential {
 	b.t.Helper()
-	c, err := store.ReadValue(context.Background(), b.Srv.Flow().Store(), func(q store.Querier) (store.Credential, error) {
-		return q.CredentialGet(context.Background(), name)
+	c, err := store.ReadValue(b.t.Context(), b.Srv.Flow().Store(), func(q store.Querier) (store.Credential, error) {
+		return q.CredentialGet(b.t.Context(), name)
 	})
 	if err != nil {
 		b.t.Fatal(err)
@@ -108,7 +108,7 @@ func (b *credBundle) stored(name string) store.Credential {
 func TestCredentialLifecycle(t *testing.T) {
 	t.Parallel()
 	b := credSetup(t, nil)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	put, err := b.API.CredentialPut(ctx, api.Credential{Name: "pg_main", Kind: "postgres", Description: "main db",
 		Data: map[string]any{"user": "app", "password": "pw1", "port": 5432}})
@@ -280,7 +280,7 @@ func TestCredentialsWithoutSecretKey(t *testing.T) {
 			t.Fatalf("%s %s = %d %v; want 503 secret_key_missing explaining MILLRACE_SECRET_KEY", req[0], req[1], status, body)
 		}
 	}
-	if _, err := b.API.Register(context.Background(), oneStep); err != nil {
+	if _, err := b.API.Register(t.Context(), oneStep); err != nil {
 		t.Fatalf("register without a secret key: %v", err)
 	}
 	if !strings.Contains(b.logs.String(), "MILLRACE_SECRET_KEY is not set") {
@@ -293,7 +293,7 @@ func TestMalformedSecretKeyFailsStartup(t *testing.T) {
 	var cfg config.Server
 	config.ServerSet(&cfg)
 	cfg.SecretKey = "not-a-key"
-	_, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil || !strings.Contains(err.Error(), "MILLRACE_SECRET_KEY is malformed") || !strings.Contains(err.Error(), "openssl rand -hex 32") {
 		t.Fatalf("server.New with a malformed key: %v; want an error naming MILLRACE_SECRET_KEY and how to make one", err)
 	}
@@ -306,7 +306,7 @@ func TestMalformedSecretKeyFailsStartup(t *testing.T) {
 func TestCredentialUnreadable(t *testing.T) {
 	t.Parallel()
 	b := credSetup(t, nil)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := b.API.CredentialPut(ctx, api.Credential{Name: "moved", Kind: "k", Data: map[string]any{"x": "y"}}); err != nil {
 		t.Fatal(err)
 	}

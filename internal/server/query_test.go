@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -13,24 +12,25 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // waitQuery polls until the query leaves pending/queued/executing.
 func waitQuery(t *testing.T, c *client.Client, project, uuid string, size int) api.QueryPage {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		p, err := c.QueryGet(context.Background(), project, uuid, 1, size)
+	var p api.QueryPage
+	wait.For(t, 30*time.Second, func() error {
+		var err error
+		p, err = c.QueryGet(t.Context(), project, uuid, 1, size)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.Status != "pending" && p.Status != "queued" && p.Status != "executing" {
-			return p
+		if p.Status == "pending" || p.Status == "queued" || p.Status == "executing" {
+			return fmt.Errorf("query %s did not finish: %s", uuid, p.Status)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("query %s did not finish", uuid)
-	return api.QueryPage{}
+		return nil
+	})
+	return p
 }
 
 // The in-process path (NATS_ENABLED=false) against a real PostgreSQL
@@ -38,7 +38,7 @@ func waitQuery(t *testing.T, c *client.Client, project, uuid string, size int) a
 func TestQueryInProcess(t *testing.T) {
 	t.Parallel()
 	h := servertest.Start(t, func(c *config.Server) { c.Query.ResultsDir = t.TempDir() })
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := h.API.ProjectPut(ctx, "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestProjectsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := servertest.Start(t, func(c *config.Server) { c.Query.ResultsDir = t.TempDir(); c.Query.ProjectsFile = file })
-	sub, err := h.API.QuerySubmit(context.Background(), "fromfile", "select 7 as seven", "", false)
+	sub, err := h.API.QuerySubmit(t.Context(), "fromfile", "select 7 as seven", "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // Run returns only after every goroutine it started has ended: in-process
@@ -81,13 +82,13 @@ func TestRunWaitsForWhatItStarted(t *testing.T) {
 	}
 	// Run has returned, so nothing it started may still write: what the
 	// store holds now is final.
-	drv, err := sqlitedriver.Open(context.Background(), dbPath)
+	drv, err := sqlitedriver.Open(t.Context(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer drv.Close()
 	for _, u := range uuids {
-		q, err := store.ReadValue(context.Background(), drv, func(qq store.Querier) (store.Query, error) { return qq.QueryGet(context.Background(), u) })
+		q, err := store.ReadValue(t.Context(), drv, func(qq store.Querier) (store.Query, error) { return qq.QueryGet(t.Context(), u) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,17 +109,13 @@ func waitActive(t *testing.T, marker string, n int) {
 		t.Fatal(err)
 	}
 	defer pg.Close(context.Background())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, func() error {
 		var active int
 		err := pg.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
 			WHERE state = 'active' AND query LIKE 'select pg_sleep(30) /* '||$1||' %'`, marker).Scan(&active)
-		if err == nil && active >= n {
-			return
+		if err == nil && active < n {
+			err = fmt.Errorf("%d of %d queries running in PostgreSQL", active, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d queries running in PostgreSQL after 30 s (%v)", active, n, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 }

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 type bundle struct {
@@ -103,21 +103,21 @@ workflow:
 // its event id.
 func (b *bundle) firstCommand(id int64, step string) api.Event {
 	b.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		evs, err := b.API.Events(context.Background(), id)
+	var cmd api.Event
+	wait.For(b.t, 10*time.Second, func() error {
+		evs, err := b.API.Events(b.t.Context(), id)
 		if err != nil {
 			b.t.Fatal(err)
 		}
 		for _, e := range evs {
 			if e.EventType == api.EvCommandIssued && e.Step == step {
-				return e
+				cmd = e
+				return nil
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.t.Fatalf("no command.issued for step %s", step)
-	return api.Event{}
+		return fmt.Errorf("no command.issued for step %s", step)
+	})
+	return cmd
 }
 
 func TestBadInput(t *testing.T) {
@@ -166,7 +166,7 @@ func TestBadInput(t *testing.T) {
 func TestRegisterVersionsAndCatalog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	for want := 1; want <= 3; want++ {
 		r, err := b.API.Register(ctx, oneStep)
 		if err != nil {
@@ -191,7 +191,7 @@ func TestRegisterVersionsAndCatalog(t *testing.T) {
 func TestClaimLifecycle(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := b.API.Register(ctx, twoSteps); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestClaimLifecycle(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := b.API.Register(ctx, oneStep); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestCancel(t *testing.T) {
 func TestPayloadOverridesWorkloadAndNotificationOnTheWire(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	sub, err := b.NC.SubscribeSync(b.Cfg.NATS.Subject)
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +349,7 @@ func TestPayloadOverridesWorkloadAndNotificationOnTheWire(t *testing.T) {
 func TestStreamAndConsumerContract(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	s, err := b.JS.Stream(ctx, b.Cfg.NATS.Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -402,14 +402,14 @@ func TestRefusesWorkqueueStream(t *testing.T) {
 	nc, _ := nats.Connect(emb.URL())
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "NOETL_COMMANDS", Subjects: []string{"noetl.commands"},
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "NOETL_COMMANDS", Subjects: []string{"noetl.commands"},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
 	var cfg config.Server
 	config.ServerSet(&cfg)
 	cfg.NATS.URL, cfg.DatabaseURL, cfg.Addr = emb.URL(), "sqlite::memory:", "127.0.0.1:0"
-	_, err = server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err = server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil || !strings.Contains(err.Error(), "workqueue") || !strings.Contains(err.Error(), "retention=limits") {
 		t.Fatalf("server.New with a workqueue stream: %v; want the seeds' error and remedy", err)
 	}
@@ -440,18 +440,16 @@ func TestHealthAndMetrics(t *testing.T) {
 	// With NATS gone, health degrades but stays 200 (work is still
 	// accepted into the outbox), and says why.
 	b.NATS.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	wait.For(t, 10*time.Second, func() error {
 		status, body = b.raw("GET", "/api/health", nil)
-		if body["status"] == "degraded" {
-			if status != 200 || !strings.Contains(fmt.Sprint(body["nats"]), "outbox") {
-				t.Fatalf("degraded health: %d %v; want 200 explaining the outbox", status, body)
-			}
-			return
+		if body["status"] != "degraded" {
+			return fmt.Errorf("health stayed %d with NATS down", status)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if status != 200 || !strings.Contains(fmt.Sprint(body["nats"]), "outbox") {
+		t.Fatalf("degraded health: %d %v; want 200 explaining the outbox", status, body)
 	}
-	t.Fatalf("health stayed %d with NATS down", status)
 }
 
 // The batch endpoints workers use: per-item outcomes with the status the
@@ -459,7 +457,7 @@ func TestHealthAndMetrics(t *testing.T) {
 func TestBatchClaimAndReport(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := b.API.Register(ctx, twoSteps); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -48,7 +47,7 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 		servertest.Start(t, func(c *config.Server) { c.DatabaseURL = url }),
 		servertest.Start(t, func(c *config.Server) { c.DatabaseURL = url }),
 	}
-	ctx := context.Background()
+	ctx := t.Context()
 	a := servers[0].API
 	if _, err := a.Register(ctx, loopOfEight); err != nil {
 		t.Fatal(err)

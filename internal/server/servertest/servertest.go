@@ -74,10 +74,12 @@ func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := server.New(context.Background(), cfg, log)
+	srv, err := server.New(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not t.Context(): the server stops in its cleanup, after the cleanups
+	// registered later (workers, clients) have run.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(ctx) }()
@@ -97,11 +99,11 @@ func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
 // Consumer returns the current state of the worker pool's consumer.
 func (h *Harness) Consumer(t testing.TB) *jetstream.ConsumerInfo {
 	t.Helper()
-	c, err := h.JS.Consumer(context.Background(), h.Cfg.NATS.Stream, h.Cfg.NATS.Consumer)
+	c, err := h.JS.Consumer(t.Context(), h.Cfg.NATS.Stream, h.Cfg.NATS.Consumer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ci, err := c.Info(context.Background())
+	ci, err := c.Info(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
