@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/wait"
 	"github.com/millrace/millrace/internal/worker"
 )
 
@@ -218,22 +219,6 @@ func (s *stack) settled(lane string) error {
 	return nil
 }
 
-// checkFor polls fn until it returns nil or d passes.
-func checkFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Poison is terminated, a job gone elsewhere acknowledged, one the server
 // does not know terminated: none runs, none is redelivered.
 func TestRuntimeClaimOutcomes(t *testing.T) {
@@ -244,7 +229,7 @@ func TestRuntimeClaimOutcomes(t *testing.T) {
 	s.send(fakeMsg{ID: "gone", Claim: "gone"})
 	s.send(fakeMsg{ID: "unknown", Claim: "unknown"})
 	s.send(fakeMsg{ID: "ok"})
-	checkFor(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		var err error
 		k.snapshot(func(k *fakeKind) {
 			if _, ok := k.reported["ok"]; !ok {
@@ -284,7 +269,7 @@ func TestRuntimeLaneReserve(t *testing.T) {
 	for i := range 6 {
 		s.send(fakeMsg{ID: fmt.Sprint("slow", i), Lane: "slow"})
 	}
-	checkFor(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		var err error
 		k.snapshot(func(k *fakeKind) {
 			if k.active["slow"] != 2 {
@@ -294,7 +279,7 @@ func TestRuntimeLaneReserve(t *testing.T) {
 		return err
 	})
 	s.send(fakeMsg{ID: "fast"})
-	checkFor(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		var err error
 		k.snapshot(func(k *fakeKind) {
 			if _, ok := k.reported["fast"]; !ok {
@@ -304,7 +289,7 @@ func TestRuntimeLaneReserve(t *testing.T) {
 		return err
 	})
 	close(release)
-	checkFor(t, 20*time.Second, func() error { return s.settled("slow") })
+	wait.For(t, 20*time.Second, func() error { return s.settled("slow") })
 	k.snapshot(func(k *fakeKind) {
 		if k.peak["slow"] > 2 {
 			t.Fatalf("%d slow jobs ran at once, want at most 2", k.peak["slow"])
@@ -334,7 +319,7 @@ func TestRuntimeLeaseLost(t *testing.T) {
 	}
 	s := start(t, k, 2, time.Second)
 	s.send(fakeMsg{ID: "long"})
-	checkFor(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		var err error
 		k.snapshot(func(k *fakeKind) {
 			if k.ran["long"] != 1 || k.active["fast"] != 0 {
@@ -374,7 +359,7 @@ func TestRuntimeShutdown(t *testing.T) {
 	s := start(t, k, 4, time.Second)
 	s.send(fakeMsg{ID: "quick"})
 	s.send(fakeMsg{ID: "stuck"})
-	checkFor(t, 10*time.Second, func() error {
+	wait.For(t, 10*time.Second, func() error {
 		var err error
 		k.snapshot(func(k *fakeKind) {
 			if k.ran["quick"] != 1 || k.ran["stuck"] != 1 {

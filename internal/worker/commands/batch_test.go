@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/millrace/millrace/internal/wait"
 )
 
 func TestBatcher(t *testing.T) {
@@ -38,7 +40,7 @@ func TestBatcher(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				out, err := b.do(context.Background(), i)
+				out, err := b.do(t.Context(), i)
 				switch {
 				case i%5 == 0 && (err == nil || err.Error() != fmt.Sprintf("item %d refused", i)):
 					t.Errorf("call %d: err %v, want its own refusal", i, err)
@@ -48,10 +50,14 @@ func TestBatcher(t *testing.T) {
 			}()
 		}
 		// Release the first request once the others wait behind it.
-		deadline := time.Now().Add(10 * time.Second)
-		for b.waiting.Load() < n && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		// Past the deadline it releases anyway: the batching checks below
+		// then say what went wrong.
+		_ = wait.Poll(10*time.Second, func() error {
+			if w := b.waiting.Load(); w < n {
+				return fmt.Errorf("%d of %d calls waiting", w, n)
+			}
+			return nil
+		})
 		close(release)
 		wg.Wait()
 		if got := requests.Load(); got >= n {
@@ -70,7 +76,7 @@ func TestBatcher(t *testing.T) {
 		})
 		defer b.close()
 		for i := range 5 {
-			if _, err := b.do(context.Background(), i); !errors.Is(err, boom) {
+			if _, err := b.do(t.Context(), i); !errors.Is(err, boom) {
 				t.Fatalf("call %d: %v, want the request's error", i, err)
 			}
 		}
@@ -82,7 +88,7 @@ func TestBatcher(t *testing.T) {
 			return make([]int, len(ins)), make([]error, len(ins)), nil
 		})
 		b.close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		if _, err := b.do(ctx, 1); !errors.Is(err, context.Canceled) {
 			t.Fatalf("call after close: %v, want context.Canceled", err)

@@ -2,6 +2,7 @@ package commands_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -10,11 +11,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/wait"
 	"github.com/millrace/millrace/internal/worker/commands"
 )
 
@@ -52,7 +55,7 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 	})
 	logs := &syncBuf{}
 	wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 10, ShutdownGrace: 5 * time.Second}
-	w, err := commands.New(context.Background(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
+	w, err := commands.New(t.Context(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 
 func (b *bundle) run(playbook string, payload map[string]any) api.Execution {
 	b.t.Helper()
-	ctx := context.Background()
+	ctx := b.t.Context()
 	reg, err := b.api.Register(ctx, playbook)
 	if err != nil {
 		b.t.Fatal(err)
@@ -74,19 +77,20 @@ func (b *bundle) run(playbook string, payload map[string]any) api.Execution {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ex, err := b.api.Execution(ctx, st.ExecutionID)
+	var ex api.Execution
+	if err := wait.Poll(30*time.Second, func() error {
+		ex, err = b.api.Execution(ctx, st.ExecutionID)
 		if err != nil {
 			b.t.Fatal(err)
 		}
-		if ex.Status != api.ExecRunning {
-			return ex
+		if ex.Status == api.ExecRunning {
+			return errors.New("running")
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		b.t.Fatalf("execution %d did not end\n%s", st.ExecutionID, b.logs.String())
 	}
-	b.t.Fatalf("execution %d did not end\n%s", st.ExecutionID, b.logs.String())
-	return api.Execution{}
+	return ex
 }
 
 const slow = `apiVersion: noetl.io/v2
@@ -107,7 +111,7 @@ func TestLongCommandIsNotRedelivered(t *testing.T) {
 	if ex.Status != api.ExecCompleted {
 		t.Fatalf("execution %s: %s\n%s", ex.Status, ex.Error, b.logs.String())
 	}
-	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	evs, _ := b.api.Events(t.Context(), ex.ExecutionID)
 	claims := 0
 	for _, e := range evs {
 		if e.EventType == api.EvCommandClaimed {
@@ -129,24 +133,23 @@ func TestLongCommandIsNotRedelivered(t *testing.T) {
 func TestPoisonMessageIsTerminated(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2*time.Second)
-	if _, err := b.JS.Publish(context.Background(), b.Cfg.NATS.Subject, []byte(`{"hello": "world"}`)); err != nil {
+	if _, err := b.JS.Publish(t.Context(), b.Cfg.NATS.Subject, []byte(`{"hello": "world"}`)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ci := b.Consumer(b.t)
+	var ci *jetstream.ConsumerInfo
+	wait.For(t, 10*time.Second, func() error {
+		ci = b.Consumer(b.t)
 		if ci.Delivered.Consumer >= 1 && ci.NumAckPending == 0 && ci.NumPending == 0 {
-			if ci.NumRedelivered != 0 {
-				t.Fatalf("poison message was redelivered %d times", ci.NumRedelivered)
-			}
-			if !strings.Contains(b.logs.String(), "terminating undecodable notification") {
-				t.Fatalf("worker did not log why it dropped the message:\n%s", b.logs.String())
-			}
-			return
+			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		return fmt.Errorf("poison message still pending: %+v", ci)
+	})
+	if ci.NumRedelivered != 0 {
+		t.Fatalf("poison message was redelivered %d times", ci.NumRedelivered)
 	}
-	t.Fatalf("poison message still pending: %+v", b.Consumer(b.t))
+	if !strings.Contains(b.logs.String(), "terminating undecodable notification") {
+		t.Fatalf("worker did not log why it dropped the message:\n%s", b.logs.String())
+	}
 }
 
 // Duplicate notifications (same command, different message ids) are acked
@@ -176,18 +179,18 @@ workflow:
 		m := nats.NewMsg(b.Cfg.NATS.Subject)
 		m.Data = msg.Data
 		m.Header.Set("Nats-Msg-Id", fmt.Sprintf("dup-%d", i))
-		if _, err := b.JS.PublishMsg(context.Background(), m); err != nil {
+		if _, err := b.JS.PublishMsg(t.Context(), m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if ci := b.Consumer(b.t); ci.NumPending == 0 && ci.NumAckPending == 0 && ci.Delivered.Consumer >= 6 {
-			break
+	// Past the deadline the count below says what went wrong.
+	_ = wait.Poll(10*time.Second, func() error {
+		if ci := b.Consumer(b.t); ci.NumPending != 0 || ci.NumAckPending != 0 || ci.Delivered.Consumer < 6 {
+			return fmt.Errorf("consumer not settled: %+v", ci)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+		return nil
+	})
+	evs, _ := b.api.Events(t.Context(), ex.ExecutionID)
 	n := 0
 	for _, e := range evs {
 		if e.EventType == api.EvCommandClaimed || e.EventType == api.EvCommandCompleted {
@@ -223,7 +226,7 @@ workflow:
 	if string(ex.Result) != `{"length":200000}` {
 		t.Fatalf("result = %s, want the next step to see all 200000 bytes", ex.Result)
 	}
-	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	evs, _ := b.api.Events(t.Context(), ex.ExecutionID)
 	for _, e := range evs {
 		if e.EventType == api.EvCommandCompleted && e.Step == "start" {
 			if len(e.Result) < 200000 || strings.Contains(string(e.Result), `"$ref"`) {
@@ -335,7 +338,7 @@ workflow:
 	if ex.Status != api.ExecCompleted || string(ex.Result) != `{"count":3}` {
 		t.Fatalf("execution %s %s (%s); want completed with the 3 iteration results", ex.Status, ex.Result, ex.Error)
 	}
-	evs, _ := b.api.Events(context.Background(), ex.ExecutionID)
+	evs, _ := b.api.Events(t.Context(), ex.ExecutionID)
 	done, completed := 0, 0
 	for _, e := range evs {
 		switch e.EventType {
