@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millrace/millrace/internal/backoff"
 )
 
 const (
@@ -51,21 +53,17 @@ func ConnectRetry(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, err
 		return nil, err
 	}
 	log = orDiscard(log)
-	delay := ReconnectWaitMin
+	bo := backoff.Backoff{Min: ReconnectWaitMin, Max: ConnectRetryMax}
 	for {
 		c, err := connect(ctx, cfg, log)
 		if err == nil {
 			return c, nil
 		}
+		delay := bo.Next()
 		log.Warn("NATS not reachable yet, retrying", "error", err, "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
-		case <-t.C:
 		}
-		delay = min(2*delay, ConnectRetryMax)
 	}
 }
 
@@ -86,8 +84,10 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 		nats.Name(name),
 		nats.Timeout(ConnectTimeout),
 		nats.MaxReconnects(-1),
+		// Jittered, so that every client of a restarted server does not
+		// come back in the same instant.
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			return min(time.Duration(attempts)*ReconnectWaitMin, ReconnectWaitMax)
+			return backoff.Delay(attempts-1, ReconnectWaitMin, ReconnectWaitMax)
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if nc.IsClosed() || err == nil {
