@@ -2,7 +2,8 @@ package query
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/millrace/millrace/internal/errkind"
 )
 
 // The errors query returns for a request the caller can correct or a state
@@ -39,16 +40,7 @@ var (
 	ErrNotHolder = errors.New("worker does not hold the query")
 )
 
-// kindError is one of the errors above with a message of its own.
-type kindError struct {
-	kind error
-	msg  string
-}
-
-func (e *kindError) Error() string { return e.msg }
-func (e *kindError) Unwrap() error { return e.kind }
-
 // errorf returns an error that matches kind and reads as the message.
 func errorf(kind error, format string, args ...any) error {
-	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+	return errkind.Errorf(kind, format, args...)
 }

@@ -108,7 +108,6 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-bus.QueryInteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
 }
 
-
 func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
 
 // Config returns the effective configuration.
