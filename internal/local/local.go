@@ -16,13 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/lifecycle"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
 	"github.com/millrace/millrace/internal/tools"
@@ -100,11 +100,11 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (a
 	if err != nil {
 		return api.Execution{}, err
 	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go d.loop(rctx)
-	defer d.wg.Wait()
-	defer stop()
+	// One group owns the dispatcher and every command it starts: Run
+	// returns, and the store closes, only after all of them have ended.
+	d.group = lifecycle.New(ctx)
+	d.group.Go("dispatcher", func(ctx context.Context) error { d.loop(ctx); return nil })
+	defer func() { _ = d.group.Stop() }()
 	ex, err := d.wait(ctx, exec.ExecutionID, o.Progress)
 	return wire.Execution(ex), err
 }
@@ -115,7 +115,8 @@ type dispatcher struct {
 	opts Options
 	wake chan struct{}
 	sem  chan struct{}
-	wg   sync.WaitGroup
+	// group runs the dispatcher loop and the commands.
+	group *lifecycle.Group
 }
 
 func (d *dispatcher) nudge() {
@@ -181,12 +182,14 @@ func (d *dispatcher) loop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			}
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
+			if !d.group.Go("command", func(ctx context.Context) error {
 				defer func() { <-d.sem }()
 				d.run(ctx, n.EventID)
-			}()
+				return nil
+			}) {
+				<-d.sem // stopping: the run is over
+				return
+			}
 		}
 	}
 }
