@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/wait"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -70,7 +71,7 @@ func setup(t *testing.T, opts ...setupOpts) *testBundle {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	srv := sharedServer
 	if o.ownServer {
@@ -543,7 +544,7 @@ func TestConnectWithAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
 
 	connectAndPublish := func(t *testing.T, mutate func(*Config)) error {
@@ -612,7 +613,7 @@ func TestConnectFailsFast(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.URL = "nats://127.0.0.1:" + strconv.Itoa(freePort(t))
 	start := time.Now()
-	_, err := Connect(context.Background(), cfg, nil)
+	_, err := Connect(t.Context(), cfg, nil)
 	if err == nil {
 		t.Fatal("connected to a port nobody listens on")
 	}
@@ -639,7 +640,7 @@ func TestConnectRequiresJetStream(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.URL = srv.ClientURL()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err = Connect(ctx, cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "-js") {
@@ -651,7 +652,7 @@ func TestConnectRetryWaitsForServer(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
 	cfg := uniqueConfig("nats://127.0.0.1:" + strconv.Itoa(port))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	logs := &syncBuffer{}
 	type result struct {
@@ -664,13 +665,7 @@ func TestConnectRetryWaitsForServer(t *testing.T) {
 		done <- result{c, err}
 	}()
 	// Start the server only once ConnectRetry has failed at least once.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "retrying") {
-		if time.Now().After(deadline) {
-			t.Fatal("ConnectRetry never logged a retry")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(t, 10*time.Second, "ConnectRetry to log a retry", func() bool { return strings.Contains(logs.String(), "retrying") })
 	srv, err := StartEmbedded(EmbeddedOptions{Port: port})
 	if err != nil {
 		t.Fatal(err)
@@ -683,7 +678,7 @@ func TestConnectRetryWaitsForServer(t *testing.T) {
 	r.c.Close()
 
 	// A cancelled context ends the retries with the last connect error.
-	ctx2, cancel2 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(t.Context())
 	cancel2()
 	cfg.URL = "nats://127.0.0.1:" + strconv.Itoa(freePort(t))
 	if _, err := ConnectRetry(ctx2, cfg, nil); !errors.Is(err, context.Canceled) {
@@ -751,22 +746,21 @@ func TestEmbeddedRestartKeepsPortAndFileStreams(t *testing.T) {
 		t.Fatalf("URL changed across restart: %s -> %s", url, b.srv.URL())
 	}
 	// The client reconnects on its own; the file stream kept its message.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, func() error {
 		s, err := b.conn.JS.Stream(b.ctx, b.cfg.Stream)
-		if err == nil && s.CachedInfo().State.Msgs == 1 {
-			break
+		if err == nil && s.CachedInfo().State.Msgs != 1 {
+			err = fmt.Errorf("%d messages, want 1", s.CachedInfo().State.Msgs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("file stream not back after restart: %v", err)
+		if err != nil {
+			return fmt.Errorf("file stream not back after restart: %w", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func BenchmarkPublishBatch(b *testing.B) {
 	cfg := uniqueConfig(sharedServer.URL())
-	ctx := context.Background()
+	ctx := b.Context()
 	c, err := Connect(ctx, cfg, nil)
 	if err != nil {
 		b.Fatal(err)
