@@ -51,11 +51,11 @@ func (t countingTx) Savepoint(ctx context.Context, name string) error {
 func drivers(t *testing.T) map[string]func(t *testing.T) store.Driver {
 	return map[string]func(t *testing.T) store.Driver{
 		"sqlite": func(t *testing.T) store.Driver {
-			d, err := sqlitedriver.Open(context.Background(), t.TempDir()+"/t.db")
+			d, err := sqlitedriver.Open(t.Context(), t.TempDir()+"/t.db")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := d.Migrate(context.Background()); err != nil {
+			if err := d.Migrate(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			return d
@@ -116,7 +116,7 @@ func TestGroupCommit(t *testing.T) {
 			t.Run("ConcurrentCallersShareTransactions", func(t *testing.T) {
 				t.Parallel()
 				b := setup(t, open)
-				ctx := context.Background()
+				ctx := t.Context()
 				const n = 400
 				var wg sync.WaitGroup
 				errs := make(chan error, n)
@@ -152,7 +152,7 @@ func TestGroupCommit(t *testing.T) {
 				// batches of the next moment.
 				t.Parallel()
 				b := setup(t, open)
-				ctx := context.Background()
+				ctx := t.Context()
 				run := func(n int, fail func(i int) bool) {
 					concurrently(n, func(i int) {
 						id := b.ids.Next()
@@ -192,7 +192,7 @@ func TestGroupCommit(t *testing.T) {
 				// caller, as ErrConflict, and cost nobody else a retry.
 				t.Parallel()
 				b := setup(t, open)
-				ctx := context.Background()
+				ctx := t.Context()
 				dup := b.ids.Next()
 				if err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
 					return tx.ExecutionInsert(ctx, execRow(dup))
@@ -227,7 +227,7 @@ func TestGroupCommit(t *testing.T) {
 			t.Run("OneCallersErrorUndoesOnlyItsOwnWork", func(t *testing.T) {
 				t.Parallel()
 				b := setup(t, open)
-				ctx := context.Background()
+				ctx := t.Context()
 				boom := errors.New("boom")
 				const n = 100
 				var wg sync.WaitGroup
@@ -273,18 +273,18 @@ func TestGroupCommit(t *testing.T) {
 			t.Run("CancelledCallerContextDoesNotAbortBatch", func(t *testing.T) {
 				t.Parallel()
 				b := setup(t, open)
-				ctx, cancel := context.WithCancel(context.Background())
+				ctx, cancel := context.WithCancel(t.Context())
 				var id int64
 				err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
 					cancel() // the caller gives up while its work runs
-					id = b.insertExec(t, context.Background(), tx)
+					id = b.insertExec(t, t.Context(), tx)
 					return nil
 				})
 				if err != nil {
 					t.Fatalf("Do = %v, want the queued work to finish", err)
 				}
-				err = b.st.Read(context.Background(), func(q store.Querier) error {
-					_, err := q.ExecutionGet(context.Background(), id)
+				err = b.st.Read(t.Context(), func(q store.Querier) error {
+					_, err := q.ExecutionGet(t.Context(), id)
 					return err
 				})
 				if err != nil {
@@ -296,7 +296,7 @@ func TestGroupCommit(t *testing.T) {
 				t.Parallel()
 				b := setup(t, open)
 				var runs atomic.Int64
-				short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 				defer cancel()
 				release := make(chan struct{})
 				var wg sync.WaitGroup
@@ -312,7 +312,7 @@ func TestGroupCommit(t *testing.T) {
 				time.Sleep(5 * time.Millisecond) // let it take the committer first; correctness does not depend on it
 				go func() {
 					defer wg.Done()
-					if err := b.st.Do(context.Background(), 1, func(ctx context.Context, tx store.Tx) error {
+					if err := b.st.Do(t.Context(), 1, func(ctx context.Context, tx store.Tx) error {
 						runs.Add(1)
 						b.insertExec(t, ctx, tx)
 						return nil
@@ -333,7 +333,7 @@ func TestGroupCommit(t *testing.T) {
 				drv := open(t)
 				st := store.New(drv, store.Options{})
 				st.Close()
-				if err := st.Do(context.Background(), 1, func(context.Context, store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
+				if err := st.Do(t.Context(), 1, func(context.Context, store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
 					t.Fatalf("Do after Close = %v, want ErrClosed", err)
 				}
 			})
@@ -342,17 +342,17 @@ func TestGroupCommit(t *testing.T) {
 }
 
 func BenchmarkGroupCommitSQLite(b *testing.B) {
-	drv, err := sqlitedriver.Open(context.Background(), b.TempDir()+"/b.db")
+	drv, err := sqlitedriver.Open(b.Context(), b.TempDir()+"/b.db")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := drv.Migrate(context.Background()); err != nil {
+	if err := drv.Migrate(b.Context()); err != nil {
 		b.Fatal(err)
 	}
 	st := store.New(drv, store.Options{})
 	defer st.Close()
 	gen := ids.New(-1)
-	ctx := context.Background()
+	ctx := b.Context()
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

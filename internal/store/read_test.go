@@ -20,7 +20,7 @@ func (r fakeReader) Read(ctx context.Context, fn func(q store.Querier) error) er
 
 func TestReadValue(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	n, err := store.ReadValue(ctx, fakeReader{}, func(store.Querier) (int, error) { return 7, nil })
 	if n != 7 || err != nil {
 		t.Fatalf("ReadValue = %d, %v; want 7, nil", n, err)

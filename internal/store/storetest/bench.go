@@ -61,7 +61,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Driver) {
 		b.Cleanup(func() { _ = st.Close() })
 		b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
 		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
+			ctx := b.Context()
 			for pb.Next() {
 				id := h.ids.Next()
 				if err := st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error { return h.append(ctx, tx, id) }); err != nil {
@@ -92,7 +92,7 @@ func newBenchHarness(b *testing.B, open func(b *testing.B) store.Driver) *benchH
 // do runs fn in its own transaction, as a lone caller of the group commit
 // does.
 func (h *benchHarness) do(b *testing.B, fn func(ctx context.Context, tx store.Tx) error) {
-	ctx := context.Background()
+	ctx := b.Context()
 	tx, err := h.drv.Begin(ctx)
 	if err != nil {
 		b.Fatal(err)

@@ -36,7 +36,7 @@ func URL() string { return pgdriver.TestURL() }
 func Open(t testing.TB) *pgdriver.Driver {
 	t.Helper()
 	schema := schemaName(t)
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), setupTimeout)
 	defer cancel()
 	d, err := pgdriver.Open(ctx, URL(), pgdriver.Options{Schema: schema, MaxConns: MaxConns})
 	if err != nil {
@@ -57,7 +57,7 @@ func Open(t testing.TB) *pgdriver.Driver {
 func NewSchema(t testing.TB) string {
 	t.Helper()
 	schema := schemaName(t)
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), setupTimeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, URL())
 	if err != nil {
@@ -94,6 +94,7 @@ func schemaName(t testing.TB) string {
 	return "t_" + hex.EncodeToString(b)
 }
 
+// dropSchema runs in a cleanup, after t.Context() has ended.
 func dropSchema(t testing.TB, schema string) {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
