@@ -10,6 +10,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 const loopOfEight = `apiVersion: noetl.io/v2
@@ -59,17 +60,14 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 	issuedIdx := map[int]int{} // loop index -> times issued
 	done := map[int64]bool{}
 	turn := 0
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if time.Now().After(deadline) {
-			t.Fatalf("execution %d not completed in time", st.ExecutionID)
-		}
+	// Each round drives every newly issued command until the execution ends.
+	wait.For(t, 60*time.Second, func() error {
 		ex, err := a.Execution(ctx, st.ExecutionID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ex.Status != api.ExecRunning {
-			break
+			return nil
 		}
 		evs, err := a.Events(ctx, st.ExecutionID)
 		if err != nil {
@@ -97,7 +95,8 @@ func TestTwoServersAlternateOneLoop(t *testing.T) {
 				t.Fatalf("complete %s: %v", e.CommandID, err)
 			}
 		}
-	}
+		return fmt.Errorf("execution %d still running", st.ExecutionID)
+	})
 	for i := range 8 {
 		if issuedIdx[i] != 1 {
 			t.Errorf("loop index %d issued %d times, want once (issued: %v)", i, issuedIdx[i], issuedIdx)
