@@ -149,7 +149,7 @@ func (b *bundle) schemaExecutions(schema string) int {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer conn.Close(b.ctx)
 	var exists bool
 	if err := conn.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists); err != nil {
 		b.t.Fatal(err)
@@ -164,6 +164,8 @@ func (b *bundle) schemaExecutions(schema string) int {
 	return n
 }
 
+// exec runs sql on its own connection; it runs in cleanups, after
+// t.Context() has ended, so it uses a context of its own.
 func (b *bundle) exec(sql string) {
 	conn, err := pgx.Connect(context.Background(), pgtest.URL())
 	if err != nil {

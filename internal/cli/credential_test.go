@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -31,13 +30,13 @@ func (b *credBundle) run(stdin string, args ...string) (string, error) {
 	root := NewRoot(&out, &errOut)
 	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(append(args, "--server", b.h.Srv.URL()))
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(b.t.Context())
 	return out.String() + errOut.String(), err
 }
 
 func (b *credBundle) data(name string) map[string]any {
 	b.t.Helper()
-	c, err := b.h.API.CredentialGet(context.Background(), name, true)
+	c, err := b.h.API.CredentialGet(b.t.Context(), name, true)
 	if err != nil {
 		b.t.Fatal(err)
 	}

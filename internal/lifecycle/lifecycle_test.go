@@ -12,7 +12,7 @@ import (
 
 func TestStopWaitsForEveryGoroutine(t *testing.T) {
 	t.Parallel()
-	g := lifecycle.New(context.Background())
+	g := lifecycle.New(t.Context())
 	var ended atomic.Int32
 	for range 5 {
 		g.Go("sleeper", func(ctx context.Context) error {
@@ -32,7 +32,7 @@ func TestStopWaitsForEveryGoroutine(t *testing.T) {
 
 func TestGoAfterStopStartsNothing(t *testing.T) {
 	t.Parallel()
-	g := lifecycle.New(context.Background())
+	g := lifecycle.New(t.Context())
 	_ = g.Stop()
 	if g.Go("late", func(context.Context) error { t.Error("ran after Stop"); return nil }) {
 		t.Fatal("Go after Stop = true, want false")
@@ -44,7 +44,7 @@ func TestGoAfterStopStartsNothing(t *testing.T) {
 
 func TestFailureStopsTheGroup(t *testing.T) {
 	t.Parallel()
-	g := lifecycle.New(context.Background())
+	g := lifecycle.New(t.Context())
 	boom := errors.New("boom")
 	g.Go("waiter", func(ctx context.Context) error { <-ctx.Done(); return nil })
 	g.Go("failer", func(context.Context) error { return boom })

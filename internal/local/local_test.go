@@ -46,7 +46,7 @@ workflow:
   - step: count
     tool: {kind: noop, result: {children: "{{ start | length }}"}}
 `)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ex, err := local.Run(ctx, parent, nil, local.Options{Concurrency: 16})
 	if err != nil {

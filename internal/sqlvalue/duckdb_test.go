@@ -27,7 +27,7 @@ func setupDuck(t *testing.T) *duckBundle {
 	}
 	db := sql.OpenDB(connector)
 	t.Cleanup(func() { db.Close() })
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func setup(t *testing.T) *pgBundle {
 	if url == "" {
 		url = defaultTestDatabaseURL
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
