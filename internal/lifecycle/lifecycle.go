@@ -21,10 +21,11 @@ type Group struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex // guards stopping and err, and orders wg.Add before Wait
+	mu       sync.Mutex // guards stopping, err and done, and orders wg.Add before Wait
 	stopping bool
 	err      error
 	wg       sync.WaitGroup
+	done     chan struct{} // closed when every goroutine has ended, once Wait began
 }
 
 // New returns a group whose context is derived from parent.
@@ -65,15 +66,39 @@ func (g *Group) Go(name string, fn func(ctx context.Context) error) bool {
 	return true
 }
 
+// Wait is a gentle stop: like Stop it starts nothing from now on, but it
+// cancels nothing, and waits until every goroutine has ended by itself or
+// ctx ends. It reports whether they all ended. A worker uses it to give
+// running jobs a grace period; Stop still follows, to cancel the rest.
+func (g *Group) Wait(ctx context.Context) bool {
+	select {
+	case <-g.drained():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Stop cancels the group's context, waits for every goroutine it started,
 // and returns the first failure. It may be called more than once.
 func (g *Group) Stop() error {
-	g.mu.Lock()
-	g.stopping = true
-	g.mu.Unlock()
+	done := g.drained()
 	g.cancel()
-	g.wg.Wait()
+	<-done
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.err
+}
+
+// drained stops the group taking goroutines and returns a channel closed
+// once all it started have ended.
+func (g *Group) drained() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopping = true
+	if g.done == nil {
+		g.done = make(chan struct{})
+		go func() { g.wg.Wait(); close(g.done) }()
+	}
+	return g.done
 }
