@@ -45,6 +45,7 @@ import (
 
 	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/lifecycle"
 )
 
 const (
@@ -103,7 +104,8 @@ type Runtime struct {
 	conn  *bus.Conn
 	lanes []Lane
 	slots *slots
-	jobs  sync.WaitGroup
+	// jobs owns every running job; its context is hard's.
+	jobs *lifecycle.Group
 
 	// hard ends when the shutdown grace runs out: running jobs are
 	// stopped and their claims released.
@@ -136,7 +138,7 @@ func New(ctx context.Context, cfg Config, kind Kind, log *slog.Logger) (*Runtime
 	name := kind.Name()
 	hard, cancel := context.WithCancel(context.Background())
 	return &Runtime{cfg: cfg, kind: kind, log: log.With("worker_id", cfg.ID, "stream", name), conn: conn,
-		lanes: kind.Lanes(cfg.Concurrency), slots: newSlots(cfg.Concurrency), hard: hard, cancelHard: cancel,
+		lanes: kind.Lanes(cfg.Concurrency), slots: newSlots(cfg.Concurrency), jobs: lifecycle.New(hard), hard: hard, cancelHard: cancel,
 		jobsDone: mJobs.MustCurryWith(prometheus.Labels{"stream": name}), dup: mDup.WithLabelValues(name),
 		redeliver: mRedeliver.WithLabelValues(name), inFlight: mInFlight.WithLabelValues(name)}, nil
 }
@@ -156,30 +158,32 @@ func (r *Runtime) Run(ctx context.Context) error {
 		consumers[i] = l.Consumer
 	}
 	r.log.Info("worker started", "consumers", consumers, "concurrency", r.cfg.Concurrency)
-	var lanes sync.WaitGroup
+	lanes := lifecycle.New(ctx)
 	for _, l := range r.lanes {
-		lanes.Go(func() { r.pull(ctx, l) })
+		lanes.Go("lane "+l.Consumer, func(ctx context.Context) error { r.pull(ctx, l); return nil })
 	}
-	lanes.Wait()
+	lanes.Wait(context.Background()) // each pulls until ctx ends
+	_ = lanes.Stop()
 
 	r.log.Info("worker stopping: no new work is fetched; waiting for running jobs", "grace", r.cfg.ShutdownGrace)
-	done := make(chan struct{})
-	go func() { r.jobs.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(r.cfg.ShutdownGrace):
+	if !waitFor(r.jobs, r.cfg.ShutdownGrace) {
 		r.log.Warn("shutdown grace ran out; stopping running jobs and releasing their claims")
 		r.cancelHard()
-		select {
-		case <-done:
-		case <-time.After(2 * ReleaseTimeout):
+		if !waitFor(r.jobs, 2*ReleaseTimeout) {
 			r.log.Error("some jobs have not stopped yet; still waiting (if this process is killed, their leases expire and they run again elsewhere)")
-			<-done
 		}
 	}
+	_ = r.jobs.Stop()
 	r.kind.Close()
 	r.log.Info("worker stopped")
 	return nil
+}
+
+// waitFor waits up to d for g's goroutines to end by themselves.
+func waitFor(g *lifecycle.Group, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return g.Wait(ctx)
 }
 
 // pull fetches from one lane while it has free slots.
@@ -261,12 +265,16 @@ func (r *Runtime) pause(ctx context.Context, bo *backoff.Backoff, msg string, la
 func (r *Runtime) dispatch(batch jetstream.MessageBatch, ackWait time.Duration) {
 	for msg := range batch.Messages() {
 		r.slots.acquire()
-		r.jobs.Add(1)
-		go func() {
-			defer r.jobs.Done()
+		if !r.jobs.Go("job", func(context.Context) error {
 			defer r.slots.release()
 			r.handle(msg, ackWait)
-		}()
+			return nil
+		}) {
+			// Stopping (it cannot happen while a lane pulls, but if it
+			// did): leave the message to another worker.
+			r.slots.release()
+			_ = msg.Nak()
+		}
 	}
 }
 
