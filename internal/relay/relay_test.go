@@ -3,19 +3,12 @@ package relay_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/millrace/millrace/internal/bus"
-	"github.com/millrace/millrace/internal/flow"
-	"github.com/millrace/millrace/internal/ids"
-	"github.com/millrace/millrace/internal/relay"
-	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/sqlitedriver/sqlitetest"
-	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/flow/flowtest"
 	"github.com/millrace/millrace/internal/wait"
 )
 
@@ -60,46 +53,14 @@ func (p *faultyPublisher) msgIDs() []string {
 }
 
 type bundle struct {
-	st    *store.Store
-	flow  *flow.Service
-	pub   *faultyPublisher
-	relay *relay.Relay
+	*flowtest.Stack
+	pub *faultyPublisher
 }
-
-const pb = `apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: r, path: r/one}
-workflow:
-  - step: start
-    tool: {kind: noop}
-`
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	st := sqlitetest.Store(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := &bundle{st: st, pub: &faultyPublisher{}}
-	b.relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond}, st, b.pub, log)
-	b.flow = flow.New(st, ids.New(-1), flow.Config{ServerURL: "http://127.0.0.1:8082", LeaseTTL: time.Second}, tools.Kinds(), log, b.relay.Wake)
-	return b
-}
-
-func (b *bundle) outboxDepth(t *testing.T) int64 {
-	t.Helper()
-	s, err := store.ReadValue(t.Context(), b.st, func(q store.Querier) (store.Stats, error) {
-		return q.Stats(t.Context())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.OutboxDepth
-}
-
-func (b *bundle) start(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); b.relay.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	pub := &faultyPublisher{}
+	return &bundle{Stack: flowtest.New(t, pub), pub: pub}
 }
 
 func TestOutboxSurvivesPublishFailures(t *testing.T) {
@@ -107,22 +68,22 @@ func TestOutboxSurvivesPublishFailures(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	b.pub.set(true)
-	b.start(t)
-	if _, err := b.flow.Register(ctx, pb); err != nil {
+	b.Start(t)
+	if _, err := b.Flow.Register(ctx, flowtest.OneStep); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		if _, err := b.flow.Execute(ctx, "r/one", 0, nil); err != nil {
+		if _, err := b.Flow.Execute(ctx, flowtest.OneStepPath, 0, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// While NATS refuses, every notification stays in the outbox.
 	wait.Until(t, 10*time.Second, "several refused publish rounds", func() bool { return b.pub.failedRounds() >= 3 })
-	if d := b.outboxDepth(t); d != 5 {
+	if d := b.OutboxDepth(t); d != 5 {
 		t.Fatalf("outbox depth %d while NATS is down, want 5", d)
 	}
 	b.pub.set(false)
-	wait.Until(t, 10*time.Second, "the outbox to drain once NATS is back", func() bool { return b.outboxDepth(t) == 0 })
+	wait.Until(t, 10*time.Second, "the outbox to drain once NATS is back", func() bool { return b.OutboxDepth(t) == 0 })
 	if got := len(b.pub.msgIDs()); got != 5 {
 		t.Fatalf("published %d notifications, want 5", got)
 	}
