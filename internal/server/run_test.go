@@ -51,7 +51,7 @@ func TestRunWaitsForWhatItStarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(ctx) }()
@@ -108,7 +108,7 @@ func waitActive(t *testing.T, marker string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(context.Background())
+	defer pg.Close(t.Context())
 	wait.For(t, 30*time.Second, func() error {
 		var active int
 		err := pg.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
