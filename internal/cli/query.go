@@ -66,7 +66,7 @@ lane, which never delays interactive queries.`,
 					return err
 				}
 				elapsed := time.Since(start).Round(100 * time.Millisecond)
-				done := first.Status != "pending" && first.Status != "queued" && first.Status != "executing"
+				done := first.Status != api.QueryPending && first.Status != api.QueryQueued && first.Status != api.QueryExecuting
 				// A line per status change, and one every 5s while it
 				// stays, so a slow warehouse never looks like a hang.
 				if first.Status != lastStatus || time.Since(lastLine) >= 5*time.Second {
@@ -82,7 +82,7 @@ lane, which never delays interactive queries.`,
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
-			if first.Status != "ready" {
+			if first.Status != api.QueryReady {
 				msg := fmt.Sprintf("query %s %s", sub.QueryUUID, first.Status)
 				if first.Error != "" {
 					msg += ": " + first.Error
