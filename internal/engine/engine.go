@@ -8,10 +8,13 @@ import (
 	"github.com/millrace/millrace/internal/playbook"
 )
 
+// OutcomeStatus is how one run of a task ended, as a retry policy sees it.
+type OutcomeStatus string
+
 // Statuses of an Outcome.
 const (
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
+	StatusCompleted OutcomeStatus = "completed"
+	StatusFailed    OutcomeStatus = "failed"
 )
 
 // Plan is how an execution ends.

@@ -138,8 +138,8 @@ func IterationScope(s Scope, step *playbook.Step, items []any, index int) Scope 
 
 // Outcome is how one run of a tool ended, as a policy sees it.
 type Outcome struct {
-	Status    string // StatusCompleted or StatusFailed
-	Result    any    // the tool's result (on failure, what it produced, if anything)
+	Status    OutcomeStatus
+	Result    any // the tool's result (on failure, what it produced, if anything)
 	Error     string
 	Retryable bool
 	Attempt   int // runs so far, 1-based

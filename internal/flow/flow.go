@@ -478,9 +478,9 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	// Decide before recording, so that a failure the policy says to
 	// continue past is projected as a completed step (the event log keeps
 	// the command.failed fact).
-	decision := engine.Decision{Do: "continue"}
+	decision := engine.Decision{Do: playbook.DoContinue}
 	if status == api.CmdFailed {
-		decision.Do = "fail"
+		decision.Do = playbook.DoFail
 	}
 	if r != nil {
 		pb := r.pb
@@ -489,17 +489,17 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 			if cur.LoopID != 0 {
 				scope = r.iterationScope(step, cur)
 			}
-			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: string(status), Result: res, Error: rep.Error,
+			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: engine.OutcomeStatus(status), Result: res, Error: rep.Error,
 				Retryable: rep.Retryable, Attempt: cur.Retry + 1})
 			if err != nil {
-				decision = engine.Decision{Do: "fail", Reason: err.Error()}
+				decision = engine.Decision{Do: playbook.DoFail, Reason: err.Error()}
 			} else {
 				decision = d
 			}
 		}
 	}
 	projected, projectedResult := status, rep.Result
-	if status == api.CmdFailed && decision.Do == "continue" {
+	if status == api.CmdFailed && decision.Do == playbook.DoContinue {
 		projected = api.CmdCompleted
 		env := map[string]any{"status": "error", "error": rep.Error, "data": res}
 		res = env
