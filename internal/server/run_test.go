@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -14,10 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
@@ -30,22 +27,10 @@ import (
 // closed store.
 func TestRunWaitsForWhatItStarted(t *testing.T) {
 	t.Parallel()
-	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	var cfg config.Server
-	config.ServerSet(&cfg) // defaults
-	id := hex.EncodeToString([]byte(t.Name()))[:8] + fmt.Sprint(time.Now().UnixNano())
-	cfg.NATS.URL, cfg.NATS.Stream, cfg.NATS.Subject, cfg.NATS.Consumer = emb.URL(), "R"+id, "r"+id+".commands", "rpool"+id
+	cfg := servertest.Config(t)
 	dbPath := filepath.Join(t.TempDir(), "run.db")
 	cfg.DatabaseURL = "sqlite:" + dbPath
-	cfg.Addr = "127.0.0.1:0"
 	cfg.Query.ResultsDir = t.TempDir()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	cfg.SecretKey = hex.EncodeToString(key)
 	logs := &syncBuffer{}
 	srv, err := server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
@@ -60,7 +45,7 @@ func TestRunWaitsForWhatItStarted(t *testing.T) {
 	if _, err := c.ProjectPut(t.Context(), "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
-	marker := "run_waits_" + id
+	marker := "run_waits_" + cfg.NATS.Stream // unique to this server
 	var uuids []string
 	for i := range 3 {
 		sub, err := c.QuerySubmit(t.Context(), "wh", fmt.Sprintf("select pg_sleep(30) /* %s %d */", marker, i), "", false)

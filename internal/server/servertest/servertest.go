@@ -52,7 +52,17 @@ func StartWithLog(t testing.TB, mod func(*config.Server), w io.Writer) *Harness 
 	return start(t, mod, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
-func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
+// Config is the configuration Start gives a server: the defaults, with an
+// embedded NATS (shut down when the test ends) and streams of its own, an
+// in-memory SQLite store, a loopback address on a free port and a random
+// MILLRACE_SECRET_KEY. It is for tests that run a server themselves.
+func Config(t testing.TB) config.Server {
+	t.Helper()
+	cfg, _ := newConfig(t)
+	return cfg
+}
+
+func newConfig(t testing.TB) (config.Server, *bus.Embedded) {
 	t.Helper()
 	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
 	if err != nil {
@@ -71,6 +81,12 @@ func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	cfg.SecretKey = hex.EncodeToString(key)
+	return cfg, emb
+}
+
+func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
+	t.Helper()
+	cfg, emb := newConfig(t)
 	if mod != nil {
 		mod(&cfg)
 	}
