@@ -10,7 +10,7 @@ import (
 
 func TestWaitLetsGoroutinesFinishWithoutCancelling(t *testing.T) {
 	t.Parallel()
-	g := lifecycle.New(context.Background())
+	g := lifecycle.New(t.Context())
 	release := make(chan struct{})
 	g.Go("job", func(ctx context.Context) error {
 		select {
@@ -40,7 +40,7 @@ func TestWaitLetsGoroutinesFinishWithoutCancelling(t *testing.T) {
 
 func TestStopAfterAGraceCancelsWhatIsLeft(t *testing.T) {
 	t.Parallel()
-	g := lifecycle.New(context.Background())
+	g := lifecycle.New(t.Context())
 	g.Go("stubborn", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
 	grace, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
