@@ -223,11 +223,6 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	return Claimed{QueryUUID: uuid, SQL: q.SQL, Lane: q.Lane, Warehouse: conn}, nil
 }
 
-// resultHeader is the first line of a worker's result upload.
-type resultHeader struct {
-	Columns []warehouse.Column `json:"columns"`
-}
-
 // Ingest stores a worker's results (NDJSON: a {"columns": [...]} line, then
 // one JSON array per row) and marks the query ready. If the query was
 // cancelled meanwhile the results are dropped and 409 returned.
@@ -256,7 +251,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	for sc.Scan() {
 		line := sc.Bytes()
 		if first {
-			var h resultHeader
+			var h warehouse.ResultHeader
 			if err := json.Unmarshal(line, &h); err != nil {
 				_ = w.Abort()
 				return store.Query{}, errorf(ErrInvalidResults, "first line must be {\"columns\": [...]}: %v", err)

@@ -34,6 +34,13 @@ type Column struct {
 	NativeType string `json:"nativeType,omitempty"`
 }
 
+// ResultHeader is the first line of a result stream, the NDJSON a
+// warehouse worker uploads and the server ingests: this header, then one
+// JSON array per row in the columns' order.
+type ResultHeader struct {
+	Columns []Column `json:"columns"`
+}
+
 // Conn is a project's warehouse connection.
 type Conn struct {
 	// Type selects the driver: "postgres" or "duckdb" (see Types).

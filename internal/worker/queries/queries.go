@@ -131,10 +131,10 @@ func (j *job) Run(ctx context.Context) error {
 	header := false
 	qerr := drv.Query(ctx, j.cl.SQL, func(cols []warehouse.Column) error {
 		header = true
-		return enc.Encode(resultHeader{Columns: cols})
+		return enc.Encode(warehouse.ResultHeader{Columns: cols})
 	}, func(row []any) error { return enc.Encode(row) })
 	if qerr == nil && !header {
-		qerr = enc.Encode(resultHeader{Columns: []warehouse.Column{}})
+		qerr = enc.Encode(warehouse.ResultHeader{Columns: []warehouse.Column{}})
 	}
 	if qerr != nil {
 		pw.CloseWithError(qerr)
@@ -146,12 +146,6 @@ func (j *job) Run(ctx context.Context) error {
 		return fmt.Errorf("upload results: %w", err)
 	}
 	return nil
-}
-
-// resultHeader is the first line of a result upload (the server's
-// query.Ingest reads it).
-type resultHeader struct {
-	Columns []warehouse.Column `json:"columns"`
 }
 
 // Report records a failure; a finished query reported itself by its upload.
