@@ -214,6 +214,24 @@ type Released struct {
 	Status string `json:"status"` // "released"
 }
 
+// Health is the body of GET /api/health. Status is "ok" or "degraded";
+// the reply is HTTP 503 only when the store is down.
+type Health struct {
+	Status string        `json:"status"`
+	Store  string        `json:"store"`
+	NATS   string        `json:"nats"`
+	Stats  *Stats        `json:"stats,omitempty"`
+	Detail *HealthDetail `json:"detail,omitempty"`
+}
+
+// HealthDetail is what health knows about the query face.
+type HealthDetail struct {
+	Queries *QueueStats `json:"queries,omitempty"`
+	// QueriesStalled says what to do when queries are queued and no
+	// warehouse worker pulls them.
+	QueriesStalled string `json:"queries_stalled,omitempty"`
+}
+
 // Stats is a cheap summary of the store, in the health reply.
 type Stats struct {
 	ExecutionsRunning int64 `json:"executions_running"`

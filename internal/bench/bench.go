@@ -678,12 +678,10 @@ func (p *progress) estimate(ctx context.Context, srv *client.Client) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	running := func() (int64, bool) {
 		h, err := srv.Health(ctx)
-		st, ok := h["stats"].(map[string]any)
-		if err != nil || !ok {
+		if err != nil || h.Stats == nil {
 			return 0, false
 		}
-		n, ok := st["executions_running"].(float64)
-		return int64(n), ok
+		return h.Stats.ExecutionsRunning, true
 	}
 	done := make(chan struct{})
 	go func() {

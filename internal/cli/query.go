@@ -171,28 +171,28 @@ func doctorCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h, err := cf.client().Health(cmd.Context())
-			if h == nil && err != nil {
+			if h.Status == "" && err != nil {
 				return err
 			}
 			if cf.json {
 				return printJSON(cmd.OutOrStdout(), h)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "server   %s\nstatus   %v\nstore    %v\nnats     %v\n", cf.server, h["status"], h["store"], h["nats"])
-			if st, ok := h["stats"].(map[string]any); ok {
-				fmt.Fprintf(out, "flows    %v running executions, %v pending commands, outbox %v\n", st["executions_running"], st["commands_pending"], st["outbox_depth"])
+			fmt.Fprintf(out, "server   %s\nstatus   %s\nstore    %s\nnats     %s\n", cf.server, h.Status, h.Store, h.NATS)
+			if st := h.Stats; st != nil {
+				fmt.Fprintf(out, "flows    %d running executions, %d pending commands, outbox %d\n", st.ExecutionsRunning, st.CommandsPending, st.OutboxDepth)
 			}
 			problems := 0
-			if d, ok := h["detail"].(map[string]any); ok {
-				if q, ok := d["queries"].(map[string]any); ok {
-					fmt.Fprintf(out, "queries  %v queued, %v executing\n", q["queued"], q["executing"])
+			if d := h.Detail; d != nil {
+				if q := d.Queries; q != nil {
+					fmt.Fprintf(out, "queries  %d queued, %d executing\n", q.Queued, q.Executing)
 				}
-				if msg, ok := d["queries_stalled"].(string); ok {
-					fmt.Fprintf(out, "PROBLEM  %s\n", msg)
+				if d.QueriesStalled != "" {
+					fmt.Fprintf(out, "PROBLEM  %s\n", d.QueriesStalled)
 					problems++
 				}
 			}
-			if h["status"] != "ok" {
+			if h.Status != "ok" {
 				problems++
 			}
 			if problems > 0 {

@@ -221,8 +221,8 @@ func (c *Client) Report(ctx context.Context, r api.Report) (api.Ack, error) {
 
 // Health fetches /api/health; a degraded server answers 503 with a body,
 // which is returned alongside the error.
-func (c *Client) Health(ctx context.Context) (map[string]any, error) {
-	var out map[string]any
+func (c *Client) Health(ctx context.Context) (api.Health, error) {
+	var out api.Health
 	err := c.do(ctx, "GET", "/api/health", nil, &out)
 	return out, err
 }

@@ -228,7 +228,7 @@ func TestNATSDownAtSubmit(t *testing.T) {
 	c.nats.Server().Shutdown()
 	ids := c.executeMany(reg.Path, 20, nil)
 	h, _ := c.api.Health(t.Context())
-	if h["nats"] == "ok" {
+	if h.NATS == "ok" {
 		t.Fatalf("health reports NATS ok while it is down: %v", h)
 	}
 	// Nothing can run while NATS is down.
@@ -256,7 +256,7 @@ func TestServerStartsWithoutNATS(t *testing.T) {
 	c.nats.Server().Shutdown()
 	c.startServer() // waits until /api/health answers
 	h, err := c.api.Health(t.Context())
-	if err != nil || h["status"] != "degraded" {
+	if err != nil || h.Status != "degraded" {
 		t.Fatalf("health with NATS down at start = %v, %v; want degraded", h, err)
 	}
 	reg := c.register(branching)

@@ -264,13 +264,21 @@ func (b *bundle) resultsStatus(uuid string) (int, string) {
 }
 
 // health returns the server's health document.
-func (b *bundle) health() map[string]any {
+func (b *bundle) health() api.Health {
 	b.t.Helper()
 	h, err := b.api.Health(b.t.Context())
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	return h
+}
+
+// stalled is health's advice when queries wait with no worker, or "".
+func stalled(h api.Health) string {
+	if h.Detail == nil {
+		return ""
+	}
+	return h.Detail.QueriesStalled
 }
 
 // consumerIdle reports whether both lane consumers delivered and acked
@@ -851,14 +859,13 @@ func TestQueryWorkerConcurrency(t *testing.T) {
 func TestQueryHealthStalled(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{nats: true})
-	if _, ok := b.health()["detail"].(map[string]any)["queries_stalled"]; ok {
+	if stalled(b.health()) != "" {
 		t.Fatal("stalled with nothing queued")
 	}
 	sub := b.submit("select 1 as one /* "+b.id+" */", "", false)
 	h := b.health()
-	stalled, _ := h["detail"].(map[string]any)["queries_stalled"].(string)
-	if h["status"] != "degraded" || !strings.Contains(stalled, "millrace worker --stream warehouse") {
-		t.Fatalf("health with a queued query and no worker = %v", h)
+	if h.Status != "degraded" || !strings.Contains(stalled(h), "millrace worker --stream warehouse") {
+		t.Fatalf("health with a queued query and no worker = %+v", h)
 	}
 	b.startWorker(2)
 	if p := b.waitDone(sub.QueryUUID, 10); p.Status != api.QueryReady {
@@ -866,8 +873,8 @@ func TestQueryHealthStalled(t *testing.T) {
 	}
 	wait.For(t, waitLong, func() error {
 		h := b.health()
-		if _, ok := h["detail"].(map[string]any)["queries_stalled"]; ok || h["status"] != "ok" {
-			return fmt.Errorf("health = %v", h)
+		if stalled(h) != "" || h.Status != "ok" {
+			return fmt.Errorf("health = %+v", h)
 		}
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 )
@@ -19,13 +20,13 @@ func TestHealthStoreDownIs503(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fl := flow.New(nil, ids.New(1), flow.Config{}, nil, log, nil)
-	down := func(context.Context) Health {
-		return Health{Status: "degraded", Store: "down: connection refused", NATS: "ok"}
+	down := func(context.Context) api.Health {
+		return api.Health{Status: "degraded", Store: "down: connection refused", NATS: "ok"}
 	}
 	a := NewAPI(fl, log, 1<<10, down)
 	rec := httptest.NewRecorder()
 	a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/health", nil))
-	var h Health
+	var h api.Health
 	if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
 		t.Fatalf("body %q: %v", rec.Body, err)
 	}

@@ -35,22 +35,13 @@ const (
 	maxBatchEvents  = 1000
 )
 
-// Health reports on dependencies; the server fills it from its parts.
-type Health struct {
-	Status string         `json:"status"` // ok or degraded (HTTP 503 only when the store is down)
-	Store  string         `json:"store"`
-	NATS   string         `json:"nats"`
-	Stats  *api.Stats     `json:"stats,omitempty"`
-	Detail map[string]any `json:"detail,omitempty"`
-}
-
 // API serves HTTP.
 type API struct {
 	flow    *flow.Service
 	st      *store.Store
 	log     *slog.Logger
 	maxBody int64
-	health  func(ctx context.Context) Health
+	health  func(ctx context.Context) api.Health
 	mux     *http.ServeMux
 	box     *secret.Box    // seals credentials; nil disables the credential API
 	query   *query.Service // the warehouse-query face; nil disables /api/v2
@@ -63,7 +54,7 @@ var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
 }, []string{"route", "code"})
 
 // NewAPI builds the handler.
-func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) Health, opts ...Option) *API {
+func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) api.Health, opts ...Option) *API {
 	a := &API{flow: fl, st: fl.Store(), log: log, maxBody: maxBody, health: health, mux: http.NewServeMux()}
 	for _, o := range opts {
 		o(a)

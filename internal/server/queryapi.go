@@ -269,7 +269,7 @@ func (a *API) queryUpload(w http.ResponseWriter, r *http.Request) {
 
 // queryHealth adds the query face to health: queued queries with nobody
 // pulling them is the stall the seeds warn about.
-func (a *API) queryHealth(ctx context.Context, h *Health, pulling func(context.Context) (int, error)) {
+func (a *API) queryHealth(ctx context.Context, h *api.Health, pulling func(context.Context) (int, error)) {
 	if a.query == nil {
 		return
 	}
@@ -278,14 +278,15 @@ func (a *API) queryHealth(ctx context.Context, h *Health, pulling func(context.C
 		return
 	}
 	if h.Detail == nil {
-		h.Detail = map[string]any{}
+		h.Detail = &api.HealthDetail{}
 	}
-	h.Detail["queries"] = wire.QueueStats(qs)
+	q := wire.QueueStats(qs)
+	h.Detail.Queries = &q
 	if qs.Queued == 0 || pulling == nil {
 		return
 	}
 	if n, err := pulling(ctx); err == nil && n == 0 {
 		h.Status = "degraded"
-		h.Detail["queries_stalled"] = "queries are queued but no warehouse worker is consuming them; start `millrace worker --stream warehouse` (NATS_ENABLED=true routes queries to NATS)"
+		h.Detail.QueriesStalled = "queries are queued but no warehouse worker is consuming them; start `millrace worker --stream warehouse` (NATS_ENABLED=true routes queries to NATS)"
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/flow"
@@ -230,8 +231,8 @@ func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
 	return int64(info.NumPending), stream.CachedInfo().Created, nil
 }
 
-func (s *Server) healthCheck(ctx context.Context) Health {
-	h := Health{Status: "ok", Store: "ok", NATS: "ok"}
+func (s *Server) healthCheck(ctx context.Context) api.Health {
+	h := api.Health{Status: "ok", Store: "ok", NATS: "ok"}
 	if st, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) {
 		return q.Stats(ctx)
 	}); err != nil {
