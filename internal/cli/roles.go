@@ -232,9 +232,10 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
   NATS         %s   (stream %s, subject %s, consumer %s)
   event store  %s
   workers      %d x concurrency %d
-Try: millrace register FILE --server %s && millrace execute PATH --server %s --watch
+Try: millrace register FILE && millrace execute PATH --watch
+     (client commands run from this directory find this instance in %s; elsewhere add --server %s)
 %s`, srv.URL(), srv.URL(), srv.URL(), redactURL(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
-		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, srv.URL(), srv.URL(), stop)
+		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
 
 	var runErr error
 	if runFile != "" {
