@@ -30,6 +30,8 @@ cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   psql "$PGURL" -qc "drop schema if exists $TAG cascade" >/dev/null 2>&1 || true
+  # The stream is in memory on a shared NATS: leave no messages behind.
+  "$MR" nats stream rm "$NATS_STREAM" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
