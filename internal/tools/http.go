@@ -3,6 +3,8 @@ package tools
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,11 +25,44 @@ const (
 	httpSnippet = 200
 )
 
-var httpKeys = []string{"method", "url", "headers", "params", "body", "timeout"}
+// endpoint is NoETL's preferred name for url; json, payload and data are
+// its body keys. At most one of each group may be given.
+var httpKeys = []string{"method", "url", "endpoint", "headers", "params", "body", "json", "payload", "data",
+	"timeout", "verify_ssl", "follow_redirects", "auth"}
 
-// httpClient is shared so connections are reused across commands. Timeouts
-// come from each request's context.
-var httpClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+// httpURLKeys and httpBodyKeys are the keys that say the same thing; the
+// validator refuses two of a group on one tool.
+var (
+	httpURLKeys  = []string{"url", "endpoint"}
+	httpBodyKeys = []string{"body", "json", "payload", "data"}
+)
+
+// The clients are shared so connections are reused across commands; one per
+// combination of verify_ssl and follow_redirects. Timeouts come from each
+// request's context.
+var httpClients = func() (c [2][2]*http.Client) {
+	for verify := range 2 {
+		for follow := range 2 {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			if verify == 0 {
+				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the playbook asked for verify_ssl: false
+			}
+			cl := &http.Client{Transport: tr}
+			if follow == 0 {
+				cl.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			}
+			c[verify][follow] = cl
+		}
+	}
+	return c
+}()
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 type httpTool struct{}
 
@@ -36,6 +71,18 @@ func (httpTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := applyAuth(ctx, req, cfg["auth"]); err != nil {
+		return nil, err
+	}
+	verify, err := optBoolean(cfg, "http", "verify_ssl", true)
+	if err != nil {
+		return nil, err
+	}
+	follow, err := optBoolean(cfg, "http", "follow_redirects", true)
+	if err != nil {
+		return nil, err
+	}
+	httpClient := httpClients[b2i(verify)][b2i(follow)]
 	reqCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req = req.WithContext(reqCtx)
@@ -125,18 +172,25 @@ func buildRequest(cfg map[string]any) (*http.Request, time.Duration, error) {
 	if method == "" {
 		method = http.MethodGet
 	}
-	rawURL, err := optString(cfg, "http", "url", "")
+	urlKey, err := oneOf(cfg, "http", httpURLKeys)
+	if err != nil {
+		return nil, 0, err
+	}
+	if urlKey == "" {
+		urlKey = "url"
+	}
+	rawURL, err := optString(cfg, "http", urlKey, "")
 	if err != nil {
 		return nil, 0, err
 	}
 	if rawURL == "" {
-		return nil, 0, configError("http", "url", "is required: give an absolute http:// or https:// URL")
+		return nil, 0, configError("http", "url", "(or endpoint) is required: give an absolute http:// or https:// URL")
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, 0, configError("http", "url", "must be an absolute http:// or https:// URL, got %s", describe(rawURL))
+		return nil, 0, configError("http", urlKey, "must be an absolute http:// or https:// URL, got %s", describe(rawURL))
 	}
-	if err := addParams(u, cfg); err != nil {
+	if err := addParams(u, cfg, "params"); err != nil {
 		return nil, 0, err
 	}
 	headers, err := optStringMap(cfg, "http", "headers")
@@ -148,19 +202,55 @@ func buildRequest(cfg map[string]any) (*http.Request, time.Duration, error) {
 		return nil, 0, err
 	}
 
+	bodyKey, err := oneOf(cfg, "http", httpBodyKeys)
+	if err != nil {
+		return nil, 0, err
+	}
+	contentType := ""
+	for k, v := range headers {
+		if strings.EqualFold(k, "Content-Type") {
+			contentType = v
+		}
+	}
 	var body io.Reader
 	defaultType := ""
-	switch b := cfg["body"].(type) {
-	case nil:
-	case string:
-		body = strings.NewReader(b)
-	default:
-		enc, err := json.Marshal(b)
+	raw := cfg[bodyKey]
+	_, isMap := raw.(map[string]any)
+	switch {
+	case bodyKey == "":
+	case bodyKey == "json":
+		// json is always encoded, a string included, as NoETL (httpx) does.
+		enc, err := json.Marshal(raw)
 		if err != nil {
-			return nil, 0, configError("http", "body", "cannot be encoded as JSON: %v", err)
+			return nil, 0, configError("http", bodyKey, "cannot be encoded as JSON: %v", err)
 		}
 		body = bytes.NewReader(enc)
 		defaultType = "application/json"
+	case (bodyKey == "payload" || bodyKey == "data") && isMap && !methodHasBody(method):
+		// NoETL sends a GET's (HEAD's, DELETE's) payload or data as the
+		// query string, since such a request carries no body.
+		if err := addParams(u, cfg, bodyKey); err != nil {
+			return nil, 0, err
+		}
+	case (bodyKey == "payload" || bodyKey == "data") && isMap && isFormType(contentType):
+		form, err := formValues(raw.(map[string]any), bodyKey)
+		if err != nil {
+			return nil, 0, err
+		}
+		body = strings.NewReader(form.Encode())
+	default:
+		switch b := raw.(type) {
+		case nil:
+		case string:
+			body = strings.NewReader(b)
+		default:
+			enc, err := json.Marshal(b)
+			if err != nil {
+				return nil, 0, configError("http", bodyKey, "cannot be encoded as JSON: %v", err)
+			}
+			body = bytes.NewReader(enc)
+			defaultType = "application/json"
+		}
 	}
 
 	req, err := http.NewRequest(method, u.String(), body)
@@ -176,17 +266,34 @@ func buildRequest(cfg map[string]any) (*http.Request, time.Duration, error) {
 	return req, timeout, nil
 }
 
-// addParams appends "params" to the URL's query, keeping any query the URL
+// addParams appends cfg[key] to the URL's query, keeping any query the URL
 // already has. A list value repeats the parameter (a=1&a=2).
-func addParams(u *url.URL, cfg map[string]any) error {
-	v, ok := cfg["params"]
+func addParams(u *url.URL, cfg map[string]any, key string) error {
+	v, ok := cfg[key]
 	if !ok || v == nil {
 		return nil
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return configError("http", "params", "must be a map of names to values, got %s", describe(v))
+		return configError("http", key, "must be a map of names to values, got %s", describe(v))
 	}
+	q, err := formValues(m, key)
+	if err != nil {
+		return err
+	}
+	if enc := q.Encode(); enc != "" {
+		if u.RawQuery != "" {
+			u.RawQuery += "&" + enc
+		} else {
+			u.RawQuery = enc
+		}
+	}
+	return nil
+}
+
+// formValues encodes m as query or form values. A list value repeats the
+// name (a=1&a=2).
+func formValues(m map[string]any, key string) (url.Values, error) {
 	q := url.Values{}
 	for _, k := range sortedKeys(m) {
 		vals, ok := m[k].([]any)
@@ -196,17 +303,149 @@ func addParams(u *url.URL, cfg map[string]any) error {
 		for _, item := range vals {
 			s, ok := scalarString(item)
 			if !ok {
-				return configError("http", "params", "value for %q must be a string, number, bool or a list of them, got %s", k, describe(item))
+				return nil, configError("http", key, "value for %q must be a string, number, bool or a list of them, got %s", k, describe(item))
 			}
 			q.Add(k, s)
 		}
 	}
-	if enc := q.Encode(); enc != "" {
-		if u.RawQuery != "" {
-			u.RawQuery += "&" + enc
-		} else {
-			u.RawQuery = enc
+	return q, nil
+}
+
+// oneOf returns which of keys cfg sets (non-null), "" for none, or an error
+// naming both when it sets two: they are aliases of one thing.
+func oneOf(cfg map[string]any, kind string, keys []string) (string, error) {
+	found := ""
+	for _, k := range keys {
+		if v, ok := cfg[k]; ok && v != nil {
+			if found != "" {
+				return "", configError(kind, k, "and %q say the same thing; give only one", found)
+			}
+			found = k
 		}
+	}
+	return found, nil
+}
+
+func methodHasBody(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+		return false
+	}
+	return true
+}
+
+func isFormType(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/x-www-form-urlencoded"
+}
+
+// applyAuth sets the request's credentials from auth: a credential name, or
+// a mapping {type: bearer|basic|api_key, credential: name} whose missing
+// fields (token, username, password, api_key, header_name) are read from
+// that credential, or NoETL's alias form {name: {type: ..., ...}}. A
+// credential read by name alone says its type in a "type" field, or by
+// holding token, username and password, or api_key.
+func applyAuth(ctx context.Context, req *http.Request, auth any) error {
+	switch a := auth.(type) {
+	case nil:
+		return nil
+	case string:
+		if a == "" {
+			return nil
+		}
+		return applyAuthSpec(ctx, req, map[string]any{"credential": a})
+	case map[string]any:
+		if _, ok := a["type"]; ok {
+			return applyAuthSpec(ctx, req, a)
+		}
+		if _, ok := a["credential"]; ok {
+			return applyAuthSpec(ctx, req, a)
+		}
+		for _, alias := range sortedKeys(a) {
+			spec, ok := a[alias].(map[string]any)
+			if !ok {
+				return configError("http", "auth", "entry %q must be a mapping {type, credential, ...}, got %s", alias, describe(a[alias]))
+			}
+			if err := applyAuthSpec(ctx, req, spec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return configError("http", "auth", "must be a credential name or a mapping {type, credential}, got %s", describe(auth))
+}
+
+func applyAuthSpec(ctx context.Context, req *http.Request, spec map[string]any) error {
+	for _, k := range []string{"provider", "source"} {
+		if _, ok := spec[k]; ok {
+			return configError("http", "auth", "uses %s %s: Millrace has no provider keychains; store the secret with `millrace credential add` and name it with credential", k, describe(spec[k]))
+		}
+	}
+	fields := map[string]any{}
+	if name, ok := spec["credential"]; ok {
+		s, ok := name.(string)
+		if !ok || s == "" {
+			return configError("http", "auth", "credential must be a credential name, got %s", describe(name))
+		}
+		got, err := credentialFields(ctx, "http", s)
+		if err != nil {
+			return err
+		}
+		for k, v := range got {
+			fields[k] = v
+		}
+	}
+	for k, v := range spec {
+		if k != "credential" {
+			fields[k] = v
+		}
+	}
+	str := func(k string) string {
+		s, _ := scalarString(fields[k])
+		return s
+	}
+	typ := strings.ToLower(str("type"))
+	if typ == "" {
+		switch {
+		case fields["token"] != nil:
+			typ = "bearer"
+		case fields["api_key"] != nil:
+			typ = "api_key"
+		case fields["username"] != nil || fields["user"] != nil:
+			typ = "basic"
+		}
+	}
+	switch typ {
+	case "bearer":
+		tok := str("token")
+		if tok == "" {
+			tok = str("value")
+		}
+		if tok == "" {
+			return configError("http", "auth", "of type bearer has no token")
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	case "basic":
+		user := str("username")
+		if user == "" {
+			user = str("user")
+		}
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+str("password"))))
+	case "api_key":
+		key := str("api_key")
+		if key == "" {
+			key = str("value")
+		}
+		if key == "" {
+			return configError("http", "auth", "of type api_key has no api_key")
+		}
+		header := str("header_name")
+		if header == "" {
+			header = "X-API-Key"
+		}
+		req.Header.Set(header, key)
+	default:
+		return configError("http", "auth", "type %s is not one of bearer, basic, api_key (a credential read by name may say its type in a \"type\" field)", describe(fields["type"]))
 	}
 	return nil
 }
