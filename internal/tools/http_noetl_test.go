@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -60,9 +61,11 @@ func TestHTTPNoETLBodies(t *testing.T) {
 
 func TestHTTPVerifySSL(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "secure")
 	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	// The test server's certificate is self-signed: verified, it fails.
 	if e := runErr(t, t.Context(), httpCfg(srv.URL)); !strings.Contains(e.Message, "certificate") {

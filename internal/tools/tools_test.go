@@ -45,7 +45,7 @@ func TestKinds(t *testing.T) {
 	want := map[string][]string{
 		"noop":     {"result"},
 		"shell":    {"cmds", "cwd", "env", "timeout_seconds"},
-		"http":     {"body", "headers", "method", "params", "timeout", "url"},
+		"http":     {"auth", "body", "data", "endpoint", "follow_redirects", "headers", "json", "method", "params", "payload", "timeout", "url", "verify_ssl"},
 		"postgres": {"auth", "command", "connection", "params", "timeout"},
 		"duckdb":   {"attach", "command", "database", "query", "timeout"},
 		"python":   {"code", "env", "input", "timeout"},
