@@ -233,14 +233,21 @@ func decide(r playbook.Rule, i int, o Outcome, set map[string]any) Decision {
 }
 
 // RetryDelay is the wait after run number attempt (1-based) under rule r:
-// Delay for fixed backoff, Delay * 2^(attempt-1) for exponential, capped
-// at MaxRetryDelay.
+// Delay for fixed backoff, Delay * 2^(attempt-1) for exponential, Delay *
+// attempt for linear, none for none; capped at MaxRetryDelay.
 func RetryDelay(r playbook.Rule, attempt int) time.Duration {
 	d := min(r.Delay, MaxRetryDelay)
-	if r.Backoff == playbook.BackoffExponential {
+	switch r.Backoff {
+	case playbook.BackoffExponential:
 		for i := 1; i < attempt && d < MaxRetryDelay; i++ {
 			d *= 2
 		}
+	case playbook.BackoffLinear:
+		for i := 1; i < attempt && d < MaxRetryDelay; i++ {
+			d += min(r.Delay, MaxRetryDelay)
+		}
+	case playbook.BackoffNone:
+		d = 0
 	}
 	return min(d, MaxRetryDelay)
 }

@@ -262,6 +262,12 @@ func TestDecide(t *testing.T) {
 			Decision{Do: "continue", Reason: "policy continues past the error: x"}},
 		{"delay capped", &playbook.Policy{Rules: []playbook.Rule{{Else: true, Do: "retry", Attempts: 50, Backoff: "exponential", Delay: time.Minute}}},
 			Outcome{Status: StatusFailed, Error: "x", Attempt: 30}, Decision{Do: "retry", Delay: MaxRetryDelay, Reason: "attempt 30 of 50: x; retrying in 10m0s"}},
+		{"linear backoff", &playbook.Policy{Rules: []playbook.Rule{{Else: true, Do: "retry", Attempts: 5, Backoff: "linear", Delay: 2 * time.Second}}},
+			Outcome{Status: StatusFailed, Error: "x", Attempt: 3}, Decision{Do: "retry", Delay: 6 * time.Second, Reason: "attempt 3 of 5: x; retrying in 6s"}},
+		{"linear capped", &playbook.Policy{Rules: []playbook.Rule{{Else: true, Do: "retry", Attempts: 50, Backoff: "linear", Delay: time.Minute}}},
+			Outcome{Status: StatusFailed, Error: "x", Attempt: 30}, Decision{Do: "retry", Delay: MaxRetryDelay, Reason: "attempt 30 of 50: x; retrying in 10m0s"}},
+		{"no backoff", &playbook.Policy{Rules: []playbook.Rule{{Else: true, Do: "retry", Attempts: 5, Backoff: "none", Delay: 2 * time.Second}}},
+			Outcome{Status: StatusFailed, Error: "x", Attempt: 2}, Decision{Do: "retry", Reason: "attempt 2 of 5: x; retrying in 0s"}},
 		{"default attempts", &playbook.Policy{Rules: []playbook.Rule{{Else: true, Do: "retry"}}},
 			Outcome{Status: StatusFailed, Error: "x", Attempt: 3}, Decision{Do: "fail", Reason: "gave up after 3 attempts: x"}},
 	}

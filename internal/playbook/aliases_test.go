@@ -13,3 +13,19 @@ func TestAliasPairsRefused(t *testing.T) {
 		t.Fatalf("endpoint with payload: %v", err)
 	}
 }
+
+func TestBackoffLinearAndNone(t *testing.T) {
+	t.Parallel()
+	for _, b := range []string{"linear", "none", "fixed", "exponential"} {
+		src := head + "  - step: a\n    tool:\n      kind: http\n      url: http://x\n      spec:\n        policy:\n          rules:\n            - else:\n                then: {do: retry, backoff: " + b + ", delay: 1}\n"
+		pb, err := Parse("pb.yaml", []byte(src), testKinds)
+		if err != nil {
+			t.Fatalf("backoff %s: %v", b, err)
+		}
+		if got := pb.Steps[0].Policy.Rules[0].Backoff; got != b {
+			t.Fatalf("backoff %s parsed as %q", b, got)
+		}
+	}
+	checkProblems(t, head+"  - step: a\n    tool:\n      kind: http\n      url: http://x\n      spec:\n        policy:\n          rules:\n            - else:\n                then: {do: retry, backoff: cubic}\n",
+		testKinds, []want{{15, `backoff "cubic" is unknown`, "linear"}}, true)
+}

@@ -462,9 +462,9 @@ func (ps *parser) then(n *yaml.Node, owner, where string, r *Rule) bool {
 	}
 	if e, has := f["backoff"]; has {
 		r.Backoff, _ = ps.scalar(e.val, where+".backoff")
-		if r.Backoff != BackoffFixed && r.Backoff != BackoffExponential {
+		if !slices.Contains([]string{BackoffFixed, BackoffExponential, BackoffLinear, BackoffNone}, r.Backoff) {
 			if r.Backoff != "" {
-				ps.atNode(e.val, "use fixed (delay every time) or exponential (delay doubles each attempt)", "%s: %s.backoff %q is unknown", owner, where, r.Backoff)
+				ps.atNode(e.val, "use fixed (delay every time), exponential (delay doubles each attempt), linear (delay × attempt) or none (no delay)", "%s: %s.backoff %q is unknown", owner, where, r.Backoff)
 			}
 			ok = false
 		}

@@ -266,13 +266,13 @@ func TestParseLanguageProblems(t *testing.T) {
 				"            - {then: {do: fail}}\n" +
 				"            - {when: x, then: {do: skip}}\n" +
 				"            - {when: x, then: {do: fail, attempts: 2}}\n" +
-				"            - {when: x, then: {do: retry, attempts: 0, backoff: linear, delay: -1}}\n" +
+				"            - {when: x, then: {do: retry, attempts: 0, backoff: cubic, delay: -1}}\n" +
 				"            - {when: x, then: {attempts: 2}}\n"),
 			[]want{
 				{13, "has both when and else", ""}, {14, "rules[1] has no then", ""}, {15, "rules[2] needs when (or else) and then", ""},
 				{16, `rules[3].then.do "skip" is not an action`, "retry, fail or continue"},
 				{17, "rules[4].then.attempts only applies to do: retry", ""},
-				{18, "attempts must be an integer from 1 to 100", ""}, {18, `backoff "linear" is unknown`, "exponential"}, {18, "delay must be a non-negative number", ""},
+				{18, "attempts must be an integer from 1 to 100", ""}, {18, `backoff "cubic" is unknown`, "exponential"}, {18, "delay must be a non-negative number", ""},
 				{19, "rules[6].then has no do", ""},
 			}},
 		{"else shapes", rules(

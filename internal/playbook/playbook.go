@@ -56,6 +56,8 @@ const (
 const (
 	BackoffFixed       = "fixed"
 	BackoffExponential = "exponential"
+	BackoffLinear      = "linear" // NoETL's: delay × attempt
+	BackoffNone        = "none"   // NoETL's: retry at once, delay ignored
 )
 
 // KindWorkbook is the pseudo tool kind that calls a workbook entry by name;
@@ -162,7 +164,7 @@ type Rule struct {
 	Else      bool
 	Do        string         // DoRetry, DoFail or DoContinue
 	Attempts  int            // total runs allowed (retry only); DefaultRetryAttempts when omitted
-	Backoff   string         // BackoffFixed (default) or BackoffExponential (retry only)
+	Backoff   string         // BackoffFixed (default), BackoffExponential, BackoffLinear or BackoffNone (retry only)
 	Delay     time.Duration  // before the next run (retry only); DefaultRetryDelay when omitted
 	Set       map[string]any // context values to assign when the rule fires
 	Line, Col int
