@@ -9,7 +9,28 @@ import (
 // aliasGroups lists, per tool kind, keys that say the same thing (NoETL's
 // names beside ours). A tool may give at most one key of each group.
 var aliasGroups = map[string][][]string{
-	"http": {{"url", "endpoint"}, {"body", "json", "payload", "data"}},
+	"http":     {{"url", "endpoint"}, {"body", "json", "payload", "data"}},
+	"playbook": {{"input", "payload"}},
+}
+
+// canonicalKeys renames, per tool kind, an alias whose value the parser
+// itself handles to our key: a playbook tool's payload is its input, so the
+// step's input merges into it.
+var canonicalKeys = map[string]map[string]string{
+	"playbook": {"payload": "input"},
+}
+
+// canonicalize renames f's aliased keys in place; checkAliases has already
+// refused a tool giving both names.
+func canonicalize(f map[string]entry, kind string) {
+	for alias, ours := range canonicalKeys[kind] {
+		if e, ok := f[alias]; ok {
+			if _, both := f[ours]; !both {
+				f[ours] = e
+				delete(f, alias)
+			}
+		}
+	}
 }
 
 // checkAliases reports a tool that gives two keys of one alias group,

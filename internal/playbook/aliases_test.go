@@ -29,3 +29,18 @@ func TestBackoffLinearAndNone(t *testing.T) {
 	checkProblems(t, head+"  - step: a\n    tool:\n      kind: http\n      url: http://x\n      spec:\n        policy:\n          rules:\n            - else:\n                then: {do: retry, backoff: cubic}\n",
 		testKinds, []want{{15, `backoff "cubic" is unknown`, "linear"}}, true)
 }
+
+func TestPlaybookPayloadIsInput(t *testing.T) {
+	t.Parallel()
+	kinds := KindSet{"playbook": {"path", "input", "payload", "timeout"}}
+	pb, err := Parse("pb.yaml", []byte(head+"  - step: a\n    input: {x: 1}\n    tool: {kind: playbook, path: c, payload: {y: 2}}\n"), kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := pb.Steps[0].Tool["input"].(map[string]any)
+	if _, has := pb.Steps[0].Tool["payload"]; has || in["x"] == nil || in["y"] == nil {
+		t.Fatalf("tool = %#v, want payload merged with the step's input as input", pb.Steps[0].Tool)
+	}
+	checkProblems(t, head+"  - step: a\n    tool: {kind: playbook, path: c, input: {}, payload: {}}\n",
+		kinds, []want{{8, `"input" and "payload" say the same thing`, ""}}, false)
+}

@@ -302,6 +302,7 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	ps.checkAliases(f, kind, loc.owner)
+	canonicalize(f, kind)
 	out.tool = map[string]any{}
 	for k, e := range f {
 		if slices.Contains(allowed, k) || k == "kind" {
@@ -381,6 +382,7 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	ps.checkAliases(f, kind, loc.owner)
+	canonicalize(f, kind)
 	out.tool = maps.Clone(wb.tool)
 	out.policy, out.assert = wb.policy, wb.assert
 	if hasPolicy {

@@ -11,7 +11,11 @@ import (
 
 // task and name are NoETL metadata on a playbook task (task names the
 // parent step); they are accepted so NoETL playbooks validate, and ignored.
-var playbookKeys = []string{"path", "version", "input", "return_step", "task", "name"}
+// payload is NoETL's name for input; timeout bounds the wait for the child.
+var playbookKeys = []string{"path", "version", "input", "payload", "return_step", "timeout", "task", "name"}
+
+// playbookInputKeys say the same thing; the validator refuses both at once.
+var playbookInputKeys = []string{"input", "payload"}
 
 // playbookTool runs a child playbook through the worker's Env and returns
 // its result: the child's own result, or with return_step that step's.
@@ -27,12 +31,26 @@ func (playbookTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		return nil, &Error{Kind: ErrorKindConfig, Message: fmt.Sprintf(
 			"playbook tool: child playbook %q needs a worker to start it; run the parent on a worker (or with millrace run), not bare tools.Run", req.Path)}
 	}
-	res, err := env.RunPlaybook(ctx, req)
+	timeout, err := optSeconds(cfg, "playbook", "timeout", 0)
+	if err != nil {
+		return nil, err
+	}
+	waitCtx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	res, err := env.RunPlaybook(waitCtx, req)
 	if err == nil {
 		return res, nil
 	}
 	var te *Error
 	switch {
+	case ctx.Err() == nil && waitCtx.Err() != nil:
+		// Retryable, as a timeout is: a later run may be faster.
+		return nil, &Error{Kind: "playbook", Retryable: true, Message: fmt.Sprintf(
+			"child playbook %s did not finish within the step's timeout of %s; the child was cancelled", req.Path, timeout)}
 	case errors.As(err, &te):
 		return nil, te
 	case ctx.Err() != nil:
@@ -51,7 +69,14 @@ func parsePlaybookCall(cfg map[string]any) (ChildRequest, error) {
 	if req.Version, err = playbookVersion(cfg); err != nil {
 		return req, err
 	}
-	if req.Payload, err = optMapping(cfg, "playbook", "input"); err != nil {
+	inputKey, err := oneOf(cfg, "playbook", playbookInputKeys)
+	if err != nil {
+		return req, err
+	}
+	if inputKey == "" {
+		inputKey = "input"
+	}
+	if req.Payload, err = optMapping(cfg, "playbook", inputKey); err != nil {
 		return req, err
 	}
 	if req.ReturnStep, err = optString(cfg, "playbook", "return_step", ""); err != nil {

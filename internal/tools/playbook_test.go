@@ -166,10 +166,37 @@ func TestNewToolKinds(t *testing.T) {
 	for kind, want := range map[string][]string{
 		"python":   {"code", "env", "input", "timeout"},
 		"nats":     {"auth", "bucket", "create_bucket", "data", "key", "operation", "subject", "url", "value"},
-		"playbook": {"input", "name", "path", "return_step", "task", "version"},
+		"playbook": {"input", "name", "path", "payload", "return_step", "task", "timeout", "version"},
 	} {
 		if got := kinds[kind]; !reflect.DeepEqual(got, want) {
 			t.Errorf("Kinds()[%q] = %v, want %v", kind, got, want)
 		}
+	}
+}
+
+func TestPlaybookToolNoETLKeys(t *testing.T) {
+	t.Parallel()
+	env := &seamEnv{child: func(ctx context.Context, req ChildRequest) (any, error) {
+		if req.Payload["slow"] == true {
+			<-ctx.Done() // a child that outlives the timeout
+			return nil, ctx.Err()
+		}
+		return req.Payload, nil
+	}}
+	ctx := WithEnv(t.Context(), env)
+	res, err := Run(ctx, map[string]any{"kind": "playbook", "path": "c", "payload": map[string]any{"a": 1.0}, "timeout": 5.0})
+	if err != nil || !reflect.DeepEqual(res, map[string]any{"a": 1.0}) {
+		t.Fatalf("payload: %v, %v", res, err)
+	}
+	e := runErr(t, ctx, map[string]any{"kind": "playbook", "path": "c", "payload": map[string]any{"slow": true}, "timeout": 0.05})
+	if e.Kind != "playbook" || !e.Retryable || !strings.Contains(e.Message, "did not finish within") {
+		t.Fatalf("timeout: %+v", e)
+	}
+	e = runErr(t, ctx, map[string]any{"kind": "playbook", "path": "c", "payload": map[string]any{}, "input": map[string]any{}})
+	if e.Kind != ErrorKindConfig || !strings.Contains(e.Message, `"payload" and "input"`) {
+		t.Fatalf("payload and input: %+v", e)
+	}
+	if e := runErr(t, ctx, map[string]any{"kind": "playbook", "path": "c", "timeout": -1.0}); e.Kind != ErrorKindConfig {
+		t.Fatalf("negative timeout: %+v", e)
 	}
 }

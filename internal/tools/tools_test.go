@@ -50,7 +50,7 @@ func TestKinds(t *testing.T) {
 		"duckdb":   {"attach", "command", "database", "query", "timeout"},
 		"python":   {"code", "env", "input", "timeout"},
 		"nats":     {"auth", "bucket", "create_bucket", "data", "key", "operation", "subject", "url", "value"},
-		"playbook": {"input", "name", "path", "return_step", "task", "version"},
+		"playbook": {"input", "name", "path", "payload", "return_step", "task", "timeout", "version"},
 	}
 	got := Kinds()
 	if !reflect.DeepEqual(got, want) {
