@@ -300,6 +300,7 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 	}
 	out.kind = kind
 	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
+	ps.canonicalKeys(f, kind, loc)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	ps.checkAliases(f, kind, loc.owner)
 	canonicalize(f, kind)
@@ -380,6 +381,7 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	allowed := ps.kinds[kind]
 	out.kind = kind
 	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
+	ps.canonicalKeys(f, kind, loc)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	ps.checkAliases(f, kind, loc.owner)
 	canonicalize(f, kind)

@@ -44,13 +44,9 @@ type duckdbAttachment struct {
 }
 
 func (duckdbTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
-	query, err := duckdbQuery(cfg)
+	stmts, err := duckdbStatements(cfg)
 	if err != nil {
 		return nil, err
-	}
-	stmts := splitSQL(query)
-	if len(stmts) == 0 {
-		return nil, configError("duckdb", "query", "has no SQL statements, only blanks or comments")
 	}
 	database, err := optString(cfg, "duckdb", "database", duckdbMemory)
 	if err != nil {
@@ -92,25 +88,31 @@ func (duckdbTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	return res.toMap(), nil
 }
 
-func duckdbQuery(cfg map[string]any) (string, error) {
-	query, err := optString(cfg, "duckdb", "query", "")
+// duckdbStatements returns the statements of "query" or its alias
+// "command": SQL text, or a list of SQL strings run in order.
+func duckdbStatements(cfg map[string]any) ([]string, error) {
+	key := "query"
+	if _, ok := cfg["command"]; ok {
+		if _, both := cfg["query"]; both {
+			return nil, configError("duckdb", "command", "is an alias of query; give only one of them")
+		}
+		key = "command"
+	}
+	if cfg[key] == nil {
+		key = "query"
+	}
+	scripts, err := sqlCommands(cfg, "duckdb", key)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	command, err := optString(cfg, "duckdb", "command", "")
-	if err != nil {
-		return "", err
+	var stmts []string
+	for _, s := range scripts {
+		stmts = append(stmts, splitSQL(s)...)
 	}
-	switch {
-	case query != "" && command != "":
-		return "", configError("duckdb", "command", "is an alias of query; give only one of them")
-	case command != "":
-		query = command
+	if len(stmts) == 0 {
+		return nil, configError("duckdb", key, "has no SQL statements, only blanks or comments")
 	}
-	if strings.TrimSpace(query) == "" {
-		return "", configError("duckdb", "query", "is required: give the SQL to run")
-	}
-	return query, nil
+	return stmts, nil
 }
 
 func duckdbAttachments(cfg map[string]any) ([]duckdbAttachment, error) {

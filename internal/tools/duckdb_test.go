@@ -299,3 +299,20 @@ func FuzzSplitSQL(f *testing.F) {
 		}
 	})
 }
+
+// A list of scripts (NoETL's `commands:`, renamed to query by the parser)
+// runs in order, as one script would.
+func TestDuckDBQueryList(t *testing.T) {
+	t.Parallel()
+	res := runOK(t, t.Context(), duckCfg("", "query", []any{
+		"CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1)",
+		"INSERT INTO t VALUES (2)",
+		"SELECT sum(n) AS s FROM t",
+	}))
+	if got, want := res["rows"], []any{map[string]any{"s": int64(3)}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("rows = %#v, want %#v", got, want)
+	}
+	if _, err := Run(t.Context(), duckCfg("", "query", []any{"SELECT 1", 2})); err == nil || !strings.Contains(err.Error(), "item 1 must be a SQL string") {
+		t.Fatalf("a non-string item: error = %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,16 +50,16 @@ var postgresKeys = []string{"auth", "connection", "command", "params", "timeout"
 type postgresTool struct{}
 
 func (postgresTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
-	command, err := optString(cfg, "postgres", "command", "")
+	commands, err := sqlCommands(cfg, "postgres", "command")
 	if err != nil {
 		return nil, err
-	}
-	if strings.TrimSpace(command) == "" {
-		return nil, configError("postgres", "command", "is required: give the SQL to run")
 	}
 	params, err := sqlParams(cfg, "postgres")
 	if err != nil {
 		return nil, err
+	}
+	if len(params) > 0 && len(commands) > 1 {
+		return nil, configError("postgres", "params", "needs a single command; a list of commands cannot share $1, $2, ...")
 	}
 	timeout, err := optSeconds(cfg, "postgres", "timeout", DefaultPostgresTimeout)
 	if err != nil {
@@ -96,16 +97,58 @@ func (postgresTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		conn.Close(closeCtx)
 	}()
 
-	var res *sqlResult
 	if len(params) > 0 {
-		res, err = pgQueryParams(runCtx, conn, command, params)
-	} else {
-		res, err = pgQueryScript(runCtx, conn, command)
+		res, err := pgQueryParams(runCtx, conn, commands[0], params)
+		if err != nil {
+			return nil, pgFailure(ctx, runCtx, timeout, "running the command on "+where, err)
+		}
+		return res.toMap(), nil
 	}
-	if err != nil {
-		return nil, pgFailure(ctx, runCtx, timeout, "running the command on "+where, err)
+	// A list runs in order, each entry as its own script; the result is
+	// as if they were one: rows from the last that returns rows, writes
+	// summed.
+	res := &sqlResult{}
+	for i, command := range commands {
+		cur, err := pgQueryScript(runCtx, conn, command)
+		if err != nil {
+			stage := "running the command on " + where
+			if len(commands) > 1 {
+				stage = fmt.Sprintf("running command %d of %d on %s", i+1, len(commands), where)
+			}
+			return nil, pgFailure(ctx, runCtx, timeout, stage, err)
+		}
+		res.affected += cur.affected
+		if cur.columns != nil {
+			res.columns, res.rows = cur.columns, cur.rows
+		}
 	}
 	return res.toMap(), nil
+}
+
+// sqlCommands returns cfg[key]: one SQL string, or a list of them (NoETL's
+// `commands:`/`queries:` lists, renamed to key by the playbook parser).
+func sqlCommands(cfg map[string]any, kind, key string) ([]string, error) {
+	var out []string
+	switch v := cfg[key].(type) {
+	case string:
+		out = []string{v}
+	case []any:
+		for i, c := range v {
+			s, ok := c.(string)
+			if !ok {
+				return nil, configError(kind, key, "item %d must be a SQL string, got %s", i, describe(c))
+			}
+			out = append(out, s)
+		}
+	case nil:
+	default:
+		return nil, configError(kind, key, "must be SQL text or a list of SQL strings, got %s", describe(v))
+	}
+	out = slices.DeleteFunc(out, func(s string) bool { return strings.TrimSpace(s) == "" })
+	if len(out) == 0 {
+		return nil, configError(kind, key, "is required: give the SQL to run")
+	}
+	return out, nil
 }
 
 // sqlResult is the shape both SQL tools return.

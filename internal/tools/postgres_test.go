@@ -425,3 +425,40 @@ func TestSQLToolKinds(t *testing.T) {
 		}
 	}
 }
+
+// A list of commands (NoETL's `commands:`/`queries:`) runs in order on one
+// connection; the result reads as if they were one script.
+func TestPostgresCommandList(t *testing.T) {
+	t.Parallel()
+	b := pgSetup(t)
+	res := runOK(t, b.ctx, pgCfg("", "command", []any{
+		"CREATE TABLE seq (n int)",
+		"INSERT INTO seq VALUES (1), (2)",
+		"SELECT n FROM seq ORDER BY n",
+		"INSERT INTO seq SELECT max(n) + 1 FROM seq",
+	}))
+	if got, want := res["rows"], []any{map[string]any{"n": int64(1)}, map[string]any{"n": int64(2)}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("rows = %v, want %v", got, want)
+	}
+	if got := res["rows_affected"]; got != int64(3) {
+		t.Fatalf("rows_affected = %v, want 3", got)
+	}
+	if n := b.count(t, "seq"); n != 3 {
+		t.Fatalf("seq has %d rows, want 3: the commands ran out of order or not at all", n)
+	}
+
+	for _, tc := range []struct {
+		cfg  map[string]any
+		want string
+	}{
+		{pgCfg("", "command", []any{"SELECT 1", 2}), `item 1 must be a SQL string`},
+		{pgCfg("", "command", []any{" "}), `is required`},
+		{pgCfg("", "command", []any{"SELECT $1", "SELECT 2"}, "params", []any{1}), `needs a single command`},
+		{pgCfg("", "command", []any{"SELECT 1", "SELECT nope"}), `running command 2 of 2`},
+	} {
+		_, err := Run(b.ctx, tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run(%v) error = %v, want one containing %q", tc.cfg["command"], err, tc.want)
+		}
+	}
+}
