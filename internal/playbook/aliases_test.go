@@ -44,3 +44,25 @@ func TestPlaybookPayloadIsInput(t *testing.T) {
 	checkProblems(t, head+"  - step: a\n    tool: {kind: playbook, path: c, input: {}, payload: {}}\n",
 		kinds, []want{{8, `"input" and "payload" say the same thing`, ""}}, false)
 }
+
+func TestLoopPolicyExec(t *testing.T) {
+	t.Parallel()
+	loop := func(spec string) string {
+		return head + "  - step: a\n    loop:\n      in: \"{{ [1, 2] }}\"\n      spec: " + spec + "\n    tool: {kind: python}\n"
+	}
+	for spec, want := range map[string]string{
+		"{mode: parallel}":                        "distributed",
+		"{policy: {exec: distributed}}":           "distributed",
+		"{policy: {exec: local}, mode: parallel}": "local",
+	} {
+		pb, err := Parse("pb.yaml", []byte(loop(spec)), testKinds)
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		if got := pb.Steps[0].Loop.Exec; got != want {
+			t.Errorf("%s: exec = %q, want %q", spec, got, want)
+		}
+	}
+	checkProblems(t, loop("{policy: {exec: remote}}"), testKinds, []want{{10, `unknown loop.spec.policy.exec "remote"`, "distributed or local"}}, true)
+	checkProblems(t, loop("{policy: {exec: local, fanout: 3}}"), testKinds, []want{{10, `unknown key "fanout" in loop.spec.policy`, ""}}, true)
+}

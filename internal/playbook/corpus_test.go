@@ -43,7 +43,6 @@ var corpusGolden = map[string][]corpusProblem{
 		{27, `unsupported NoETL key "executor" at top level`, "remove `executor`"},
 		{57, `unsupported NoETL key "admit" in step spec.policy`, "put a `when` on the arcs"},
 		{146, `step "process_data": tool[transform].spec.policy.rules[0]: then belongs inside else`, "indent then under else"},
-		{167, `unsupported NoETL key "policy" in loop.spec`, "remove `policy`"},
 	},
 }
 

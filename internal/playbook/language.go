@@ -216,6 +216,20 @@ func (ps *parser) loop(e entry, step string) *Loop {
 	if l.Mode == LoopParallel {
 		l.MaxInFlight = DefaultMaxInFlight
 	}
+	l.Exec = LoopExecDistributed
+	if p, ok := sf["policy"]; ok && !isNull(p.val) {
+		if deref(p.val).Kind != yaml.MappingNode {
+			ps.atNode(p.val, "write `policy: {exec: distributed}`", "step %q: loop.spec.policy must be a mapping, got %s", step, describe(p.val))
+		} else if e, ok := ps.mapping(p.val, "in loop.spec.policy", loopPolicyKeys)["exec"]; ok {
+			switch exec, _ := ps.scalar(e.val, "loop.spec.policy.exec"); exec {
+			case LoopExecDistributed, LoopExecLocal:
+				l.Exec = exec
+			case "":
+			default:
+				ps.atNode(e.val, "use distributed or local", "step %q: unknown loop.spec.policy.exec %q", step, exec)
+			}
+		}
+	}
 	if m, ok := sf["max_in_flight"]; ok {
 		var n int
 		d := deref(m.val)

@@ -133,7 +133,7 @@ func TestParseLanguage(t *testing.T) {
 	if each.Tool != nil || len(each.Tasks) != 2 {
 		t.Fatalf("each: tool %#v, tasks %+v", each.Tool, each.Tasks)
 	}
-	if want := (&Loop{In: "{{ users }}", Iterator: "user", Mode: LoopParallel, MaxInFlight: 4, Line: 44, Col: 5}); !reflect.DeepEqual(each.Loop, want) {
+	if want := (&Loop{In: "{{ users }}", Iterator: "user", Mode: LoopParallel, MaxInFlight: 4, Exec: LoopExecDistributed, Line: 44, Col: 5}); !reflect.DeepEqual(each.Loop, want) {
 		t.Errorf("loop = %+v", each.Loop)
 	}
 	fetch := each.Tasks[0]
@@ -233,10 +233,10 @@ func TestParseLanguageProblems(t *testing.T) {
 		{"task unknown key", head + "  - step: a\n    tool:\n      - {name: t, kind: noop, sett: {}}\n", []want{{9, `unknown key "sett" in noop tool`, `did you mean "set"?`}}},
 
 		{"loop not mapping", head + step("a") + "    loop: \"{{ xs }}\"\n", []want{{9, `step "a": loop must be a mapping`, "iterator"}}},
-		{"loop problems", head + step("a") + "    loop:\n      iterator: 1x\n      spec: {mode: fast, max_in_flight: 0, policy: {exec: local}}\n      over: x\n", []want{
+		{"loop problems", head + step("a") + "    loop:\n      iterator: 1x\n      spec: {mode: fast, max_in_flight: 0, policy: {exec: remote}}\n      over: x\n", []want{
 			{9, `step "a": loop has no `, ""}, {10, `invalid loop iterator "1x"`, ""},
 			{11, `unknown loop mode "fast"`, "parallel"}, {11, "max_in_flight must be an integer >= 1", ""},
-			{11, `unsupported NoETL key "policy" in loop.spec`, "remove `policy`"}, {12, `unknown key "over" in loop`, "allowed keys here: in, iterator, spec"},
+			{11, `unknown loop.spec.policy.exec "remote"`, "distributed or local"}, {12, `unknown key "over" in loop`, "allowed keys here: in, iterator, spec"},
 		}},
 		{"loop in not a template", head + step("a") + "    loop: {in: [1, 2]}\n", []want{{9, "loop.in must be a {{ }} template, got a list", "{{ [1, 2, 3] }}"}}},
 		{"loop reserved iterator", head + step("a") + "    loop: {in: \"{{ xs }}\", iterator: output}\n", []want{{9, `loop iterator "output" is reserved`, ""}}},

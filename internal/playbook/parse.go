@@ -17,22 +17,23 @@ import (
 
 // Keys allowed at each level of the document.
 var (
-	topKeys      = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow"}
-	metadataKeys = []string{"name", "path", "description", "tags", "labels", "version"}
-	stepKeys     = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout"}
-	nextKeys     = []string{"spec", "arcs"}
-	specKeys     = []string{"mode"}
-	arcKeys      = []string{"step", "when", "set"}
-	keychainKeys = []string{"name", "credential", "kind"}
-	workbookKeys = []string{"name", "desc", "tool"}
-	loopKeys     = []string{"in", "iterator", "spec"}
-	loopSpecKeys = []string{"mode", "max_in_flight"}
-	toolSpecKeys = []string{"policy"}
-	policyKeys   = []string{"rules"}
-	ruleKeys     = []string{"when", "else", "then"}
-	elseKeys     = []string{"then"}
-	thenKeys     = []string{"do", "attempts", "backoff", "delay", "set"}
-	assertKeys   = []string{"expects", "returns"}
+	topKeys        = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow"}
+	metadataKeys   = []string{"name", "path", "description", "tags", "labels", "version"}
+	stepKeys       = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout"}
+	nextKeys       = []string{"spec", "arcs"}
+	specKeys       = []string{"mode"}
+	arcKeys        = []string{"step", "when", "set"}
+	keychainKeys   = []string{"name", "credential", "kind"}
+	workbookKeys   = []string{"name", "desc", "tool"}
+	loopKeys       = []string{"in", "iterator", "spec"}
+	loopSpecKeys   = []string{"mode", "max_in_flight", "policy"}
+	loopPolicyKeys = []string{"exec"}
+	toolSpecKeys   = []string{"policy"}
+	policyKeys     = []string{"rules"}
+	ruleKeys       = []string{"when", "else", "then"}
+	elseKeys       = []string{"then"}
+	thenKeys       = []string{"do", "attempts", "backoff", "delay", "set"}
+	assertKeys     = []string{"expects", "returns"}
 	// toolExtraKeys are accepted in every tool besides kind and the kind's own.
 	toolExtraKeys = []string{"spec", "assert"}
 )
@@ -58,9 +59,6 @@ var unsupported = map[string]map[string]string{
 	"in arc": {
 		"args": "assign values with the arc's `set`",
 		"data": "assign values with the arc's `set`",
-	},
-	"in loop.spec": {
-		"policy": "iterations always run as commands on the workers; remove `policy`",
 	},
 	"in policy": {"admit": hintAdmit},
 	"": {

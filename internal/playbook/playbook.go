@@ -32,6 +32,13 @@ const (
 	LoopParallel   = "parallel"   // up to MaxInFlight iterations at once
 )
 
+// Loop placements (loop.spec.policy.exec, NoETL's). Every iteration is its
+// own command either way; see docs/playbooks.md for what local means here.
+const (
+	LoopExecDistributed = "distributed"
+	LoopExecLocal       = "local"
+)
+
 // DefaultIterator is the loop variable name when `iterator` is omitted.
 const DefaultIterator = "item"
 
@@ -146,6 +153,7 @@ type Loop struct {
 	Iterator    string // DefaultIterator when omitted
 	Mode        string // LoopSequential (default) or LoopParallel
 	MaxInFlight int    // 1 for sequential; DefaultMaxInFlight when unset
+	Exec        string // LoopExecDistributed (default) or LoopExecLocal, as written
 	Line, Col   int
 }
 
