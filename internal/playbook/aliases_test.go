@@ -66,3 +66,21 @@ func TestLoopPolicyExec(t *testing.T) {
 	checkProblems(t, loop("{policy: {exec: remote}}"), testKinds, []want{{10, `unknown loop.spec.policy.exec "remote"`, "distributed or local"}}, true)
 	checkProblems(t, loop("{policy: {exec: local, fanout: 3}}"), testKinds, []want{{10, `unknown key "fanout" in loop.spec.policy`, ""}}, true)
 }
+
+func TestWorkbookEntryAssert(t *testing.T) {
+	t.Parallel()
+	kinds := KindSet{"python": {"code", "input"}}
+	wb := func(entry string) string {
+		return "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t, path: tests/t}\nworkbook:\n" + entry +
+			"workflow:\n  - step: a\n    tool: {kind: workbook, name: score, input: {x: 1}}\n"
+	}
+	pb, err := Parse("pb.yaml", []byte(wb("  - name: score\n    assert: {expects: [x], returns: [score]}\n    tool: {kind: python, input: {x: null}, code: 'result = {\"score\": x}'}\n")), kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pb.Steps[0].Assert; got == nil || len(got.Expects) != 1 || got.Expects[0] != "x" || got.Returns[0] != "score" {
+		t.Fatalf("assert = %+v, want the entry's", got)
+	}
+	checkProblems(t, wb("  - name: score\n    assert: {expects: [x]}\n    tool: {kind: python, code: x, assert: {expects: [x]}}\n"),
+		kinds, []want{{6, `assert is given both on the entry and in its tool`, "keep one"}}, true)
+}

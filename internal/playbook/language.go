@@ -161,6 +161,15 @@ func (ps *parser) workbookList(n *yaml.Node) {
 		}
 		t := ps.tool(e.val, toolLoc{owner: where, field: "tool"}, nil)
 		wb.tool, wb.policy, wb.assert = t.tool, t.policy, t.assert
+		// NoETL also writes assert beside the entry's tool; it means the
+		// same as the tool's own.
+		if a, ok := f["assert"]; ok {
+			if t.assert != nil {
+				ps.atNode(a.key, "keep one of them", "%s: assert is given both on the entry and in its tool; they say the same thing", where)
+			} else {
+				wb.assert = ps.assert(a.val, where)
+			}
+		}
 	}
 }
 

@@ -24,7 +24,7 @@ var (
 	specKeys       = []string{"mode"}
 	arcKeys        = []string{"step", "when", "set"}
 	keychainKeys   = []string{"name", "credential", "kind"}
-	workbookKeys   = []string{"name", "desc", "tool"}
+	workbookKeys   = []string{"name", "desc", "tool", "assert"}
 	loopKeys       = []string{"in", "iterator", "spec"}
 	loopSpecKeys   = []string{"mode", "max_in_flight", "policy"}
 	loopPolicyKeys = []string{"exec"}
