@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -31,7 +32,14 @@ const (
 	pythonResultFD = 3
 )
 
-var pythonKeys = []string{"code", "input", "timeout", "env"}
+var pythonKeys = []string{"code", "input", "timeout", "env", "libs"}
+
+// pythonNameRE is a Python identifier (ASCII), and pythonModuleRE a dotted
+// module path.
+var (
+	pythonNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	pythonModuleRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+)
 
 // pythonBootstrap runs the step's code in a fresh namespace and reports the
 // outcome on a descriptor of its own, so print() output cannot corrupt it.
@@ -81,10 +89,14 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	libs, err := pythonLibs(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if input == nil {
 		input = map[string]any{}
 	}
-	stdin, err := json.Marshal(map[string]any{"code": code, "input": input})
+	stdin, err := json.Marshal(map[string]any{"code": code, "input": input, "libs": libs})
 	if err != nil {
 		return nil, configError("python", "input", "cannot be encoded as JSON: %v", err)
 	}
@@ -206,6 +218,31 @@ func lastLines(s string, n int) string {
 		lines = append([]string{"..."}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// pythonLibs returns cfg["libs"], NoETL's {name: module} imports: each
+// module is imported as name before the code runs.
+func pythonLibs(cfg map[string]any) (map[string]string, error) {
+	v, ok := cfg["libs"]
+	if !ok || v == nil {
+		return map[string]string{}, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, configError("python", "libs", "must be a map of names to modules, e.g. {json: json, pd: pandas}, got %s", describe(v))
+	}
+	out := make(map[string]string, len(m))
+	for name, mod := range m {
+		s, ok := mod.(string)
+		switch {
+		case !pythonNameRE.MatchString(name):
+			return nil, configError("python", "libs", "%q is not a Python name to import a module as", name)
+		case !ok || !pythonModuleRE.MatchString(s):
+			return nil, configError("python", "libs", "%q must be a module name such as json or os.path, got %s", name, describe(mod))
+		}
+		out[name] = s
+	}
+	return out, nil
 }
 
 // optMapping returns cfg[key], a mapping, or nil when absent or null.

@@ -9,8 +9,12 @@
 #   {"status": "bad_result", "message": ...}
 # The result is the value of a top-level `return` (NoETL playbooks use one)
 # if the code returns something, else the global `result` (None if unset).
+# Code that defines `main` (NoETL's other form) has main called after it
+# runs, and main's return value is the result: see call_main.
 import ast
 import datetime
+import importlib
+import inspect
 import json
 import linecache
 import os
@@ -83,9 +87,38 @@ def describe(exc):
 def run(code, ns):
     obj, wrapped = compile_code(code)
     exec(obj, ns)
-    if not wrapped:
-        return None
-    return ns.pop(WRAPPER)()
+    returned = ns.pop(WRAPPER)() if wrapped else None
+    main = ns.get("main")
+    if inspect.isfunction(main) and main.__code__.co_filename == FILENAME:
+        return True, call_main(main, ns["input_data"])
+    return False, returned
+
+
+def call_main(main, inp):
+    """Calls the code's main with the input bound by parameter name; a
+    **kwargs parameter takes every input key. A parameter named input_data,
+    or the only parameter when no input key names it, takes the whole input
+    mapping. A parameter with a default may be left unbound."""
+    params = list(inspect.signature(main).parameters.values())
+    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        kwargs = dict(inp)
+    else:
+        kwargs = {p.name: inp[p.name] for p in named if p.name in inp and p.kind != p.POSITIONAL_ONLY}
+    args = []
+    for p in named:
+        if p.name in kwargs:
+            continue
+        whole = p.name == "input_data" or (len(named) == 1 and p.default is p.empty)
+        if whole:
+            if p.kind == p.POSITIONAL_ONLY:
+                args.append(inp)
+            else:
+                kwargs[p.name] = inp
+        elif p.default is p.empty:
+            raise TypeError("main() parameter %r has no value: the step's input has no key %r "
+                            "(input keys: %s)" % (p.name, p.name, ", ".join(sorted(inp)) or "none"))
+    return main(*args, **kwargs)
 
 
 def main():
@@ -101,9 +134,13 @@ def main():
           "input_data": inp}
     ns.update(inp)
     linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
-    returned = None
+    called, returned = False, None
     try:
-        returned = run(code, ns)
+        # libs ({name: module}) are imported before the code runs, as NoETL
+        # does; a module that is not installed fails the step.
+        for name, module in sorted(req.get("libs", {}).items()):
+            ns[name] = importlib.import_module(module)
+        called, returned = run(code, ns)
     except SystemExit as e:
         if e.code not in (None, 0):
             envelope = describe(e)
@@ -111,7 +148,7 @@ def main():
             return write(out, envelope)
     except BaseException as e:
         return write(out, describe(e))
-    result = returned if returned is not None else ns.get("result")
+    result = returned if called or returned is not None else ns.get("result")
     try:
         payload = json.dumps({"status": "ok", "result": result}, allow_nan=False)
     except (TypeError, ValueError) as e:

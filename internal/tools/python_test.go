@@ -296,3 +296,62 @@ result = p.pid`
 		t.Fatalf("returned after %s, want before the pipe grace of %s", elapsed, procPipeGrace)
 	}
 }
+
+// NoETL's `def main(...)` form: the code defines main, which is called with
+// the input bound to its parameters by name, and returns the result.
+func TestPythonMainForm(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, code string
+		want       any
+	}{
+		{"by name", "def main(a, b=5, c=7):\n    return {'sum': a + b + c}\n", map[string]any{"sum": json.Number("13")}},
+		{"kwargs", "def main(**kw):\n    return sorted(kw)\n", []any{"a", "b"}},
+		{"whole input", "def main(input_data):\n    return input_data['a']\n", json.Number("1")},
+		{"one param", "def main(payload):\n    return payload['b']\n", json.Number("5")},
+		{"returns None", "def main(a):\n    pass\nresult = 'ignored'\n", nil},
+	} {
+		got := pythonRun(t, pythonCfg(tc.code, "input", map[string]any{"a": 1, "b": 5}))
+		if !reflect.DeepEqual(normalizeJSON(t, got), normalizeJSON(t, tc.want)) {
+			t.Errorf("%s: result = %#v, want %#v", tc.name, got, tc.want)
+		}
+	}
+	_, err := Run(t.Context(), pythonCfg("def main(a, missing):\n    return 1\n", "input", map[string]any{"a": 1}))
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("main with an unbound parameter: error = %v, want one naming it", err)
+	}
+}
+
+// libs imports modules under the names given: {alias: module}.
+func TestPythonLibs(t *testing.T) {
+	t.Parallel()
+	got := pythonRun(t, pythonCfg("result = [j.dumps([1]), b64.b64encode(b'x').decode()]\n",
+		"libs", map[string]any{"j": "json", "b64": "base64"}))
+	if want := []any{"[1]", "eA=="}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("result = %#v, want %#v", got, want)
+	}
+	for _, tc := range []struct {
+		libs any
+		want string
+	}{
+		{map[string]any{"x": "no_such_module_zz"}, `no_such_module_zz`},
+		{map[string]any{"1x": "json"}, `"1x" is not a Python name`},
+		{map[string]any{"x": 3}, `must be a module name`},
+		{"json", `must be a map`},
+	} {
+		_, err := Run(t.Context(), pythonCfg("result = 1\n", "libs", tc.libs))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("libs %v: error = %v, want one containing %q", tc.libs, err, tc.want)
+		}
+	}
+}
+
+// normalizeJSON compares results as JSON text, so number types do not matter.
+func normalizeJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
