@@ -147,7 +147,8 @@ type Outcome struct {
 
 // Decision is what a policy makes of an Outcome.
 type Decision struct {
-	Do     string         // playbook.DoRetry, DoFail or DoContinue
+	Do     string         // playbook.DoRetry, DoFail, DoContinue, DoBreak or DoJump
+	To     string         // DoJump's target task
 	Delay  time.Duration  // before the retry
 	Set    map[string]any // rendered context values to assign (MergeContext)
 	Reason string         // why; for fail, the error to report
@@ -211,10 +212,10 @@ func decide(r playbook.Rule, i int, o Outcome, set map[string]any) Decision {
 		last = fmt.Sprintf("policy rule %d (line %d) matched the result", i, r.Line)
 	}
 	switch r.Do {
-	case playbook.DoContinue:
-		d := Decision{Do: playbook.DoContinue, Set: set}
+	case playbook.DoContinue, playbook.DoBreak, playbook.DoJump:
+		d := Decision{Do: r.Do, To: r.To, Set: set}
 		if o.Status != StatusCompleted {
-			d.Reason = "policy continues past the error: " + o.Error
+			d.Reason = "policy " + r.Do + "s past the error: " + o.Error
 		}
 		return d
 	case playbook.DoRetry:
@@ -298,12 +299,52 @@ func NextSteps(p *playbook.Playbook, step *playbook.Step, s Scope) ([]Fired, err
 }
 
 // StepSet renders a step's `set` with `result` bound to the step's result
-// (for a loop, the list of iteration results).
+// (for a loop, the list of iteration results, which also answers
+// result.results and result.stats as a step result does).
 func StepSet(step *playbook.Step, s Scope, result any) (map[string]any, error) {
 	if len(step.Set) == 0 {
 		return nil, nil
 	}
-	return renderSet(step.Set, &lazyVars{scope: s.With("result", result)}, step.Name, "set")
+	return renderSet(step.Set, &lazyVars{scope: s.With("result", wrapResult(normalizedAny(result)))}, step.Name, "set")
+}
+
+// Continues reports whether d lets the run go on past the outcome it
+// decided: continue, break and jump all do (on a single tool, break and
+// jump mean continue), retry and fail do not.
+func (d Decision) Continues() bool {
+	switch d.Do {
+	case playbook.DoContinue, playbook.DoBreak, playbook.DoJump:
+		return true
+	}
+	return false
+}
+
+// Assign returns s with set assigned (see MergeContext): iter.<name>
+// targets go to the task list's per-run scope `iter`, every other target
+// to the context. s itself is not modified.
+func (s Scope) Assign(set map[string]any) Scope {
+	var ctxSet, iterSet map[string]any
+	for k, v := range set {
+		if rest, ok := strings.CutPrefix(k, playbook.IterScope+"."); ok {
+			if iterSet == nil {
+				iterSet = map[string]any{}
+			}
+			iterSet[rest] = v
+			continue
+		}
+		if ctxSet == nil {
+			ctxSet = map[string]any{}
+		}
+		ctxSet[k] = v
+	}
+	if ctxSet != nil {
+		s.Context = MergeContext(s.Context, ctxSet)
+	}
+	if iterSet != nil {
+		it, _ := s.Extra[playbook.IterScope].(map[string]any)
+		s = s.With(playbook.IterScope, mergePaths(it, iterSet))
+	}
+	return s
 }
 
 // TaskSet renders a task's `set` with `output` bound to the task's outcome
@@ -336,13 +377,23 @@ func renderSet(set map[string]any, vars *lazyVars, step, field string) (map[stri
 // assign name, and a dotted path ("ctx.a.b") assigns inside a mapping,
 // creating it. Neither argument is modified.
 func MergeContext(ctx map[string]any, set map[string]any) map[string]any {
-	out := maps.Clone(ctx)
+	trimmed := make(map[string]any, len(set))
+	for k, v := range set {
+		trimmed[strings.TrimPrefix(k, "ctx.")] = v
+	}
+	return mergePaths(ctx, trimmed)
+}
+
+// mergePaths returns m with each dotted path of set assigned, creating
+// mappings on the way. Neither argument is modified.
+func mergePaths(m0 map[string]any, set map[string]any) map[string]any {
+	out := maps.Clone(m0)
 	if out == nil {
 		out = make(map[string]any, len(set))
 	}
 	// Shorter paths first, so {a: {...}, a.b: 1} assigns a, then a.b.
 	for _, k := range slices.Sorted(maps.Keys(set)) {
-		path := strings.Split(strings.TrimPrefix(k, "ctx."), ".")
+		path := strings.Split(k, ".")
 		m := out
 		for _, p := range path[:len(path)-1] {
 			child, ok := m[p].(map[string]any)

@@ -124,15 +124,37 @@ func (m resultMap) GetAttribute(name string) (*exec.Value, bool) {
 	return exec.AsValue(nil), false
 }
 
-// resultList is a list step result (a loop's) as templates see it.
+// resultList is a list step result (a loop's) as templates see it. It is
+// the list Millrace stores, and it also reads as NoETL's loop result
+// {results, stats}: see LoopStats.
 type resultList []any
 
-// GetAttribute implements gonja's exec.AttributeGetter: "data" is the list.
+// GetAttribute implements gonja's exec.AttributeGetter: "data" and
+// "results" are the list, "stats" is LoopStats of it.
 func (l resultList) GetAttribute(name string) (*exec.Value, bool) {
-	if name == "data" {
-		return exec.AsValue(l), true
+	switch name {
+	case "data", "results":
+		return exec.AsValue([]any(l)), true
+	case "stats":
+		return exec.AsValue(LoopStats(l)), true
 	}
 	return exec.AsValue(nil), false
+}
+
+// LoopStats is NoETL's `stats` of a loop's results: total iterations,
+// failed (those a policy continued past an error: their result is the
+// error envelope {status: error, error, ...}) and success (the rest).
+// Every iteration of a finished loop ended, so total is the list's length.
+func LoopStats(results []any) map[string]any {
+	failed := 0
+	for _, r := range results {
+		if m, ok := r.(map[string]any); ok && m["status"] == "error" {
+			if _, has := m["error"]; has {
+				failed++
+			}
+		}
+	}
+	return map[string]any{"total": len(results), "success": len(results) - failed, "failed": failed}
 }
 
 func wrapResult(v any) any {

@@ -499,7 +499,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		}
 	}
 	projected, projectedResult := status, rep.Result
-	if status == api.CmdFailed && decision.Do == playbook.DoContinue {
+	if status == api.CmdFailed && decision.Continues() { // break on a single tool is continue
 		projected = api.CmdCompleted
 		env := map[string]any{"status": "error", "error": rep.Error, "data": res}
 		res = env

@@ -273,6 +273,12 @@ func (ps *parser) set(n *yaml.Node, what string) map[string]any {
 		case !setKeyRE.MatchString(k):
 			ps.atNode(e.key, "write a name or ctx.<name>, e.g. `ctx.total`", "%s: invalid target %q", what, k)
 			continue
+		case root == IterScope && k != IterScope && ps.inTasks:
+			// iter.<name>: the task list's per-run scope (NoETL's).
+		case root == IterScope && k != IterScope:
+			ps.atNode(e.key, "iter.<name> is the scope of one run of a task list (`tool: [...]`), set by its tasks and their policy rules; here write ctx.<name>",
+				"%s: target %q is outside a task list", what, k)
+			continue
 		case reservedNames[root] || k == "ctx":
 			ps.atNode(e.key, "pick another name", "%s: target %q is reserved", what, k)
 			continue
@@ -458,15 +464,31 @@ func (ps *parser) then(n *yaml.Node, owner, where string, r *Rule) bool {
 	if e, has := f["do"]; has {
 		r.Do, _ = ps.scalar(e.val, where+".do")
 		switch r.Do {
-		case DoRetry, DoFail, DoContinue:
+		case DoRetry, DoFail, DoContinue, DoBreak:
+		case DoJump:
+			if !ps.inTasks {
+				ps.atNode(e.val, "jump moves between the tasks of a task list (`tool: [{name: a, ...}, ...]`); on a single tool use retry, continue or fail",
+					"%s: %s.do jump outside a task list", owner, where)
+				ok = false
+			}
 		case "":
 			ok = false
 		default:
-			ps.atNode(e.val, "use retry, fail or continue", "%s: %s.do %q is not an action", owner, where, r.Do)
+			ps.atNode(e.val, "use retry, fail, continue, break or jump (with `to: <task>`)", "%s: %s.do %q is not an action", owner, where, r.Do)
 			ok = false
 		}
 	} else {
-		ps.atNode(n, "add `do: retry|fail|continue`", "%s: %s has no do", owner, where)
+		ps.atNode(n, "add `do: retry|fail|continue|break|jump`", "%s: %s has no do", owner, where)
+		ok = false
+	}
+	if e, has := f["to"]; has {
+		r.To, _ = ps.scalar(e.val, where+".to")
+		if r.Do != DoJump && r.Do != "" {
+			ps.atNode(e.key, "`to` names the task a `do: jump` goes to; write `do: jump`, or remove `to`", "%s: %s.to only applies to do: jump", owner, where)
+			ok = false
+		}
+	} else if r.Do == DoJump && ps.inTasks {
+		ps.atNode(n, "add `to: <task name>`, the task of this list to go on at", "%s: %s: do: jump has no to", owner, where)
 		ok = false
 	}
 	for _, k := range []string{"attempts", "backoff", "delay"} {
@@ -547,4 +569,27 @@ func (ps *parser) assert(n *yaml.Node, owner string) *Assert {
 	}
 	a.Expects, a.Returns = names("expects"), names("returns")
 	return a
+}
+
+// checkJumps reports `do: jump` rules whose `to` names no task of the list.
+func (ps *parser) checkJumps(tasks []Task, step string) {
+	names := make([]string, len(tasks))
+	for i, t := range tasks {
+		names[i] = t.Name
+	}
+	for _, t := range tasks {
+		if t.Policy == nil {
+			continue
+		}
+		for _, r := range t.Policy.Rules {
+			if r.Do != DoJump || r.To == "" || slices.Contains(names, r.To) {
+				continue
+			}
+			hint := "the tasks of this list are: " + strings.Join(names, ", ")
+			if s := nearest(r.To, names); s != "" {
+				hint = fmt.Sprintf("did you mean %q?", s)
+			}
+			ps.at(r.Line, r.Col, hint, "step %q task %q: jump to %q, which is not a task of this list", step, t.Name, r.To)
+		}
+	}
 }

@@ -270,7 +270,7 @@ func TestParseLanguageProblems(t *testing.T) {
 				"            - {when: x, then: {attempts: 2}}\n"),
 			[]want{
 				{13, "has both when and else", ""}, {14, "rules[1] has no then", ""}, {15, "rules[2] needs when (or else) and then", ""},
-				{16, `rules[3].then.do "skip" is not an action`, "retry, fail or continue"},
+				{16, `rules[3].then.do "skip" is not an action`, "retry, fail, continue, break or jump"},
 				{17, "rules[4].then.attempts only applies to do: retry", ""},
 				{18, "attempts must be an integer from 1 to 100", ""}, {18, `backoff "cubic" is unknown`, "exponential"}, {18, "delay must be a non-negative number", ""},
 				{19, "rules[6].then has no do", ""},

@@ -246,7 +246,7 @@ func TestParseNoETLShapeProblems(t *testing.T) {
 			{13, `step "a": tool.spec.policy.rules[0].else has both then and do`, "- else: {do: continue}"},
 		}},
 		{"else shorthand bad action", rules("            - else: {do: skip}\n"), []want{
-			{13, `tool.spec.policy.rules[0].else.do "skip" is not an action`, "retry, fail or continue"},
+			{13, `tool.spec.policy.rules[0].else.do "skip" is not an action`, "retry, fail, continue, break or jump"},
 		}},
 		{"else shorthand retry keys need retry", rules("            - else: {do: continue, attempts: 2}\n"), []want{
 			{13, "rules[0].else.attempts only applies to do: retry", "do: retry"},

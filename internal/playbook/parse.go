@@ -32,7 +32,7 @@ var (
 	policyKeys     = []string{"rules"}
 	ruleKeys       = []string{"when", "else", "then"}
 	elseKeys       = []string{"then"}
-	thenKeys       = []string{"do", "attempts", "backoff", "delay", "set"}
+	thenKeys       = []string{"do", "to", "attempts", "backoff", "delay", "set"}
 	assertKeys     = []string{"expects", "returns"}
 	// toolExtraKeys are accepted in every tool besides kind and the kind's own.
 	toolExtraKeys = []string{"spec", "assert"}
@@ -103,6 +103,9 @@ type parser struct {
 	probs    Problems
 	keychain map[string]bool          // declared keychain entry names
 	workbook map[string]*workbookItem // by name
+	// inTasks is true while a task list's tasks are parsed: only there do
+	// iter.* set targets and `do: jump` mean something.
+	inTasks bool
 }
 
 func (ps *parser) at(line, col int, hint, format string, args ...any) {

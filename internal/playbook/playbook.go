@@ -51,7 +51,23 @@ const (
 	DoRetry    = "retry"
 	DoFail     = "fail"
 	DoContinue = "continue"
+	// DoBreak stops a task list for this run (one loop iteration, or the
+	// step), successfully; on a single tool it means DoContinue.
+	DoBreak = "break"
+	// DoJump goes on at the task named by Rule.To, in the same task list.
+	DoJump = "jump"
 )
+
+// MaxTaskJumps bounds the jumps of one run of a task list: a `do: jump`
+// whose condition never turns false fails the step with a clear error
+// instead of running forever. Each jump is usually one page of a paginated
+// API, so the bound sits far above any real page count.
+const MaxTaskJumps = 10000
+
+// IterScope is the template name (and set-target prefix) of a task list's
+// per-run scope: iter.<iterator> and iter.index in a loop, plus whatever
+// `set: {iter.x: ...}` assigns; it lives as long as the run of the list.
+const IterScope = "iter"
 
 // Retry defaults, filled in by the parser when a retry rule omits them.
 const (
@@ -170,7 +186,8 @@ type Policy struct {
 type Rule struct {
 	When      string // a Jinja condition; empty when Else
 	Else      bool
-	Do        string         // DoRetry, DoFail or DoContinue
+	Do        string         // DoRetry, DoFail, DoContinue, DoBreak or DoJump
+	To        string         // DoJump's target: a task of the same task list
 	Attempts  int            // total runs allowed (retry only); DefaultRetryAttempts when omitted
 	Backoff   string         // BackoffFixed (default), BackoffExponential, BackoffLinear or BackoffNone (retry only)
 	Delay     time.Duration  // before the next run (retry only); DefaultRetryDelay when omitted

@@ -204,6 +204,8 @@ func (ps *parser) tasks(n *yaml.Node, step string, input *stepInput) (tasks []Ta
 	}
 	taken := false
 	seen := map[string]int{}
+	ps.inTasks = true
+	defer func() { ps.inTasks = false }()
 	for _, item := range list.Content {
 		if deref(item).Kind != yaml.MappingNode {
 			ps.atNode(item, "each task is a mapping `- name: <task>\n  kind: ...`", "step %q: task must be a mapping, got %s", step, describe(item))
@@ -245,6 +247,7 @@ func (ps *parser) tasks(n *yaml.Node, step string, input *stepInput) (tasks []Ta
 		}
 		tasks = append(tasks, task)
 	}
+	ps.checkJumps(tasks, step)
 	if taken {
 		refusedKinds = nil
 	}

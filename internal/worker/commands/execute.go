@@ -72,48 +72,75 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error)
 	return res, err
 }
 
-// runTasks runs a task list in order. Each task sees the results of the
-// tasks before it under their names; the step's result is the last task's.
-// A task's own `spec.policy` is applied here, in the worker: a retry runs
-// the task again after its backoff, `continue` goes on with an error
-// envelope as the task's result, `fail` fails the command. A task's `set`
-// (and its rules' `set`) is visible to the later tasks of this command.
+// runTasks runs a task list. Each task sees the results of the tasks before
+// it under their names; the step's result is the result of the last task
+// that ran. A task's own `spec.policy` is applied here, in the worker: a
+// retry runs the task again after its backoff, `continue` goes on with the
+// next task (after a failure, with an error envelope as the task's result),
+// `break` ends the list successfully, `jump` goes on at the task named by
+// `to` (at most playbook.MaxTaskJumps times per run), `fail` fails the
+// command. A task's `set` and its rules' `set` are visible to the later
+// tasks of this run: ctx.<name> (and bare names) in the context, iter.<name>
+// in `iter`, the run's own scope (one loop iteration's, in a loop).
 func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (any, error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
 		scope = engine.Scope(*p.Scope)
 	}
-	if scope.Extra == nil {
-		scope.Extra = map[string]any{}
+	if _, ok := scope.Extra[playbook.IterScope].(map[string]any); !ok {
+		scope = scope.With(playbook.IterScope, map[string]any{}) // a task list outside a loop has an iter scope too
 	}
 	step := &playbook.Step{Name: cl.Step}
+	at := make(map[string]int, len(p.Tasks))
+	for i, t := range p.Tasks {
+		at[t.Name] = i
+	}
 	var last any
-	for _, t := range p.Tasks {
-		res, outcome, err := runTask(ctx, cl.Step, t, scope, keychain)
+	jumps := 0
+	for i := 0; i < len(p.Tasks); {
+		t := p.Tasks[i]
+		res, outcome, d, err := runTask(ctx, cl.Step, t, &scope, keychain)
 		if err != nil {
 			return res, err
 		}
-		scope.Extra[t.Name] = res
+		scope = scope.With(t.Name, res)
 		set, serr := engine.TaskSet(step, &playbook.Task{Name: t.Name, Set: t.Set}, scope, outcome)
 		if serr != nil {
 			return nil, &tools.Error{Kind: "template", Message: serr.Error()}
 		}
-		scope.Context = engine.MergeContext(scope.Context, set)
+		scope = scope.Assign(set)
 		last = res
+		switch d.Do {
+		case playbook.DoBreak:
+			return last, nil
+		case playbook.DoJump:
+			next, ok := at[d.To]
+			if !ok {
+				return nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: jump to %q, which is not a task of this list", cl.Step, t.Name, d.To)}
+			}
+			if jumps++; jumps > playbook.MaxTaskJumps {
+				return nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: more than %d jumps in one run of the task list (last to %q); the jump's condition never turned false",
+					cl.Step, t.Name, playbook.MaxTaskJumps, d.To)}
+			}
+			i = next
+		default:
+			i++
+		}
 	}
 	return last, nil
 }
 
-// runTask runs one task under its policy and assert.
-func runTask(ctx context.Context, step string, t api.Task, scope engine.Scope, keychain map[string]any) (any, engine.Outcome, error) {
+// runTask runs one task under its policy and assert. The policy's `set` is
+// assigned to *scope as each attempt is decided, so a retry sees it.
+func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, keychain map[string]any) (any, engine.Outcome, engine.Decision, error) {
 	for attempt := 1; ; attempt++ {
-		v, err := engine.RenderAtWorker(t.Tool, scope, keychain)
+		v, err := engine.RenderAtWorker(t.Tool, *scope, keychain)
 		if err != nil {
-			return nil, engine.Outcome{}, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
+			return nil, engine.Outcome{}, engine.Decision{}, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
 		}
 		cfg, _ := v.(map[string]any)
 		if err := engine.CheckExpects(t.Assert, cfg); err != nil {
-			return nil, engine.Outcome{}, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
+			return nil, engine.Outcome{}, engine.Decision{}, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s task %s: %v", step, t.Name, err)}
 		}
 		res, runErr := tools.Run(ctx, cfg)
 		if runErr == nil {
@@ -133,18 +160,18 @@ func runTask(ctx context.Context, step string, t api.Task, scope engine.Scope, k
 			}
 		}
 		if t.Policy == nil {
-			return res, o, runErr
+			return res, o, engine.Decision{Do: playbook.DoContinue}, runErr
 		}
-		d, err := engine.Decide(t.Policy, scope, o)
+		d, err := engine.Decide(t.Policy, *scope, o)
 		if err != nil {
-			return nil, o, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s policy: %v", step, t.Name, err)}
+			return nil, o, d, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s policy: %v", step, t.Name, err)}
 		}
-		scope.Context = engine.MergeContext(scope.Context, d.Set)
+		*scope = scope.Assign(d.Set)
 		switch d.Do {
 		case playbook.DoRetry:
 			select {
 			case <-ctx.Done():
-				return nil, o, ctx.Err()
+				return nil, o, d, ctx.Err()
 			case <-time.After(d.Delay):
 			}
 			continue
@@ -156,12 +183,12 @@ func runTask(ctx context.Context, step string, t api.Task, scope engine.Scope, k
 			if msg == "" {
 				msg = "the task's policy failed it"
 			}
-			return res, o, &tools.Error{Kind: "policy", Message: fmt.Sprintf("task %s: %s", t.Name, msg)}
+			return res, o, d, &tools.Error{Kind: "policy", Message: fmt.Sprintf("task %s: %s", t.Name, msg)}
 		}
-		if runErr != nil { // continue past a failure with an error envelope
+		if runErr != nil { // continue, break or jump past a failure: an error envelope
 			res = map[string]any{"status": "error", "error": o.Error, "data": res}
 		}
-		return res, o, nil
+		return res, o, d, nil
 	}
 }
 

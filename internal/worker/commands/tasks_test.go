@@ -1,0 +1,171 @@
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/engine"
+	"github.com/millrace/millrace/internal/playbook"
+	"github.com/millrace/millrace/internal/tools"
+)
+
+// runStep parses a one-step playbook and runs its task list the way a
+// worker (or the local runtime) does, with scope as the server would send
+// it (loop items bound when the step loops: iteration index).
+func runStep(t *testing.T, src string, index int) (any, error) {
+	t.Helper()
+	pb, err := playbook.Parse("tasks.yaml", []byte(src), tools.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := pb.Steps[0]
+	scope := engine.Scope{ExecutionID: 7, Workload: pb.Workload, Results: map[string]any{}}
+	if step.Loop != nil {
+		items, err := engine.LoopItems(step, scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scope = engine.IterationScope(scope, step, items, index)
+	}
+	p := api.Payload{Scope: (*api.Scope)(&scope)}
+	for _, tk := range step.Tasks {
+		p.Tasks = append(p.Tasks, api.Task{Name: tk.Name, Tool: tk.Tool, Set: tk.Set, Policy: tk.Policy, Assert: tk.Assert})
+	}
+	// Through JSON, as the payload travels.
+	raw, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Execute(context.Background(), api.Command{ExecutionID: 7, Step: step.Name, Tool: json.RawMessage(`{"kind":"tasks"}`), Input: raw}, nil)
+}
+
+// A `then.set` in a task's policy rule is visible to the later tasks of the
+// list (issue 10: it was dropped, and the next task failed with "attribute
+// not found").
+func TestTaskRuleSetReachesLaterTasks(t *testing.T) {
+	t.Parallel()
+	res, err := runStep(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: t, path: t/t}
+workflow:
+  - step: start
+    tool:
+      - name: first
+        kind: noop
+        result: {n: 41}
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'success' }}"
+                then: {do: continue, set: {ctx.answer: "{{ output.data.n + 1 }}", plain: yes}}
+      - name: second
+        kind: noop
+        result: {answer: "{{ ctx.answer }}", top: "{{ answer }}", plain: "{{ plain }}"}
+`, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(res)
+	if string(got) != `{"answer":42,"plain":"yes","top":42}` {
+		t.Fatalf("result %s; want the rule's set visible to the next task", got)
+	}
+}
+
+// NoETL's in-step pagination: iter.* set by one task's rule is read by the
+// next; `do: jump` goes back to fetch the next page; `do: break` ends the
+// iteration successfully. Each loop iteration has its own iter scope.
+func TestTaskListPaginatesWithIterJumpAndBreak(t *testing.T) {
+	t.Parallel()
+	const src = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: t, path: t/t}
+workload:
+  pages: {a: 3, b: 1}
+workflow:
+  - step: fetch_all
+    loop: {in: "{{ ['a', 'b', 'skip'] }}", iterator: item}
+    tool:
+      - name: init
+        kind: noop
+        spec:
+          policy:
+            rules:
+              - when: "{{ iter.item == 'skip' }}"
+                then: {do: break, set: {iter.skipped: true}}
+              - else:
+                  then: {do: continue, set: {iter.page: 1, iter.seen: []}}
+      - name: fetch_page
+        kind: noop
+        result: {page: "{{ iter.page }}", total: "{{ pages[iter.item] }}"}
+        spec:
+          policy:
+            rules:
+              - else:
+                  then:
+                    do: continue
+                    set:
+                      iter.has_more: "{{ output.data.page < output.data.total }}"
+                      iter.seen: "{{ iter.seen + [output.data.page] }}"
+      - name: paginate
+        kind: noop
+        spec:
+          policy:
+            rules:
+              - when: "{{ iter.has_more }}"
+                then: {do: jump, to: fetch_page, set: {iter.page: "{{ iter.page + 1 }}"}}
+              - else: {do: continue}
+      - name: done
+        kind: noop
+        result: {item: "{{ iter.item }}", index: "{{ iter.index }}", seen: "{{ iter.seen }}", last: "{{ fetch_page.page }}"}
+`
+	want := []string{
+		`{"index":0,"item":"a","last":3,"seen":[1,2,3]}`,
+		`{"index":1,"item":"b","last":1,"seen":[1]}`,
+		`{"status":"noop","step":"fetch_all"}`,
+	}
+	for i, w := range want {
+		res, err := runStep(t, src, i)
+		if err != nil {
+			t.Fatalf("iteration %d: %v", i, err)
+		}
+		got, _ := json.Marshal(res)
+		if i == 2 { // broke at init: the result is init's own
+			var m map[string]any
+			_ = json.Unmarshal(got, &m)
+			if _, ok := m["seen"]; ok {
+				t.Fatalf("iteration 2 result %s; want the break to skip the later tasks", got)
+			}
+			continue
+		}
+		if string(got) != w {
+			t.Fatalf("iteration %d result %s; want %s", i, got, w)
+		}
+	}
+}
+
+// A jump whose condition never turns false ends with a clear failure after
+// playbook.MaxTaskJumps jumps.
+func TestEndlessJumpFails(t *testing.T) {
+	t.Parallel()
+	_, err := runStep(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: t, path: t/t}
+workflow:
+  - step: start
+    tool:
+      - name: a
+        kind: noop
+      - name: b
+        kind: noop
+        spec:
+          policy:
+            rules:
+              - else: {do: jump, to: a}
+`, 0)
+	if err == nil || !strings.Contains(err.Error(), "more than 10000 jumps") || !strings.Contains(err.Error(), `"a"`) {
+		t.Fatalf("err %v; want the jump bound named", err)
+	}
+}
