@@ -22,4 +22,7 @@ const (
 	EvLoopDone       = "loop.done"
 	EvLoopFailed     = "loop.failed"
 	EvContextUpdated = "context.updated"
+	// EvJoinArrived: an arc into a join fired; the join starts once no
+	// branch that can still reach it is active (docs/playbooks.md).
+	EvJoinArrived = "join.arrived"
 )

@@ -32,6 +32,12 @@ type run struct {
 	finishedResult any
 	// items holds decoded loop items by loop id.
 	items map[int64][]any
+	// graph is the playbook's static shape (which steps are joins).
+	graph *engine.Graph
+	// arrived holds, per join an arc has reached, the round of its latest
+	// arrival: how many times the join had started then. The join waits
+	// while that equals how many times it has started (see joins.go).
+	arrived map[string]int
 }
 
 func (s *Service) loadRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time) (*run, error) {
@@ -56,7 +62,8 @@ func hasLoops(pb *playbook.Playbook) bool {
 }
 
 func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, read bool) (*run, error) {
-	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}, items: map[int64][]any{}}
+	r := &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, loops: map[int64]store.Loop{}, items: map[int64][]any{},
+		graph: s.graphFor(pb), arrived: map[string]int{}}
 	var wl map[string]any
 	if len(exec.Workload) > 0 {
 		if err := json.Unmarshal(exec.Workload, &wl); err != nil {
@@ -81,6 +88,11 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 	}
 	if read && hasLoops(pb) {
 		if loops, err = tx.LoopListByExecution(ctx, exec.ExecutionID); err != nil {
+			return nil, err
+		}
+	}
+	if read && len(r.graph.Joins()) > 0 {
+		if err := r.readArrivals(); err != nil {
 			return nil, err
 		}
 	}
@@ -114,6 +126,7 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 // runFromState is loadRun from a cached state (see statecache.go).
 func (s *Service) runFromState(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, st *runState) *run {
 	return &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, cmds: st.cmds, loops: st.loops, items: st.items,
+		graph: s.graphFor(pb), arrived: st.arrived,
 		scope: engine.Scope{ExecutionID: exec.ExecutionID, Workload: st.workload, Results: st.results, Context: st.context}}
 }
 
@@ -253,6 +266,13 @@ func (r *run) afterStep(step *playbook.Step, result any, exclude int64) error {
 		if err := r.setContext(f.Set); err != nil {
 			return err
 		}
+		if r.graph.IsJoin(f.Step) {
+			// Started by settleJoins, once its live branches are over.
+			if err := r.arrive(f.Step, step.Name); err != nil {
+				return err
+			}
+			continue
+		}
 		target := r.pb.ByName[f.Step]
 		if err := r.startStep(target, r.scope); err != nil {
 			return err
@@ -260,6 +280,14 @@ func (r *run) afterStep(step *playbook.Step, result any, exclude int64) error {
 		if r.exec.Status != api.ExecRunning {
 			return nil // a render error failed the execution
 		}
+	}
+	// This step's end may be what a waiting join was held back by, even
+	// when none of its arcs leads there.
+	if err := r.settleJoins(); err != nil {
+		return err
+	}
+	if r.exec.Status != api.ExecRunning {
+		return nil
 	}
 	if r.pendingExcept(exclude) == 0 {
 		return r.finishExecution(engine.Plan{Done: true, Result: result})

@@ -43,6 +43,7 @@ type Service struct {
 	log    *slog.Logger
 	wake   func()   // tells the relay the outbox has rows
 	cache  sync.Map // catalog_id -> *playbook.Playbook
+	graphs sync.Map // *playbook.Playbook -> *engine.Graph
 	states *stateCache
 	nowFn  func() time.Time
 }

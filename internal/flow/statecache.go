@@ -53,6 +53,7 @@ type runState struct {
 	workload map[string]any
 	context  map[string]any
 	items    map[int64][]any
+	arrived  map[string]int
 }
 
 // stateCache holds runStates by execution id, within a count and a byte
@@ -129,5 +130,5 @@ func (r *run) state(revision int64) *runState {
 		size += stateRowOverhead + 2*int64(len(l.Items)+len(l.Result))
 	}
 	return &runState{revision: revision, size: size, cmds: r.cmds, loops: r.loops, results: r.scope.Results,
-		workload: r.scope.Workload, context: r.scope.Context, items: r.items}
+		workload: r.scope.Workload, context: r.scope.Context, items: r.items, arrived: r.arrived}
 }

@@ -1,0 +1,291 @@
+package flow_test
+
+// Joins as the server drives them (docs/playbooks.md, "Fan-out and
+// joins"): a step several branches lead to is issued once, after every
+// live branch has finished.
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/ids"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/tools"
+)
+
+// fanOut is a playbook whose start forks inclusively into n branches
+// b1..bn that all lead to reduce; the branches named in skip have an arc
+// whose when is false.
+func fanOut(n int, skip ...string) string {
+	var b strings.Builder
+	b.WriteString(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: fan, path: tests/fan}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs:
+`)
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "        - step: b%d\n", i)
+		if slices.Contains(skip, fmt.Sprintf("b%d", i)) {
+			b.WriteString("          when: \"{{ false }}\"\n")
+		}
+	}
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  - step: b%d\n    tool: {kind: noop}\n    next:\n      arcs: [{step: reduce}]\n", i)
+	}
+	b.WriteString("  - step: reduce\n    tool:\n      kind: noop\n      result:\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "        b%d: \"{{ b%d | default('none') }}\"\n", i, i)
+	}
+	return b.String()
+}
+
+// events is the execution's event log.
+func (r *route) events() []store.Event {
+	r.t.Helper()
+	evs, err := store.ReadValue(r.ctx, r.st, func(q store.Querier) ([]store.Event, error) {
+		return q.EventList(r.ctx, r.ex.ExecutionID)
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return evs
+}
+
+// wantJoinOnce checks that the event log has exactly one command.issued for
+// join, after the command.completed of every step in after.
+func (r *route) wantJoinOnce(join string, after ...string) {
+	r.t.Helper()
+	evs := r.events()
+	issued := -1
+	for i, ev := range evs {
+		if ev.EventType == api.EvCommandIssued && ev.Step == join {
+			if issued >= 0 {
+				r.t.Fatalf("%s issued twice (events %d and %d)", join, issued, i)
+			}
+			issued = i
+		}
+	}
+	if issued < 0 {
+		r.t.Fatalf("%s never issued", join)
+	}
+	for _, step := range after {
+		done := slices.IndexFunc(evs, func(ev store.Event) bool { return ev.EventType == api.EvCommandCompleted && ev.Step == step })
+		if done < 0 || done > issued {
+			r.t.Errorf("%s issued at event %d, before %s completed (event %d)", join, issued, step, done)
+		}
+	}
+}
+
+// notIssued fails if step has been issued.
+func (r *route) notIssued(step, when string) {
+	r.t.Helper()
+	for _, ev := range r.events() {
+		if ev.EventType == api.EvCommandIssued && ev.Step == step {
+			r.t.Fatalf("%s: %s already issued", when, step)
+		}
+	}
+}
+
+func TestJoinInclusiveFanOut(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{2, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			r := startRoute(t, fanOut(n))
+			r.report("start", api.EvCommandCompleted, nil, "")
+			var branches []string
+			for i := n; i >= 1; i-- { // the last branch finishes first
+				b := fmt.Sprintf("b%d", i)
+				if i == 1 {
+					r.notIssued("reduce", "with one branch left")
+				}
+				r.report(b, api.EvCommandCompleted, "r"+b, "")
+				branches = append(branches, b)
+			}
+			r.wantJoinOnce("reduce", branches...)
+			// The join sees every branch's result by step name.
+			res := r.tool("reduce")["result"].(map[string]any)
+			for _, b := range branches {
+				if res[b] != "r"+b {
+					t.Errorf("reduce reads %s = %v, want r%s", b, res[b], b)
+				}
+			}
+			r.report("reduce", api.EvCommandCompleted, "reduced", "")
+			if ex := r.execution(); ex.Status != api.ExecCompleted || string(ex.Result) != `"reduced"` {
+				t.Errorf("execution %s with result %s; want completed with reduce's result", ex.Status, ex.Result)
+			}
+		})
+	}
+}
+
+func TestJoinSkippedBranch(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, fanOut(3, "b2"))
+	r.report("start", api.EvCommandCompleted, nil, "")
+	if _, steps := r.open(); steps != "b1,b3" {
+		t.Fatalf("open %q, want b1,b3", steps)
+	}
+	r.report("b1", api.EvCommandCompleted, "rb1", "")
+	r.notIssued("reduce", "with b3 running")
+	r.report("b3", api.EvCommandCompleted, "rb3", "")
+	r.wantJoinOnce("reduce", "b1", "b3")
+	if got := r.tool("reduce")["result"].(map[string]any)["b2"]; got != "none" {
+		t.Errorf("reduce reads the skipped b2 as %v, want it undefined (none by default)", got)
+	}
+}
+
+// A step two arcs of an exclusive choice lead to never waits: only one of
+// them can be live.
+func TestJoinAfterExclusiveChoice(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: choice, path: tests/choice}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      arcs:
+        - {step: a, when: "{{ start == 1 }}"}
+        - {step: b}
+  - step: a
+    tool: {kind: noop}
+    next: {arcs: [{step: end}]}
+  - step: b
+    tool: {kind: noop}
+    next: {arcs: [{step: end}]}
+  - step: end
+    tool: {kind: noop}
+`)
+	r.report("start", api.EvCommandCompleted, 1, "")
+	r.report("a", api.EvCommandCompleted, nil, "")
+	r.wantJoinOnce("end", "a")
+}
+
+// A branch that ends elsewhere stops holding the join back when it ends,
+// though none of its arcs leads there; a longer branch holds it until its
+// last step.
+func TestJoinBranchEndsElsewhere(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: elsewhere, path: tests/elsewhere}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs: [{step: a}, {step: b}, {step: c}]
+  - step: a
+    tool: {kind: noop}
+    next: {arcs: [{step: reduce}]}
+  - step: b
+    tool: {kind: noop}
+    next:
+      arcs:
+        - {step: reduce, when: "{{ b == 'join' }}"}
+        - {step: aside}
+  - step: c
+    tool: {kind: noop}
+    next: {arcs: [{step: c2}]}
+  - step: c2
+    tool: {kind: noop}
+    next: {arcs: [{step: reduce}]}
+  - step: aside
+    tool: {kind: noop}
+  - step: reduce
+    tool: {kind: noop}
+`)
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("a", api.EvCommandCompleted, nil, "")
+	r.report("c", api.EvCommandCompleted, nil, "")
+	r.notIssued("reduce", "with b and c2 running")
+	r.report("b", api.EvCommandCompleted, "no", "")
+	r.notIssued("reduce", "with c2 running")
+	r.report("c2", api.EvCommandCompleted, nil, "")
+	r.wantJoinOnce("reduce", "a", "b", "c2")
+	r.report("aside", api.EvCommandCompleted, nil, "")
+	r.report("reduce", api.EvCommandCompleted, nil, "")
+	if ex := r.execution(); ex.Status != api.ExecCompleted {
+		t.Errorf("execution %s (%s), want completed", ex.Status, ex.Error)
+	}
+}
+
+// Retries and loops inside a branch hold the join back until the branch's
+// step is over; a branch that fails fails the execution and the join never
+// runs.
+func TestJoinRetryAndLoopInBranch(t *testing.T) {
+	t.Parallel()
+	src := `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: busy, path: tests/busy}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs: [{step: flaky}, {step: each}]
+  - step: flaky
+    tool:
+      kind: noop
+      spec:
+        policy:
+          rules:
+            - when: "{{ output.status == 'error' }}"
+              then: {do: retry, attempts: 2, delay: 0}
+    next: {arcs: [{step: reduce}]}
+  - step: each
+    loop: {in: "{{ [1, 2] }}", iterator: x}
+    tool: {kind: noop}
+    next: {arcs: [{step: reduce}]}
+  - step: reduce
+    tool: {kind: noop}
+`
+	r := startRoute(t, src)
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("flaky", api.EvCommandFailed, nil, "boom")
+	r.report("each", api.EvCommandCompleted, 1, "")
+	r.report("each", api.EvCommandCompleted, 2, "")
+	r.notIssued("reduce", "with flaky's retry pending")
+	r.report("flaky", api.EvCommandCompleted, "ok", "")
+	r.wantJoinOnce("reduce", "flaky", "each")
+
+	r = startRoute(t, src)
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("each", api.EvCommandCompleted, 1, "")
+	r.report("flaky", api.EvCommandFailed, nil, "boom")
+	r.report("flaky", api.EvCommandFailed, nil, "boom")
+	r.wantFailed("step flaky failed")
+	r.notIssued("reduce", "after a failed branch")
+}
+
+// What a join waits for is read from the store, not from one server's
+// memory: a second service on the same database (a restart, or another
+// server) finishes the other branch and issues the join once.
+func TestJoinAcrossServices(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, fanOut(3))
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("b1", api.EvCommandCompleted, nil, "")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	other := flow.New(r.st, ids.New(-1), flow.Config{LeaseTTL: time.Minute}, tools.Kinds(), log, func() {})
+	first := r.flow
+	r.flow = other
+	r.report("b2", api.EvCommandCompleted, nil, "")
+	r.notIssued("reduce", "with b3 running")
+	r.flow = first // its cached state is stale now: it must not be used
+	r.report("b3", api.EvCommandCompleted, nil, "")
+	r.wantJoinOnce("reduce", "b1", "b2", "b3")
+}
