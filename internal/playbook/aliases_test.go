@@ -6,9 +6,9 @@ func TestAliasPairsRefused(t *testing.T) {
 	t.Parallel()
 	kinds := KindSet{"http": {"method", "url", "endpoint", "body", "json", "payload", "data"}}
 	checkProblems(t, head+"  - step: a\n    tool:\n      kind: http\n      url: http://x\n      endpoint: http://y\n",
-		kinds, []want{{11, `"url" and "endpoint" say the same thing`, "keep one of url, endpoint"}}, true)
+		kinds, []want{{11, `has both "url" (line 10) and "endpoint", which say the same thing`, `"endpoint" is an alias of "url"`}}, true)
 	checkProblems(t, head+"  - step: a\n    tool:\n      kind: http\n      url: http://x\n      json: {a: 1}\n      data: {b: 2}\n",
-		kinds, []want{{12, `"json" and "data" say the same thing`, "keep one of json, data"}}, true)
+		kinds, []want{{12, `has both "json" (line 11) and "data", which say the same thing`, "keep one of json, data"}}, true)
 	if _, err := Parse("pb.yaml", []byte(head+"  - step: a\n    tool: {kind: http, endpoint: http://x, payload: {a: 1}}\n"), kinds); err != nil {
 		t.Fatalf("endpoint with payload: %v", err)
 	}
@@ -42,7 +42,7 @@ func TestPlaybookPayloadIsInput(t *testing.T) {
 		t.Fatalf("tool = %#v, want payload merged with the step's input as input", pb.Steps[0].Tool)
 	}
 	checkProblems(t, head+"  - step: a\n    tool: {kind: playbook, path: c, input: {}, payload: {}}\n",
-		kinds, []want{{8, `"input" and "payload" say the same thing`, ""}}, false)
+		kinds, []want{{8, `has both "input" (line 8) and "payload", which say the same thing`, `"payload" is an alias of "input"`}}, false)
 }
 
 func TestLoopPolicyExec(t *testing.T) {

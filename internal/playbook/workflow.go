@@ -303,10 +303,8 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 	}
 	out.kind = kind
 	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
-	ps.canonicalKeys(f, kind, loc)
+	ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
-	ps.checkAliases(f, kind, loc.owner)
-	canonicalize(f, kind)
 	out.tool = map[string]any{}
 	for k, e := range f {
 		if slices.Contains(allowed, k) || k == "kind" {
@@ -384,11 +382,10 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	allowed := ps.kinds[kind]
 	out.kind = kind
 	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
-	ps.canonicalKeys(f, kind, loc)
+	given := ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
-	ps.checkAliases(f, kind, loc.owner)
-	canonicalize(f, kind)
 	out.tool = maps.Clone(wb.tool)
+	overrideGroups(out.tool, given)
 	out.policy, out.assert = wb.policy, wb.assert
 	if hasPolicy {
 		out.policy = callPolicy
