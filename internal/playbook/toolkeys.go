@@ -98,7 +98,9 @@ func (ps *parser) toolKeys(f map[string]entry, kind string, loc toolLoc) map[*ke
 		if len(present) == 0 {
 			continue
 		}
-		slices.SortFunc(present, func(a, b string) int { return f[a].key.Line*10000 + f[a].key.Column - f[b].key.Line*10000 - f[b].key.Column })
+		slices.SortFunc(present, func(a, b string) int {
+			return f[a].key.Line*10000 + f[a].key.Column - f[b].key.Line*10000 - f[b].key.Column
+		})
 		first := present[0]
 		for _, k := range present[1:] {
 			hint := "keep one of " + strings.Join(present, ", ")
