@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/playbook"
 )
 
 // CatalogEntry is one registered version of a playbook (GET /api/catalog,
@@ -33,6 +34,9 @@ type Registered struct {
 	Path      string `json:"path"`
 	Version   int    `json:"version"`
 	CatalogID int64  `json:"catalog_id"`
+	// Warnings are what validation flagged without refusing the playbook
+	// (an unreachable step), each with file:line and a hint.
+	Warnings []playbook.Problem `json:"warnings,omitempty"`
 }
 
 // ExecuteRequest is the body of POST /api/execute.

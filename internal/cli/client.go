@@ -63,6 +63,7 @@ func registerCmd() *cobra.Command {
 				out = append(out, r)
 				if !cf.json {
 					fmt.Fprintf(cmd.OutOrStdout(), "registered %s version %d (catalog_id %d) from %s\n", r.Path, r.Version, r.CatalogID, f)
+					printWarnings(cmd.ErrOrStderr(), f, r.Warnings)
 				}
 			}
 			switch {
@@ -209,6 +210,7 @@ func runOnce(ctx context.Context, cmd *cobra.Command, server, file string) error
 	if err != nil {
 		return fmt.Errorf("register %s: %w", file, err)
 	}
+	printWarnings(cmd.ErrOrStderr(), file, reg.Warnings)
 	st, err := c.Execute(ctx, reg.Path, reg.Version, nil)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,13 @@ func runLocal(cmd *cobra.Command, file string, payload map[string]any, credFile 
 			return fmt.Errorf("--credentials %s: want a mapping of name -> fields: %w", credFile, err)
 		}
 	}
+	// The local runtime registers the file itself; its warnings are shown
+	// here, before the run's events.
+	if b, err := os.ReadFile(file); err == nil {
+		if pb, err := playbook.Parse(file, b, tools.Kinds()); err == nil {
+			printWarnings(cmd.ErrOrStderr(), file, pb.Warnings)
+		}
+	}
 	out := cmd.OutOrStdout()
 	opts := local.Options{Credentials: creds}
 	if !asJSON {
@@ -101,6 +109,7 @@ func runDistributed(cmd *cobra.Command, cf clientFlags, target string, payload m
 		if err != nil {
 			return fmt.Errorf("register %s: %w", target, err)
 		}
+		printWarnings(cmd.ErrOrStderr(), target, reg.Warnings)
 		path, version = reg.Path, reg.Version
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -127,12 +136,16 @@ func validateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = playbook.Parse(f, b, tools.Kinds())
+				pb, err := playbook.Parse(f, b, tools.Kinds())
 				var ps playbook.Problems
 				switch {
 				case err == nil:
-					report[f] = []playbook.Problem{}
+					// Warnings (marked "warning": true) do not fail validate.
+					report[f] = append([]playbook.Problem{}, pb.Warnings...)
 					if !asJSON {
+						for _, w := range pb.Warnings {
+							fmt.Fprintln(out, w.Error())
+						}
 						fmt.Fprintf(out, "%s: ok\n", f)
 					}
 				case errors.As(err, &ps):
@@ -160,4 +173,13 @@ func validateCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "Print problems as JSON")
 	return cmd
+}
+
+// printWarnings shows what validating file flagged without refusing it.
+// The server names every file playbook.yaml; the user's own name is shown.
+func printWarnings(w io.Writer, file string, warns []playbook.Problem) {
+	for _, p := range warns {
+		p.File = file
+		fmt.Fprintln(w, p.Error())
+	}
 }

@@ -89,6 +89,16 @@ func (s *Service) Register(ctx context.Context, content string) (store.CatalogEn
 	return entry, nil
 }
 
+// Warnings returns what validating a registered playbook flagged without
+// refusing it (see playbook.Playbook.Warnings); nil when there is nothing
+// or the entry was not registered by this service.
+func (s *Service) Warnings(catalogID int64) playbook.Problems {
+	if v, ok := s.cache.Load(catalogID); ok {
+		return v.(*playbook.Playbook).Warnings
+	}
+	return nil
+}
+
 // playbookFor returns the parsed playbook of a catalog entry, parsing once.
 func (s *Service) playbookFor(ctx context.Context, q store.Querier, catalogID int64) (*playbook.Playbook, error) {
 	if v, ok := s.cache.Load(catalogID); ok {

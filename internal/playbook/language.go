@@ -42,7 +42,16 @@ func (ps *parser) keychainList(n *yaml.Node) []KeychainEntry {
 			ps.atNode(item, shape, "keychain entry must be a mapping, got %s", describe(item))
 			continue
 		}
-		f := ps.mapping(item, "in keychain entry", keychainKeys)
+		f := ps.mapping(item, "", nil)
+		if ps.providerKeychain(item, f) {
+			// Declared all the same, so templates reading it are not
+			// reported a second time.
+			if e, ok := f["name"]; ok {
+				ps.keychain[deref(e.val).Value] = true
+			}
+			continue
+		}
+		ps.checkKeys(f, "in keychain entry", keychainKeys)
 		k := KeychainEntry{Line: item.Line, Col: item.Column}
 		e, ok := f["name"]
 		if !ok {
@@ -68,6 +77,9 @@ func (ps *parser) keychainList(n *yaml.Node) []KeychainEntry {
 		}
 		if e, ok := f["kind"]; ok {
 			k.Kind, _ = ps.scalar(e.val, "keychain kind")
+		}
+		if e, ok := f["scope"]; ok {
+			k.Scope, _ = ps.scalar(e.val, "keychain scope")
 		}
 		out = append(out, k)
 	}

@@ -287,7 +287,6 @@ func TestParseLanguageProblems(t *testing.T) {
 				{16, "rules[2] comes after the else rule", ""},
 			}},
 
-		{"guarded cycle is fine but unreachable is not", head + step("a") + "    next: {arcs: [{step: a, when: '{{ x }}'}]}\n" + step("b"), []want{{10, `step "b" is unreachable`, ""}}},
 		{"reserved step name", head + "  - step: ctx\n    tool: {kind: noop}\n", []want{{7, `step name "ctx" is reserved`, ""}}},
 	}
 	for _, tt := range tests {

@@ -23,7 +23,7 @@ var (
 	nextKeys       = []string{"spec", "arcs"}
 	specKeys       = []string{"mode"}
 	arcKeys        = []string{"step", "when", "set"}
-	keychainKeys   = []string{"name", "credential", "kind"}
+	keychainKeys   = []string{"name", "credential", "kind", "scope"}
 	workbookKeys   = []string{"name", "desc", "tool", "assert"}
 	loopKeys       = []string{"in", "iterator", "spec"}
 	loopSpecKeys   = []string{"mode", "max_in_flight", "policy"}
@@ -61,6 +61,10 @@ var unsupported = map[string]map[string]string{
 		"data": "assign values with the arc's `set`",
 	},
 	"in policy": {"admit": hintAdmit},
+	// NoETL loads a script from a file, GCS, S3 or HTTP when the step runs.
+	"in python tool":   {"script": "put the code inline in `code:`; Millrace runs no external script files"},
+	"in postgres tool": {"script": "put the SQL inline in `command:`; Millrace runs no external script files"},
+	"in duckdb tool":   {"script": "put the SQL inline in `query:`; Millrace runs no external script files"},
 	"": {
 		"retry":  "write `tool: {kind: ..., spec: {policy: {rules: [{when: ..., then: {do: retry, attempts: 3}}]}}}`",
 		"sink":   "store results with a postgres or duckdb task in the step's tool list",
@@ -94,6 +98,8 @@ func Parse(filename string, data []byte, kinds KindSet) (*Playbook, error) {
 		// A node can be checked both structurally and as a value; say it once.
 		return nil, slices.Compact(ps.probs)
 	}
+	ps.warns.sort()
+	pb.Warnings = ps.warns
 	return pb, nil
 }
 
@@ -101,6 +107,7 @@ type parser struct {
 	file     string
 	kinds    KindSet
 	probs    Problems
+	warns    Problems                 // Warning problems; they do not fail Parse
 	keychain map[string]bool          // declared keychain entry names
 	workbook map[string]*workbookItem // by name
 	// inTasks is true while a task list's tasks are parsed: only there do
@@ -372,7 +379,7 @@ func (ps *parser) checkKeys(f map[string]entry, where string, known []string) {
 		}
 		e := f[key]
 		if hint := unsupportedHint(where, key); hint != "" {
-			ps.atNode(e.key, hint, "unsupported NoETL key %q %s", key, where)
+			ps.atNode(e.key, hint, "unsupported NoETL key %q %s: Millrace does not implement it", key, where)
 			continue
 		}
 		hint := "allowed keys here: " + strings.Join(known, ", ")

@@ -105,6 +105,9 @@ type Playbook struct {
 	Steps      []*Step
 	ByName     map[string]*Step
 	Source     string
+	// Warnings are problems that do not stop the playbook (an unreachable
+	// step), in line order; validate, register and run show them.
+	Warnings Problems
 }
 
 // Metadata identifies a playbook in the catalog.
@@ -128,7 +131,11 @@ type KeychainEntry struct {
 	Name       string
 	Credential string
 	Kind       string // optional; informational (e.g. postgres, http)
-	Line, Col  int
+	// Scope is NoETL's token lifetime (global, local, ...), kept as
+	// written. It has no effect: a worker resolves the entry from the
+	// stored credential for each command, so there is no token to share.
+	Scope     string
+	Line, Col int
 }
 
 // Step is one workflow step: a tool invocation (or a list of tasks run in

@@ -14,6 +14,9 @@ type Problem struct {
 	Col  int    `json:"col,omitempty"`
 	Msg  string `json:"message"`
 	Hint string `json:"hint,omitempty"`
+	// Warning marks something NoETL runs as written but that is likely a
+	// mistake (an unreachable step); it does not stop a playbook.
+	Warning bool `json:"warning,omitempty"`
 }
 
 // Error renders the problem as "file:line:col: msg (hint: ...)", the format
@@ -28,6 +31,9 @@ func (p Problem) Error() string {
 		}
 	}
 	b.WriteString(": ")
+	if p.Warning {
+		b.WriteString("warning: ")
+	}
 	b.WriteString(p.Msg)
 	if p.Hint != "" {
 		b.WriteString(" (hint: ")

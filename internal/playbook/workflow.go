@@ -293,6 +293,10 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 		return ps.workbookCall(n, f, loc, extra)
 	}
 	allowed, known := ps.kinds[kind]
+	if _, refused := refusedKinds[kind]; refused && !known {
+		ps.refusedKindProblem(e.val, loc.owner, kind)
+		return out
+	}
 	if !known {
 		hint := "known kinds: " + strings.Join(ps.kindNames(), ", ")
 		if s := nearest(kind, ps.kindNames()); s != "" {
@@ -523,10 +527,13 @@ func (ps *parser) graph(pb *Playbook) {
 			}
 		}
 	}
+	// NoETL accepts and runs such a playbook (the step simply never runs),
+	// so this is a warning, not a refusal.
 	for _, s := range pb.Steps {
 		if !reached[s.Name] {
-			ps.at(s.Line, s.Col, "add an arc to it from another step's next.arcs, or remove it",
-				"step %q is unreachable from start step %q", s.Name, start.Name)
+			ps.warns = append(ps.warns, Problem{File: ps.file, Line: s.Line, Col: s.Col, Warning: true,
+				Hint: "add an arc to it from another step's next.arcs, or remove it",
+				Msg:  fmt.Sprintf("step %q is unreachable from start step %q and never runs", s.Name, start.Name)})
 		}
 	}
 

@@ -215,7 +215,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return api.Registered{Path: e.Path, Version: e.Version, CatalogID: e.CatalogID}, nil
+	return api.Registered{Path: e.Path, Version: e.Version, CatalogID: e.CatalogID, Warnings: a.flow.Warnings(e.CatalogID)}, nil
 }
 
 func (a *API) catalogList(w http.ResponseWriter, r *http.Request) (any, error) {
