@@ -151,6 +151,9 @@ func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, 
 		var te *tools.Error
 		if runErr != nil && errors.As(runErr, &te) {
 			te.Message = fmt.Sprintf("task %s: %s", t.Name, te.Message)
+			if res == nil {
+				res = te.Result // e.g. the http response of a 429: rules read output.http.status
+			}
 		}
 		o := engine.Outcome{Status: engine.StatusCompleted, Result: res, Attempt: attempt}
 		if runErr != nil {
