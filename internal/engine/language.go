@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -93,6 +94,33 @@ func LoopItems(step *playbook.Step, s Scope) ([]any, error) {
 			"must render to a list, got %s; write e.g. {{ users }} where users is a list, or {{ x | default([]) }}", typeName(v))}
 	}
 	return items, nil
+}
+
+// LoopMaxInFlight renders a parallel loop's templated max_in_flight (NoETL
+// allows one, rendered when the loop starts) to a whole number >= 1.
+func LoopMaxInFlight(step *playbook.Step, s Scope) (int, error) {
+	v, err := render(step.Loop.MaxInFlightExpr, &lazyVars{scope: s}, true)
+	if err != nil {
+		return 0, &TemplateError{Step: step.Name, Field: "loop.spec.max_in_flight", Reason: err.Error()}
+	}
+	var n float64
+	switch t := v.(type) {
+	case int:
+		n = float64(t)
+	case int64:
+		n = float64(t)
+	case float64:
+		n = t
+	case string:
+		if _, err := fmt.Sscan(strings.TrimSpace(t), &n); err != nil {
+			n = 0
+		}
+	}
+	if n < 1 || n != math.Trunc(n) || n > math.MaxInt32 {
+		return 0, &TemplateError{Step: step.Name, Field: "loop.spec.max_in_flight", Reason: fmt.Sprintf(
+			"must render to a whole number >= 1, got %s", typeName(v))}
+	}
+	return int(n), nil
 }
 
 func typeName(v any) string {

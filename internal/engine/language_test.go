@@ -396,3 +396,24 @@ func TestAssert(t *testing.T) {
 		t.Error("nil assert failed")
 	}
 }
+
+// NoETL lets a parallel loop's max_in_flight be a template, rendered when
+// the loop starts.
+func TestLoopMaxInFlightTemplate(t *testing.T) {
+	t.Parallel()
+	b := setupLang(t, "exclusive")
+	each := *b.pb.ByName["each"]
+	for expr, want := range map[string]int{"{{ users | length }}": 3, "{{ '2' }}": 2, "{{ 4 }}": 4} {
+		each.Loop = &playbook.Loop{In: "{{ users }}", Mode: playbook.LoopParallel, MaxInFlightExpr: expr}
+		if n, err := LoopMaxInFlight(&each, b.scope); err != nil || n != want {
+			t.Errorf("%s = %d, %v; want %d", expr, n, err, want)
+		}
+	}
+	for _, expr := range []string{"{{ 0 }}", "{{ 'many' }}", "{{ users }}", "{{ 1.5 }}"} {
+		each.Loop = &playbook.Loop{In: "{{ users }}", Mode: playbook.LoopParallel, MaxInFlightExpr: expr}
+		var te *TemplateError
+		if _, err := LoopMaxInFlight(&each, b.scope); !errors.As(err, &te) || te.Field != "loop.spec.max_in_flight" {
+			t.Errorf("%s: err = %v, want a max_in_flight template error", expr, err)
+		}
+	}
+}

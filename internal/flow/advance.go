@@ -157,6 +157,11 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 		return r.fail(fmt.Sprintf("step %s: loop items are not JSON-encodable: %v", step.Name, err))
 	}
 	maxIn := step.Loop.MaxInFlight
+	if step.Loop.MaxInFlightExpr != "" && step.Loop.Mode == "parallel" {
+		if maxIn, err = engine.LoopMaxInFlight(step, scope); err != nil {
+			return r.fail(err.Error())
+		}
+	}
 	if step.Loop.Mode != "parallel" {
 		maxIn = 1
 	} else if maxIn <= 0 {

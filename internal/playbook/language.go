@@ -192,6 +192,9 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		return nil
 	}
 	f := ps.mapping(e.val, "in loop", loopKeys)
+	if _, cursor := f["cursor"]; cursor {
+		return nil // refused as unsupported, with the whole loop
+	}
 	l := &Loop{Iterator: DefaultIterator, Mode: LoopSequential, MaxInFlight: 1, Line: e.key.Line, Col: e.key.Column}
 	if in, ok := f["in"]; ok {
 		if d := deref(in.val); d.Kind == yaml.ScalarNode && d.ShortTag() == "!!str" && strings.Contains(d.Value, "{{") {
@@ -230,6 +233,8 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		case LoopSequential, LoopParallel:
 			l.Mode = mode
 		case "":
+		case "cursor":
+			ps.atNode(m.val, unsupported["in loop"]["cursor"], "step %q: loop mode cursor is NoETL's pull-model loop; Millrace does not implement it", step)
 		default:
 			ps.atNode(m.val, "use sequential (one at a time, in order) or parallel", "step %q: unknown loop mode %q", step, mode)
 		}
@@ -241,13 +246,21 @@ func (ps *parser) loop(e entry, step string) *Loop {
 	if p, ok := sf["policy"]; ok && !isNull(p.val) {
 		if deref(p.val).Kind != yaml.MappingNode {
 			ps.atNode(p.val, "write `policy: {exec: distributed}`", "step %q: loop.spec.policy must be a mapping, got %s", step, describe(p.val))
-		} else if e, ok := ps.mapping(p.val, "in loop.spec.policy", loopPolicyKeys)["exec"]; ok {
-			switch exec, _ := ps.scalar(e.val, "loop.spec.policy.exec"); exec {
-			case LoopExecDistributed, LoopExecLocal:
-				l.Exec = exec
-			case "":
-			default:
-				ps.atNode(e.val, "use distributed or local", "step %q: unknown loop.spec.policy.exec %q", step, exec)
+		} else {
+			pf := ps.mapping(p.val, "in loop.spec.policy", loopPolicyKeys)
+			if e, ok := pf["exec"]; ok {
+				switch exec, _ := ps.scalar(e.val, "loop.spec.policy.exec"); exec {
+				case LoopExecDistributed, LoopExecLocal:
+					l.Exec = exec
+				case "":
+				default:
+					ps.atNode(e.val, "use distributed or local", "step %q: unknown loop.spec.policy.exec %q", step, exec)
+				}
+			}
+			if e, ok := pf["results"]; ok && deref(e.val).Kind != yaml.MappingNode && !isNull(e.val) {
+				// NoETL's LoopPolicy has no results key (it ignores it);
+				// Millrace keeps a loop's results in item order anyway.
+				ps.atNode(e.val, "write a mapping, e.g. `results: {preserve_order: true}`", "step %q: loop.spec.policy.results must be a mapping, got %s", step, describe(e.val))
 			}
 		}
 	}
@@ -255,6 +268,12 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		var n int
 		d := deref(m.val)
 		switch {
+		case d.Kind == yaml.ScalarNode && d.ShortTag() == "!!str" && strings.Contains(d.Value, "{{"):
+			// NoETL renders it when the loop starts; so does Millrace.
+			if l.Mode != LoopParallel {
+				ps.atNode(m.val, "add `mode: parallel`, or remove max_in_flight", "step %q: max_in_flight needs loop.spec.mode parallel; a sequential loop runs one iteration at a time", step)
+			}
+			l.MaxInFlightExpr = d.Value
 		case d.Kind != yaml.ScalarNode || d.ShortTag() != "!!int" || d.Decode(&n) != nil || n < 1:
 			ps.atNode(m.val, "write a whole number of iterations, e.g. `max_in_flight: 4`", "step %q: loop.spec.max_in_flight must be an integer >= 1, got %s", step, describe(m.val))
 		case l.Mode != LoopParallel && n != 1:
@@ -404,6 +423,11 @@ func (ps *parser) policy(n *yaml.Node, owner, field string) *Policy {
 		case hasWhen && hasElse:
 			ps.atNode(item, "split them: a rule is `{when: ..., then: ...}` or `{else: {then: ...}}`", "%s: %s has both when and else", owner, where)
 			continue
+		case hasElse && hasThen && isNull(el.val):
+			// `- else:` with then beside it (NoETL's rule model takes a
+			// rule without when as its default, so this is one too).
+			r.Else = true
+			elseAt = item.Line
 		case hasElse:
 			r.Else = true
 			elseAt = item.Line

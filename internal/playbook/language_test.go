@@ -283,7 +283,6 @@ func TestParseLanguageProblems(t *testing.T) {
 				"              then: {do: fail}\n"),
 			[]want{
 				{14, "comes after the else rule at line 13", "move the else rule last"},
-				{15, "then belongs inside else", ""},
 				{16, "rules[2] comes after the else rule", ""},
 			}},
 

@@ -17,17 +17,17 @@ import (
 
 // Keys allowed at each level of the document.
 var (
-	topKeys        = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow"}
-	metadataKeys   = []string{"name", "path", "description", "tags", "labels", "version"}
-	stepKeys       = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout"}
+	topKeys        = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow", "executor"}
+	metadataKeys   = []string{"name", "path", "description", "tags", "labels", "version", "exposes_as_mcp"}
+	stepKeys       = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout", "output"}
 	nextKeys       = []string{"spec", "arcs"}
-	specKeys       = []string{"mode"}
-	arcKeys        = []string{"step", "when", "set"}
+	specKeys       = []string{"mode", "on_no_match"}
+	arcKeys        = []string{"step", "when", "set", "cond"}
 	keychainKeys   = []string{"name", "credential", "kind", "scope"}
 	workbookKeys   = []string{"name", "desc", "tool", "assert"}
 	loopKeys       = []string{"in", "iterator", "spec"}
 	loopSpecKeys   = []string{"mode", "max_in_flight", "policy"}
-	loopPolicyKeys = []string{"exec"}
+	loopPolicyKeys = []string{"exec", "results"}
 	toolSpecKeys   = []string{"policy"}
 	policyKeys     = []string{"rules"}
 	ruleKeys       = []string{"when", "else", "then"}
@@ -35,7 +35,7 @@ var (
 	thenKeys       = []string{"do", "to", "attempts", "backoff", "delay", "set"}
 	assertKeys     = []string{"expects", "returns"}
 	// toolExtraKeys are accepted in every tool besides kind and the kind's own.
-	toolExtraKeys = []string{"spec", "assert"}
+	toolExtraKeys = []string{"spec", "assert", "output"}
 )
 
 const (
@@ -47,14 +47,18 @@ const (
 // "unsupported" rather than "unknown" so the user learns the alternative.
 var unsupported = map[string]map[string]string{
 	"at top level": {
-		"executor": "Millrace schedules steps on its workers itself; remove `executor`",
-		"vars":     "put inputs in `workload` and computed values in a step's `set`",
+		"vars": "put inputs in `workload` and computed values in a step's `set`",
+	},
+	"in loop": {
+		"cursor": "Millrace has no pull-model cursor loops: claim the rows in a step before (a postgres tool with UPDATE ... RETURNING) and loop over them with `in: \"{{ claim.rows }}\"`",
 	},
 	"in step": {
 		"when": "put the condition on the arcs that lead to this step: `arcs: [{step: <this>, when: ...}]`",
 		"case": "route with next.arcs, one arc per branch with its own `when`",
 		"args": "move the values into the step's or the tool's `input`",
 		"data": "move the values into the step's or the tool's `input`",
+		// NoETL refuses it too: a step's work is its tool.
+		"command": "a step runs its tool: write `tool: {kind: shell, cmds: [...]}` or `tool: {kind: postgres, command: ...}`",
 	},
 	"in arc": {
 		"args": "assign values with the arc's `set`",
@@ -62,9 +66,11 @@ var unsupported = map[string]map[string]string{
 	},
 	"in policy": {"admit": hintAdmit},
 	// NoETL loads a script from a file, GCS, S3 or HTTP when the step runs.
-	"in python tool":   {"script": "put the code inline in `code:`; Millrace runs no external script files"},
 	"in postgres tool": {"script": "put the SQL inline in `command:`; Millrace runs no external script files"},
 	"in duckdb tool":   {"script": "put the SQL inline in `query:`; Millrace runs no external script files"},
+	// NoETL's python iterator runs the code once per item inside one command.
+	"in python tool": {"script": "put the code inline in `code:`; Millrace runs no external script files",
+		"iterator": "loop over the items with the step's `loop: {in: \"{{ items }}\", iterator: item}`, one command per item"},
 	"": {
 		"retry":  "write `tool: {kind: ..., spec: {policy: {rules: [{when: ..., then: {do: retry, attempts: 3}}]}}}`",
 		"sink":   "store results with a postgres or duckdb task in the step's tool list",
@@ -104,12 +110,14 @@ func Parse(filename string, data []byte, kinds KindSet) (*Playbook, error) {
 }
 
 type parser struct {
-	file     string
-	kinds    KindSet
-	probs    Problems
-	warns    Problems                 // Warning problems; they do not fail Parse
-	keychain map[string]bool          // declared keychain entry names
-	workbook map[string]*workbookItem // by name
+	file      string
+	kinds     KindSet
+	probs     Problems
+	warns     Problems                 // Warning problems; they do not fail Parse
+	keychain  map[string]bool          // declared keychain entry names
+	workbook  map[string]*workbookItem // by name
+	entry     string                   // executor.spec.entry_step, "" when absent
+	entryNode *yaml.Node               // where entry was written
 	// inTasks is true while a task list's tasks are parsed: only there do
 	// iter.* set targets and `do: jump` mean something.
 	inTasks bool
@@ -204,11 +212,15 @@ func (ps *parser) parse(data []byte) *Playbook {
 	if e, ok := top["workbook"]; ok && !isNull(e.val) {
 		ps.workbookList(e.val)
 	}
+	if e, ok := top["executor"]; ok && !isNull(e.val) {
+		ps.executor(e.val)
+	}
 	if e, ok := top["workflow"]; ok {
 		ps.workflow(e.val, pb)
 	} else {
 		ps.atNode(root, "add `workflow:` with a list of steps", "missing workflow")
 	}
+	ps.resolveEntry(pb)
 	ps.graph(pb)
 	return pb
 }
@@ -260,12 +272,13 @@ func (ps *parser) metadata(n *yaml.Node) Metadata {
 	}
 	if e, ok := f["path"]; ok {
 		md.Path, _ = ps.scalar(e.val, "metadata.path")
+		// NoETL writes catalog paths with or without a leading /; the
+		// catalog is relative to its root, so "/a/b" is "a/b".
+		md.Path = strings.TrimLeft(md.Path, "/")
 		switch {
 		case md.Path == "": // already reported by scalar
 		case !pathRE.MatchString(md.Path):
 			ps.atNode(e.val, "use letters, digits and _ . / - only", "metadata.path %q has invalid characters", md.Path)
-		case strings.HasPrefix(md.Path, "/"):
-			ps.atNode(e.val, "paths are relative to the catalog root; drop the leading /", "metadata.path %q must not start with /", md.Path)
 		case strings.Contains(md.Path, ".."):
 			ps.atNode(e.val, "paths are relative to the catalog root and cannot climb out of it", "metadata.path %q must not contain ..", md.Path)
 		}
@@ -277,6 +290,13 @@ func (ps *parser) metadata(n *yaml.Node) Metadata {
 	}
 	if e, ok := f["version"]; ok {
 		md.Version, _ = ps.scalar(e.val, "metadata.version")
+	}
+	if e, ok := f["exposes_as_mcp"]; ok {
+		// NoETL's flag for listing the playbook as an MCP tool; Millrace
+		// has no MCP face, so it is checked and kept without effect.
+		if d := deref(e.val); d.Kind != yaml.ScalarNode || d.ShortTag() != "!!bool" {
+			ps.atNode(e.val, "write true or false", "metadata.exposes_as_mcp must be true or false, got %s", describe(e.val))
+		}
 	}
 	if e, ok := f["labels"]; ok && !isNull(e.val) {
 		md.Labels = ps.labels(e.val)

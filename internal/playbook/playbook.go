@@ -105,6 +105,9 @@ type Playbook struct {
 	Steps      []*Step
 	ByName     map[string]*Step
 	Source     string
+	// Entry is NoETL's executor.spec.entry_step: the step a run starts
+	// with, overriding StartStepName; "" when not given.
+	Entry string
 	// Warnings are problems that do not stop the playbook (an unreachable
 	// step), in line order; validate, register and run show them.
 	Warnings Problems
@@ -176,8 +179,11 @@ type Loop struct {
 	Iterator    string // DefaultIterator when omitted
 	Mode        string // LoopSequential (default) or LoopParallel
 	MaxInFlight int    // 1 for sequential; DefaultMaxInFlight when unset
-	Exec        string // LoopExecDistributed (default) or LoopExecLocal, as written
-	Line, Col   int
+	// MaxInFlightExpr is a template (NoETL allows one) rendered to a whole
+	// number when the loop starts, replacing MaxInFlight; "" when not given.
+	MaxInFlightExpr string
+	Exec            string // LoopExecDistributed (default) or LoopExecLocal, as written
+	Line, Col       int
 }
 
 // Policy decides what a tool's outcome means: retry, fail or continue.
@@ -212,7 +218,10 @@ type Assert struct {
 // Next says which steps follow a step once it completes.
 type Next struct {
 	Mode string // ModeExclusive (default) or ModeInclusive
-	Arcs []Arc
+	// OnNoMatch is NoETL's next.spec.on_no_match as written (complete,
+	// quiet or ""). Both end the branch here; see docs/compat.md.
+	OnNoMatch string
+	Arcs      []Arc
 }
 
 // Arc is an edge to another step, taken when When (a Jinja expression,
@@ -225,6 +234,9 @@ type Arc struct {
 
 // StartStep returns the step named "start" if present, else the first step.
 func (p *Playbook) StartStep() *Step {
+	if s, ok := p.ByName[p.Entry]; ok && p.Entry != "" {
+		return s
+	}
 	if s, ok := p.ByName[StartStepName]; ok {
 		return s
 	}

@@ -49,10 +49,23 @@ var toolKeyTable = map[string]toolKeySpec{
 		},
 	},
 	"duckdb": {groups: []keyGroup{{"query", []string{"query", "command", "commands"}}}},
-	"http": {groups: []keyGroup{
-		{"url", []string{"url", "endpoint"}},
-		{"", []string{"body", "json", "payload", "data"}},
-	}},
+	"http": {
+		groups: []keyGroup{
+			{"url", []string{"url", "endpoint"}},
+			{"", []string{"body", "json", "payload", "data"}},
+			// NoETL's http tool reads only timeout and ignores
+			// timeout_seconds; the writer plainly meant a timeout.
+			{"timeout", []string{"timeout", "timeout_seconds"}},
+		},
+		inert: map[string]inertKey{
+			// NoETL's result-storage selection (which fields stay inline
+			// beside a stored reference); every field of a Millrace
+			// result stays readable, so there is nothing to select.
+			"output_select": {why: "Millrace keeps the whole result readable"},
+		},
+	},
+	// NoETL binds a python tool's args as its variables, as input does.
+	"python":   {groups: []keyGroup{{"input", []string{"input", "args"}}}},
 	"playbook": {groups: []keyGroup{{"input", []string{"input", "payload"}}}},
 }
 

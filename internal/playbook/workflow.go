@@ -80,9 +80,17 @@ func (ps *parser) step(item *yaml.Node) *Step {
 	if e, ok := f["input"]; ok {
 		input = ps.stepInput(e, name)
 	}
-	if e, ok := f["tool"]; ok {
+	if e, ok := f["output"]; ok {
+		ps.output(e.val, fmt.Sprintf("step %q", name))
+	}
+	switch e, ok := f["tool"]; {
+	case ok:
 		ps.stepTool(e.val, s, input)
-	} else {
+	case ps.kinds["noop"] != nil && input == nil:
+		// NoETL's tool is optional: a step without one only routes (an
+		// `end` step, a join). It runs here as a noop, whose result is null.
+		s.Tool = map[string]any{"kind": "noop"}
+	default:
 		ps.at(s.Line, s.Col, "add `tool: {kind: ...}` to the step", "step %q has no tool", name)
 	}
 	if e, ok := f["loop"]; ok {
@@ -117,7 +125,7 @@ func (ps *parser) stepSpec(e entry) {
 			pf := ps.mapping(pol, "in step spec.policy", nil)
 			for _, pk := range sortedKeys(pf) {
 				if pk == "admit" {
-					ps.atNode(pf[pk].key, hintAdmit, "unsupported NoETL key \"admit\" in step spec.policy")
+					ps.atNode(pf[pk].key, hintAdmit, "unsupported NoETL key \"admit\" in step spec.policy: Millrace does not implement step admission")
 				} else {
 					other = append(other, "policy."+pk)
 				}
@@ -309,6 +317,9 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
 	ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
+	if e, ok := f["output"]; ok {
+		ps.output(e.val, loc.owner)
+	}
 	out.tool = map[string]any{}
 	for k, e := range f {
 		if slices.Contains(allowed, k) || k == "kind" {
@@ -388,6 +399,9 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
 	given := ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
+	if e, ok := f["output"]; ok {
+		ps.output(e.val, loc.owner)
+	}
 	out.tool = maps.Clone(wb.tool)
 	overrideGroups(out.tool, given)
 	out.policy, out.assert = wb.policy, wb.assert
@@ -458,14 +472,28 @@ func (ps *parser) next(n *yaml.Node, step string) *Next {
 	if e, ok := f["spec"]; ok && !isNull(e.val) {
 		if deref(e.val).Kind != yaml.MappingNode {
 			ps.atNode(e.val, "write "+shape, "step %q: next.spec must be a mapping, got %s", step, describe(e.val))
-		} else if m, ok := ps.mapping(e.val, "in next.spec", specKeys)["mode"]; ok {
-			mode, _ := ps.scalar(m.val, "next.spec.mode")
-			switch mode {
-			case ModeExclusive, ModeInclusive:
-				nx.Mode = mode
-			case "":
-			default:
-				ps.atNode(m.val, "use exclusive (first true arc fires) or inclusive (every true arc fires)", "step %q: unknown next mode %q", step, mode)
+		} else {
+			sf := ps.mapping(e.val, "in next.spec", specKeys)
+			if m, ok := sf["mode"]; ok {
+				mode, _ := ps.scalar(m.val, "next.spec.mode")
+				switch mode {
+				case ModeExclusive, ModeInclusive:
+					nx.Mode = mode
+				case "":
+				default:
+					ps.atNode(m.val, "use exclusive (first true arc fires) or inclusive (every true arc fires)", "step %q: unknown next mode %q", step, mode)
+				}
+			}
+			if m, ok := sf["on_no_match"]; ok {
+				// NoETL: complete (the default) or quiet. Here a step none
+				// of whose arcs is true ends its branch either way, and the
+				// run completes once no branch is active; see docs/compat.md.
+				switch v, _ := ps.scalar(m.val, "next.spec.on_no_match"); v {
+				case "complete", "quiet", "":
+					nx.OnNoMatch = v
+				default:
+					ps.atNode(m.val, "use complete or quiet", "step %q: unknown next.spec.on_no_match %q", step, v)
+				}
 			}
 		}
 	}
@@ -497,6 +525,13 @@ func (ps *parser) next(n *yaml.Node, step string) *Next {
 		}
 		if e, ok := af["when"]; ok {
 			a.When, _ = ps.scalar(e.val, "arc when")
+		}
+		if e, ok := af["cond"]; ok {
+			// NoETL's Arc has no cond and ignores it, so there the arc is
+			// taken as if unguarded; Millrace does the same, and says so.
+			ps.warns = append(ps.warns, Problem{File: ps.file, Line: e.key.Line, Col: e.key.Column, Warning: true,
+				Hint: fmt.Sprintf("write `when: \"{{ %s }}\"` if the arc should depend on it", strings.Trim(deref(e.val).Value, "{} ")),
+				Msg:  fmt.Sprintf("step %q: arc key cond is not NoETL's and is ignored (NoETL ignores it too): the arc to %q is taken as if it had no when", step, a.Step)})
 		}
 		if e, ok := af["set"]; ok {
 			a.Set = ps.set(e.val, fmt.Sprintf("step %q: next.arcs[%d].set", step, i))
