@@ -187,6 +187,9 @@ type Report struct {
 	Attempt     int             `json:"attempt"`
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *ToolError      `json:"error,omitempty"`
+	// Context is what a completed task list assigned to the execution's
+	// context (top-level name -> value); the server merges it in.
+	Context map[string]any `json:"context,omitempty"`
 }
 
 // Ack is the server's reply to a report.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -360,6 +361,9 @@ type Report struct {
 	Retryable bool
 	// ExecutionID, when known, picks the group-commit shard (see Claim).
 	ExecutionID int64
+	// Context is what a task list assigned to the execution's context
+	// (top-level name -> value); merged in when the command completes.
+	Context map[string]any
 }
 
 func shardKey(execHint, fallback int64) int64 {
@@ -506,6 +510,19 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 				decision = engine.Decision{Do: playbook.DoFail, Reason: err.Error()}
 			} else {
 				decision = d
+			}
+		}
+	}
+	if status == api.CmdCompleted && len(rep.Context) > 0 && decision.Continues() {
+		// A task list's ctx writes reach the execution (NoETL's task
+		// sequences do the same); a policy's own set is applied after.
+		decision.Set = maps.Clone(decision.Set)
+		if decision.Set == nil {
+			decision.Set = make(map[string]any, len(rep.Context))
+		}
+		for k, v := range rep.Context {
+			if _, own := decision.Set[k]; !own {
+				decision.Set[k] = v
 			}
 		}
 	}

@@ -201,11 +201,11 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 		return // ended or cancelled meanwhile
 	}
 	env := &localEnv{d: d, parent: cl.ExecutionID}
-	res, runErr := commands.Execute(ctx, wire.Command(cl.Command), env)
+	res, set, runErr := commands.Execute(ctx, wire.Command(cl.Command), env)
 	if ctx.Err() != nil {
 		return
 	}
-	rep := flow.Report{EventType: api.EvCommandCompleted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt}
+	rep := flow.Report{EventType: api.EvCommandCompleted, EventID: eventID, WorkerID: workerID, Attempt: cl.Attempt, Context: set}
 	if runErr != nil {
 		rep.EventType = api.EvCommandFailed
 		rep.Error = runErr.Error()

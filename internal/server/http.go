@@ -420,6 +420,9 @@ type EventIn struct {
 	Attempt   int             `json:"attempt"`
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     json.RawMessage `json:"error,omitempty"` // a string or {kind, message, retryable}
+	// Context is what a task list assigned to the execution's context
+	// (top-level name -> value), merged in when the command completes.
+	Context map[string]any `json:"context,omitempty"`
 	// Informational fields workers may send; they are checked, not trusted.
 	ExecutionID int64  `json:"execution_id,omitempty"`
 	Step        string `json:"step,omitempty"`
@@ -451,8 +454,13 @@ func (in EventIn) report() (flow.Report, error) {
 	if in.EventType == api.EvCommandFailed && msg == "" {
 		msg = "failed without an error message"
 	}
+	for k := range in.Context {
+		if k == "" || strings.ContainsAny(k, ". ") {
+			return flow.Report{}, apierr.New(apierr.BadRequest, "context key %q is not a top-level name", k)
+		}
+	}
 	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg,
-		Retryable: retryable, ExecutionID: in.ExecutionID}, nil
+		Retryable: retryable, ExecutionID: in.ExecutionID, Context: in.Context}, nil
 }
 
 // errorText flattens an error given as a string or a structured object.

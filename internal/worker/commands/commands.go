@@ -135,7 +135,8 @@ type job struct {
 	k   *kind
 	n   bus.Notification
 	cl  api.Claimed
-	res any // the tool's result, for Report
+	res any            // the tool's result, for Report
+	set map[string]any // the context a task list published, for Report
 }
 
 func (j *job) Attr() slog.Attr { return slog.String("command_id", j.n.CommandID) }
@@ -164,7 +165,7 @@ func (j *job) Heartbeat(ctx context.Context) error {
 
 func (j *job) Run(ctx context.Context) error {
 	var err error
-	j.res, err = Execute(ctx, j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID})
+	j.res, j.set, err = Execute(ctx, j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID})
 	return err
 }
 
@@ -181,6 +182,7 @@ func (j *job) report(eventType string) api.Report {
 // have it re-run to the same refusal.
 func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 	rep, res := j.report(api.EvCommandCompleted), j.res
+	rep.Context = j.set
 	if runErr != nil {
 		rep.EventType = api.EvCommandFailed
 		te := &tools.Error{}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
@@ -22,11 +23,14 @@ const childPoll = 200 * time.Millisecond
 
 // Execute runs a command: its payload's timeout, the templates only a
 // worker may render (keychain), and task lists. The local runtime uses it
-// with its own Env.
-func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error) {
+// with its own Env. published is the context a task list assigned (ctx.*
+// and bare `set` targets, by top-level name, final values): the caller
+// reports it with the result, and the server merges it into the
+// execution's context, as NoETL does when a task sequence ends.
+func Execute(parent context.Context, cl api.Command, env tools.Env) (result any, published map[string]any, err error) {
 	p, err := api.DecodePayload(cl.Input)
 	if err != nil {
-		return nil, &tools.Error{Kind: "worker", Message: "command payload is malformed: " + err.Error()}
+		return nil, nil, &tools.Error{Kind: "worker", Message: "command payload is malformed: " + err.Error()}
 	}
 	ctx := parent
 	if p.TimeoutSeconds > 0 {
@@ -38,24 +42,24 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error)
 	var keychain map[string]any
 	if len(p.Keychain) > 0 {
 		if keychain, err = resolveKeychain(ctx, env, p.Keychain); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	var res any
 	if len(p.Tasks) == 0 {
 		var cfg map[string]any
 		if err := decodeExact(cl.Tool, &cfg); err != nil {
-			return nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
+			return nil, nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
 		}
 		if p.Scope != nil && keychain != nil {
 			v, err := engine.RenderAtWorker(cfg, engine.Scope(*p.Scope), keychain)
 			if err != nil {
-				return nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
+				return nil, nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
 			}
 			cfg, _ = v.(map[string]any)
 		}
 		if err := engine.CheckExpects(p.Assert, cfg); err != nil {
-			return nil, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
+			return nil, nil, &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
 		}
 		res, err = tools.Run(ctx, cfg)
 		if err == nil {
@@ -64,12 +68,15 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error)
 			}
 		}
 	} else {
-		res, err = runTasks(ctx, cl, p, keychain)
+		res, published, err = runTasks(ctx, cl, p, keychain)
 	}
 	if err != nil && ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
-		return res, &tools.Error{Kind: "timeout", Message: fmt.Sprintf("step %s exceeded its timeout of %gs", cl.Step, p.TimeoutSeconds), Retryable: true}
+		return res, nil, &tools.Error{Kind: "timeout", Message: fmt.Sprintf("step %s exceeded its timeout of %gs", cl.Step, p.TimeoutSeconds), Retryable: true}
 	}
-	return res, err
+	if err != nil {
+		published = nil // a failed step assigns nothing
+	}
+	return res, published, err
 }
 
 // runTasks runs a task list. Each task sees the results of the tasks before
@@ -81,8 +88,9 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (any, error)
 // `to` (at most playbook.MaxTaskJumps times per run), `fail` fails the
 // command. A task's `set` and its rules' `set` are visible to the later
 // tasks of this run: ctx.<name> (and bare names) in the context, iter.<name>
-// in `iter`, the run's own scope (one loop iteration's, in a loop).
-func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (any, error) {
+// in `iter`, the run's own scope (one loop iteration's, in a loop). The
+// context names assigned are returned with their final values (published).
+func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (res any, published map[string]any, err error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
 		scope = engine.Scope(*p.Scope)
@@ -95,31 +103,41 @@ func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[s
 	for i, t := range p.Tasks {
 		at[t.Name] = i
 	}
-	var last any
+	touched := map[string]bool{} // context names assigned by this run
+	publish := func() map[string]any {
+		if len(touched) == 0 {
+			return nil
+		}
+		out := make(map[string]any, len(touched))
+		for name := range touched {
+			out[name] = scope.Context[name]
+		}
+		return out
+	}
 	jumps := 0
 	for i := 0; i < len(p.Tasks); {
 		t := p.Tasks[i]
-		res, outcome, d, err := runTask(ctx, cl.Step, t, &scope, keychain)
+		r, outcome, d, err := runTask(ctx, cl.Step, t, &scope, keychain, touched)
 		if err != nil {
-			return res, err
+			return r, nil, err
 		}
-		scope = scope.With(t.Name, res)
+		scope = scope.With(t.Name, r)
 		set, serr := engine.TaskSet(step, &playbook.Task{Name: t.Name, Set: t.Set}, scope, outcome)
 		if serr != nil {
-			return nil, &tools.Error{Kind: "template", Message: serr.Error()}
+			return nil, nil, &tools.Error{Kind: "template", Message: serr.Error()}
 		}
-		scope = scope.Assign(set)
-		last = res
+		scope = assign(scope, set, touched)
+		res = r
 		switch d.Do {
 		case playbook.DoBreak:
-			return last, nil
+			return res, publish(), nil
 		case playbook.DoJump:
 			next, ok := at[d.To]
 			if !ok {
-				return nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: jump to %q, which is not a task of this list", cl.Step, t.Name, d.To)}
+				return nil, nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: jump to %q, which is not a task of this list", cl.Step, t.Name, d.To)}
 			}
 			if jumps++; jumps > playbook.MaxTaskJumps {
-				return nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: more than %d jumps in one run of the task list (last to %q); the jump's condition never turned false",
+				return nil, nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: more than %d jumps in one run of the task list (last to %q); the jump's condition never turned false",
 					cl.Step, t.Name, playbook.MaxTaskJumps, d.To)}
 			}
 			i = next
@@ -127,12 +145,23 @@ func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[s
 			i++
 		}
 	}
-	return last, nil
+	return res, publish(), nil
+}
+
+// assign is scope.Assign(set), noting in touched the top-level context
+// names it assigns (iter.* targets stay in the run).
+func assign(scope engine.Scope, set map[string]any, touched map[string]bool) engine.Scope {
+	for k := range set {
+		if !strings.HasPrefix(k, playbook.IterScope+".") {
+			touched[strings.SplitN(strings.TrimPrefix(k, "ctx."), ".", 2)[0]] = true
+		}
+	}
+	return scope.Assign(set)
 }
 
 // runTask runs one task under its policy and assert. The policy's `set` is
 // assigned to *scope as each attempt is decided, so a retry sees it.
-func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, keychain map[string]any) (any, engine.Outcome, engine.Decision, error) {
+func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, keychain map[string]any, touched map[string]bool) (any, engine.Outcome, engine.Decision, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := engine.RenderAtWorker(t.Tool, *scope, keychain)
 		if err != nil {
@@ -169,7 +198,7 @@ func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, 
 		if err != nil {
 			return nil, o, d, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s task %s policy: %v", step, t.Name, err)}
 		}
-		*scope = scope.Assign(d.Set)
+		*scope = assign(*scope, d.Set, touched)
 		switch d.Do {
 		case playbook.DoRetry:
 			select {

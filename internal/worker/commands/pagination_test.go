@@ -213,3 +213,63 @@ func TestPaginationLocal(t *testing.T) {
 	}
 	checkPagination(t, ex, a)
 }
+
+// NoETL's vars_test shape: a task's rule sets ctx.* and a later step reads
+// it. The set used to be dropped; then it reached only the later tasks of
+// the same command, and the next step failed with "attribute not found".
+const ctxPlaybook = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: ctxset, path: t/ctxset}
+workflow:
+  - step: start
+    tool:
+      - name: set_vars
+        kind: noop
+        result: {test_counter: 42, message: hi}
+        spec:
+          policy:
+            rules:
+              - else:
+                  then:
+                    do: continue
+                    set:
+                      ctx.test_counter: "{{ output.data.test_counter }}"
+                      ctx.nested.message: "{{ output.data.message }}"
+                      iter.scratch: only for this run
+    next: {arcs: [{step: get_var}]}
+  - step: get_var
+    tool:
+      - name: get_vars
+        kind: noop
+        result:
+          counter: "{{ ctx.test_counter }}"
+          message: "{{ nested.message }}"
+          scratch: "{{ iter.scratch | default('gone') }}"
+`
+
+func TestTaskListContextReachesLaterSteps(t *testing.T) {
+	t.Parallel()
+	const want = `{"counter":42,"message":"hi","scratch":"gone"}`
+	t.Run("distributed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 5*time.Second)
+		ex := b.run(ctxPlaybook, nil)
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+	t.Run("local", func(t *testing.T) {
+		t.Parallel()
+		file := filepath.Join(t.TempDir(), "ctxset.yaml")
+		if err := os.WriteFile(file, []byte(ctxPlaybook), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ex, err := local.Run(t.Context(), file, nil, local.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}

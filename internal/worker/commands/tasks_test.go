@@ -15,7 +15,7 @@ import (
 // runStep parses a one-step playbook and runs its task list the way a
 // worker (or the local runtime) does, with scope as the server would send
 // it (loop items bound when the step loops: iteration index).
-func runStep(t *testing.T, src string, index int) (any, error) {
+func runStep(t *testing.T, src string, index int) (any, map[string]any, error) {
 	t.Helper()
 	pb, err := playbook.Parse("tasks.yaml", []byte(src), tools.Kinds())
 	if err != nil {
@@ -47,7 +47,7 @@ func runStep(t *testing.T, src string, index int) (any, error) {
 // not found").
 func TestTaskRuleSetReachesLaterTasks(t *testing.T) {
 	t.Parallel()
-	res, err := runStep(t, `apiVersion: noetl.io/v2
+	res, published, err := runStep(t, `apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: t, path: t/t}
 workflow:
@@ -71,6 +71,10 @@ workflow:
 	got, _ := json.Marshal(res)
 	if string(got) != `{"answer":42,"plain":"yes","top":42}` {
 		t.Fatalf("result %s; want the rule's set visible to the next task", got)
+	}
+	// and published for the execution's context; iter.* stays in the run.
+	if got, _ := json.Marshal(published); string(got) != `{"answer":42,"plain":"yes"}` {
+		t.Fatalf("published %s; want the context names the list assigned", got)
 	}
 }
 
@@ -127,7 +131,7 @@ workflow:
 		`{"status":"noop","step":"fetch_all"}`,
 	}
 	for i, w := range want {
-		res, err := runStep(t, src, i)
+		res, _, err := runStep(t, src, i)
 		if err != nil {
 			t.Fatalf("iteration %d: %v", i, err)
 		}
@@ -150,7 +154,7 @@ workflow:
 // playbook.MaxTaskJumps jumps.
 func TestEndlessJumpFails(t *testing.T) {
 	t.Parallel()
-	_, err := runStep(t, `apiVersion: noetl.io/v2
+	_, _, err := runStep(t, `apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: t, path: t/t}
 workflow:
