@@ -36,14 +36,11 @@ type arrival struct {
 
 // readArrivals rebuilds r.arrived from the execution's join.arrived events.
 func (r *run) readArrivals() error {
-	evs, err := r.tx.EventList(r.ctx, r.exec.ExecutionID)
+	evs, err := r.tx.EventListOfType(r.ctx, r.exec.ExecutionID, api.EvJoinArrived)
 	if err != nil {
 		return err
 	}
 	for _, ev := range evs {
-		if ev.EventType != api.EvJoinArrived {
-			continue
-		}
 		var a arrival
 		if err := json.Unmarshal(ev.Result, &a); err != nil {
 			return fmt.Errorf("join.arrived event %d: %w", ev.EventID, err)

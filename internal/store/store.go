@@ -217,6 +217,8 @@ type Querier interface {
 	ExecutionList(ctx context.Context, offset, limit int) ([]Execution, int64, error)
 
 	EventList(ctx context.Context, executionID int64) ([]Event, error) // by event_id asc
+	// EventListOfType is EventList of one event type only.
+	EventListOfType(ctx context.Context, executionID int64, eventType string) ([]Event, error)
 
 	CommandGet(ctx context.Context, eventID int64) (Command, error)
 	CommandListByExecution(ctx context.Context, executionID int64) ([]Command, error) // by event_id asc

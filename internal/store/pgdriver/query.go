@@ -252,6 +252,15 @@ func (q querier) EventList(ctx context.Context, executionID int64) ([]store.Even
 	return list, nil
 }
 
+func (q querier) EventListOfType(ctx context.Context, executionID int64, eventType string) ([]store.Event, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+eventCols+" FROM events WHERE execution_id = $1 AND event_type = $2 ORDER BY event_id", executionID, eventType)
+	list, err := collect(rows, err, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list %s events of execution %d: %w", eventType, executionID, err)
+	}
+	return list, nil
+}
+
 func (q querier) CommandGet(ctx context.Context, eventID int64) (store.Command, error) {
 	c, err := scanCommand(q.db.QueryRow(ctx, "SELECT "+commandCols+" FROM commands AS c WHERE c.event_id = $1", eventID))
 	if err != nil {

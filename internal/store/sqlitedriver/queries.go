@@ -254,6 +254,14 @@ func (q *queries) EventList(ctx context.Context, executionID int64) ([]store.Eve
 	return collect(rows, scanEvent, "list events")
 }
 
+func (q *queries) EventListOfType(ctx context.Context, executionID int64, eventType string) ([]store.Event, error) {
+	rows, err := q.query(ctx, `SELECT `+eventCols+` FROM events WHERE execution_id = ? AND event_type = ? ORDER BY event_id`, executionID, eventType)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedriver: list %s events of execution %d: %w", eventType, executionID, err)
+	}
+	return collect(rows, scanEvent, "list events")
+}
+
 // --- commands ---------------------------------------------------------------
 
 const commandCols = `event_id, execution_id, command_id, step, tool, input, status, attempt, worker_id,

@@ -396,6 +396,14 @@ func eventCases() []testCase {
 			for i := range want {
 				b.wantEvent(fmt.Sprintf("EventList[%d]", i), list[i], want[i])
 			}
+			list, err = readDo(b, func(q store.Querier) ([]store.Event, error) {
+				return q.EventListOfType(b.ctx(), e.ExecutionID, issuedEv.EventType)
+			})
+			b.mustNil("EventListOfType", err)
+			if len(list) != 1 {
+				b.fatalf("EventListOfType(%s) returned %d events, want 1", issuedEv.EventType, len(list))
+			}
+			b.wantEvent("EventListOfType[0]", list[0], issuedEv)
 		}},
 		{"ListEmpty", func(b *bundle) {
 			e := b.addExecution()
