@@ -85,3 +85,79 @@ func TestLocalJoinRunsOnce(t *testing.T) {
 		})
 	}
 }
+
+// The shape of NoETL's own fan-out/reduce fixture: python steps with
+// def main, an inclusive start, branches whose exclusive arcs are guarded
+// on call.done, and a reduce step reading both branches by name.
+func TestLocalJoinNoETLFanOutReduce(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "fanout_reduce.yaml")
+	src := `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: fanout_reduce, path: t/fanout_reduce}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      code: |
+        def main():
+            return {"status": "ok"}
+    next:
+      spec: {mode: inclusive}
+      arcs:
+        - {step: normalize_customer, when: "{{ event.name == 'call.done' }}"}
+        - {step: enrich_customer, when: "{{ event.name == 'call.done' }}"}
+  - step: normalize_customer
+    tool:
+      kind: python
+      code: |
+        def main():
+            return {"normalized": True}
+    next:
+      spec: {mode: exclusive}
+      arcs: [{step: reduce_customer, when: "{{ event.name == 'call.done' }}"}]
+  - step: enrich_customer
+    tool:
+      kind: python
+      code: |
+        import time
+        def main():
+            time.sleep(0.3)
+            return {"enriched": True}
+    next:
+      spec: {mode: exclusive}
+      arcs: [{step: reduce_customer, when: "{{ event.name == 'call.done' }}"}]
+  - step: reduce_customer
+    tool:
+      kind: python
+      input:
+        normalized: "{{ normalize_customer.normalized }}"
+        enriched: "{{ enrich_customer.enriched }}"
+      code: |
+        def main(normalized, enriched):
+            return {"reduced": normalized and enriched}
+`
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	issued := 0
+	var mu sync.Mutex
+	ex, err := local.Run(t.Context(), file, nil, local.Options{Progress: func(e api.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.EventType == api.EvCommandIssued && e.Step == "reduce_customer" {
+			issued++
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Status != api.ExecCompleted || string(ex.Result) != `{"reduced":true}` {
+		t.Fatalf("execution %s %s (%s); want completed with reduced true", ex.Status, ex.Result, ex.Error)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if issued != 1 {
+		t.Fatalf("reduce_customer issued %d times, want once", issued)
+	}
+}
