@@ -192,3 +192,29 @@ func TestJoinLocal(t *testing.T) {
 		t.Fatalf("result = %s, want %s (reduce ran once, with every branch's result)", got, want)
 	}
 }
+
+// The server is SIGKILLed after the quick branches arrived at the join and
+// while the slow ones run: the restarted server reads the arrivals back
+// from the database and issues reduce once, when the slow branches report.
+func TestJoinSurvivesServerRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	srv := c.startServer()
+	c.startWorker(50)
+	reg := c.register(joinPlaybook)
+	ids := c.executeMany(reg.Path, 5, func(int) map[string]any { return map[string]any{"pause": 3} })
+	wait.For(t, 30*time.Second, func() error {
+		for _, id := range ids {
+			if n := len(eventsOf(c.events(id), api.EvJoinArrived, "reduce")); n < 2 {
+				return fmt.Errorf("execution %d: %d arrivals at reduce, want b2's and b5's", id, n)
+			}
+		}
+		return nil
+	})
+	srv.signal(syscall.SIGKILL)
+	_ = srv.wait(t, 10*time.Second)
+	c.startServer() // same database, same address
+	c.waitAll(ids, 90*time.Second)
+	c.checkExactlyOnce(ids, map[string]bool{"reduce": true})
+	c.checkJoinOnce(ids)
+}

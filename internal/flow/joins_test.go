@@ -289,3 +289,49 @@ func TestJoinAcrossServices(t *testing.T) {
 	r.report("b3", api.EvCommandCompleted, nil, "")
 	r.wantJoinOnce("reduce", "b1", "b2", "b3")
 }
+
+// A join that loops starts its loop once, and an arc's set into a join is
+// applied when that arc fires.
+func TestJoinThatLoops(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: loopjoin, path: tests/loopjoin}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs: [{step: a}, {step: b}]
+  - step: a
+    tool: {kind: noop}
+    next: {arcs: [{step: reduce, set: {ctx.from_a: "{{ a }}"}}]}
+  - step: b
+    tool: {kind: noop}
+    next: {arcs: [{step: reduce}]}
+  - step: reduce
+    loop: {in: "{{ [a, b] }}", iterator: x}
+    tool: {kind: noop, result: "{{ x }}-{{ from_a }}"}
+`)
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("a", api.EvCommandCompleted, "A", "")
+	r.notIssued("reduce", "with b running")
+	r.report("b", api.EvCommandCompleted, "B", "")
+	started := 0
+	for _, ev := range r.events() {
+		if ev.EventType == api.EvLoopStarted && ev.Step == "reduce" {
+			started++
+		}
+	}
+	if started != 1 {
+		t.Fatalf("reduce's loop started %d times, want once", started)
+	}
+	if got := r.tool("reduce")["result"]; got != "A-A" {
+		t.Errorf("first iteration renders %v, want A-A (the item, and the context a's arc set)", got)
+	}
+	r.report("reduce", api.EvCommandCompleted, "A-A", "")
+	r.report("reduce", api.EvCommandCompleted, "B-A", "")
+	if ex := r.execution(); ex.Status != api.ExecCompleted || string(ex.Result) != `["A-A","B-A"]` {
+		t.Errorf("execution %s %s (%s); want completed with the loop's results", ex.Status, ex.Result, ex.Error)
+	}
+}
