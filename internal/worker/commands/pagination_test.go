@@ -250,26 +250,54 @@ workflow:
 func TestTaskListContextReachesLaterSteps(t *testing.T) {
 	t.Parallel()
 	const want = `{"counter":42,"message":"hi","scratch":"gone"}`
-	t.Run("distributed", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, 5*time.Second)
-		ex := b.run(ctxPlaybook, nil)
+	inBothRuntimes(t, ctxPlaybook, func(t *testing.T, ex api.Execution) {
 		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
 			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
 		}
 	})
+}
+
+// `do: break` on a single tool (NoETL's server_oom_stress_test writes
+// `else: {then: {do: break}}` on a postgres step) means continue: past a
+// failure the step completes with the error envelope as its result.
+func TestBreakOnSingleToolContinues(t *testing.T) {
+	t.Parallel()
+	inBothRuntimes(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: brk, path: t/brk}
+workflow:
+  - step: start
+    tool:
+      kind: shell
+      cmds: ["exit 3"]
+      spec: {policy: {rules: [{else: {then: {do: break}}}]}}
+    next: {arcs: [{step: after}]}
+  - step: after
+    tool: {kind: noop, result: {was: "{{ start.status }}"}}
+`, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != `{"was":"error"}` {
+			t.Fatalf("execution %s %s (%s); want completed past the failure", ex.Status, ex.Result, ex.Error)
+		}
+	})
+}
+
+// inBothRuntimes runs playbook through a server and a worker and in the
+// local runtime, and checks each execution.
+func inBothRuntimes(t *testing.T, playbook string, check func(*testing.T, api.Execution)) {
+	t.Run("distributed", func(t *testing.T) {
+		t.Parallel()
+		check(t, setup(t, 5*time.Second).run(playbook, nil))
+	})
 	t.Run("local", func(t *testing.T) {
 		t.Parallel()
-		file := filepath.Join(t.TempDir(), "ctxset.yaml")
-		if err := os.WriteFile(file, []byte(ctxPlaybook), 0o644); err != nil {
+		file := filepath.Join(t.TempDir(), "playbook.yaml")
+		if err := os.WriteFile(file, []byte(playbook), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		ex, err := local.Run(t.Context(), file, nil, local.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
-			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
-		}
+		check(t, ex)
 	})
 }
