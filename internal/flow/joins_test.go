@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -333,5 +335,68 @@ workflow:
 	r.report("reduce", api.EvCommandCompleted, "B-A", "")
 	if ex := r.execution(); ex.Status != api.ExecCompleted || string(ex.Result) != `["A-A","B-A"]` {
 		t.Errorf("execution %s %s (%s); want completed with the loop's results", ex.Status, ex.Result, ex.Error)
+	}
+}
+
+// Random shapes: n branches of random length, some never taken, finishing
+// in a random order; reduce is issued once, after every live branch's last
+// step, and never while one runs.
+func TestJoinRandomShapes(t *testing.T) {
+	t.Parallel()
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	for iter := range 15 {
+		n := 2 + rng.IntN(4)
+		var b strings.Builder
+		b.WriteString("apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: r, path: tests/r}\nworkflow:\n")
+		b.WriteString("  - step: start\n    tool: {kind: noop}\n    next:\n      spec: {mode: inclusive}\n      arcs:\n")
+		live := map[string][]string{} // branch -> its steps in order
+		taken := 0
+		for i := range n {
+			fmt.Fprintf(&b, "        - step: b%d_0\n", i)
+			if rng.IntN(4) == 0 && (taken > 0 || i < n-1) {
+				b.WriteString("          when: \"{{ false }}\"\n")
+				continue
+			}
+			taken++
+			live[fmt.Sprint(i)] = nil
+		}
+		for i := range n {
+			steps := 1 + rng.IntN(3)
+			for k := range steps {
+				name := fmt.Sprintf("b%d_%d", i, k)
+				next := "reduce"
+				if k < steps-1 {
+					next = fmt.Sprintf("b%d_%d", i, k+1)
+				}
+				fmt.Fprintf(&b, "  - step: %s\n    tool: {kind: noop}\n    next: {arcs: [{step: %s}]}\n", name, next)
+				if _, ok := live[fmt.Sprint(i)]; ok {
+					live[fmt.Sprint(i)] = append(live[fmt.Sprint(i)], name)
+				}
+			}
+		}
+		b.WriteString("  - step: reduce\n    tool: {kind: noop}\n")
+		t.Logf("seed %d, iteration %d:\n%s", seed, iter, b.String())
+		r := startRoute(t, b.String())
+		r.report("start", api.EvCommandCompleted, nil, "")
+		var lasts []string
+		for len(live) > 0 {
+			if _, steps := r.open(); strings.Contains(steps, "reduce") {
+				t.Fatalf("seed %d: reduce issued with branches running (open %q)", seed, steps)
+			}
+			keys := slices.Sorted(maps.Keys(live))
+			k := keys[rng.IntN(len(keys))]
+			step := live[k][0]
+			r.report(step, api.EvCommandCompleted, nil, "")
+			if live[k] = live[k][1:]; len(live[k]) == 0 {
+				delete(live, k)
+				lasts = append(lasts, step)
+			}
+		}
+		r.wantJoinOnce("reduce", lasts...)
+		r.report("reduce", api.EvCommandCompleted, nil, "")
+		if ex := r.execution(); ex.Status != api.ExecCompleted {
+			t.Fatalf("seed %d: execution %s (%s), want completed", seed, ex.Status, ex.Error)
+		}
 	}
 }
