@@ -185,7 +185,9 @@ type Decision struct {
 // OutputOf is the `output` a policy's rules and a task's `set` read:
 // {status: success|error, data, result, error: {message, retryable} or
 // none, http: {status} when the result is a mapping with a numeric status,
-// attempt}.
+// attempt}. A failure with such a status also has NoETL's error.kind
+// (rate_limit, auth, not_found, client_error, server_error) and error.code
+// (HTTP_<status>).
 func OutputOf(o Outcome) map[string]any {
 	res := normalizedAny(o.Result)
 	out := map[string]any{"status": OutputSuccess, "data": res, "result": res, "error": nil, "attempt": o.Attempt}
@@ -197,9 +199,39 @@ func OutputOf(o Outcome) map[string]any {
 		switch st := m["status"].(type) {
 		case int, int64, float64:
 			out["http"] = map[string]any{"status": st}
+			if e, ok := out["error"].(map[string]any); ok {
+				e["kind"], e["code"] = httpErrorKind(st), fmt.Sprintf("HTTP_%v", st)
+			}
 		}
 	}
 	return out
+}
+
+// httpErrorKind is NoETL's error kind for an HTTP status, so rules can say
+// `output.error.kind == 'rate_limit'` as NoETL's fixtures do.
+func httpErrorKind(status any) string {
+	var n int
+	switch v := status.(type) {
+	case int:
+		n = v
+	case int64:
+		n = int(v)
+	case float64:
+		n = int(v)
+	}
+	switch {
+	case n == 429:
+		return "rate_limit"
+	case n == 401 || n == 403:
+		return "auth"
+	case n == 404:
+		return "not_found"
+	case n >= 400 && n < 500:
+		return "client_error"
+	case n >= 500:
+		return "server_error"
+	}
+	return "unknown"
 }
 
 // Decide applies policy p to an outcome. Rules are tried in order and the

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -93,5 +94,22 @@ func TestDecideBreakAndJump(t *testing.T) {
 	}
 	if (Decision{Do: playbook.DoRetry}).Continues() || (Decision{Do: playbook.DoFail}).Continues() {
 		t.Error("retry and fail must not continue")
+	}
+}
+
+// A failed HTTP outcome carries NoETL's error.kind and error.code, which
+// NoETL's pagination fixtures match on.
+func TestOutputErrorKindOfHTTPStatus(t *testing.T) {
+	t.Parallel()
+	for status, kind := range map[int]string{429: "rate_limit", 401: "auth", 403: "auth", 404: "not_found", 422: "client_error", 503: "server_error"} {
+		out := OutputOf(Outcome{Status: StatusFailed, Error: "boom", Result: map[string]any{"status": float64(status)}, Attempt: 1})
+		e := out["error"].(map[string]any)
+		if e["kind"] != kind || e["code"] != fmt.Sprintf("HTTP_%d", status) {
+			t.Errorf("status %d: error %v; want kind %s", status, e, kind)
+		}
+	}
+	out := OutputOf(Outcome{Status: StatusCompleted, Result: map[string]any{"status": 200}})
+	if out["error"] != nil {
+		t.Errorf("success has error %v", out["error"])
 	}
 }
