@@ -1,6 +1,8 @@
 package playbook
 
 import (
+	"github.com/millrace/millrace/internal/tools"
+
 	"errors"
 	"io/fs"
 	"maps"
@@ -117,6 +119,196 @@ func TestCorpus(t *testing.T) {
 	for _, f := range seen {
 		if _, refused := corpusGolden[f]; !refused && !slices.Contains(corpusMustRun, f) {
 			t.Errorf("corpus file %s is new: add it to corpusMustRun or corpusGolden", f)
+		}
+	}
+}
+
+// e2eDir holds NoETL's end-to-end fixtures (see its README).
+var e2eDir = findDir("MILLRACE_NOETL_E2E", "noetl-e2e")
+
+func findDir(env, name string) string {
+	for _, dir := range []string{os.Getenv(env), "../../../shared/" + name, "/work/shared/" + name} {
+		if dir == "" {
+			continue
+		}
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+	}
+	return "../../../shared/" + name
+}
+
+// e2eRefusal is one expected refusal: its line and the refused construct
+// of docs/compat.md it is an instance of.
+type e2eRefusal struct {
+	line      int
+	construct string
+}
+
+// e2eGolden lists, per fixture, exactly the refusals expected; every one is
+// a construct Millrace deliberately lacks. A fixture absent from it must
+// validate (warnings allowed).
+var e2eGolden = map[string][]e2eRefusal{
+	"api_integration/amadeus_ai_chat_request_query/amadeus_ai_chat_request_query.yaml": {
+		{19, "provider keychain"},
+		{27, "provider keychain"},
+		{36, "provider keychain"},
+	},
+	"broken_playbooks/should_error_tool_is_required.yaml": {
+		{29, "step `command`"},
+	},
+	"container_callback_oom/container_callback_oom.yaml": {
+		{64, "tool kind `container`"},
+	},
+	"data_transfer/http_to_databases/http_to_databases.yaml": {
+		{45, "tool kind `snowflake`"},
+		{84, "tool kind `snowflake`"},
+		{129, "tool kind `ducklake`"},
+		{254, "tool kind `snowflake`"},
+		{295, "tool kind `snowflake`"},
+		{347, "tool kind `ducklake`"},
+		{401, "tool kind `ducklake`"},
+	},
+	"data_transfer/http_to_postgres_transfer/http_to_postgres_transfer.yaml": {
+		{55, "tool kind `transfer`"},
+	},
+	"data_transfer/snowflake_postgres/snowflake_postgres.yaml": {
+		{33, "tool kind `snowflake`"},
+		{72, "tool kind `snowflake`"},
+		{103, "tool kind `transfer`"},
+		{173, "tool kind `snowflake`"},
+		{191, "tool kind `transfer`"},
+		{213, "tool kind `snowflake`"},
+	},
+	"keychain/google_id_token/google_id_token_comparison_test.yaml": {
+		{25, "provider keychain"},
+		{34, "provider keychain"},
+	},
+	"keychain/google_id_token/google_id_token_test.yaml": {
+		{22, "provider keychain"},
+	},
+	"ops/execution_ai_analyze/execution_ai_analyze.yaml": {
+		{34, "provider keychain"},
+	},
+	"ops/playbook_ai_explain/playbook_ai_explain.yaml": {
+		{22, "provider keychain"},
+	},
+	"ops/playbook_ai_generate/playbook_ai_generate.yaml": {
+		{17, "provider keychain"},
+	},
+	"pft_flow_test/test_pft_flow_v2.yaml": {
+		{389, "`loop.cursor`"},
+		{547, "`loop.cursor`"},
+		{705, "`loop.cursor`"},
+		{863, "`loop.cursor`"},
+		{1021, "`loop.cursor`"},
+		{1244, "`loop.cursor`"},
+	},
+	"pft_flow_test/test_pft_page_continuation.yaml": {
+		{106, "`loop.cursor`"},
+	},
+	"quantum_cudaq/quantum_cudaq.yaml": {
+		{55, "`spec.policy.admit`"},
+	},
+	"root_scripts/test_keychain.yaml": {
+		{13, "provider keychain"},
+		{17, "provider keychain"},
+		{23, "provider keychain"},
+	},
+	"root_scripts/test_script_loading.yaml": {
+		{16, "external `script:`"},
+	},
+	"script_execution/k8s_job_python_gcs.yaml": {
+		{36, "tool kind `script`"},
+	},
+	"script_execution/postgres_file_example.yaml": {
+		{30, "external `script:`"},
+	},
+	"script_execution/python_file_example.yaml": {
+		{30, "external `script:`"},
+	},
+	"script_execution/python_http_example.yaml": {
+		{29, "external `script:`"},
+	},
+	"spike/spike_e2e_test.yaml": {
+		{98, "tool kind `agent`"},
+	},
+	"subscription/subscription_pubsub_drain.yaml": {
+		{61, "tool kind `subscription`"},
+		{90, "python `iterator`"},
+	},
+	"test_gcs_storage.yaml": {
+		{63, "tool kind `artifact`"},
+	},
+	"v10_canonical_example.yaml": {
+		{57, "`spec.policy.admit`"},
+	},
+}
+
+// Every NoETL end-to-end fixture validates, or is refused only for what
+// Millrace deliberately lacks: each refusal names the construct, says
+// Millrace lacks it, says what to use instead, and is a refused row of
+// docs/compat.md.
+func TestCorpusE2E(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(e2eDir); errors.Is(err, fs.ErrNotExist) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("corpus %s is absent; CI must run these tests (shared/ sits beside the checkout)", e2eDir)
+		}
+		t.Skipf("corpus %s is absent", e2eDir)
+	}
+	kinds := tools.Kinds()
+	var seen []string
+	err := filepath.WalkDir(e2eDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || (filepath.Ext(path) != ".yaml" && filepath.Ext(path) != ".yml") {
+			return err
+		}
+		rel, _ := filepath.Rel(e2eDir, path)
+		rel = filepath.ToSlash(rel)
+		seen = append(seen, rel)
+		t.Run(rel, func(t *testing.T) {
+			t.Parallel()
+			src, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(rel, src, kinds)
+			want := e2eGolden[rel]
+			var probs Problems
+			switch {
+			case len(want) == 0 && err != nil:
+				t.Fatalf("want it to validate, got:\n%v", err)
+			case len(want) == 0:
+				return
+			case !errors.As(err, &probs):
+				t.Fatalf("Parse = %v, want the refusals %v", err, want)
+			}
+			if len(probs) != len(want) {
+				t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), probs)
+			}
+			for i, w := range want {
+				p := probs[i]
+				row, ok := refusedConstruct(w.construct)
+				switch {
+				case !ok:
+					t.Errorf("construct %q is not a refused row of docs/compat.md", w.construct)
+				case p.File != rel || p.Line != w.line || p.Col == 0:
+					t.Errorf("problem %d = %q, want line %d (%s)", i, p.Error(), w.line, row.construct)
+				case !strings.Contains(p.Msg, "Millrace does not implement") && !strings.Contains(p.Msg, "Millrace lacks"):
+					t.Errorf("problem %d = %q does not say Millrace lacks the construct", i, p.Error())
+				case len(p.Hint) < 20:
+					t.Errorf("problem %d = %q does not say what to use instead", i, p.Error())
+				}
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range e2eGolden {
+		if !slices.Contains(seen, f) {
+			t.Errorf("fixture %s is missing", f)
 		}
 	}
 }

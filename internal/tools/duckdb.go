@@ -16,7 +16,7 @@ const (
 	duckdbMemory = ":memory:"
 )
 
-var duckdbKeys = []string{"database", "query", "command", "attach", "timeout"}
+var duckdbKeys = []string{"database", "query", "command", "attach", "timeout", "auth", "gcs_credential"}
 
 // duckdbTool runs "query" (or its alias "command") in DuckDB: by default a
 // fresh in-memory database, or a "database" file that persists between runs
@@ -35,6 +35,11 @@ var duckdbKeys = []string{"database", "query", "command", "attach", "timeout"}
 // read_only} where postgres is a credential name or a connection URL. The
 // latter needs DuckDB's postgres extension already installed on the worker:
 // the tool never downloads extensions.
+//
+// "auth" (NoETL's) creates DuckDB secrets from stored credentials before the
+// query runs, so it can ATTACH '' AS db (TYPE postgres, SECRET name) or read
+// gs:// and s3:// paths: postgres, GCS HMAC and S3 secrets (duckdbauth.go).
+// They need DuckDB's postgres or httpfs extension installed on the worker.
 type duckdbTool struct{}
 
 // duckdbAttachment is one validated entry of "attach".
@@ -63,6 +68,10 @@ func (duckdbTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	secrets, err := duckdbSecrets(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fail := func(stage string, err error) error {
@@ -81,7 +90,7 @@ func (duckdbTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		return &Error{Kind: "duckdb", Message: fmt.Sprintf("%s: %v", stage, err)}
 	}
 
-	res, stage, err := duckdbExec(runCtx, database, attach, stmts)
+	res, stage, err := duckdbExec(runCtx, database, secrets, attach, stmts)
 	if err != nil {
 		return nil, fail(stage, err)
 	}

@@ -17,7 +17,7 @@ import (
 
 // duckdbExec opens the database, attaches, and runs the statements. On
 // failure it names the stage that failed.
-func duckdbExec(ctx context.Context, database string, attach []duckdbAttachment, stmts []string) (*sqlResult, string, error) {
+func duckdbExec(ctx context.Context, database string, secrets []duckdbSecret, attach []duckdbAttachment, stmts []string) (*sqlResult, string, error) {
 	// File databases are shared through the driver's instance cache, so
 	// concurrent runs on one file in this process do not fight over its lock.
 	connector, err := duckdb.NewConnector(database, nil)
@@ -32,6 +32,11 @@ func duckdbExec(ctx context.Context, database string, attach []duckdbAttachment,
 	}
 	defer conn.Close()
 
+	for _, s := range secrets {
+		if err := duckdbCreateSecret(ctx, conn, s); err != nil {
+			return nil, fmt.Sprintf("creating %s secret %q", s.typ, s.name), err
+		}
+	}
 	for _, a := range attach {
 		if err := duckdbAttach(ctx, conn, a); err != nil {
 			return nil, "attaching " + a.describe(), err
@@ -44,6 +49,31 @@ func duckdbExec(ctx context.Context, database string, attach []duckdbAttachment,
 		}
 	}
 	return res, "", nil
+}
+
+// duckdbSecretExtension is the extension each secret type lives in.
+var duckdbSecretExtension = map[string]string{"postgres": "postgres", "gcs": "httpfs", "s3": "httpfs"}
+
+// duckdbCreateSecret loads the secret type's extension (LOAD never
+// downloads) and creates the secret. DuckDB's own error may quote the
+// statement, which holds the secret, so it is not passed on.
+func duckdbCreateSecret(ctx context.Context, conn *sql.Conn, s duckdbSecret) error {
+	ext := duckdbSecretExtension[s.typ]
+	if _, err := conn.ExecContext(ctx, "LOAD "+ext); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return &Error{Kind: "duckdb", Message: fmt.Sprintf(
+			"auth secret %q (%s) needs DuckDB's %s extension, which is not installed on this worker; install it once where the worker runs (duckdb -c 'INSTALL %s')",
+			s.name, s.typ, ext, ext)}
+	}
+	if _, err := conn.ExecContext(ctx, s.stmt); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return &Error{Kind: "duckdb", Message: fmt.Sprintf("auth secret %q (%s) was refused by DuckDB; check the credential's fields", s.name, s.typ)}
+	}
+	return nil
 }
 
 func duckdbAttach(ctx context.Context, conn *sql.Conn, a duckdbAttachment) error {

@@ -418,7 +418,7 @@ func TestSQLToolKinds(t *testing.T) {
 	kinds := Kinds()
 	for kind, want := range map[string][]string{
 		"postgres": {"auth", "command", "connection", "params", "timeout"},
-		"duckdb":   {"attach", "command", "database", "query", "timeout"},
+		"duckdb":   {"attach", "auth", "command", "database", "gcs_credential", "query", "timeout"},
 	} {
 		if !reflect.DeepEqual(kinds[kind], want) {
 			t.Errorf("Kinds()[%q] = %v, want %v", kind, kinds[kind], want)
