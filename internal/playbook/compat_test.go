@@ -69,7 +69,10 @@ func compatRows() []compatRow {
 		{"external `script:` on python, postgres, duckdb", compatRefused, "Millrace runs no script files (file, GCS, S3, HTTP); put the code inline"},
 		{"python `iterator`", compatRefused, "loop with the step's `loop:`, one command per item"},
 		{"python `code`, `def main(...)`, `libs`, `input`, `env`, `timeout`", compatSupported, "main's return value is the result"},
+		{"python `auth`", compatSupported, "as NoETL: a Google service account becomes GOOGLE_APPLICATION_CREDENTIALS (a file removed after the run), HMAC/S3 keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, Azure AZURE_STORAGE_CONNECTION_STRING; only from stored credentials"},
+		{"duckdb `auth` (secret name -> `{source: credential, tool, key, scope}` or a credential name), `gcs_credential`", compatDiffers, "postgres, GCS HMAC and S3 secrets are created from stored credentials; the postgres or httpfs extension must already be installed on the worker (nothing is downloaded); GCS service accounts and workload identity are refused at run time: use HMAC keys"},
 		{"playbook `path`, `version`, `return_step`, `timeout`", compatSupported, ""},
+		{"playbook `retry: {max_attempts, retry_on}`", compatDiffers, "NoETL's runtime does not read it for this tool; Millrace applies it as a policy retry rule: retry_on `timeout` retries retryable errors (timeouts), `error` any error"},
 		{"playbook `task`, `name`", compatInert, "NoETL metadata on a playbook call"},
 	}
 	for _, kind := range slices.Sorted(func(yield func(string) bool) {

@@ -65,3 +65,25 @@ func TestNoETLCorpusKeys(t *testing.T) {
 		{10, `unsupported NoETL key "accumulate" in output`, "do: jump"},
 	}, true)
 }
+
+func TestPlaybookRetryProblems(t *testing.T) {
+	t.Parallel()
+	kinds := KindSet{"playbook": {"path"}}
+	tool := func(extra string) string {
+		return head + "  - step: a\n    tool:\n      kind: playbook\n      path: c\n" + extra
+	}
+	pb, err := Parse("pb.yaml", []byte(tool("      retry: {max_attempts: 4}\n")), kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := pb.Steps[0].Policy.Rules[0]; r.Do != DoRetry || r.Attempts != 4 || r.When != "{{ output.status == 'error' and (true) }}" {
+		t.Errorf("rule = %+v", r)
+	}
+	checkProblems(t, tool("      retry: {max_attempts: 2, retry_on: [http_500]}\n"), kinds, []want{
+		{11, `retry.retry_on "http_500" is not a condition Millrace knows`, "timeout"},
+	}, true)
+	checkProblems(t, tool("      retry: {max_attempts: 2}\n      spec: {policy: {rules: [{else: {do: continue}}]}}\n"), kinds, []want{
+		{11, `has both retry and spec.policy`, "move it into the policy"},
+	}, true)
+	checkProblems(t, tool("      retry: 3\n"), kinds, []want{{11, `retry must be a mapping`, "max_attempts"}}, true)
+}

@@ -315,6 +315,9 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 	}
 	out.kind = kind
 	out.policy, _ = ps.liftSpec(f, loc, kind, allowed)
+	if kind == "playbook" {
+		out.policy = ps.retryPolicy(f, loc, out.policy)
+	}
 	ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	if e, ok := f["output"]; ok {
@@ -397,6 +400,11 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 	allowed := ps.kinds[kind]
 	out.kind = kind
 	callPolicy, hasPolicy := ps.liftSpec(f, loc, kind, allowed)
+	if kind == "playbook" {
+		if _, has := f["retry"]; has {
+			callPolicy, hasPolicy = ps.retryPolicy(f, loc, callPolicy), true
+		}
+	}
 	given := ps.toolKeys(f, kind, loc)
 	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	if e, ok := f["output"]; ok {

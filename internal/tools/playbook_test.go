@@ -164,7 +164,7 @@ func TestNewToolKinds(t *testing.T) {
 	t.Parallel()
 	kinds := Kinds()
 	for kind, want := range map[string][]string{
-		"python":   {"code", "env", "input", "libs", "timeout"},
+		"python":   {"auth", "code", "env", "input", "libs", "timeout"},
 		"nats":     {"auth", "bucket", "create_bucket", "data", "key", "operation", "subject", "url", "value"},
 		"playbook": {"input", "name", "path", "payload", "return_step", "task", "timeout", "version"},
 	} {

@@ -32,7 +32,7 @@ const (
 	pythonResultFD = 3
 )
 
-var pythonKeys = []string{"code", "input", "timeout", "env", "libs"}
+var pythonKeys = []string{"code", "input", "timeout", "env", "libs", "auth"}
 
 // pythonNameRE is a Python identifier (ASCII), and pythonModuleRE a dotted
 // module path.
@@ -105,6 +105,20 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	if err != nil {
 		return nil, &Error{Kind: "python", Message: fmt.Sprintf(
 			"cannot find %s on the worker's PATH (%v); install Python 3 on the worker", PythonCommand, err)}
+	}
+
+	authEnv, cleanup, err := pythonAuthEnv(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	for k, v := range authEnv {
+		if _, own := env[k]; !own {
+			if env == nil {
+				env = map[string]string{}
+			}
+			env[k] = v
+		}
 	}
 
 	// Unbuffered output keeps what the code printed before a timeout.

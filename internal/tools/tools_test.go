@@ -48,7 +48,7 @@ func TestKinds(t *testing.T) {
 		"http":     {"auth", "body", "data", "endpoint", "follow_redirects", "headers", "json", "method", "params", "payload", "timeout", "url", "verify_ssl"},
 		"postgres": {"auth", "command", "connection", "params", "timeout"},
 		"duckdb":   {"attach", "auth", "command", "database", "gcs_credential", "query", "timeout"},
-		"python":   {"code", "env", "input", "libs", "timeout"},
+		"python":   {"auth", "code", "env", "input", "libs", "timeout"},
 		"nats":     {"auth", "bucket", "create_bucket", "data", "key", "operation", "subject", "url", "value"},
 		"playbook": {"input", "name", "path", "payload", "return_step", "task", "timeout", "version"},
 	}
