@@ -37,7 +37,7 @@ var duckdbKeys = []string{"database", "query", "command", "attach", "timeout", "
 // the tool never downloads extensions.
 //
 // "auth" (NoETL's) creates DuckDB secrets from stored credentials before the
-// query runs, so it can ATTACH ” AS db (TYPE postgres, SECRET name) or read
+// query runs, so a query can attach postgres with (TYPE postgres, SECRET name) or read
 // gs:// and s3:// paths: postgres, GCS HMAC and S3 secrets (duckdbauth.go).
 // They need DuckDB's postgres or httpfs extension installed on the worker.
 type duckdbTool struct{}
