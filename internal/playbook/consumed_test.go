@@ -29,6 +29,7 @@ var inertKeys = map[string]string{
 	"executor.spec.no_next_is_error": "false is Millrace's behaviour (true is refused)",
 	"executor.spec.policy":           "NoETL's placeholder defaults",
 	"step.output":                    "NoETL v10 ignores a step-level output too",
+	"step.spec":                      "only spec.policy.admit is accepted (others are refused): NoETL does not enforce it either, and the parser warns",
 	"tool.output":                    "Millrace stores every result itself",
 	"loop.spec.policy.results":       "NoETL's loop policy has no results and ignores it",
 	"arc.cond":                       "ignored as NoETL ignores it, with a warning",

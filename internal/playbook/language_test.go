@@ -257,7 +257,7 @@ func TestParseLanguageProblems(t *testing.T) {
 		}},
 		{"spec typo", tool("      spec: {polcy: {}}\n"), []want{{10, `unknown key "polcy" in tool.spec`, `did you mean "policy"?`}}},
 		{"spec not mapping", tool("      spec: x\n"), []want{{10, "tool.spec must be a mapping", ""}}},
-		{"policy admit", tool("      spec: {policy: {admit: {rules: []}}}\n"), []want{{10, `unsupported NoETL key "admit" in policy`, "arcs that lead to this step"}}},
+		{"policy admit", tool("      spec: {policy: {admit: {rules: []}}}\n"), []want{{10, `unsupported NoETL key "admit" in policy`, "arcs that lead to it"}}},
 		{"policy no rules", tool("      spec: {policy: {}}\n"), []want{{10, "tool.spec.policy has no rules", ""}}},
 		{"rules empty", tool("      spec: {policy: {rules: []}}\n"), []want{{10, "rules must be a non-empty list", ""}}},
 		{"rule shapes", rules(

@@ -39,7 +39,7 @@ var (
 )
 
 const (
-	hintAdmit = "step admission is not supported; put a `when` on the arcs that lead to this step instead"
+	hintAdmit = "to run the step only under a condition, put a `when` on the arcs that lead to it"
 )
 
 // unsupported maps NoETL keys Millrace does not implement, by where they

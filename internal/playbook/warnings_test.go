@@ -46,3 +46,23 @@ func TestUnreachableStepIsWarning(t *testing.T) {
 		t.Fatalf("a reachable playbook has warnings %v", pb.Warnings)
 	}
 }
+
+// NoETL checks spec.policy.admit but never enforces it: Millrace accepts it,
+// runs the step, and warns.
+func TestAdmitIsWarning(t *testing.T) {
+	t.Parallel()
+	src := head + "  - step: a\n    spec:\n      policy:\n        admit:\n          mode: exclusive\n          rules:\n            - when: '{{ x }}'\n              then: {allow: true}\n    tool: {kind: python}\n"
+	pb, err := Parse("pb.yaml", []byte(src), testKinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pb.Warnings) != 1 || pb.Warnings[0].Line != 10 || !strings.Contains(pb.Warnings[0].Msg, "spec.policy.admit is not applied") {
+		t.Fatalf("warnings = %v", pb.Warnings)
+	}
+	checkProblems(t, head+"  - step: a\n    spec: {policy: {admit: {rules: x}}}\n    tool: {kind: python}\n", testKinds, []want{
+		{8, "admit.rules must be a list", "rules:"},
+	}, true)
+	checkProblems(t, head+"  - step: a\n    spec: {policy: {admit: {rules: []}, lifecycle: {}}}\n    tool: {kind: python}\n", testKinds, []want{
+		{8, `unsupported NoETL key "spec" in step (holding policy.lifecycle)`, "under the tool"},
+	}, true)
+}

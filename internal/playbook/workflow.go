@@ -125,7 +125,7 @@ func (ps *parser) stepSpec(e entry) {
 			pf := ps.mapping(pol, "in step spec.policy", nil)
 			for _, pk := range sortedKeys(pf) {
 				if pk == "admit" {
-					ps.atNode(pf[pk].key, hintAdmit, "unsupported NoETL key \"admit\" in step spec.policy: Millrace does not implement step admission")
+					ps.admit(pf[pk])
 				} else {
 					other = append(other, "policy."+pk)
 				}
@@ -140,6 +140,24 @@ func (ps *parser) stepSpec(e entry) {
 	case len(f) == 0:
 		ps.atNode(e.key, hint, "unsupported NoETL key \"spec\" in step")
 	}
+}
+
+// admit checks NoETL's step admission rules and warns that they are not
+// applied: NoETL validates spec.policy.admit but its engine never evaluates
+// it, so the step runs whenever an arc reaches it. Millrace does the same
+// and says so, rather than refuse a playbook NoETL runs.
+func (ps *parser) admit(e entry) {
+	const shape = "write `admit: {rules: [{when: ..., then: {allow: true}}, {else: {then: {allow: false}}}]}`"
+	if deref(e.val).Kind != yaml.MappingNode {
+		ps.atNode(e.val, shape, "step spec.policy.admit must be a mapping, got %s", describe(e.val))
+		return
+	}
+	f := ps.mapping(e.val, "in spec.policy.admit", []string{"mode", "rules"})
+	if r, ok := f["rules"]; ok && deref(r.val).Kind != yaml.SequenceNode {
+		ps.atNode(r.val, shape, "step spec.policy.admit.rules must be a list, got %s", describe(r.val))
+	}
+	ps.warns = append(ps.warns, Problem{File: ps.file, Line: e.key.Line, Col: e.key.Column, Warning: true, Hint: hintAdmit,
+		Msg: "spec.policy.admit is not applied: NoETL checks admission rules but its engine does not enforce them, and neither does Millrace; the step runs whenever an arc reaches it"})
 }
 
 // stepInput is a step-level `input` (NoETL writes it beside `tool`): values
