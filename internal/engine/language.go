@@ -187,10 +187,12 @@ type Decision struct {
 // none, http: {status} when the result is a mapping with a numeric status,
 // attempt}. A failure with such a status also has NoETL's error.kind
 // (rate_limit, auth, not_found, client_error, server_error) and error.code
-// (HTTP_<status>).
+// (HTTP_<status>). data and result are read as step results are (Scope.Vars):
+// an http result's data is also NoETL's {status_code, headers, data}.
 func OutputOf(o Outcome) map[string]any {
 	res := normalizedAny(o.Result)
-	out := map[string]any{"status": OutputSuccess, "data": res, "result": res, "error": nil, "attempt": o.Attempt}
+	view := wrapResult(res) // an http result reads as NoETL's too: output.data.data, output.data.meta
+	out := map[string]any{"status": OutputSuccess, "data": view, "result": view, "error": nil, "attempt": o.Attempt}
 	if o.Status != StatusCompleted {
 		out["status"] = OutputError
 		out["error"] = map[string]any{"message": o.Error, "retryable": o.Retryable}

@@ -64,9 +64,10 @@ type Scope struct {
 // integers so that `/items/{{ fetch.id }}` renders "/items/7", not "7.0".
 //
 // Step results are wrapped so NoETL's spellings work: a mapping result
-// without a "data" key also answers <step>.data with itself, and a list
-// result (a loop's) answers <step>.data with itself. Rendered natively the
-// wrappers are plain mappings and lists.
+// without a "data" key also answers <step>.data with itself, an http
+// result answers <step>.data with its body (httpResult), and a list result
+// (a loop's) answers <step>.data with itself and .results/.stats as NoETL's
+// loop result. Rendered natively the wrappers are plain mappings and lists.
 func (s Scope) Vars() map[string]any {
 	vars := make(map[string]any, len(s.Workload)+len(s.Results)+len(s.Context)+len(s.Extra)+3)
 	workload := normalized(s.Workload)
@@ -157,9 +158,58 @@ func LoopStats(results []any) map[string]any {
 	return map[string]any{"total": len(results), "success": len(results) - failed, "failed": failed}
 }
 
+// httpResult is an http tool's result, {status, status_code, headers,
+// body}, as templates see it. It also reads as NoETL's http result
+// {status_code, headers, data}: "data" is the body, and a name the result
+// does not have is looked up in a mapping body, as NoETL's `output.data.meta`
+// reads the page's meta. The result's own keys come first, so a Millrace
+// playbook's `fetch.status` or `output.data.body.x` means what it did.
+// Rendered natively it is the plain result.
+type httpResult map[string]any
+
+// GetAttribute implements gonja's exec.AttributeGetter.
+func (m httpResult) GetAttribute(name string) (*exec.Value, bool) {
+	if v, ok := m[name]; ok {
+		return exec.AsValue(v), true
+	}
+	body := m["body"]
+	if name == "data" {
+		if b, ok := body.(map[string]any); ok {
+			return exec.AsValue(resultMap(b)), true
+		}
+		return exec.AsValue(body), true
+	}
+	if b, ok := body.(map[string]any); ok {
+		if v, ok := b[name]; ok {
+			return exec.AsValue(v), true
+		}
+	}
+	return exec.AsValue(nil), false
+}
+
+// isHTTPResult reports whether m has exactly the http tool's result keys
+// (tools' httpTool.Run), so a python result that merely has a "body" is
+// not taken for one.
+func isHTTPResult(m map[string]any) bool {
+	if len(m) != 4 {
+		return false
+	}
+	_, body := m["body"]
+	_, headers := m["headers"].(map[string]any)
+	_, status := m["status"]
+	switch m["status_code"].(type) {
+	case int, int64, float64:
+		return body && headers && status
+	}
+	return false
+}
+
 func wrapResult(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
+		if isHTTPResult(t) {
+			return httpResult(t)
+		}
 		return resultMap(t)
 	case []any:
 		return resultList(t)

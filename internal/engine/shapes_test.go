@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/millrace/millrace/internal/playbook"
+)
+
+// httpFixture is an http tool's result as it is stored: Millrace's
+// {status, status_code, headers, body}, decoded from JSON.
+func httpFixture(t *testing.T, body string) map[string]any {
+	t.Helper()
+	var res map[string]any
+	raw := `{"status": 200, "status_code": 200, "headers": {"content-type": "application/json"}, "body": ` + body + `}`
+	if err := json.Unmarshal([]byte(raw), &res); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// An http result reads as Millrace's {status, headers, body} and as
+// NoETL's {status_code, headers, data}, at a later step and as a rule's
+// output.data.
+func TestHTTPResultReadsAsNoETLShape(t *testing.T) {
+	t.Parallel()
+	res := httpFixture(t, `{"meta": {"page": 2, "totalPages": 3}, "entry": [1, 2], "data": {"rows": [{"id": 7}]}}`)
+	flat := httpFixture(t, `{"rows": [{"id": 8}], "status": "ok"}`)
+	text := httpFixture(t, `"plain text"`)
+	s := Scope{Results: map[string]any{"fetch": res, "flat": flat, "text": text}}
+	for tmpl, want := range map[string]any{
+		// Millrace's shape, unchanged.
+		"{{ fetch.status }}":                  200,
+		"{{ fetch.body.meta.page }}":          2,
+		"{{ fetch.headers['content-type'] }}": "application/json",
+		// NoETL's: status_code, and data is the body.
+		"{{ fetch.status_code }}":                                    200,
+		"{{ fetch.data.meta.totalPages }}":                           3,
+		"{{ fetch.data.data.rows[0].id }}":                           7,
+		"{{ fetch.data.entry | length }}":                            2,
+		"{{ flat.data.rows[0].id }}":                                 8,
+		"{{ flat.data.data.rows[0].id }}":                            8, // a body without data reads .data as itself
+		"{{ flat.data.status }}":                                     "ok",
+		"{{ flat.status }}":                                          200, // the result's own keys come first
+		"{{ text.data }}":                                            "plain text",
+		"{{ fetch.data is defined and fetch.data.data is defined }}": true,
+	} {
+		got, err := Render(tmpl, s)
+		if err != nil {
+			t.Errorf("%s: %v", tmpl, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s = %#v, want %#v", tmpl, got, want)
+		}
+	}
+	// Rendered whole, the result is Millrace's plain mapping and its data
+	// NoETL's body.
+	whole, err := Render("{{ fetch }}", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := whole.(map[string]any); !ok || m["status_code"] != 200 || m["body"] == nil {
+		t.Errorf("{{ fetch }} = %#v", whole)
+	}
+	data, err := Render("{{ flat.data }}", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(data, map[string]any{"rows": []any{map[string]any{"id": 8}}, "status": "ok"}) {
+		t.Errorf("{{ flat.data }} = %#v, want the body", data)
+	}
+
+	// A task's policy reads output.data as NoETL's fixtures do
+	// (pagination/fetch_load_test: output.data.meta; pft_flow_test:
+	// output.data.data.rows, the tool result's data, i.e. the body's rows)
+	// and as Millrace's docs do (output.data.body).
+	rule := &playbook.Policy{Step: "s", Field: "tool.spec.policy", Rules: []playbook.Rule{{Else: true, Do: playbook.DoContinue, Set: map[string]any{
+		"iter.has_more": "{{ output.data.meta.page < output.data.meta.totalPages }}",
+		"iter.records":  "{{ output.data.entry | length }}",
+		"iter.rows":     "{{ output.data.data.rows }}",
+		"iter.millrace": "{{ output.data.body.meta.page }}",
+		"iter.http":     "{{ output.http.status }}",
+		"iter.code":     "{{ output.data.status_code }}",
+	}}}}
+	page := httpFixture(t, `{"meta": {"page": 2, "totalPages": 3}, "entry": [1, 2], "rows": [{"id": 7}]}`)
+	d, err := Decide(rule, Scope{}, Outcome{Status: StatusCompleted, Result: page, Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"iter.has_more": true, "iter.records": 2, "iter.rows": []any{map[string]any{"id": 7}},
+		"iter.millrace": 2, "iter.http": 200, "iter.code": 200}
+	if !reflect.DeepEqual(d.Set, want) {
+		t.Errorf("set = %#v, want %#v", d.Set, want)
+	}
+}
+
+// Only the http tool's exact result shape is read as one: a python result
+// with a body key keeps resultMap's reading.
+func TestHTTPResultShapeIsExact(t *testing.T) {
+	t.Parallel()
+	for _, m := range []map[string]any{
+		{"body": map[string]any{"x": 1}, "status": 200},
+		{"body": 1, "status": 200, "status_code": "200", "headers": map[string]any{}},
+		{"body": 1, "status": 200, "status_code": 200, "headers": map[string]any{}, "extra": 1},
+	} {
+		if isHTTPResult(m) {
+			t.Errorf("%v read as an http result", m)
+		}
+	}
+	got, err := Render("{{ p.data.body.x }}", Scope{Results: map[string]any{"p": map[string]any{"body": map[string]any{"x": 1}, "status": 200}}})
+	if err != nil || got != 1 {
+		t.Errorf("python result with a body: %#v, %v", got, err)
+	}
+}

@@ -1,0 +1,78 @@
+package commands_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/millrace/millrace/internal/api"
+)
+
+// jsonAPI answers every request with body as JSON.
+func jsonAPI(t *testing.T, body string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprint(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// NoETL's fixtures read an http result as {status_code, headers, data}:
+// a later step as <step>.data.<body field> (keychain/google_id_token), a
+// task's rule as output.data.<body field> (pagination/fetch_load_test) and
+// output.data.data.<body field> (pft_flow_test). Millrace's own spellings
+// (<step>.body, output.data.body) read the same values.
+func TestHTTPResultInNoETLShape(t *testing.T) {
+	t.Parallel()
+	url := jsonAPI(t, `{"meta": {"page": 1, "totalPages": 3}, "rows": [{"id": 1}, {"id": 2}], "data": [10, 20, 30]}`)
+	pb := fmt.Sprintf(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: shapes, path: t/shapes}
+workflow:
+  - step: start
+    tool: {kind: http, url: "%[1]s/one"}
+    next: {arcs: [{step: pages}]}
+  - step: pages
+    tool:
+      - name: fetch_page
+        kind: http
+        endpoint: "%[1]s/page"
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'error' }}"
+                then: {do: fail}
+              - else:
+                  then:
+                    do: continue
+                    set:
+                      iter.has_more: "{{ output.data.meta.page < output.data.meta.totalPages }}"
+                      iter.rows: "{{ output.data.data.rows | length }}"
+                      iter.millrace: "{{ output.data.body.meta.totalPages }}"
+                      ctx.http_status: "{{ output.http.status }}"
+      - name: summary
+        kind: noop
+        result: {has_more: "{{ iter.has_more }}", rows: "{{ iter.rows }}", millrace: "{{ iter.millrace }}"}
+    next: {arcs: [{step: check}]}
+  - step: check
+    tool:
+      kind: noop
+      result:
+        status_code: "{{ start.status_code }}"
+        status: "{{ start.status }}"
+        data_count: "{{ start.data.data | length if start.data and start.data.data else 0 }}"
+        page: "{{ start.data.meta.page }}"
+        body_rows: "{{ start.body.rows | length }}"
+        pages: "{{ pages }}"
+        http_status: "{{ ctx.http_status }}"
+`, url)
+	const want = `{"body_rows":2,"data_count":3,"http_status":200,"page":1,"pages":{"has_more":true,"millrace":3,"rows":2},"status":200,"status_code":200}`
+	inBothRuntimes(t, pb, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}
