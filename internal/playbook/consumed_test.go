@@ -249,11 +249,11 @@ func (w *walker) tool(src, tool map[string]any, pol *Policy, as *Assert, at stri
 					w.policy(asMap(sv), pol, at+".spec.policy")
 					continue
 				}
-				w.need("tool."+sk, at+".spec."+sk, toolHas(kind, tool, sk))
+				w.need("tool."+sk, at+".spec."+sk, toolHas(tool, sk))
 			}
 			continue
 		default:
-			ok = toolHas(kind, tool, k)
+			ok = toolHas(tool, k)
 		}
 		w.need("tool."+k, at+"."+k, ok)
 	}
@@ -261,14 +261,14 @@ func (w *walker) tool(src, tool map[string]any, pol *Policy, as *Assert, at stri
 
 // toolHas reports whether the parsed tool carries source key k: as
 // itself, under its canonical name, or as a documented inert key.
-func toolHas(kind string, tool map[string]any, k string) bool {
+func toolHas(tool map[string]any, k string) bool {
 	if tool == nil {
 		return false
 	}
 	if _, ok := tool[k]; ok {
 		return true
 	}
-	kind, _ = tool["kind"].(string) // a workbook call's real kind
+	kind, _ := tool["kind"].(string) // for a workbook call, the entry's kind
 	if g := groupOf(kind, k); g != nil && g.canonical != "" {
 		_, ok := tool[g.canonical]
 		return ok
