@@ -27,6 +27,9 @@ type CatalogList struct {
 // RegisterRequest is the body of POST /api/catalog/register.
 type RegisterRequest struct {
 	Content string `json:"content"` // the playbook YAML
+	// File names where Content came from, so that problems point at the
+	// user's file (file:line); "playbook.yaml" when empty.
+	File string `json:"file,omitempty"`
 }
 
 // Registered is the reply of POST /api/catalog/register.

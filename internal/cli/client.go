@@ -52,7 +52,7 @@ func registerCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				r, err := c.Register(cmd.Context(), string(data))
+				r, err := c.RegisterFile(cmd.Context(), f, string(data))
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", f, err))
 					if !cf.json && len(files) > 1 {
@@ -206,7 +206,7 @@ func runOnce(ctx context.Context, cmd *cobra.Command, server, file string) error
 		return err
 	}
 	c := client.New(server)
-	reg, err := c.Register(ctx, string(data))
+	reg, err := c.RegisterFile(ctx, file, string(data))
 	if err != nil {
 		return fmt.Errorf("register %s: %w", file, err)
 	}

@@ -138,6 +138,13 @@ instead of starting an embedded one.`,
 }
 
 func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error {
+	if runFile != "" {
+		// An invalid playbook fails here, with its problems, before any
+		// part of the stack starts (or the data directory is created).
+		if err := validateFile(runFile); err != nil {
+			return fmt.Errorf("--run: %w\nnothing was started: fix the playbook (millrace validate %s) and run again", err, runFile)
+		}
+	}
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
 	out := cmd.OutOrStdout()

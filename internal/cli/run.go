@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -77,7 +78,12 @@ func runLocal(cmd *cobra.Command, file string, payload map[string]any, credFile 
 		}
 	}
 	out := cmd.OutOrStdout()
-	opts := local.Options{Credentials: creds}
+	opts := local.Options{Credentials: creds, Skipped: func(f string, problems error) {
+		// Said on stderr, so that a child call to it failing later
+		// ("not registered") has its cause in view; stdout stays the result.
+		first, _, _ := strings.Cut(problems.Error(), "\n")
+		fmt.Fprintf(cmd.ErrOrStderr(), "skipped %s: it does not validate, so playbook tools cannot call it (%s; millrace validate %s lists every problem)\n", f, first, f)
+	}}
 	if !asJSON {
 		opts.Progress = func(e api.Event) { printEvent(out, e) }
 	}
@@ -105,7 +111,7 @@ func runDistributed(cmd *cobra.Command, cf clientFlags, target string, payload m
 	c := cf.client()
 	path, version := target, 0
 	if b, err := os.ReadFile(target); err == nil {
-		reg, err := c.Register(cmd.Context(), string(b))
+		reg, err := c.RegisterFile(cmd.Context(), target, string(b))
 		if err != nil {
 			return fmt.Errorf("register %s: %w", target, err)
 		}
@@ -119,6 +125,17 @@ func runDistributed(cmd *cobra.Command, cf clientFlags, target string, payload m
 		return err
 	}
 	return follow(cmd.Context(), c, st.ExecutionID, cmd.OutOrStdout(), cf.json)
+}
+
+// validateFile parses file as the server would; the error lists every
+// problem as file:line:col.
+func validateFile(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	_, err = playbook.Parse(file, b, tools.Kinds())
+	return err
 }
 
 func validateCmd() *cobra.Command {

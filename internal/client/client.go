@@ -103,8 +103,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // Register stores a playbook.
 func (c *Client) Register(ctx context.Context, content string) (api.Registered, error) {
+	return c.RegisterFile(ctx, "", content)
+}
+
+// RegisterFile registers content read from file; the server names file in
+// the problems of an invalid playbook.
+func (c *Client) RegisterFile(ctx context.Context, file, content string) (api.Registered, error) {
 	var out api.Registered
-	err := c.do(ctx, "POST", "/api/catalog/register", api.RegisterRequest{Content: content}, &out)
+	err := c.do(ctx, "POST", "/api/catalog/register", api.RegisterRequest{Content: content, File: file}, &out)
 	return out, err
 }
 

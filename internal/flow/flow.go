@@ -72,7 +72,16 @@ func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microse
 
 // Register validates content and stores it as the next version of its path.
 func (s *Service) Register(ctx context.Context, content string) (store.CatalogEntry, error) {
-	pb, err := playbook.Parse("playbook.yaml", []byte(content), s.kinds)
+	return s.RegisterFile(ctx, "", content)
+}
+
+// RegisterFile is Register for content read from file, which problems
+// name (file:line) instead of "playbook.yaml".
+func (s *Service) RegisterFile(ctx context.Context, file, content string) (store.CatalogEntry, error) {
+	if file == "" {
+		file = "playbook.yaml"
+	}
+	pb, err := playbook.Parse(file, []byte(content), s.kinds)
 	if err != nil {
 		return store.CatalogEntry{}, errorf(ErrInvalidPlaybook, "%v", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
@@ -48,6 +50,10 @@ type Options struct {
 	Log         *slog.Logger
 	// Progress receives the main execution's events as they happen.
 	Progress func(api.Event)
+	// Skipped hears of each playbook in Dir that is not registered because
+	// it does not validate (so a playbook tool cannot call it), with its
+	// problems; nil logs them as warnings.
+	Skipped func(file string, problems error)
 }
 
 // Run registers file, executes it with payload and waits until it ends.
@@ -89,11 +95,8 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (a
 		dir = filepath.Dir(file)
 	}
 	d.registerDir(ctx, dir, file)
-	entry, err := d.flow.Register(ctx, string(content))
+	entry, err := d.flow.RegisterFile(ctx, file, string(content))
 	if err != nil {
-		if errors.Is(err, flow.ErrInvalidPlaybook) {
-			return api.Execution{}, errors.New(strings.ReplaceAll(err.Error(), "playbook.yaml", file))
-		}
 		return api.Execution{}, err
 	}
 	exec, err := d.flow.Execute(ctx, entry.Path, entry.Version, payload)
@@ -127,8 +130,11 @@ func (d *dispatcher) nudge() {
 }
 
 // registerDir registers the other playbooks next to the main one so that
-// `playbook` tools can find them; files that do not validate are skipped
-// (the main file's own errors are reported by Run).
+// `playbook` tools can find them. Playbooks that do not validate are
+// skipped and reported to Options.Skipped, since a child call to one would
+// otherwise fail later with only "not registered"; YAML files that are not
+// playbooks (data, manifests) are passed over without a word. The main
+// file's own errors are reported by Run.
 func (d *dispatcher) registerDir(ctx context.Context, dir, main string) {
 	absMain, _ := filepath.Abs(main)
 	_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
@@ -138,9 +144,15 @@ func (d *dispatcher) registerDir(ctx context.Context, dir, main string) {
 		if abs, _ := filepath.Abs(p); abs == absMain {
 			return nil
 		}
-		if b, err := os.ReadFile(p); err == nil {
-			if _, err := d.flow.Register(ctx, string(b)); err != nil {
-				d.opts.Log.Debug("not registering neighbour playbook", "file", p, "err", err)
+		b, err := os.ReadFile(p)
+		if err != nil || !isPlaybook(b) {
+			return nil
+		}
+		if _, err := d.flow.RegisterFile(ctx, p, string(b)); err != nil {
+			if d.opts.Skipped != nil && errors.Is(err, flow.ErrInvalidPlaybook) {
+				d.opts.Skipped(p, err)
+			} else {
+				d.opts.Log.Warn("not registering neighbour playbook", "file", p, "err", err)
 			}
 		}
 		return nil
@@ -331,4 +343,12 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	d.UseNumber()
 	err = d.Decode(&v)
 	return v, err
+}
+
+// isPlaybook reports whether a YAML document says it is a playbook.
+func isPlaybook(b []byte) bool {
+	var head struct {
+		Kind string `yaml:"kind"`
+	}
+	return yaml.Unmarshal(b, &head) == nil && head.Kind == "Playbook"
 }

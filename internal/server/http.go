@@ -211,7 +211,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) (any, error) {
 	if strings.TrimSpace(body.Content) == "" {
 		return nil, apierr.New(apierr.BadRequest, "content is required: the playbook YAML as a string")
 	}
-	e, err := a.flow.Register(r.Context(), body.Content)
+	e, err := a.flow.RegisterFile(r.Context(), body.File, body.Content)
 	if err != nil {
 		return nil, err
 	}
