@@ -393,6 +393,12 @@ func mergeSources(v *yaml.Node) []entry {
 }
 
 func (ps *parser) checkKeys(f map[string]entry, where string, known []string) {
+	ps.checkToolKeys(f, where, "", known)
+}
+
+// checkToolKeys is checkKeys for the keys of a tool of kind ("" outside a
+// tool), whose hints may name NoETL's aliases (hints.go).
+func (ps *parser) checkToolKeys(f map[string]entry, where, kind string, known []string) {
 	for _, key := range sortedKeys(f) {
 		if slices.Contains(known, key) {
 			continue
@@ -403,7 +409,9 @@ func (ps *parser) checkKeys(f map[string]entry, where string, known []string) {
 			continue
 		}
 		hint := "allowed keys here: " + strings.Join(known, ", ")
-		if s := nearest(key, known); s != "" {
+		if h := keyHint(kind, key, known); h != "" {
+			hint = h
+		} else if s := nearest(key, known); s != "" {
 			hint = fmt.Sprintf("did you mean %q?", s)
 		}
 		ps.atNode(e.key, hint, "unknown key %q %s", key, where)

@@ -337,7 +337,7 @@ func (ps *parser) tool(n *yaml.Node, loc toolLoc, extra []string) parsedTool {
 		out.policy = ps.retryPolicy(f, loc, out.policy)
 	}
 	ps.toolKeys(f, kind, loc)
-	ps.checkKeys(f, "in "+kind+" tool", slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
+	ps.checkToolKeys(f, "in "+kind+" tool", kind, slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	if e, ok := f["output"]; ok {
 		ps.output(e.val, loc.owner)
 	}
@@ -424,7 +424,7 @@ func (ps *parser) workbookCall(n *yaml.Node, f map[string]entry, loc toolLoc, ex
 		}
 	}
 	given := ps.toolKeys(f, kind, loc)
-	ps.checkKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
+	ps.checkToolKeys(f, fmt.Sprintf("in call of workbook entry %q (a %s tool)", name, kind), kind, slices.Concat([]string{"kind"}, allowed, toolExtraKeys, extra))
 	if e, ok := f["output"]; ok {
 		ps.output(e.val, loc.owner)
 	}
