@@ -9,6 +9,7 @@ package e2e
 // run here" section is rendered from it (TestNoETLE2ECompatDoc).
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,9 +41,11 @@ type e2eFixture struct {
 	// peers are files the distributed run registers first (the local
 	// runtime finds them beside the file).
 	peers []string
-	// check is the fixture's own check, beyond completing: it reads the
-	// execution's result. ownCheck is used when it is nil.
-	check func(t *testing.T, res map[string]any)
+	// check is the fixture's own check, beyond completing, where its
+	// final result does not carry it; ownCheck reads the result either way.
+	check func(t *testing.T, ex api.Execution)
+	// standIn checks what the stand-in saw, after the run.
+	standIn func(t *testing.T, s *e2eStandIn)
 }
 
 // Reasons shared by several fixtures.
@@ -52,35 +56,37 @@ const (
 	whyNoETLPy    = "its python imports NoETL's own modules (noetl.worker.secrets), which are not Millrace's"
 	whyPsycopg    = "its python imports psycopg, which is not installed for the python tool here"
 	whyDataSeeded = "reads tables that a parent or setup playbook (not runnable here) fills; alone it fails on the missing relation"
-	whyHTTPData   = "reads an http result as `<task>.data` (NoETL's envelope); Millrace's http result has the body under `body`, so with the stand-in (`--set api_url=`) it fails on the missing attribute"
+	whyHTTPData   = "reads an http result's payload as `.data`, the shape of NoETL's Python-era http tool; Millrace's, like NoETL's current Rust tool, puts it under `body`"
+	whyOutputData = "reads a policy rule's `output.data` (NoETL's Python-era result envelope) and python's `context` global; Millrace's `output` is the tool's result itself"
+	whyJob        = "templates NoETL's `job` variable (job.uuid), which Millrace does not define"
 	whyArgsGlobal = "its python reads NoETL's `args`/`context` globals, which Millrace's python tool does not bind (it binds input_data and the input's keys)"
 )
 
 var noetlE2E = []e2eFixture{
-	{file: "actions_test.yaml", reason: whyInvalid},
+	{file: "actions_test.yaml", reason: "completes, but its own check reads ctx.loop_results, which nothing in the file sets (its loop sets iter.loop_result per iteration), so success is false"},
 	{file: "api_integration/amadeus_ai_chat_request_query/amadeus_ai_chat_request_query.yaml", reason: whyRefused},
 	{file: "api_integration/auth0/auth0_login.yaml", reason: whyArgsGlobal},
 	{file: "api_integration/auth0/auth0_login_optimized.yaml", reason: whyArgsGlobal},
 	{file: "api_integration/auth0/auth0_validate_session.yaml", reason: "reads auth.sessions, which NoETL's auth schema (not part of the fixtures) creates"},
 	{file: "api_integration/auth0/check_playbook_access.yaml", reason: whyArgsGlobal},
-	{file: "api_integration/auth0/get_auth0_token.yaml", reason: whyRefused},
+	{file: "api_integration/auth0/get_auth0_token.yaml", reason: "asks Auth0 (an OAuth provider) for a token with a credential named in the workload; there is no local Auth0"},
 	{file: "api_integration/auth0/setup_admin_permissions.yaml", reason: "writes auth.playbook_permissions, which NoETL's auth schema (not part of the fixtures) creates"},
-	{file: "api_integration/auth0/test_auth0_full_flow.yaml", reason: "calls get_auth0_token, which Millrace refuses (OAuth keychain)"},
-	{file: "api_integration/auth0/user_management.yaml", reason: whyInvalid},
+	{file: "api_integration/auth0/test_auth0_full_flow.yaml", reason: "calls get_auth0_token, which needs Auth0"},
+	{file: "api_integration/auth0/user_management.yaml", reason: whyArgsGlobal},
 	{file: "api_integration/quantum_networking/quantum_networking_runner.yaml", reason: whyArgsGlobal},
 	{file: "atomic_item_context.yaml"},
 	{file: "batch_execution/heavy_payload_pipeline_chunk_worker/heavy_payload_pipeline_chunk_worker.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/heavy_payload_pipeline_in_step/heavy_payload_pipeline_in_step.yaml", reason: "templates NoETL's `job` variable (job.uuid), which Millrace does not define"},
+	{file: "batch_execution/heavy_payload_pipeline_in_step/heavy_payload_pipeline_in_step.yaml", reason: whyJob},
 	{file: "batch_execution/kind_playbook_lease_expiry/kind_playbook_lease_expiry.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/kind_playbook_lease_expiry_worker/kind_playbook_lease_expiry_worker.yaml", reason: whyInvalid},
+	{file: "batch_execution/kind_playbook_lease_expiry_worker/kind_playbook_lease_expiry_worker.yaml", reason: whyDataSeeded},
 	{file: "batch_execution/multi_playbook_batch/multi_playbook_batch.yaml", reason: "calls child playbooks by NoETL catalog paths (fixtures/playbooks/...) and public weather/httpbin APIs"},
 	{file: "batch_execution/parallel_distributed_claim_regression/parallel_distributed_claim_regression.yaml", reason: "calls its worker by NoETL catalog path fixtures/playbooks/..., which is not the worker's own metadata.path"},
 	{file: "batch_execution/parallel_distributed_claim_regression_worker/parallel_distributed_claim_regression_worker.yaml", reason: "a worker playbook: alone it waits on claims its parent creates"},
 	{file: "batch_execution/server_oom_stress_chunk_worker_v2/server_oom_stress_chunk_worker_v2.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/server_oom_stress_test/server_oom_stress_test.yaml", reason: whyInvalid},
-	{file: "batch_execution/server_oom_stress_test_v2/server_oom_stress_test_v2.yaml", reason: whyInvalid},
+	{file: "batch_execution/server_oom_stress_test/server_oom_stress_test.yaml", reason: whyJob},
+	{file: "batch_execution/server_oom_stress_test_v2/server_oom_stress_test_v2.yaml", reason: whyJob},
 	{file: "batch_execution/traveler_batch_enrichment_chunk_worker/traveler_batch_enrichment_chunk_worker.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/traveler_batch_enrichment_in_step/traveler_batch_enrichment_in_step.yaml", reason: "templates NoETL's `job` variable (job.uuid), which Millrace does not define"},
+	{file: "batch_execution/traveler_batch_enrichment_in_step/traveler_batch_enrichment_in_step.yaml", reason: whyJob},
 	{file: "broken_playbooks/should_error_tool_is_required.yaml", reason: "broken on purpose: must be refused (it is)"},
 	{file: "broken_sql.yaml", reason: "broken on purpose: its SQL fails (it does, in both runtimes)"},
 	{file: "cache_test/test_cache_simple.yaml", reason: "calls OpenAI with a secret_manager provider keychain, which Millrace refuses"},
@@ -114,16 +120,16 @@ var noetlE2E = []e2eFixture{
 	{file: "ops/playbook_ai_explain/playbook_ai_explain.yaml", reason: whyRefused},
 	{file: "ops/playbook_ai_generate/playbook_ai_generate.yaml", reason: whyRefused},
 	{file: "pagination/fetch_load_test/test_fetch_load.yaml", reason: whyInvalid},
-	{file: "pagination/offset/test_pagination_offset.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
-	{file: "pagination/pipeline/test_pagination_pipeline.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
-	{file: "pagination/pipeline/test_pipeline_error_handling.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
+	{file: "pagination/offset/test_pagination_offset.yaml", sets: []string{"api_url={stand-in}"}, standIn: checkOffsetPages, check: checkOffsetUsers},
+	{file: "pagination/pipeline/test_pagination_pipeline.yaml", reason: whyHTTPData},
+	{file: "pagination/pipeline/test_pipeline_error_handling.yaml", reason: whyHTTPData},
 	{file: "pagination/pipeline/test_pipeline_heavy_payload.yaml", reason: whyInvalid},
-	{file: "pagination/pipeline/test_pipeline_simple.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
-	{file: "pagination/pipeline_v2/test_pagination_pipeline_v2.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
-	{file: "pagination/retry/test_pagination_retry.yaml", reason: "pages with NoETL's iter.* and jump; runs once pagination lands"},
+	{file: "pagination/pipeline/test_pipeline_simple.yaml", reason: whyHTTPData},
+	{file: "pagination/pipeline_v2/test_pagination_pipeline_v2.yaml", reason: whyHTTPData},
+	{file: "pagination/retry/test_pagination_retry.yaml", reason: whyHTTPData},
 	{file: "pft_flow_test/pft_queue_db_maintenance.yaml", reason: whyPsycopg},
-	{file: "pft_flow_test/test_mds_batch_worker.yaml", reason: whyInvalid},
-	{file: "pft_flow_test/test_pft_flow.yaml", reason: whyInvalid},
+	{file: "pft_flow_test/test_mds_batch_worker.yaml", reason: whyDataSeeded},
+	{file: "pft_flow_test/test_pft_flow.yaml", reason: "needs the PFT endpoints of NoETL's paginated test server (/api/v1/pft/...), for which there is no stand-in yet"},
 	{file: "pft_flow_test/test_pft_flow_v2.yaml", reason: whyInvalid},
 	{file: "pft_flow_test/test_pft_page_continuation.yaml", reason: whyInvalid},
 	{file: "playbook_composition/playbook_composition.yaml", reason: "completes (4 children score 4 users), but its own check reads each loop iteration as the child's profile; Millrace's is the task list's last task, so validation_passed is false"},
@@ -162,9 +168,9 @@ var noetlE2E = []e2eFixture{
 	{file: "tutorials/internet_postgres_gcs/internet_postgres_gcs_hmac.yaml", reason: whyCloud},
 	{file: "v10_canonical_example.yaml", reason: whyRefused},
 	{file: "vars_test/test_vars_api.yaml", reason: whyInvalid},
-	{file: "vars_test/test_vars_block.yaml", reason: "sets ctx.* from a task's then.set; runs once task-list set lands"},
-	{file: "vars_test/test_vars_simple.yaml", reason: "sets ctx.* from a task's then.set; runs once task-list set lands"},
-	{file: "vars_test/test_vars_template_access.yaml", reason: "sets ctx.* from a task's then.set; runs once task-list set lands"},
+	{file: "vars_test/test_vars_block.yaml", reason: whyOutputData},
+	{file: "vars_test/test_vars_simple.yaml", reason: whyOutputData},
+	{file: "vars_test/test_vars_template_access.yaml", reason: whyOutputData},
 }
 
 // e2ePostgresNames are the credential names the fixtures use for
@@ -257,7 +263,14 @@ func ownCheck(t *testing.T, res map[string]any) {
 type e2eStandIn struct {
 	*httptest.Server
 	mu   sync.Mutex
-	hits int
+	hits int      // flaky requests
+	seen []string // paged requests, "path?query"
+}
+
+func (s *e2eStandIn) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seen)
 }
 
 func newE2EStandIn(t *testing.T) *e2eStandIn {
@@ -280,6 +293,19 @@ func newE2EStandIn(t *testing.T) *e2eStandIn {
 				posts = append(posts, map[string]any{"userId": (i-1)/5 + 1, "id": i, "title": fmt.Sprintf("post %d", i), "body": fmt.Sprintf("body of post %d", i)})
 			}
 			_ = json.NewEncoder(w).Encode(posts)
+		case r.URL.Path == "/api/v1/users":
+			// The paginated test server's users: 35, paged by offset and limit.
+			s.mu.Lock()
+			s.seen = append(s.seen, r.URL.Path+"?"+r.URL.Query().Encode())
+			s.mu.Unlock()
+			offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+			limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+			limit = cmp.Or(limit, 10)
+			users := []map[string]any{}
+			for id := offset + 1; id <= min(offset+limit, 35); id++ {
+				users = append(users, map[string]any{"id": id, "name": fmt.Sprintf("user %d", id)})
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"users": users, "has_more": offset+limit < 35, "total": 35})
 		case r.URL.Path == "/api/v1/flaky":
 			s.mu.Lock()
 			s.hits++
@@ -318,10 +344,30 @@ func checkE2ERun(t *testing.T, f e2eFixture, ex api.Execution, code int) {
 		t.Fatalf("millrace run exited %d for a completed execution", code)
 	}
 	res, _ := decode(t, ex.Result).(map[string]any)
+	ownCheck(t, res)
 	if f.check != nil {
-		f.check(t, res)
-	} else {
-		ownCheck(t, res)
+		f.check(t, ex)
+	}
+}
+
+// checkOffsetPages: test_pagination_offset paged through the stand-in's 35
+// users 10 at a time and collected all of them in order, which is what its
+// validate_results step checks (its verdict is not in the final result).
+func checkOffsetPages(t *testing.T, s *e2eStandIn) {
+	t.Helper()
+	want := []string{"/api/v1/users?limit=10&offset=0", "/api/v1/users?limit=10&offset=10", "/api/v1/users?limit=10&offset=20", "/api/v1/users?limit=10&offset=30"}
+	if got := s.requests(); !slices.Equal(got, want) {
+		t.Fatalf("the stand-in saw %q, want the four pages %q", got, want)
+	}
+}
+
+func checkOffsetUsers(t *testing.T, ex api.Execution) {
+	t.Helper()
+	var ctx struct {
+		Collected []struct{ ID int } `json:"collected_users"`
+	}
+	if err := json.Unmarshal(ex.Context, &ctx); err != nil || len(ctx.Collected) != 35 || ctx.Collected[0].ID != 1 || ctx.Collected[34].ID != 35 {
+		t.Fatalf("ctx.collected_users = %s, want users 1..35 (validate_results expects 35)", ex.Context)
 	}
 }
 
@@ -351,6 +397,9 @@ func TestNoETLE2ELocal(t *testing.T) {
 			args := append([]string{filepath.Join(dir, f.file), "--runtime", "local", "--credentials", credFile}, f.runArgs(s.URL)...)
 			ex, code := runJSON(t, args...)
 			checkE2ERun(t, f, ex, code)
+			if f.standIn != nil {
+				f.standIn(t, s)
+			}
 		})
 	}
 }
@@ -383,6 +432,9 @@ func TestNoETLE2EDistributed(t *testing.T) {
 				args := append([]string{filepath.Join(dir, f.file), "--runtime", "distributed", "--server", c.url}, f.runArgs(s.URL)...)
 				ex, code := runJSON(t, args...)
 				checkE2ERun(t, f, ex, code)
+				if f.standIn != nil {
+					f.standIn(t, s)
+				}
 			})
 		}
 	})
