@@ -57,5 +57,5 @@ func keyHint(kind, key string, known []string) string {
 		return ""
 	}
 	sort.Strings(elsewhere)
-	return fmt.Sprintf("%q is %s; a %s tool takes: %s", key, strings.Join(elsewhere, " and "), kind, strings.Join(known, ", "))
+	return fmt.Sprintf("%q is %s; allowed keys here: %s", key, strings.Join(elsewhere, " and "), strings.Join(known, ", "))
 }
