@@ -111,7 +111,7 @@ workflow:
 	for _, want := range []string{
 		file + `:6:5: unknown key "to" in step (hint: ` + "`to` is a jump target",
 		file + `:7:38: unknown key "querys" in postgres tool (hint: did you mean "query" (NoETL's alias of "command")?)`,
-		file + `:10:26: unknown key "query" in python tool (hint: "query" is a postgres tool's alias of "command"; allowed keys here: kind, code,`,
+		file + `:10:26: unknown key "query" in python tool (hint: "query" is a postgres tool's alias of "command"; allowed keys here: kind, `,
 	} {
 		if code == 0 || !strings.Contains(out, want) {
 			t.Errorf("validate (exit %d) should say\n  %s\ngot:\n%s", code, want, out)
