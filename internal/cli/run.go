@@ -153,28 +153,22 @@ func validateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				pb, err := playbook.Parse(f, b, tools.Kinds())
-				var ps playbook.Problems
-				switch {
-				case err == nil:
-					// Warnings (marked "warning": true) do not fail validate.
-					report[f] = append([]playbook.Problem{}, pb.Warnings...)
-					if !asJSON {
-						for _, w := range pb.Warnings {
-							fmt.Fprintln(out, w.Error())
-						}
+				// Warnings (marked "warning": true) do not fail validate,
+				// and are shown beside the errors when there are some.
+				_, errs, warns := playbook.Check(f, b, tools.Kinds())
+				all := append(append(playbook.Problems{}, errs...), warns...)
+				all.Sort()
+				report[f] = all
+				if len(errs) > 0 {
+					bad++
+				}
+				if !asJSON {
+					for _, p := range all {
+						fmt.Fprintln(out, p.Error())
+					}
+					if len(errs) == 0 {
 						fmt.Fprintf(out, "%s: ok\n", f)
 					}
-				case errors.As(err, &ps):
-					bad++
-					report[f] = ps
-					if !asJSON {
-						for _, p := range ps {
-							fmt.Fprintln(out, p.Error())
-						}
-					}
-				default:
-					return err
 				}
 			}
 			if asJSON {

@@ -764,7 +764,7 @@ workflow:
 	for _, want := range []string{
 		bad + `:11:5: unknown key "retries" in step`,
 		bad + `:14:17: step "start": arc targets unknown step "nowhere"`,
-		bad + `:15:5: step "orphan" is unreachable`,
+		bad + `:15:5: warning: step "orphan" is unreachable`,
 		bad + `:16:18: step "orphan": unknown tool kind "teleport"`,
 		"hint:",
 	} {

@@ -97,16 +97,27 @@ const maxSuggestDistance = 2
 // Parse parses and validates a playbook. On failure the error is Problems
 // listing everything wrong, in line order; the Playbook is then nil.
 func Parse(filename string, data []byte, kinds KindSet) (*Playbook, error) {
+	pb, errs, _ := Check(filename, data, kinds)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return pb, nil
+}
+
+// Check is Parse that also returns the warnings when the playbook is
+// refused, so `validate` can show everything at once. The Playbook is nil
+// when errs is not empty; otherwise it carries the warnings too.
+func Check(filename string, data []byte, kinds KindSet) (pb *Playbook, errs, warns Problems) {
 	ps := &parser{file: filename, kinds: kinds}
-	pb := ps.parse(data)
+	pb = ps.parse(data)
+	ps.warns.sort()
 	if len(ps.probs) > 0 {
 		ps.probs.sort()
 		// A node can be checked both structurally and as a value; say it once.
-		return nil, slices.Compact(ps.probs)
+		return nil, slices.Compact(ps.probs), ps.warns
 	}
-	ps.warns.sort()
 	pb.Warnings = ps.warns
-	return pb, nil
+	return pb, nil, ps.warns
 }
 
 type parser struct {

@@ -64,3 +64,6 @@ func (ps Problems) sort() {
 		return ps[i].Col < ps[j].Col
 	})
 }
+
+// Sort orders problems by file, line and column, as Parse reports them.
+func (ps Problems) Sort() { ps.sort() }
