@@ -47,7 +47,7 @@ func compatRows() []compatRow {
 		{"`executor.spec.no_next_is_error: true`", compatRefused, "a step whose arcs are all false ends its branch; `false` is accepted"},
 		{"top-level `vars`", compatRefused, "NoETL v10 rejects it too; use workload and `set`"},
 		{"step `step`, `desc`, `input`, `tool` (mapping or task list), `loop`, `set`, `next`, `timeout`", compatSupported, ""},
-		{"step without `tool`", compatSupported, "runs as a noop (result null), so an `end` step or a join only routes"},
+		{"step without `tool`", compatRefused, "NoETL's validator refuses it too; a step that only routes is `tool: {kind: noop}`"},
 		{"step-level `output`", compatInert, "NoETL v10 ignores it too (it moved into tool.output)"},
 		{"step `spec.policy.admit`", compatWarned, "NoETL checks admission rules but its engine never enforces them; Millrace neither, and warns: put a `when` on the arcs that lead to the step"},
 		{"step `spec` other than `policy.admit`", compatRefused, "a tool's policy goes under the tool, a time limit is the step's `timeout`"},

@@ -24,7 +24,7 @@ func TestNoETLCorpusKeys(t *testing.T) {
 			"    tool:\n      kind: http\n      url: http://x\n      timeout_seconds: 5\n      output_select: {strategy: size_threshold}\n"+
 			"      spec:\n        policy:\n          rules:\n            - else:\n              then: {do: continue}\n"+
 			"    next: {arcs: [{step: end}]}\n"+
-			"  - step: end\n")
+			"  - step: end\n    tool: {kind: noop}\n")
 	pb, err := Parse("pb.yaml", []byte(src), kinds)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestNoETLCorpusKeys(t *testing.T) {
 		t.Errorf("loop %+v, policy %+v", web.Loop, web.Policy)
 	}
 	if end.Tool["kind"] != "noop" {
-		t.Errorf("a step without a tool = %v, want a noop", end.Tool)
+		t.Errorf("end = %v, want a noop", end.Tool)
 	}
 	if len(pb.Warnings) != 1 || !strings.Contains(pb.Warnings[0].Msg, "arc key cond is not NoETL's and is ignored") || pb.Warnings[0].Line != 18 {
 		t.Errorf("warnings = %v, want the cond arc", pb.Warnings)
@@ -60,6 +60,7 @@ func TestNoETLCorpusKeys(t *testing.T) {
 		{4, `executor.spec.entry_step names unknown step "nope"`, ""},
 		{4, `executor.spec.no_next_is_error: true is NoETL's; Millrace does not implement it`, ""},
 		{4, `unsupported NoETL key "final_step" in executor.spec`, "finalization"},
+		{6, `step "start" has no tool; NoETL refuses this too`, "tool: {kind: noop}"},
 		{7, `unsupported NoETL key "command" in step`, "tool: {kind: shell"},
 		{9, `unsupported NoETL key "cursor" in loop: Millrace does not implement it`, "UPDATE ... RETURNING"},
 		{10, `unsupported NoETL key "accumulate" in output`, "do: jump"},

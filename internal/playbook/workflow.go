@@ -83,15 +83,14 @@ func (ps *parser) step(item *yaml.Node) *Step {
 	if e, ok := f["output"]; ok {
 		ps.output(e.val, fmt.Sprintf("step %q", name))
 	}
-	switch e, ok := f["tool"]; {
-	case ok:
+	if e, ok := f["tool"]; ok {
 		ps.stepTool(e.val, s, input)
-	case ps.kinds["noop"] != nil && input == nil:
-		// NoETL's tool is optional: a step without one only routes (an
-		// `end` step, a join). It runs here as a noop, whose result is null.
-		s.Tool = map[string]any{"kind": "noop"}
-	default:
-		ps.at(s.Line, s.Col, "add `tool: {kind: ...}` to the step", "step %q has no tool", name)
+	} else {
+		// NoETL's model makes tool optional, but its validator refuses a
+		// step without one ("use kind: noop for pure routing"); so does
+		// Millrace.
+		ps.at(s.Line, s.Col, "add `tool: {kind: ...}`; a step that only routes is `tool: {kind: noop}`",
+			"step %q has no tool; NoETL refuses this too: every step runs a tool", name)
 	}
 	if e, ok := f["loop"]; ok {
 		s.Loop = ps.loop(e, name)
