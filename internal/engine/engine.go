@@ -40,6 +40,7 @@ func renderTool(step *playbook.Step, vars *lazyVars) (map[string]any, error) {
 		}
 		out[k] = r
 	}
+	bindPythonContext(out, vars)
 	return out, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/playbook"
+	"github.com/millrace/millrace/internal/tools"
 )
 
 // MaxRetryDelay caps a retry's backoff: an exponential delay past it would
@@ -66,7 +67,18 @@ func RenderAtWorker(v any, s Scope, keychain map[string]any) (any, error) {
 	if keychain == nil {
 		keychain = map[string]any{}
 	}
-	return renderValue(v, &lazyVars{scope: s.With("keychain", keychain)}, "", false)
+	if cfg, ok := v.(map[string]any); ok && cfg[tools.PythonContextKey] != nil {
+		// A bound context is data, never rendered again: bound afresh below.
+		cfg = maps.Clone(cfg)
+		delete(cfg, tools.PythonContextKey)
+		v = cfg
+	}
+	vars := &lazyVars{scope: s.With("keychain", keychain)}
+	out, err := renderValue(v, vars, "", false)
+	if cfg, ok := out.(map[string]any); ok && err == nil {
+		bindPythonContext(cfg, vars)
+	}
+	return out, err
 }
 
 // With returns a copy of s with name bound in Extra (highest precedence).

@@ -114,3 +114,47 @@ func TestHTTPResultShapeIsExact(t *testing.T) {
 		t.Errorf("python result with a body: %#v, %v", got, err)
 	}
 }
+
+// A python tool whose code names `context` gets NoETL's context global: the
+// template variables, never keychain. Code that does not name it carries
+// nothing extra.
+func TestPythonContextBound(t *testing.T) {
+	t.Parallel()
+	s := Scope{ExecutionID: 9, Workload: map[string]any{"user_id": "u1"}, Results: map[string]any{"start": map[string]any{"n": 3.0}},
+		Context: map[string]any{"counter": 42.0}}
+	step := &playbook.Step{Name: "p", Tool: map[string]any{"kind": "python", "code": "print(list(context.keys()))"}}
+	cfg, err := RenderTool(step, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := cfg["context"].(map[string]any)
+	for _, k := range []string{"user_id", "workload", "start", "ctx", "execution_id", "counter"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("context has no %s: %v", k, got)
+		}
+	}
+	step.Tool["code"] = "result = my_context + contextual"
+	if cfg, _ := RenderTool(step, s); cfg["context"] != nil {
+		t.Errorf("bound for code that does not name context: %v", cfg["context"])
+	}
+	// At the worker: keychain stays out, and a context already in the
+	// config is replaced, not rendered (it is data).
+	task := map[string]any{"kind": "python", "code": "x = context", "context": map[string]any{"evil": "{{ keychain.db.password }}"}}
+	v, err := RenderAtWorker(task, s, map[string]any{"db": map[string]any{"password": "secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx := v.(map[string]any)["context"].(map[string]any)
+	if _, ok := wctx["keychain"]; ok {
+		t.Errorf("keychain reached context: %v", wctx)
+	}
+	if _, ok := wctx["evil"]; ok {
+		t.Errorf("a context in the config was kept: %v", wctx)
+	}
+	if task["context"] == nil {
+		t.Errorf("RenderAtWorker modified its argument")
+	}
+	if other, _ := RenderTool(&playbook.Step{Name: "h", Tool: map[string]any{"kind": "shell", "code": "context"}}, s); other["context"] != nil {
+		t.Errorf("bound for a shell tool")
+	}
+}

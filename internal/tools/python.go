@@ -34,6 +34,11 @@ const (
 
 var pythonKeys = []string{"code", "input", "timeout", "env", "libs", "auth"}
 
+// PythonContextKey is the config key under which the engine hands a python
+// tool NoETL's `context` global (the template variables of the step). It
+// is not a playbook key: the validator refuses it in a playbook.
+const PythonContextKey = "context"
+
 // pythonNameRE is a Python identifier (ASCII), and pythonModuleRE a dotted
 // module path.
 var (
@@ -48,7 +53,8 @@ var (
 var pythonBootstrap string
 
 // pythonTool runs code with python3 in a subprocess. Each key of input is a
-// global of the code and the whole mapping is input_data, as in NoETL. The
+// global of the code and the whole mapping is input_data, as in NoETL;
+// `context` is NoETL's context global (PythonContextKey), {} when unbound. The
 // step's result is the JSON value of the code's `result` variable (or of a
 // top-level return). What the code prints is returned only on failure, in
 // the error's result, since a successful step's result is the value itself.
@@ -96,7 +102,15 @@ func (pythonTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 	if input == nil {
 		input = map[string]any{}
 	}
-	stdin, err := json.Marshal(map[string]any{"code": code, "input": input, "libs": libs})
+	pyctx, err := optMapping(cfg, "python", PythonContextKey)
+	if err != nil {
+		return nil, err
+	}
+	req := map[string]any{"code": code, "input": input, "libs": libs}
+	if pyctx != nil {
+		req["context"] = pyctx
+	}
+	stdin, err := json.Marshal(req)
 	if err != nil {
 		return nil, configError("python", "input", "cannot be encoded as JSON: %v", err)
 	}

@@ -1,7 +1,8 @@
 # Millrace python tool bootstrap: runs as `python3 -c <this> <fd>`.
 #
-# Reads {"code": str, "input": {...}} as JSON from stdin, runs the code with
-# each input key as a global and the whole mapping as `input_data`, then
+# Reads {"code": str, "input": {...}, "context": {...}} as JSON from stdin,
+# runs the code with each input key as a global, the whole mapping as
+# `input_data` and NoETL's `context`, then
 # writes one JSON envelope to the inherited file descriptor <fd>, so that
 # whatever the code prints stays on stdout/stderr:
 #   {"status": "ok", "result": <result>}
@@ -90,15 +91,16 @@ def run(code, ns):
     returned = ns.pop(WRAPPER)() if wrapped else None
     main = ns.get("main")
     if inspect.isfunction(main) and main.__code__.co_filename == FILENAME:
-        return True, call_main(main, ns["input_data"])
+        return True, call_main(main, ns["input_data"], ns["context"])
     return False, returned
 
 
-def call_main(main, inp):
+def call_main(main, inp, ctx):
     """Calls the code's main with the input bound by parameter name; a
     **kwargs parameter takes every input key. A parameter named input_data,
     or the only parameter when no input key names it, takes the whole input
-    mapping. A parameter with a default may be left unbound."""
+    mapping; one named context (no input key naming it) takes NoETL's
+    context. A parameter with a default may be left unbound."""
     params = list(inspect.signature(main).parameters.values())
     named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if any(p.kind == p.VAR_KEYWORD for p in params):
@@ -108,6 +110,9 @@ def call_main(main, inp):
     args = []
     for p in named:
         if p.name in kwargs:
+            continue
+        if p.name == "context" and p.kind != p.POSITIONAL_ONLY:
+            kwargs["context"] = ctx
             continue
         whole = p.name == "input_data" or (len(named) == 1 and p.default is p.empty)
         if whole:
@@ -129,9 +134,12 @@ def main():
     code, inp = req["code"], req["input"]
     # json, os, datetime and uuid are preloaded as NoETL does; input keys
     # override them.
+    # context is NoETL's: the step's template variables (workload keys, step
+    # results, ctx, ...), sent only when the code names it.
+    ctx = req.get("context") or {}
     ns = {"__name__": "__main__", "__builtins__": __builtins__,
           "json": json, "os": os, "datetime": datetime, "uuid": uuid,
-          "input_data": inp}
+          "input_data": inp, "context": ctx}
     ns.update(inp)
     linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
     called, returned = False, None

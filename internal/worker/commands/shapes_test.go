@@ -76,3 +76,58 @@ workflow:
 		}
 	})
 }
+
+// NoETL's vars_test/test_vars_simple: python code in a task list reads
+// `context` (it logs context.keys()), a rule sets ctx from output.data, and
+// a single python tool reads an earlier step's result and a workload key
+// through context. It failed with "name 'context' is not defined".
+const pyContextPlaybook = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: pyctx, path: t/pyctx}
+workload: {user_id: u1}
+workflow:
+  - step: start
+    tool:
+      - name: start_task
+        kind: python
+        input: {}
+        code: 'result = {"status": "initialized"}'
+    next: {arcs: [{step: set_var}]}
+  - step: set_var
+    tool:
+      - name: set_vars
+        kind: python
+        libs: {os: os, logging: logging}
+        input: {}
+        code: |
+          logger = logging.getLogger(__name__)
+          logger.info(f"DEBUG: context keys = {list(context.keys())}")
+          result = {"status": "success", "test_counter": 42, "seen": sorted(k for k in ("start", "workload", "ctx") if k in context)}
+        spec:
+          policy:
+            rules:
+              - else:
+                  then:
+                    do: continue
+                    set:
+                      ctx.test_counter: '{{ output.data.test_counter }}'
+                      ctx.seen: '{{ output.data.seen }}'
+    next: {arcs: [{step: get_var}]}
+  - step: get_var
+    tool:
+      kind: python
+      code: |
+        def main(context):
+            return {"start": context["start"]["status"], "user": context.get("user_id"),
+                    "counter": context["ctx"]["test_counter"], "seen": context["ctx"]["seen"]}
+`
+
+func TestPythonContextInNoETLShape(t *testing.T) {
+	t.Parallel()
+	const want = `{"counter":42,"seen":["ctx","start","workload"],"start":"initialized","user":"u1"}`
+	inBothRuntimes(t, pyContextPlaybook, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}
