@@ -32,7 +32,11 @@ func renderTool(step *playbook.Step, vars *lazyVars) (map[string]any, error) {
 			out[k] = v
 			continue
 		}
-		r, err := renderValue(v, vars, "tool."+k, true)
+		vv := vars
+		if k == "input" && step.Tool["kind"] == "python" {
+			vv = vars.markingLoops()
+		}
+		r, err := renderValue(v, vv, "tool."+k, true)
 		if err != nil {
 			te := err.(*TemplateError)
 			te.Step = step.Name

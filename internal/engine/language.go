@@ -74,11 +74,29 @@ func RenderAtWorker(v any, s Scope, keychain map[string]any) (any, error) {
 		v = cfg
 	}
 	vars := &lazyVars{scope: s.With("keychain", keychain)}
-	out, err := renderValue(v, vars, "", false)
-	if cfg, ok := out.(map[string]any); ok && err == nil {
-		bindPythonContext(cfg, vars)
+	cfg, ok := v.(map[string]any)
+	if !ok || cfg["kind"] != "python" || cfg["input"] == nil {
+		out, err := renderValue(v, vars, "", false)
+		if cfg, ok := out.(map[string]any); ok && err == nil {
+			bindPythonContext(cfg, vars)
+		}
+		return out, err
 	}
-	return out, err
+	// A python tool's input keeps a whole loop result's identity (markingLoops).
+	rest := maps.Clone(cfg)
+	delete(rest, "input")
+	out, err := renderValue(rest, vars, "", false)
+	if err != nil {
+		return nil, err
+	}
+	input, err := renderValue(cfg["input"], vars.markingLoops(), "input", false)
+	if err != nil {
+		return nil, err
+	}
+	m := out.(map[string]any)
+	m["input"] = input
+	bindPythonContext(m, vars)
+	return m, nil
 }
 
 // With returns a copy of s with name bound in Extra (highest precedence).

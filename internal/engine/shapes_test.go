@@ -158,3 +158,50 @@ func TestPythonContextBound(t *testing.T) {
 		t.Errorf("bound for a shell tool")
 	}
 }
+
+// A loop's result passed whole in a python tool's input keeps its identity
+// on the wire ({tools.PythonLoopKey: {results, stats}}), so the code can
+// read it as NoETL's loop result; anywhere else it is the list.
+func TestLoopResultMarkedForPythonInput(t *testing.T) {
+	t.Parallel()
+	var each []any
+	_ = json.Unmarshal([]byte(`[{"n": 1}, {"status": "error", "error": "boom", "data": null}]`), &each)
+	s := Scope{Results: map[string]any{"each": each}}
+	want := map[string]any{"__millrace_loop__": map[string]any{
+		"results": []any{map[string]any{"n": 1}, map[string]any{"status": "error", "error": "boom", "data": nil}},
+		"stats":   map[string]any{"total": 2, "success": 1, "failed": 1}}}
+	py := map[string]any{"kind": "python", "code": "result = 1",
+		"input": map[string]any{"whole": "{{ each }}", "defaulted": "{{ each | default({}) }}", "n": "{{ each | length }}", "nested": map[string]any{"l": "{{ each }}"}}}
+	cfg, err := RenderTool(&playbook.Step{Name: "p", Tool: py}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg["input"].(map[string]any)
+	if !reflect.DeepEqual(in["whole"], want) || !reflect.DeepEqual(in["defaulted"], want) || !reflect.DeepEqual(in["nested"], map[string]any{"l": want}) || in["n"] != 2 {
+		t.Errorf("python input = %#v", in)
+	}
+	v, err := RenderAtWorker(py, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.(map[string]any)["input"].(map[string]any)["whole"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("python input at the worker = %#v", got)
+	}
+	// Other tools, and python fields other than input, get the list.
+	for _, tool := range []map[string]any{
+		{"kind": "http", "url": "http://x", "body": map[string]any{"whole": "{{ each }}"}},
+		{"kind": "python", "code": "result = 1", "env": map[string]any{"whole": "{{ each }}"}},
+	} {
+		cfg, err := RenderTool(&playbook.Step{Name: "h", Tool: tool}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"body", "env"} {
+			if m, ok := cfg[k].(map[string]any); ok {
+				if _, isList := m["whole"].([]any); !isList {
+					t.Errorf("%s %s.whole = %#v, want the list", tool["kind"], k, m["whole"])
+				}
+			}
+		}
+	}
+}

@@ -33,6 +33,8 @@ import (
 	"github.com/nikolalohinski/gonja/v2/exec"
 	"github.com/nikolalohinski/gonja/v2/loaders"
 	"github.com/nikolalohinski/gonja/v2/nodes"
+
+	"github.com/millrace/millrace/internal/tools"
 )
 
 // MaxCachedTemplates bounds the compiled-template cache, which evicts the
@@ -316,6 +318,16 @@ func RenderValue(v any, s Scope) (any, error) {
 type lazyVars struct {
 	scope Scope
 	vars  map[string]any
+	// markLoops renders a loop result that is a whole value as
+	// {tools.PythonLoopKey: list}, so the python tool can hand its code
+	// NoETL's loop result (see markingLoops).
+	markLoops bool
+}
+
+// markingLoops returns vars for a python tool's input: a value that is
+// exactly a loop's result ({{ loop_step }}) keeps that identity on the wire.
+func (l *lazyVars) markingLoops() *lazyVars {
+	return &lazyVars{scope: l.scope, vars: l.get(), markLoops: true}
 }
 
 func (l *lazyVars) get() map[string]any {
@@ -381,7 +393,7 @@ func render(tmpl string, vars *lazyVars, strict bool) (any, error) {
 	var out any
 	err := guard(func() (err error) {
 		if c.output != nil {
-			out, err = c.eval(vars.get())
+			out, err = c.eval(vars.get(), vars.markLoops)
 			return err
 		}
 		out, err = c.tmpl.ExecuteToString(exec.NewContext(vars.get()))
@@ -478,10 +490,13 @@ func singleOutput(root *nodes.Template) *nodes.Output {
 }
 
 // eval evaluates a single-expression template to its native Go value.
-func (c *compiled) eval(vars map[string]any) (any, error) {
+func (c *compiled) eval(vars map[string]any, markLoops bool) (any, error) {
 	v := c.evalValue(vars)
 	if v.IsError() {
 		return nil, reason(v.Interface().(error))
+	}
+	if l, ok := v.Interface().(resultList); ok && markLoops {
+		return map[string]any{tools.PythonLoopKey: map[string]any{"results": []any(l), "stats": LoopStats(l)}}, nil
 	}
 	native := v.ToGoSimpleType(false)
 	if err, ok := native.(error); ok {

@@ -39,6 +39,12 @@ var pythonKeys = []string{"code", "input", "timeout", "env", "libs", "auth"}
 // is not a playbook key: the validator refuses it in a playbook.
 const PythonContextKey = "context"
 
+// PythonLoopKey marks a loop's result passed whole in a python tool's
+// input: {PythonLoopKey: {results, stats}} reaches the code as NoETL's loop result
+// {results, stats} that also reads as the list (python_bootstrap.py's
+// LoopResult). The engine writes the mark; no playbook value carries it.
+const PythonLoopKey = "__millrace_loop__"
+
 // pythonNameRE is a Python identifier (ASCII), and pythonModuleRE a dotted
 // module path.
 var (

@@ -126,12 +126,53 @@ def call_main(main, inp, ctx):
     return main(*args, **kwargs)
 
 
+LOOP_KEY = "__millrace_loop__"  # tools.PythonLoopKey
+
+
+class LoopResult(dict):
+    """A loop step's result passed whole in input. It is NoETL's loop
+    result, a dict {results, stats} (.get("stats"), ["results"],
+    isinstance(x, dict)), and it also reads as the list of results that
+    Millrace's templates give: len(), iteration and indexing by position
+    are the results'. Encoded as JSON it is {results, stats}."""
+
+    def __init__(self, results, stats):
+        super().__init__(results=results, stats=stats)
+        self._results = results
+
+    def __iter__(self):
+        return iter(self._results)
+
+    def __len__(self):
+        return len(self._results)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice)):
+            return self._results[key]
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, item):
+        return (isinstance(item, str) and dict.__contains__(self, item)) or item in self._results
+
+
+def loops(v):
+    """Turns the engine's loop marks in input into LoopResult."""
+    if isinstance(v, dict):
+        if len(v) == 1 and LOOP_KEY in v:
+            m = v[LOOP_KEY]
+            return LoopResult(loops(m["results"]), m["stats"])
+        return {k: loops(e) for k, e in v.items()}
+    if isinstance(v, list):
+        return [loops(e) for e in v]
+    return v
+
+
 def main():
     fd = int(sys.argv[1])
     os.set_inheritable(fd, False)  # code's own subprocesses must not hold it
     out = os.fdopen(fd, "w", encoding="utf-8")
     req = json.load(sys.stdin)
-    code, inp = req["code"], req["input"]
+    code, inp = req["code"], loops(req["input"])
     # json, os, datetime and uuid are preloaded as NoETL does; input keys
     # override them.
     # context is NoETL's: the step's template variables (workload keys, step

@@ -34,3 +34,29 @@ func TestPythonContextGlobal(t *testing.T) {
 		t.Errorf("context not a mapping: %+v", e)
 	}
 }
+
+// A loop result passed whole (the engine's PythonLoopKey mark) is NoETL's
+// {results, stats} dict to the code — the batch_execution fixtures'
+// `x.get("stats", {}) if isinstance(x, dict) else {}` — and still reads as
+// the list: len, iteration, indexing.
+func TestPythonLoopResultInput(t *testing.T) {
+	t.Parallel()
+	mark := map[string]any{PythonLoopKey: map[string]any{
+		"results": []any{map[string]any{"n": 1.0}, map[string]any{"n": 2.0}},
+		"stats":   map[string]any{"total": 2.0, "success": 2.0, "failed": 0.0}}}
+	code := `stats = worker_loop.get("stats", {}) if isinstance(worker_loop, dict) else {}
+result = {
+    "total": stats.get("total"),
+    "results": len(worker_loop.get("results", [])),
+    "len": len(worker_loop),
+    "ns": [r["n"] for r in worker_loop],
+    "first": worker_loop[0]["n"],
+    "nested": len(input_data["deep"]["l"]),
+    "whole": worker_loop,
+}`
+	got, _ := json.Marshal(pythonRun(t, pythonCfg(code, "input", map[string]any{"worker_loop": mark, "deep": map[string]any{"l": mark}})))
+	const want = `{"first":1,"len":2,"nested":2,"ns":[1,2],"results":2,"total":2,"whole":{"results":[{"n":1},{"n":2}],"stats":{"failed":0,"success":2,"total":2}}}`
+	if string(got) != want {
+		t.Errorf("result = %s, want %s", got, want)
+	}
+}

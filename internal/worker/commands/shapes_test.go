@@ -131,3 +131,45 @@ func TestPythonContextInNoETLShape(t *testing.T) {
 		}
 	})
 }
+
+// NoETL's batch_execution fixtures pass a loop step whole to python and
+// read it as {results, stats} (`worker_loop.get("stats", {}) if
+// isinstance(worker_loop, dict) else {}`); Millrace's playbooks read it as
+// the list. Both work. The NoETL form used to count 0: the code got a list.
+const pyLoopPlaybook = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: pyloop, path: t/pyloop}
+workload: {items: [1, 2, 3]}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next: {arcs: [{step: run_batch_workers}]}
+  - step: run_batch_workers
+    loop: {in: "{{ items }}", iterator: n, spec: {mode: parallel}}
+    tool: {kind: noop, result: {n: "{{ n }}"}}
+    next: {arcs: [{step: summarize, when: "{{ event.name == 'loop.done' }}"}]}
+  - step: summarize
+    tool:
+      kind: python
+      input:
+        worker_loop: '{{ run_batch_workers | default({}) }}'
+      code: |
+        loop_stats = worker_loop.get("stats", {}) if isinstance(worker_loop, dict) else {}
+        result = {
+            "total": int(loop_stats.get("total", 0) or 0),
+            "failed": int(loop_stats.get("failed", 0) or 0),
+            "results": len(worker_loop.get("results", [])),
+            "sum": sum(r["n"] for r in worker_loop),
+            "count": len(worker_loop),
+        }
+`
+
+func TestLoopResultWholeInPython(t *testing.T) {
+	t.Parallel()
+	const want = `{"count":3,"failed":0,"results":3,"sum":6,"total":3}`
+	inBothRuntimes(t, pyLoopPlaybook, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}
