@@ -59,24 +59,23 @@ const (
 	whyPsycopg    = "its python imports psycopg, which is not installed for the python tool here"
 	whyDataSeeded = "reads tables that a parent or setup playbook (not runnable here) fills; alone it fails on the missing relation"
 	whyHTTPData   = "its python reads an http result's payload as `.get('data')`, the shape of NoETL's Python-era http tool; templates read `.data` as the body, but the result python receives keeps it under `body`, as NoETL's current Rust tool does"
-	whyOutputData = "reads a policy rule's `output.data` (NoETL's Python-era result envelope) and python's `context` global; Millrace's `output` is the tool's result itself"
 	whyNoStandIn  = "needs an endpoint of NoETL's paginated test server (reference-chain, patient-records, heavy, pft) that the stand-in does not serve yet"
 	whyJob        = "templates NoETL's `job` variable (job.uuid), which Millrace does not define"
-	whyArgsGlobal = "its python reads NoETL's `args`/`context` globals, which Millrace's python tool does not bind (it binds input_data and the input's keys)"
+	whyArgsGlobal = "its python reads NoETL's Python-era `args` global, which Millrace's python tool does not bind (it binds input_data, context and the input's keys)"
 )
 
 var noetlE2E = []e2eFixture{
 	{file: "actions_test.yaml", reason: "completes, but its own check reads ctx.loop_results, which nothing in the file sets (its loop sets iter.loop_result per iteration), so success is false"},
 	{file: "api_integration/amadeus_ai_chat_request_query/amadeus_ai_chat_request_query.yaml", reason: whyRefused},
 	{file: "api_integration/auth0/auth0_login.yaml", reason: whyArgsGlobal},
-	{file: "api_integration/auth0/auth0_login_optimized.yaml", reason: whyArgsGlobal},
+	{file: "api_integration/auth0/auth0_login_optimized.yaml", reason: "validates an Auth0 JWT from its workload; without Auth0 it reports Invalid JWT format"},
 	{file: "api_integration/auth0/auth0_validate_session.yaml", reason: "reads auth.sessions, which NoETL's auth schema (not part of the fixtures) creates"},
-	{file: "api_integration/auth0/check_playbook_access.yaml", reason: whyArgsGlobal},
+	{file: "api_integration/auth0/check_playbook_access.yaml", reason: "reads auth.sessions, which NoETL's auth schema (not part of the fixtures) creates"},
 	{file: "api_integration/auth0/get_auth0_token.yaml", reason: "asks Auth0 (an OAuth provider) for a token with a credential named in the workload; there is no local Auth0"},
 	{file: "api_integration/auth0/setup_admin_permissions.yaml", reason: "writes auth.playbook_permissions, which NoETL's auth schema (not part of the fixtures) creates"},
 	{file: "api_integration/auth0/test_auth0_full_flow.yaml", reason: "calls get_auth0_token, which needs Auth0"},
-	{file: "api_integration/auth0/user_management.yaml", reason: whyArgsGlobal},
-	{file: "api_integration/quantum_networking/quantum_networking_runner.yaml", reason: whyArgsGlobal},
+	{file: "api_integration/auth0/user_management.yaml", reason: "reads auth.users, which NoETL's auth schema (not part of the fixtures) creates"},
+	{file: "api_integration/quantum_networking/quantum_networking_runner.yaml", reason: "templates `env.QUANTUM_PROVIDER` (the worker's environment), which Millrace templates do not expose, so it reports an unsupported provider"},
 	{file: "atomic_item_context.yaml"},
 	{file: "batch_execution/heavy_payload_pipeline_chunk_worker/heavy_payload_pipeline_chunk_worker.yaml", reason: whyDataSeeded},
 	{file: "batch_execution/heavy_payload_pipeline_in_step/heavy_payload_pipeline_in_step.yaml", reason: whyJob},
@@ -171,9 +170,9 @@ var noetlE2E = []e2eFixture{
 	{file: "tutorials/internet_postgres_gcs/internet_postgres_gcs_hmac.yaml", reason: whyCloud},
 	{file: "v10_canonical_example.yaml", reason: "reads a task list's result as `process_data.results.<task>`; Millrace's task-list result is its last task's (with the stand-in it fails there)"},
 	{file: "vars_test/test_vars_api.yaml"},
-	{file: "vars_test/test_vars_block.yaml", reason: whyOutputData},
-	{file: "vars_test/test_vars_simple.yaml", reason: whyOutputData},
-	{file: "vars_test/test_vars_template_access.yaml", reason: whyOutputData},
+	{file: "vars_test/test_vars_block.yaml", reason: "its task rule sets ctx from `output.response`, a key of NoETL's Python-era output envelope that Millrace's output lacks"},
+	{file: "vars_test/test_vars_simple.yaml"},
+	{file: "vars_test/test_vars_template_access.yaml"},
 }
 
 // e2ePostgresNames are the credential names the fixtures use for
