@@ -484,6 +484,13 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	if err != nil {
 		return finished{}, err
 	}
+	if len(rep.Context) > 0 && r != nil {
+		if step := r.pb.ByName[cur.Step]; step != nil && len(step.Tasks) == 0 {
+			// Only a task list assigns context in the worker; any other
+			// step's set is the server's to apply.
+			return finished{}, errorf(ErrInvalid, "context: command %d of step %s is not a task list; only a task list's report carries context", rep.EventID, cur.Step)
+		}
+	}
 	status := api.CmdCompleted
 	if rep.EventType == api.EvCommandFailed {
 		status = api.CmdFailed

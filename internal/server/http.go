@@ -3,6 +3,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -422,7 +423,7 @@ type EventIn struct {
 	Error     json.RawMessage `json:"error,omitempty"` // a string or {kind, message, retryable}
 	// Context is what a task list assigned to the execution's context
 	// (top-level name -> value), merged in when the command completes.
-	Context map[string]any `json:"context,omitempty"`
+	Context json.RawMessage `json:"context,omitempty"`
 	// Informational fields workers may send; they are checked, not trusted.
 	ExecutionID int64  `json:"execution_id,omitempty"`
 	Step        string `json:"step,omitempty"`
@@ -454,13 +455,33 @@ func (in EventIn) report() (flow.Report, error) {
 	if in.EventType == api.EvCommandFailed && msg == "" {
 		msg = "failed without an error message"
 	}
-	for k := range in.Context {
-		if k == "" || strings.ContainsAny(k, ". ") {
-			return flow.Report{}, apierr.New(apierr.BadRequest, "context key %q is not a top-level name", k)
-		}
+	cx, err := reportContext(in.Context)
+	if err != nil {
+		return flow.Report{}, err
 	}
 	return flow.Report{EventType: in.EventType, EventID: id, WorkerID: in.WorkerID, Attempt: in.Attempt, Result: in.Result, Error: msg,
-		Retryable: retryable, ExecutionID: in.ExecutionID, Context: in.Context}, nil
+		Retryable: retryable, ExecutionID: in.ExecutionID, Context: cx}, nil
+}
+
+// reportContext decodes a report's context: an object of top-level context
+// names (no `ctx.` prefix) to values, numbers kept as json.Number so that
+// 64-bit ids reach the execution's context exact, as results do.
+func reportContext(raw json.RawMessage) (map[string]any, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var cx map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&cx); err != nil {
+		return nil, apierr.New(apierr.BadRequest, "context must be a JSON object of context names to values (what the task list assigned): %v", err)
+	}
+	for k := range cx {
+		if k == "" || strings.ContainsAny(k, ". \t\n") {
+			return nil, apierr.New(apierr.BadRequest, "context key %q is not a top-level context name (send {\"x\": v} for ctx.x)", k)
+		}
+	}
+	return cx, nil
 }
 
 // errorText flattens an error given as a string or a structured object.
