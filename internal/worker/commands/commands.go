@@ -183,7 +183,19 @@ func (j *job) report(eventType string) api.Report {
 func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 	rep, res := j.report(api.EvCommandCompleted), j.res
 	rep.Context = j.set
+	if runErr == nil && len(j.set) > 0 {
+		// The context travels in the same report: it shares the result's
+		// bound rather than have the server refuse the whole report.
+		if b, err := json.Marshal(j.set); err != nil || len(b) > j.k.cfg.MaxResultBytes {
+			msg := fmt.Sprintf("the context the task list assigned is %d bytes, over the limit of %d (MILLRACE_MAX_RESULT_BYTES); keep large data in a table or file and put its name in ctx", len(b), j.k.cfg.MaxResultBytes)
+			if err != nil {
+				msg = "the context the task list assigned is not JSON-encodable: " + err.Error()
+			}
+			runErr = &tools.Error{Kind: "worker", Message: msg}
+		}
+	}
 	if runErr != nil {
+		rep.Context = nil // a failed step assigns nothing
 		rep.EventType = api.EvCommandFailed
 		te := &tools.Error{}
 		if !errors.As(runErr, &te) {
@@ -213,7 +225,7 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 		// The server refuses this report (too large, malformed) and will
 		// refuse it again: record the failure instead of re-running.
 		j.k.log.Error("the server refused the result; reporting the command as failed", "command_id", j.n.CommandID, "err", err)
-		rep.EventType, rep.Result = api.EvCommandFailed, nil
+		rep.EventType, rep.Result, rep.Context = api.EvCommandFailed, nil, nil // a failure assigns nothing
 		rep.Error = &api.ToolError{Kind: "worker", Message: "the server refused the result: " + err.Error()}
 		err = j.send(ctx, rep)
 	}

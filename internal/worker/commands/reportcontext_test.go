@@ -1,0 +1,60 @@
+package commands_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/worker/commands"
+)
+
+const bigContext = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: bigctx, path: w/bigctx}
+workflow:
+  - step: start
+    tool:
+      - name: fetch
+        kind: shell
+        cmds: ["head -c 100000 /dev/zero | tr '\\0' x"]
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'success' }}"
+                then: {do: continue, set: {ctx.big: "{{ output.data.stdout }}"}}
+`
+
+// A report the server refuses for its size fails the command, also when
+// what is too large is the task list's context: the failure is sent
+// without it (it was re-sent with it, refused again, and the command ran
+// over and over).
+func TestOversizedContextFailsTheCommand(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t, func(c *config.Server) {
+		c.MaxBodyBytes = 64 << 10
+		c.LeaseTTL, c.ReapInterval = 2*time.Second, 200*time.Millisecond
+	})
+	logs := &syncBuf{}
+	w, err := commands.New(t.Context(), config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer,
+		Concurrency: 2, ShutdownGrace: 5 * time.Second}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	b := &bundle{t: t, Harness: h, api: h.API, logs: logs}
+	ex := b.run(bigContext, nil)
+	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, "refused") {
+		t.Fatalf("execution %s: %q, want failed because the server refused the report", ex.Status, ex.Error)
+	}
+	if len(ex.Context) > 0 && string(ex.Context) != "null" {
+		t.Fatalf("context = %.80s, want none", ex.Context)
+	}
+}
