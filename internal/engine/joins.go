@@ -24,6 +24,7 @@ type Graph struct {
 	// every step from which it can be reached without passing through it,
 	// and the join itself (a new round waits for the running one).
 	blockers map[string][]string
+	joins    []string // the joins, playbook order
 }
 
 // NewGraph derives the graph of p.
@@ -62,6 +63,7 @@ func NewGraph(p *playbook.Playbook) *Graph {
 			}
 		}
 		g.blockers[name] = bl
+		g.joins = append(g.joins, name)
 	}
 	return g
 }
@@ -72,16 +74,9 @@ func (g *Graph) IsJoin(step string) bool {
 	return ok
 }
 
-// Joins lists the joins in playbook order.
-func (g *Graph) Joins() []string {
-	var out []string
-	for _, s := range g.order {
-		if g.IsJoin(s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
+// Joins lists the joins in playbook order. It is asked on every step's
+// end, so it is derived once; callers must not modify it.
+func (g *Graph) Joins() []string { return g.joins }
 
 // Predecessors lists the distinct steps with an arc to step, in playbook
 // order.

@@ -77,3 +77,16 @@ func TestGraphJoins(t *testing.T) {
 		t.Error("solo, with one predecessor, is not a join and nothing holds it back")
 	}
 }
+
+// Every step's end asks for the joins, also in a playbook without any:
+// answering must cost no allocation (it built a new slice each time).
+func TestGraphJoinsIsFree(t *testing.T) {
+	pb, err := playbook.Parse("j.yaml", []byte(joinPlaybook), langKinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGraph(pb)
+	if n := testing.AllocsPerRun(100, func() { _ = g.Joins() }); n != 0 {
+		t.Fatalf("Joins allocates %v times per call, want 0", n)
+	}
+}

@@ -98,10 +98,10 @@ func (r *run) waiting(join string, a activity) bool {
 
 // settleJoins starts every waiting join nothing holds back any more.
 func (r *run) settleJoins() error {
-	joins := r.graph.Joins()
 	if len(r.arrived) == 0 {
-		return nil
+		return nil // no arc ever reached a join: nothing to decide
 	}
+	joins := r.graph.Joins()
 	for r.exec.Status == api.ExecRunning {
 		a := r.activity()
 		waiting := func(s string) bool { return r.waiting(s, a) }
