@@ -191,7 +191,7 @@ type Report struct {
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *ToolError      `json:"error,omitempty"`
 	// Context is what a completed task list assigned to the execution's
-	// context (top-level name -> value); the server merges it in.
+	// context ("ctx.<path>" -> value); the server merges it in.
 	Context map[string]any `json:"context,omitempty"`
 }
 

@@ -318,8 +318,10 @@ func (r *run) setContext(set map[string]any) error {
 }
 
 // commandFinished decides what a finished command means: a retry, a
-// failure, or progress (of its loop or of the execution).
-func (r *run) commandFinished(cmd store.Command, decision engine.Decision, result any) error {
+// failure, or progress (of its loop or of the execution). published is the
+// context a task list assigned ("ctx.<path>" -> value), applied before the
+// policy's own set, which wins.
+func (r *run) commandFinished(cmd store.Command, decision engine.Decision, published map[string]any, result any) error {
 	step := r.pb.ByName[cmd.Step]
 	if step == nil {
 		return r.fail(fmt.Sprintf("step %s is not in playbook %s v%d", cmd.Step, r.exec.Path, r.exec.Version))
@@ -354,6 +356,9 @@ func (r *run) commandFinished(cmd store.Command, decision engine.Decision, resul
 			return r.fail(fmt.Sprintf("step %s failed at iteration %d: %s", cmd.Step, cmd.LoopIndex, msg))
 		}
 		return r.fail(fmt.Sprintf("step %s failed: %s", cmd.Step, msg))
+	}
+	if err := r.setContext(published); err != nil {
+		return err
 	}
 	if err := r.setContext(decision.Set); err != nil {
 		return err

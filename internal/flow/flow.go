@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
@@ -371,7 +370,7 @@ type Report struct {
 	// ExecutionID, when known, picks the group-commit shard (see Claim).
 	ExecutionID int64
 	// Context is what a task list assigned to the execution's context
-	// (top-level name -> value); merged in when the command completes.
+	// ("ctx.<path>" -> value); merged in when the command completes.
 	Context map[string]any
 }
 
@@ -529,18 +528,11 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 			}
 		}
 	}
-	if status == api.CmdCompleted && len(rep.Context) > 0 && decision.Continues() {
+	var published map[string]any
+	if status == api.CmdCompleted && decision.Continues() {
 		// A task list's ctx writes reach the execution (NoETL's task
-		// sequences do the same); a policy's own set is applied after.
-		decision.Set = maps.Clone(decision.Set)
-		if decision.Set == nil {
-			decision.Set = make(map[string]any, len(rep.Context))
-		}
-		for k, v := range rep.Context {
-			if _, own := decision.Set[k]; !own {
-				decision.Set[k] = v
-			}
-		}
+		// sequences do the same); the step policy's own set goes after.
+		published = rep.Context
 	}
 	projected, projectedResult := status, rep.Result
 	if status == api.CmdFailed && decision.Continues() { // break on a single tool is continue
@@ -586,7 +578,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 			r.cmds[i] = cmd
 		}
 	}
-	if err := r.commandFinished(cmd, decision, res); err != nil {
+	if err := r.commandFinished(cmd, decision, published, res); err != nil {
 		return finished{}, err
 	}
 	return finished{ack: ack, issued: r.issued, execID: exec.ExecutionID, run: r}, nil

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -422,7 +423,7 @@ type EventIn struct {
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     json.RawMessage `json:"error,omitempty"` // a string or {kind, message, retryable}
 	// Context is what a task list assigned to the execution's context
-	// (top-level name -> value), merged in when the command completes.
+	// ("ctx.<path>" -> value), merged in when the command completes.
 	Context json.RawMessage `json:"context,omitempty"`
 	// Informational fields workers may send; they are checked, not trusted.
 	ExecutionID int64  `json:"execution_id,omitempty"`
@@ -463,8 +464,8 @@ func (in EventIn) report() (flow.Report, error) {
 		Retryable: retryable, ExecutionID: in.ExecutionID, Context: cx}, nil
 }
 
-// reportContext decodes a report's context: an object of top-level context
-// names (no `ctx.` prefix) to values, numbers kept as json.Number so that
+// reportContext decodes a report's context: an object of the context paths
+// a task list assigned ("ctx.<path>") to their values, numbers kept as json.Number so that
 // 64-bit ids reach the execution's context exact, as results do.
 func reportContext(raw json.RawMessage) (map[string]any, error) {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -477,8 +478,9 @@ func reportContext(raw json.RawMessage) (map[string]any, error) {
 		return nil, apierr.New(apierr.BadRequest, "context must be a JSON object of context names to values (what the task list assigned): %v", err)
 	}
 	for k := range cx {
-		if k == "" || strings.ContainsAny(k, ". \t\n") {
-			return nil, apierr.New(apierr.BadRequest, "context key %q is not a top-level context name (send {\"x\": v} for ctx.x)", k)
+		path, ok := strings.CutPrefix(k, "ctx.")
+		if !ok || strings.ContainsAny(path, " \t\n") || slices.Contains(strings.Split(path, "."), "") {
+			return nil, apierr.New(apierr.BadRequest, "context key %q is not a context path (send {\"ctx.x.y\": v} for what the task list assigned to ctx.x.y)", k)
 		}
 	}
 	return cx, nil

@@ -24,7 +24,7 @@ const childPoll = 200 * time.Millisecond
 // Execute runs a command: its payload's timeout, the templates only a
 // worker may render (keychain), and task lists. The local runtime uses it
 // with its own Env. published is the context a task list assigned (ctx.*
-// and bare `set` targets, by top-level name, final values): the caller
+// and bare `set` targets, as "ctx.<path>" with final values): the caller
 // reports it with the result, and the server merges it into the
 // execution's context, as NoETL does when a task sequence ends.
 func Execute(parent context.Context, cl api.Command, env tools.Env) (result any, published map[string]any, err error) {
@@ -89,7 +89,7 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 // command. A task's `set` and its rules' `set` are visible to the later
 // tasks of this run: ctx.<name> (and bare names) in the context, iter.<name>
 // in `iter`, the run's own scope (one loop iteration's, in a loop). The
-// context names assigned are returned with their final values (published).
+// context paths assigned are returned with their final values (published).
 func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (res any, published map[string]any, err error) {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
@@ -103,17 +103,8 @@ func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[s
 	for i, t := range p.Tasks {
 		at[t.Name] = i
 	}
-	touched := map[string]bool{} // context names assigned by this run
-	publish := func() map[string]any {
-		if len(touched) == 0 {
-			return nil
-		}
-		out := make(map[string]any, len(touched))
-		for name := range touched {
-			out[name] = scope.Context[name]
-		}
-		return out
-	}
+	touched := map[string]bool{} // context paths assigned by this run
+	publish := func() map[string]any { return assignedPaths(scope.Context, touched) }
 	jumps := 0
 	for i := 0; i < len(p.Tasks); {
 		t := p.Tasks[i]
@@ -148,15 +139,43 @@ func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[s
 	return res, publish(), nil
 }
 
-// assign is scope.Assign(set), noting in touched the top-level context
-// names it assigns (iter.* targets stay in the run).
+// assign is scope.Assign(set), noting in touched the context paths it
+// assigns (iter.* targets stay in the run).
 func assign(scope engine.Scope, set map[string]any, touched map[string]bool) engine.Scope {
 	for k := range set {
 		if !strings.HasPrefix(k, playbook.IterScope+".") {
-			touched[strings.SplitN(strings.TrimPrefix(k, "ctx."), ".", 2)[0]] = true
+			touched[strings.TrimPrefix(k, "ctx.")] = true
 		}
 	}
 	return scope.Assign(set)
+}
+
+// assignedPaths is what a task list reports as its context: each path it
+// assigned ("ctx.<path>") with its final value, and not whole top-level
+// values, which would undo what a parallel branch assigned beside them
+// since the command was issued. A path under another assigned path is
+// covered by that one.
+func assignedPaths(cx map[string]any, touched map[string]bool) map[string]any {
+	if len(touched) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(touched))
+next:
+	for path := range touched {
+		segs := strings.Split(path, ".")
+		for i := 1; i < len(segs); i++ {
+			if touched[strings.Join(segs[:i], ".")] {
+				continue next
+			}
+		}
+		var v any = cx
+		for _, s := range segs {
+			m, _ := v.(map[string]any)
+			v = m[s]
+		}
+		out["ctx."+path] = v
+	}
+	return out
 }
 
 // runTask runs one task under its policy and assert. The policy's `set` is

@@ -73,7 +73,7 @@ workflow:
 		t.Fatalf("result %s; want the rule's set visible to the next task", got)
 	}
 	// and published for the execution's context; iter.* stays in the run.
-	if got, _ := json.Marshal(published); string(got) != `{"answer":42,"plain":"yes"}` {
+	if got, _ := json.Marshal(published); string(got) != `{"ctx.answer":42,"ctx.plain":"yes"}` {
 		t.Fatalf("published %s; want the context names the list assigned", got)
 	}
 }
@@ -171,5 +171,33 @@ workflow:
 `, 0)
 	if err == nil || !strings.Contains(err.Error(), "more than 10000 jumps") || !strings.Contains(err.Error(), `"a"`) {
 		t.Fatalf("err %v; want the jump bound named", err)
+	}
+}
+
+// A task list publishes the context paths it assigned, not whole top-level
+// values: its worker saw the context as it was when the command was
+// issued, and sending back all of ctx.stats would undo what a parallel
+// branch assigned to ctx.stats.b meanwhile. A path under one it also
+// assigned whole is covered by that one.
+func TestTaskListPublishesAssignedPaths(t *testing.T) {
+	t.Parallel()
+	_, published, err := runStep(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: t, path: t/t}
+workflow:
+  - step: start
+    tool:
+      - name: first
+        kind: noop
+        set: {ctx.stats.a: 1, ctx.page: {n: 1, size: 10}, plain: yes}
+      - name: second
+        kind: noop
+        set: {ctx.stats.a: 2, ctx.page.n: 2, iter.k: 3}
+`, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(published); string(got) != `{"ctx.page":{"n":2,"size":10},"ctx.plain":"yes","ctx.stats.a":2}` {
+		t.Fatalf("published %s; want the assigned paths with their final values", got)
 	}
 }
