@@ -400,3 +400,27 @@ func TestJoinRandomShapes(t *testing.T) {
 		}
 	}
 }
+
+// Cancelled while a join waits: the branch still running may report (or be
+// refused), but the join is never issued and the execution stays cancelled.
+func TestJoinCancelledWhileWaiting(t *testing.T) {
+	t.Parallel()
+	r := startRoute(t, fanOut(2))
+	r.report("start", api.EvCommandCompleted, nil, "")
+	r.report("b2", api.EvCommandCompleted, "rb2", "")
+	byStep, _ := r.open()
+	b1 := byStep["b1"]
+	claimed, err := r.flow.ClaimAndStart(r.ctx, b1.EventID, "w1", r.ex.ExecutionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.flow.Cancel(r.ctx, r.ex.ExecutionID); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.flow.Apply(r.ctx, flow.Report{EventType: api.EvCommandCompleted, EventID: b1.EventID, WorkerID: "w1",
+		Attempt: claimed.Attempt, Result: []byte(`"rb1"`), ExecutionID: r.ex.ExecutionID})
+	r.notIssued("reduce", "after cancel")
+	if ex := r.execution(); ex.Status != api.ExecCancelled {
+		t.Fatalf("execution %s, want cancelled", ex.Status)
+	}
+}
