@@ -205,3 +205,57 @@ func TestLoopResultMarkedForPythonInput(t *testing.T) {
 		}
 	}
 }
+
+// A SQL result also answers NoETL's per-statement command_<i>, in templates
+// and, passed whole in a python tool's input, as real keys (NoETL's
+// fixtures call db_result.get("command_0", {}).get("rows", [])).
+func TestSQLResultReadsAsCommands(t *testing.T) {
+	t.Parallel()
+	var one, two map[string]any
+	_ = json.Unmarshal([]byte(`{"columns": ["a"], "rows": [{"a": 1}], "row_count": 1, "rows_affected": 0}`), &one)
+	_ = json.Unmarshal([]byte(`{"columns": ["b"], "rows": [{"b": 2}], "row_count": 1, "rows_affected": 3, "statements": [
+		{"columns": ["a"], "rows": [{"a": 1}], "row_count": 1, "rows_affected": 0},
+		{"columns": [], "rows": [], "row_count": 0, "rows_affected": 3},
+		{"columns": ["b"], "rows": [{"b": 2}], "row_count": 1, "rows_affected": 0}]}`), &two)
+	s := Scope{Results: map[string]any{"one": one, "two": two}}
+	for tmpl, want := range map[string]any{
+		"{{ one.rows[0].a }}":               1,
+		"{{ one.command_0.rows[0].a }}":     1,
+		"{{ one.command_1 is defined }}":    false,
+		"{{ two.rows[0].b }}":               2,
+		"{{ two.command_0.rows[0].a }}":     1,
+		"{{ two.command_1.rows_affected }}": 3,
+		"{{ two.command_2.rows[0].b }}":     2,
+		"{{ two.data.row_count }}":          1,
+		"{{ one.command_x is defined }}":    false,
+		"{{ two.statements | length }}":     3,
+		"{{ one | tojson }}":                `{"columns":["a"],"row_count":1,"rows":[{"a":1}],"rows_affected":0}`,
+	} {
+		got, err := Render(tmpl, s)
+		if err != nil {
+			t.Errorf("%s: %v", tmpl, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s = %#v, want %#v", tmpl, got, want)
+		}
+	}
+	py := map[string]any{"kind": "python", "code": "result = 1", "input": map[string]any{"one": "{{ one }}", "two": "{{ two }}"}}
+	cfg, err := RenderTool(&playbook.Step{Name: "p", Tool: py}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg["input"].(map[string]any)
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		One map[string]map[string]any
+		Two map[string]json.RawMessage
+	}
+	_ = json.Unmarshal(raw, &got)
+	if got.One["command_0"]["row_count"] != 1.0 || len(got.Two) != 8 || string(got.Two["command_1"]) != `{"columns":[],"row_count":0,"rows":[],"rows_affected":3}` {
+		t.Errorf("python input = %s", raw)
+	}
+}

@@ -22,8 +22,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"strconv"
 	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -206,11 +208,88 @@ func isHTTPResult(m map[string]any) bool {
 	return false
 }
 
+// sqlView is a postgres or duckdb result, {rows, columns, row_count,
+// rows_affected} and, when a script ran several statements, "statements".
+// It also answers NoETL's older per-statement keys: command_<i> is
+// statement i's own result (command_0 the result itself when one statement
+// ran). Rendered natively it is the plain result.
+type sqlView map[string]any
+
+// GetAttribute implements gonja's exec.AttributeGetter.
+func (m sqlView) GetAttribute(name string) (*exec.Value, bool) {
+	if v, ok := m[name]; ok {
+		return exec.AsValue(v), true
+	}
+	if st := m.command(name); st != nil {
+		return exec.AsValue(st), true
+	}
+	if name == "data" {
+		return exec.AsValue(m), true
+	}
+	return exec.AsValue(nil), false
+}
+
+// command returns the statement result NoETL's command_<i> names, or nil.
+func (m sqlView) command(name string) any {
+	digits, ok := strings.CutPrefix(name, "command_")
+	if !ok {
+		return nil
+	}
+	i, err := strconv.Atoi(digits)
+	if err != nil || i < 0 {
+		return nil
+	}
+	if sts, ok := m["statements"].([]any); ok {
+		if i < len(sts) {
+			return sts[i]
+		}
+		return nil
+	}
+	if i == 0 {
+		return map[string]any(m)
+	}
+	return nil
+}
+
+// withCommands is m with command_<i> keys added, for python code that
+// reads NoETL's per-statement shape with dict methods.
+func (m sqlView) withCommands() map[string]any {
+	out := maps.Clone(map[string]any(m))
+	sts, ok := m["statements"].([]any)
+	if !ok {
+		out["command_0"] = maps.Clone(map[string]any(m)) // a copy, not a cycle
+		return out
+	}
+	for i, st := range sts {
+		out["command_"+strconv.Itoa(i)] = st
+	}
+	return out
+}
+
+// isSQLResult reports whether m has exactly the SQL tools' result keys.
+func isSQLResult(m map[string]any) bool {
+	n := 4
+	if _, ok := m["statements"].([]any); ok {
+		n = 5
+	}
+	if len(m) != n {
+		return false
+	}
+	_, rows := m["rows"].([]any)
+	_, cols := m["columns"].([]any)
+	_, count := m["row_count"]
+	_, affected := m["rows_affected"]
+	return rows && cols && count && affected
+}
+
 func wrapResult(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		if isHTTPResult(t) {
 			return httpResult(t)
+		}
+		if isSQLResult(t) {
+			return sqlView(t)
 		}
 		return resultMap(t)
 	case []any:
@@ -319,13 +398,15 @@ type lazyVars struct {
 	scope Scope
 	vars  map[string]any
 	// markLoops renders a loop result that is a whole value as
-	// {tools.PythonLoopKey: list}, so the python tool can hand its code
-	// NoETL's loop result (see markingLoops).
+	// {tools.PythonLoopKey: {results, stats}}, so the python tool can hand
+	// its code NoETL's loop result, and a SQL result with NoETL's
+	// command_<i> keys added (see markingLoops).
 	markLoops bool
 }
 
 // markingLoops returns vars for a python tool's input: a value that is
-// exactly a loop's result ({{ loop_step }}) keeps that identity on the wire.
+// exactly a loop's result ({{ loop_step }}) keeps that identity on the wire,
+// and one that is exactly a SQL result gains command_<i> keys.
 func (l *lazyVars) markingLoops() *lazyVars {
 	return &lazyVars{scope: l.scope, vars: l.get(), markLoops: true}
 }
@@ -495,8 +576,13 @@ func (c *compiled) eval(vars map[string]any, markLoops bool) (any, error) {
 	if v.IsError() {
 		return nil, reason(v.Interface().(error))
 	}
-	if l, ok := v.Interface().(resultList); ok && markLoops {
-		return map[string]any{tools.PythonLoopKey: map[string]any{"results": []any(l), "stats": LoopStats(l)}}, nil
+	if markLoops {
+		switch t := v.Interface().(type) {
+		case resultList:
+			return map[string]any{tools.PythonLoopKey: map[string]any{"results": []any(t), "stats": LoopStats(t)}}, nil
+		case sqlView:
+			return t.withCommands(), nil
+		}
 	}
 	native := v.ToGoSimpleType(false)
 	if err, ok := native.(error); ok {

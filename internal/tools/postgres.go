@@ -45,7 +45,9 @@ var postgresKeys = []string{"auth", "connection", "command", "params", "timeout"
 // Result: {"rows": [{column: value}], "row_count", "columns", "rows_affected"}.
 // rows and columns come from the last statement that returns rows (SELECT,
 // ... RETURNING, SHOW); rows_affected sums INSERT, UPDATE, DELETE, MERGE and
-// COPY counts over all statements. Values are JSON-friendly: see
+// COPY counts over all statements. When more than one statement ran,
+// "statements" lists each one's own {rows, row_count, columns,
+// rows_affected}, in order, for NoETL's command_<i>. Values are JSON-friendly: see
 // sqlvalue.FromPostgresText.
 type postgresTool struct{}
 
@@ -121,8 +123,20 @@ func (postgresTool) Run(ctx context.Context, cfg map[string]any) (any, error) {
 		if cur.columns != nil {
 			res.columns, res.rows = cur.columns, cur.rows
 		}
+		res.statements = append(res.statements, cur.statements...)
 	}
-	return res.toMap(), nil
+	out := res.toMap()
+	if len(res.statements) > 1 {
+		// NoETL's older result was keyed per statement (command_0, ...),
+		// and its fixtures still read it so: templates and python read
+		// these as command_<i> (engine's sqlView).
+		stmts := make([]any, len(res.statements))
+		for i, st := range res.statements {
+			stmts[i] = st.toMap()
+		}
+		out["statements"] = stmts
+	}
+	return out, nil
 }
 
 // sqlCommands returns cfg[key]: one SQL string, or a list of them (NoETL's
@@ -156,6 +170,8 @@ type sqlResult struct {
 	columns  []string
 	rows     []any
 	affected int64
+	// statements are the script's statements one by one (pgQueryScript).
+	statements []*sqlResult
 }
 
 func (r *sqlResult) toMap() map[string]any {
@@ -200,9 +216,13 @@ func pgQueryScript(ctx context.Context, conn *pgx.Conn, script string) (*sqlResu
 			return nil, err
 		}
 		res.affected += pgAffected(tag)
-		if cur != nil {
+		if cur == nil {
+			cur = &sqlResult{}
+		} else {
 			res.columns, res.rows = cur.columns, cur.rows
 		}
+		cur.affected = pgAffected(tag)
+		res.statements = append(res.statements, cur)
 	}
 	if err := mrr.Close(); err != nil {
 		return nil, err

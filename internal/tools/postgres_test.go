@@ -126,6 +126,19 @@ func TestPostgresScriptReturnsLastRows(t *testing.T) {
 		"row_count":     2,
 		"rows_affected": int64(4), // 3 inserted + 1 updated; the SELECT is not counted
 	}
+	// Each statement's own result, for NoETL's command_<i>.
+	stmt := func(cols []any, rows []any, affected int64) any {
+		if rows == nil {
+			rows = []any{}
+		}
+		return map[string]any{"columns": cols, "rows": rows, "row_count": len(rows), "rows_affected": affected}
+	}
+	want["statements"] = []any{
+		stmt([]any{}, nil, 0),
+		stmt([]any{}, nil, 3),
+		stmt(want["columns"].([]any), want["rows"].([]any), 0),
+		stmt([]any{}, nil, 1),
+	}
 	if !reflect.DeepEqual(res, want) {
 		t.Fatalf("result = %#v\nwant %#v", res, want)
 	}

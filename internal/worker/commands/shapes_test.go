@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/millrace/millrace/internal/api"
@@ -168,6 +169,49 @@ func TestLoopResultWholeInPython(t *testing.T) {
 	t.Parallel()
 	const want = `{"count":3,"failed":0,"results":3,"sum":6,"total":3}`
 	inBothRuntimes(t, pyLoopPlaybook, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}
+
+// NoETL's batch_execution fixtures read a postgres step per statement:
+// python's db_result.get("command_0", {}).get("rows", []) and templates'
+// <step>.command_0.rows. They used to see no rows (an empty {} from get).
+func TestSQLResultPerStatementInNoETLShape(t *testing.T) {
+	t.Parallel()
+	dsn := os.Getenv("MILLRACE_TEST_DATABASE_URL")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	pb := fmt.Sprintf(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: sqlshape, path: t/sqlshape}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next: {arcs: [{step: validate}]}
+  - step: validate
+    tool:
+      kind: postgres
+      connection: %q
+      command: "SELECT 7 AS total_items, 7 AS processed_items; SELECT 0 AS missing"
+    next: {arcs: [{step: summarize}]}
+  - step: summarize
+    tool:
+      kind: python
+      input:
+        validation: '{{ validate }}'
+        missing: '{{ validate.command_1.rows[0].missing }}'
+      code: |
+        rows = validation.get("command_0", {}).get("rows", []) if isinstance(validation, dict) else []
+        gaps = validation.get("command_1", {}).get("rows", [{}])[0] if isinstance(validation, dict) else {}
+        row = rows[0] if rows else {}
+        result = {"total": row.get("total_items", 0), "processed": row.get("processed_items", 0),
+                  "gaps": gaps.get("missing"), "missing": missing, "last": validation["rows"][0]["missing"]}
+`, dsn)
+	const want = `{"gaps":0,"last":0,"missing":0,"processed":7,"total":7}`
+	inBothRuntimes(t, pb, func(t *testing.T, ex api.Execution) {
 		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
 			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
 		}
