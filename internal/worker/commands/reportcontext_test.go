@@ -35,13 +35,27 @@ workflow:
 // over and over).
 func TestOversizedContextFailsTheCommand(t *testing.T) {
 	t.Parallel()
+	t.Run("server refuses", func(t *testing.T) {
+		t.Parallel()
+		oversizedContext(t, 64<<10, 0, "refused")
+	})
+	// Over the worker's own bound, the report is not even sent with it.
+	t.Run("worker bound", func(t *testing.T) {
+		t.Parallel()
+		oversizedContext(t, 0, 50_000, "MILLRACE_MAX_RESULT_BYTES")
+	})
+}
+
+func oversizedContext(t *testing.T, maxBody, maxResult int, wantErr string) {
 	h := servertest.Start(t, func(c *config.Server) {
-		c.MaxBodyBytes = 64 << 10
+		if maxBody > 0 {
+			c.MaxBodyBytes = maxBody
+		}
 		c.LeaseTTL, c.ReapInterval = 2*time.Second, 200*time.Millisecond
 	})
 	logs := &syncBuf{}
 	w, err := commands.New(t.Context(), config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer,
-		Concurrency: 2, ShutdownGrace: 5 * time.Second}, slog.New(slog.NewTextHandler(logs, nil)))
+		Concurrency: 2, ShutdownGrace: 5 * time.Second, MaxResultBytes: maxResult}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +65,8 @@ func TestOversizedContextFailsTheCommand(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	b := &bundle{t: t, Harness: h, api: h.API, logs: logs}
 	ex := b.run(bigContext, nil)
-	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, "refused") {
-		t.Fatalf("execution %s: %q, want failed because the server refused the report", ex.Status, ex.Error)
+	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, wantErr) {
+		t.Fatalf("execution %s: %q, want failed naming %q", ex.Status, ex.Error, wantErr)
 	}
 	if len(ex.Context) > 0 && string(ex.Context) != "null" {
 		t.Fatalf("context = %.80s, want none", ex.Context)
