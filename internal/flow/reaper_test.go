@@ -52,9 +52,11 @@ func setup(t *testing.T, redeliverAfter time.Duration) *bundle {
 
 func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	t.Parallel()
-	// "At once" must hold on a loaded machine: draining the outbox can take
-	// longer than 50 ms there, so the redelivery delay is a bit longer.
-	b := setup(t, 300*time.Millisecond)
+	// "At once" must hold on a loaded machine: draining the outbox took
+	// more than 300 ms there (CI with four test binaries on two cores), so
+	// the redelivery delay is well above any drain; the lease (1 s) still
+	// expires first, which the expired-lease half relies on.
+	b := setup(t, 3*time.Second)
 	ctx := t.Context()
 	b.Start(t)
 	if _, err := b.Flow.Register(ctx, flowtest.OneStep); err != nil {
