@@ -23,6 +23,23 @@ type Payload struct {
 	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
 	// Assert is a single tool's contract, checked by the worker.
 	Assert *playbook.Assert `json:"assert,omitempty"`
+	// Cursor makes the command one drain slot of a cursor loop: it claims
+	// rows and runs Tasks once per row (or per claim) until a claim
+	// returns none.
+	Cursor *Cursor `json:"cursor,omitempty"`
+}
+
+// Cursor is what one drain slot of a cursor loop needs (playbook.Cursor and
+// playbook.Frame). Auth and Claim are templates, rendered by the worker.
+type Cursor struct {
+	Kind           string `json:"kind"`
+	Auth           string `json:"auth"`
+	Claim          string `json:"claim"`
+	Iterator       string `json:"iterator"`
+	Slot           int    `json:"slot"` // 1-based, of MaxInFlight
+	MaxRows        int    `json:"max_rows"`
+	RowConcurrency int    `json:"row_concurrency"`
+	Process        string `json:"process"`
 }
 
 // Task is one named task of a task list.

@@ -176,8 +176,8 @@ func typeName(v any) string {
 // iterator name bound to the item, loop = {index (1-based), index0, first,
 // last, length} and iter = {<iterator>: item, index (0-based)}.
 func IterationScope(s Scope, step *playbook.Step, items []any, index int) Scope {
-	if step.Loop == nil {
-		return s
+	if step.Loop == nil || step.Loop.Mode == playbook.LoopCursor {
+		return s // a cursor loop's items are its drain slots; the worker binds each row (RowScope)
 	}
 	var item any
 	if index >= 0 && index < len(items) {
@@ -190,6 +190,21 @@ func IterationScope(s Scope, step *playbook.Step, items []any, index int) Scope 
 		"index": index + 1, "index0": index, "first": index == 0, "last": index == len(items)-1, "length": len(items),
 	}
 	extra["iter"] = map[string]any{step.Loop.Iterator: item, "index": index}
+	s.Extra = extra
+	return s
+}
+
+// RowScope is the scope of one run of a cursor loop's tasks: the claimed
+// row (or, for a whole frame, the list of rows) as <iterator> and
+// iter.<iterator>, iter.index its 0-based position among the rows this
+// drain slot claimed, and NoETL's iter._worker_slot_id, _frame_index and
+// _frame_row_index.
+func RowScope(s Scope, iterator string, row any, index, slot, frame, frameRow int) Scope {
+	extra := make(map[string]any, len(s.Extra)+2)
+	maps.Copy(extra, s.Extra)
+	extra[iterator] = row
+	extra[playbook.IterScope] = map[string]any{iterator: row, "index": index, "_index": index,
+		"_worker_slot_id": slot, "_frame_index": frame, "_frame_row_index": frameRow}
 	s.Extra = extra
 	return s
 }

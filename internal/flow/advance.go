@@ -148,24 +148,37 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 	if step.Loop == nil {
 		return r.issue(step, scope, 0, 0, 0, r.now)
 	}
-	items, err := engine.LoopItems(step, scope)
-	if err != nil {
-		return r.fail(err.Error())
-	}
-	raw, err := json.Marshal(items)
-	if err != nil {
-		return r.fail(fmt.Sprintf("step %s: loop items are not JSON-encodable: %v", step.Name, err))
+	cursor := step.Loop.Mode == playbook.LoopCursor
+	var items []any
+	var err error
+	if !cursor {
+		if items, err = engine.LoopItems(step, scope); err != nil {
+			return r.fail(err.Error())
+		}
 	}
 	maxIn := step.Loop.MaxInFlight
-	if step.Loop.MaxInFlightExpr != "" && step.Loop.Mode == "parallel" {
+	if step.Loop.MaxInFlightExpr != "" && (step.Loop.Mode == playbook.LoopParallel || cursor) {
 		if maxIn, err = engine.LoopMaxInFlight(step, scope); err != nil {
 			return r.fail(err.Error())
 		}
 	}
-	if step.Loop.Mode != "parallel" {
-		maxIn = 1
-	} else if maxIn <= 0 {
+	switch {
+	case cursor:
+		// A cursor loop is max_in_flight drain slots, all started now; its
+		// items are the slot numbers (see cursorPayload).
+		items = make([]any, max(maxIn, 1))
+		for i := range items {
+			items[i] = i + 1
+		}
 		maxIn = len(items)
+	case step.Loop.Mode != playbook.LoopParallel:
+		maxIn = 1
+	case maxIn <= 0:
+		maxIn = len(items)
+	}
+	raw, err := json.Marshal(items)
+	if err != nil {
+		return r.fail(fmt.Sprintf("step %s: loop items are not JSON-encodable: %v", step.Name, err))
 	}
 	l := store.Loop{LoopID: r.s.ids.Next(), ExecutionID: r.exec.ExecutionID, Step: step.Name, Total: len(items),
 		Mode: step.Loop.Mode, MaxInFlight: maxIn, Items: raw, Status: api.LoopRunning, CreatedAt: r.now, UpdatedAt: r.now}
@@ -202,7 +215,14 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 	}
 	payload.Keychain = keychainMap(r.pb)
 	payload.Assert = step.Assert
-	if len(step.Tasks) > 0 {
+	if step.Loop != nil && step.Loop.Mode == playbook.LoopCursor {
+		// The worker renders the claim and, per row, the tasks: a single
+		// tool runs as a one-task list under its own policy.
+		tool = map[string]any{"kind": "cursor"}
+		payload.Cursor, payload.Tasks = cursorPayload(step, index)
+		payload.Assert = nil
+		payload.Scope = wireScope(scope)
+	} else if len(step.Tasks) > 0 {
 		tool = map[string]any{"kind": "tasks"}
 		for _, t := range step.Tasks {
 			payload.Tasks = append(payload.Tasks, api.Task{Name: t.Name, Tool: t.Tool, Set: t.Set, Policy: t.Policy, Assert: t.Assert})
@@ -225,7 +245,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 		return fmt.Errorf("encode tool of step %s: %w", step.Name, err)
 	}
 	var input json.RawMessage
-	if payload.Scope != nil || payload.TimeoutSeconds > 0 || len(payload.Tasks) > 0 || payload.Assert != nil {
+	if payload.Scope != nil || payload.TimeoutSeconds > 0 || len(payload.Tasks) > 0 || payload.Assert != nil || payload.Cursor != nil {
 		if input, err = json.Marshal(payload); err != nil {
 			return r.fail(fmt.Sprintf("step %s: its inputs are not JSON-encodable: %v", step.Name, err))
 		}

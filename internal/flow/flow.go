@@ -514,7 +514,8 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	}
 	if r != nil {
 		pb := r.pb
-		if step := pb.ByName[cur.Step]; step != nil && step.Policy != nil {
+		// A cursor loop's policy is applied per row, by the worker.
+		if step := pb.ByName[cur.Step]; step != nil && step.Policy != nil && (step.Loop == nil || step.Loop.Mode != playbook.LoopCursor) {
 			scope := r.scope
 			if cur.LoopID != 0 {
 				scope = r.iterationScope(step, cur)

@@ -32,8 +32,14 @@ var inertKeys = map[string]string{
 	"step.spec":                      "only spec.policy.admit is accepted (others are refused): NoETL does not enforce it either, and the parser warns",
 	"tool.output":                    "Millrace stores every result itself",
 	"loop.spec.policy.results":       "NoETL's loop policy has no results and ignores it",
-	"arc.cond":                       "ignored as NoETL ignores it, with a warning",
-	"workbook[].desc":                "documentation",
+	// NoETL's engine only logs max_seconds and max_bytes; leases are the
+	// claim SQL's business, and the worker heartbeats the draining command.
+	"loop.spec.frame.max_seconds":       "advisory in NoETL too (only logged)",
+	"loop.spec.frame.max_bytes":         "advisory in NoETL too (only logged)",
+	"loop.spec.frame.lease_seconds":     "the claim SQL reclaims stale rows; the command's lease is Millrace's",
+	"loop.spec.frame.heartbeat_seconds": "the worker heartbeats the draining command on its own schedule",
+	"arc.cond":                          "ignored as NoETL ignores it, with a warning",
+	"workbook[].desc":                   "documentation",
 	// The playbook tool passes these to the worker, which does not read
 	// them: NoETL's metadata on a call (see tools.playbookKeys).
 	"playbook.task": "NoETL metadata on a playbook call",
@@ -310,6 +316,13 @@ func (w *walker) loop(src map[string]any, l *Loop, at string) {
 			ok = l.In != ""
 		case "iterator":
 			ok = l.Iterator == v
+		case "cursor":
+			ok = true
+			for ck, cv := range asMap(v) {
+				c := l.Cursor
+				cok := c != nil && map[string]bool{"kind": c.Kind == cv, "auth": c.Auth == cv, "claim": c.Claim == cv}[ck]
+				w.need("loop.cursor."+ck, at+".cursor."+ck, cok)
+			}
 		case "spec":
 			ok = true
 			for sk, sv := range asMap(v) {
@@ -319,6 +332,13 @@ func (w *walker) loop(src map[string]any, l *Loop, at string) {
 					sok = l.Mode == sv
 				case "max_in_flight":
 					sok = l.MaxInFlight > 0 || l.MaxInFlightExpr != ""
+				case "frame":
+					sok = true
+					for fk, fv := range asMap(sv) {
+						f := l.Frame
+						fok := map[string]bool{"max_rows": f.MaxRows == fv, "row_concurrency": f.RowConcurrency == fv, "process": f.Process == fv}[fk]
+						w.need("loop.spec.frame."+fk, at+".spec.frame."+fk, fok)
+					}
 				case "policy":
 					sok = true
 					for pk := range asMap(sv) {

@@ -197,17 +197,6 @@ var e2eGolden = map[string][]e2eRefusal{
 	"ops/playbook_ai_generate/playbook_ai_generate.yaml": {
 		{17, "provider keychain"},
 	},
-	"pft_flow_test/test_pft_flow_v2.yaml": {
-		{389, "`loop.cursor`"},
-		{547, "`loop.cursor`"},
-		{705, "`loop.cursor`"},
-		{863, "`loop.cursor`"},
-		{1021, "`loop.cursor`"},
-		{1244, "`loop.cursor`"},
-	},
-	"pft_flow_test/test_pft_page_continuation.yaml": {
-		{106, "`loop.cursor`"},
-	},
 	"root_scripts/test_keychain.yaml": {
 		{13, "provider keychain"},
 		{17, "provider keychain"},

@@ -192,11 +192,14 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		return nil
 	}
 	f := ps.mapping(e.val, "in loop", loopKeys)
-	if _, cursor := f["cursor"]; cursor {
-		return nil // refused as unsupported, with the whole loop
-	}
 	l := &Loop{Iterator: DefaultIterator, Mode: LoopSequential, MaxInFlight: 1, Line: e.key.Line, Col: e.key.Column}
-	if in, ok := f["in"]; ok {
+	cur, isCursor := f["cursor"]
+	if isCursor {
+		l.Cursor = ps.cursor(cur, step)
+		if in, ok := f["in"]; ok {
+			ps.atNode(in.key, "remove `in`: a cursor loop's rows are what its claim returns", "step %q: loop has both `in` and `cursor`", step)
+		}
+	} else if in, ok := f["in"]; ok {
 		if d := deref(in.val); d.Kind == yaml.ScalarNode && d.ShortTag() == "!!str" && strings.Contains(d.Value, "{{") {
 			l.In = d.Value
 		} else {
@@ -204,7 +207,7 @@ func (ps *parser) loop(e entry, step string) *Loop {
 				"step %q: loop.in must be a {{ }} template, got %s", step, describe(in.val))
 		}
 	} else {
-		ps.atNode(e.key, "add `in: \"{{ <list> }}\"`", "step %q: loop has no `in`", step)
+		ps.atNode(e.key, "add `in: \"{{ <list> }}\"` (or a `cursor:` with spec.mode cursor, to drain a work table)", "step %q: loop has no `in`", step)
 	}
 	if it, ok := f["iterator"]; ok {
 		if name, ok := ps.scalar(it.val, "loop.iterator"); ok {
@@ -220,6 +223,9 @@ func (ps *parser) loop(e entry, step string) *Loop {
 	}
 	sp, ok := f["spec"]
 	if !ok || isNull(sp.val) {
+		if isCursor {
+			ps.atNode(cur.key, "add `spec: {mode: cursor}`", "step %q: loop.cursor needs loop.spec.mode cursor", step)
+		}
 		return l
 	}
 	if deref(sp.val).Kind != yaml.MappingNode {
@@ -232,15 +238,36 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		switch mode {
 		case LoopSequential, LoopParallel:
 			l.Mode = mode
+			if isCursor {
+				ps.atNode(m.val, "write `mode: cursor`", "step %q: a loop with `cursor` runs in mode cursor, not %s", step, mode)
+			}
 		case "":
-		case "cursor":
-			ps.atNode(m.val, unsupported["in loop"]["cursor"], "step %q: loop mode cursor is NoETL's pull-model loop; Millrace does not implement it", step)
+		case LoopCursor:
+			l.Mode = mode
+			if !isCursor {
+				ps.atNode(m.val, "add `cursor: {kind: postgres, auth: <credential>, claim: <UPDATE ... RETURNING>}` to the loop, or use mode sequential or parallel",
+					"step %q: loop mode cursor needs loop.cursor", step)
+			}
 		default:
-			ps.atNode(m.val, "use sequential (one at a time, in order) or parallel", "step %q: unknown loop mode %q", step, mode)
+			ps.atNode(m.val, "use sequential (one at a time, in order), parallel, or cursor (with loop.cursor)", "step %q: unknown loop mode %q", step, mode)
 		}
+	}
+	if _, has := sf["mode"]; isCursor && !has {
+		ps.atNode(sp.key, "add `mode: cursor` to loop.spec", "step %q: loop.cursor needs loop.spec.mode cursor", step)
+		l.Mode = LoopCursor // read the rest of the spec as meant
 	}
 	if l.Mode == LoopParallel {
 		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.Mode == LoopCursor {
+		l.Frame = defaultFrame
+	}
+	if fr, ok := sf["frame"]; ok {
+		if l.Mode != LoopCursor {
+			ps.atNode(fr.key, "remove frame, or make the loop a cursor loop", "step %q: loop.spec.frame belongs to cursor loops (mode cursor)", step)
+		} else {
+			l.Frame = ps.frame(fr, step)
+		}
 	}
 	l.Exec = LoopExecDistributed
 	if p, ok := sf["policy"]; ok && !isNull(p.val) {
@@ -270,13 +297,13 @@ func (ps *parser) loop(e entry, step string) *Loop {
 		switch {
 		case d.Kind == yaml.ScalarNode && d.ShortTag() == "!!str" && strings.Contains(d.Value, "{{"):
 			// NoETL renders it when the loop starts; so does Millrace.
-			if l.Mode != LoopParallel {
+			if l.Mode != LoopParallel && l.Mode != LoopCursor {
 				ps.atNode(m.val, "add `mode: parallel`, or remove max_in_flight", "step %q: max_in_flight needs loop.spec.mode parallel; a sequential loop runs one iteration at a time", step)
 			}
 			l.MaxInFlightExpr = d.Value
 		case d.Kind != yaml.ScalarNode || d.ShortTag() != "!!int" || d.Decode(&n) != nil || n < 1:
 			ps.atNode(m.val, "write a whole number of iterations, e.g. `max_in_flight: 4`", "step %q: loop.spec.max_in_flight must be an integer >= 1, got %s", step, describe(m.val))
-		case l.Mode != LoopParallel && n != 1:
+		case l.Mode != LoopParallel && l.Mode != LoopCursor && n != 1:
 			ps.atNode(m.val, "add `mode: parallel`, or remove max_in_flight", "step %q: max_in_flight %d needs loop.spec.mode parallel; a sequential loop runs one iteration at a time", step, n)
 		default:
 			l.MaxInFlight = n

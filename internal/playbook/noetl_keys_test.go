@@ -62,7 +62,8 @@ func TestNoETLCorpusKeys(t *testing.T) {
 		{4, `unsupported NoETL key "final_step" in executor.spec`, "finalization"},
 		{6, `step "start" has no tool; NoETL refuses this too`, "tool: {kind: noop}"},
 		{7, `unsupported NoETL key "command" in step`, "tool: {kind: shell"},
-		{9, `unsupported NoETL key "cursor" in loop: Millrace does not implement it`, "UPDATE ... RETURNING"},
+		{9, `step "b": loop.cursor has no auth`, "postgres credential"},
+		{9, `step "b": loop.cursor has no claim`, "__frame_max_rows"},
 		{10, `unsupported NoETL key "accumulate" in output`, "do: jump"},
 	}, true)
 }

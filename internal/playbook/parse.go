@@ -25,8 +25,8 @@ var (
 	arcKeys        = []string{"step", "when", "set", "cond"}
 	keychainKeys   = []string{"name", "credential", "kind", "scope"}
 	workbookKeys   = []string{"name", "desc", "tool", "assert"}
-	loopKeys       = []string{"in", "iterator", "spec"}
-	loopSpecKeys   = []string{"mode", "max_in_flight", "policy"}
+	loopKeys       = []string{"in", "iterator", "spec", "cursor"}
+	loopSpecKeys   = []string{"mode", "max_in_flight", "policy", "frame"}
 	loopPolicyKeys = []string{"exec", "results"}
 	toolSpecKeys   = []string{"policy"}
 	policyKeys     = []string{"rules"}
@@ -49,9 +49,6 @@ var unsupported = map[string]map[string]string{
 	"at top level": {
 		"vars": "put inputs in `workload` and computed values in a step's `set`",
 	},
-	"in loop": {
-		"cursor": "Millrace has no pull-model cursor loops: claim the rows in a step before (a postgres tool with UPDATE ... RETURNING) and loop over them with `in: \"{{ claim.rows }}\"`",
-	},
 	"in step": {
 		"when": "put the condition on the arcs that lead to this step: `arcs: [{step: <this>, when: ...}]`",
 		"case": "route with next.arcs, one arc per branch with its own `when`",
@@ -70,7 +67,7 @@ var unsupported = map[string]map[string]string{
 	"in duckdb tool":   {"script": "put the SQL inline in `query:`; Millrace runs no external script files"},
 	// NoETL's python iterator runs the code once per item inside one command.
 	"in python tool": {"script": "put the code inline in `code:`; Millrace runs no external script files",
-		"iterator": "loop over the items with the step's `loop: {in: \"{{ items }}\", iterator: item}`, one command per item"},
+		"iterator": "move it to the step: python's `iterator: {items: X, item: name}` is the step's `loop: {in: X, iterator: name}`, one command per item"},
 	"": {
 		"retry":  "write `tool: {kind: ..., spec: {policy: {rules: [{when: ..., then: {do: retry, attempts: 3}}]}}}`",
 		"sink":   "store results with a postgres or duckdb task in the step's tool list",

@@ -30,6 +30,10 @@ const (
 const (
 	LoopSequential = "sequential" // one iteration at a time, in order
 	LoopParallel   = "parallel"   // up to MaxInFlight iterations at once
+	// LoopCursor drains a work table (NoETL's cursor loop): MaxInFlight
+	// commands each claim rows with Cursor.Claim and run the step's tasks
+	// once per row, until a claim returns no rows.
+	LoopCursor = "cursor"
 )
 
 // Loop placements (loop.spec.policy.exec, NoETL's). Every iteration is its
@@ -183,7 +187,11 @@ type Loop struct {
 	// number when the loop starts, replacing MaxInFlight; "" when not given.
 	MaxInFlightExpr string
 	Exec            string // LoopExecDistributed (default) or LoopExecLocal, as written
-	Line, Col       int
+	// Cursor is the work claim of a LoopCursor loop (In is then ""); nil
+	// otherwise. Frame sizes its claims.
+	Cursor    *Cursor
+	Frame     Frame
+	Line, Col int
 }
 
 // Policy decides what a tool's outcome means: retry, fail or continue.

@@ -67,6 +67,8 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 				err = &tools.Error{Kind: "assert", Message: fmt.Sprintf("step %s: %v", cl.Step, aerr)}
 			}
 		}
+	} else if p.Cursor != nil {
+		res, published, err = runCursor(ctx, cl, p, keychain)
 	} else {
 		res, published, err = runTasks(ctx, cl, p, keychain)
 	}
@@ -91,52 +93,64 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 // in `iter`, the run's own scope (one loop iteration's, in a loop). The
 // context paths assigned are returned with their final values (published).
 func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (res any, published map[string]any, err error) {
+	res, published, _, err = runTaskList(ctx, cl.Step, p.Tasks, payloadScope(cl, p), keychain)
+	return res, published, err
+}
+
+// payloadScope is the scope a command's payload carries.
+func payloadScope(cl api.Command, p api.Payload) engine.Scope {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
 	if p.Scope != nil {
 		scope = engine.Scope(*p.Scope)
 	}
+	return scope
+}
+
+// runTaskList is runTasks over tasks in scope, for the step named stepName;
+// broke reports that a `do: break` ended the list.
+func runTaskList(ctx context.Context, stepName string, tasks []api.Task, scope engine.Scope, keychain map[string]any) (res any, published map[string]any, broke bool, err error) {
 	if _, ok := scope.Extra[playbook.IterScope].(map[string]any); !ok {
 		scope = scope.With(playbook.IterScope, map[string]any{}) // a task list outside a loop has an iter scope too
 	}
-	step := &playbook.Step{Name: cl.Step}
-	at := make(map[string]int, len(p.Tasks))
-	for i, t := range p.Tasks {
+	step := &playbook.Step{Name: stepName}
+	at := make(map[string]int, len(tasks))
+	for i, t := range tasks {
 		at[t.Name] = i
 	}
 	touched := map[string]bool{} // context paths assigned by this run
 	publish := func() map[string]any { return assignedPaths(scope.Context, touched) }
 	jumps := 0
-	for i := 0; i < len(p.Tasks); {
-		t := p.Tasks[i]
-		r, outcome, d, err := runTask(ctx, cl.Step, t, &scope, keychain, touched)
+	for i := 0; i < len(tasks); {
+		t := tasks[i]
+		r, outcome, d, err := runTask(ctx, stepName, t, &scope, keychain, touched)
 		if err != nil {
-			return r, nil, err
+			return r, nil, false, err
 		}
 		scope = scope.With(t.Name, r)
 		set, serr := engine.TaskSet(step, &playbook.Task{Name: t.Name, Set: t.Set}, scope, outcome)
 		if serr != nil {
-			return nil, nil, &tools.Error{Kind: "template", Message: serr.Error()}
+			return nil, nil, false, &tools.Error{Kind: "template", Message: serr.Error()}
 		}
 		scope = assign(scope, set, touched)
 		res = r
 		switch d.Do {
 		case playbook.DoBreak:
-			return res, publish(), nil
+			return res, publish(), true, nil
 		case playbook.DoJump:
 			next, ok := at[d.To]
 			if !ok {
-				return nil, nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: jump to %q, which is not a task of this list", cl.Step, t.Name, d.To)}
+				return nil, nil, false, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: jump to %q, which is not a task of this list", stepName, t.Name, d.To)}
 			}
 			if jumps++; jumps > playbook.MaxTaskJumps {
-				return nil, nil, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: more than %d jumps in one run of the task list (last to %q); the jump's condition never turned false",
-					cl.Step, t.Name, playbook.MaxTaskJumps, d.To)}
+				return nil, nil, false, &tools.Error{Kind: "policy", Message: fmt.Sprintf("step %s task %s: more than %d jumps in one run of the task list (last to %q); the jump's condition never turned false",
+					stepName, t.Name, playbook.MaxTaskJumps, d.To)}
 			}
 			i = next
 		default:
 			i++
 		}
 	}
-	return res, publish(), nil
+	return res, publish(), false, nil
 }
 
 // assign is scope.Assign(set), noting in touched the context paths it
