@@ -232,11 +232,16 @@ type Decision struct {
 // none, http: {status} when the result is a mapping with a numeric status,
 // attempt}. A failure with such a status also has NoETL's error.kind
 // (rate_limit, auth, not_found, client_error, server_error) and error.code
-// (HTTP_<status>). data and result are read as step results are (Scope.Vars):
-// an http result's data is also NoETL's {status_code, headers, data}.
+// (HTTP_<status>). data and result are read as step results are (Scope.Vars),
+// except an http result's: NoETL's output.data is the response body, so
+// there they are the body's keys with the result's (status, status_code,
+// headers, body) over them; see httpResult.merged.
 func OutputOf(o Outcome) map[string]any {
 	res := normalizedAny(o.Result)
 	view := wrapResult(res) // an http result reads as NoETL's too: output.data.data, output.data.meta
+	if h, ok := view.(httpResult); ok {
+		view = resultMap(h.merged())
+	}
 	out := map[string]any{"status": OutputSuccess, "data": view, "result": view, "error": nil, "attempt": o.Attempt}
 	if o.Status != StatusCompleted {
 		out["status"] = OutputError

@@ -259,3 +259,40 @@ func TestSQLResultReadsAsCommands(t *testing.T) {
 		t.Errorf("python input = %s", raw)
 	}
 }
+
+// NoETL's pagination pipelines keep `{{ output }}` and read its data in
+// python as the body (http_response.get('data', {}).get('data', [])), and
+// pass an http step whole to python (response.get('data')); pft_flow_test
+// reads output.data.data.rows from a body {data: {rows}}.
+func TestHTTPDataIsTheBodyWhenRenderedWhole(t *testing.T) {
+	t.Parallel()
+	res := httpFixture(t, `{"data": {"rows": [1, 2]}, "paging": {"next": 2}}`)
+	s := Scope{Results: map[string]any{"fetch": res}}.With("output", OutputOf(Outcome{Status: StatusCompleted, Result: res}))
+	out, err := Render("{{ output }}", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := out.(map[string]any)["data"].(map[string]any)
+	body := normalizedAny(res["body"]).(map[string]any)
+	if !reflect.DeepEqual(data["data"], body["data"]) || !reflect.DeepEqual(data["paging"], body["paging"]) ||
+		data["status_code"] != 200 || !reflect.DeepEqual(data["body"], body) {
+		t.Errorf("{{ output }}.data = %#v, want the body's keys and the result's", data)
+	}
+	for tmpl, want := range map[string]any{
+		"{{ output.data.data.rows | length }}": 2, // from the body's own data
+		"{{ output.data.paging.next }}":        2,
+		"{{ output.data.status }}":             200,
+		"{{ fetch.data.data.rows[1] }}":        2,
+	} {
+		if got, err := Render(tmpl, s); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s = %#v, %v; want %#v", tmpl, got, err, want)
+		}
+	}
+	cfg, err := RenderTool(&playbook.Step{Name: "p", Tool: map[string]any{"kind": "python", "code": "result = 1", "input": map[string]any{"response": "{{ fetch }}"}}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := cfg["input"].(map[string]any)["response"].(map[string]any); !reflect.DeepEqual(in["data"], normalizedAny(res["body"])) || in["body"] == nil {
+		t.Errorf("python input response = %#v, want the result with data = the body", in)
+	}
+}

@@ -173,15 +173,15 @@ type httpResult map[string]any
 
 // GetAttribute implements gonja's exec.AttributeGetter.
 func (m httpResult) GetAttribute(name string) (*exec.Value, bool) {
-	if v, ok := m[name]; ok {
-		return exec.AsValue(v), true
-	}
 	body := m["body"]
 	if name == "data" {
 		if b, ok := body.(map[string]any); ok {
-			return exec.AsValue(resultMap(b)), true
+			return exec.AsValue(bodyView(b)), true
 		}
 		return exec.AsValue(body), true
+	}
+	if v, ok := m[name]; ok {
+		return exec.AsValue(v), true
 	}
 	if b, ok := body.(map[string]any); ok {
 		if v, ok := b[name]; ok {
@@ -189,6 +189,53 @@ func (m httpResult) GetAttribute(name string) (*exec.Value, bool) {
 		}
 	}
 	return exec.AsValue(nil), false
+}
+
+// bodyView is a mapping http body as NoETL's spellings read it: its own
+// keys; "data" for itself when it has none (as resultMap); and a name it
+// lacks from its own "data" mapping, since NoETL's http data is the body in
+// one of its tools and the body's data in the other (output.data.data.rows
+// reads {rows} and {data: {rows}} alike).
+type bodyView map[string]any
+
+// GetAttribute implements gonja's exec.AttributeGetter.
+func (m bodyView) GetAttribute(name string) (*exec.Value, bool) {
+	if v, ok := m[name]; ok {
+		return exec.AsValue(v), true
+	}
+	if name == "data" {
+		return exec.AsValue(m), true
+	}
+	if d, ok := m["data"].(map[string]any); ok {
+		if v, ok := d[name]; ok {
+			return exec.AsValue(v), true
+		}
+	}
+	return exec.AsValue(nil), false
+}
+
+// withData is the http result with NoETL's data (the body) as a real key:
+// output.data rendered whole, and a whole result in python's input, so
+// NoETL code's response.get("data") finds the body.
+func (m httpResult) withData() map[string]any {
+	out := maps.Clone(map[string]any(m))
+	out["data"] = m["body"]
+	return out
+}
+
+// merged is NoETL's output.data for an http result: the body's keys (a
+// mapping body), with the result's own keys over them, so both
+// output.data.paging (NoETL) and output.data.body (Millrace) read, also in
+// a whole render ({{ output }} kept in a variable and read by python). A
+// body that is not a mapping is under "data".
+func (m httpResult) merged() map[string]any {
+	b, ok := m["body"].(map[string]any)
+	if !ok {
+		return m.withData()
+	}
+	out := maps.Clone(b)
+	maps.Copy(out, map[string]any(m))
+	return out
 }
 
 // isHTTPResult reports whether m has exactly the http tool's result keys
@@ -582,6 +629,8 @@ func (c *compiled) eval(vars map[string]any, markLoops bool) (any, error) {
 			return map[string]any{tools.PythonLoopKey: map[string]any{"results": []any(t), "stats": LoopStats(t)}}, nil
 		case sqlView:
 			return t.withCommands(), nil
+		case httpResult:
+			return t.withData(), nil
 		}
 	}
 	native := v.ToGoSimpleType(false)

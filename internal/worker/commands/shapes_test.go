@@ -23,8 +23,8 @@ func jsonAPI(t *testing.T, body string) string {
 
 // NoETL's fixtures read an http result as {status_code, headers, data}:
 // a later step as <step>.data.<body field> (keychain/google_id_token), a
-// task's rule as output.data.<body field> (pagination/fetch_load_test) and
-// output.data.data.<body field> (pft_flow_test). Millrace's own spellings
+// task's rule as output.data.<body field> (pagination/fetch_load_test:
+// NoETL's output.data is the body). Millrace's own spellings
 // (<step>.body, output.data.body) read the same values.
 func TestHTTPResultInNoETLShape(t *testing.T) {
 	t.Parallel()
@@ -51,12 +51,13 @@ workflow:
                     do: continue
                     set:
                       iter.has_more: "{{ output.data.meta.page < output.data.meta.totalPages }}"
-                      iter.rows: "{{ output.data.data.rows | length }}"
+                      iter.rows: "{{ output.data.rows | length }}"
+                      iter.items: "{{ output.data.data | length }}"
                       iter.millrace: "{{ output.data.body.meta.totalPages }}"
                       ctx.http_status: "{{ output.http.status }}"
       - name: summary
         kind: noop
-        result: {has_more: "{{ iter.has_more }}", rows: "{{ iter.rows }}", millrace: "{{ iter.millrace }}"}
+        result: {has_more: "{{ iter.has_more }}", rows: "{{ iter.rows }}", items: "{{ iter.items }}", millrace: "{{ iter.millrace }}"}
     next: {arcs: [{step: check}]}
   - step: check
     tool:
@@ -70,7 +71,7 @@ workflow:
         pages: "{{ pages }}"
         http_status: "{{ ctx.http_status }}"
 `, url)
-	const want = `{"body_rows":2,"data_count":3,"http_status":200,"page":1,"pages":{"has_more":true,"millrace":3,"rows":2},"status":200,"status_code":200}`
+	const want = `{"body_rows":2,"data_count":3,"http_status":200,"page":1,"pages":{"has_more":true,"items":3,"millrace":3,"rows":2},"status":200,"status_code":200}`
 	inBothRuntimes(t, pb, func(t *testing.T, ex api.Execution) {
 		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
 			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
@@ -211,6 +212,61 @@ workflow:
                   "gaps": gaps.get("missing"), "missing": missing, "last": validation["rows"][0]["missing"]}
 `, dsn)
 	const want = `{"gaps":0,"last":0,"missing":0,"processed":7,"total":7}`
+	inBothRuntimes(t, pb, func(t *testing.T, ex api.Execution) {
+		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
+			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
+		}
+	})
+}
+
+// NoETL's pagination/pipeline/test_pipeline_simple: a task keeps
+// `{{ output }}` in a variable and python reads the page from it as
+// http_response.get('data', {}).get('data', []); a later step passes the
+// http step whole and reads response.get('data'). Both used to find
+// nothing: Millrace's result has no data key.
+func TestHTTPOutputWholeInPython(t *testing.T) {
+	t.Parallel()
+	url := jsonAPI(t, `{"data": [{"id": 1}, {"id": 2}, {"id": 3}], "paging": {"hasMore": false}}`)
+	pb := fmt.Sprintf(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: pipe, path: t/pipe}
+workflow:
+  - step: start
+    tool:
+      - name: fetch
+        kind: http
+        url: "%[1]s/api/v1/assessments"
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'error' }}"
+                then: {do: fail}
+              - else: {then: {do: continue}}
+        set:
+          fetch_result: "{{ output }}"
+      - name: transform
+        kind: python
+        input:
+          http_response: "{{ fetch_result }}"
+        code: |
+          response_body = http_response.get('data', {})
+          items = response_body.get('data', [])
+          result = {'count': len(items), 'has_more': response_body.get('paging', {}).get('hasMore')}
+    next: {arcs: [{step: again}]}
+  - step: again
+    tool: {kind: http, url: "%[1]s/again"}
+    next: {arcs: [{step: check}]}
+  - step: check
+    tool:
+      kind: python
+      input:
+        prior: "{{ start }}"
+        response: "{{ again }}"
+      code: |
+        data = response.get("data", {}) if isinstance(response, dict) else {}
+        result = {"prior": prior, "ids": [r["id"] for r in data.get("data", [])], "status": response["status"]}
+`, url)
+	const want = `{"ids":[1,2,3],"prior":{"count":3,"has_more":false},"status":200}`
 	inBothRuntimes(t, pb, func(t *testing.T, ex api.Execution) {
 		if ex.Status != api.ExecCompleted || string(ex.Result) != want {
 			t.Fatalf("execution %s %s (%s); want %s", ex.Status, ex.Result, ex.Error, want)
