@@ -52,7 +52,7 @@ type e2eFixture struct {
 
 // Reasons shared by several fixtures.
 const (
-	whyInvalid    = "refused by validation: a step without a tool (NoETL refuses it too) or a loop `cursor` (see the construct table in this file)"
+	whyInvalid    = "refused by validation: a step without a tool (NoETL refuses it too; see the construct table in this file)"
 	whyRefused    = "refused: uses a construct Millrace deliberately lacks (see the construct table in this file)"
 	whyCloud      = "needs cloud services (GCS, GKE, Google ADC) that have no local stand-in"
 	whyNoETLPy    = "its python imports NoETL's own modules (noetl.worker.secrets), which are not Millrace's"
@@ -133,7 +133,7 @@ var noetlE2E = []e2eFixture{
 	{file: "pft_flow_test/test_mds_batch_worker.yaml", reason: whyDataSeeded},
 	{file: "pft_flow_test/test_pft_flow.yaml", reason: whyNoStandIn},
 	{file: "pft_flow_test/test_pft_flow_v2.yaml", reason: whyNoStandIn},
-	{file: "pft_flow_test/test_pft_page_continuation.yaml", reason: whyNoStandIn},
+	{file: "pft_flow_test/test_pft_page_continuation.yaml", sets: []string{"api_url={stand-in}"}, standIn: checkPatientPages},
 	{file: "playbook_composition/playbook_composition.yaml", reason: "completes (4 children score 4 users), but its own check reads each loop iteration as the child's profile; Millrace's is the task list's last task, so validation_passed is false"},
 	{file: "playbook_composition/user_profile_scorer.yaml"},
 	{file: "postgres_excel_gcs_test/postgres_excel_gcs_test.yaml", reason: whyCloud},
@@ -338,6 +338,23 @@ func newE2EStandIn(t *testing.T) *e2eStandIn {
 				users = append(users, map[string]any{"id": id, "name": fmt.Sprintf("user %d", id)})
 			}
 			_ = json.NewEncoder(w).Encode(map[string]any{"users": users, "has_more": offset+limit < 35, "total": 35})
+		case strings.HasPrefix(r.URL.Path, "/api/v1/patient/"):
+			// The paginated test server's patient records (PFT): one record
+			// per page, a fixed page count per data type.
+			dt := strings.TrimPrefix(r.URL.Path, "/api/v1/patient/")
+			pages := patientPages[dt]
+			if pages == 0 {
+				http.NotFound(w, r)
+				return
+			}
+			q := r.URL.Query()
+			page, _ := strconv.Atoi(q.Get("page"))
+			s.mu.Lock()
+			s.seen = append(s.seen, fmt.Sprintf("%s/%s/%s", dt, q.Get("patientId"), q.Get("page")))
+			s.mu.Unlock()
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"data":   []map[string]any{{"patientId": q.Get("patientId"), "type": dt, "page": page}},
+				"paging": map[string]any{"page": page, "hasMore": page < pages, "total": pages}})
 		case r.URL.Path == "/api/v1/flaky":
 			s.mu.Lock()
 			s.hits++
@@ -379,6 +396,31 @@ func checkE2ERun(t *testing.T, f e2eFixture, ex api.Execution, code int) {
 	ownCheck(t, res)
 	if f.check != nil {
 		f.check(t, ex)
+	}
+}
+
+// patientPages is how many pages the stand-in's patient records have, by
+// data type (test_pft_page_continuation's four).
+var patientPages = map[string]int{"assessments": 3, "conditions": 2, "medications": 2, "vital_signs": 1}
+
+// checkPatientPages: test_pft_page_continuation's cursor loop drained its
+// work table, each claimed row one request, and each page's hasMore queued
+// the next: every page of every patient (10) and data type was requested
+// exactly once. (The fixture's own verify_pages step checks the tables.)
+func checkPatientPages(t *testing.T, s *e2eStandIn) {
+	t.Helper()
+	got := slices.Sorted(slices.Values(s.requests()))
+	var want []string
+	for dt, pages := range patientPages {
+		for p := 1; p <= 10; p++ {
+			for pg := 1; pg <= pages; pg++ {
+				want = append(want, fmt.Sprintf("%s/%d/%d", dt, p, pg))
+			}
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("stand-in saw %d patient page requests %v, want each of %d pages once", len(got), got, len(want))
 	}
 }
 
