@@ -232,3 +232,109 @@ func TestCursorLoopLocal(t *testing.T) {
 	checkCursorResult(t, ex, events)
 	checkDrained(t, conn, schema, cursorRows)
 }
+
+// runLocalCursor runs playbook in the local runtime with the pg credential
+// and returns the loop's slot results and the execution.
+func runLocalCursor(t *testing.T, playbook, schema string) ([]map[string]any, api.Execution) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "cursor.yaml")
+	if err := os.WriteFile(file, []byte(playbook), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var slots []map[string]any
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ex, err := local.Run(ctx, file, map[string]any{"schema": schema}, local.Options{
+		Credentials: map[string]map[string]any{"pg": {"url": pgtest.URL()}},
+		Progress: func(e api.Event) {
+			if e.EventType == api.EvLoopDone {
+				_ = json.Unmarshal(e.Result, &slots)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Status != api.ExecCompleted {
+		t.Fatalf("execution %s: %s", ex.Status, ex.Error)
+	}
+	return slots, ex
+}
+
+const cursorClaim = `      cursor:
+        kind: postgres
+        auth: pg
+        claim: |
+          WITH c AS (SELECT id FROM {{ schema }}.work WHERE status = 'pending' ORDER BY id FOR UPDATE SKIP LOCKED LIMIT {{ __frame_max_rows }})
+          UPDATE {{ schema }}.work w SET status = 'claimed', claims = claims + 1 FROM c WHERE w.id = c.id RETURNING w.id;
+      iterator: job
+`
+
+// With process: frame the tasks run once per claim, with the claim's rows
+// as iter.<iterator>.
+func TestCursorLoopWholeFrames(t *testing.T) {
+	t.Parallel()
+	schema, conn := seedWork(t, 10)
+	slots, _ := runLocalCursor(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: frames, path: t/frames}
+workload: {schema: public}
+workflow:
+  - step: start
+    loop:
+`+cursorClaim+`      spec: {mode: cursor, frame: {max_rows: 4, process: frame}}
+    tool:
+      kind: postgres
+      auth: pg
+      command: "UPDATE {{ schema }}.work SET status = 'done', runs = runs + 1, seen = '{{ iter.job | length }}' WHERE id IN ({{ iter.job | map(attribute='id') | join(',') }})"
+`, schema)
+	if len(slots) != 1 || slots[0]["processed"] != float64(10) || slots[0]["frame_count"] != float64(3) || slots[0]["failed"] != float64(0) {
+		t.Fatalf("slots %v; want one slot that processed 10 rows in 3 frames", slots)
+	}
+	var sizes string
+	if err := conn.QueryRow(t.Context(), "SELECT string_agg(DISTINCT seen || 'x' || runs, ',' ORDER BY seen || 'x' || runs) FROM "+schema+".work WHERE status = 'done'").Scan(&sizes); err != nil {
+		t.Fatal(err)
+	}
+	if sizes != "2x1,4x1" { // frames of 4, 4 and 2 rows, each row run once
+		t.Fatalf("frame sizes and runs seen by the rows: %s, want 2x1,4x1", sizes)
+	}
+}
+
+// A task list that breaks stops its slot after the frame: the frame's
+// other rows still run (no claimed row is left behind), nothing more is
+// claimed.
+func TestCursorLoopBreakEndsTheSlot(t *testing.T) {
+	t.Parallel()
+	schema, conn := seedWork(t, 10)
+	slots, _ := runLocalCursor(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: brk, path: t/brk}
+workload: {schema: public}
+workflow:
+  - step: start
+    loop:
+`+cursorClaim+`      spec: {mode: cursor, frame: {max_rows: 2}}
+    tool:
+      - name: mark
+        kind: postgres
+        auth: pg
+        command: "UPDATE {{ schema }}.work SET status = 'done', runs = runs + 1 WHERE id = {{ iter.job.id }}"
+        spec:
+          policy:
+            rules:
+              - when: "{{ iter.job.id == 5 }}"
+                then: {do: break}
+      - name: after
+        kind: noop
+`, schema)
+	if len(slots) != 1 || slots[0]["processed"] != float64(6) || slots[0]["breaks"] != float64(1) || slots[0]["frame_count"] != float64(3) {
+		t.Fatalf("slots %v; want one slot: 6 rows processed (the breaking frame's too), 1 break, 3 frames", slots)
+	}
+	var done, pending int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FILTER (WHERE status = 'done' AND runs = 1), count(*) FILTER (WHERE status = 'pending') FROM "+schema+".work").Scan(&done, &pending); err != nil {
+		t.Fatal(err)
+	}
+	if done != 6 || pending != 4 {
+		t.Fatalf("%d rows done, %d pending; want 6 and 4", done, pending)
+	}
+}
