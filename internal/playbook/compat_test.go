@@ -69,7 +69,7 @@ func compatRows() []compatRow {
 		{"tool `output` (`store`, `select`, `output_select`, `inline_max_bytes`, `preview_max_bytes`, `scope`)", compatInert, "Millrace stores every result itself (by reference above a size limit) with every field readable"},
 		{"tool `output.accumulate`, `output.as`", compatRefused, "collect pages with `iter.*` and `do: jump`; read a result by its step or task name"},
 		{"external `script:` on python, postgres, duckdb", compatRefused, "Millrace runs no script files (file, GCS, S3, HTTP); put the code inline"},
-		{"python `iterator`", compatRefused, "loop with the step's `loop:`, one command per item"},
+		{"python `iterator`", compatRefused, "its only fixture is refused for its `subscription` tool anyway; the hint maps `iterator: {items: X, item: n}` to the step's `loop: {in: X, iterator: n}`, one command per item"},
 		{"python `code`, `def main(...)`, `libs`, `input`, `env`, `timeout`", compatSupported, "main's return value is the result"},
 		{"python `auth`", compatSupported, "as NoETL: a Google service account becomes GOOGLE_APPLICATION_CREDENTIALS (a file removed after the run), HMAC/S3 keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, Azure AZURE_STORAGE_CONNECTION_STRING; only from stored credentials"},
 		{"duckdb `auth` (secret name -> `{source: credential, tool, key, scope}` or a credential name), `gcs_credential`", compatDiffers, "postgres, GCS HMAC and S3 secrets are created from stored credentials; the postgres or httpfs extension must already be installed on the worker (nothing is downloaded); GCS service accounts and workload identity are refused at run time: use HMAC keys"},
