@@ -132,7 +132,7 @@ var noetlE2E = []e2eFixture{
 	{file: "pft_flow_test/pft_queue_db_maintenance.yaml", reason: whyPsycopg},
 	{file: "pft_flow_test/test_mds_batch_worker.yaml", reason: whyDataSeeded},
 	{file: "pft_flow_test/test_pft_flow.yaml", reason: whyNoStandIn},
-	{file: "pft_flow_test/test_pft_flow_v2.yaml", reason: whyNoStandIn},
+	{file: "pft_flow_test/test_pft_flow_v2.yaml", sets: []string{"api_url={stand-in}", "num_facilities=2", "patients_per_facility=3"}, standIn: checkPFTRecords},
 	{file: "pft_flow_test/test_pft_page_continuation.yaml", sets: []string{"api_url={stand-in}"}, standIn: checkPatientPages},
 	{file: "playbook_composition/playbook_composition.yaml", reason: "completes (4 children score 4 users), but its own check reads each loop iteration as the child's profile; Millrace's is the task list's last task, so validation_passed is false"},
 	{file: "playbook_composition/user_profile_scorer.yaml"},
@@ -352,9 +352,22 @@ func newE2EStandIn(t *testing.T) *e2eStandIn {
 			s.mu.Lock()
 			s.seen = append(s.seen, fmt.Sprintf("%s/%s/%s", dt, q.Get("patientId"), q.Get("page")))
 			s.mu.Unlock()
-			_ = json.NewEncoder(w).Encode(map[string]any{
-				"data":   []map[string]any{{"patientId": q.Get("patientId"), "type": dt, "page": page}},
-				"paging": map[string]any{"page": page, "hasMore": page < pages, "total": pages}})
+			record := map[string]any{"patientId": q.Get("patientId"), "type": dt, "page": page}
+			if dt == "assessments" { // pft_flow_v2 fetches each assessment's MDS details
+				record["mdsAssessmentIds"] = []string{"mds-" + q.Get("patientId")}
+			}
+			// The payload comes wrapped in {"data": ...}, as the engine's
+			// reading of NoETL's output.data (the body) implies for this
+			// server: the fixtures store output.data.data as the page
+			// {data, paging} and read output.data.data.rows of the MDS
+			// details.
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{
+				"data":   []map[string]any{record},
+				"paging": map[string]any{"page": page, "hasMore": page < pages, "total": pages}}})
+		case r.URL.Path == "/api/v1/pft/mds/details":
+			// The PFT server's MDS assessment details, one row per id.
+			id := r.URL.Query().Get("assessmentId")
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"rows": []map[string]any{{"assessment_id": id, "payload": map[string]any{"assessmentId": id, "items": 3}}}}})
 		case r.URL.Path == "/api/v1/flaky":
 			s.mu.Lock()
 			s.hits++
@@ -401,7 +414,7 @@ func checkE2ERun(t *testing.T, f e2eFixture, ex api.Execution, code int) {
 
 // patientPages is how many pages the stand-in's patient records have, by
 // data type (test_pft_page_continuation's four).
-var patientPages = map[string]int{"assessments": 3, "conditions": 2, "medications": 2, "vital_signs": 1}
+var patientPages = map[string]int{"assessments": 3, "conditions": 2, "medications": 2, "vital_signs": 1, "demographics": 1}
 
 // checkPatientPages: test_pft_page_continuation's cursor loop drained its
 // work table, each claimed row one request, and each page's hasMore queued
@@ -412,6 +425,9 @@ func checkPatientPages(t *testing.T, s *e2eStandIn) {
 	got := slices.Sorted(slices.Values(s.requests()))
 	var want []string
 	for dt, pages := range patientPages {
+		if dt == "demographics" {
+			continue // not one of test_pft_page_continuation's data types
+		}
 		for p := 1; p <= 10; p++ {
 			for pg := 1; pg <= pages; pg++ {
 				want = append(want, fmt.Sprintf("%s/%d/%d", dt, p, pg))
@@ -421,6 +437,28 @@ func checkPatientPages(t *testing.T, s *e2eStandIn) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Fatalf("stand-in saw %d patient page requests %v, want each of %d pages once", len(got), got, len(want))
+	}
+}
+
+// checkPFTRecords: test_pft_flow_v2 (2 facilities of 3 patients here)
+// drained each facility's five per-patient cursor queues in turn: every
+// patient's first page of each data type was requested exactly once.
+func checkPFTRecords(t *testing.T, s *e2eStandIn) {
+	t.Helper()
+	got := slices.Sorted(slices.Values(s.requests()))
+	var want []string
+	for dt := range patientPages {
+		page := "1"
+		if dt == "demographics" {
+			page = "" // one record per patient, no page
+		}
+		for p := 1; p <= 6; p++ {
+			want = append(want, fmt.Sprintf("%s/%d/%s", dt, p, page))
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("stand-in saw %v, want each of %d first pages once", got, len(want))
 	}
 }
 

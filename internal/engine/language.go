@@ -375,7 +375,9 @@ type Fired struct {
 // NextSteps evaluates the arcs of a step that is over (its result already
 // in s.Results): in exclusive mode the first arc whose `when` holds fires,
 // in inclusive mode every one. `event` is bound to {name: call.done or
-// loop.done, step}. None firing means the branch ends quietly.
+// loop.done, step}, and `output` to the step's output envelope (OutputOf
+// its result), as NoETL binds it in arcs. None firing means the branch
+// ends quietly.
 func NextSteps(p *playbook.Playbook, step *playbook.Step, s Scope) ([]Fired, error) {
 	if step.Next == nil || len(step.Next.Arcs) == 0 {
 		return nil, nil
@@ -384,7 +386,8 @@ func NextSteps(p *playbook.Playbook, step *playbook.Step, s Scope) ([]Fired, err
 	if step.Loop != nil {
 		name = EventLoopDone
 	}
-	vars := &lazyVars{scope: s.With("event", map[string]any{"name": name, "step": step.Name})}
+	vars := &lazyVars{scope: s.With("event", map[string]any{"name": name, "step": step.Name}).
+		With("output", OutputOf(Outcome{Status: StatusCompleted, Result: s.Results[step.Name], Attempt: 1}))}
 	var fired []Fired
 	for i, arc := range step.Next.Arcs {
 		field := fmt.Sprintf("next.arcs[%d]", i)
@@ -411,13 +414,16 @@ func NextSteps(p *playbook.Playbook, step *playbook.Step, s Scope) ([]Fired, err
 }
 
 // StepSet renders a step's `set` with `result` bound to the step's result
+// and `output` to its output envelope (NoETL's step set reads
+// output.data.rows[0]...),
 // (for a loop, the list of iteration results, which also answers
 // result.results and result.stats as a step result does).
 func StepSet(step *playbook.Step, s Scope, result any) (map[string]any, error) {
 	if len(step.Set) == 0 {
 		return nil, nil
 	}
-	return renderSet(step.Set, &lazyVars{scope: s.With("result", wrapResult(normalizedAny(result)))}, step.Name, "set")
+	return renderSet(step.Set, &lazyVars{scope: s.With("result", wrapResult(normalizedAny(result))).
+		With("output", OutputOf(Outcome{Status: StatusCompleted, Result: result, Attempt: 1}))}, step.Name, "set")
 }
 
 // Continues reports whether d lets the run go on past the outcome it

@@ -417,3 +417,42 @@ func TestLoopMaxInFlightTemplate(t *testing.T) {
 		}
 	}
 }
+
+// NoETL binds `output` in a step's arcs and its `set`, as a rule sees it:
+// pft_flow_v2's load_next_facility routes on output.data.row_count and
+// sets ctx from output.data.rows[0]. Without it the `| default(0)` there
+// silently took the wrong branch.
+func TestArcsAndStepSetReadOutput(t *testing.T) {
+	t.Parallel()
+	pb, err := playbook.Parse("pb.yaml", []byte(`apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: o, path: t/o}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    set:
+      ctx.first: "{{ output.data.rows[0].id if (output.data.row_count | default(0) | int) > 0 else 0 }}"
+    next:
+      arcs:
+        - step: some
+          when: "{{ (output.data.row_count | default(0) | int) > 0 }}"
+        - step: none
+  - step: some
+    tool: {kind: noop}
+  - step: none
+    tool: {kind: noop}
+`), playbook.KindSet{"noop": {"result"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := map[string]any{"rows": []any{map[string]any{"id": 7.0}}, "row_count": 1.0}
+	s := Scope{Results: map[string]any{"start": res}}
+	fired, err := NextSteps(pb, pb.ByName["start"], s)
+	if err != nil || len(fired) != 1 || fired[0].Step != "some" {
+		t.Fatalf("fired %+v, %v; want some (output.data.row_count is 1)", fired, err)
+	}
+	set, err := StepSet(pb.ByName["start"], s, res)
+	if err != nil || !reflect.DeepEqual(set, map[string]any{"ctx.first": 7}) {
+		t.Fatalf("set %#v, %v; want ctx.first 7 from output.data.rows[0]", set, err)
+	}
+}

@@ -56,6 +56,7 @@ func compatRows() []compatRow {
 		{"`next.spec.mode` exclusive / inclusive", compatSupported, "see docs/playbooks.md for fan-out and joins"},
 		{"`next.spec.on_no_match` complete / quiet", compatDiffers, "both end the branch; the run completes once no branch is active"},
 		{"arc `step`, `when`, `set`", compatSupported, ""},
+		{"`output` in an arc's `when`/`set` and a step's `set`", compatSupported, "the step's result in a policy rule's envelope (`output.data.rows`, `output.status`)"},
 		{"arc `cond`", compatWarned, "not NoETL's: NoETL ignores it and so does Millrace (the arc acts unguarded); the warning says to write `when`"},
 		{"unreachable step", compatWarned, "NoETL runs the playbook; the step never runs"},
 		{"`loop.in`, `iterator`, `spec.mode` sequential / parallel", compatSupported, ""},
