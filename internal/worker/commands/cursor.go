@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -66,7 +67,8 @@ func runCursor(ctx context.Context, cl api.Command, p api.Payload, keychain map[
 
 // claimError names the claim in a failed claim's error.
 func claimError(step string, err error) error {
-	if te, ok := err.(*tools.Error); ok {
+	var te *tools.Error
+	if errors.As(err, &te) {
 		e := *te
 		e.Message = fmt.Sprintf("step %s: loop.cursor claim: %s", step, te.Message)
 		return &e
