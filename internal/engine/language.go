@@ -109,6 +109,16 @@ func (s Scope) With(name string, v any) Scope {
 	return s
 }
 
+// WithResult is With for an earlier task's result in a task list: it reads
+// as a step's result does (wrapResult), so a task list's `fetch_posts.data`
+// is an http task's body, as NoETL's fixtures read it.
+func (s Scope) WithResult(name string, v any) Scope {
+	return s.With(name, taskResult{v})
+}
+
+// taskResult marks an Extra value that Vars presents as a result.
+type taskResult struct{ v any }
+
 // LoopItems renders step's loop.in to the list of items to iterate.
 func LoopItems(step *playbook.Step, s Scope) ([]any, error) {
 	if step.Loop == nil {
@@ -174,7 +184,8 @@ func typeName(v any) string {
 
 // IterationScope is s for iteration index (0-based) of step's loop: the
 // iterator name bound to the item, loop = {index (1-based), index0, first,
-// last, length} and iter = {<iterator>: item, index (0-based)}.
+// last, length}, iter = {<iterator>: item, index (0-based)} and NoETL's
+// loop_index (0-based).
 func IterationScope(s Scope, step *playbook.Step, items []any, index int) Scope {
 	if step.Loop == nil || step.Loop.Mode == playbook.LoopCursor {
 		return s // a cursor loop's items are its drain slots; the worker binds each row (RowScope)
@@ -183,13 +194,14 @@ func IterationScope(s Scope, step *playbook.Step, items []any, index int) Scope 
 	if index >= 0 && index < len(items) {
 		item = items[index]
 	}
-	extra := make(map[string]any, len(s.Extra)+3)
+	extra := make(map[string]any, len(s.Extra)+4)
 	maps.Copy(extra, s.Extra)
 	extra[step.Loop.Iterator] = item
 	extra["loop"] = map[string]any{
 		"index": index + 1, "index0": index, "first": index == 0, "last": index == len(items)-1, "length": len(items),
 	}
 	extra["iter"] = map[string]any{step.Loop.Iterator: item, "index": index}
+	extra["loop_index"] = index // NoETL's name for the 0-based index
 	s.Extra = extra
 	return s
 }

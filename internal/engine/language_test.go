@@ -157,6 +157,7 @@ func TestLoop(t *testing.T) {
 	for tmpl, want := range map[string]any{
 		"{{ loop.index0 }}": 2, "{{ loop.first }}": false, "{{ loop.last }}": true, "{{ loop.length }}": 3,
 		"{{ iter.user.name }}": "cy", "{{ iter.index }}": 2,
+		"{{ loop_index }}": 2, // NoETL's name (loop_test.yaml)
 	} {
 		if v, err := Render(tmpl, s); err != nil || v != want {
 			t.Errorf("%s = %#v, %v; want %#v", tmpl, v, err, want)

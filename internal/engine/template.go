@@ -62,7 +62,8 @@ type Scope struct {
 // Vars returns the template variables, later entries winning on a name clash:
 // every workload key at top level, each step result under its step name,
 // each context value, then "workload" (the whole workload), "execution_id",
-// "ctx" (the whole context) and finally every Extra name.
+// "job" (NoETL's job variable, see jobVar), "ctx" (the whole context) and
+// finally every Extra name.
 //
 // Integral JSON numbers (decoded as float64 or json.Number) are presented as
 // integers so that `/items/{{ fetch.id }}` renders "/items/7", not "7.0".
@@ -93,11 +94,25 @@ func (s Scope) Vars() map[string]any {
 	}
 	vars["workload"] = workload
 	vars["execution_id"] = s.ExecutionID
+	vars["job"] = jobVar(s.ExecutionID)
 	vars["ctx"] = ctx
 	for k, v := range s.Extra {
+		if r, ok := v.(taskResult); ok {
+			vars[k] = wrapResult(normalizedAny(r.v))
+			continue
+		}
 		vars[k] = normalizedAny(v)
 	}
 	return vars
+}
+
+// jobVar is NoETL's `job` template variable: its uuid, execution_id and id
+// are all the execution's id, as strings (NoETL renders them as strings so
+// that 64-bit ids survive JSON clients). Fixtures write {{ job.uuid }} into
+// TEXT columns and pass {{ job.execution_id }} to child playbooks.
+func jobVar(id int64) map[string]any {
+	s := strconv.FormatInt(id, 10)
+	return map[string]any{"uuid": s, "execution_id": s, "id": s}
 }
 
 func normalized(m map[string]any) map[string]any {

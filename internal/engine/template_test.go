@@ -292,3 +292,42 @@ func TestTemplateCacheEvictsLeastRecentlyUsed(t *testing.T) {
 			MaxCachedTemplates, cache.Contains(first), cache.Contains(last))
 	}
 }
+
+// TestJobVariable: NoETL's `job` is the execution's id as strings under
+// uuid, execution_id and id, and a workload key of that name does not hide
+// it (as execution_id).
+func TestJobVariable(t *testing.T) {
+	t.Parallel()
+	s := testScope(t)
+	s.ExecutionID = 9007199254740993 // beyond float64's exact integers
+	s.Workload["job"] = "workload"
+	for tmpl, want := range map[string]any{
+		"{{ job.uuid }}":                      "9007199254740993",
+		"{{ job.execution_id }}":              "9007199254740993",
+		"{{ job.id }}":                        "9007199254740993",
+		"run-{{ job.uuid }}":                  "run-9007199254740993",
+		"{{ job.uuid == execution_id ~ '' }}": true,
+	} {
+		got, err := Render(tmpl, s)
+		if err != nil {
+			t.Fatalf("Render(%q): %v", tmpl, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Render(%q) = %#v, want %#v", tmpl, got, want)
+		}
+	}
+}
+
+// TestEnvNotExposed: templates never see the process environment (it holds
+// a server's and a worker's secrets; docs/decisions.md). NoETL's
+// `{{ env.X | default('d') }}` renders the default.
+func TestEnvNotExposed(t *testing.T) {
+	t.Setenv("MILLRACE_TEST_ENV_SECRET", "s3cret")
+	s := testScope(t)
+	if got, err := Render("{{ env.MILLRACE_TEST_ENV_SECRET | default('nvidia_simulator') }}", s); err != nil || got != "nvidia_simulator" {
+		t.Errorf("env.X | default = %#v, %v; want the default", got, err)
+	}
+	if got, err := Render("{{ env.MILLRACE_TEST_ENV_SECRET }}", s); err == nil || got != nil {
+		t.Errorf("env.X = %#v, %v; want an error", got, err)
+	}
+}

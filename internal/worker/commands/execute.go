@@ -126,7 +126,7 @@ func runTaskList(ctx context.Context, stepName string, tasks []api.Task, scope e
 		if err != nil {
 			return r, nil, false, err
 		}
-		scope = scope.With(t.Name, r)
+		scope = scope.WithResult(t.Name, r)
 		set, serr := engine.TaskSet(step, &playbook.Task{Name: t.Name, Set: t.Set}, scope, outcome)
 		if serr != nil {
 			return nil, nil, false, &tools.Error{Kind: "template", Message: serr.Error()}

@@ -3,6 +3,9 @@ package commands
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -199,5 +202,43 @@ workflow:
 	}
 	if got, _ := json.Marshal(published); string(got) != `{"ctx.page":{"n":2,"size":10},"ctx.plain":"yes","ctx.stats.a":2}` {
 		t.Fatalf("published %s; want the assigned paths with their final values", got)
+	}
+}
+
+// An earlier task's result reads as a step's result does: `.data` is an
+// http task's body (NoETL's http_to_postgres_direct loops over
+// `fetch_posts.data` in the next task) and a mapping result's own self.
+func TestTaskResultReadsAsAStepResult(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[{"id": 1}, {"id": 2}]`)
+	}))
+	t.Cleanup(srv.Close)
+	res, _, err := runStep(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: t, path: t/t}
+workload: {url: "`+srv.URL+`"}
+workflow:
+  - step: start
+    tool:
+      - name: fetch_posts
+        kind: http
+        url: "{{ url }}"
+      - name: first
+        kind: noop
+        result: {n: 41}
+      - name: last
+        kind: noop
+        result:
+          ids: "{% for p in fetch_posts.data %}{{ p.id }};{% endfor %}"
+          status: "{{ fetch_posts.status }}"
+          n: "{{ first.data.n }}"
+`, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(res); string(got) != `{"ids":"1;2;","n":41,"status":200}` {
+		t.Fatalf("result %s; want fetch_posts.data as the body and first.data as first's result", got)
 	}
 }
