@@ -52,16 +52,16 @@ type e2eFixture struct {
 
 // Reasons shared by several fixtures.
 const (
-	whyInvalid    = "refused by validation: a step without a tool (NoETL refuses it too; see the construct table in this file)"
-	whyRefused    = "refused: uses a construct Millrace deliberately lacks (see the construct table in this file)"
-	whyCloud      = "needs cloud services (GCS, GKE, Google ADC) that have no local stand-in"
-	whyNoETLPy    = "its python imports NoETL's own modules (noetl.worker.secrets), which are not Millrace's"
-	whyPsycopg    = "its python imports psycopg, which is not installed for the python tool here"
-	whyDataSeeded = "reads tables that a parent or setup playbook (not runnable here) fills; alone it fails on the missing relation"
-	whyHTTPData   = "its python reads an http result's payload as `.get('data')`, the shape of NoETL's Python-era http tool; templates read `.data` as the body, but the result python receives keeps it under `body`, as NoETL's current Rust tool does"
-	whyNoStandIn  = "needs an endpoint of NoETL's paginated test server (reference-chain, patient-records, heavy, pft) that the stand-in does not serve yet"
-	whyJob        = "templates NoETL's `job` variable (job.uuid), which Millrace does not define"
-	whyArgsGlobal = "its python reads NoETL's Python-era `args` global, which Millrace's python tool does not bind (it binds input_data, context and the input's keys)"
+	whyInvalid         = "refused by validation: a step without a tool (NoETL refuses it too; see the construct table in this file)"
+	whyRefused         = "refused: uses a construct Millrace deliberately lacks (see the construct table in this file)"
+	whyCloud           = "needs cloud services (GCS, GKE, Google ADC) that have no local stand-in"
+	whyNoETLPy         = "its python imports NoETL's own modules (noetl.worker.secrets), which are not Millrace's"
+	whyPsycopg         = "its python imports psycopg, which is not installed for the python tool here"
+	whyDataSeeded      = "reads tables that a parent or setup playbook (not runnable here) fills; alone it fails on the missing relation"
+	whyHTTPData        = "its python reads an http result's payload as `.get('data')`, the shape of NoETL's Python-era http tool; templates read `.data` as the body, but the result python receives keeps it under `body`, as NoETL's current Rust tool does"
+	whyNoStandIn       = "needs an endpoint of NoETL's paginated test server (reference-chain, patient-records, heavy, pft) that the stand-in does not serve yet"
+	whyWorkerElsewhere = "its chunk worker playbook is in another directory of the tree, which the local runtime does not register (it registers the main file's siblings), and the worker posts to httpbin at a URL of its own workload"
+	whyArgsGlobal      = "its python reads NoETL's Python-era `args` global, which Millrace's python tool does not bind (it binds input_data, context and the input's keys)"
 )
 
 var noetlE2E = []e2eFixture{
@@ -75,34 +75,34 @@ var noetlE2E = []e2eFixture{
 	{file: "api_integration/auth0/setup_admin_permissions.yaml", reason: "writes auth.playbook_permissions, which NoETL's auth schema (not part of the fixtures) creates"},
 	{file: "api_integration/auth0/test_auth0_full_flow.yaml", reason: "calls get_auth0_token, which needs Auth0"},
 	{file: "api_integration/auth0/user_management.yaml", reason: "reads auth.users, which NoETL's auth schema (not part of the fixtures) creates"},
-	{file: "api_integration/quantum_networking/quantum_networking_runner.yaml", reason: "templates `env.QUANTUM_PROVIDER` (the worker's environment), which Millrace templates do not expose, so it reports an unsupported provider"},
+	{file: "api_integration/quantum_networking/quantum_networking_runner.yaml", reason: "its workload values are templates (`provider: \"{{ env.QUANTUM_PROVIDER | default('nvidia_simulator') }}\"`), which Millrace passes to steps as text, so it reports an unsupported provider"},
 	{file: "atomic_item_context.yaml"},
 	{file: "batch_execution/heavy_payload_pipeline_chunk_worker/heavy_payload_pipeline_chunk_worker.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/heavy_payload_pipeline_in_step/heavy_payload_pipeline_in_step.yaml", reason: whyJob},
+	{file: "batch_execution/heavy_payload_pipeline_in_step/heavy_payload_pipeline_in_step.yaml", reason: whyWorkerElsewhere},
 	{file: "batch_execution/kind_playbook_lease_expiry/kind_playbook_lease_expiry.yaml", reason: whyDataSeeded},
 	{file: "batch_execution/kind_playbook_lease_expiry_worker/kind_playbook_lease_expiry_worker.yaml", reason: whyDataSeeded},
 	{file: "batch_execution/multi_playbook_batch/multi_playbook_batch.yaml", reason: "calls child playbooks by NoETL catalog paths (fixtures/playbooks/...) and public weather/httpbin APIs"},
 	{file: "batch_execution/parallel_distributed_claim_regression/parallel_distributed_claim_regression.yaml", reason: "calls its worker by NoETL catalog path fixtures/playbooks/..., which is not the worker's own metadata.path"},
 	{file: "batch_execution/parallel_distributed_claim_regression_worker/parallel_distributed_claim_regression_worker.yaml", reason: "a worker playbook: alone it waits on claims its parent creates"},
 	{file: "batch_execution/server_oom_stress_chunk_worker_v2/server_oom_stress_chunk_worker_v2.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/server_oom_stress_test/server_oom_stress_test.yaml", reason: whyJob},
-	{file: "batch_execution/server_oom_stress_test_v2/server_oom_stress_test_v2.yaml", reason: whyJob},
+	{file: "batch_execution/server_oom_stress_test/server_oom_stress_test.yaml", reason: "calls its chunk worker fixtures/playbooks/batch_execution/server_oom_stress_chunk_worker, which is not in the tree (only the _v2 worker is)"},
+	{file: "batch_execution/server_oom_stress_test_v2/server_oom_stress_test_v2.yaml", reason: whyWorkerElsewhere},
 	{file: "batch_execution/traveler_batch_enrichment_chunk_worker/traveler_batch_enrichment_chunk_worker.yaml", reason: whyDataSeeded},
-	{file: "batch_execution/traveler_batch_enrichment_in_step/traveler_batch_enrichment_in_step.yaml", reason: whyJob},
+	{file: "batch_execution/traveler_batch_enrichment_in_step/traveler_batch_enrichment_in_step.yaml", reason: whyWorkerElsewhere},
 	{file: "broken_playbooks/should_error_tool_is_required.yaml", reason: "broken on purpose: must be refused (it is)"},
 	{file: "broken_sql.yaml", reason: "broken on purpose: its SQL fails (it does, in both runtimes)"},
 	{file: "cache_test/test_cache_simple.yaml", reason: "calls OpenAI with a secret_manager provider keychain, which Millrace refuses"},
 	{file: "container_callback_oom/container_callback_oom.yaml", reason: whyRefused},
-	{file: "data_processing/wikipedia_processing/wikipedia_processing.yaml", reason: "its URL is literal (not a workload value) and it templates NoETL's `job` variable"},
+	{file: "data_processing/wikipedia_processing/wikipedia_processing.yaml", reason: "its URL is literal (not a workload value a stand-in can replace)"},
 	{file: "data_transfer/http_iterator_save_postgres/http_iterator_save_postgres.yaml", reason: "its open-meteo URL is literal in the file, not a workload value a stand-in can replace"},
 	{file: "data_transfer/http_to_databases/http_to_databases.yaml", reason: whyRefused},
-	{file: "data_transfer/http_to_postgres_direct/http_to_postgres_direct.yaml", reason: "reads an http task's result by name inside its task list as `fetch_posts.data`; Millrace reads `.data` as the body on a step's result, not on a task's (with the stand-in it fails there)"},
-	{file: "data_transfer/http_to_postgres_simple/http_to_postgres_simple.yaml", reason: "a task's `set: {extracted: \"{{ output }}\"}` stores the output envelope, and the next task reads extracted.id_0 as the python result (with the stand-in it fails there)"},
+	{file: "data_transfer/http_to_postgres_direct/http_to_postgres_direct.yaml", sets: []string{"api_url={stand-in}/posts"}},
+	{file: "data_transfer/http_to_postgres_simple/http_to_postgres_simple.yaml", reason: "a task's `set: {extracted: \"{{ output }}\"}` stores the output envelope {status, data, ...} (as NoETL's `output` is that envelope too; its task runner does not apply a task-level `set` at all), and the next task reads extracted.id_0 as if it were the python result; `{{ output.data }}` would be"},
 	{file: "data_transfer/http_to_postgres_transfer/http_to_postgres_transfer.yaml", reason: whyRefused},
 	{file: "data_transfer/snowflake_postgres/snowflake_postgres.yaml", reason: whyRefused},
 	{file: "deployment/deploy_gateway_kind.yaml", reason: "deploys NoETL's gateway to a kind Kubernetes cluster with kubectl; there is no cluster here"},
 	{file: "duckdb_gcs_workload_identity/duckdb_gcs_workload_identity.yaml", reason: whyCloud},
-	{file: "duckdb_test.yaml", reason: "completes, but its own check reads the duckdb step's result as a bare list of rows; Millrace's is {rows, ...}, so test_passed is false"},
+	{file: "duckdb_test.yaml", reason: "completes, but its own check reads the duckdb step's result as a bare list of rows; Millrace's is {rows, ...}, and so are NoETL's own duckdb tools' (a mapping in both), so test_passed is false"},
 	{file: "examples/simple_http.yaml", sets: []string{"api_url={stand-in}"}},
 	{file: "examples/variable_lifecycle_example.yaml", reason: "its URL api.example.com is literal in a task, and it templates payload.user_id, which it never defines"},
 	{file: "hello_world/hello_world.yaml"},
@@ -115,9 +115,9 @@ var noetlE2E = []e2eFixture{
 	{file: "keychain/google_id_token/google_id_token_comparison_test.yaml", reason: whyRefused},
 	{file: "keychain/google_id_token/google_id_token_test.yaml", reason: whyRefused},
 	{file: "load_test/reference_chain_loop_stress/reference_chain_loop_stress.yaml", reason: whyNoStandIn},
-	{file: "load_test/state_report_synthetic_load/state_report_synthetic_load.yaml", reason: whyJob},
+	{file: "load_test/state_report_synthetic_load/state_report_synthetic_load.yaml", peers: []string{"load_test/state_report_synthetic_load/state_report_synthetic_load_worker.yaml"}},
 	{file: "load_test/state_report_synthetic_load/state_report_synthetic_load_worker.yaml", reason: whyDataSeeded},
-	{file: "loop_test.yaml", reason: "templates NoETL's loop_index in a step without a loop; Millrace has no such variable there"},
+	{file: "loop_test.yaml"},
 	{file: "ops/execution_ai_analyze/execution_ai_analyze.yaml", reason: whyRefused},
 	{file: "ops/playbook_ai_explain/playbook_ai_explain.yaml", reason: whyRefused},
 	{file: "ops/playbook_ai_generate/playbook_ai_generate.yaml", reason: whyRefused},
@@ -134,7 +134,7 @@ var noetlE2E = []e2eFixture{
 	{file: "pft_flow_test/test_pft_flow.yaml", reason: whyNoStandIn},
 	{file: "pft_flow_test/test_pft_flow_v2.yaml", sets: []string{"api_url={stand-in}", "num_facilities=2", "patients_per_facility=3"}, standIn: checkPFTRecords},
 	{file: "pft_flow_test/test_pft_page_continuation.yaml", sets: []string{"api_url={stand-in}"}, standIn: checkPatientPages},
-	{file: "playbook_composition/playbook_composition.yaml", reason: "completes (4 children score 4 users), but its own check reads each loop iteration as the child's profile; Millrace's is the task list's last task, so validation_passed is false"},
+	{file: "playbook_composition/playbook_composition.yaml", reason: "completes (4 children score 4 users), but its own check reads each loop iteration as the child's profile; Millrace's is the task list's last task (NoETL's engine records an iteration as the map of task results, not the child's profile either), so validation_passed is false"},
 	{file: "playbook_composition/user_profile_scorer.yaml"},
 	{file: "postgres_excel_gcs_test/postgres_excel_gcs_test.yaml", reason: whyCloud},
 	{file: "postgres_test.yaml", reason: "queries NoETL's own catalog tables (noetl.catalog) under pg_noetl_k8s"},
