@@ -338,3 +338,47 @@ workflow:
 		t.Fatalf("%d rows done, %d pending; want 6 and 4", done, pending)
 	}
 }
+
+// A cursor step's single tool runs per row under its own policy: here a
+// rule continues past the bad row's failure, so the row counts as
+// processed (its result is the error envelope) and the slot is ok.
+func TestCursorLoopSingleToolPolicyPerRow(t *testing.T) {
+	t.Parallel()
+	schema, conn := seedWork(t, 8)
+	slots, _ := runLocalCursor(t, `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: single, path: t/single}
+workload: {schema: public}
+workflow:
+  - step: start
+    loop:
+`+cursorClaim+`      spec: {mode: cursor, max_in_flight: 2, frame: {max_rows: 3}}
+    tool:
+      kind: postgres
+      auth: pg
+      command: "UPDATE {{ schema }}.work SET status = 'done', runs = runs + 1 WHERE id = {{ iter.job.id }} AND 1 / (CASE WHEN {{ iter.job.id }} = 7 THEN 0 ELSE 1 END) = 1"
+      spec:
+        policy:
+          rules:
+            - when: "{{ output.status == 'error' }}"
+              then: {do: continue}
+`, schema)
+	processed, failed := 0.0, 0.0
+	for _, s := range slots {
+		processed += s["processed"].(float64)
+		failed += s["failed"].(float64)
+		if s["status"] != "ok" {
+			t.Errorf("slot %v: want status ok (the policy continued past the failure)", s)
+		}
+	}
+	if len(slots) != 2 || processed != 8 || failed != 0 {
+		t.Fatalf("slots %v; want 2 slots, 8 rows processed, none failed", slots)
+	}
+	var done int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM "+schema+".work WHERE status = 'done' AND runs = 1").Scan(&done); err != nil {
+		t.Fatal(err)
+	}
+	if done != 7 { // row 7's update failed; its claim stands
+		t.Fatalf("%d rows done, want 7", done)
+	}
+}
