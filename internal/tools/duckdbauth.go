@@ -33,56 +33,17 @@ var secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // key, scope}. gcs_credential (NoETL's shorthand for GCS access) adds a GCS
 // HMAC secret unless auth already uses that credential.
 func duckdbSecrets(ctx context.Context, cfg map[string]any) ([]duckdbSecret, error) {
-	type want struct{ name, tool, cred, scope string }
-	var wants []want
-	switch a := cfg["auth"].(type) {
-	case nil:
-	case string:
-		wants = append(wants, want{name: a, cred: a})
-	case map[string]any:
-		for _, name := range sortedKeys(a) {
-			w := want{name: name}
-			switch v := a[name].(type) {
-			case string:
-				w.cred = v
-			case map[string]any:
-				for k := range v {
-					if !slices.Contains([]string{"source", "tool", "type", "service", "key", "credential", "scope"}, k) {
-						return nil, configError("duckdb", "auth", "secret %q has unknown key %q; allowed: source, tool, key, scope", name, k)
-					}
-				}
-				if src, _ := v["source"].(string); src != "" && src != "credential" {
-					return nil, configError("duckdb", "auth", "secret %q: source %q is not supported; Millrace reads secrets only from stored credentials (source: credential)", name, src)
-				}
-				for _, k := range []string{"tool", "type", "service"} {
-					if s, _ := v[k].(string); s != "" && w.tool == "" {
-						w.tool = s
-					}
-				}
-				for _, k := range []string{"key", "credential"} {
-					if s, _ := v[k].(string); s != "" && w.cred == "" {
-						w.cred = s
-					}
-				}
-				w.scope, _ = v["scope"].(string)
-			default:
-				return nil, configError("duckdb", "auth", "secret %q must be a credential name or {tool, key, scope}, got %s", name, describe(v))
-			}
-			if w.cred == "" {
-				return nil, configError("duckdb", "auth", "secret %q names no credential; add key: <stored credential>", name)
-			}
-			wants = append(wants, w)
-		}
-	default:
-		return nil, configError("duckdb", "auth", "must be a credential name or a mapping of secret name -> {tool, key, scope}, got %s", describe(a))
+	wants, err := parseAuth("duckdb", cfg["auth"])
+	if err != nil {
+		return nil, err
 	}
 	if g, ok := cfg["gcs_credential"]; ok && g != nil {
 		name, ok := g.(string)
 		if !ok || name == "" {
 			return nil, configError("duckdb", "gcs_credential", "must be a credential name, got %s", describe(g))
 		}
-		if !slices.ContainsFunc(wants, func(w want) bool { return w.cred == name }) {
-			wants = append(wants, want{name: "gcs_credential", tool: "hmac", cred: name})
+		if !slices.ContainsFunc(wants, func(w authEntry) bool { return w.cred == name }) {
+			wants = append(wants, authEntry{name: "gcs_credential", tool: "hmac", cred: name})
 		}
 	}
 	out := make([]duckdbSecret, 0, len(wants))
@@ -115,14 +76,7 @@ func duckdbSecretStmt(name, tool, scope string, f map[string]any) (duckdbSecret,
 		return duckdbSecret{}, configError("duckdb", "auth", "secret %q: tool %q is not supported; Millrace creates postgres, GCS HMAC (hmac) and S3 secrets "+
 			"(GCS service accounts and workload identity need Google's auth libraries, which DuckDB lacks: use HMAC keys)", name, tool)
 	}
-	get := func(keys ...string) string {
-		for _, k := range keys {
-			if s, ok := scalarString(f[k]); ok && s != "" {
-				return s
-			}
-		}
-		return ""
-	}
+	get := func(keys ...string) string { return firstString(f, keys...) }
 	parts := []string{"TYPE " + typ}
 	add := func(opt, v string) { parts = append(parts, opt+" "+sqlString(v)) }
 	var missing []string

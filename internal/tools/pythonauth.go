@@ -24,43 +24,9 @@ func pythonAuthEnv(ctx context.Context, cfg map[string]any) (env map[string]stri
 			os.Remove(f)
 		}
 	}
-	type want struct{ alias, typ, cred string }
-	var wants []want
-	switch a := cfg["auth"].(type) {
-	case nil:
-		return env, cleanup, nil
-	case string:
-		wants = append(wants, want{alias: a, cred: a})
-	case map[string]any:
-		for _, alias := range sortedKeys(a) {
-			w := want{alias: alias}
-			switch v := a[alias].(type) {
-			case string:
-				w.cred = v
-			case map[string]any:
-				if src, _ := v["source"].(string); src != "" && src != "credential" {
-					return nil, cleanup, configError("python", "auth", "%q: source %q is not supported; Millrace reads auth only from stored credentials (source: credential)", alias, src)
-				}
-				for _, k := range []string{"tool", "service", "type"} {
-					if s, _ := v[k].(string); s != "" && w.typ == "" {
-						w.typ = s
-					}
-				}
-				for _, k := range []string{"key", "credential"} {
-					if s, _ := v[k].(string); s != "" && w.cred == "" {
-						w.cred = s
-					}
-				}
-			default:
-				return nil, cleanup, configError("python", "auth", "%q must be a credential name or {tool, key}, got %s", alias, describe(v))
-			}
-			if w.cred == "" {
-				return nil, cleanup, configError("python", "auth", "%q names no credential; add key: <stored credential>", alias)
-			}
-			wants = append(wants, w)
-		}
-	default:
-		return nil, cleanup, configError("python", "auth", "must be a credential name or a mapping alias -> {tool, key}, got %s", describe(a))
+	wants, err := parseAuth("python", cfg["auth"])
+	if err != nil || len(wants) == 0 {
+		return env, cleanup, err
 	}
 	for _, w := range wants {
 		fields, err := credentialFields(ctx, "python", w.cred)
@@ -68,18 +34,11 @@ func pythonAuthEnv(ctx context.Context, cfg map[string]any) (env map[string]stri
 			cleanup()
 			return nil, func() {}, err
 		}
-		typ := strings.ToLower(w.typ)
+		typ := strings.ToLower(w.tool)
 		if typ == "" {
 			typ, _ = fields["type"].(string)
 		}
-		get := func(keys ...string) string {
-			for _, k := range keys {
-				if s, ok := scalarString(fields[k]); ok && s != "" {
-					return s
-				}
-			}
-			return ""
-		}
+		get := func(keys ...string) string { return firstString(fields, keys...) }
 		switch {
 		case slices.Contains([]string{"service_account", "gcs_service_account", "google_service_account", "gcs"}, typ) &&
 			(fields["service_account_json"] != nil || fields["private_key"] != nil):
@@ -92,7 +51,7 @@ func pythonAuthEnv(ctx context.Context, cfg map[string]any) (env map[string]stri
 				data = []byte(s)
 			} else if data, err = json.Marshal(sa); err != nil {
 				cleanup()
-				return nil, func() {}, configError("python", "auth", "%q: credential %q cannot be written as JSON: %v", w.alias, w.cred, err)
+				return nil, func() {}, configError("python", "auth", "%q: credential %q cannot be written as JSON: %v", w.name, w.cred, err)
 			}
 			f, err := os.CreateTemp("", "millrace-sa-*.json") // mode 0600
 			if err == nil {
@@ -104,14 +63,14 @@ func pythonAuthEnv(ctx context.Context, cfg map[string]any) (env map[string]stri
 			}
 			if err != nil {
 				cleanup()
-				return nil, func() {}, &Error{Kind: "python", Retryable: true, Message: "cannot write the service account file for auth " + w.alias + ": " + err.Error()}
+				return nil, func() {}, &Error{Kind: "python", Retryable: true, Message: "cannot write the service account file for auth " + w.name + ": " + err.Error()}
 			}
 			env["GOOGLE_APPLICATION_CREDENTIALS"] = files[len(files)-1]
 		case slices.Contains([]string{"hmac", "gcs_hmac", "s3", "s3_hmac", "aws", "gcs"}, typ):
 			id, secret := get("access_key_id", "key_id", "hmac_key_id"), get("secret_access_key", "secret", "secret_key", "hmac_secret")
 			if id == "" || secret == "" {
 				cleanup()
-				return nil, func() {}, configError("python", "auth", "%q: credential %q has no access_key_id and secret_access_key (or key_id and secret)", w.alias, w.cred)
+				return nil, func() {}, configError("python", "auth", "%q: credential %q has no access_key_id and secret_access_key (or key_id and secret)", w.name, w.cred)
 			}
 			env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = id, secret
 			if r := get("region"); r != "" {
@@ -121,7 +80,7 @@ func pythonAuthEnv(ctx context.Context, cfg map[string]any) (env map[string]stri
 			env["AZURE_STORAGE_CONNECTION_STRING"] = get("connection_string")
 		default:
 			cleanup()
-			return nil, func() {}, configError("python", "auth", "%q: credential type %q is not supported; Millrace hands python a Google service account, HMAC/S3 keys or an Azure connection string (pass anything else with env: {NAME: \"{{ keychain.x.field }}\"})", w.alias, typ)
+			return nil, func() {}, configError("python", "auth", "%q: credential type %q is not supported; Millrace hands python a Google service account, HMAC/S3 keys or an Azure connection string (pass anything else with env: {NAME: \"{{ keychain.x.field }}\"})", w.name, typ)
 		}
 	}
 	return env, cleanup, nil
