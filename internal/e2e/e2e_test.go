@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/client"
-	"github.com/millrace/millrace/internal/wait"
 )
 
 // branching has an inclusive fork and an exclusive choice, so every run
@@ -120,21 +118,9 @@ func TestTwoServersShareOneDatabase(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.startServer()
-	addr2 := freeAddr(t)
-	url2 := "http://" + addr2
-	s2 := c.startEnv("server-2", []string{"MILLRACE_ADDR=" + addr2, "SERVER_API_URL=" + url2, "MILLRACE_NODE_ID=2"}, "server")
-	api2 := client.New(url2)
-	wait.For(t, 30*time.Second, func() error {
-		select {
-		case <-s2.done:
-			t.Fatalf("server-2 exited: %v\n%s", s2.err, s2.output())
-		default:
-		}
-		_, err := api2.Health(t.Context())
-		return err
-	})
+	api2 := c.startSecondServer()
 	c.startWorker(20)
-	c.startEnv("worker-via-2", []string{"SERVER_API_URL=" + url2}, "worker", "--concurrency", "20")
+	c.startEnv("worker-via-2", []string{"SERVER_API_URL=" + api2.Base}, "worker", "--concurrency", "20")
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 20, nil)
 	// Half the executions start on the second server.

@@ -219,15 +219,34 @@ func (c *cluster) startServer() *proc {
 	return p
 }
 
+// startSecondServer starts another `millrace server` on the same database
+// and NATS, at an address of its own, and returns a client for it once it
+// is healthy.
+func (c *cluster) startSecondServer() *client.Client {
+	c.t.Helper()
+	addr := freeAddr(c.t)
+	url := "http://" + addr
+	p := c.startEnv("server-2", []string{"MILLRACE_ADDR=" + addr, "SERVER_API_URL=" + url, "MILLRACE_NODE_ID=2"}, "server")
+	api2 := client.New(url)
+	waitHealthyAt(c.t, p, api2)
+	return api2
+}
+
 func (c *cluster) waitHealthy(p *proc) {
 	c.t.Helper()
-	wait.For(c.t, 30*time.Second, func() error {
+	waitHealthyAt(c.t, p, c.api)
+}
+
+// waitHealthyAt waits until api answers health, failing at once if p exits.
+func waitHealthyAt(t *testing.T, p *proc, api *client.Client) {
+	t.Helper()
+	wait.For(t, 30*time.Second, func() error {
 		select {
 		case <-p.done:
-			c.t.Fatalf("%s exited early: %v\n%s", p.name, p.err, p.output())
+			t.Fatalf("%s exited early: %v\n%s", p.name, p.err, p.output())
 		default:
 		}
-		_, err := c.api.Health(c.t.Context())
+		_, err := api.Health(t.Context())
 		return err
 	})
 }
