@@ -9,5 +9,6 @@
 // the API, and a worker links none of the server's engine or store.
 //
 // This package is a leaf: it imports nothing of Millrace but the playbook
-// language (for a task's policy and assert).
+// language (for a task's policy and assert) and the metrics layer's
+// language (semantic, for a metric query's shape).
 package api

@@ -45,6 +45,8 @@ type QuerySubmit struct {
 // CacheMetadata says whether a query was answered from the cache.
 type CacheMetadata struct {
 	CacheHit bool `json:"cacheHit"`
+	// PreAggregate is set for metric queries.
+	PreAggregate *PreAggregateMeta `json:"preAggregate,omitempty"`
 }
 
 // Submitted is the reply to a query submission.
@@ -74,6 +76,9 @@ type ClaimedQuery struct {
 	SQL       string        `json:"sql"`
 	Lane      string        `json:"lane"`
 	Warehouse WarehouseConn `json:"warehouse"`
+	// PreAggregate is set when the query is served from a pre-aggregate
+	// build instead of the warehouse (pre-aggregate workers only).
+	PreAggregate *ServePlan `json:"preAggregate,omitempty"`
 }
 
 // QueryRecord is one query of the history as the worker protocol shows it

@@ -93,6 +93,7 @@ type Server struct {
 	ReapInterval   time.Duration
 	MaxBodyBytes   int
 	Query          Query
+	PreAgg         PreAgg
 	// SecretKey seals credentials at rest (see package secret).
 	SecretKey string
 }
@@ -115,6 +116,7 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.Seconds(&c.ReapInterval, "MILLRACE_REAP_INTERVAL_SECONDS", "reap-interval", DefaultReapInterval, "How often the reaper scans for unclaimed commands and expired leases.")
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
 	c.Query.bind(s, true)
+	c.PreAgg.bind(s, true)
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 
@@ -124,6 +126,7 @@ type Worker struct {
 	NATS           NATS
 	Stream         string // commands | warehouse
 	Query          Query
+	PreAgg         PreAgg
 	ServerURL      string
 	WorkerID       string
 	Concurrency    int
@@ -137,8 +140,9 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.Log.bind(s)
 		c.NATS.bind(s, false)
 		s.String(&c.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server.")
-		s.String(&c.Stream, "MILLRACE_WORKER_STREAM", "stream", "commands", "What this worker runs: commands (flows, NOETL_COMMANDS) or warehouse (queries, WAREHOUSE_QUERY_JOBS).")
+		s.String(&c.Stream, "MILLRACE_WORKER_STREAM", "stream", "commands", "What this worker runs: commands (flows, NOETL_COMMANDS), warehouse (queries, WAREHOUSE_QUERY_JOBS) or pre-aggregate (materializations and queries served from them, PRE_AGGREGATE_QUERY_JOBS).")
 		c.Query.bind(s, false)
+		c.PreAgg.bind(s, false)
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
@@ -215,4 +219,54 @@ func (q *Query) bind(s *Set, server bool) {
 	s.String(&q.Stream, "MILLRACE_QUERY_STREAM", "query-stream", DefaultQueryStream, "JetStream stream for warehouse query jobs.")
 	s.String(&q.Subject, "MILLRACE_QUERY_SUBJECT", "query-subject", DefaultQuerySubject, "Subject prefix of query jobs; lanes are SUBJECT.interactive and SUBJECT.background.")
 	s.String(&q.Consumer, "MILLRACE_QUERY_CONSUMER", "query-consumer", DefaultQueryConsumer, "Durable consumer of the background lane (the interactive lane's is NAME-interactive).")
+}
+
+// PreAgg holds the pre-aggregate settings (the metrics layer's
+// materializations, served from DuckDB).
+type PreAgg struct {
+	Enabled          bool
+	MemoryLimit      string
+	Threads          int
+	MaxRows          int
+	Storage          string // "" (auto) | dir | nats
+	Dir              string
+	Bucket           string
+	CacheDir         string
+	CacheMaxBytes    int
+	BuildConcurrency int
+	Stream           string
+	QuerySubject     string
+	BuildSubject     string
+	Consumer         string
+}
+
+// Pre-aggregate defaults.
+const (
+	// DefaultPreAggMemoryLimit bounds each DuckDB that serves or builds
+	// pre-aggregates. Lightdash's default is unlimited, and its users hit
+	// OOM; a worker with the seeds' 4Gi request keeps headroom with 1GB.
+	DefaultPreAggMemoryLimit = "1GB"
+	DefaultPreAggThreads     = 2
+	DefaultPreAggMaxRows     = 1_000_000
+	DefaultPreAggDir         = "millrace-preaggregates"
+	DefaultPreAggCacheBytes  = 2 << 30
+)
+
+func (p *PreAgg) bind(s *Set, server bool) {
+	if server {
+		s.Bool(&p.Enabled, "PRE_AGGREGATES_ENABLED", "pre-aggregates", true, "Serve matching metric queries from pre-aggregates and build them; false sends every metric query to the warehouse (miss reason PRE_AGGREGATES_DISABLED) and builds nothing.")
+		s.Int(&p.MaxRows, "PRE_AGGREGATES_MAX_ROWS", "pre-aggregate-max-rows", DefaultPreAggMaxRows, "Largest materialization a build may write, unless the pre-aggregate sets max_rows; a bigger build fails and the previous one keeps serving.")
+		s.String(&p.Storage, "PRE_AGGREGATE_STORAGE", "pre-aggregate-storage", "", "Where materializations (Parquet) are kept: nats (a JetStream Object Store bucket) or dir (PRE_AGGREGATE_DIR, for one machine); empty picks nats when NATS_ENABLED=true, else dir.")
+		s.String(&p.Dir, "PRE_AGGREGATE_DIR", "pre-aggregate-dir", DefaultPreAggDir, "Directory of materializations when PRE_AGGREGATE_STORAGE is dir (dev mode: DATA_DIR/preaggregates).")
+	}
+	s.String(&p.MemoryLimit, "PRE_AGGREGATE_DUCKDB_QUERY_MEMORY_LIMIT", "pre-aggregate-memory-limit", DefaultPreAggMemoryLimit, "DuckDB memory_limit for serving and building pre-aggregates (e.g. 512MB, 2GB); DuckDB spills to disk or fails a query rather than exceed it.")
+	s.Int(&p.Threads, "PRE_AGGREGATE_DUCKDB_THREADS", "pre-aggregate-threads", DefaultPreAggThreads, "DuckDB threads for serving and building pre-aggregates.")
+	s.String(&p.Bucket, "PRE_AGGREGATE_OBJECT_BUCKET", "pre-aggregate-bucket", bus.DefaultPreAggObjectBucket, "JetStream Object Store bucket of materializations (PRE_AGGREGATE_STORAGE=nats).")
+	s.String(&p.CacheDir, "PRE_AGGREGATE_CACHE_DIR", "pre-aggregate-cache-dir", "", "Local cache of materialization files fetched from the object store (default: a directory under the system's temporary directory).")
+	s.Int(&p.CacheMaxBytes, "PRE_AGGREGATE_CACHE_MAX_BYTES", "pre-aggregate-cache-bytes", DefaultPreAggCacheBytes, "Size above which the local materialization cache evicts its least recently used files.")
+	s.Int(&p.BuildConcurrency, "PRE_AGGREGATE_BUILD_CONCURRENCY", "pre-aggregate-build-concurrency", bus.DefaultPreAggBuildSlots, "Builds one pre-aggregate worker (or the server, with NATS_ENABLED=false) runs at once; the other slots serve queries.")
+	s.String(&p.Stream, "PRE_AGGREGATE_STREAM", "pre-aggregate-stream", bus.DefaultPreAggStream, "JetStream stream of pre-aggregate jobs.")
+	s.String(&p.QuerySubject, "PRE_AGGREGATE_QUERY_SUBJECT", "pre-aggregate-query-subject", bus.DefaultPreAggQuerySubject, "Subject of metric queries served from pre-aggregates.")
+	s.String(&p.BuildSubject, "PRE_AGGREGATE_MATERIALIZATION_SUBJECT", "pre-aggregate-materialization-subject", bus.DefaultPreAggBuildSubject, "Subject of materialization (build) jobs.")
+	s.String(&p.Consumer, "PRE_AGGREGATE_CONSUMER", "pre-aggregate-consumer", bus.DefaultPreAggConsumer, "Durable consumer of query jobs (builds use NAME-materialization).")
 }

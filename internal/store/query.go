@@ -40,6 +40,15 @@ type Query struct {
 	EndedAt     *time.Time
 	ExpiresAt   *time.Time // results stale after this
 	UpdatedAt   time.Time
+
+	// Metric queries (Kind "metric") keep the request and how they were
+	// routed. SQL is then the compiled SQL of Target: the warehouse's
+	// dialect, or DuckDB over the build for a pre-aggregate hit.
+	Kind         string          // "sql" (or "") | "metric"
+	MetricQuery  json.RawMessage // semantic.MetricQuery
+	Target       string          // "warehouse" (or "") | "preagg"
+	PreAggregate json.RawMessage // api.PreAggregateMeta
+	BuildUUID    string          // the serving build on a hit
 }
 
 // QueryUpdate lists the fields a transition may set; nil/zero fields are
@@ -54,6 +63,12 @@ type QueryUpdate struct {
 	StartedAt   *time.Time
 	EndedAt     *time.Time
 	ExpiresAt   *time.Time
+	// A pre-aggregate query that falls back to the warehouse changes
+	// these (the build's Parquet was lost).
+	SQL          *string
+	Target       *string
+	PreAggregate json.RawMessage
+	BuildUUID    *string
 }
 
 // QueueStats summarises queued queries for health and `millrace doctor`.

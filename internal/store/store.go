@@ -206,6 +206,7 @@ type Driver interface {
 // Querier holds the read operations; both Tx and Driver.Read provide it.
 type Querier interface {
 	QueryQuerier
+	PreAggQuerier
 
 	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
 	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
@@ -252,6 +253,7 @@ type Querier interface {
 type Tx interface {
 	Querier
 	QueryTx
+	PreAggTx
 
 	// Commit and Rollback take a context with a deadline, as every other
 	// statement does: a stalled database must not hold a caller (or a
