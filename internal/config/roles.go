@@ -256,9 +256,9 @@ func (p *PreAgg) bind(s *Set, server bool) {
 	if server {
 		s.Bool(&p.Enabled, "PRE_AGGREGATES_ENABLED", "pre-aggregates", true, "Serve matching metric queries from pre-aggregates and build them; false sends every metric query to the warehouse (miss reason PRE_AGGREGATES_DISABLED) and builds nothing.")
 		s.Int(&p.MaxRows, "PRE_AGGREGATES_MAX_ROWS", "pre-aggregate-max-rows", DefaultPreAggMaxRows, "Largest materialization a build may write, unless the pre-aggregate sets max_rows; a bigger build fails and the previous one keeps serving.")
-		s.String(&p.Storage, "PRE_AGGREGATE_STORAGE", "pre-aggregate-storage", "", "Where materializations (Parquet) are kept: nats (a JetStream Object Store bucket) or dir (PRE_AGGREGATE_DIR, for one machine); empty picks nats when NATS_ENABLED=true, else dir.")
-		s.String(&p.Dir, "PRE_AGGREGATE_DIR", "pre-aggregate-dir", DefaultPreAggDir, "Directory of materializations when PRE_AGGREGATE_STORAGE is dir (dev mode: DATA_DIR/preaggregates).")
 	}
+	s.String(&p.Storage, "PRE_AGGREGATE_STORAGE", "pre-aggregate-storage", "", "Where materializations (Parquet) are kept: nats (a JetStream Object Store bucket) or dir (PRE_AGGREGATE_DIR, shared by the server and its workers); empty picks nats when NATS is used for pre-aggregates (NATS_ENABLED=true, and always for a worker), else dir.")
+	s.String(&p.Dir, "PRE_AGGREGATE_DIR", "pre-aggregate-dir", DefaultPreAggDir, "Directory of materializations when PRE_AGGREGATE_STORAGE is dir (dev mode: DATA_DIR/preaggregates).")
 	s.String(&p.MemoryLimit, "PRE_AGGREGATE_DUCKDB_QUERY_MEMORY_LIMIT", "pre-aggregate-memory-limit", DefaultPreAggMemoryLimit, "DuckDB memory_limit for serving and building pre-aggregates (e.g. 512MB, 2GB); DuckDB spills to disk or fails a query rather than exceed it.")
 	s.Int(&p.Threads, "PRE_AGGREGATE_DUCKDB_THREADS", "pre-aggregate-threads", DefaultPreAggThreads, "DuckDB threads for serving and building pre-aggregates.")
 	s.String(&p.Bucket, "PRE_AGGREGATE_OBJECT_BUCKET", "pre-aggregate-bucket", bus.DefaultPreAggObjectBucket, "JetStream Object Store bucket of materializations (PRE_AGGREGATE_STORAGE=nats).")
