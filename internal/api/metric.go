@@ -12,6 +12,10 @@ type MetricQuerySubmit struct {
 	Query           semantic.MetricQuery `json:"query"`
 	Context         string               `json:"context,omitempty"` // the lane: interactive | background
 	InvalidateCache bool                 `json:"invalidateCache"`
+	// UsePreAggregates false sends the query to the warehouse even when a
+	// pre-aggregate matches (miss reason BYPASSED): for comparing answers
+	// and for audits. Millrace's own field; absent means true.
+	UsePreAggregates *bool `json:"usePreAggregates,omitempty"`
 }
 
 // PreAggregateMeta is cacheMetadata.preAggregate: whether a metric query
@@ -36,6 +40,7 @@ type MissReason struct {
 // Miss reason codes, most specific last in the order the matcher checks.
 const (
 	PreAggMissDisabled        = "PRE_AGGREGATES_DISABLED"        // PRE_AGGREGATES_ENABLED=false
+	PreAggMissBypassed        = "BYPASSED"                       // the request said usePreAggregates: false
 	PreAggMissNone            = "NO_PRE_AGGREGATES"              // the model declares none
 	PreAggMissCustomSQL       = "CUSTOM_SQL_METRIC"              // the query has a custom SQL metric
 	PreAggMissFieldNotCovered = "FIELD_NOT_COVERED"              // a dimension, metric or filter field is not in it
