@@ -68,6 +68,11 @@ type QueryPage struct {
 	NextPage        *int             `json:"nextPage"`
 	PreviousPage    *int             `json:"previousPage"`
 	ExecutionTimeMs int64            `json:"initialQueryExecutionMs"`
+	// CacheMetadata is set for metric queries: it says whether the
+	// query was served from a pre-aggregate (it can change after the
+	// submit's reply, when a lost materialization sends it to the
+	// warehouse).
+	CacheMetadata *CacheMetadata `json:"cacheMetadata,omitempty"`
 }
 
 // ClaimedQuery is what a warehouse worker receives for a claimed query.

@@ -1,0 +1,51 @@
+package api
+
+import (
+	"time"
+
+	"github.com/millrace/millrace/internal/semantic"
+)
+
+// The public pre-aggregate and model endpoints' replies (camelCase, like
+// the rest of /api/v2).
+
+// ModelsPut is the reply of POST /api/v2/projects/{project}/models: the
+// names of the models stored.
+type ModelsPut struct {
+	Models []string `json:"models"`
+}
+
+// ModelList is the reply of GET /api/v2/projects/{project}/models.
+type ModelList struct {
+	Models []semantic.Model `json:"models"`
+}
+
+// PreAggInfo is one declared pre-aggregate as
+// GET /api/v2/projects/{project}/preaggregates lists it: its definition,
+// the build serving it (if any), the latest build (which may have failed:
+// its Error says why) and when it is next refreshed by cron.
+type PreAggInfo struct {
+	Model         string                `json:"model"`
+	Name          string                `json:"name"`
+	Definition    semantic.PreAggregate `json:"definition"`
+	Active        *PreAggBuild          `json:"active,omitempty"`
+	Last          *PreAggBuild          `json:"last,omitempty"`
+	NextRefreshAt *time.Time            `json:"nextRefreshAt,omitempty"`
+}
+
+// PreAggList is the reply of GET /api/v2/projects/{project}/preaggregates.
+type PreAggList struct {
+	PreAggregates []PreAggInfo `json:"preAggregates"`
+}
+
+// PreAggBuildList is the reply of
+// GET /api/v2/projects/{project}/preaggregates/builds, newest first.
+type PreAggBuildList struct {
+	Builds []PreAggBuild `json:"builds"`
+}
+
+// RefreshStarted is the 202 reply of
+// POST /api/v2/projects/{project}/preaggregates/{model}/{name}/refresh.
+type RefreshStarted struct {
+	BuildUUID string `json:"buildUuid"`
+}
