@@ -40,6 +40,11 @@ const (
 	ProjectNotFound      Code = "project_not_found"
 	QueryNotFound        Code = "query_not_found"
 	ResultsExpired       Code = "results_expired"
+	UnknownModel         Code = "unknown_model"
+	UnknownField         Code = "unknown_field"
+	InvalidFilter        Code = "invalid_filter"
+	InvalidModel         Code = "invalid_model"
+	ModelNotFound        Code = "model_not_found"
 )
 
 // Entry is one code of the catalogue: its HTTP status and what it means.
@@ -71,6 +76,11 @@ var catalogue = []Entry{
 	{ProjectNotFound, http.StatusNotFound, "no warehouse project has this name"},
 	{QueryNotFound, http.StatusNotFound, "no warehouse query has this id (in this project)"},
 	{ResultsExpired, http.StatusGone, "the query's results are past `CACHE_STALE_TIME_SECONDS`, or it expired in the queue; run it again"},
+	{UnknownModel, http.StatusBadRequest, "a metric query's `exploreName` names no model of the project; the message names it"},
+	{UnknownField, http.StatusBadRequest, "a metric query names a field id the model does not have (a dimension, metric, filter or sort); the message names it"},
+	{InvalidFilter, http.StatusBadRequest, "a metric query's filter does not fit its field's type (e.g. `greaterThan` on a boolean, a number that is not one, an unparsable date)"},
+	{InvalidModel, http.StatusBadRequest, "a model definition failed to parse or validate; the message lists every problem as `request:line:col: reason`"},
+	{ModelNotFound, http.StatusNotFound, "no model of the project has this name"},
 }
 
 var statuses = func() map[Code]int {

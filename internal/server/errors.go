@@ -36,6 +36,11 @@ var domainCodes = []struct {
 	{query.ErrQueryEnded, apierr.StateConflict},
 	{query.ErrNotClaimable, apierr.ClaimConflict},
 	{query.ErrNotHolder, apierr.StateConflict},
+	{query.ErrUnknownModel, apierr.UnknownModel},
+	{query.ErrUnknownField, apierr.UnknownField},
+	{query.ErrInvalidFilter, apierr.InvalidFilter},
+	{query.ErrInvalidModel, apierr.InvalidModel},
+	{query.ErrModelNotFound, apierr.ModelNotFound},
 }
 
 // apiError is the API error a client gets for err. caused is false when
