@@ -49,3 +49,28 @@ type PreAggBuildList struct {
 type RefreshStarted struct {
 	BuildUUID string `json:"buildUuid"`
 }
+
+// QueryHistoryEntry is one query of
+// GET /api/v2/projects/{project}/query/history, newest first. A metric
+// query carries its request (MetricQuery) and whether a pre-aggregate
+// served it (CacheMetadata.PreAggregate); a SQL query has neither.
+type QueryHistoryEntry struct {
+	QueryUUID     string                `json:"queryUuid"`
+	Status        QueryStatus           `json:"status"`
+	SQL           string                `json:"sql"`
+	Context       string                `json:"context"`
+	CacheHit      bool                  `json:"cacheHit"`
+	CacheMetadata *CacheMetadata        `json:"cacheMetadata,omitempty"`
+	MetricQuery   *semantic.MetricQuery `json:"metricQuery,omitempty"`
+	TotalResults  int64                 `json:"totalResults"`
+	Error         string                `json:"error,omitempty"`
+	CreatedAt     time.Time             `json:"createdAt"`
+}
+
+// QueryHistory is a page of the query history.
+type QueryHistory struct {
+	Queries  []QueryHistoryEntry `json:"queries"`
+	Total    int64               `json:"total"`
+	Page     int                 `json:"page"`
+	PageSize int                 `json:"pageSize"`
+}
