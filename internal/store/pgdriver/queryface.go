@@ -23,7 +23,8 @@ var (
 const (
 	projectCols = "project_id, name, warehouse_type, warehouse, created_at, updated_at"
 	queryCols   = "query_uuid, project_id, sql, lane, cache_key, cache_hit, status, error, columns, total_rows, " +
-		"result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at"
+		"result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at, " +
+		"kind, metric_query, target, pre_aggregate, build_uuid"
 	// historyOrder is newest first; the uuid breaks ties between queries
 	// created in the same microsecond so paging is stable.
 	historyOrder = "created_at DESC, query_uuid DESC"
@@ -38,13 +39,14 @@ func scanProject(row pgx.Row) (store.Project, error) {
 
 func scanQuery(row pgx.Row) (store.Query, error) {
 	var (
-		q       store.Query
-		columns []byte
+		q                             store.Query
+		columns, metricQuery, preAggr []byte
 	)
 	err := row.Scan(&q.QueryUUID, &q.ProjectID, &q.SQL, &q.Lane, &q.CacheKey, &q.CacheHit, &q.Status, &q.Error,
 		&columns, &q.TotalRows, &q.ResultKey, &q.WorkerID, &q.Publishes, &q.PublishedAt, &q.CreatedAt,
-		&q.StartedAt, &q.EndedAt, &q.ExpiresAt, &q.UpdatedAt)
-	q.Columns = columns
+		&q.StartedAt, &q.EndedAt, &q.ExpiresAt, &q.UpdatedAt,
+		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID)
+	q.Columns, q.MetricQuery, q.PreAggregate = columns, metricQuery, preAggr
 	q.PublishedAt, q.StartedAt, q.EndedAt, q.ExpiresAt = utcPtr(q.PublishedAt), utcPtr(q.StartedAt), utcPtr(q.EndedAt), utcPtr(q.ExpiresAt)
 	q.CreatedAt, q.UpdatedAt = q.CreatedAt.UTC(), q.UpdatedAt.UTC()
 	return q, err
@@ -193,10 +195,12 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 		updated = ts(q.UpdatedAt)
 	}
 	_, err := t.tx.Exec(ctx, "INSERT INTO queries ("+queryCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+			$20, $21, $22, $23, $24)`,
 		q.QueryUUID, q.ProjectID, q.SQL, q.Lane, q.CacheKey, q.CacheHit, status, q.Error, jsonArg(q.Columns),
 		q.TotalRows, q.ResultKey, q.WorkerID, q.Publishes, tsPtrArg(q.PublishedAt), created,
-		tsPtrArg(q.StartedAt), tsPtrArg(q.EndedAt), tsPtrArg(q.ExpiresAt), updated)
+		tsPtrArg(q.StartedAt), tsPtrArg(q.EndedAt), tsPtrArg(q.ExpiresAt), updated,
+		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID)
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("query %s", q.QueryUUID))
 	}
@@ -207,7 +211,8 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 // that waited on the row lock re-checks the status against the committed
 // row, so of several concurrent transitions from the same status exactly
 // one applies. Each update field is NULL when unset and leaves the column
-// alone; Columns is applied when non-nil (an empty document clears it).
+// alone; Columns and PreAggregate are applied when non-nil (an empty
+// document clears them).
 func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	what := fmt.Sprintf("move query %s from %v to %s", uuid, from, to)
 	if err := api.CheckQueryTransition(from, to); err != nil {
@@ -223,12 +228,17 @@ func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryS
 			started_at   = COALESCE($11::timestamptz, started_at),
 			ended_at     = COALESCE($12::timestamptz, ended_at),
 			expires_at   = COALESCE($13::timestamptz, expires_at),
-			updated_at   = $14
+			updated_at   = $14,
+			sql           = COALESCE($15::text, sql),
+			target        = COALESCE($16::text, target),
+			pre_aggregate = CASE WHEN $17::boolean THEN $18::json ELSE pre_aggregate END,
+			build_uuid    = COALESCE($19::text, build_uuid)
 		WHERE query_uuid = $1 AND status = ANY($2)
 		RETURNING `+queryCols,
 		uuid, from, to, upd.Error, upd.Columns != nil, jsonArg(upd.Columns), upd.TotalRows, upd.ResultKey,
 		upd.WorkerID, tsPtrArg(upd.PublishedAt), tsPtrArg(upd.StartedAt), tsPtrArg(upd.EndedAt),
-		tsPtrArg(upd.ExpiresAt), tsOrNow(now)))
+		tsPtrArg(upd.ExpiresAt), tsOrNow(now),
+		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID))
 	if err == nil {
 		return got, nil
 	}

@@ -33,7 +33,8 @@ func limitOrAll(limit int) int {
 const (
 	projectCols = `project_id, name, warehouse_type, warehouse, created_at, updated_at`
 	queryCols   = `query_uuid, project_id, sql, lane, cache_key, cache_hit, status, error, columns, total_rows,
-	result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at`
+	result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at,
+	kind, metric_query, target, pre_aggregate, build_uuid`
 	// historyOrder is newest first; the uuid breaks ties between queries
 	// created in the same microsecond so paging is stable.
 	historyOrder = `created_at DESC, query_uuid DESC`
@@ -51,16 +52,17 @@ func scanProject(s scanner) (store.Project, error) {
 
 func scanQuery(s scanner) (store.Query, error) {
 	var q store.Query
-	var columns []byte
+	var columns, metricQuery, preAggr []byte
 	var published, started, ended, expires sql.NullInt64
 	var created, updated int64
 	err := s.Scan(&q.QueryUUID, &q.ProjectID, &q.SQL, &q.Lane, &q.CacheKey, &q.CacheHit, &q.Status, &q.Error,
 		&columns, &q.TotalRows, &q.ResultKey, &q.WorkerID, &q.Publishes, &published, &created,
-		&started, &ended, &expires, &updated)
+		&started, &ended, &expires, &updated,
+		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID)
 	if err != nil {
 		return store.Query{}, err
 	}
-	q.Columns = fromJSON(columns)
+	q.Columns, q.MetricQuery, q.PreAggregate = fromJSON(columns), fromJSON(metricQuery), fromJSON(preAggr)
 	q.PublishedAt, q.StartedAt = fromNullMicros(published), fromNullMicros(started)
 	q.EndedAt, q.ExpiresAt = fromNullMicros(ended), fromNullMicros(expires)
 	q.CreatedAt, q.UpdatedAt = fromMicros(created), fromMicros(updated)
@@ -223,10 +225,11 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 		updated = micros(q.UpdatedAt)
 	}
 	_, err := t.exec(ctx, `INSERT INTO queries (`+queryCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		q.QueryUUID, q.ProjectID, q.SQL, q.Lane, q.CacheKey, q.CacheHit, status, q.Error, jsonArg(q.Columns),
 		q.TotalRows, q.ResultKey, q.WorkerID, q.Publishes, microsPtr(q.PublishedAt), created,
-		microsPtr(q.StartedAt), microsPtr(q.EndedAt), microsPtr(q.ExpiresAt), updated)
+		microsPtr(q.StartedAt), microsPtr(q.EndedAt), microsPtr(q.ExpiresAt), updated,
+		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID)
 	if err != nil {
 		return insertErr(err, "query %s", q.QueryUUID)
 	}
@@ -235,8 +238,8 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 
 // QueryTransition is one conditional UPDATE run under the write lock, so of
 // several transitions from the same status exactly one applies. Each update
-// field is NULL when unset and leaves the column alone; Columns is applied
-// when non-nil (an empty document clears it).
+// field is NULL when unset and leaves the column alone; Columns and
+// PreAggregate are applied when non-nil (an empty document clears them).
 func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryStatus, to api.QueryStatus, upd store.QueryUpdate, now time.Time) (store.Query, error) {
 	what := fmt.Sprintf("move query %s from %v to %s", uuid, from, to)
 	if err := api.CheckQueryTransition(from, to); err != nil {
@@ -256,12 +259,17 @@ func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryS
 			started_at   = COALESCE(?11, started_at),
 			ended_at     = COALESCE(?12, ended_at),
 			expires_at   = COALESCE(?13, expires_at),
-			updated_at   = ?14
+			updated_at   = ?14,
+			sql           = COALESCE(?15, sql),
+			target        = COALESCE(?16, target),
+			pre_aggregate = CASE WHEN ?17 THEN ?18 ELSE pre_aggregate END,
+			build_uuid    = COALESCE(?19, build_uuid)
 		WHERE query_uuid = ?1 AND status IN (SELECT value FROM json_each(?2))
 		RETURNING `+queryCols,
 		uuid, string(fromList), to, upd.Error, upd.Columns != nil, jsonArg(upd.Columns), upd.TotalRows, upd.ResultKey,
 		upd.WorkerID, microsPtr(upd.PublishedAt), microsPtr(upd.StartedAt), microsPtr(upd.EndedAt),
-		microsPtr(upd.ExpiresAt), micros(nowIfZero(now))))
+		microsPtr(upd.ExpiresAt), micros(nowIfZero(now)),
+		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID))
 	if err == nil {
 		return got, nil
 	}

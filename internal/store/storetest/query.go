@@ -18,6 +18,14 @@ const transitionRacers = 16
 // whitespace and escapes would not survive jsonb.
 var jsonColumns = json.RawMessage(`[ {"name":"id", "type" :"int8"}, {"name":"caf\u00e9","type":"text"} ]`)
 
+// A metric query's request and its pre-aggregate verdict, in the same
+// jsonb-hostile style.
+var (
+	jsonMetricQuery = json.RawMessage(`{"exploreName" : "orders", "metrics":["orders_revenue"],  "limit": 500, "limit": 10}`)
+	jsonPreAggHit   = json.RawMessage(`{ "hit":true,"name" :"daily", "buildUuid":"b-1" ,"builtAt":"2024-01-02T03:04:05.000001Z"}`)
+	jsonPreAggMiss  = json.RawMessage(`{"hit": false, "reason": {"code":"MATERIALIZATION_MISSING", "message":"gone \u2014 rebuilding"}}`)
+)
+
 // newQuery builds an unsaved pending query of project created at created.
 // Its uuid sorts by creation, like the UUIDv7s the server hands out.
 func (b *bundle) newQuery(projectID int64, created time.Time) store.Query {
@@ -121,7 +129,21 @@ func (b *bundle) wantQuery(what string, got, want store.Query) {
 	d.timePtr("EndedAt", got.EndedAt, want.EndedAt)
 	d.timePtr("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+	d.eq("Kind", got.Kind, want.Kind)
+	d.json("MetricQuery", got.MetricQuery, want.MetricQuery)
+	d.eq("Target", got.Target, want.Target)
+	d.json("PreAggregate", got.PreAggregate, want.PreAggregate)
+	d.eq("BuildUUID", got.BuildUUID, want.BuildUUID)
 	b.check(what, d)
+}
+
+// newMetricQuery is newQuery as a metric query served from a build.
+func (b *bundle) newMetricQuery(projectID int64, created time.Time) store.Query {
+	q := b.newQuery(projectID, created)
+	q.Kind, q.MetricQuery, q.Target = "metric", jsonMetricQuery, "preagg"
+	q.SQL = `SELECT "orders_revenue" FROM preagg`
+	q.PreAggregate, q.BuildUUID = jsonPreAggHit, "b-1"
+	return q
 }
 
 // wantQueryUUIDs checks a query list by uuid, in order.
@@ -157,6 +179,84 @@ func queryCases() []testCase {
 			q.EndedAt, q.ExpiresAt = ptr(b.now.Add(-30*time.Second)), ptr(b.now.Add(time.Hour))
 			q.UpdatedAt = b.now
 			b.wantQuery("query after QueryInsert with every field set", b.addQuery(q), q)
+		}},
+		{"MetricFieldsRoundTrip", func(b *bundle) {
+			project := b.ids.Next()
+			q := b.newMetricQuery(project, b.now)
+			b.wantQuery("metric query after QueryInsert", b.addQuery(q), q)
+			// Every way of reading a query carries the metric fields.
+			list, _ := b.listQueries(project, 0, 10)
+			b.wantQueryUUIDs("QueryList of the metric query", list, q.QueryUUID)
+			b.wantQuery("QueryList row", list[0], q)
+
+			queued := b.newMetricQuery(project, b.now.Add(-time.Hour))
+			queued.Status, queued.PublishedAt, queued.Publishes = api.QueryQueued, ptr(b.now.Add(-time.Minute)), 1
+			queued = b.addQuery(queued)
+			b.wantQuery("QueriesQueuedBefore row", b.queuedBefore(b.now, 10)[0], queued)
+			b.wantQuery("QueriesCreatedBefore row", b.createdBefore([]api.QueryStatus{api.QueryQueued}, b.now, 10)[0], queued)
+			rep, err := writeQ(b, func(tx store.QueryTx) (store.Query, error) {
+				return tx.QueryMarkRepublished(b.ctx(), queued.QueryUUID, b.now)
+			})
+			b.mustNil("QueryMarkRepublished", err)
+			d := diff{}
+			d.eq("Kind", rep.Kind, "metric")
+			d.json("MetricQuery", rep.MetricQuery, jsonMetricQuery)
+			d.json("PreAggregate", rep.PreAggregate, jsonPreAggHit)
+			b.check("QueryMarkRepublished result", d)
+
+			ready := b.newMetricQuery(project, b.now)
+			ready.Status, ready.CacheKey, ready.ExpiresAt = api.QueryReady, "metric-key", ptr(b.now.Add(time.Hour))
+			ready = b.addQuery(ready)
+			got, err := b.cached(project, "metric-key", b.now)
+			b.mustNil("QueryCached", err)
+			b.wantQuery("QueryCached row", got, ready)
+		}},
+		{"SQLQueryKeepsEmptyMetricFields", func(b *bundle) {
+			// A query inserted without the metric fields (every SQL query)
+			// reads back with them empty: the columns' defaults change
+			// nothing.
+			q := b.addQuery(b.newQuery(b.ids.Next(), b.now))
+			var d diff
+			d.eq("Kind", q.Kind, "")
+			d.json("MetricQuery", q.MetricQuery, nil)
+			d.eq("Target", q.Target, "")
+			d.json("PreAggregate", q.PreAggregate, nil)
+			d.eq("BuildUUID", q.BuildUUID, "")
+			b.check("SQL query's metric fields", d)
+		}},
+		{"TransitionFallsBackToWarehouse", func(b *bundle) {
+			// A pre-aggregate query whose build's Parquet was lost goes back
+			// to the queue aimed at the warehouse.
+			q := b.newMetricQuery(b.ids.Next(), b.now)
+			q.Status, q.WorkerID = api.QueryExecuting, "preagg-worker"
+			q = b.addQuery(q)
+			t1 := b.now.Add(time.Second)
+			warehouseSQL := `SELECT sum("revenue") AS "orders_revenue" FROM "orders" AS t`
+			got, err := b.transition(q.QueryUUID, []api.QueryStatus{api.QueryExecuting}, api.QueryQueued, store.QueryUpdate{
+				SQL: ptr(warehouseSQL), Target: ptr("warehouse"), PreAggregate: jsonPreAggMiss, BuildUUID: ptr(""),
+				WorkerID: ptr(""), PublishedAt: ptr(t1),
+			}, t1)
+			b.mustNil("QueryTransition executing -> queued (fallback)", err)
+			want := q
+			want.Status, want.SQL, want.Target, want.PreAggregate, want.BuildUUID = api.QueryQueued, warehouseSQL, "warehouse", jsonPreAggMiss, ""
+			want.WorkerID, want.PublishedAt, want.UpdatedAt = "", ptr(t1), t1
+			b.wantQuery("QueryTransition result", got, want)
+			b.wantQuery("query after the fallback", b.getQuery(q.QueryUUID), want)
+
+			// Unset fields leave them alone; an empty PreAggregate clears it.
+			t2 := b.now.Add(2 * time.Second)
+			got, err = b.transition(q.QueryUUID, []api.QueryStatus{api.QueryQueued}, api.QueryExecuting, store.QueryUpdate{
+				WorkerID: ptr("warehouse-worker"),
+			}, t2)
+			b.mustNil("QueryTransition queued -> executing", err)
+			want.Status, want.WorkerID, want.UpdatedAt = api.QueryExecuting, "warehouse-worker", t2
+			b.wantQuery("query after a transition without metric fields", got, want)
+			got, err = b.transition(q.QueryUUID, []api.QueryStatus{api.QueryExecuting}, api.QueryError, store.QueryUpdate{
+				PreAggregate: json.RawMessage{},
+			}, t2)
+			b.mustNil("QueryTransition executing -> error", err)
+			want.Status, want.PreAggregate = api.QueryError, nil
+			b.wantQuery("query after an empty PreAggregate", got, want)
 		}},
 		{"InsertDefaults", func(b *bundle) {
 			q := store.Query{QueryUUID: "minimal", ProjectID: b.ids.Next(), SQL: "SELECT 1", CreatedAt: b.now}
