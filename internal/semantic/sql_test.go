@@ -219,7 +219,7 @@ func TestPreAggHash(t *testing.T) {
 		func(m *Model) { m.PreAggregates[0].Refresh.Cron = "0 * * * *" },
 		func(m *Model) { m.PreAggregates[0].MaxRows = 10 },
 		func(m *Model) { m.PreAggregates[0].Pos = Pos{Line: 9} },
-		func(m *Model) { m.Metrics[1].SQL = "other" },                         // not used by the pre-aggregate
+		func(m *Model) { m.Metrics[1].SQL = "other" }, // not used by the pre-aggregate
 		func(m *Model) { m.Dimensions = append(m.Dimensions, Dimension{Name: "new", Type: DimString}) },
 	}
 	for i, f := range same {
