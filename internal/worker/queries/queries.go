@@ -8,9 +8,7 @@ package queries
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/warehouse"
 	"github.com/millrace/millrace/internal/worker"
+	"github.com/millrace/millrace/internal/worker/results"
 )
 
 // lease paces the heartbeat (a third of it): a cancelled query is noticed,
@@ -124,28 +123,9 @@ func (j *job) Run(ctx context.Context) error {
 		return err
 	}
 	defer drv.Close()
-	pr, pw := io.Pipe()
-	upload := make(chan error, 1)
-	go func() { upload <- j.k.api.QueryUpload(ctx, j.cl.QueryUUID, j.k.cfg.WorkerID, pr) }()
-	enc := json.NewEncoder(pw)
-	header := false
-	qerr := drv.Query(ctx, j.cl.SQL, func(cols []warehouse.Column) error {
-		header = true
-		return enc.Encode(warehouse.ResultHeader{Columns: cols})
-	}, func(row []any) error { return enc.Encode(row) })
-	if qerr == nil && !header {
-		qerr = enc.Encode(warehouse.ResultHeader{Columns: []warehouse.Column{}})
-	}
-	if qerr != nil {
-		pw.CloseWithError(qerr)
-		<-upload
-		return qerr
-	}
-	pw.Close()
-	if err := <-upload; err != nil && client.StatusOf(err) != http.StatusConflict {
-		return fmt.Errorf("upload results: %w", err)
-	}
-	return nil
+	return results.Upload(ctx, j.k.api, j.cl.QueryUUID, j.k.cfg.WorkerID, func(ctx context.Context, onColumns func([]warehouse.Column) error, onRow func([]any) error) error {
+		return drv.Query(ctx, j.cl.SQL, onColumns, onRow)
+	})
 }
 
 // Report records a failure; a finished query reported itself by its upload.
