@@ -45,6 +45,8 @@ const (
 	InvalidFilter        Code = "invalid_filter"
 	InvalidModel         Code = "invalid_model"
 	ModelNotFound        Code = "model_not_found"
+	PreAggNotFound       Code = "preaggregate_not_found"
+	BuildNotFound        Code = "build_not_found"
 )
 
 // Entry is one code of the catalogue: its HTTP status and what it means.
@@ -81,6 +83,8 @@ var catalogue = []Entry{
 	{InvalidFilter, http.StatusBadRequest, "a metric query's filter does not fit its field's type (e.g. `greaterThan` on a boolean, a number that is not one, an unparsable date)"},
 	{InvalidModel, http.StatusBadRequest, "a model definition failed to parse or validate; the message lists every problem as `request:line:col: reason`"},
 	{ModelNotFound, http.StatusNotFound, "no model of the project has this name"},
+	{PreAggNotFound, http.StatusNotFound, "the project's model declares no pre-aggregate of this name"},
+	{BuildNotFound, http.StatusNotFound, "no pre-aggregate build has this id (in this project)"},
 }
 
 var statuses = func() map[Code]int {

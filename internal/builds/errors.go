@@ -1,0 +1,34 @@
+package builds
+
+import (
+	"errors"
+
+	"github.com/millrace/millrace/internal/errkind"
+)
+
+// The errors builds returns for a request the caller can correct or a state
+// it can act on (match with errors.Is; the text is the message). The API
+// server maps each to its code; builds knows nothing of HTTP.
+var (
+	// ErrInvalid: a parameter is missing or out of range.
+	ErrInvalid = errors.New("invalid request")
+	// ErrPreAggNotFound: the model, or the pre-aggregate on it, is not
+	// declared in the project.
+	ErrPreAggNotFound = errors.New("pre-aggregate not found")
+	// ErrBuildNotFound: no build has the id (in the project).
+	ErrBuildNotFound = errors.New("build not found")
+	// ErrDisabled: PRE_AGGREGATES_ENABLED=false, so nothing is built.
+	ErrDisabled = errors.New("pre-aggregates disabled")
+	// ErrNotClaimable: the build is no longer queued (taken by another
+	// worker, done, or its definition changed): the worker acks and moves on.
+	ErrNotClaimable = errors.New("build cannot be claimed")
+	// ErrNotHolder: the worker no longer holds the build (re-queued after
+	// its heartbeat went stale, or ended): it should stop.
+	ErrNotHolder = errors.New("worker does not hold the build")
+)
+
+func errorf(kind error, format string, args ...any) error {
+	return errkind.Errorf(kind, format, args...)
+}
+
+func isKind(err, kind error) bool { return errors.Is(err, kind) }
