@@ -31,6 +31,19 @@ type PreAggInfo struct {
 	Active        *PreAggBuild          `json:"active,omitempty"`
 	Last          *PreAggBuild          `json:"last,omitempty"`
 	NextRefreshAt *time.Time            `json:"nextRefreshAt,omitempty"`
+	// DefHash is the current definition's hash: only a build of it
+	// serves. ActiveOutdated says the active build was made for an
+	// earlier definition, so it no longer serves (a build of the current
+	// one is pending, or failed).
+	DefHash        string `json:"defHash,omitempty"`
+	ActiveOutdated bool   `json:"activeOutdated,omitempty"`
+	// LastError is the error of the newest failed build since the active
+	// one: the active build kept serving through it.
+	LastError string `json:"lastError,omitempty"`
+	// KeyValue is refresh.key_sql's last polled value, and KeyCheckedAt
+	// when it was polled.
+	KeyValue     string     `json:"keyValue,omitempty"`
+	KeyCheckedAt *time.Time `json:"keyCheckedAt,omitempty"`
 }
 
 // PreAggList is the reply of GET /api/v2/projects/{project}/preaggregates.
@@ -48,6 +61,10 @@ type PreAggBuildList struct {
 // POST /api/v2/projects/{project}/preaggregates/{model}/{name}/refresh.
 type RefreshStarted struct {
 	BuildUUID string `json:"buildUuid"`
+	// Status is queued for a new build; a refresh while one of the
+	// current definition is already queued or building returns that one.
+	Status  BuildStatus `json:"status,omitempty"`
+	Trigger string      `json:"trigger,omitempty"`
 }
 
 // QueryHistoryEntry is one query of

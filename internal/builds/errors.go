@@ -12,8 +12,9 @@ import (
 var (
 	// ErrInvalid: a parameter is missing or out of range.
 	ErrInvalid = errors.New("invalid request")
-	// ErrPreAggNotFound: the model, or the pre-aggregate on it, is not
-	// declared in the project.
+	// ErrModelNotFound: the project has no model of the name.
+	ErrModelNotFound = errors.New("model not found")
+	// ErrPreAggNotFound: the model declares no pre-aggregate of the name.
 	ErrPreAggNotFound = errors.New("pre-aggregate not found")
 	// ErrBuildNotFound: no build has the id (in the project).
 	ErrBuildNotFound = errors.New("build not found")
@@ -32,3 +33,8 @@ func errorf(kind error, format string, args ...any) error {
 }
 
 func isKind(err, kind error) bool { return errors.Is(err, kind) }
+
+// notDeclared reports whether err says the model or pre-aggregate is gone.
+func notDeclared(err error) bool {
+	return errors.Is(err, ErrModelNotFound) || errors.Is(err, ErrPreAggNotFound)
+}

@@ -55,7 +55,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (api.ClaimedBu
 		return api.ClaimedBuild{}, err
 	}
 	t, err := s.resolve(ctx, p, b.Model, b.PreAggregate)
-	if errors.Is(err, ErrPreAggNotFound) || (err == nil && t.hash != b.DefHash) {
+	if notDeclared(err) || (err == nil && t.hash != b.DefHash) {
 		why := "the pre-aggregate's definition changed before the build ran"
 		if err != nil {
 			why = "the pre-aggregate is no longer declared: " + err.Error()
@@ -236,7 +236,7 @@ func (s *Service) Complete(ctx context.Context, uuid, worker string, c api.Build
 	stale := ""
 	if p, err := s.projectByID(ctx, cur.ProjectID); err != nil {
 		return cur, err
-	} else if t, err := s.resolve(ctx, p, cur.Model, cur.PreAggregate); errors.Is(err, ErrPreAggNotFound) {
+	} else if t, err := s.resolve(ctx, p, cur.Model, cur.PreAggregate); notDeclared(err) {
 		stale = "the pre-aggregate is no longer declared"
 	} else if err != nil {
 		return cur, err

@@ -214,7 +214,7 @@ func (s *Service) resolve(ctx context.Context, p store.Project, model, preAgg st
 		return q.ModelGet(ctx, p.ProjectID, model)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return target{}, errorf(ErrPreAggNotFound, "project %s has no model %q", p.Name, model)
+		return target{}, errorf(ErrModelNotFound, "project %s has no model %q", p.Name, model)
 	}
 	if err != nil {
 		return target{}, err

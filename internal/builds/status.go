@@ -3,10 +3,8 @@ package builds
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -30,13 +28,6 @@ func ToAPI(b store.PreAggBuild, project string) api.PreAggBuild {
 	return out
 }
 
-func duration(d semantic.Duration) string {
-	if d <= 0 {
-		return ""
-	}
-	return time.Duration(d).String()
-}
-
 // List returns every pre-aggregate the project declares, with its active
 // build, its newest build and the error of a failure since the active one.
 func (s *Service) List(ctx context.Context, project string) (api.PreAggList, error) {
@@ -52,7 +43,7 @@ func (s *Service) List(ctx context.Context, project string) (api.PreAggList, err
 	if err != nil {
 		return api.PreAggList{}, err
 	}
-	out := api.PreAggList{PreAggregates: []api.PreAggStatus{}}
+	out := api.PreAggList{PreAggregates: []api.PreAggInfo{}}
 	for i := range models {
 		m := &models[i]
 		for j := range m.PreAggregates {
@@ -67,12 +58,9 @@ func (s *Service) List(ctx context.Context, project string) (api.PreAggList, err
 				return out, err
 			}
 			r := pa.Refresh
-			ps := api.PreAggStatus{Model: m.Name, Name: pa.Name, Dimensions: pa.Dimensions, Metrics: pa.Metrics,
-				TimeDimension: pa.TimeDimension, Granularity: string(pa.Granularity), DefHash: t.hash,
-				Refresh: api.RefreshStatus{Cron: r.Cron, KeySQL: r.KeySQL, KeyEvery: duration(r.KeyEvery), PartitionBy: string(r.PartitionBy),
-					UpdateWindow: duration(r.UpdateWindow), MaxStaleness: duration(r.MaxStaleness)}}
+			ps := api.PreAggInfo{Model: m.Name, Name: pa.Name, Definition: *pa, DefHash: t.hash}
 			if r.KeySQL != "" {
-				ps.Refresh.KeyValue, ps.Refresh.KeyCheckedAt = st.KeyValue, st.KeyCheckedAt
+				ps.KeyValue, ps.KeyCheckedAt = st.KeyValue, st.KeyCheckedAt
 			}
 			if r.Cron != "" {
 				ps.NextRefreshAt = st.NextCronAt
@@ -108,18 +96,18 @@ func (s *Service) List(ctx context.Context, project string) (api.PreAggList, err
 
 // History lists a project's builds, newest first; model and name filter
 // when set.
-func (s *Service) History(ctx context.Context, project, model, name string, offset, limit int) (api.BuildList, error) {
+func (s *Service) History(ctx context.Context, project, model, name string, offset, limit int) (api.PreAggBuildList, error) {
 	p, err := s.projects.Project(ctx, project)
 	if err != nil {
-		return api.BuildList{}, err
+		return api.PreAggBuildList{}, err
 	}
 	list, err := store.ReadValue(ctx, s.st, func(q store.Querier) ([]store.PreAggBuild, error) {
 		return q.BuildList(ctx, p.ProjectID, model, name, offset, limit)
 	})
 	if err != nil {
-		return api.BuildList{}, err
+		return api.PreAggBuildList{}, err
 	}
-	out := api.BuildList{Builds: make([]api.PreAggBuild, 0, len(list))}
+	out := api.PreAggBuildList{Builds: make([]api.PreAggBuild, 0, len(list))}
 	for _, b := range list {
 		out.Builds = append(out.Builds, ToAPI(b, p.Name))
 	}

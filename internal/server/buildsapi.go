@@ -23,6 +23,7 @@ func init() {
 		code apierr.Code
 	}{
 		{builds.ErrInvalid, apierr.BadRequest},
+		{builds.ErrModelNotFound, apierr.ModelNotFound},
 		{builds.ErrPreAggNotFound, apierr.PreAggNotFound},
 		{builds.ErrBuildNotFound, apierr.BuildNotFound},
 		{builds.ErrDisabled, apierr.StateConflict},
@@ -58,7 +59,7 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		if err != nil {
 			return nil, err
 		}
-		return reply{http.StatusAccepted, api.BuildRefreshed{BuildUUID: bl.BuildUUID, Status: bl.Status, Trigger: bl.Trigger}}, nil
+		return reply{http.StatusAccepted, api.RefreshStarted{BuildUUID: bl.BuildUUID, Status: bl.Status, Trigger: bl.Trigger}}, nil
 	})
 
 	// Worker protocol (snake_case bodies, like the warehouse one).

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/builds"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/flow"
@@ -67,6 +69,7 @@ type Server struct {
 	nats   *natsLink
 	flow   *flow.Service
 	query  *query.Service
+	builds *builds.Service // pre-aggregate builds: triggers, worker protocol, scheduler, reaper
 	relay  *relay.Relay
 	reaper *flow.Reaper
 	// bg owns every goroutine the server runs besides HTTP handlers and
@@ -179,7 +182,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 			return nil, err
 		}
 	}
-	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query))
+	s.builds = builds.New(builds.Config{Enabled: cfg.PreAgg.Enabled, NATSEnabled: cfg.Query.NATSEnabled, Subject: cfg.PreAgg.BuildSubject,
+		MaxRows: int64(cfg.PreAgg.MaxRows), BuildConcurrency: cfg.PreAgg.BuildConcurrency, RedeliverAfter: cfg.RedeliverAfter,
+		StaleWorkerAfter: cfg.Query.StaleWorker, WorkerID: fmt.Sprintf("server-%d-%d", nodeID, os.Getpid())},
+		s.st, gen, s.query, log, s.relay.Wake)
+	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true
@@ -279,6 +286,8 @@ func (s *Server) Run(ctx context.Context) error {
 		s.query.Reap(ctx, query.DefaultReapInterval, s.queryBacklog)
 		return nil
 	})
+	bg.Go("pre-aggregate scheduler", func(ctx context.Context) error { s.builds.Schedule(ctx); return nil })
+	bg.Go("build reaper", func(ctx context.Context) error { s.builds.Reap(ctx, s.buildBacklog); return nil })
 	if s.connectLate {
 		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })
 	}
@@ -302,6 +311,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.http.Close()
 	}
 	s.query.Stop()
+	s.builds.Stop()
 	err := bg.Stop()
 	s.close()
 	s.log.Info("millrace server stopped")
@@ -319,6 +329,9 @@ func (s *Server) close() {
 	if s.query != nil {
 		s.query.Stop()
 	}
+	if s.builds != nil {
+		s.builds.Stop()
+	}
 	_ = s.bg.Stop()
 	if s.ln != nil {
 		_ = s.ln.Close() // already closed if HTTP served
@@ -333,10 +346,32 @@ func (s *Server) close() {
 	}
 }
 
-// ensureQuery creates the query stream and lane consumers (NATS_ENABLED).
+// ensureQuery creates the query stream and lane consumers, and the
+// pre-aggregate stream with its two consumers (NATS_ENABLED).
 func (s *Server) ensureQuery(ctx context.Context, c *bus.Conn) error {
 	q := s.cfg.Query
-	return bus.EnsureQueryStream(ctx, c.JS, q.Stream, q.Subject, q.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024)
+	if err := bus.EnsureQueryStream(ctx, c.JS, q.Stream, q.Subject, q.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024); err != nil {
+		return err
+	}
+	p := s.cfg.PreAgg
+	return bus.EnsurePreAggStream(ctx, c.JS, p.Stream, p.QuerySubject, p.BuildSubject, p.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024)
+}
+
+// buildBacklog reports undelivered build jobs (for the build reaper).
+func (s *Server) buildBacklog(ctx context.Context) (int64, error) {
+	c := s.nats.get()
+	if c == nil || !s.cfg.Query.NATSEnabled {
+		return 0, errNotConnected
+	}
+	cons, err := c.JS.Consumer(ctx, s.cfg.PreAgg.Stream, s.cfg.PreAgg.Consumer+bus.PreAggBuildConsumerSuffix)
+	if err != nil {
+		return 0, err
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int64(ci.NumPending), nil
 }
 
 // queryBacklog reports undelivered query jobs (for the query reaper).
