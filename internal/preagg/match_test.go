@@ -427,3 +427,23 @@ func TestTruncate(t *testing.T) {
 		t.Errorf("sunday: %s", got)
 	}
 }
+
+// lookupDim finds a dimension field by its id ("<model>_<name>[_<grain>]"
+// or the bare "<name>[_<grain>]").
+func lookupDim(m *semantic.Model, id string) (semantic.Field, bool) {
+	for i := range m.Dimensions {
+		d := &m.Dimensions[i]
+		grains := append([]semantic.Grain{""}, semantic.DimGrains(d)...)
+		for _, g := range grains {
+			full := semantic.FieldID(m.Name, d.Name, g)
+			bare := d.Name
+			if g != "" {
+				bare += "_" + string(g)
+			}
+			if id == full || id == bare {
+				return semantic.Field{ID: full, Dim: d, Grain: g}, true
+			}
+		}
+	}
+	return semantic.Field{}, false
+}

@@ -1,9 +1,7 @@
 package preagg
 
 import (
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -205,92 +203,13 @@ func Truncate(t time.Time, g semantic.Grain) time.Time {
 }
 
 // scopeRules resolves a pre-aggregate's filters like a query's WHERE
-// rules: the field (dimension and grain) and typed values.
+// rules (semantic.ScopeCond): each a field and typed values.
 func scopeRules(m *semantic.Model, p *semantic.PreAggregate) ([]*semantic.Rule, error) {
-	var out []*semantic.Rule
-	for _, fr := range p.Filters {
-		f, ok := lookupDim(m, fr.Target.FieldID)
-		if !ok {
-			return nil, fmt.Errorf("unknown dimension %q", fr.Target.FieldID)
-		}
-		vals := make([]any, len(fr.Values))
-		for i, v := range fr.Values {
-			tv, err := typedValue(f.Dim.Type, v)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", fr.Target.FieldID, err)
-			}
-			vals[i] = tv
-		}
-		out = append(out, &semantic.Rule{Field: f, Operator: fr.Operator, Values: vals})
+	c, err := semantic.ScopeCond(m, p)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
-}
-
-// lookupDim finds a dimension field by its id ("<model>_<name>[_<grain>]"
-// or the bare "<name>[_<grain>]").
-func lookupDim(m *semantic.Model, id string) (semantic.Field, bool) {
-	for i := range m.Dimensions {
-		d := &m.Dimensions[i]
-		grains := []semantic.Grain{""}
-		if d.Type.IsTime() {
-			grains = append(grains, semantic.Grains...)
-		}
-		for _, g := range grains {
-			full := semantic.FieldID(m.Name, d.Name, g)
-			bare := d.Name
-			if g != "" {
-				bare += "_" + string(g)
-			}
-			if id == full || id == bare {
-				return semantic.Field{ID: full, Dim: d, Grain: g}, true
-			}
-		}
-	}
-	return semantic.Field{}, false
-}
-
-func typedValue(t semantic.DimType, v any) (any, error) {
-	switch t {
-	case semantic.DimString:
-		if s, ok := v.(string); ok {
-			return s, nil
-		}
-		return fmt.Sprint(v), nil
-	case semantic.DimNumber:
-		switch x := v.(type) {
-		case float64:
-			return x, nil
-		case int:
-			return float64(x), nil
-		case int64:
-			return float64(x), nil
-		case uint64:
-			return float64(x), nil
-		case json.Number:
-			return x.Float64()
-		case string:
-			return strconv.ParseFloat(strings.TrimSpace(x), 64)
-		}
-	case semantic.DimBoolean:
-		switch x := v.(type) {
-		case bool:
-			return x, nil
-		case string:
-			return strconv.ParseBool(x)
-		}
-	case semantic.DimDate, semantic.DimTimestamp:
-		switch x := v.(type) {
-		case time.Time:
-			return x.UTC(), nil
-		case string:
-			for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
-				if ts, err := time.Parse(layout, x); err == nil {
-					return ts.UTC(), nil
-				}
-			}
-		}
-	}
-	return nil, fmt.Errorf("value %v is not a %s", v, t)
+	return leaves(c), nil
 }
 
 func describeRule(fr semantic.FilterRule, r *semantic.Rule) string {
@@ -301,12 +220,5 @@ func describeRule(fr semantic.FilterRule, r *semantic.Rule) string {
 	return fmt.Sprintf("%s %s %s", r.Field.ID, fr.Operator, strings.Join(vals, ", "))
 }
 
-// defHash is the definition hash an active build must carry; a variable
-// until semantic.PreAggHash lands.
-var defHash = func(m *semantic.Model, p *semantic.PreAggregate) string {
-	b, _ := json.Marshal(struct {
-		M *semantic.Model
-		P *semantic.PreAggregate
-	}{m, p})
-	return string(b)
-}
+// defHash is the definition hash an active build must carry.
+var defHash = semantic.PreAggHash
