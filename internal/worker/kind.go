@@ -35,6 +35,9 @@ type Lane struct {
 	// Reserve is how many of the runtime's slots this lane leaves free, so
 	// that a backlog here never delays the lanes that reserve nothing.
 	Reserve int
+	// Max caps how many of this lane's jobs run at once (0: no cap
+	// beyond the runtime's slots), e.g. builds that each hold a DuckDB.
+	Max int
 }
 
 // A Job is the work one message points at. The runtime calls Claim; if

@@ -186,8 +186,13 @@ func waitFor(g *lifecycle.Group, d time.Duration) bool {
 	return g.Wait(ctx)
 }
 
-// pull fetches from one lane while it has free slots.
+// pull fetches from one lane while it has free slots (and, for a lane
+// with a Max, while fewer than Max of its jobs run).
 func (r *Runtime) pull(ctx context.Context, lane Lane) {
+	var capped *slots // only this goroutine acquires it
+	if lane.Max > 0 {
+		capped = newSlots(lane.Max)
+	}
 	wait := r.cfg.NATS.FetchTimeout
 	if wait <= 0 || (len(r.lanes) > 1 && wait > laneFetchWait) {
 		wait = laneFetchWait
@@ -196,9 +201,20 @@ func (r *Runtime) pull(ctx context.Context, lane Lane) {
 	var cons jetstream.Consumer
 	var ackWait time.Duration
 	for {
+		if capped != nil {
+			if _, ok := capped.wait(ctx, 0); !ok {
+				return
+			}
+		}
 		free, ok := r.slots.wait(ctx, lane.Reserve)
 		if !ok {
 			return
+		}
+		if capped != nil {
+			// Nobody else takes capped's slots, so this many stay free
+			// until the batch is dispatched.
+			lf, _ := capped.wait(ctx, 0)
+			free = min(free, lf)
 		}
 		if cons == nil {
 			c, err := r.consumer(ctx, lane)
@@ -228,7 +244,7 @@ func (r *Runtime) pull(ctx context.Context, lane Lane) {
 			r.pause(ctx, &bo, "fetch failed; re-checking stream and consumer", lane, err)
 			continue
 		}
-		r.dispatch(batch, ackWait)
+		r.dispatch(batch, ackWait, capped)
 		cancel()
 		if err := batch.Error(); bus.BatchFailed(err) && ctx.Err() == nil {
 			// A missing heartbeat or a deleted consumer (NATS restarted).
@@ -261,18 +277,28 @@ func (r *Runtime) pause(ctx context.Context, bo *backoff.Backoff, msg string, la
 }
 
 // dispatch runs every message of batch in its own goroutine holding a
-// slot, and returns when the batch has delivered all it will.
-func (r *Runtime) dispatch(batch jetstream.MessageBatch, ackWait time.Duration) {
+// slot (and one of capped's, when the lane has a Max), and returns when
+// the batch has delivered all it will.
+func (r *Runtime) dispatch(batch jetstream.MessageBatch, ackWait time.Duration, capped *slots) {
 	for msg := range batch.Messages() {
+		if capped != nil {
+			capped.acquire()
+		}
 		r.slots.acquire()
+		release := func() {
+			r.slots.release()
+			if capped != nil {
+				capped.release()
+			}
+		}
 		if !r.jobs.Go("job", func(context.Context) error {
-			defer r.slots.release()
+			defer release()
 			r.handle(msg, ackWait)
 			return nil
 		}) {
 			// Stopping (it cannot happen while a lane pulls, but if it
 			// did): leave the message to another worker.
-			r.slots.release()
+			release()
 			_ = msg.Nak()
 		}
 	}

@@ -24,6 +24,7 @@ import (
 type fakeKind struct {
 	t           *testing.T
 	slowReserve int
+	slowMax     int
 	// run is each job's work; heartbeat, when set, answers heartbeats.
 	run       func(ctx context.Context, id string) error
 	heartbeat func(id string) error
@@ -53,7 +54,7 @@ const fakeStream, fakeSubject = "FAKE", "fake"
 func (k *fakeKind) Name() string { return "fake" }
 
 func (k *fakeKind) Lanes(int) []worker.Lane {
-	return []worker.Lane{{Stream: fakeStream, Consumer: "fast"}, {Stream: fakeStream, Consumer: "slow", Reserve: k.slowReserve}}
+	return []worker.Lane{{Stream: fakeStream, Consumer: "fast"}, {Stream: fakeStream, Consumer: "slow", Reserve: k.slowReserve, Max: k.slowMax}}
 }
 
 func (k *fakeKind) Ensure(ctx context.Context, conn *bus.Conn) error {
@@ -293,6 +294,49 @@ func TestRuntimeLaneReserve(t *testing.T) {
 	k.snapshot(func(k *fakeKind) {
 		if k.peak["slow"] > 2 {
 			t.Fatalf("%d slow jobs ran at once, want at most 2", k.peak["slow"])
+		}
+	})
+}
+
+// A lane's Max caps its jobs however many slots are free, and the other
+// lane still gets the rest.
+func TestRuntimeLaneMax(t *testing.T) {
+	t.Parallel()
+	k := newFakeKind(t)
+	k.slowMax = 1
+	release := make(chan struct{})
+	k.run = func(ctx context.Context, id string) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	s := start(t, k, 4, 5*time.Second)
+	for i := range 4 {
+		s.send(fakeMsg{ID: fmt.Sprint("slow", i), Lane: "slow"})
+	}
+	running := func(lane string, n int) func() error {
+		return func() error {
+			var err error
+			k.snapshot(func(k *fakeKind) {
+				if k.active[lane] != n {
+					err = fmt.Errorf("%d %s jobs running, want %d", k.active[lane], lane, n)
+				}
+			})
+			return err
+		}
+	}
+	wait.For(t, 10*time.Second, running("slow", 1))
+	for i := range 3 {
+		s.send(fakeMsg{ID: fmt.Sprint("fast", i)})
+	}
+	wait.For(t, 10*time.Second, running("fast", 3))
+	close(release)
+	wait.For(t, 20*time.Second, func() error { return errors.Join(s.settled("slow"), s.settled("fast")) })
+	k.snapshot(func(k *fakeKind) {
+		if k.peak["slow"] != 1 || len(k.reported) != 7 {
+			t.Fatalf("peak slow jobs %d (want 1), %d reported (want 7)", k.peak["slow"], len(k.reported))
 		}
 	})
 }
