@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
@@ -110,17 +112,55 @@ type PreAggTx interface {
 	// BuildTransition moves a build to status `to` and applies upd, only
 	// if its current status is one of from; ErrConflict otherwise (the
 	// returned build then holds the current row), ErrNotFound if absent.
+	// `to` may not be active: only BuildPromote makes a build active.
+	// UpdatedAt becomes now.
 	BuildTransition(ctx context.Context, uuid string, from []api.BuildStatus, to api.BuildStatus, upd BuildUpdate, now time.Time) (PreAggBuild, error)
 	// BuildPromote makes a building build active and the pre-aggregate's
 	// previous active build superseded, atomically. If the active build
 	// was created after this one (a late-finishing older build), this one
 	// becomes superseded instead and ErrConflict is returned: an older
-	// build never replaces a newer one.
+	// build never replaces a newer one. That outcome is written: commit it
+	// (the returned row shows it) rather than roll it back, or the build
+	// stays building until the reaper re-queues it. "After" is by
+	// (CreatedAt, BuildUUID). A build that is not building is ErrConflict
+	// with its row and nothing changes; ErrNotFound if absent. upd applies
+	// to this build either way; UpdatedAt becomes now on every row changed.
 	BuildPromote(ctx context.Context, uuid string, upd BuildUpdate, now time.Time) (PreAggBuild, error)
-	// BuildMarkRepublished increments Publishes and sets PublishedAt = now.
+	// BuildMarkRepublished increments Publishes and sets PublishedAt = now
+	// (also a building build's heartbeat); ErrNotFound if absent.
 	BuildMarkRepublished(ctx context.Context, uuid string, now time.Time) (PreAggBuild, error)
 	// PreAggStateCAS writes st if the stored Version is prevVersion (0:
 	// the row must not exist) and sets st.Version = prevVersion+1;
 	// ErrConflict when another writer got there first.
 	PreAggStateCAS(ctx context.Context, st PreAggState, prevVersion int64) error
+}
+
+// buildStatuses are the statuses a driver accepts.
+var buildStatuses = map[api.BuildStatus]bool{
+	api.BuildQueued: true, api.BuildBuilding: true, api.BuildActive: true,
+	api.BuildSuperseded: true, api.BuildFailed: true,
+}
+
+// ValidBuildStatus reports whether s is a known build status.
+func ValidBuildStatus(s api.BuildStatus) bool { return buildStatuses[s] }
+
+// CheckBuildTransition rejects, before a driver runs it, a transition that
+// would strand a build (an unknown status) or bypass BuildPromote (to
+// active).
+func CheckBuildTransition(from []api.BuildStatus, to api.BuildStatus) error {
+	if len(from) == 0 {
+		return errors.New("no expected build status given")
+	}
+	for _, s := range from {
+		if !ValidBuildStatus(s) {
+			return fmt.Errorf("unknown expected build status %q", s)
+		}
+	}
+	if !ValidBuildStatus(to) {
+		return fmt.Errorf("unknown build status %q", to)
+	}
+	if to == api.BuildActive {
+		return errors.New("a build becomes active only through BuildPromote, which supersedes the previous active build")
+	}
+	return nil
 }

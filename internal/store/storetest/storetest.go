@@ -105,6 +105,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Blob", blobCases()},
 		{"Project", projectCases()},
 		{"Query", queryCases()},
+		{"Model", modelCases()},
+		{"Build", buildCases()},
+		{"PreAggState", stateCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
