@@ -267,10 +267,13 @@ func (fr *filterResolver) items(and, or []FilterItem, metrics bool, depth int) (
 				return nil, err
 			}
 			c.Items = append(c.Items, rc)
-		case len(it.And) > 0 || len(it.Or) > 0:
+		case it.And != nil || it.Or != nil:
 			sub, err := fr.items(it.And, it.Or, metrics, depth+1)
 			if err != nil {
 				return nil, err
+			}
+			if sub.Rule == nil && len(sub.Items) == 0 {
+				continue // an empty group is no condition, as in Lightdash
 			}
 			c.Items = append(c.Items, sub)
 		default:
