@@ -555,3 +555,48 @@ func BenchmarkHot(b *testing.B) {
 		return d
 	})
 }
+
+// TestMigrateUpgradeKeepsQueries upgrades a database holding a query written
+// under migration 5: it reads back as the SQL query it was, with empty
+// metric-query fields.
+func TestMigrateUpgradeKeepsQueries(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	d, err := Open(ctx, filepath.Join(t.TempDir(), "millrace.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	migs, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migs {
+		if m.version <= 5 {
+			if err := d.apply(ctx, m); err != nil {
+				t.Fatalf("apply %s: %v", m.name, err)
+			}
+		}
+	}
+	if _, err := d.writer.ExecContext(ctx, `INSERT INTO queries (query_uuid, project_id, sql, status, columns, created_at, updated_at)
+		VALUES ('q-1', 7, 'SELECT 1', 'ready', '[ {"name":"x"} ]', 1, 1)`); err != nil {
+		t.Fatalf("insert a version-5 query: %v", err)
+	}
+	if err := d.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from version 5: %v", err)
+	}
+	err = d.Read(ctx, func(q store.Querier) error {
+		got, err := q.QueryGet(ctx, "q-1")
+		if err != nil {
+			return err
+		}
+		if got.SQL != "SELECT 1" || string(got.Columns) != `[ {"name":"x"} ]` || got.Kind != "" || got.MetricQuery != nil ||
+			got.Target != "" || got.PreAggregate != nil || got.BuildUUID != "" {
+			return fmt.Errorf("upgraded query = %+v; want the SQL query unchanged with empty metric fields", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
