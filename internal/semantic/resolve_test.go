@@ -137,10 +137,18 @@ func TestResolveErrors(t *testing.T) {
 		{"table calculations", q(func(q *MetricQuery) { q.TableCalculations = []json.RawMessage{json.RawMessage(`{}`)} }), CodeInvalidQuery, "", "tableCalculations are not supported"},
 		{"custom dimensions", q(func(q *MetricQuery) { q.CustomDimensions = []json.RawMessage{json.RawMessage(`{}`)} }), CodeInvalidQuery, "", "customDimensions are not supported"},
 		{"custom without sql", q(func(q *MetricQuery) { q.AdditionalMetrics = []AdditionalMetric{{Name: "x", Type: MetricSum}} }), CodeInvalidQuery, "orders_x", "sql is required"},
-		{"custom name clash", q(func(q *MetricQuery) { q.AdditionalMetrics = []AdditionalMetric{{Name: "amount", Type: MetricSum, SQL: "1"}} }), CodeInvalidQuery, "orders_amount", "already a field"},
-		{"custom type", q(func(q *MetricQuery) { q.AdditionalMetrics = []AdditionalMetric{{Name: "x", Type: "percentile", SQL: "1"}} }), CodeInvalidQuery, "orders_x", "type"},
-		{"custom table", q(func(q *MetricQuery) { q.AdditionalMetrics = []AdditionalMetric{{Name: "x", Table: "t2", Type: MetricSum, SQL: "1"}} }), CodeInvalidQuery, "orders_x", "not the explore"},
-		{"custom name", q(func(q *MetricQuery) { q.AdditionalMetrics = []AdditionalMetric{{Name: "X y", Type: MetricSum, SQL: "1"}} }), CodeInvalidQuery, "", "name must match"},
+		{"custom name clash", q(func(q *MetricQuery) {
+			q.AdditionalMetrics = []AdditionalMetric{{Name: "amount", Type: MetricSum, SQL: "1"}}
+		}), CodeInvalidQuery, "orders_amount", "already a field"},
+		{"custom type", q(func(q *MetricQuery) {
+			q.AdditionalMetrics = []AdditionalMetric{{Name: "x", Type: "percentile", SQL: "1"}}
+		}), CodeInvalidQuery, "orders_x", "type"},
+		{"custom table", q(func(q *MetricQuery) {
+			q.AdditionalMetrics = []AdditionalMetric{{Name: "x", Table: "t2", Type: MetricSum, SQL: "1"}}
+		}), CodeInvalidQuery, "orders_x", "not the explore"},
+		{"custom name", q(func(q *MetricQuery) {
+			q.AdditionalMetrics = []AdditionalMetric{{Name: "X y", Type: MetricSum, SQL: "1"}}
+		}), CodeInvalidQuery, "", "name must match"},
 	}
 	for _, tt := range tests {
 		_, err := Resolve(m, tt.q)
