@@ -41,11 +41,20 @@ func (d *duckdbDriver) Close() error { return d.db.Close() } // also closes the 
 func (d *duckdbDriver) Query(ctx context.Context, query string, onColumns func([]Column) error, onRow func([]any) error) error {
 	conn, err := d.db.Conn(ctx)
 	if err != nil {
-		return d.fail(ctx, err)
+		return duckdbFail(ctx, d.path, err)
 	}
 	defer conn.Close()
+	return QueryDuckDB(ctx, conn, d.path, query, onColumns, onRow)
+}
+
+// QueryDuckDB runs query on conn, a connection of a duckdb-go database, and
+// streams its result as Driver.Query does, with the same column types and
+// value conversion: the pre-aggregate engine serves through it, so an
+// answer from a pre-aggregate reads exactly like one from a DuckDB
+// warehouse. where names the database in errors.
+func QueryDuckDB(ctx context.Context, conn *sql.Conn, where, query string, onColumns func([]Column) error, onRow func([]any) error) error {
 	var callbackErr error
-	err = conn.Raw(func(dc any) error {
+	err := conn.Raw(func(dc any) error {
 		// The driver's own Rows give each value as DuckDB produced it, plus
 		// the column type names, which database/sql would hide.
 		rows, err := dc.(driver.QueryerContext).QueryContext(ctx, query, nil)
@@ -86,21 +95,21 @@ func (d *duckdbDriver) Query(ctx context.Context, query string, onColumns func([
 		}
 	})
 	if err != nil && !errors.Is(err, callbackErr) {
-		return d.fail(ctx, err)
+		return duckdbFail(ctx, where, err)
 	}
 	return err
 }
 
-func (d *duckdbDriver) fail(ctx context.Context, err error) error {
+func duckdbFail(ctx context.Context, where string, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("duckdb: the query on %s was stopped: %w", d.path, ctx.Err())
+		return fmt.Errorf("duckdb: the query on %s was stopped: %w", where, ctx.Err())
 	}
 	var dbErr *duckdb.Error
 	if errors.As(err, &dbErr) {
 		return &Error{Message: dbErr.Msg, Code: duckdbErrorTypes[dbErr.Type],
 			Retryable: dbErr.Type == duckdb.ErrorTypeTransaction}
 	}
-	return &Error{Message: fmt.Sprintf("duckdb %s: %v", d.path, err)}
+	return &Error{Message: fmt.Sprintf("duckdb %s: %v", where, err)}
 }
 
 // duckdbErrorTypes names the error kinds that DuckDB puts before its

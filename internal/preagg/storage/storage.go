@@ -8,7 +8,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 )
 
 // ErrNotFound: the object does not exist (never written, or lost). To a
@@ -26,4 +28,33 @@ type Store interface {
 	// String names the store for logs and `preagg status` ("dir:/path",
 	// "nats:bucket").
 	String() string
+}
+
+// Local is a Store whose objects are files on this machine (Dir): the
+// engine reads them in place instead of copying them into its cache.
+type Local interface {
+	Store
+	// Path is the file holding key; ErrNotFound if absent.
+	Path(key string) (string, error)
+}
+
+// CheckKey refuses a key that could name something outside the store: it
+// must be a relative, clean, slash-separated path of non-empty segments.
+func CheckKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("storage: empty object key")
+	case len(key) > 1024:
+		return fmt.Errorf("storage: object key longer than 1024 bytes: %.40q...", key)
+	case strings.ContainsAny(key, "\\\x00"):
+		return fmt.Errorf("storage: object key %q contains a backslash or NUL", key)
+	case strings.HasPrefix(key, "/"):
+		return fmt.Errorf("storage: object key %q is absolute", key)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("storage: object key %q has an empty, . or .. segment", key)
+		}
+	}
+	return nil
 }
