@@ -546,7 +546,10 @@ func TestClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := preagg.Plan(&m, &m.PreAggregates[0], semantic.Postgres, nil)
+	want, err := preagg.Plan(&m, &m.PreAggregates[0], semantic.Postgres, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if c.Plan != want || c.MaxRows != 77 || c.ObjectPrefix != "shop/orders/daily/"+b.BuildUUID || c.KeySQL != m.PreAggregates[0].Refresh.KeySQL ||
 		c.Warehouse.URL != f.conn.URL || c.Project != "shop" || len(c.Keep) != 0 {
 		t.Fatalf("claimed = %+v", c)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/preagg"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -79,12 +80,17 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (api.ClaimedBu
 	if err != nil {
 		return api.ClaimedBuild{}, err
 	}
+	plan, err := preagg.Plan(t.model, t.preagg, d, from)
+	if err != nil {
+		s.end(ctx, uuid, []api.BuildStatus{api.BuildQueued}, api.BuildFailed, "planning the build: "+err.Error())
+		return api.ClaimedBuild{}, errorf(ErrNotClaimable, "build %s failed: planning it: %v", uuid, err)
+	}
 	maxRows := int64(t.preagg.MaxRows)
 	if maxRows <= 0 {
 		maxRows = s.cfg.MaxRows
 	}
 	out := api.ClaimedBuild{BuildUUID: uuid, Project: p.Name, Model: b.Model, PreAggregate: b.PreAggregate,
-		Warehouse: api.WarehouseConn{Type: conn.Type, URL: conn.URL}, Plan: planOf(t.model, t.preagg, d, from),
+		Warehouse: api.WarehouseConn{Type: conn.Type, URL: conn.URL}, Plan: plan,
 		Keep: keep, MaxRows: maxRows, ObjectPrefix: ObjectPrefix(p.Name, b.Model, b.PreAggregate, uuid), KeySQL: t.preagg.Refresh.KeySQL}
 	now := s.now()
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
@@ -130,19 +136,20 @@ func (s *Service) window(ctx context.Context, t target, b store.PreAggBuild) (*t
 		s.log.Warn("a window build has no active build of its definition to keep partitions from; rebuilding everything", "build", b.BuildUUID)
 		return nil, nil, nil
 	}
-	first := slices.Min(keys)
-	from, err := time.Parse(partitionKeyLayout, first)
+	from, err := time.Parse(preagg.PartitionKeyLayout, slices.Min(keys))
 	if err != nil {
-		return nil, nil, fmt.Errorf("build %s: rebuild key %q: %w", b.BuildUUID, first, err)
+		return nil, nil, fmt.Errorf("build %s: rebuild keys %v: %w", b.BuildUUID, keys, err)
 	}
-	var parts, keep []api.PartitionObject
-	if err := json.Unmarshal(active.Partitions, &parts); err != nil && len(active.Partitions) > 0 {
-		return nil, nil, fmt.Errorf("active build %s: partitions unreadable: %w", active.BuildUUID, err)
-	}
-	for _, o := range parts {
-		if o.Key != "" && o.Key < first {
-			keep = append(keep, o)
+	var parts []api.PartitionObject
+	if len(active.Partitions) > 0 {
+		if err := json.Unmarshal(active.Partitions, &parts); err != nil {
+			return nil, nil, fmt.Errorf("active build %s: partitions unreadable: %w", active.BuildUUID, err)
 		}
+	}
+	keep, ok := preagg.Keep(parts, from)
+	if !ok {
+		s.log.Warn("the active build is not split by partition; rebuilding everything", "build", b.BuildUUID, "active", active.BuildUUID)
+		return nil, nil, nil
 	}
 	return &from, keep, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/builds"
+	"github.com/millrace/millrace/internal/preagg"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
@@ -103,6 +104,9 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 		if len(c.Keep) != 0 {
 			t.Fatalf("a full build keeps %v", keysOf(c.Keep))
 		}
+		if want, err := preagg.Plan(&m, &m.PreAggregates[0], semantic.Postgres, nil); err != nil || c.Plan != want || c.Plan.PartitionColumn == "" {
+			t.Fatalf("full plan = %+v, want the full partitioned Plan (%v)", c.Plan, err)
+		}
 		all := parts(first, 10, days("2024-01-01", 10)...) // 2024-01-01 .. 2024-01-10
 		if b, err := s.Complete(t.Context(), first, "w1", api.BuildComplete{Partitions: all}); err != nil || b.Status != api.BuildActive {
 			t.Fatalf("first build: %v %v", b.Status, err)
@@ -123,6 +127,10 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 		c, err = s.Claim(t.Context(), second, "w1")
 		if err != nil {
 			t.Fatal(err)
+		}
+		from := time.Date(2024, 1, 8, 0, 0, 0, 0, time.UTC)
+		if want, err := preagg.Plan(&m, &m.PreAggregates[0], semantic.Postgres, &from); err != nil || c.Plan != want {
+			t.Fatalf("window plan = %+v, want Plan from %s (%v)", c.Plan, from, err)
 		}
 		if want := days("2024-01-01", 7); !slices.Equal(keysOf(c.Keep), want) {
 			t.Fatalf("kept = %v, want %v", keysOf(c.Keep), want)

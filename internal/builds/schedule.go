@@ -10,6 +10,8 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/preagg"
+	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
 )
@@ -79,7 +81,7 @@ func (s *Service) ScheduleOnce(ctx context.Context) ([]store.PreAggBuild, error)
 			m := &models[i]
 			for j := range m.PreAggregates {
 				pa := &m.PreAggregates[j]
-				t := target{project: p, model: m, preagg: pa, hash: defHash(m, pa)}
+				t := target{project: p, model: m, preagg: pa, hash: semantic.PreAggHash(m, pa)}
 				b, err := s.scheduleOne(ctx, t)
 				if err != nil {
 					note(fmt.Errorf("pre-aggregate %s: %w", t.key(), err))
@@ -187,8 +189,8 @@ func (s *Service) scheduleOne(ctx context.Context, t target) (*store.PreAggBuild
 		trigger = TriggerDefinition
 	}
 	var rebuild []string
-	if (trigger == TriggerCron || trigger == TriggerKeySQL) && current && partitioned(t.preagg) {
-		trigger, rebuild = TriggerPartition, windowKeys(r.PartitionBy, time.Duration(r.UpdateWindow), now)
+	if start, ok := preagg.WindowStart(t.preagg, now); ok && current && (trigger == TriggerCron || trigger == TriggerKeySQL) {
+		trigger, rebuild = TriggerPartition, preagg.WindowKeys(t.preagg, start, now)
 	}
 	if trigger != "" && pending != nil {
 		// A build of this definition is on its way. A key change it may

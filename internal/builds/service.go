@@ -226,7 +226,7 @@ func (s *Service) resolve(ctx context.Context, p store.Project, model, preAgg st
 	for i := range m.PreAggregates {
 		if m.PreAggregates[i].Name == preAgg {
 			pa := &m.PreAggregates[i]
-			return target{project: p, model: &m, preagg: pa, hash: defHash(&m, pa)}, nil
+			return target{project: p, model: &m, preagg: pa, hash: semantic.PreAggHash(&m, pa)}, nil
 		}
 	}
 	return target{}, errorf(ErrPreAggNotFound, "model %s of project %s declares no pre-aggregate %q", model, p.Name, preAgg)

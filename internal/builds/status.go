@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -48,7 +49,7 @@ func (s *Service) List(ctx context.Context, project string) (api.PreAggList, err
 		m := &models[i]
 		for j := range m.PreAggregates {
 			pa := &m.PreAggregates[j]
-			t := target{project: p, model: m, preagg: pa, hash: defHash(m, pa)}
+			t := target{project: p, model: m, preagg: pa, hash: semantic.PreAggHash(m, pa)}
 			st, err := s.state(ctx, t)
 			if err != nil {
 				return out, err
