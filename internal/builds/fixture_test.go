@@ -23,7 +23,9 @@ import (
 	"github.com/millrace/millrace/internal/warehouse"
 )
 
-// clock is a test's settable time.
+// clock is a test's settable time. Each reading advances it by a
+// microsecond, as real time would, so builds queued one after another have
+// distinct creation times (promotion orders builds by them).
 type clock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -32,6 +34,7 @@ type clock struct {
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Microsecond)
 	return c.t
 }
 
