@@ -69,7 +69,10 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (api.ClaimedBu
 	}
 	conn, err := s.projects.Connection(p)
 	if err != nil {
-		return api.ClaimedBuild{}, err
+		// Not transient (no or another MILLRACE_SECRET_KEY): fail it
+		// visibly rather than re-notify it forever.
+		s.end(ctx, uuid, []api.BuildStatus{api.BuildQueued}, api.BuildFailed, "the project's warehouse connection: "+err.Error())
+		return api.ClaimedBuild{}, errorf(ErrNotClaimable, "build %s failed: the project's warehouse connection: %v", uuid, err)
 	}
 	d, err := dialect(p.WarehouseType)
 	if err != nil {
