@@ -3,7 +3,6 @@ package builds_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -299,4 +298,3 @@ func days(from string, n int) []string {
 	return out
 }
 
-var _ = fmt.Sprint
