@@ -261,6 +261,8 @@ func (fr *filterResolver) items(and, or []FilterItem, metrics bool, depth int) (
 		switch {
 		case it.Target.FieldID != "" && (len(it.And) > 0 || len(it.Or) > 0):
 			return nil, &QueryError{Code: CodeInvalidFilter, FieldID: it.Target.FieldID, Message: "a filter item is both a rule (target) and a group (and/or): split them"}
+		case it.Target.FieldID != "" && it.Disabled:
+			continue
 		case it.Target.FieldID != "":
 			rc, err := fr.rule(it.FilterRule, metrics)
 			if err != nil {

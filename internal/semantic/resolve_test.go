@@ -68,6 +68,13 @@ func TestResolve(t *testing.T) {
 	if _, err := Compile(r, Postgres); err != nil {
 		t.Error(err)
 	}
+	// A disabled rule is no condition (nor checked), as in Lightdash.
+	r, err = Resolve(m, MetricQuery{ExploreName: "orders", Metrics: []string{"count"}, Filters: Filters{Dimensions: &FilterGroup{And: []FilterItem{
+		{FilterRule: FilterRule{Target: FilterTarget{FieldID: "is_paid"}, Operator: OpGreaterThan, Disabled: true}},
+		{FilterRule: FilterRule{Target: FilterTarget{FieldID: "status"}, Operator: OpIsNull}}}}}})
+	if err != nil || len(r.Where.Items) != 1 || r.Where.Items[0].Rule.Field.ID != "orders_status" {
+		t.Errorf("disabled rule: %+v, %v", r, err)
+	}
 	// An empty filter group is no filter.
 	r, err = Resolve(m, MetricQuery{ExploreName: "orders", Metrics: []string{"count"}, Filters: Filters{Dimensions: &FilterGroup{}}, Limit: MaxLimit})
 	if err != nil || r.Where != nil || r.Limit != MaxLimit {

@@ -238,7 +238,10 @@ type FilterRule struct {
 	Target   FilterTarget   `json:"target,omitzero"`
 	Operator FilterOperator `json:"operator,omitempty"`
 	Values   []any          `json:"values,omitempty"`
-	Pos      Pos            `json:"pos,omitzero"` // set for declared (pre-aggregate) filters
+	// Disabled rules are ignored, as in Lightdash (a dashboard filter
+	// switched off).
+	Disabled bool `json:"disabled,omitempty"`
+	Pos      Pos  `json:"pos,omitzero"` // set for declared (pre-aggregate) filters
 }
 
 // FilterTarget names the filtered field by its field id.

@@ -197,11 +197,11 @@ func parseTime(s string) (time.Time, error) {
 }
 
 func show(v any) string {
-	switch v.(type) {
+	switch x := v.(type) {
 	case nil:
 		return "null"
 	case string:
-		return strconv.Quote(v.(string))
+		return strconv.Quote(x)
 	case map[string]any:
 		return "an object"
 	case []any:
