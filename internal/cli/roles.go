@@ -18,9 +18,11 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/worker"
 	"github.com/millrace/millrace/internal/worker/commands"
+	"github.com/millrace/millrace/internal/worker/preaggs"
 	"github.com/millrace/millrace/internal/worker/queries"
 )
 
@@ -55,7 +57,7 @@ func workerCmd() *cobra.Command {
 	var cfg config.Worker
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Run a worker: flow commands (default) or warehouse queries (--stream warehouse)",
+		Short: "Run a worker: flow commands (default), warehouse queries (--stream warehouse) or pre-aggregates (--stream pre-aggregate)",
 		Long: `Run a Millrace worker. It pulls notifications from the durable consumer
 (NATS_CONSUMER), claims each command from the server at SERVER_API_URL, runs
 its tool with up to NATS_WORKER_CONCURRENCY commands at once, and reports the
@@ -64,7 +66,21 @@ MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.
 
 With --stream warehouse it runs warehouse queries instead, from
 WAREHOUSE_QUERY_JOBS (consumers worker-warehouse and
-worker-warehouse-interactive), for servers started with NATS_ENABLED=true.`,
+worker-warehouse-interactive), for servers started with NATS_ENABLED=true.
+
+With --stream pre-aggregate it builds and serves pre-aggregates, from
+PRE_AGGREGATE_QUERY_JOBS: materializations (consumer
+worker-pre-aggregate-materialization, at most PRE_AGGREGATE_BUILD_CONCURRENCY
+at once) run the pre-aggregate's query on the warehouse and write Parquet to
+the object store (a JetStream Object Store bucket, PRE_AGGREGATE_OBJECT_BUCKET,
+or PRE_AGGREGATE_DIR with PRE_AGGREGATE_STORAGE=dir); metric queries that
+match a pre-aggregate (consumer worker-pre-aggregate) are answered from DuckDB
+over it, bounded by PRE_AGGREGATE_DUCKDB_QUERY_MEMORY_LIMIT. A lost object
+sends the query back to the warehouse and starts a rebuild. For servers
+started with NATS_ENABLED=true (otherwise the server does both itself).`,
+		Example: `  millrace worker                                   # flow commands
+  NATS_ENABLED=true millrace worker --stream warehouse
+  millrace worker --stream pre-aggregate --pre-aggregate-memory-limit 2GB --pre-aggregate-build-concurrency 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
@@ -77,8 +93,10 @@ worker-warehouse-interactive), for servers started with NATS_ENABLED=true.`,
 				w, err = commands.New(cmd.Context(), cfg, log)
 			case "warehouse":
 				w, err = queries.New(cmd.Context(), warehouseWorkerConfig(cfg), log)
+			case "pre-aggregate":
+				w, err = preaggs.New(cmd.Context(), preaggWorkerConfig(cfg), log)
 			default:
-				return fmt.Errorf("--stream must be commands or warehouse, got %q", cfg.Stream)
+				return fmt.Errorf("--stream must be commands, warehouse or pre-aggregate, got %q", cfg.Stream)
 			}
 			if err != nil {
 				return err
@@ -108,6 +126,15 @@ func warehouseWorkerConfig(cfg config.Worker) queries.Config {
 		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
 
+func preaggWorkerConfig(cfg config.Worker) preaggs.Config {
+	p := cfg.PreAgg
+	return preaggs.Config{NATS: cfg.NATS.Bus("millrace-pre-aggregate-worker"), Stream: p.Stream, QuerySubject: p.QuerySubject,
+		BuildSubject: p.BuildSubject, Consumer: p.Consumer, Storage: cfg.NATS.Storage, ObjectStorage: p.Storage, Dir: p.Dir,
+		Bucket: p.Bucket, Engine: engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
+			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL,
+		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
+}
+
 func devCmd() *cobra.Command {
 	var cfg config.Dev
 	var runFile string
@@ -120,6 +147,12 @@ embedded SQLite event store under --data-dir, the API server and in-process
 workers. With --run FILE it registers the playbook, executes it, follows it
 to the end and prints its result; with --once it then exits (non-zero if the
 execution did not complete).
+
+With NATS_ENABLED=true, queries go through NATS as in production, and dev
+also runs a warehouse worker and a pre-aggregate worker. Materializations are
+kept under DATA_DIR/preaggregates unless PRE_AGGREGATE_DIR says otherwise
+(with NATS_ENABLED=true, in the embedded NATS's object store unless
+PRE_AGGREGATE_STORAGE=dir).
 
 Dev mode listens on 127.0.0.1 only (the API on --addr, the embedded NATS on
 --nats-port). With NATS_URL or --nats-url set it uses that NATS server
@@ -160,6 +193,9 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	}
 	if cfg.Server.Query.ResultsDir == config.DefaultResultsDir {
 		cfg.Server.Query.ResultsDir = filepath.Join(cfg.DataDir, "results")
+	}
+	if cfg.Server.PreAgg.Dir == config.DefaultPreAggDir {
+		cfg.Server.PreAgg.Dir = filepath.Join(cfg.DataDir, "preaggregates")
 	}
 	if cfg.Server.SecretKey == "" {
 		// Dev mode needs no setup: credentials are sealed with a key kept
@@ -211,6 +247,19 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 			return err
 		}
 		workers = append(workers, qw)
+		// And a pre-aggregate worker: matching metric queries and
+		// materializations go to PRE_AGGREGATE_QUERY_JOBS.
+		pc := wcfg
+		pc.PreAgg = cfg.Server.PreAgg
+		if pc.WorkerID != "" { // distinct from the warehouse worker's: both hold queries
+			pc.WorkerID += "-pre-aggregate"
+		}
+		pw, err := preaggs.New(ctx, preaggWorkerConfig(pc), log)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		workers = append(workers, pw)
 	}
 
 	// One group owns the server, the workers and --run. Workers stop

@@ -119,7 +119,7 @@ docs/configuration.md or the --help of each command.`,
 	root.SetErr(errOut)
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
-		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), doctorCmd(), benchCmd())
+		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), preaggCmd(), doctorCmd(), benchCmd())
 	root.AddCommand(credentialCmd())
 	for _, c := range root.Commands() {
 		strictGroups(c)
