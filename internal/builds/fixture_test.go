@@ -297,4 +297,3 @@ func days(from string, n int) []string {
 	}
 	return out
 }
-

@@ -22,9 +22,16 @@ const reapBatch = 200
 func (s *Service) Reap(ctx context.Context, backlog func(context.Context) (int64, error)) {
 	t := time.NewTicker(s.cfg.ReapInterval)
 	defer t.Stop()
+	lastGC := time.Now()
 	for {
 		if _, _, err := s.ReapOnce(ctx, backlog); err != nil && ctx.Err() == nil {
 			s.log.Warn("build reaper pass failed; will retry", "err", err)
+		}
+		if time.Since(lastGC) >= gcEvery {
+			lastGC = time.Now()
+			if _, err := s.Collect(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("deleting the objects of replaced builds failed; will retry", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

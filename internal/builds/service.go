@@ -27,6 +27,7 @@ import (
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/lifecycle"
+	"github.com/millrace/millrace/internal/preagg/storage"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
@@ -79,6 +80,7 @@ type Config struct {
 	StaleWorkerAfter time.Duration // a building build without a heartbeat for this long is re-queued
 	RetryFailedAfter time.Duration
 	KeyTimeout       time.Duration // bounds one refresh.key_sql poll
+	GCGrace          time.Duration // objects of a replaced build are deleted this long after (WithObjects)
 	WorkerID         string        // the in-process builder's identity on claims
 }
 
@@ -106,6 +108,7 @@ type Service struct {
 	projects Projects
 	builder  Builder
 	keyFn    KeyFunc
+	objects  func(ctx context.Context) (storage.Store, error) // nil: no garbage collection
 	log      *slog.Logger
 	wake     func() // tells the relay the outbox has rows
 	nowFn    func() time.Time
@@ -154,6 +157,9 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, projects Projects, log
 	}
 	if cfg.KeyTimeout <= 0 {
 		cfg.KeyTimeout = DefaultKeyTimeout
+	}
+	if cfg.GCGrace <= 0 {
+		cfg.GCGrace = DefaultGCGrace
 	}
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = "server-inprocess"

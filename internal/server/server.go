@@ -84,6 +84,9 @@ type Server struct {
 	// connecting in the background.
 	connectLate bool
 	api         *API
+
+	// preAggStore holds materializations (PRE_AGGREGATE_STORAGE).
+	preAggStore *preAggStore
 }
 
 // New opens the store, connects to NATS, checks the stream contract and
@@ -182,10 +185,15 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 			return nil, err
 		}
 	}
+	kind, err := preAggStorageKind(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.preAggStore = &preAggStore{s: s, kind: kind}
 	s.builds = builds.New(builds.Config{Enabled: cfg.PreAgg.Enabled, NATSEnabled: cfg.Query.NATSEnabled, Subject: cfg.PreAgg.BuildSubject,
 		MaxRows: int64(cfg.PreAgg.MaxRows), BuildConcurrency: cfg.PreAgg.BuildConcurrency, RedeliverAfter: cfg.RedeliverAfter,
 		StaleWorkerAfter: cfg.Query.StaleWorker, WorkerID: fmt.Sprintf("server-%d-%d", nodeID, os.Getpid())},
-		s.st, gen, s.query, log, s.relay.Wake)
+		s.st, gen, s.query, log, s.relay.Wake, builds.WithObjects(s.preAggStore.open))
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
