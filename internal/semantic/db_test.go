@@ -178,10 +178,16 @@ func testOrdersModel(schema string) *Model {
 // of the first.
 func compileRun(t *testing.T, dbs []*testDB, q MetricQuery) ([]warehouse.Column, [][]any) {
 	t.Helper()
+	return compileRunModel(t, dbs, testOrdersModel, q)
+}
+
+// compileRunModel is compileRun over the model mk makes for a schema.
+func compileRunModel(t *testing.T, dbs []*testDB, mk func(schema string) *Model, q MetricQuery) ([]warehouse.Column, [][]any) {
+	t.Helper()
 	var firstCols []warehouse.Column
 	var firstRows [][]any
 	for i, db := range dbs {
-		m := testOrdersModel(db.schema)
+		m := mk(db.schema)
 		r, err := Resolve(m, q)
 		if err != nil {
 			t.Fatalf("Resolve(%+v): %v", q, err)
@@ -420,6 +426,23 @@ func TestCompileRunsOnPostgresAndDuckDB(t *testing.T) {
 		}
 		if int(total) != want {
 			t.Errorf("custom metric total %v, want %d", total, want)
+		}
+		// A model over SQL (a trailing comment and semicolon included),
+		// whose expressions name its rows as ${TABLE}.
+		sqlModel := func(schema string) *Model {
+			m := testModel()
+			m.Table = ""
+			m.SQL = "select * from " + schema + ".orders where id < 100 -- the first hundred;\n;"
+			m.Dimensions[0].SQL = "${TABLE}.status"
+			return m
+		}
+		_, got = compileRunModel(t, dbs, sqlModel, MetricQuery{ExploreName: "orders", Dimensions: []string{"status"}, Metrics: []string{"count"}, Limit: 100})
+		n := 0.0
+		for _, r := range got {
+			n += norm(r[1]).(float64)
+		}
+		if n != 100 || len(got) != 8 {
+			t.Errorf("sql model: %d groups of %v rows, want 8 of 100", len(got), n)
 		}
 	})
 }
