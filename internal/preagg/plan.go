@@ -21,8 +21,16 @@ import (
 //	m_<metric>__min, __max     min, max
 //	m_<metric>__value          count_distinct, median, percentile: the exact value
 //	partition_key              the partition's start date (partitioned builds;
-//	                           the engine drops it into object keys)
+//	                           the engine drops it into object keys), never
+//	                           NULL: rows without a time are in NullPartitionKey
 const PartitionColumn = "partition_key"
+
+// NullPartitionKey is the partition of rows whose time is NULL: the
+// oldest date, so it sorts before every window and only a full build
+// rebuilds it.
+const NullPartitionKey = "0001-01-01"
+
+var nullPartition = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func dimColumn(name string) string { return "d_" + name }
 
@@ -94,7 +102,10 @@ func Plan(m *semantic.Model, p *semantic.PreAggregate, d semantic.Dialect, from 
 		if tdim == nil || !p.Granularity.Derives(pb) {
 			return api.BuildPlan{}, fmt.Errorf("pre-aggregate %s: partition_by %s needs a time dimension whose granularity derives it", p.Name, pb)
 		}
-		sel = append(sel, semantic.DimExpr(d, m, tdim, pb)+" AS "+semantic.QuoteIdent(PartitionColumn))
+		// Rows without a time go to the oldest partition, never to a NULL
+		// one: every object has a date key, and a partial refresh (which
+		// rebuilds only keys >= its window start) keeps them.
+		sel = append(sel, "coalesce("+semantic.DimExpr(d, m, tdim, pb)+", "+semantic.Literal(d, nullPartition)+") AS "+semantic.QuoteIdent(PartitionColumn))
 		plan.PartitionColumn = PartitionColumn
 	}
 	groups := len(sel)
