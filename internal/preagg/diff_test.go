@@ -4,11 +4,14 @@ package preagg_test
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -291,6 +294,8 @@ func differential(t *testing.T, wh diffWarehouse, queries []semantic.MetricQuery
 		active[p.Name] = preagg.ActiveBuild{BuildUUID: "build-" + p.Name, DefHash: semantic.PreAggHash(m, p), Rows: int64(len(res.rows)), BuiltAt: diffNow, DataAsOf: diffNow}
 	}
 
+	checkTraps(t, wh, m, active, serving)
+
 	hits := map[string]int{}
 	answered := map[string]int{}
 	misses := map[string]int{}
@@ -326,7 +331,7 @@ func differential(t *testing.T, wh diffWarehouse, queries []semantic.MetricQuery
 			if err != nil {
 				t.Fatalf("query %d on %s: %v\nSQL:\n%s", qi, p.Name, err, rsql)
 			}
-			if msg := diffResults(want, got); msg != "" {
+			if msg := diffResults(r, want, got); msg != "" {
 				t.Fatalf("query %d answered from %s differs from the warehouse: %s\nquery: %s\nwarehouse SQL:\n%s\npre-aggregate SQL:\n%s", qi, p.Name, msg, jsonOf(q), wsql, rsql)
 			}
 			compared++
@@ -363,6 +368,95 @@ func differential(t *testing.T, wh diffWarehouse, queries []semantic.MetricQuery
 	for _, c := range []string{api.PreAggMissCustomSQL, api.PreAggMissFieldNotCovered, api.PreAggMissGrain, api.PreAggMissNonAdditive, api.PreAggMissFilterScope} {
 		if misses[c] == 0 {
 			t.Errorf("no query missed with %s", c)
+		}
+	}
+}
+
+// A trap is a query where a careless matcher gives a wrong answer: Match
+// must decide as wanted (the hit it names, or the miss code), and the
+// pre-aggregate a careless matcher would use, rewritten without Match's
+// checks, must really answer differently on this data, so the rule is
+// shown necessary rather than assumed.
+type trap struct {
+	name  string
+	q     semantic.MetricQuery
+	want  string // a pre-aggregate name (hit) or a miss code
+	naive string // the pre-aggregate whose unchecked answer differs
+}
+
+func traps() []trap {
+	f := func(id string, op semantic.FilterOperator, vals ...any) semantic.FilterItem {
+		return semantic.FilterItem{FilterRule: semantic.FilterRule{Target: semantic.FilterTarget{FieldID: id}, Operator: op, Values: vals}}
+	}
+	where := func(items ...semantic.FilterItem) semantic.Filters {
+		return semantic.Filters{Dimensions: &semantic.FilterGroup{And: items}}
+	}
+	q := func(dims, mets []string, fs semantic.Filters) semantic.MetricQuery {
+		return semantic.MetricQuery{ExploreName: "orders", Dimensions: dims, Metrics: mets, Filters: fs, Limit: 5000}
+	}
+	shipped := f("orders_status", semantic.OpEquals, "complete", "shipped")
+	return []trap{
+		{"week never serves month", q([]string{"orders_status", "orders_created_at_month"}, []string{"orders_order_count"}, semantic.Filters{}), "by_month", "by_week"},
+		{"week never serves year", q([]string{"orders_created_at_year"}, []string{"orders_amount_sum"}, semantic.Filters{}), "exact_month", "by_week"},
+		{"day serves week", q([]string{"orders_created_at_week"}, []string{"orders_amount_min", "orders_amount_count"}, semantic.Filters{}), "by_day", ""},
+		{"count_distinct needs the exact grain", q([]string{"orders_country", "orders_created_at_year"}, []string{"orders_customers"}, semantic.Filters{}), api.PreAggMissNonAdditive, "exact_month"},
+		{"count_distinct needs the exact dimensions", q([]string{"orders_created_at_month"}, []string{"orders_customers"}, semantic.Filters{}), api.PreAggMissNonAdditive, "exact_month"},
+		{"median needs the exact dimensions", q([]string{"orders_country"}, []string{"orders_amount_median"}, semantic.Filters{}), api.PreAggMissNonAdditive, "exact_month"},
+		{"count_distinct on an exact match", q([]string{"orders_created_at_month", "orders_country"}, []string{"orders_customers", "orders_amount_p90"}, where(f("orders_country", semantic.OpNotEquals, "FR"))), "exact_month", ""},
+		{"count_distinct without dimensions", q(nil, []string{"orders_customers"}, semantic.Filters{}), api.PreAggMissNonAdditive, "gift_priority"},
+		{"scope: equal filters", q([]string{"orders_country"}, []string{"orders_amount_avg"}, where(shipped, f("orders_priority", semantic.OpGreaterThan, 1))), "shipped_scope", ""},
+		{"scope: narrower", q([]string{"orders_channel"}, []string{"orders_amount_sum"}, where(shipped, f("orders_priority", semantic.OpGreaterThan, 3))), "shipped_scope", ""},
+		{"scope: wider (>= is not >)", q([]string{"orders_created_at_day"}, []string{"orders_amount_sum"}, where(shipped, f("orders_priority", semantic.OpGreaterThanOrEqual, 1))), api.PreAggMissFilterScope, "shipped_scope"},
+		{"scope: missing", q([]string{"orders_country", "orders_created_at_day"}, []string{"orders_order_count"}, where(f("orders_priority", semantic.OpGreaterThan, 1))), api.PreAggMissFilterScope, "shipped_scope"},
+		{"raw time filter on a Monday serves weeks", q([]string{"orders_status", "orders_created_at_week"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThanOrEqual, "2024-03-04"))), "by_week", ""},
+		{"raw time filter on a Tuesday is not a week boundary", q([]string{"orders_country", "orders_created_at_week"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpLessThan, "2024-03-05"))), "by_day", "by_week"},
+		{"raw time filter off a day boundary", q([]string{"orders_status"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThanOrEqual, "2024-03-05T10:00:00Z"))), api.PreAggMissGrain, "by_week"},
+		{"raw time filter with >", q([]string{"orders_status"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThan, "2024-03-05"))), api.PreAggMissGrain, "by_day"},
+	}
+}
+
+func checkTraps(t *testing.T, wh diffWarehouse, m *semantic.Model, active map[string]preagg.ActiveBuild, serving map[string]warehouse.Driver) {
+	t.Helper()
+	for _, tr := range traps() {
+		r, err := semantic.Resolve(m, tr.q)
+		if err != nil {
+			t.Fatalf("trap %q: %v", tr.name, err)
+		}
+		wsql, err := semantic.Compile(r, wh.dialect)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := mustRun(t, wh.drv, wsql)
+		d := preagg.Match(r, active, true, diffNow)
+		got := ""
+		if d.Hit {
+			got = d.PreAgg.Name
+			rsql, err := preagg.Rewrite(r, d.PreAgg)
+			if err != nil {
+				t.Fatalf("trap %q: %v", tr.name, err)
+			}
+			if msg := diffResults(r, want, mustRun(t, serving[got], rsql)); msg != "" {
+				t.Fatalf("trap %q served from %s differs: %s", tr.name, got, msg)
+			}
+		} else {
+			got = d.Reason.Code
+		}
+		if got != tr.want {
+			t.Errorf("trap %q: Match gave %s (%+v), want %s", tr.name, got, d.Reason, tr.want)
+		}
+		if tr.naive == "" {
+			continue
+		}
+		p := m.PreAggregate(tr.naive)
+		if _, err := preagg.Rewrite(r, p); err == nil {
+			t.Errorf("trap %q: Rewrite accepts %s", tr.name, tr.naive)
+		}
+		nsql, err := preagg.RewriteUnchecked(r, p)
+		if err != nil {
+			t.Fatalf("trap %q: %v", tr.name, err)
+		}
+		if diffResults(r, want, mustRun(t, serving[tr.naive], nsql)) == "" {
+			t.Errorf("trap %q: %s's unchecked answer equals the warehouse's: the trap is not shown on this data", tr.name, tr.naive)
 		}
 	}
 }
@@ -443,10 +537,11 @@ func sameRowSet(a, b result) bool {
 
 // load writes a materialization into a DuckDB of its own as the view
 // preagg, as a pre-aggregate worker serves it: the partition column is
-// not a column of the served files.
+// not a column of the served files. Rows go through a CSV file (COPY),
+// much faster than INSERTs.
 func load(t *testing.T, p *semantic.PreAggregate, res result) warehouse.Driver {
 	t.Helper()
-	drv, err := warehouse.Open(t.Context(), warehouse.Conn{Type: warehouse.TypeDuckDB, URL: filepath.Join(t.TempDir(), p.Name+".duckdb")})
+	drv, err := warehouse.Open(t.Context(), warehouse.Conn{Type: warehouse.TypeDuckDB, URL: ":memory:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,16 +553,28 @@ func load(t *testing.T, p *semantic.PreAggregate, res result) warehouse.Driver {
 		defs[i] = semantic.QuoteIdent(c.Name) + " " + types[i]
 	}
 	mustRun(t, drv, "CREATE TABLE stored ("+strings.Join(defs, ", ")+")")
-	for i := 0; i < len(res.rows); i += 500 {
-		var vals []string
-		for _, row := range res.rows[i:min(i+500, len(res.rows))] {
-			vs := make([]string, len(row))
-			for j, v := range row {
-				vs[j] = duckLiteral(res.cols[j], types[j], v)
-			}
-			vals = append(vals, "("+strings.Join(vs, ", ")+")")
+	path := filepath.Join(t.TempDir(), p.Name+".csv")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := csv.NewWriter(f)
+	for _, row := range res.rows {
+		rec := make([]string, len(row))
+		for j, v := range row {
+			rec[j] = csvField(res.cols[j], v)
 		}
-		mustRun(t, drv, "INSERT INTO stored VALUES "+strings.Join(vals, ", "))
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	if err := errors.Join(w.Error(), f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, drv, "COPY stored FROM "+semantic.Literal(semantic.DuckDB, path)+` (FORMAT csv, HEADER false, NULLSTR '\N')`)
+	if n := mustRun(t, drv, "SELECT count(*) FROM stored").rows[0][0]; numberText(n) != strconv.Itoa(len(res.rows)) {
+		t.Fatalf("loaded %v rows of %d", n, len(res.rows))
 	}
 	view := "CREATE VIEW " + semantic.QuoteIdent(preagg.View) + " AS SELECT * FROM stored"
 	if p.Refresh.PartitionBy != "" {
@@ -475,6 +582,22 @@ func load(t *testing.T, p *semantic.PreAggregate, res result) warehouse.Driver {
 	}
 	mustRun(t, drv, view)
 	return drv
+}
+
+func csvField(c warehouse.Column, v any) string {
+	switch {
+	case v == nil:
+		return `\N`
+	case c.Type == warehouse.TypeTimestamp:
+		ts, err := time.Parse(time.RFC3339Nano, v.(string))
+		if err != nil {
+			panic(err)
+		}
+		return ts.UTC().Format("2006-01-02 15:04:05.999999")
+	case c.Type == warehouse.TypeNumber || c.Type == warehouse.TypeInteger:
+		return numberText(v)
+	}
+	return fmt.Sprint(v)
 }
 
 // duckType is the DuckDB type a stored column gets: exact decimals stay
@@ -512,25 +635,6 @@ func duckType(c warehouse.Column, rows [][]any, i int) string {
 	return "VARCHAR"
 }
 
-func duckLiteral(c warehouse.Column, typ string, v any) string {
-	if v == nil {
-		return "NULL"
-	}
-	switch c.Type {
-	case warehouse.TypeDate:
-		return "DATE '" + v.(string) + "'"
-	case warehouse.TypeTimestamp:
-		ts, err := time.Parse(time.RFC3339Nano, v.(string))
-		if err != nil {
-			panic(err)
-		}
-		return "TIMESTAMP '" + ts.UTC().Format("2006-01-02 15:04:05.999999") + "'"
-	case warehouse.TypeNumber, warehouse.TypeInteger:
-		return "CAST('" + numberText(v) + "' AS " + typ + ")"
-	}
-	return semantic.Literal(semantic.DuckDB, v)
-}
-
 func numberText(v any) string {
 	switch x := v.(type) {
 	case float64:
@@ -545,8 +649,13 @@ func numberText(v any) string {
 	return fmt.Sprint(v)
 }
 
-// diffResults compares a pre-aggregate's answer with the warehouse's.
-func diffResults(want, got result) string {
+// diffResults compares a pre-aggregate's answer with the warehouse's:
+// the same columns and portable types, the same rows in the same order,
+// numbers within 1e-9 relative. Floats summed in another order can differ
+// in their last bits, so two rows whose sort keys are that close (a near
+// tie) may come in either order, and a LIMIT may cut such a tie apart;
+// any other order is checked exactly against the query's ORDER BY.
+func diffResults(r *semantic.Resolved, want, got result) string {
 	if len(want.cols) != len(got.cols) {
 		return fmt.Sprintf("columns %v, want %v", got.cols, want.cols)
 	}
@@ -558,14 +667,172 @@ func diffResults(want, got result) string {
 	if len(want.rows) != len(got.rows) {
 		return fmt.Sprintf("%d rows, want %d", len(got.rows), len(want.rows))
 	}
-	for i := range want.rows {
+	if msg := sameRows(want, want.rows, got.rows); msg == "" {
+		return ""
+	}
+	// Not equal position by position: the answer's own order must follow
+	// the ORDER BY but for near ties, and the rows, sorted alike on both
+	// sides, must be equal (but for a near tie cut by the LIMIT).
+	keys := orderKeys(r, want.cols)
+	for i := 0; i+1 < len(got.rows); i++ {
+		if c, near := compareRows(want.cols, keys, got.rows[i], got.rows[i+1]); c > 0 && !near {
+			return fmt.Sprintf("rows %d and %d are out of order: %v before %v", i, i+1, got.rows[i], got.rows[i+1])
+		}
+	}
+	ws, gs := slices.Clone(want.rows), slices.Clone(got.rows)
+	for _, rows := range [][][]any{ws, gs} {
+		sort.SliceStable(rows, func(i, j int) bool {
+			c, _ := compareRowsTol(want.cols, keys, rows[i], rows[j], true)
+			return c < 0
+		})
+	}
+	msg := sameRows(want, ws, gs)
+	if msg != "" && len(ws) == r.Limit {
+		// A LIMIT may cut a near tie: the rows from the first difference
+		// on must all tie with the last row, on both sides.
+		last := ws[len(ws)-1]
+		first := 0
+		for first < len(ws) && sameRows(want, ws[first:first+1], gs[first:first+1]) == "" {
+			first++
+		}
+		ok := true
+		for _, rows := range [][][]any{ws, gs} {
+			for _, row := range rows[first:] {
+				if c, _ := compareRowsTol(want.cols, keys, row, last, true); c != 0 {
+					ok = false
+				}
+			}
+		}
+		if ok {
+			return ""
+		}
+	}
+	return msg
+}
+
+func sameRows(want result, a, b [][]any) string {
+	for i := range a {
 		for j := range want.cols {
-			if !sameValue(want.cols[j].Type, want.rows[i][j], got.rows[i][j]) {
-				return fmt.Sprintf("row %d column %s: %v, want %v (row %v, want %v)", i, want.cols[j].Name, got.rows[i][j], want.rows[i][j], got.rows[i], want.rows[i])
+			if !sameValue(want.cols[j].Type, a[i][j], b[i][j]) {
+				return fmt.Sprintf("row %d column %s: %v, want %v (row %v, want %v)", i, want.cols[j].Name, b[i][j], a[i][j], b[i], a[i])
 			}
 		}
 	}
 	return ""
+}
+
+type orderKey struct {
+	col  int
+	desc bool
+}
+
+// orderKeys restates semantic.Compile's ORDER BY: the query's sorts, else
+// the first metric descending, else the first dimension; then every
+// dimension as a tie-break.
+func orderKeys(r *semantic.Resolved, cols []warehouse.Column) []orderKey {
+	idx := func(id string) int {
+		for i, c := range cols {
+			if c.Name == id {
+				return i
+			}
+		}
+		panic("no column " + id)
+	}
+	var keys []orderKey
+	seen := map[string]bool{}
+	add := func(id string, desc bool) {
+		if !seen[id] {
+			seen[id] = true
+			keys = append(keys, orderKey{idx(id), desc})
+		}
+	}
+	for _, s := range r.Sorts {
+		add(s.Field.ID, s.Descending)
+	}
+	if len(r.Sorts) == 0 {
+		if len(r.Metrics) > 0 {
+			add(r.Metrics[0].ID, true)
+		} else if len(r.Dimensions) > 0 {
+			add(r.Dimensions[0].ID, false)
+		}
+	}
+	for _, f := range r.Dimensions {
+		add(f.ID, false)
+	}
+	return keys
+}
+
+// compareRows orders two rows by keys exactly; near reports whether the
+// first key that differs holds numbers within the tolerance.
+func compareRows(cols []warehouse.Column, keys []orderKey, a, b []any) (int, bool) {
+	return compareRowsTol(cols, keys, a, b, false)
+}
+
+// compareRowsTol is compareRows; with tol, numbers within the tolerance
+// compare equal.
+func compareRowsTol(cols []warehouse.Column, keys []orderKey, a, b []any, tol bool) (int, bool) {
+	for _, k := range keys {
+		x, y := a[k.col], b[k.col]
+		typ := cols[k.col].Type
+		var c int
+		switch {
+		case x == nil && y == nil:
+			continue
+		case x == nil:
+			return 1, false // NULLs last, either direction
+		case y == nil:
+			return -1, false
+		case typ == warehouse.TypeNumber || typ == warehouse.TypeInteger:
+			if sameValue(typ, x, y) {
+				fx, _ := strconv.ParseFloat(numberText(x), 64)
+				fy, _ := strconv.ParseFloat(numberText(y), 64)
+				if tol || fx == fy {
+					continue
+				}
+				c = cmpFloat(fx, fy)
+				if k.desc {
+					c = -c
+				}
+				return c, true
+			}
+			fx, _ := strconv.ParseFloat(numberText(x), 64)
+			fy, _ := strconv.ParseFloat(numberText(y), 64)
+			c = cmpFloat(fx, fy)
+		case typ == warehouse.TypeBoolean:
+			c = cmpFloat(boolNum(x), boolNum(y))
+		case typ == warehouse.TypeTimestamp:
+			tx, _ := time.Parse(time.RFC3339Nano, x.(string))
+			ty, _ := time.Parse(time.RFC3339Nano, y.(string))
+			c = tx.Compare(ty)
+		default:
+			c = strings.Compare(fmt.Sprint(x), fmt.Sprint(y)) // code points, as ORDER BY does
+		}
+		if c == 0 {
+			continue
+		}
+		if k.desc {
+			c = -c
+		}
+		return c, false
+	}
+	return 0, false
+}
+
+func cmpFloat(x, y float64) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+func boolNum(v any) float64 {
+	if v == true {
+		return 1
+	}
+	return 0
 }
 
 func sameValue(typ string, a, b any) bool {

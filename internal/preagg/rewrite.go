@@ -24,6 +24,12 @@ func Rewrite(r *semantic.Resolved, p *semantic.PreAggregate) (string, error) {
 	if a.reason != nil {
 		return "", fmt.Errorf("pre-aggregate %s cannot answer this query: %s: %s", p.Name, a.reason.Code, a.reason.Message)
 	}
+	return rewrite(r, p, a)
+}
+
+// rewrite renders the SQL whatever the analysis said; tests use it to show
+// that what Match rejects would indeed be wrong.
+func rewrite(r *semantic.Resolved, p *semantic.PreAggregate, a analysis) (string, error) {
 	const d = semantic.DuckDB
 	m := r.Model
 
