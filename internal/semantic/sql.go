@@ -12,24 +12,8 @@ import (
 // SQL building blocks shared by Compile (the warehouse path) and package
 // preagg (the plan that materializes a pre-aggregate and the rewrite that
 // answers a query from it). Both paths must give equal answers, so every
-// choice below is made once here and spelled the same in both dialects.
-//
-// Result types. A dimension keeps its source type, except time:
-//
-//	date dimension, raw                 -> DATE      CAST(x AS DATE)
-//	timestamp dimension, raw            -> TIMESTAMP CAST(x AS TIMESTAMP)
-//	any time dimension at hour          -> TIMESTAMP date_trunc('hour', CAST(x AS TIMESTAMP))
-//	any time dimension at day           -> DATE      CAST(CAST(x AS TIMESTAMP) AS DATE)
-//	... at week|month|quarter|year      -> DATE      CAST(date_trunc('<grain>', CAST(x AS TIMESTAMP)) AS DATE)
-//
-// Casting to TIMESTAMP first keeps PostgreSQL from promoting a date to
-// timestamptz (whose truncation depends on the session time zone). A
-// timestamptz column is read in the connection's time zone; pin it with
-// `sql: created_at AT TIME ZONE 'UTC'`. Weeks start on Monday in both.
-//
-// Metrics: count and count_distinct are BIGINT; average, median and
-// percentiles are DOUBLE PRECISION; sum, min and max keep the warehouse's
-// type for the column (min/max of text follow the database collation).
+// choice is made once here and spelled the same in both dialects; the
+// result types are in the package comment (types.go).
 
 // QuoteIdent quotes an identifier for both dialects: "a""b".
 func QuoteIdent(s string) string {

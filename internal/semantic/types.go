@@ -4,6 +4,31 @@
 // queries in Lightdash's request shape, and compiling a metric query to the
 // SQL of a warehouse dialect. Pure: no I/O. Package preagg matches metric
 // queries with pre-aggregates and rewrites them onto materializations.
+//
+// Result types are chosen once, identically for PostgreSQL and DuckDB,
+// because a warehouse answer and a pre-aggregate answer (DuckDB over
+// Parquet) are compared for equality. A dimension keeps its source type,
+// except time:
+//
+//	date dimension, raw             -> DATE      CAST(x AS DATE)
+//	timestamp dimension, raw        -> TIMESTAMP CAST(x AS TIMESTAMP)
+//	any time dimension at hour      -> TIMESTAMP date_trunc('hour', CAST(x AS TIMESTAMP))
+//	any time dimension at day       -> DATE      CAST(CAST(x AS TIMESTAMP) AS DATE)
+//	... at week|month|quarter|year  -> DATE      CAST(date_trunc('<grain>', CAST(x AS TIMESTAMP)) AS DATE)
+//
+// so day and coarser grains are dates (the period's first day; weeks start
+// on Monday) and hour is a timestamp. Casting to TIMESTAMP first keeps
+// PostgreSQL from promoting a date to timestamptz, whose truncation
+// depends on the session time zone. A timestamptz column is read in the
+// connection's time zone; pin it with `sql: created_at AT TIME ZONE 'UTC'`.
+//
+// Metrics: count and count_distinct are BIGINT; average, median and
+// percentiles are DOUBLE PRECISION; sum, min and max keep the warehouse's
+// type for the column (min and max of text follow its collation).
+//
+// Null semantics of the filter operators are in CondSQL's comment:
+// notEquals matches NULL (it is the exact complement of equals, as in
+// Lightdash); every other value operator never matches NULL.
 package semantic
 
 import (
