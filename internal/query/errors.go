@@ -38,6 +38,21 @@ var (
 	// ErrNotHolder: the worker no longer runs the query (cancelled,
 	// re-queued to another worker, done): it should stop.
 	ErrNotHolder = errors.New("worker does not hold the query")
+
+	// The metrics layer (models and metric queries).
+
+	// ErrUnknownModel: a metric query's exploreName names no model of the
+	// project.
+	ErrUnknownModel = errors.New("unknown model")
+	// ErrUnknownField: a metric query names a field id its model lacks.
+	ErrUnknownField = errors.New("unknown field")
+	// ErrInvalidFilter: a filter does not fit its field's type.
+	ErrInvalidFilter = errors.New("invalid filter")
+	// ErrInvalidModel: a model definition failed to parse or validate.
+	ErrInvalidModel = errors.New("invalid model")
+	// ErrModelNotFound: no model of the project has the name (reading or
+	// deleting one by name).
+	ErrModelNotFound = errors.New("model not found")
 )
 
 // errorf returns an error that matches kind and reads as the message.

@@ -82,7 +82,7 @@ func (s *Service) runInProcess(ctx context.Context, q store.Query) {
 		return
 	}
 	start := s.now()
-	upd, err := s.run(ctx, q, conn)
+	upd, err := s.execute(ctx, q, conn)
 	if ctx.Err() != nil {
 		s.interrupted(q.QueryUUID)
 		return
@@ -180,6 +180,9 @@ type Claimed struct {
 	SQL       string         `json:"sql"`
 	Lane      string         `json:"lane"`
 	Warehouse warehouse.Conn `json:"warehouse"`
+	// PreAggregate is set for a query served from a pre-aggregate build
+	// (Target preagg): what the pre-aggregate worker runs in DuckDB.
+	PreAggregate *api.ServePlan `json:"preAggregate,omitempty"`
 }
 
 // Claim moves a queued query to executing for worker, unless it waited
@@ -208,6 +211,19 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	if err != nil {
 		return Claimed{}, err
 	}
+	var plan *api.ServePlan
+	if q.Target == TargetPreAgg && q.Status == api.QueryQueued {
+		sp, err := s.servePlan(ctx, q)
+		if objectLost(err) {
+			// The build is gone before anyone served from it: the query
+			// goes to the warehouse without reaching the worker.
+			return Claimed{}, s.rerouteQueued(ctx, q, err.Error())
+		}
+		if err != nil {
+			return Claimed{}, err
+		}
+		plan = &sp
+	}
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryQueued}, api.QueryExecuting,
@@ -220,7 +236,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	if err != nil {
 		return Claimed{}, err
 	}
-	return Claimed{QueryUUID: uuid, SQL: q.SQL, Lane: q.Lane, Warehouse: conn}, nil
+	return Claimed{QueryUUID: uuid, SQL: q.SQL, Lane: q.Lane, Warehouse: conn, PreAggregate: plan}, nil
 }
 
 // Ingest stores a worker's results (NDJSON: a {"columns": [...]} line, then

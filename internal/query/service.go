@@ -54,6 +54,24 @@ type Config struct {
 	StaleWorkerAfter time.Duration
 	Subject          string // subject prefix, default warehouse.query.jobs
 	Timezone         string // part of the cache key
+
+	// The metrics layer (metric queries and pre-aggregates).
+
+	// PreAggEnabled is PRE_AGGREGATES_ENABLED: false sends every metric
+	// query to the warehouse (miss reason PRE_AGGREGATES_DISABLED).
+	PreAggEnabled bool
+	// PreAggSubject is where metric queries served from a pre-aggregate
+	// are published (NATS_ENABLED=true); default
+	// bus.DefaultPreAggQuerySubject (PRE_AGGREGATE_QUERY_SUBJECT).
+	PreAggSubject string
+	// Engine serves pre-aggregate hits in this process when NATS_ENABLED
+	// is false (the server's *engine.Engine). Without one, metric queries
+	// in that mode all go to the warehouse (miss PRE_AGGREGATES_DISABLED).
+	Engine PreAggEngine
+	// OnObjectLost is called when a served build's Parquet is gone (a
+	// worker's fallback, or the in-process engine's): the builds
+	// service's hook that starts a rebuild. nil: nothing is rebuilt.
+	OnObjectLost func(ctx context.Context, projectID int64, model, preAgg string) error
 }
 
 // Service is the query lifecycle.
@@ -99,6 +117,9 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 	if cfg.Timezone == "" {
 		cfg.Timezone = "UTC"
 	}
+	if cfg.PreAggSubject == "" {
+		cfg.PreAggSubject = bus.DefaultPreAggQuerySubject
+	}
 	if wake == nil {
 		wake = func() {}
 	}
@@ -106,6 +127,14 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, box *secret.Box, res *
 		inProcess: lifecycle.New(context.Background()),
 		running:   map[string]context.CancelFunc{}, slots: make(chan struct{}, cfg.Concurrency),
 		bgSlots: make(chan struct{}, max(1, cfg.Concurrency-bus.QueryInteractiveReserve(cfg.Concurrency))), nowFn: time.Now}
+}
+
+// SetPreAgg injects the pre-aggregate hooks (Config.Engine and
+// Config.OnObjectLost) when they are made after the service, as the
+// builds service is (it reads models through this one). Call it before
+// the server takes requests.
+func (s *Service) SetPreAgg(engine PreAggEngine, onObjectLost func(ctx context.Context, projectID int64, model, preAgg string) error) {
+	s.cfg.Engine, s.cfg.OnObjectLost = engine, onObjectLost
 }
 
 func (s *Service) now() time.Time { return s.nowFn().UTC().Truncate(time.Microsecond) }
@@ -195,12 +224,9 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 	if strings.TrimSpace(r.SQL) == "" {
 		return store.Query{}, errorf(ErrInvalid, "sql is required")
 	}
-	switch r.Lane {
-	case "":
-		r.Lane = LaneInteractive
-	case LaneInteractive, LaneBackground:
-	default:
-		return store.Query{}, errorf(ErrInvalid, "context must be interactive or background, got %q", r.Lane)
+	lane, err := checkLane(r.Lane)
+	if err != nil {
+		return store.Query{}, err
 	}
 	p, err := s.Project(ctx, r.Project)
 	if err != nil {
@@ -210,11 +236,30 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 	// The project's UpdatedAt is part of the key: pointing a project at
 	// another warehouse must not serve the old warehouse's results.
 	key := CacheKey(p.ProjectID, p.UpdatedAt.UnixMicro(), r.SQL, s.cfg.Timezone, r.User)
-	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: r.Lane, CacheKey: key,
+	q := store.Query{QueryUUID: newUUID(), ProjectID: p.ProjectID, SQL: r.SQL, Lane: lane, CacheKey: key,
 		Status: api.QueryPending, CreatedAt: now, UpdatedAt: now}
-	if !r.InvalidateCache {
+	return s.start(ctx, q, r.InvalidateCache)
+}
+
+// checkLane validates a submission's context (the lane).
+func checkLane(lane string) (string, error) {
+	switch lane {
+	case "":
+		return LaneInteractive, nil
+	case LaneInteractive, LaneBackground:
+		return lane, nil
+	}
+	return "", errorf(ErrInvalid, "context must be interactive or background, got %q", lane)
+}
+
+// start records q (pending, created now) and runs it on the path of the
+// configuration, or answers it from the cache: the part SQL and metric
+// queries share.
+func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (store.Query, error) {
+	now := q.CreatedAt
+	if !invalidate {
 		hit, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
-			return qq.QueryCached(ctx, p.ProjectID, key, now)
+			return qq.QueryCached(ctx, q.ProjectID, q.CacheKey, now)
 		})
 		if err == nil {
 			// A fresh hit is ready at once and shares the stored result.
@@ -231,7 +276,7 @@ func (s *Service) Submit(ctx context.Context, r SubmitRequest) (store.Query, err
 		// The history row, its queued status and the notification commit
 		// together: NATS losing the message loses nothing.
 		q.Status, q.PublishedAt, q.Publishes = api.QueryQueued, &now, 1
-		err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 			if err := tx.QueryInsert(ctx, q); err != nil {
 				return err
 			}

@@ -37,6 +37,7 @@ func (a *API) queryRoutes() {
 	a.route("POST /api/v2/internal/queries/{uuid}/fail", a.queryFail)
 	a.route("POST /api/v2/internal/queries/{uuid}/heartbeat", a.queryHeartbeat)
 	a.handle("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
+	a.metricRoutes()
 }
 
 func (a *API) projectPut(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -113,6 +114,11 @@ func (a *API) queryGet(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	out := map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}
+	if pa := query.PreAggMeta(q); pa != nil {
+		// A metric query says how it is routed from the start: whether a
+		// pre-aggregate serves it (and which build), or why not.
+		out["cacheMetadata"] = api.CacheMetadata{CacheHit: q.CacheHit, PreAggregate: pa}
+	}
 	switch q.Status {
 	case api.QueryReady:
 	case api.QueryError:
@@ -130,7 +136,7 @@ func (a *API) queryGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	if q.StartedAt != nil && q.EndedAt != nil {
 		out["initialQueryExecutionMs"] = q.EndedAt.Sub(*q.StartedAt).Milliseconds()
 	}
-	out["cacheMetadata"] = map[string]any{"cacheHit": q.CacheHit}
+	out["cacheMetadata"] = api.CacheMetadata{CacheHit: q.CacheHit, PreAggregate: query.PreAggMeta(q)}
 	return out, nil
 }
 
@@ -157,12 +163,17 @@ func (a *API) queryHistory(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]map[string]any, 0, len(list))
+	out := make([]api.QueryHistoryEntry, 0, len(list))
 	for _, q := range list {
-		out = append(out, map[string]any{"queryUuid": q.QueryUUID, "status": q.Status, "sql": q.SQL, "context": q.Lane,
-			"cacheHit": q.CacheHit, "totalResults": q.TotalRows, "error": q.Error, "createdAt": q.CreatedAt})
+		e := api.QueryHistoryEntry{QueryUUID: q.QueryUUID, Status: q.Status, SQL: q.SQL, Context: q.Lane,
+			CacheHit: q.CacheHit, TotalResults: q.TotalRows, Error: q.Error, CreatedAt: q.CreatedAt}
+		if pa := query.PreAggMeta(q); pa != nil {
+			e.CacheMetadata = &api.CacheMetadata{CacheHit: q.CacheHit, PreAggregate: pa}
+			e.MetricQuery = query.MetricQueryOf(q)
+		}
+		out = append(out, e)
 	}
-	return map[string]any{"queries": out, "total": total, "page": page, "pageSize": size}, nil
+	return api.QueryHistory{Queries: out, Total: total, Page: page, PageSize: size}, nil
 }
 
 // queryResults streams every row as NDJSON.
@@ -215,7 +226,7 @@ func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	return api.ClaimedQuery{QueryUUID: c.QueryUUID, SQL: c.SQL, Lane: c.Lane,
-		Warehouse: api.WarehouseConn{Type: c.Warehouse.Type, URL: c.Warehouse.URL}}, nil
+		Warehouse: api.WarehouseConn{Type: c.Warehouse.Type, URL: c.Warehouse.URL}, PreAggregate: c.PreAggregate}, nil
 }
 
 func (a *API) queryInternalGet(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -166,7 +166,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("results directory %s (MILLRACE_RESULTS_DIR): %w", cfg.Query.ResultsDir, err)
 	}
 	s.query = query.New(query.Config{NATSEnabled: cfg.Query.NATSEnabled, Concurrency: cfg.Query.Concurrency, QueueTimeout: cfg.Query.QueueTimeout, StaleWorkerAfter: cfg.Query.StaleWorker,
-		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject},
+		CacheStale: cfg.Query.CacheStale, RedeliverAfter: cfg.RedeliverAfter, Subject: cfg.Query.Subject,
+		PreAggEnabled: cfg.PreAgg.Enabled, PreAggSubject: cfg.PreAgg.QuerySubject},
 		s.st, gen, box, res, log, s.relay.Wake)
 	if n, err := s.query.RecoverInProcess(ctx, time.Now().UTC()); err != nil {
 		return nil, fmt.Errorf("recover in-process queries: %w", err)
