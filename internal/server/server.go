@@ -195,6 +195,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		MaxRows: int64(cfg.PreAgg.MaxRows), BuildConcurrency: cfg.PreAgg.BuildConcurrency, RedeliverAfter: cfg.RedeliverAfter,
 		StaleWorkerAfter: cfg.Query.StaleWorker, WorkerID: fmt.Sprintf("server-%d-%d", nodeID, os.Getpid())},
 		s.st, gen, s.query, log, s.relay.Wake, builds.WithObjects(s.preAggStore.open))
+	// A pre-aggregate query whose Parquet is gone falls back to the
+	// warehouse and asks the builds service for a rebuild. The engine that
+	// serves hits in-process (NATS_ENABLED=false) is not wired yet: until
+	// it is, such hits go to the warehouse (miss PRE_AGGREGATES_DISABLED).
+	s.query.SetPreAgg(nil, s.builds.OnObjectLost)
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
