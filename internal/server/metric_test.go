@@ -168,6 +168,20 @@ func TestModelsAPI(t *testing.T) {
 	if err != nil || len(m.Dimensions) != 4 || m.Metrics[1].SQL != "amount" {
 		t.Fatalf("model orders = %+v, %v", m, err)
 	}
+	// Explores list every field id a query can ask for.
+	resp, err := f.h.API.HTTP.Get(f.h.Srv.URL() + "/api/v2/projects/shop/explores")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`"fieldId":"orders_created_at_month","name":"created_at","type":"date","grain":"month"`,
+		`"fieldId":"orders_created_at_hour","name":"created_at","type":"timestamp","grain":"hour"`,
+		`"fieldId":"orders_revenue","name":"revenue","type":"sum"`, `"preAggregates":["daily_status"]`} {
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("explores (%d) lack %s: %s", resp.StatusCode, want, body)
+		}
+	}
 	// JSON is accepted too, and replaces the model of the same name.
 	json := `{"models": [{"name": "plain", "table": "orders", "dimensions": [{"name": "paid", "type": "boolean"}], "metrics": [{"name": "c", "type": "count"}]}]}`
 	if put, err := f.h.API.ModelsPut(ctx, f.project, []byte(json)); err != nil || len(put.Models) != 1 {

@@ -8,6 +8,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/query"
+	"github.com/millrace/millrace/internal/semantic"
 )
 
 // The metrics layer's endpoints: a project's models, metric queries
@@ -19,6 +20,7 @@ func (a *API) metricRoutes() {
 	a.route("GET /api/v2/projects/{project}/models", a.modelList)
 	a.route("GET /api/v2/projects/{project}/models/{name}", a.modelGet)
 	a.route("DELETE /api/v2/projects/{project}/models/{name}", a.modelDelete)
+	a.route("GET /api/v2/projects/{project}/explores", a.exploreList)
 	a.route("POST /api/v2/projects/{project}/query/metric-query", a.metricQuerySubmit)
 	a.route("POST /api/v2/internal/queries/{uuid}/fallback", a.queryFallback)
 }
@@ -97,4 +99,51 @@ func (a *API) queryFallback(w http.ResponseWriter, r *http.Request) (any, error)
 		return nil, err
 	}
 	return map[string]any{"queryUuid": q.QueryUUID, "status": q.Status}, nil
+}
+
+// explore is a model as a metric query sees it: every field id it can
+// ask for.
+type explore struct {
+	Name          string         `json:"name"`
+	Description   string         `json:"description,omitempty"`
+	Dimensions    []exploreField `json:"dimensions"`
+	Metrics       []exploreField `json:"metrics"`
+	PreAggregates []string       `json:"preAggregates"`
+}
+
+type exploreField struct {
+	FieldID     string `json:"fieldId"`
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Grain       string `json:"grain,omitempty"` // a time dimension at a grain
+	Description string `json:"description,omitempty"`
+}
+
+// exploreList lists the field ids of every model (Lightdash's explores):
+// a time dimension once raw and once per grain it can be asked for at.
+func (a *API) exploreList(w http.ResponseWriter, r *http.Request) (any, error) {
+	ms, err := a.query.Models(r.Context(), r.PathValue("project"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]explore, 0, len(ms))
+	for _, m := range ms {
+		e := explore{Name: m.Name, Description: m.Description, Dimensions: []exploreField{}, Metrics: []exploreField{}, PreAggregates: []string{}}
+		for i := range m.Dimensions {
+			d := &m.Dimensions[i]
+			e.Dimensions = append(e.Dimensions, exploreField{FieldID: semantic.FieldID(m.Name, d.Name, ""), Name: d.Name, Type: string(d.Type), Description: d.Description})
+			for _, g := range semantic.DimGrains(d) {
+				e.Dimensions = append(e.Dimensions, exploreField{FieldID: semantic.FieldID(m.Name, d.Name, g), Name: d.Name,
+					Type: string(semantic.DimResultType(d, g)), Grain: string(g), Description: d.Description})
+			}
+		}
+		for _, mt := range m.Metrics {
+			e.Metrics = append(e.Metrics, exploreField{FieldID: semantic.FieldID(m.Name, mt.Name, ""), Name: mt.Name, Type: string(mt.Type), Description: mt.Description})
+		}
+		for _, p := range m.PreAggregates {
+			e.PreAggregates = append(e.PreAggregates, p.Name)
+		}
+		out = append(out, e)
+	}
+	return map[string]any{"explores": out}, nil
 }
