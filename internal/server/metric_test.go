@@ -642,7 +642,7 @@ func TestProjectsFileModels(t *testing.T) {
 	if err == nil {
 		t.Fatal("a bad model definition did not fail the start")
 	}
-	if !regexp.MustCompile(regexp.QuoteMeta(file) + `:1[23]:`).MatchString(err.Error()) || !strings.Contains(err.Error(), "nope") {
+	if !regexp.MustCompile(regexp.QuoteMeta(file)+`:1[23]:`).MatchString(err.Error()) || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("start error %q does not name %s:12 or :13 and the missing dimension", err, file)
 	}
 }
