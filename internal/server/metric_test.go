@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,15 +138,6 @@ func (f *metricFixture) submit(t *testing.T, q semantic.MetricQuery, mod func(*a
 		t.Fatalf("submit %+v: no cacheMetadata.preAggregate in %+v", q, sub)
 	}
 	return sub
-}
-
-// apiCode is the error code of an API error.
-func apiCode(err error) string {
-	var e *client.Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
 }
 
 func byStatus() semantic.MetricQuery {
