@@ -82,11 +82,12 @@ func analyze(r *semantic.Resolved, p *semantic.PreAggregate) analysis {
 		if g == "" {
 			continue // stored raw: every grain derives
 		}
-		if f.Grain == "" {
+		qg := queryGrain(f)
+		if qg == "" {
 			a.reason = missFor(p, api.PreAggMissGrain, f.ID, fmt.Sprintf("%s asks for raw %s values; pre-aggregate %s stores them by %s", f.ID, f.Dim.Name, p.Name, g))
 			return a
 		}
-		if !g.Derives(f.Grain) {
+		if !g.Derives(qg) {
 			a.reason = missFor(p, api.PreAggMissGrain, f.ID, grainMessage(f, g, p))
 			return a
 		}
@@ -100,14 +101,15 @@ func analyze(r *semantic.Resolved, p *semantic.PreAggregate) analysis {
 		if g == "" {
 			continue
 		}
-		if f.Grain == "" {
+		qg := queryGrain(f)
+		if f.Grain == "" && (qg == "" || !g.Derives(qg)) {
 			if !rawTimeFilterServable(rule, g) {
 				a.reason = missFor(p, api.PreAggMissGrain, f.ID, fmt.Sprintf("the filter %s %s on raw %s needs row-level time; pre-aggregate %s stores it by %s (only greaterThanOrEqual/lessThan a %s boundary, isNull and notNull can be answered)", f.ID, rule.Operator, f.Dim.Name, p.Name, g, g))
 				return a
 			}
 			continue
 		}
-		if !g.Derives(f.Grain) {
+		if !g.Derives(qg) {
 			a.reason = missFor(p, api.PreAggMissGrain, f.ID, grainMessage(f, g, p))
 			return a
 		}
@@ -160,6 +162,15 @@ func analyze(r *semantic.Resolved, p *semantic.PreAggregate) analysis {
 	return a
 }
 
+// queryGrain is the grain a field asks for, with a date dimension's raw
+// value read as its day: semantic.DimExpr gives the same DATE for both.
+func queryGrain(f semantic.Field) semantic.Grain {
+	if f.Grain == "" && f.Dim != nil && f.Dim.Type == semantic.DimDate {
+		return semantic.GrainDay
+	}
+	return f.Grain
+}
+
 func grainMessage(f semantic.Field, g semantic.Grain, p *semantic.PreAggregate) string {
 	msg := fmt.Sprintf("%s cannot be derived from pre-aggregate %s's %s buckets", f.ID, p.Name, g)
 	if g == semantic.GrainWeek {
@@ -204,14 +215,18 @@ type dimKey struct {
 func sameDimensions(r *semantic.Resolved, p *semantic.PreAggregate) bool {
 	want := map[dimKey]bool{}
 	for _, n := range p.Dimensions {
-		want[dimKey{n, ""}] = true
+		d := r.Model.Dimension(n)
+		if d == nil {
+			return false
+		}
+		want[dimKey{n, queryGrain(semantic.Field{Dim: d})}] = true
 	}
 	if p.TimeDimension != "" {
 		want[dimKey{p.TimeDimension, p.Granularity}] = true
 	}
 	got := map[dimKey]bool{}
 	for _, f := range r.Dimensions {
-		k := dimKey{f.Dim.Name, f.Grain}
+		k := dimKey{f.Dim.Name, queryGrain(f)}
 		if !want[k] {
 			return false
 		}

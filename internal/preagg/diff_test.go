@@ -97,6 +97,13 @@ func diffModel() *semantic.Model {
 				TimeDimension: "ship_date", Granularity: semantic.GrainDay},
 			{Name: "gift_priority", Dimensions: []string{"is_gift", "priority"},
 				Metrics: []string{"order_count", "customers", "amount_sum", "amount_avg"}},
+			// A timestamp stored by the hour, and a date dimension stored raw.
+			{Name: "by_hour", Dimensions: []string{"channel", "ship_date"},
+				Metrics:       []string{"order_count", "amount_sum", "amount_max", "discount_avg"},
+				TimeDimension: "created_at", Granularity: semantic.GrainHour},
+			{Name: "by_quarter", Dimensions: []string{"status"},
+				Metrics:       []string{"order_count", "amount_min", "amount_max", "quantity_sum"},
+				TimeDimension: "created_at", Granularity: semantic.GrainQuarter},
 		},
 	}
 }
@@ -411,6 +418,7 @@ func traps() []trap {
 		{"raw time filter on a Monday serves weeks", q([]string{"orders_status", "orders_created_at_week"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThanOrEqual, "2024-03-04"))), "by_week", ""},
 		{"raw time filter on a Tuesday is not a week boundary", q([]string{"orders_country", "orders_created_at_week"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpLessThan, "2024-03-05"))), "by_day", "by_week"},
 		{"raw time filter off a day boundary", q([]string{"orders_status"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThanOrEqual, "2024-03-05T10:00:00Z"))), api.PreAggMissGrain, "by_week"},
+		{"a date's raw value is its day", q([]string{"orders_ship_date", "orders_status"}, []string{"orders_amount_max"}, where(f("orders_ship_date", semantic.OpNotEquals, "2024-03-05"))), "ship_day", ""},
 		{"raw time filter with >", q([]string{"orders_status"}, []string{"orders_order_count"}, where(f("orders_created_at", semantic.OpGreaterThan, "2024-03-05"))), api.PreAggMissGrain, "by_day"},
 	}
 }

@@ -24,7 +24,7 @@ func genQueries(m *semantic.Model, n int) []semantic.MetricQuery {
 		if g.r.IntN(100) < 80 {
 			// The pre-aggregates with more rules to get wrong come up more.
 			q = g.shaped(m.PreAggregate(pick(g.r, []string{"by_day", "by_week", "by_week", "by_month", "shipped_scope", "shipped_scope", "shipped_scope",
-				"exact_month", "exact_month", "ship_day", "gift_priority"})))
+				"exact_month", "exact_month", "ship_day", "gift_priority", "by_hour", "by_quarter"})))
 		} else {
 			q = g.anywhere()
 		}
@@ -71,9 +71,13 @@ func (g *qgen) grainFor(d *semantic.Dimension, stored semantic.Grain) semantic.G
 
 func (g *qgen) shaped(p *semantic.PreAggregate) semantic.MetricQuery {
 	q := semantic.MetricQuery{ExploreName: g.m.Name}
-	for _, d := range p.Dimensions {
+	for _, name := range p.Dimensions {
 		if g.chance(50) {
-			q.Dimensions = append(q.Dimensions, g.id(d, ""))
+			gr := semantic.Grain("")
+			if d := g.m.Dimension(name); d.Type.IsTime() {
+				gr = g.grainFor(d, "") // stored raw: every grain derives
+			}
+			q.Dimensions = append(q.Dimensions, g.id(name, gr))
 		}
 	}
 	if p.TimeDimension != "" && g.chance(70) {

@@ -167,6 +167,22 @@ func TestMatchGrains(t *testing.T) {
 	// The raw time value is never derivable from buckets.
 	expectMiss(t, Match(query(m).dims("created_at").metrics("order_count").r, act, true, now),
 		api.PreAggMissGrain, "by_day", "orders_created_at")
+
+	// A date's raw value is its day: served from day buckets, any filter
+	// on it too; not from weeks.
+	dm := testModel()
+	dm.PreAggregates = []semantic.PreAggregate{
+		{Name: "ship_day", Dimensions: []string{"status"}, Metrics: []string{"order_count", "customers"}, TimeDimension: "ship_date", Granularity: semantic.GrainDay},
+		{Name: "ship_week", Dimensions: []string{"status"}, Metrics: []string{"order_count"}, TimeDimension: "ship_date", Granularity: semantic.GrainWeek},
+	}
+	dact := activeAll(dm, now)
+	expectHit(t, Match(query(dm).dims("ship_date").metrics("order_count").r, dact, true, now), "ship_day")
+	expectHit(t, Match(query(dm).dims("status").metrics("order_count").where(rule(dm, "ship_date", semantic.OpEquals, day("2024-03-05"))).r, dact, true, now), "ship_day")
+	expectHit(t, Match(query(dm).dims("status", "ship_date").metrics("customers").r, dact, true, now), "ship_day") // exact: raw date = day
+	dm = only(dm, "ship_week")
+	expectHit(t, Match(query(dm).dims("status").metrics("order_count").where(rule(dm, "ship_date", semantic.OpGreaterThanOrEqual, day("2024-03-04"))).r, activeAll(dm, now), true, now), "ship_week")
+	expectMiss(t, Match(query(dm).dims("ship_date").metrics("order_count").r, activeAll(dm, now), true, now), api.PreAggMissGrain, "ship_week", "orders_ship_date")
+	expectMiss(t, Match(query(dm).dims("status").metrics("order_count").where(rule(dm, "ship_date", semantic.OpEquals, day("2024-03-04"))).r, activeAll(dm, now), true, now), api.PreAggMissGrain, "ship_week", "orders_ship_date")
 }
 
 func TestMatchWeekNeverServesMonth(t *testing.T) {

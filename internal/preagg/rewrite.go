@@ -39,8 +39,9 @@ func rewrite(r *semantic.Resolved, p *semantic.PreAggregate, a analysis) (string
 		if g != "" {
 			col = timeColumn(f.Dim.Name, g)
 			if f.Grain == "" {
-				// A raw time filter Match allowed: on a bucket boundary,
-				// the bucket compares like the value.
+				// A raw time filter Match allowed (on a bucket boundary,
+				// the bucket compares like the value), or a date's raw
+				// value from day buckets (the same DATE).
 				return semantic.QuoteIdent(col)
 			}
 		}
