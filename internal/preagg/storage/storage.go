@@ -45,7 +45,7 @@ func CheckKey(key string) error {
 	case key == "":
 		return errors.New("storage: empty object key")
 	case len(key) > 1024:
-		return fmt.Errorf("storage: object key longer than 1024 bytes: %.40q...", key)
+		return fmt.Errorf("storage: object key of %d bytes (the most is 1024) starting %.40q", len(key), key)
 	case strings.ContainsAny(key, "\\\x00"):
 		return fmt.Errorf("storage: object key %q contains a backslash or NUL", key)
 	case strings.HasPrefix(key, "/"):
