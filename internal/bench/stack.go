@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -31,86 +32,115 @@ const (
 // wired as `millrace dev` wires them.
 type stack struct {
 	url, kind, schema string
-	stop              func()
+	stop              func() // runs cleanup in reverse
+	cleanup           []func()
+	workerCtx         context.Context
+	workers           sync.WaitGroup
 }
 
-func startStack(ctx context.Context, opts *Options) (_ *stack, err error) {
-	var cleanup []func() // run in reverse on failure or stop
-	undo := func() {
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			cleanup[i]()
+func startStack(ctx context.Context, opts *Options) (*stack, error) {
+	st, wcfg, err := startServerStack(ctx, opts.Store, opts.Keep, &opts.NATS, opts.Log, nil)
+	if err != nil {
+		return nil, err
+	}
+	wcfg.Concurrency = opts.WorkerConcurrency
+	for i := range opts.Workers {
+		c := wcfg
+		c.WorkerID = fmt.Sprintf("bench-%d", i)
+		if err := st.goWorker(ctx, func(ctx context.Context) (runner, error) { return commands.New(ctx, c, opts.Log) }); err != nil {
+			st.stop()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// runner is a started worker runtime.
+type runner interface{ Run(context.Context) error }
+
+// startServerStack starts embedded NATS (its URL is written into nats) and
+// a server on store, configured by adjust, and returns the settings its
+// workers start from. Workers added with goWorker stop before the server,
+// so that their last reports land.
+func startServerStack(ctx context.Context, store string, keep bool, nats *config.NATS, log *slog.Logger, adjust func(*config.Server)) (_ *stack, _ config.Worker, err error) {
+	st := &stack{}
+	st.stop = func() {
+		for i := len(st.cleanup) - 1; i >= 0; i-- {
+			st.cleanup[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			undo()
+			st.stop()
 		}
 	}()
-	st := &stack{}
 	var scfg config.Server
 	config.ServerSet(&scfg) // defaults
 	switch {
-	case strings.HasPrefix(opts.Store, "postgres://"), strings.HasPrefix(opts.Store, "postgresql://"):
+	case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
 		st.kind = "postgres"
 		st.schema = "bench_" + randomHex(8)
-		if scfg.DatabaseURL, err = withSearchPath(opts.Store, st.schema); err != nil {
-			return nil, err
+		if scfg.DatabaseURL, err = withSearchPath(store, st.schema); err != nil {
+			return nil, config.Worker{}, err
 		}
-		if !opts.Keep {
+		if !keep {
 			// The server's driver creates the schema on open.
-			cleanup = append(cleanup, func() { dropSchema(opts.Store, st.schema, opts) })
+			st.cleanup = append(st.cleanup, func() { dropSchema(store, st.schema, log) })
 		}
-	case strings.HasPrefix(opts.Store, "sqlite:"):
+	case strings.HasPrefix(store, "sqlite:"):
 		st.kind = "sqlite"
-		scfg.DatabaseURL = opts.Store
+		scfg.DatabaseURL = store
 	default:
-		return nil, fmt.Errorf("--store %q: use postgres://user@host:5432/db (a fresh schema per run) or sqlite:PATH", opts.Store)
+		return nil, config.Worker{}, fmt.Errorf("--store %q: use postgres://user@host:5432/db (a fresh schema per run) or sqlite:PATH", store)
 	}
 
 	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1})
 	if err != nil {
-		return nil, fmt.Errorf("start embedded NATS: %w", err)
+		return nil, config.Worker{}, fmt.Errorf("start embedded NATS: %w", err)
 	}
-	cleanup = append(cleanup, emb.Shutdown)
-	opts.NATS.URL, opts.NATS.User, opts.NATS.Password = emb.URL(), "", ""
+	st.cleanup = append(st.cleanup, emb.Shutdown)
+	nats.URL, nats.User, nats.Password = emb.URL(), "", ""
 
 	results, err := os.MkdirTemp("", "millrace-bench-results-*")
 	if err != nil {
-		return nil, fmt.Errorf("create a results directory: %w", err)
+		return nil, config.Worker{}, fmt.Errorf("create a results directory: %w", err)
 	}
-	cleanup = append(cleanup, func() { _ = os.RemoveAll(results) })
-	scfg.NATS = opts.NATS
+	st.cleanup = append(st.cleanup, func() { _ = os.RemoveAll(results) })
+	scfg.NATS = *nats
 	scfg.Addr = "127.0.0.1:0"
 	scfg.Query.ResultsDir = results
-	scfg.SecretKey = randomHex(32) // credentials are unused; this only silences the warning
-	srv, err := server.New(ctx, scfg, opts.Log)
-	if err != nil {
-		return nil, err
+	scfg.SecretKey = randomHex(32) // the query face seals project connections with it
+	if adjust != nil {
+		adjust(&scfg)
 	}
-	// Workers stop before the server, so that their last reports land.
+	srv, err := server.New(ctx, scfg, log)
+	if err != nil {
+		return nil, config.Worker{}, err
+	}
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	srvDone := make(chan struct{})
 	go func() { defer close(srvDone); _ = srv.Run(srvCtx) }()
-	cleanup = append(cleanup, func() { stopServer(); <-srvDone })
+	st.cleanup = append(st.cleanup, func() { stopServer(); <-srvDone })
+	wctx, stopWorkers := context.WithCancel(context.Background())
+	st.workerCtx = wctx
+	st.cleanup = append(st.cleanup, func() { stopWorkers(); st.workers.Wait() })
 
 	var wcfg config.Worker
 	config.WorkerSet(&wcfg) // defaults
-	wcfg.NATS, wcfg.ServerURL = opts.NATS, srv.URL()
-	wcfg.Concurrency, wcfg.ShutdownGrace = opts.WorkerConcurrency, workerGrace
-	wctx, stopWorkers := context.WithCancel(context.Background())
-	var workers sync.WaitGroup
-	cleanup = append(cleanup, func() { stopWorkers(); workers.Wait() })
-	for i := range opts.Workers {
-		c := wcfg
-		c.WorkerID = fmt.Sprintf("bench-%d", i)
-		w, err := commands.New(ctx, c, opts.Log)
-		if err != nil {
-			return nil, err
-		}
-		workers.Go(func() { _ = w.Run(wctx) })
+	wcfg.NATS, wcfg.ServerURL, wcfg.ShutdownGrace = *nats, srv.URL(), workerGrace
+	wcfg.Query, wcfg.PreAgg = scfg.Query, scfg.PreAgg
+	st.url = srv.URL()
+	return st, wcfg, nil
+}
+
+// goWorker starts a worker runtime that runs until the stack stops.
+func (st *stack) goWorker(ctx context.Context, start func(context.Context) (runner, error)) error {
+	w, err := start(ctx)
+	if err != nil {
+		return err
 	}
-	st.url, st.stop = srv.URL(), undo
-	return st, nil
+	st.workers.Go(func() { _ = w.Run(st.workerCtx) })
+	return nil
 }
 
 // withSearchPath points a postgres:// URL at schema.
@@ -125,7 +155,7 @@ func withSearchPath(dbURL, schema string) (string, error) {
 	return u.String(), nil
 }
 
-func dropSchema(dbURL, schema string, opts *Options) {
+func dropSchema(dbURL, schema string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), schemaTimeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -134,7 +164,7 @@ func dropSchema(dbURL, schema string, opts *Options) {
 		_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
 	}
 	if err != nil {
-		opts.Log.Warn("could not drop the benchmark schema; drop it by hand", "schema", schema, "err", err)
+		log.Warn("could not drop the benchmark schema; drop it by hand", "schema", schema, "err", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +21,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Load generators that measure a Millrace deployment",
 	}
-	cmd.AddCommand(benchFlowsCmd())
+	cmd.AddCommand(benchFlowsCmd(), benchPreaggCmd())
 	return cmd
 }
 
@@ -155,4 +156,67 @@ func startProfiles(dir string) (func() error, error) {
 		}
 		return nil
 	}, nil
+}
+
+func benchPreaggCmd() *cobra.Command {
+	opts := bench.PreaggOptions{}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "preagg",
+		Short: "Compare dashboard queries served from pre-aggregates with the warehouse, for speed and for equal answers",
+		Long: `Generate an orders fact table of --rows rows in the PostgreSQL --warehouse
+(table --table; kept and reused while it has exactly --rows rows), declare a
+model with three pre-aggregates over it (daily, monthly, and an exact monthly
+count of distinct customers), build them, then run ten dashboard-style metric
+queries through the API, each --reps times on two paths:
+
+  from the pre-aggregate, and
+  from the warehouse with the pre-aggregate bypassed (usePreAggregates: false).
+
+It reports, per query: hit or miss (with the reason), whether the two answers
+are equal (any difference fails the command), the median execution time on
+each path and the median submit -> ready time through the API, and their
+ratio; over all hits the p50/p95 submit -> ready time; and, self-contained,
+the peak resident memory of the process (server and workers, builds and
+serving included). Results caches are bypassed (invalidateCache) so every
+answer is computed.
+
+With --server it measures a running deployment (which must reach the
+warehouse). With --store it is self-contained: embedded NATS and a server on a
+loopback port; --nats-enabled adds a warehouse worker and a pre-aggregate
+worker in-process and routes queries and builds over NATS.`,
+		Example: `  millrace bench preagg --warehouse postgres://postgres@127.0.0.1:5432/test --store sqlite:/tmp/b.db --rows 1000000
+  millrace bench preagg --warehouse postgres://postgres@127.0.0.1:5432/test --store sqlite:/tmp/b.db --rows 10000000 --nats-enabled --json
+  millrace bench preagg --warehouse postgres://analytics@db:5432/dw --server http://127.0.0.1:8082`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Progress = cmd.ErrOrStderr()
+			opts.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			res, err := bench.RunPreagg(cmd.Context(), opts)
+			if res != nil {
+				var perr error
+				if asJSON {
+					perr = printJSON(cmd.OutOrStdout(), res)
+				} else {
+					perr = res.WriteTable(cmd.OutOrStdout())
+				}
+				if err == nil {
+					err = perr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Warehouse, "warehouse", "", "PostgreSQL warehouse URL the fact table is generated in (required)")
+	f.Int64Var(&opts.Rows, "rows", bench.DefaultPreaggRows, "Rows of the generated fact table")
+	f.StringVar(&opts.Table, "table", bench.DefaultPreaggTable, "Name of the generated fact table")
+	f.IntVar(&opts.Reps, "reps", bench.DefaultPreaggReps, "Timed runs of each query on each path (after one warm-up); medians are reported")
+	f.StringVar(&opts.Project, "project", bench.DefaultPreaggProject, "Project the benchmark creates (or replaces) for the warehouse")
+	f.StringVar(&opts.Server, "server", "", "URL of a running Millrace server to measure")
+	f.StringVar(&opts.Store, "store", "", "Run self-contained on this store: postgres://… (fresh schema per run) or sqlite:PATH")
+	f.BoolVar(&opts.NATSEnabled, "nats-enabled", false, "Self-contained: run queries and builds on NATS workers instead of in the server")
+	f.DurationVar(&opts.Timeout, "timeout", 30*time.Minute, "Give up after this long")
+	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
+	return cmd
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
-	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/worker"
 	"github.com/millrace/millrace/internal/worker/commands"
@@ -92,9 +91,9 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 			case "commands":
 				w, err = commands.New(cmd.Context(), cfg, log)
 			case "warehouse":
-				w, err = queries.New(cmd.Context(), warehouseWorkerConfig(cfg), log)
+				w, err = queries.New(cmd.Context(), queries.FromConfig(cfg), log)
 			case "pre-aggregate":
-				w, err = preaggs.New(cmd.Context(), preaggWorkerConfig(cfg), log)
+				w, err = preaggs.New(cmd.Context(), preaggs.FromConfig(cfg), log)
 			default:
 				return fmt.Errorf("--stream must be commands, warehouse or pre-aggregate, got %q", cfg.Stream)
 			}
@@ -118,21 +117,6 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 	}
 	bindSet(cmd, config.WorkerSet(&cfg))
 	return cmd
-}
-
-func warehouseWorkerConfig(cfg config.Worker) queries.Config {
-	return queries.Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
-		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, WorkerID: cfg.WorkerID,
-		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
-}
-
-func preaggWorkerConfig(cfg config.Worker) preaggs.Config {
-	p := cfg.PreAgg
-	return preaggs.Config{NATS: cfg.NATS.Bus("millrace-pre-aggregate-worker"), Stream: p.Stream, QuerySubject: p.QuerySubject,
-		BuildSubject: p.BuildSubject, Consumer: p.Consumer, Storage: cfg.NATS.Storage, ObjectStorage: p.Storage, Dir: p.Dir,
-		Bucket: p.Bucket, Engine: engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
-			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL,
-		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
 
 func devCmd() *cobra.Command {
@@ -241,7 +225,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		// wait with nobody to take them (the stall the seeds warn about).
 		qc := wcfg
 		qc.Query = cfg.Server.Query
-		qw, err := queries.New(ctx, warehouseWorkerConfig(qc), log)
+		qw, err := queries.New(ctx, queries.FromConfig(qc), log)
 		if err != nil {
 			srv.Close()
 			return err
@@ -254,7 +238,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		if pc.WorkerID != "" { // distinct from the warehouse worker's: both hold queries
 			pc.WorkerID += "-pre-aggregate"
 		}
-		pw, err := preaggs.New(ctx, preaggWorkerConfig(pc), log)
+		pw, err := preaggs.New(ctx, preaggs.FromConfig(pc), log)
 		if err != nil {
 			srv.Close()
 			return err

@@ -24,6 +24,7 @@ import (
 	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/preagg/storage"
 	"github.com/millrace/millrace/internal/warehouse"
@@ -376,3 +377,13 @@ func (j *buildJob) Report(ctx context.Context, runErr error) (string, error) {
 // Release is a no-op: the server re-queues a build whose worker stopped
 // heartbeating; the active build keeps serving meanwhile.
 func (j *buildJob) Release(context.Context) error { return nil }
+
+// FromConfig is the pre-aggregate worker's configuration from its settings.
+func FromConfig(cfg config.Worker) Config {
+	p := cfg.PreAgg
+	return Config{NATS: cfg.NATS.Bus("millrace-pre-aggregate-worker"), Stream: p.Stream, QuerySubject: p.QuerySubject,
+		BuildSubject: p.BuildSubject, Consumer: p.Consumer, Storage: cfg.NATS.Storage, ObjectStorage: p.Storage, Dir: p.Dir,
+		Bucket: p.Bucket, Engine: engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
+			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL,
+		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
+}

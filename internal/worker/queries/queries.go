@@ -16,6 +16,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/warehouse"
 	"github.com/millrace/millrace/internal/worker"
 	"github.com/millrace/millrace/internal/worker/results"
@@ -144,3 +145,10 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 // heartbeating (MILLRACE_QUERY_STALE_WORKER_SECONDS), and the runtime
 // naks the job for whoever is free then.
 func (j *job) Release(context.Context) error { return nil }
+
+// FromConfig is the warehouse worker's configuration from its settings.
+func FromConfig(cfg config.Worker) Config {
+	return Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
+		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, WorkerID: cfg.WorkerID,
+		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
+}
