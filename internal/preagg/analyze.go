@@ -15,7 +15,6 @@ type analysis struct {
 	passed int              // checks passed before the failing one
 	reason *api.MissReason  // nil: checkFields..checkScope all pass
 	where  *semantic.Cond   // the WHERE to apply on the view: the query's, minus conjuncts its scope implies
-	exact  bool             // non-additive metrics: one view row per result row
 	scope  []*semantic.Rule // its filters, resolved
 }
 
@@ -139,13 +138,12 @@ func analyze(r *semantic.Resolved, p *semantic.PreAggregate) analysis {
 			a.reason = missFor(p, api.PreAggMissNonAdditive, nonAdditive.ID, fmt.Sprintf("%s is a %s metric: it cannot be re-aggregated, so the query must group by exactly pre-aggregate %s's dimensions (%s) at its grain", nonAdditive.ID, nonAdditive.Metric.Type, p.Name, describeDims(p)))
 			return a
 		}
-		a.exact = true
 	}
 	a.passed = checkScope
 
 	// checkScope: each of its filters is implied by a conjunct of the
 	// query's WHERE (equal or narrower, same operator class).
-	for i, f := range scope {
+	for _, f := range scope {
 		ok := false
 		for _, c := range all {
 			if c.Rule != nil && implies(c.Rule, f) {
@@ -154,7 +152,7 @@ func analyze(r *semantic.Resolved, p *semantic.PreAggregate) analysis {
 			}
 		}
 		if !ok {
-			a.reason = missFor(p, api.PreAggMissFilterScope, f.Field.ID, fmt.Sprintf("pre-aggregate %s holds only rows where %s; the query's filters are not equal to or narrower than that", p.Name, describeRule(p.Filters[i], f)))
+			a.reason = missFor(p, api.PreAggMissFilterScope, f.Field.ID, fmt.Sprintf("pre-aggregate %s holds only rows where %s; the query's filters are not equal to or narrower than that", p.Name, describeRule(f)))
 			return a
 		}
 	}

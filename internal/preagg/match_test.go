@@ -278,7 +278,11 @@ func TestMatchScopeFilters(t *testing.T) {
 	expectHit(t, Match(query(withStatus).dims("country").metrics("amount_sum").where(rule(withStatus, "status", semantic.OpEquals, "complete")).r, activeAll(withStatus, now), true, now), "complete_only")
 	// Wider, absent, another operator class, or only inside an OR: out of scope.
 	expectMiss(t, Match(q(rule(m, "status", semantic.OpEquals, "complete", "returned")), act, true, now), api.PreAggMissFieldNotCovered, "complete_only", "orders_status")
-	expectMiss(t, Match(q(), act, true, now), api.PreAggMissFilterScope, "complete_only", "orders_status")
+	d := Match(q(), act, true, now)
+	expectMiss(t, d, api.PreAggMissFilterScope, "complete_only", "orders_status")
+	if !strings.Contains(d.Reason.Message, "where orders_status equals complete, shipped;") {
+		t.Errorf("scope miss message: %s", d.Reason.Message)
+	}
 	expectMiss(t, Match(q(rule(m, "country", semantic.OpEquals, "FR")), act, true, now), api.PreAggMissFilterScope, "complete_only", "orders_status")
 	or := &semantic.Cond{Or: true, Items: []*semantic.Cond{rule(m, "status", semantic.OpEquals, "complete"), rule(m, "country", semantic.OpEquals, "FR")}}
 	expectMiss(t, Match(q(or), act, true, now), api.PreAggMissFieldNotCovered, "complete_only", "orders_status")

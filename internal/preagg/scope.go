@@ -212,12 +212,16 @@ func scopeRules(m *semantic.Model, p *semantic.PreAggregate) ([]*semantic.Rule, 
 	return leaves(c), nil
 }
 
-func describeRule(fr semantic.FilterRule, r *semantic.Rule) string {
-	vals := make([]string, len(fr.Values))
-	for i, v := range fr.Values {
+func describeRule(r *semantic.Rule) string {
+	vals := make([]string, len(r.Values))
+	for i, v := range r.Values {
+		if t, ok := v.(time.Time); ok {
+			vals[i] = t.Format(time.RFC3339)
+			continue
+		}
 		vals[i] = fmt.Sprint(v)
 	}
-	return fmt.Sprintf("%s %s %s", r.Field.ID, fr.Operator, strings.Join(vals, ", "))
+	return strings.TrimSpace(fmt.Sprintf("%s %s %s", r.Field.ID, r.Operator, strings.Join(vals, ", ")))
 }
 
 // defHash is the definition hash an active build must carry.
