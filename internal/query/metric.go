@@ -93,6 +93,14 @@ func (s *Service) SubmitMetric(ctx context.Context, r MetricRequest) (store.Quer
 	return s.start(ctx, q, r.InvalidateCache)
 }
 
+// targetOf is where q runs ("" is the warehouse, as for SQL queries).
+func targetOf(q store.Query) string {
+	if q.Target == "" {
+		return TargetWarehouse
+	}
+	return q.Target
+}
+
 // MetricCacheKey is a metric query's cache key: CacheKey's parts with the
 // compiled SQL, plus its target and the serving build, so that a result
 // answered by the warehouse is never handed out as a pre-aggregate hit (or

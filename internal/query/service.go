@@ -261,6 +261,11 @@ func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (st
 		hit, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
 			return qq.QueryCached(ctx, q.ProjectID, q.CacheKey, now)
 		})
+		if err == nil && targetOf(hit) != targetOf(q) {
+			// A pre-aggregate query that fell back to the warehouse keeps
+			// its key; its result must not be reported as a hit.
+			err = store.ErrNotFound
+		}
 		if err == nil {
 			// A fresh hit is ready at once and shares the stored result.
 			q.Status, q.CacheHit, q.Columns, q.TotalRows, q.ResultKey = api.QueryReady, true, hit.Columns, hit.TotalRows, hit.ResultKey

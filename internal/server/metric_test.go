@@ -546,6 +546,11 @@ func TestMetricQueryNATSRouting(t *testing.T) {
 	if done.Status != "ready" || done.CacheMetadata.PreAggregate.Reason.Code != api.PreAggMissObjectLost {
 		t.Fatalf("fallen-back query = %+v", done)
 	}
+	// Its result came from the warehouse: the same query, still routed to
+	// the build, is not answered from it as a hit.
+	if re := f.submit(t, q2, nil); re.CacheMetadata.CacheHit || !re.CacheMetadata.PreAggregate.Hit {
+		t.Fatalf("resubmitted after a fallback = %+v %+v; want a fresh pre-aggregate hit, not the warehouse's cached result", re.CacheMetadata, re.CacheMetadata.PreAggregate)
+	}
 	hist, err := f.h.API.QueryHistory(ctx, f.project, 1, 10)
 	if err != nil {
 		t.Fatal(err)
