@@ -78,7 +78,7 @@ over it, bounded by PRE_AGGREGATE_DUCKDB_QUERY_MEMORY_LIMIT. A lost object
 sends the query back to the warehouse and starts a rebuild. For servers
 started with NATS_ENABLED=true (otherwise the server does both itself).`,
 		Example: `  millrace worker                                   # flow commands
-  NATS_ENABLED=true millrace worker --stream warehouse
+  millrace worker --stream warehouse                # queries, for servers with NATS_ENABLED=true
   millrace worker --stream pre-aggregate --pre-aggregate-memory-limit 2GB --pre-aggregate-build-concurrency 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -263,6 +263,10 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		return ws.Wait()
 	})
 	defer announceDev(log, cfg.DataDir, srv.URL(), cfg.Server.NATS.URL)()
+	queryWorkers := " (queries run in the server: NATS_ENABLED=false)"
+	if cfg.Server.Query.NATSEnabled {
+		queryWorkers = ", a warehouse worker and a pre-aggregate worker"
+	}
 	stop := "Press Ctrl-C to stop.\n"
 	if runFile != "" && once {
 		stop = ""
@@ -271,11 +275,11 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
   API server   %s   (health: %s/api/health, metrics: %s/metrics)
   NATS         %s   (stream %s, subject %s, consumer %s)
   event store  %s
-  workers      %d x concurrency %d
+  workers      %d x concurrency %d%s
 Try: millrace register FILE && millrace execute PATH --watch
      (client commands run from this directory find this instance in %s; elsewhere add --server %s)
 %s`, srv.URL(), srv.URL(), srv.URL(), redactURL(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
-		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
+		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, queryWorkers, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
 
 	var runErr error
 	if runFile != "" {
