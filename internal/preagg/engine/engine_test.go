@@ -703,3 +703,66 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("latency histogram grew by %v", d)
 	}
 }
+
+// peakRSS is the process's peak resident set (VmHWM) in MiB.
+func peakRSS(b *testing.B) float64 {
+	s, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkBuildAndServe builds a 2-million-row materialization (a
+// partitioned daily rollup's shape) and serves a dashboard-style query
+// from it, under a 256MB DuckDB limit; it reports the process's peak RSS.
+func BenchmarkBuildAndServe(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "wh.duckdb")
+	db, err := sql.Open("duckdb", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE f AS SELECT DATE '2023-01-01' + INTERVAL (i % 730) DAY AS d, 'cat_' || (i % 1000) AS c,
+		i % 7 AS k, (i % 10007) * 1.25 AS v FROM range(2000000) r(i)`); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	st, err := storage.OpenDir(filepath.Join(dir, "store"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := New(Config{MemoryLimit: "256MB", Threads: 2, CacheDir: filepath.Join(dir, "cache")}, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	before := peakRSS(b)
+	out, err := e.Build(b.Context(), api.ClaimedBuild{BuildUUID: "bench", Warehouse: api.WarehouseConn{Type: "duckdb", URL: path},
+		Plan: api.BuildPlan{SQL: "SELECT d::DATE AS d, c, k, sum(v) AS v, count(*) AS n FROM f GROUP BY ALL"}, MaxRows: 10_000_000, ObjectPrefix: "p/m/a/bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	afterBuild := peakRSS(b)
+	plan := api.ServePlan{BuildUUID: "bench", Objects: out.Partitions,
+		SQL: "SELECT date_trunc('month', d) AS m, k, sum(v) AS v, sum(n) AS n FROM preagg GROUP BY ALL ORDER BY m, k"}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := e.Serve(b.Context(), plan, func([]warehouse.Column) error { return nil }, func([]any) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(out.Partitions[0].Rows), "rows")
+	b.ReportMetric(float64(out.Partitions[0].Bytes)/(1<<20), "parquet_MiB")
+	b.ReportMetric(before, "rss_before_MiB")
+	b.ReportMetric(afterBuild, "peak_rss_build_MiB")
+	b.ReportMetric(peakRSS(b), "peak_rss_serve_MiB")
+}

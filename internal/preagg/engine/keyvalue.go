@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -14,8 +13,8 @@ var errKeyDone = errors.New("key value read")
 
 // KeyValue runs a pre-aggregate's refresh.key_sql on the warehouse and
 // renders its value (the first column of the first row) as a string: ""
-// for no row or NULL, a string as is, anything else as JSON. The server's
-// poll and a build's report use this one rendering, so they compare equal.
+// for no row or NULL, else fmt.Sprint of the driver's value, as the
+// server's poll (internal/builds) renders it, so the two compare equal.
 func KeyValue(ctx context.Context, drv warehouse.Driver, sql string) (string, error) {
 	var out string
 	err := drv.Query(ctx, sql, func(cols []warehouse.Column) error {
@@ -24,16 +23,8 @@ func KeyValue(ctx context.Context, drv warehouse.Driver, sql string) (string, er
 		}
 		return nil
 	}, func(row []any) error {
-		switch v := row[0].(type) {
-		case nil:
-		case string:
-			out = v
-		default:
-			b, err := json.Marshal(v)
-			if err != nil {
-				return err
-			}
-			out = string(b)
+		if row[0] != nil {
+			out = fmt.Sprint(row[0])
 		}
 		return errKeyDone
 	})
