@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millrace/millrace/internal/api"
@@ -184,3 +185,82 @@ func TestBuildsAPI(t *testing.T) {
 func refreshErr(_ api.RefreshStarted, err error) error { return err }
 func buildErr(_ api.PreAggBuild, err error) error      { return err }
 func buildErr2(_ api.ClaimedBuild, err error) error    { return err }
+
+// The in-process path end to end (NATS_ENABLED=false): the server's
+// scheduler builds the new pre-aggregate with its own engine, a matching
+// metric query is served from that build with the warehouse's answer, and
+// after the warehouse changes a refresh promotes a new build that the next
+// query is served from.
+func TestPreAggInProcessEndToEnd(t *testing.T) {
+	t.Parallel()
+	f := newMetricFixture(t, false)
+	ctx := t.Context()
+	active := func(not string) *api.PreAggBuild {
+		t.Helper()
+		var a *api.PreAggBuild
+		wait.For(t, 60*time.Second, func() error {
+			list, err := f.h.API.PreAggregates(ctx, f.project)
+			if err != nil {
+				return err
+			}
+			for _, p := range list {
+				if p.Model == "orders" && p.Name == "daily_status" && p.Active != nil && p.Active.BuildUUID != not {
+					a = p.Active
+					return nil
+				}
+				if p.Model == "orders" && p.LastError != "" {
+					return fmt.Errorf("build failed: %s", p.LastError)
+				}
+			}
+			return fmt.Errorf("no new active build of orders/daily_status yet: %+v", list)
+		})
+		return a
+	}
+	first := active("")
+	if first.Trigger != "definition" || first.Rows == 0 || first.DataAsOf == nil || first.BuiltAt == nil {
+		t.Fatalf("first build = %+v", first)
+	}
+	counts := func(sub api.Submitted, build string) map[string]float64 {
+		t.Helper()
+		pa := sub.CacheMetadata.PreAggregate
+		if !pa.Hit || pa.BuildUUID != build || pa.Name != "daily_status" {
+			t.Fatalf("submit's preAggregate = %+v (reason %+v), want a hit on build %s", pa, pa.Reason, build)
+		}
+		p := waitMetric(t, f.h.API, f.project, sub.QueryUUID, 1, 10)
+		if p.Status != "ready" || p.CacheMetadata == nil || p.CacheMetadata.PreAggregate == nil || !p.CacheMetadata.PreAggregate.Hit {
+			t.Fatalf("poll = %+v", p)
+		}
+		out := map[string]float64{}
+		for _, r := range p.Rows {
+			out[fmt.Sprint(r["orders_status"])] = num(t, r["orders_order_count"])
+		}
+		return out
+	}
+	got := counts(f.submit(t, byStatus(), nil), first.BuildUUID)
+	for _, st := range []string{"new", "paid", "shipped"} {
+		if want := float64(warehouseScalar(t, f.whURL, "select count(*) from orders where status = '"+st+"'")); got[st] != want {
+			t.Fatalf("served %s = %v, warehouse has %v (all %v)", st, got[st], want, got)
+		}
+	}
+
+	conn, err := pgx.Connect(ctx, f.whURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "insert into orders values (1000, 'paid', 1, true, timestamp '2024-03-01')"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	r, err := f.h.API.PreAggRefresh(ctx, f.project, "orders", "daily_status")
+	if err != nil || r.Trigger != "manual" {
+		t.Fatalf("refresh = %+v, %v", r, err)
+	}
+	second := active(first.BuildUUID)
+	if second.BuildUUID != r.BuildUUID {
+		t.Fatalf("active = %s, want the refresh's build %s", second.BuildUUID, r.BuildUUID)
+	}
+	got = counts(f.submit(t, byStatus(), func(s *api.MetricQuerySubmit) { s.InvalidateCache = true }), second.BuildUUID)
+	if want := float64(warehouseScalar(t, f.whURL, "select count(*) from orders where status = 'paid'")); got["paid"] != want {
+		t.Fatalf("after the refresh paid = %v, want %v", got["paid"], want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/preagg/storage"
 )
 
@@ -61,4 +62,24 @@ func (p *preAggStore) open(ctx context.Context) (storage.Store, error) {
 		return nil, fmt.Errorf("pre-aggregate storage (PRE_AGGREGATE_STORAGE=%s): %w", p.kind, err)
 	}
 	return p.st, nil
+}
+
+// openPreAggEngine opens the DuckDB engine that builds and serves
+// pre-aggregates in this process when NATS_ENABLED=false; with NATS the
+// pre-aggregate workers do both, and the server opens none (nil).
+func (s *Server) openPreAggEngine(ctx context.Context) (*engine.Engine, error) {
+	p := s.cfg.PreAgg
+	if s.cfg.Query.NATSEnabled || !p.Enabled {
+		return nil, nil
+	}
+	st, err := s.preAggStore.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.New(engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
+		CacheMaxBytes: int64(p.CacheMaxBytes), Logger: s.log}, st)
+	if err != nil {
+		return nil, fmt.Errorf("pre-aggregate engine: %w", err)
+	}
+	return eng, nil
 }

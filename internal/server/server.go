@@ -18,6 +18,7 @@ import (
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/lifecycle"
+	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/relay"
 	"github.com/millrace/millrace/internal/results"
@@ -85,8 +86,11 @@ type Server struct {
 	connectLate bool
 	api         *API
 
-	// preAggStore holds materializations (PRE_AGGREGATE_STORAGE).
-	preAggStore *preAggStore
+	// preAggStore holds materializations (PRE_AGGREGATE_STORAGE);
+	// preAggEngine builds and serves them in this process
+	// (NATS_ENABLED=false), else nil.
+	preAggStore  *preAggStore
+	preAggEngine *engine.Engine
 }
 
 // New opens the store, connects to NATS, checks the stream contract and
@@ -191,15 +195,25 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.preAggStore = &preAggStore{s: s, kind: kind}
+	if s.preAggEngine, err = s.openPreAggEngine(ctx); err != nil {
+		return nil, err
+	}
+	buildOpts := []builds.Option{builds.WithObjects(s.preAggStore.open)}
+	if s.preAggEngine != nil {
+		buildOpts = append(buildOpts, builds.WithBuilder(s.preAggEngine))
+	}
 	s.builds = builds.New(builds.Config{Enabled: cfg.PreAgg.Enabled, NATSEnabled: cfg.Query.NATSEnabled, Subject: cfg.PreAgg.BuildSubject,
 		MaxRows: int64(cfg.PreAgg.MaxRows), BuildConcurrency: cfg.PreAgg.BuildConcurrency, RedeliverAfter: cfg.RedeliverAfter,
 		StaleWorkerAfter: cfg.Query.StaleWorker, WorkerID: fmt.Sprintf("server-%d-%d", nodeID, os.Getpid())},
-		s.st, gen, s.query, log, s.relay.Wake, builds.WithObjects(s.preAggStore.open))
+		s.st, gen, s.query, log, s.relay.Wake, buildOpts...)
 	// A pre-aggregate query whose Parquet is gone falls back to the
-	// warehouse and asks the builds service for a rebuild. The engine that
-	// serves hits in-process (NATS_ENABLED=false) is not wired yet: until
-	// it is, such hits go to the warehouse (miss PRE_AGGREGATES_DISABLED).
-	s.query.SetPreAgg(nil, s.builds.OnObjectLost)
+	// warehouse and asks the builds service for a rebuild. With
+	// NATS_ENABLED=false the engine serves hits in this process.
+	var serve query.PreAggEngine // a nil *engine.Engine must stay a nil interface
+	if s.preAggEngine != nil {
+		serve = s.preAggEngine
+	}
+	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
@@ -345,6 +359,9 @@ func (s *Server) close() {
 	}
 	if s.builds != nil {
 		s.builds.Stop()
+	}
+	if s.preAggEngine != nil {
+		_ = s.preAggEngine.Close() // after the queries and builds that use it
 	}
 	_ = s.bg.Stop()
 	if s.ln != nil {

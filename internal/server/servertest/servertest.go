@@ -77,6 +77,7 @@ func newConfig(t testing.TB) (config.Server, *bus.Embedded) {
 	cfg.NATS.Subject = "s" + id + ".commands"
 	cfg.NATS.Consumer = "pool" + id
 	cfg.DatabaseURL = "sqlite::memory:"
+	cfg.PreAgg.Dir = t.TempDir() // materializations of the in-process path
 	cfg.Addr = "127.0.0.1:0"
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
