@@ -630,14 +630,14 @@ func TestServeSettings(t *testing.T) {
 	for range 4 { // several pooled connections
 		wg.Go(func() {
 			r, err := serve(t, e, api.ServePlan{BuildUUID: "x", Objects: out.Partitions,
-				SQL: "SELECT current_setting('memory_limit') AS m, current_setting('threads') AS t, current_setting('temp_directory') AS d, count(*) AS n FROM preagg"})
+				SQL: "SELECT current_setting('memory_limit') AS m, current_setting('threads') AS t, current_setting('temp_directory') AS d, current_setting('TimeZone') AS z, count(*) AS n FROM preagg"})
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			row := r.rows[0]
 			// DuckDB reports the limit in MiB: 123 MB = 117.3 MiB.
-			if row[0] != "117.3 MiB" || row[1] != int64(3) || row[2] != filepath.Join(cache, "spill") {
+			if row[0] != "117.3 MiB" || row[1] != int64(3) || row[2] != filepath.Join(cache, "spill") || row[3] != "UTC" {
 				t.Errorf("settings %v", row)
 			}
 		})
@@ -765,4 +765,28 @@ func BenchmarkBuildAndServe(b *testing.B) {
 	b.ReportMetric(before, "rss_before_MiB")
 	b.ReportMetric(afterBuild, "peak_rss_build_MiB")
 	b.ReportMetric(peakRSS(b), "peak_rss_serve_MiB")
+}
+
+// Kept partitions come from older builds, whose column types were sized
+// from their own data: a build serves across them all the same.
+func TestServeAcrossBuildsOfDifferentTypes(t *testing.T) {
+	t.Parallel()
+	wh := duckWarehouse(t, `CREATE TABLE f AS SELECT * FROM (VALUES
+		(DATE '2024-01-01', 5::HUGEINT, 1.5::DECIMAL(4,1)),
+		(DATE '2024-02-01', 12345678901234567890123::HUGEINT, 123456.25::DECIMAL(12,2))) v(m, n, x)`)
+	e := newEngine(t, dirStore(t), Config{})
+	part := func(b *api.ClaimedBuild) { b.Plan.PartitionColumn = "m" }
+	old := mustBuild(t, e, wh, "old", "SELECT * FROM f WHERE m < DATE '2024-02-01'", part)
+	cur := mustBuild(t, e, wh, "new", "SELECT * FROM f WHERE m >= DATE '2024-02-01'", func(b *api.ClaimedBuild) {
+		part(b)
+		b.Keep = old.Partitions
+	})
+	if len(cur.Partitions) != 2 || cur.Partitions[0].BuildUUID != "old" || cur.Partitions[1].BuildUUID != "new" {
+		t.Fatalf("%+v", cur.Partitions)
+	}
+	r := mustServe(t, e, cur, "new", "SELECT sum(n) AS n, sum(x) AS x, count(*) AS c FROM preagg")
+	w := onWarehouse(t, wh, "SELECT sum(n) AS n, sum(x) AS x, count(*) AS c FROM f")
+	if !reflect.DeepEqual(r.rows, w.rows) {
+		t.Fatalf("got %v want %v", r.rows, w.rows)
+	}
 }

@@ -40,6 +40,9 @@ func openDuckDB(cfg Config, spill string) (*sql.DB, error) {
 		"SET GLOBAL temp_directory = " + sqlString(spill),
 		// Nothing is ever downloaded: Parquet is built in.
 		"SET GLOBAL autoinstall_known_extensions = false",
+		// Time arithmetic on TIMESTAMPTZ (date_trunc) in UTC whatever the
+		// machine's zone, as the semantic layer compiles it.
+		"SET GLOBAL TimeZone = 'UTC'",
 	} {
 		if _, err := db.Exec(s); err != nil {
 			db.Close()
@@ -84,7 +87,10 @@ func (e *Engine) Serve(ctx context.Context, plan api.ServePlan, onColumns func([
 	for i, p := range paths {
 		quoted[i] = sqlString(p)
 	}
-	view := "CREATE OR REPLACE TEMP VIEW " + quoteIdent(bus.PreAggView) + " AS SELECT * FROM read_parquet([" + strings.Join(quoted, ", ") + "])"
+	// union_by_name: partitions kept from older builds may have a column
+	// sized differently (BIGINT there, DECIMAL(38,0) here); DuckDB unifies
+	// them instead of failing.
+	view := "CREATE OR REPLACE TEMP VIEW " + quoteIdent(bus.PreAggView) + " AS SELECT * FROM read_parquet([" + strings.Join(quoted, ", ") + "], union_by_name = true)"
 	if _, err := conn.ExecContext(ctx, view); err != nil {
 		return e.serveFailed(ctx, plan, paths, err)
 	}
