@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,12 +18,14 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
+	"github.com/millrace/millrace/internal/worker/preaggs"
 )
 
 // apiCode is an API error's code ("" for none or a transport error).
@@ -262,5 +266,63 @@ func TestPreAggInProcessEndToEnd(t *testing.T) {
 	got = counts(f.submit(t, byStatus(), func(s *api.MetricQuerySubmit) { s.InvalidateCache = true }), second.BuildUUID)
 	if want := float64(warehouseScalar(t, f.whURL, "select count(*) from orders where status = 'paid'")); got["paid"] != want {
 		t.Fatalf("after the refresh paid = %v, want %v", got["paid"], want)
+	}
+}
+
+// The NATS path end to end: the definition build goes out on
+// PRE_AGGREGATE_QUERY_JOBS to a real pre-aggregate worker, which builds it
+// into the JetStream object store; a matching metric query is then served
+// by that worker from the build with the warehouse's answer.
+func TestPreAggNATSEndToEnd(t *testing.T) {
+	t.Parallel()
+	f := newMetricFixture(t, true)
+	ctx := t.Context()
+	cfg := f.h.Cfg
+	w, err := preaggs.New(ctx, preaggs.Config{NATS: cfg.NATS.Bus("test-preagg-worker"), Stream: cfg.PreAgg.Stream,
+		QuerySubject: cfg.PreAgg.QuerySubject, BuildSubject: cfg.PreAgg.BuildSubject, Consumer: cfg.PreAgg.Consumer,
+		Storage: cfg.NATS.Storage, Bucket: cfg.PreAgg.Bucket, Engine: engine.Config{MemoryLimit: "256MB", Threads: 1, CacheDir: t.TempDir()},
+		BuildConcurrency: 1, ServerURL: f.h.Srv.URL(), WorkerID: "pw-1", Concurrency: 4, ShutdownGrace: 5 * time.Second},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	var active *api.PreAggBuild
+	wait.For(t, 60*time.Second, func() error {
+		list, err := f.h.API.PreAggregates(ctx, f.project)
+		if err != nil {
+			return err
+		}
+		for _, p := range list {
+			if p.Model == "orders" && p.Active != nil {
+				active = p.Active
+				return nil
+			}
+			if p.Model == "orders" && p.LastError != "" {
+				return fmt.Errorf("build failed: %s", p.LastError)
+			}
+		}
+		return fmt.Errorf("no active build yet: %+v", list)
+	})
+	if active.WorkerID != "pw-1" || active.Rows == 0 || len(active.Partitions) != 1 || !strings.HasPrefix(active.Partitions[0].Object, "shop/orders/daily_status/"+active.BuildUUID+"/") {
+		t.Fatalf("active = %+v", active)
+	}
+	sub := f.submit(t, byStatus(), nil)
+	if pa := sub.CacheMetadata.PreAggregate; !pa.Hit || pa.BuildUUID != active.BuildUUID {
+		t.Fatalf("submit = %+v (reason %+v), want a hit on %s", pa, pa.Reason, active.BuildUUID)
+	}
+	p := waitMetric(t, f.h.API, f.project, sub.QueryUUID, 1, 10)
+	if p.Status != "ready" || len(p.Rows) != 3 || !p.CacheMetadata.PreAggregate.Hit {
+		t.Fatalf("poll = %+v", p)
+	}
+	for _, r := range p.Rows {
+		st := fmt.Sprint(r["orders_status"])
+		if want := float64(warehouseScalar(t, f.whURL, "select count(*) from orders where status = '"+st+"'")); num(t, r["orders_order_count"]) != want {
+			t.Fatalf("served %s = %v, warehouse has %v", st, r["orders_order_count"], want)
+		}
 	}
 }
