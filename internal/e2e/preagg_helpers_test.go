@@ -225,19 +225,17 @@ func factsSQL(table string, rows []factRow) []string {
 	return stmts
 }
 
-// seedPostgresWarehouse creates a schema of the test's own holding facts
-// (and a one-row table slow(secs) that the slow model's SQL sleeps by),
-// and returns its connection (search_path selects the schema).
+// seedPostgresWarehouse creates a schema of the test's own holding facts,
+// and a one-row table slow(secs) that slowFrom's model SQL sleeps by; it
+// returns the connection (search_path selects the schema) and the slow
+// table's name, unique to the test.
 func seedPostgresWarehouse(t *testing.T, rows []factRow) (api.WarehouseConn, string) {
 	t.Helper()
 	url := pgtest.NewSchema(t)
-	execPG(t, url, append(factsSQL("facts", rows), "CREATE TABLE slow (secs DOUBLE PRECISION)", "INSERT INTO slow VALUES (0)")...)
+	slow := "slow_" + randHex(6)
+	execPG(t, url, append(factsSQL("facts", rows), "CREATE TABLE "+slow+" (secs DOUBLE PRECISION)", "INSERT INTO "+slow+" VALUES (0)")...)
 	// A build killed mid-query leaves its backend sleeping; end it before
 	// the schema is dropped (cleanups run last-registered first).
-	schema := strings.TrimPrefix(url[strings.Index(url, "search_path=")+len("search_path="):], "")
-	if i := strings.IndexByte(schema, '&'); i >= 0 {
-		schema = schema[:i]
-	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -246,9 +244,22 @@ func seedPostgresWarehouse(t *testing.T, rows []factRow) (api.WarehouseConn, str
 			return
 		}
 		defer conn.Close(ctx)
-		_, _ = conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%pg_sleep%' AND query LIKE $1", "%"+schema+"%")
+		_, _ = conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1", "%"+slow+"%")
 	})
-	return api.WarehouseConn{Type: "postgres", URL: url}, schema
+	return api.WarehouseConn{Type: "postgres", URL: url}, slow
+}
+
+// slowFrom is the model's source line that reads facts through a sleep of
+// the slow table's secs, so a test can make builds (and warehouse
+// queries) last as long as it needs.
+func slowFrom(slow string) string {
+	return "sql: select f.* from facts f cross join (select pg_sleep(secs) from " + slow + ") z"
+}
+
+// setSlow sets how long the slow model's queries sleep.
+func setSlow(t *testing.T, conn api.WarehouseConn, slow string, secs int) {
+	t.Helper()
+	execPG(t, conn.URL, fmt.Sprintf("UPDATE %s SET secs = %d", slow, secs))
 }
 
 // seedDuckDBWarehouse writes the facts into a DuckDB file and returns a

@@ -85,17 +85,16 @@ func paHitQuery(model string, limit int) semantic.MetricQuery {
 // build keeps serving hits; at the end exactly one build is active.
 func TestPreAggWorkerKilledMidBuild(t *testing.T) {
 	t.Parallel()
-	conn, _ := seedPostgresWarehouse(t, paFacts(2000, 21))
-	c := newPreAggCluster(t, pathNATS, 2, "MILLRACE_QUERY_STALE_WORKER_SECONDS=4")
+	conn, slow := seedPostgresWarehouse(t, paFacts(2000, 21))
+	c := newPreAggCluster(t, pathNATS, 2, "MILLRACE_QUERY_STALE_WORKER_SECONDS=8")
 	// The model's rows come through a one-row table whose secs the
 	// test sets: builds (and warehouse queries) sleep that long.
-	project := c.preAggProject(conn, paModel("sales", "sql: select f.* from facts f cross join (select pg_sleep(secs) from slow) z",
-		"daily_region_channel"))
+	project := c.preAggProject(conn, paModel("sales", slowFrom(slow), "daily_region_channel"))
 	const name = "daily_region_channel"
 	old := c.waitActive(project, []string{name}, paBuildTimeout)[name]
 	ctx := t.Context()
 
-	execPG(t, conn.URL, "UPDATE slow SET secs = 60")
+	setSlow(t, conn, slow, 60)
 	ref, err := c.api.PreAggRefresh(ctx, project, "sales", name)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +122,7 @@ func TestPreAggWorkerKilledMidBuild(t *testing.T) {
 	}
 	victim.signal(syscall.SIGKILL)
 	_ = victim.wait(t, 10*time.Second)
-	execPG(t, conn.URL, "UPDATE slow SET secs = 0") // the retry is quick
+	setSlow(t, conn, slow, 0) // the retry is quick
 
 	// While the build is being retried, the old build serves.
 	servedDuring := 0
@@ -210,11 +209,11 @@ func (c *cluster) preAggInfo(project, name string) api.PreAggInfo {
 // and serve.
 func TestPreAggNATSRestartLosesNoBuild(t *testing.T) {
 	t.Parallel()
-	conn, _ := seedPostgresWarehouse(t, paFacts(2000, 31))
-	execPG(t, conn.URL, "UPDATE slow SET secs = 3")
+	conn, slow := seedPostgresWarehouse(t, paFacts(2000, 31))
+	setSlow(t, conn, slow, 3)
 	c := newPreAggCluster(t, pathNATS, 0, "PRE_AGGREGATE_BUILD_CONCURRENCY=1")
 	names := []string{"daily_region_channel", "by_channel"}
-	project := c.preAggProject(conn, paModel("sales", "sql: select f.* from facts f cross join (select pg_sleep(secs) from slow) z", names...))
+	project := c.preAggProject(conn, paModel("sales", slowFrom(slow), names...))
 	ctx := t.Context()
 	// No pre-aggregate worker yet: both builds wait, published.
 	wait.For(t, 60*time.Second, func() error {
@@ -240,7 +239,7 @@ func TestPreAggNATSRestartLosesNoBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	active := c.waitActive(project, names, paBuildTimeout)
-	execPG(t, conn.URL, "UPDATE slow SET secs = 0")
+	setSlow(t, conn, slow, 0)
 	for _, q := range []semantic.MetricQuery{
 		paHitQuery("sales", 500),
 		{ExploreName: "sales", Dimensions: []string{"sales_channel"}, Metrics: []string{"sales_orders", "sales_avg_amount"}},
@@ -319,10 +318,10 @@ const sideModel = `  - name: side
 // server with pre-aggregates disabled.
 func TestPreAggMissReasons(t *testing.T) {
 	t.Parallel()
-	conn, _ := seedPostgresWarehouse(t, paFacts(2000, 41))
-	execPG(t, conn.URL, "UPDATE slow SET secs = 4")
+	conn, slow := seedPostgresWarehouse(t, paFacts(2000, 41))
+	setSlow(t, conn, slow, 4)
 	c := newPreAggCluster(t, pathInProcess, 0)
-	doc := paModel("sales", "sql: select f.* from facts f cross join (select pg_sleep(secs) from slow) z") + sideModel
+	doc := paModel("sales", slowFrom(slow)) + sideModel
 	project := c.preAggProject(conn, doc)
 	ctx := t.Context()
 
@@ -331,7 +330,7 @@ func TestPreAggMissReasons(t *testing.T) {
 	if m.Reason.PreAggregate == "" {
 		t.Fatalf("NO_ACTIVE_MATERIALIZATION names no pre-aggregate: %s", jsonString(m))
 	}
-	execPG(t, conn.URL, "UPDATE slow SET secs = 0")
+	setSlow(t, conn, slow, 0)
 	c.waitActive(project, paNames(), paBuildTimeout)
 	c.waitActive(project, []string{"web_only", "fresh_daily"}, paBuildTimeout)
 
@@ -364,7 +363,7 @@ func TestPreAggMissReasons(t *testing.T) {
 	// was built; then it is a miss that says so.
 	stale := semantic.MetricQuery{ExploreName: "side", Dimensions: []string{"side_channel"}, Metrics: []string{"side_revenue"}}
 	wait.For(t, 60*time.Second, func() error {
-		sub, err := c.api.MetricQuerySubmit(ctx, project, api.MetricQuerySubmit{Query: stale, InvalidateCache: true})
+		sub, err := c.api.MetricQuerySubmit(ctx, project, api.MetricQuerySubmit{Query: stale})
 		if err != nil {
 			return err
 		}
@@ -410,8 +409,20 @@ func TestPreAggMissReasons(t *testing.T) {
 	}
 
 	// A server with PRE_AGGREGATES_ENABLED=false on the same database
-	// (started last: a starting in-process server ends queries it finds
-	// pending).
+	// (started last, once every query above has its answer: a starting
+	// in-process server ends the queries it finds pending).
+	wait.For(t, 60*time.Second, func() error {
+		h, err := c.api.QueryHistory(ctx, project, 1, 500)
+		if err != nil {
+			return err
+		}
+		for _, q := range h.Queries {
+			if q.Status != api.QueryReady {
+				return fmt.Errorf("query %s is %s (%s)", q.QueryUUID, q.Status, q.Error)
+			}
+		}
+		return nil
+	})
 	addr := freeAddr(t)
 	p := c.startEnv("server-disabled", []string{"MILLRACE_ADDR=" + addr, "SERVER_API_URL=http://" + addr, "MILLRACE_NODE_ID=2", "PRE_AGGREGATES_ENABLED=false"}, "server")
 	off := client.New("http://" + addr)
