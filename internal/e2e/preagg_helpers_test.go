@@ -550,7 +550,6 @@ func (g *paGen) query() semantic.MetricQuery {
 		dims = g.subset(p.dims, 0)
 		metrics = g.subset(p.metrics, 1)
 		if p.grain != "" && g.r.Float64() < 0.75 {
-			grain = p.grain
 			if g.r.Float64() < 0.8 {
 				d := derivable(p.grain)
 				grain = d[g.r.IntN(len(d))]
@@ -813,5 +812,42 @@ func TestPreAggGeneratorMix(t *testing.T) {
 		if outcomes["miss:"+code] == 0 {
 			t.Errorf("no generated query misses with %s", code)
 		}
+	}
+}
+
+// sameRows is what the differential tests rest on: it must tell apart
+// what differs, and only within the float tolerance forgive.
+func TestPreAggSameRows(t *testing.T) {
+	t.Parallel()
+	page := func(v any) api.QueryPage {
+		return api.QueryPage{Columns: []api.Column{{Name: "a", Type: "number"}}, Rows: []map[string]any{{"a": v}}}
+	}
+	for _, c := range []struct {
+		x, y any
+		same bool
+	}{
+		{json.Number("1"), json.Number("1.0"), true},
+		{json.Number("100"), json.Number("100.00000000001"), true},
+		{json.Number("100"), json.Number("100.000001"), false},
+		{json.Number("0"), nil, false},
+		{json.Number("1"), "1", false},
+		{"2024-01-01", "2024-01-01", true},
+		{"2024-01-01", "2024-01-02", false},
+		{true, false, false},
+		{nil, nil, true},
+	} {
+		if err := sameRows(page(c.x), page(c.y)); (err == nil) != c.same {
+			t.Errorf("sameRows(%#v, %#v) = %v, want same=%v", c.x, c.y, err, c.same)
+		}
+	}
+	two := page(json.Number("1"))
+	two.Rows = append(two.Rows, map[string]any{"a": json.Number("2")})
+	if sameRows(two, page(json.Number("1"))) == nil {
+		t.Error("sameRows ignores a missing row")
+	}
+	other := page(json.Number("1"))
+	other.Columns[0].Name = "b"
+	if sameRows(other, page(json.Number("1"))) == nil {
+		t.Error("sameRows ignores a column's name")
 	}
 }
