@@ -17,6 +17,7 @@ import (
 	"github.com/millrace/millrace/internal/preagg"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 // A new pre-aggregate gets exactly one "definition" build; once it is
@@ -271,9 +272,9 @@ func TestPromotionAtomicUnderConcurrentReads(t *testing.T) {
 				t.Fatalf("build %d is %s", i, got.Status)
 			}
 		}
-		for reads.Load() < 50 && bad.Load() == nil {
-			time.Sleep(time.Millisecond) // let the readers overlap the last promotion
-		}
+		// Let the readers overlap the last promotion too.
+		target := reads.Load() + 50
+		wait.Until(t, waitLong, "the readers to read on", func() bool { return reads.Load() >= target || bad.Load() != nil })
 		cancel()
 		wg.Wait()
 		if v := bad.Load(); v != nil {
