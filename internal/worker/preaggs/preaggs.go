@@ -36,9 +36,10 @@ const (
 	// queryLease paces a served query's heartbeat (a third of it), as the
 	// warehouse worker's: a cancel is noticed within two seconds.
 	queryLease = 6 * time.Second
-	// buildLease paces a build's heartbeat; the server re-queues a build
-	// silent for MILLRACE_QUERY_STALE_WORKER_SECONDS (30 s by default).
-	buildLease = 9 * time.Second
+	// buildLease paces a build's heartbeat (every 2 s); the server
+	// re-queues a build silent for MILLRACE_QUERY_STALE_WORKER_SECONDS
+	// (30 s by default).
+	buildLease = 6 * time.Second
 	// reportAttempts bounds the retries of a build's report or a query's
 	// fallback when the server is unreachable or answers 5xx.
 	reportAttempts = 5
