@@ -158,6 +158,13 @@ func TestPreAggWorkerKilledMidBuild(t *testing.T) {
 	if now.Active.BuildUUID == ref.BuildUUID && now.Active.WorkerID == held.WorkerID {
 		t.Fatalf("build %s completed by the killed worker %s", ref.BuildUUID, held.WorkerID)
 	}
+	if now.Active.BuildUUID == ref.BuildUUID {
+		t.Logf("build %s was re-queued and finished by %s after %s was killed; %d queries meanwhile were served by the old build",
+			ref.BuildUUID, now.Active.WorkerID, held.WorkerID, servedDuring)
+	} else {
+		t.Logf("a new build %s (trigger %s) replaced the killed %s; %d queries meanwhile were served by the old build",
+			now.Active.BuildUUID, now.Active.Trigger, ref.BuildUUID, servedDuring)
+	}
 	builds, err := c.api.PreAggBuilds(ctx, project, "sales", name, 50)
 	if err != nil {
 		t.Fatal(err)
@@ -225,6 +232,7 @@ func TestPreAggNATSRestartLosesNoBuild(t *testing.T) {
 		return nil
 	})
 	c.startPreAggWorker("pa-1") // one build at a time
+	var before []api.PreAggBuild
 	wait.For(t, 60*time.Second, func() error {
 		bs, err := c.api.PreAggBuilds(ctx, project, "sales", "", 10)
 		if err != nil {
@@ -233,8 +241,17 @@ func TestPreAggNATSRestartLosesNoBuild(t *testing.T) {
 		if !slices.ContainsFunc(bs, func(b api.PreAggBuild) bool { return b.Status == api.BuildBuilding }) {
 			return fmt.Errorf("no build is running: %s", jsonString(bs))
 		}
+		before = bs
 		return nil
 	})
+	// One runs (3 s of warehouse sleep), the other waits in the stream.
+	st := map[api.BuildStatus]int{}
+	for _, b := range before {
+		st[b.Status]++
+	}
+	if st[api.BuildBuilding] != 1 || st[api.BuildQueued] != 1 {
+		t.Fatalf("at the restart the builds are %v, want one building and one queued: %s", st, jsonString(before))
+	}
 	if err := c.nats.Restart(); err != nil {
 		t.Fatal(err)
 	}
