@@ -59,9 +59,15 @@ func (s *Service) runInProcess(ctx context.Context, uuid string) {
 		}
 		return
 	}
-	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
+	// The outcome is recorded even as the server stops, within
+	// recordTimeout of the build's end (not of its start: a build may run
+	// for minutes).
+	record := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RecordTimeout)
+	}
 	if s.builder == nil {
+		rec, cancel := record()
+		defer cancel()
 		_, _ = s.Fail(rec, uuid, s.cfg.WorkerID, "this server has no pre-aggregate engine to build with (NATS_ENABLED=false needs one); see the server log")
 		return
 	}
@@ -69,6 +75,8 @@ func (s *Service) runInProcess(ctx context.Context, uuid string) {
 	defer stop()
 	go s.beat(bctx, stop, uuid)
 	res, err := s.builder.Build(bctx, claimed)
+	rec, cancel := record()
+	defer cancel()
 	switch {
 	case ctx.Err() != nil:
 		// The server is stopping: queued again, the next run builds it.

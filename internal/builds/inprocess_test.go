@@ -18,6 +18,7 @@ import (
 // builder is an in-process Builder that writes nothing: it reports rows
 // in one object, or fails, or blocks until released.
 type builder struct {
+	took    time.Duration // how long a build takes
 	rows    atomic.Int64
 	fail    atomic.Bool
 	release chan struct{} // nil: never blocks
@@ -26,6 +27,13 @@ type builder struct {
 
 func (b *builder) Build(ctx context.Context, c api.ClaimedBuild) (api.BuildComplete, error) {
 	b.started.Add(1)
+	if b.took > 0 {
+		select {
+		case <-time.After(b.took):
+		case <-ctx.Done():
+			return api.BuildComplete{}, ctx.Err()
+		}
+	}
 	if b.release != nil {
 		select {
 		case <-b.release:
@@ -106,6 +114,25 @@ func TestInProcessBuilds(t *testing.T) {
 	}
 	if got := waitStatus(t, f, b.BuildUUID, api.BuildActive); got.Rows != 9 {
 		t.Fatalf("rebuilt = %+v", got)
+	}
+}
+
+// A build that runs longer than the time allowed to record its outcome is
+// still recorded: that bound starts when the build ends (a 10M-row build
+// was re-run forever when it started with the build).
+func TestInProcessSlowBuildIsRecorded(t *testing.T) {
+	t.Parallel()
+	f := newFx(t, "sqlite")
+	f.putModel(orders(semantic.Refresh{}))
+	bld := &builder{took: 600 * time.Millisecond}
+	bld.rows.Store(5)
+	s := f.service(builds.Config{NATSEnabled: false, RecordTimeout: 200 * time.Millisecond}, builds.WithBuilder(bld))
+	q, err := s.ScheduleOnce(t.Context())
+	if err != nil || len(q) != 1 {
+		t.Fatalf("pass = %+v, %v", q, err)
+	}
+	if got := waitStatus(t, f, q[0].BuildUUID, api.BuildActive); got.Rows != 5 || bld.started.Load() != 1 {
+		t.Fatalf("slow build = %+v after %d runs; want active with 5 rows, run once", got, bld.started.Load())
 	}
 }
 

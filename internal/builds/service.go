@@ -80,8 +80,11 @@ type Config struct {
 	StaleWorkerAfter time.Duration // a building build without a heartbeat for this long is re-queued
 	RetryFailedAfter time.Duration
 	KeyTimeout       time.Duration // bounds one refresh.key_sql poll
-	GCGrace          time.Duration // objects of a replaced build are deleted this long after (WithObjects)
-	WorkerID         string        // the in-process builder's identity on claims
+	// RecordTimeout bounds recording an in-process build's outcome once
+	// the build has ended (default 10 s).
+	RecordTimeout time.Duration
+	GCGrace       time.Duration // objects of a replaced build are deleted this long after (WithObjects)
+	WorkerID      string        // the in-process builder's identity on claims
 }
 
 // Projects is where builds finds projects and their warehouse connections
@@ -157,6 +160,9 @@ func New(cfg Config, st *store.Store, gen *ids.Generator, projects Projects, log
 	}
 	if cfg.KeyTimeout <= 0 {
 		cfg.KeyTimeout = DefaultKeyTimeout
+	}
+	if cfg.RecordTimeout <= 0 {
+		cfg.RecordTimeout = recordTimeout
 	}
 	if cfg.GCGrace <= 0 {
 		cfg.GCGrace = DefaultGCGrace
