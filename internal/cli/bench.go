@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,15 +76,7 @@ after the run. Server timestamps are compared with this machine's clock.`,
 				err = perr
 			}
 			if res != nil {
-				var perr error
-				if asJSON {
-					perr = printJSON(cmd.OutOrStdout(), res)
-				} else {
-					perr = res.WriteTable(cmd.OutOrStdout())
-				}
-				if err == nil {
-					err = perr
-				}
+				err = errors.Join(err, printReport(cmd.OutOrStdout(), asJSON, res))
 			}
 			var inc *bench.IncompleteError
 			if errors.As(err, &inc) {
@@ -194,15 +187,7 @@ worker in-process and routes queries and builds over NATS.`,
 			opts.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			res, err := bench.RunPreagg(cmd.Context(), opts)
 			if res != nil {
-				var perr error
-				if asJSON {
-					perr = printJSON(cmd.OutOrStdout(), res)
-				} else {
-					perr = res.WriteTable(cmd.OutOrStdout())
-				}
-				if err == nil {
-					err = perr
-				}
+				err = errors.Join(err, printReport(cmd.OutOrStdout(), asJSON, res))
 			}
 			return err
 		},
@@ -219,4 +204,12 @@ worker in-process and routes queries and builds over NATS.`,
 	f.DurationVar(&opts.Timeout, "timeout", 30*time.Minute, "Give up after this long")
 	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
 	return cmd
+}
+
+// printReport prints a benchmark's report as JSON or as its table.
+func printReport(w io.Writer, asJSON bool, res interface{ WriteTable(io.Writer) error }) error {
+	if asJSON {
+		return printJSON(w, res)
+	}
+	return res.WriteTable(w)
 }

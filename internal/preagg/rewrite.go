@@ -2,7 +2,6 @@ package preagg
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/millrace/millrace/internal/semantic"
@@ -96,14 +95,7 @@ func rewrite(r *semantic.Resolved, p *semantic.PreAggregate, a analysis) (string
 		b.WriteString("\nWHERE ")
 		b.WriteString(w)
 	}
-	if len(r.Dimensions) > 0 {
-		ords := make([]string, len(r.Dimensions))
-		for i := range ords {
-			ords[i] = strconv.Itoa(i + 1)
-		}
-		b.WriteString("\nGROUP BY ")
-		b.WriteString(strings.Join(ords, ", "))
-	}
+	b.WriteString(semantic.GroupBySQL(len(r.Dimensions)))
 	if r.Having != nil {
 		h, err := semantic.CondSQL(d, r.Having, fieldSQL)
 		if err != nil {

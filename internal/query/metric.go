@@ -232,11 +232,7 @@ func PreAggMeta(q store.Query) *api.PreAggregateMeta {
 	if q.Kind != KindMetric || len(q.PreAggregate) == 0 {
 		return nil
 	}
-	var m api.PreAggregateMeta
-	if err := json.Unmarshal(q.PreAggregate, &m); err != nil {
-		return nil
-	}
-	return &m
+	return decoded[api.PreAggregateMeta](q.PreAggregate)
 }
 
 // MetricQueryOf is a metric query's request (nil for a SQL query).
@@ -244,11 +240,17 @@ func MetricQueryOf(q store.Query) *semantic.MetricQuery {
 	if q.Kind != KindMetric || len(q.MetricQuery) == 0 {
 		return nil
 	}
-	var m semantic.MetricQuery
-	if err := json.Unmarshal(q.MetricQuery, &m); err != nil {
+	return decoded[semantic.MetricQuery](q.MetricQuery)
+}
+
+// decoded is the JSON column b decoded, or nil if it does not decode (a
+// row written by a later version).
+func decoded[T any](b json.RawMessage) *T {
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
 		return nil
 	}
-	return &m
+	return &v
 }
 
 // servePlan is what serves q (a pre-aggregate target) from its build. A

@@ -48,14 +48,7 @@ func Compile(r *Resolved, d Dialect) (string, error) {
 		b.WriteString("\nWHERE ")
 		b.WriteString(w)
 	}
-	if len(r.Dimensions) > 0 {
-		ords := make([]string, len(r.Dimensions))
-		for i := range ords {
-			ords[i] = strconv.Itoa(i + 1)
-		}
-		b.WriteString("\nGROUP BY ")
-		b.WriteString(strings.Join(ords, ", "))
-	}
+	b.WriteString(GroupBySQL(len(r.Dimensions)))
 	if r.Having != nil {
 		h, err := CondSQL(d, r.Having, func(f Field) string { return FieldAggExpr(d, m, f) })
 		if err != nil {
@@ -76,4 +69,17 @@ func FieldAggExpr(d Dialect, m *Model, f Field) string {
 		return MetricAggExpr(d, m, &Metric{Name: f.Custom.Name, Type: f.Custom.Type, SQL: f.Custom.SQL})
 	}
 	return MetricAggExpr(d, m, f.Metric)
+}
+
+// GroupBySQL groups by the first n output columns (the dimensions, which
+// every compiled query selects first), or is empty without dimensions.
+func GroupBySQL(n int) string {
+	if n == 0 {
+		return ""
+	}
+	ords := make([]string, n)
+	for i := range ords {
+		ords[i] = strconv.Itoa(i + 1)
+	}
+	return "\nGROUP BY " + strings.Join(ords, ", ")
 }
