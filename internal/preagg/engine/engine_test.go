@@ -506,10 +506,12 @@ func TestBuildKeyValue(t *testing.T) {
 
 func TestServeMissingObject(t *testing.T) {
 	t.Parallel()
-	wh := duckWarehouse(t, duckTypesTable)
 	for name, s := range map[string]storage.Store{"dir": dirStore(t), "nats": natsStore(t)} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			// A warehouse file of its own: two DuckDB instances opening one
+			// file at the same moment can refuse each other.
+			wh := duckWarehouse(t, duckTypesTable)
 			e := newEngine(t, s, Config{})
 			out := mustBuild(t, e, wh, "m1", "SELECT id, s FROM t", nil)
 			plan := api.ServePlan{BuildUUID: "m1", SQL: "SELECT count(*) FROM preagg",
