@@ -39,7 +39,7 @@ import (
 // Defaults of PreaggOptions.
 const (
 	DefaultPreaggRows    = 1_000_000
-	DefaultPreaggTable   = "millrace_bench_orders"
+	DefaultPreaggTable   = "millrace_bench_orders_v2"
 	DefaultPreaggReps    = 5
 	DefaultPreaggProject = "bench_preagg"
 	preaggChunk          = 1_000_000 // rows per INSERT while generating
@@ -197,7 +197,7 @@ func generateFacts(ctx context.Context, warehouse, table string, rows int64, pro
 	}
 	_, err = conn.Exec(ctx, `CREATE TABLE `+ident+` (
 		order_id bigint NOT NULL, customer_id bigint NOT NULL, status text NOT NULL, region text NOT NULL,
-		channel text NOT NULL, is_returning boolean NOT NULL, amount double precision, quantity integer NOT NULL,
+		channel text NOT NULL, is_returning boolean NOT NULL, amount numeric(12,2), quantity integer NOT NULL,
 		created_at timestamp NOT NULL)`)
 	if err != nil {
 		return false, err
@@ -205,18 +205,21 @@ func generateFacts(ctx context.Context, warehouse, table string, rows int64, pro
 	regions := "ARRAY['" + strings.Join(preaggRegions, "','") + "']"
 	for from := int64(1); from <= rows; from += preaggChunk {
 		to := min(from+preaggChunk-1, rows)
-		// Multiplicative hashing spreads each column independently; a
-		// twentieth of the amounts are NULL (refunds without a value).
+		// h is a multiplicative hash of the row number; each column takes
+		// other bits of it, so the columns vary independently. Amounts
+		// are exact decimals (sums re-aggregated in another order stay
+		// equal), and a twentieth of them are NULL (refunds without a
+		// value).
 		_, err := conn.Exec(ctx, `INSERT INTO `+ident+`
-			SELECT g, (g * 7919) % 250000,
-			  (ARRAY['completed','shipped','pending','cancelled','returned'])[1 + (g * 31) % 5],
-			  (`+regions+`)[1 + (g * 17) % 8],
-			  (ARRAY['web','mobile','store','partner'])[1 + (g * 13) % 4],
-			  (g * 7) % 3 = 0,
-			  CASE WHEN (g * 11) % 20 = 0 THEN NULL ELSE ((g * 2654435761) % 100000) / 100.0 END,
-			  1 + (g * 3) % 9,
-			  timestamp '2024-01-01' + ((g * 48271) % (731 * 86400)) * interval '1 second'
-			FROM generate_series($1::bigint, $2::bigint) AS g`, from, to)
+			SELECT g, (h / 7) % 250000,
+			  (ARRAY['completed','shipped','pending','cancelled','returned'])[1 + h % 5],
+			  (`+regions+`)[1 + (h / 5) % 8],
+			  (ARRAY['web','mobile','store','partner'])[1 + (h / 40) % 4],
+			  (h / 160) % 3 = 0,
+			  CASE WHEN (h / 480) % 20 = 0 THEN NULL ELSE ((g * 48271) % 99991) / 100.0 END,
+			  1 + (h / 9600) % 9,
+			  timestamp '2024-01-01' + ((g * 69069) % (731 * 86400)) * interval '1 second'
+			FROM (SELECT g, (g * 2654435761) % 4294967296 AS h FROM generate_series($1::bigint, $2::bigint) AS g) AS s`, from, to)
 		if err != nil {
 			return false, fmt.Errorf("generate rows %d-%d: %w", from, to, err)
 		}
