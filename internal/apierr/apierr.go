@@ -47,6 +47,12 @@ const (
 	ModelNotFound        Code = "model_not_found"
 	PreAggNotFound       Code = "preaggregate_not_found"
 	BuildNotFound        Code = "build_not_found"
+	Unauthenticated      Code = "unauthenticated"
+	Forbidden            Code = "forbidden"
+	ClaimNotYours        Code = "claim_not_yours"
+	TokenNotFound        Code = "token_not_found"
+	RequestNotFound      Code = "request_not_found"
+	UpstreamUnavailable  Code = "upstream_unavailable"
 )
 
 // Entry is one code of the catalogue: its HTTP status and what it means.
@@ -85,6 +91,12 @@ var catalogue = []Entry{
 	{ModelNotFound, http.StatusNotFound, "no model of the project has this name"},
 	{PreAggNotFound, http.StatusNotFound, "the project's model declares no pre-aggregate of this name"},
 	{BuildNotFound, http.StatusNotFound, "no pre-aggregate build has this id (in this project)"},
+	{Unauthenticated, http.StatusUnauthorized, "no token, or one that is unknown, expired or revoked (the reply never says which); send `Authorization: Bearer <token>` (see docs/security.md)"},
+	{Forbidden, http.StatusForbidden, "the token's role may not use this route; the message names the roles that may (docs/security.md has the matrix)"},
+	{ClaimNotYours, http.StatusForbidden, "the command, query or build was claimed with another worker token: only that token may heartbeat, report or release it"},
+	{TokenNotFound, http.StatusNotFound, "no API token has this id or name"},
+	{RequestNotFound, http.StatusNotFound, "the gateway has no pending request with this id (it finished, or expired after `NATS_REQUEST_TTL_SECS`)"},
+	{UpstreamUnavailable, http.StatusBadGateway, "the gateway could not reach the Millrace server; retry shortly"},
 }
 
 var statuses = func() map[Code]int {

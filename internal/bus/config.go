@@ -98,7 +98,24 @@ type Config struct {
 	FetchHeartbeat time.Duration
 	// Name is the client connection name; DefaultName when empty.
 	Name string
+	// TLS and credentials beyond user/password (nats.go's options): a CA
+	// to trust, a client certificate and key, a .creds file (JWT) or an
+	// nkey seed file. Empty means unused.
+	TLSCA, TLSCert, TLSKey string
+	CredsFile, NKeyFile    string
 }
+
+// Live-update and gateway subjects (the NoETL gateway contract).
+const (
+	// DefaultUpdatesPrefix prefixes the subject the server publishes an
+	// execution's lifecycle events on, after commit: <prefix><execution_id>.
+	DefaultUpdatesPrefix = "playbooks.executions."
+	// DefaultCallbackPrefix prefixes the subject execute-and-wait results
+	// fan out on between gateway replicas: <prefix>.<request_id>.
+	DefaultCallbackPrefix = "noetl.callbacks"
+	DefaultSessionBucket  = "sessions"
+	DefaultRequestBucket  = "requests"
+)
 
 // DefaultConfig returns the configuration matching the seeds' runtime contract.
 func DefaultConfig() Config {

@@ -13,10 +13,12 @@ func ConfigReference() string {
 	var s config.Server
 	var w config.Worker
 	var d config.Dev
+	var g config.Gateway
 	return config.Markdown(map[string]*config.Set{
-		"server": config.ServerSet(&s),
-		"worker": config.WorkerSet(&w),
-		"dev":    config.DevSet(&d),
+		"server":  config.ServerSet(&s),
+		"worker":  config.WorkerSet(&w),
+		"dev":     config.DevSet(&d),
+		"gateway": config.GatewaySet(&g),
 	})
 }
 

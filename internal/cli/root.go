@@ -107,6 +107,7 @@ Roles:
   millrace dev       everything in one process: embedded NATS, SQLite, server, workers
   millrace server    the API server (point it at a real NATS and PostgreSQL)
   millrace worker    a worker (any number, on any number of machines)
+  millrace gateway   the browser edge: logins, an authenticated proxy, live updates (SSE)
 
 Every setting is an environment variable with a matching flag; see
 docs/configuration.md or the --help of each command.`,
@@ -120,7 +121,7 @@ docs/configuration.md or the --help of each command.`,
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
 		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), preaggCmd(), doctorCmd(), benchCmd())
-	root.AddCommand(credentialCmd())
+	root.AddCommand(credentialCmd(), tokenCmd(), gatewayCmd())
 	for _, c := range root.Commands() {
 		strictGroups(c)
 	}

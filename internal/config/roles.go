@@ -46,6 +46,7 @@ func (l *Log) bind(s *Set) {
 // NATS holds the JetStream contract settings.
 type NATS struct {
 	URL, User, Password, Stream, Subject, Consumer, Storage string
+	TLSCA, TLSCert, TLSKey, CredsFile, NKeyFile             string
 	MaxAge, AckWait, FetchTimeout, FetchHeartbeat           time.Duration
 	MaxDeliver, MaxAckPending                               int
 	MaxBytes                                                int
@@ -59,6 +60,7 @@ func (n *NATS) bind(s *Set, dev bool) {
 	}
 	s.String(&n.User, "NATS_USER", "nats-user", "", "NATS user name (overrides credentials in NATS_URL).")
 	s.String(&n.Password, "NATS_PASSWORD", "nats-password", "", "NATS password.")
+	n.bindSecurity(s)
 	s.String(&n.Stream, "NATS_STREAM", "nats-stream", bus.DefaultStream, "JetStream stream for command notifications.")
 	s.String(&n.Subject, "NATS_SUBJECT", "nats-subject", bus.DefaultSubject, "Subject notifications are published on; the stream also takes SUBJECT.> for routing to a pool.")
 	s.String(&n.Consumer, "NATS_CONSUMER", "nats-consumer", bus.DefaultConsumer, "Durable pull consumer shared by the worker pool.")
@@ -72,12 +74,23 @@ func (n *NATS) bind(s *Set, dev bool) {
 	s.Int(&n.MaxAckPending, "NOETL_WORKER_NATS_MAX_ACK_PENDING", "nats-max-ack-pending", bus.DefaultMaxAckPending, "Consumer max_ack_pending: the cap on unacknowledged notifications across the whole pool.")
 }
 
+// bindSecurity binds the NATS TLS and credential settings (every role that
+// connects to NATS, the gateway included).
+func (n *NATS) bindSecurity(s *Set) {
+	s.String(&n.TLSCA, "NATS_TLS_CA", "nats-tls-ca", "", "PEM file of the CA that signed the NATS server's certificate; setting it (or a client certificate) turns TLS on.")
+	s.String(&n.TLSCert, "NATS_TLS_CERT", "nats-tls-cert", "", "PEM client certificate for NATS mutual TLS (with NATS_TLS_KEY).")
+	s.String(&n.TLSKey, "NATS_TLS_KEY", "nats-tls-key", "", "PEM private key of NATS_TLS_CERT.")
+	s.String(&n.CredsFile, "NATS_CREDS", "nats-creds", "", "NATS .creds file (user JWT and nkey seed), as made by nsc.")
+	s.String(&n.NKeyFile, "NATS_NKEY", "nats-nkey", "", "File holding a NATS user nkey seed (SU…).")
+}
+
 // Bus converts to the bus package's configuration.
 func (n NATS) Bus(name string) bus.Config {
 	return bus.Config{URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
 		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxBytes: int64(n.MaxBytes), MaxDeliver: n.MaxDeliver,
 		MaxAckPending: n.MaxAckPending, AckWait: n.AckWait, FetchTimeout: n.FetchTimeout,
-		FetchHeartbeat: n.FetchHeartbeat, Name: name}
+		FetchHeartbeat: n.FetchHeartbeat, Name: name,
+		TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey, CredsFile: n.CredsFile, NKeyFile: n.NKeyFile}
 }
 
 // Server holds `millrace server` settings.
@@ -94,6 +107,10 @@ type Server struct {
 	MaxBodyBytes   int
 	Query          Query
 	PreAgg         PreAgg
+	Auth           Auth
+	// UpdatesPrefix is where execution lifecycle events are published
+	// after commit (<prefix><execution_id>), for gateways and the UI.
+	UpdatesPrefix string
 	// SecretKey seals credentials at rest (see package secret).
 	SecretKey string
 }
@@ -117,6 +134,8 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.Int(&c.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
 	c.Query.bind(s, true)
 	c.PreAgg.bind(s, true)
+	c.Auth.bind(s)
+	s.String(&c.UpdatesPrefix, "NATS_UPDATES_SUBJECT_PREFIX", "nats-updates-prefix", bus.DefaultUpdatesPrefix, "Subject prefix the server publishes execution lifecycle events on after commit (PREFIX<execution_id>); gateways listen on it. A wake-up only: the event table is the truth.")
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 
@@ -133,6 +152,8 @@ type Worker struct {
 	ShutdownGrace  time.Duration
 	MetricsAddr    string
 	MaxResultBytes int
+	// Token is the worker's API token (role worker); empty with auth off.
+	Token string
 }
 
 func (c *Worker) bind(s *Set, dev bool) {
@@ -143,6 +164,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 		s.String(&c.Stream, "MILLRACE_WORKER_STREAM", "stream", "commands", "What this worker runs: commands (flows, NOETL_COMMANDS), warehouse (queries, WAREHOUSE_QUERY_JOBS) or pre-aggregate (materializations and queries served from them, PRE_AGGREGATE_QUERY_JOBS).")
 		c.Query.bind(s, false)
 		c.PreAgg.bind(s, false)
+		s.String(&c.Token, "MILLRACE_WORKER_TOKEN", "token", "", "API token of role worker the worker presents to the server (make one with: millrace token create --role worker); needed unless the server runs with MILLRACE_AUTH=none.")
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
@@ -270,3 +292,99 @@ func (p *PreAgg) bind(s *Set, server bool) {
 	s.String(&p.BuildSubject, "PRE_AGGREGATE_MATERIALIZATION_SUBJECT", "pre-aggregate-materialization-subject", bus.DefaultPreAggBuildSubject, "Subject of materialization (build) jobs.")
 	s.String(&p.Consumer, "PRE_AGGREGATE_CONSUMER", "pre-aggregate-consumer", bus.DefaultPreAggConsumer, "Durable consumer of query jobs (builds use NAME-materialization).")
 }
+
+// Auth holds the server's authentication settings.
+type Auth struct {
+	// Mode is AuthTokens (the default: every route but health, metrics,
+	// login and the UI's files needs a token) or AuthNone.
+	Mode string
+	// CacheTTL is how long a server trusts a token it looked up before it
+	// reads it again (revocation reaches other servers within it).
+	CacheTTL        time.Duration
+	SessionTTL      time.Duration
+	OIDCIssuer      string
+	OIDCClientID    string
+	OIDCRolesClaim  string
+	OIDCDefaultRole string
+}
+
+// Auth modes.
+const (
+	AuthTokens = "tokens"
+	AuthNone   = "none"
+)
+
+// Auth defaults.
+const (
+	DefaultAuthCacheTTL  = 10 * time.Second
+	DefaultSessionTTL    = 8 * time.Hour
+	DefaultOIDCRoleClaim = "roles"
+)
+
+func (a *Auth) bind(s *Set) {
+	s.String(&a.Mode, "MILLRACE_AUTH", "auth", AuthTokens, "tokens: every API route but /api/health, /metrics, login and the UI's files needs an API token or session (Authorization: Bearer); none: anyone who reaches the server may do anything (logged as a warning at every start).")
+	s.Seconds(&a.CacheTTL, "MILLRACE_AUTH_CACHE_SECONDS", "auth-cache", DefaultAuthCacheTTL, "How long a server trusts a token it has looked up; a token revoked on another server stops working within this.")
+	s.Seconds(&a.SessionTTL, "MILLRACE_SESSION_TTL_SECONDS", "session-ttl", DefaultSessionTTL, "Lifetime of a login session (POST /api/auth/login).")
+	s.String(&a.OIDCIssuer, "OIDC_ISSUER_URL", "oidc-issuer", "", "OpenID Connect issuer whose id_tokens may log in (discovery at ISSUER/.well-known/openid-configuration); empty turns OIDC login off.")
+	s.String(&a.OIDCClientID, "OIDC_CLIENT_ID", "oidc-client-id", "", "The audience an id_token must carry (the client id registered with the issuer).")
+	s.String(&a.OIDCRolesClaim, "OIDC_ROLES_CLAIM", "oidc-roles-claim", DefaultOIDCRoleClaim, "id_token claim (a string or a list) naming the user's Millrace role: admin, operator or viewer; the highest one listed wins.")
+	s.String(&a.OIDCDefaultRole, "OIDC_DEFAULT_ROLE", "oidc-default-role", "viewer", "Role of an OIDC user whose id_token names none (viewer, operator, admin, or none to refuse them).")
+}
+
+// Gateway holds `millrace gateway` settings (the NoETL gateway contract).
+type Gateway struct {
+	Log             Log
+	NATS            NATS
+	Addr            string
+	ServerURL       string
+	PublicURL       string
+	Token           string
+	UpdatesPrefix   string
+	CallbackPrefix  string
+	SessionBucket   string
+	SessionCacheTTL time.Duration
+	RequestBucket   string
+	RequestTTL      time.Duration
+	CORSOrigins     string
+	Heartbeat       time.Duration
+	MaxWait         time.Duration
+	MaxBodyBytes    int
+	IngressFile     string
+}
+
+// Gateway defaults.
+const (
+	DefaultGatewayAddr     = ":8090" // NoETL's gateway port
+	DefaultSessionCacheTTL = 300 * time.Second
+	DefaultRequestTTL      = 1800 * time.Second
+	// DefaultCORSOrigins admits pages served from this machine only.
+	DefaultCORSOrigins      = "http://localhost:*,http://127.0.0.1:*,https://localhost:*"
+	DefaultGatewayHeartbeat = 30 * time.Second
+	DefaultGatewayMaxWait   = 300 * time.Second
+)
+
+func (g *Gateway) bind(s *Set) {
+	g.Log.bind(s)
+	s.String(&g.NATS.URL, "NATS_URL", "nats-url", bus.DefaultURL, "NATS server URL (live updates, callbacks, the sessions and requests buckets); may carry credentials.")
+	s.String(&g.NATS.User, "NATS_USER", "nats-user", "", "NATS user name (overrides credentials in NATS_URL).")
+	s.String(&g.NATS.Password, "NATS_PASSWORD", "nats-password", "", "NATS password.")
+	g.NATS.bindSecurity(s)
+	s.String(&g.Addr, "MILLRACE_GATEWAY_ADDR", "addr", DefaultGatewayAddr, "Address the gateway listens on.")
+	s.String(&g.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server the gateway forwards to.")
+	s.String(&g.PublicURL, "GATEWAY_PUBLIC_URL", "public-url", "", "URL clients and playbooks reach this gateway at (sent to playbooks as gateway_url for callbacks; default: derived from --addr).")
+	s.String(&g.Token, "MILLRACE_GATEWAY_TOKEN", "token", "", "API token (role operator) the gateway starts webhook-ingress executions with; ingress is off without it.")
+	s.String(&g.UpdatesPrefix, "NATS_UPDATES_SUBJECT_PREFIX", "nats-updates-prefix", bus.DefaultUpdatesPrefix, "Subject prefix of execution lifecycle events; must match the server's.")
+	s.String(&g.CallbackPrefix, "NATS_CALLBACK_SUBJECT_PREFIX", "nats-callback-prefix", bus.DefaultCallbackPrefix, "Subject prefix execute-and-wait results fan out on between gateway replicas (PREFIX.<request_id>).")
+	s.String(&g.SessionBucket, "NATS_SESSION_BUCKET", "nats-session-bucket", bus.DefaultSessionBucket, "JetStream KV bucket that caches sessions (the database holds the truth).")
+	s.Seconds(&g.SessionCacheTTL, "NATS_SESSION_CACHE_TTL_SECS", "session-cache-ttl", DefaultSessionCacheTTL, "How long a cached session is trusted before the gateway asks the server again.")
+	s.String(&g.RequestBucket, "NATS_REQUEST_BUCKET", "nats-request-bucket", bus.DefaultRequestBucket, "JetStream KV bucket of pending execute-and-wait requests.")
+	s.Seconds(&g.RequestTTL, "NATS_REQUEST_TTL_SECS", "request-ttl", DefaultRequestTTL, "How long a pending request is kept.")
+	s.String(&g.CORSOrigins, "CORS_ALLOWED_ORIGINS", "cors-allowed-origins", DefaultCORSOrigins, "Comma-separated origins browsers may call the gateway from; * in the port matches any port; a lone * admits every origin (not with credentials).")
+	s.Seconds(&g.Heartbeat, "GATEWAY_HEARTBEAT_INTERVAL_SECS", "heartbeat", DefaultGatewayHeartbeat, "Interval of the SSE ping frame on /events.")
+	s.Seconds(&g.MaxWait, "GATEWAY_MAX_WAIT_SECONDS", "max-wait", DefaultGatewayMaxWait, "Longest execute-and-wait a client may ask for.")
+	s.Int(&g.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
+	s.String(&g.IngressFile, "MILLRACE_INGRESS_FILE", "ingress-file", "", "YAML/JSON file of webhook listeners: ingress: [{name, playbook, secret_env}]; POST /ingress/NAME must carry X-Millrace-Signature: sha256=HMAC(secret, body).")
+}
+
+// GatewaySet binds gateway settings.
+func GatewaySet(c *Gateway) *Set { s := &Set{}; c.bind(s); return s }

@@ -207,6 +207,7 @@ type Driver interface {
 type Querier interface {
 	QueryQuerier
 	PreAggQuerier
+	AuthQuerier
 
 	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
 	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
@@ -254,6 +255,7 @@ type Tx interface {
 	Querier
 	QueryTx
 	PreAggTx
+	AuthTx
 
 	// Commit and Rollback take a context with a deadline, as every other
 	// statement does: a stalled database must not hold a caller (or a
