@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/builds"
 )
@@ -36,10 +37,10 @@ func (a *API) buildsRoutes(b *builds.Service) {
 	if b == nil {
 		return
 	}
-	a.route("GET /api/v2/projects/{project}/preaggregates", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("GET /api/v2/projects/{project}/preaggregates", auth.Readers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return b.List(r.Context(), r.PathValue("project"))
 	})
-	a.route("GET /api/v2/projects/{project}/preaggregates/builds", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("GET /api/v2/projects/{project}/preaggregates/builds", auth.Readers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		limit, err := queryInt(r, "limit", DefaultPageSize, 1, MaxPageSize)
 		if err != nil {
 			return nil, err
@@ -51,10 +52,10 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		q := r.URL.Query()
 		return b.History(r.Context(), r.PathValue("project"), q.Get("model"), q.Get("name"), offset, limit)
 	})
-	a.route("GET /api/v2/projects/{project}/preaggregates/builds/{uuid}", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("GET /api/v2/projects/{project}/preaggregates/builds/{uuid}", auth.Readers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return b.ProjectBuild(r.Context(), r.PathValue("project"), r.PathValue("uuid"))
 	})
-	a.route("POST /api/v2/projects/{project}/preaggregates/{model}/{name}/refresh", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("POST /api/v2/projects/{project}/preaggregates/{model}/{name}/refresh", auth.Operators, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		bl, err := b.Trigger(r.Context(), r.PathValue("project"), r.PathValue("model"), r.PathValue("name"), builds.TriggerManual)
 		if err != nil {
 			return nil, err
@@ -63,14 +64,14 @@ func (a *API) buildsRoutes(b *builds.Service) {
 	})
 
 	// Worker protocol (snake_case bodies, like the warehouse one).
-	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/claim", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/claim", auth.Workers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var body api.BuildWorker
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
 		}
 		return b.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
 	})
-	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/heartbeat", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/heartbeat", auth.Workers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var body api.BuildWorker
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
@@ -81,7 +82,7 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		}
 		return api.BuildAck{BuildUUID: bl.BuildUUID, Status: bl.Status}, nil
 	})
-	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/complete", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/complete", auth.Workers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var body api.BuildCompleteRequest
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
@@ -92,7 +93,7 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		}
 		return api.BuildAck{BuildUUID: bl.BuildUUID, Status: bl.Status, Error: bl.Error}, nil
 	})
-	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/fail", func(w http.ResponseWriter, r *http.Request) (any, error) {
+	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/fail", auth.Workers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var body api.BuildFailRequest
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -32,10 +33,10 @@ type Option func(*API)
 func WithSecretBox(box *secret.Box) Option { return func(a *API) { a.box = box } }
 
 func (a *API) credentialRoutes() {
-	a.route("POST /api/credentials", a.credentialPut)
-	a.route("GET /api/credentials", a.credentialList)
-	a.route("GET /api/credentials/{name}", a.credentialGet)
-	a.route("DELETE /api/credentials/{name}", a.credentialDelete)
+	a.route("POST /api/credentials", auth.Admins, a.credentialPut)
+	a.route("GET /api/credentials", auth.Readers, a.credentialList)
+	a.route("GET /api/credentials/{name}", auth.ReadersAndWorkers, a.credentialGet)
+	a.route("DELETE /api/credentials/{name}", auth.Admins, a.credentialDelete)
 }
 
 // credentialView is the public shape of a credential. Data is present only

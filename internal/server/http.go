@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
@@ -47,6 +48,7 @@ type API struct {
 	mux     *http.ServeMux
 	box     *secret.Box    // seals credentials; nil disables the credential API
 	query   *query.Service // the warehouse-query face; nil disables /api/v2
+	routes  []Route
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -61,24 +63,24 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	for _, o := range opts {
 		o(a)
 	}
-	a.route("POST /api/catalog/register", a.register)
-	a.route("GET /api/catalog", a.catalogList)
-	a.route("GET /api/catalog/{path...}", a.catalogGet)
-	a.route("POST /api/execute", a.execute)
-	a.route("GET /api/executions", a.executionList)
-	a.route("GET /api/executions/{id}", a.executionGet)
-	a.route("GET /api/executions/{id}/events", a.executionEvents)
-	a.route("POST /api/executions/{id}/cancel", a.executionCancel)
-	a.route("GET /api/commands/{event_id}", a.commandGet)
-	a.route("POST /api/commands/claim", a.commandClaimBatch)
-	a.route("POST /api/commands/{event_id}/claim", a.commandClaim)
-	a.route("POST /api/commands/{event_id}/release", a.commandRelease)
-	a.route("POST /api/events", a.eventPost)
-	a.route("POST /api/events/batch", a.eventBatch)
-	a.route("GET /api/health", a.healthGet)
+	a.route("POST /api/catalog/register", auth.Operators, a.register)
+	a.route("GET /api/catalog", auth.Readers, a.catalogList)
+	a.route("GET /api/catalog/{path...}", auth.Readers, a.catalogGet)
+	a.route("POST /api/execute", auth.OperatorsAndWorkers, a.execute)
+	a.route("GET /api/executions", auth.Readers, a.executionList)
+	a.route("GET /api/executions/{id}", auth.ReadersAndWorkers, a.executionGet)
+	a.route("GET /api/executions/{id}/events", auth.ReadersAndWorkers, a.executionEvents)
+	a.route("POST /api/executions/{id}/cancel", auth.OperatorsAndWorkers, a.executionCancel)
+	a.route("GET /api/commands/{event_id}", auth.ReadersAndWorkers, a.commandGet)
+	a.route("POST /api/commands/claim", auth.Workers, a.commandClaimBatch)
+	a.route("POST /api/commands/{event_id}/claim", auth.Workers, a.commandClaim)
+	a.route("POST /api/commands/{event_id}/release", auth.Workers, a.commandRelease)
+	a.route("POST /api/events", auth.Workers, a.eventPost)
+	a.route("POST /api/events/batch", auth.Workers, a.eventBatch)
+	a.route("GET /api/health", auth.Public, a.healthGet)
 	a.credentialRoutes()
 	a.queryRoutes()
-	a.mux.Handle("GET /metrics", promhttp.Handler())
+	a.handle("GET /metrics", auth.Public, promhttp.Handler().ServeHTTP)
 	// Patterns with a method never match another method, so a wrong method
 	// on a known path lands here too: noRoute tells the two apart.
 	a.mux.HandleFunc("/", a.noRoute)
@@ -119,8 +121,8 @@ type reply struct {
 	body   any
 }
 
-func (a *API) route(pattern string, h handler) {
-	a.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+func (a *API) route(pattern string, access auth.Access, h handler) {
+	a.handle(pattern, access, func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
 		v, err := h(w, r)
 		if err != nil {
@@ -137,9 +139,27 @@ func (a *API) route(pattern string, h handler) {
 
 // handle serves pattern with h, timed by promhttp under the route's
 // pattern, so that ids in paths do not make a series each.
-func (a *API) handle(pattern string, h http.HandlerFunc) {
+// Every route declares its access (package auth), which guard enforces and
+// Routes lists for the route × role matrix of docs/security.md.
+func (a *API) handle(pattern string, access auth.Access, h http.HandlerFunc) {
+	a.routes = append(a.routes, Route{Pattern: pattern, Access: access})
 	obs := mRequests.MustCurryWith(prometheus.Labels{"route": pattern})
-	a.mux.Handle(pattern, promhttp.InstrumentHandlerDuration(obs, h))
+	a.mux.Handle(pattern, promhttp.InstrumentHandlerDuration(obs, a.guard(access, h)))
+}
+
+// Route is one served route and who may use it.
+type Route struct {
+	Pattern string
+	Access  auth.Access
+}
+
+// Routes lists every route in the order they were registered.
+func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
+
+// guard enforces access on h (issue 12: authentication is not wired yet).
+func (a *API) guard(access auth.Access, h http.HandlerFunc) http.HandlerFunc {
+	_ = access
+	return h
 }
 
 // fail maps err to a JSON error response and returns the status.

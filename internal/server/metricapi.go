@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/semantic"
@@ -16,13 +17,13 @@ import (
 // queries are polled, paged, cancelled and listed through the SQL query
 // endpoints (queryapi.go).
 func (a *API) metricRoutes() {
-	a.route("POST /api/v2/projects/{project}/models", a.modelsPut)
-	a.route("GET /api/v2/projects/{project}/models", a.modelList)
-	a.route("GET /api/v2/projects/{project}/models/{name}", a.modelGet)
-	a.route("DELETE /api/v2/projects/{project}/models/{name}", a.modelDelete)
-	a.route("GET /api/v2/projects/{project}/explores", a.exploreList)
-	a.route("POST /api/v2/projects/{project}/query/metric-query", a.metricQuerySubmit)
-	a.route("POST /api/v2/internal/queries/{uuid}/fallback", a.queryFallback)
+	a.route("POST /api/v2/projects/{project}/models", auth.Operators, a.modelsPut)
+	a.route("GET /api/v2/projects/{project}/models", auth.Readers, a.modelList)
+	a.route("GET /api/v2/projects/{project}/models/{name}", auth.Readers, a.modelGet)
+	a.route("DELETE /api/v2/projects/{project}/models/{name}", auth.Operators, a.modelDelete)
+	a.route("GET /api/v2/projects/{project}/explores", auth.Readers, a.exploreList)
+	a.route("POST /api/v2/projects/{project}/query/metric-query", auth.Readers, a.metricQuerySubmit)
+	a.route("POST /api/v2/internal/queries/{uuid}/fallback", auth.Workers, a.queryFallback)
 }
 
 // modelsPut stores the models of a YAML or JSON document {models: [...]}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
@@ -23,20 +24,20 @@ func (a *API) queryRoutes() {
 	if a.query == nil {
 		return
 	}
-	a.route("POST /api/v2/projects", a.projectPut)
-	a.route("GET /api/v2/projects", a.projectList)
-	a.route("POST /api/v2/projects/{project}/query/sql", a.querySubmit)
-	a.route("GET /api/v2/projects/{project}/query/history", a.queryHistory)
-	a.route("GET /api/v2/projects/{project}/query/{uuid}", a.queryGet)
-	a.route("POST /api/v2/projects/{project}/query/{uuid}/cancel", a.queryCancel)
-	a.handle("GET /api/v2/projects/{project}/query/{uuid}/results", a.queryResults)
+	a.route("POST /api/v2/projects", auth.Admins, a.projectPut)
+	a.route("GET /api/v2/projects", auth.Readers, a.projectList)
+	a.route("POST /api/v2/projects/{project}/query/sql", auth.Operators, a.querySubmit)
+	a.route("GET /api/v2/projects/{project}/query/history", auth.Readers, a.queryHistory)
+	a.route("GET /api/v2/projects/{project}/query/{uuid}", auth.Readers, a.queryGet)
+	a.route("POST /api/v2/projects/{project}/query/{uuid}/cancel", auth.Operators, a.queryCancel)
+	a.handle("GET /api/v2/projects/{project}/query/{uuid}/results", auth.Readers, a.queryResults)
 	// Worker protocol: claim, status, fail, and a streamed result upload
 	// (exempt from the body limit: results can be large).
-	a.route("POST /api/v2/internal/queries/{uuid}/claim", a.queryClaim)
-	a.route("GET /api/v2/internal/queries/{uuid}", a.queryInternalGet)
-	a.route("POST /api/v2/internal/queries/{uuid}/fail", a.queryFail)
-	a.route("POST /api/v2/internal/queries/{uuid}/heartbeat", a.queryHeartbeat)
-	a.handle("POST /api/v2/internal/queries/{uuid}/results", a.queryUpload)
+	a.route("POST /api/v2/internal/queries/{uuid}/claim", auth.Workers, a.queryClaim)
+	a.route("GET /api/v2/internal/queries/{uuid}", auth.Workers, a.queryInternalGet)
+	a.route("POST /api/v2/internal/queries/{uuid}/fail", auth.Workers, a.queryFail)
+	a.route("POST /api/v2/internal/queries/{uuid}/heartbeat", auth.Workers, a.queryHeartbeat)
+	a.handle("POST /api/v2/internal/queries/{uuid}/results", auth.Workers, a.queryUpload)
 	a.metricRoutes()
 }
 
