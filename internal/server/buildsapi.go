@@ -4,8 +4,8 @@ import (
 	"net/http"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/builds"
 )
 

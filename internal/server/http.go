@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"

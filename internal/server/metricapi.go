@@ -6,8 +6,8 @@ import (
 	"net/http"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/semantic"
 )

@@ -7,8 +7,8 @@ import (
 	"strconv"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/warehouse"
