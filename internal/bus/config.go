@@ -136,18 +136,34 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every problem in c at once, naming the environment
-// variable a user would change.
-func (c Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// ValidateConnection reports every problem with the settings needed to
+// reach NATS (URL, user and password, TLS, credentials files), ignoring the
+// command stream's contract. It is enough for a plain connection
+// (ConnectOnly), as the gateway makes.
+func (c Config) ValidateConnection() error {
+	if errs := c.connectionErrors(); len(errs) > 0 {
+		return fmt.Errorf("invalid NATS configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
 
+func (c Config) connectionErrors() []error {
+	var errs []error
 	if _, err := serverURLs(c.URL); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Password != "" && c.User == "" {
-		add("NATS_PASSWORD is set but NATS_USER is empty; set both or neither")
+		errs = append(errs, errors.New("NATS_PASSWORD is set but NATS_USER is empty; set both or neither"))
 	}
+	return append(errs, c.validateSecurity()...)
+}
+
+// Validate reports every problem in c at once, naming the environment
+// variable a user would change.
+func (c Config) Validate() error {
+	errs := c.connectionErrors()
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
 	if err := validName(c.Stream); err != nil {
 		add("stream name (NATS_STREAM) %q: %v", c.Stream, err)
 	}
@@ -199,32 +215,19 @@ func serverURLs(s string) ([]*url.URL, error) {
 		raw = strings.TrimSpace(raw)
 		u, err := url.Parse(raw)
 		if err != nil {
-			return nil, fmt.Errorf("NATS_URL entry %q is not a URL: %v", redactURLString(raw), err)
+			return nil, fmt.Errorf("NATS_URL entry %q is not a URL: %v", Redact(raw), err)
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return nil, fmt.Errorf("NATS_URL entry %q: scheme must be nats://, tls://, ws:// or wss://", u.Redacted())
+			return nil, fmt.Errorf("NATS_URL entry %q: scheme must be nats://, tls://, ws:// or wss://", Redact(raw))
 		}
 		if u.Host == "" {
-			return nil, fmt.Errorf("NATS_URL entry %q has no host; use e.g. %s", u.Redacted(), DefaultURL)
+			return nil, fmt.Errorf("NATS_URL entry %q has no host; use e.g. %s", Redact(raw), DefaultURL)
 		}
 		out = append(out, u)
 	}
 	return out, nil
-}
-
-// redactURLString hides the password of a URL that may not even parse.
-func redactURLString(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	if at := strings.LastIndexByte(s, '@'); at >= 0 {
-		if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
-			return s[:scheme+3] + "xxxxx@" + s[at+1:]
-		}
-	}
-	return s
 }
 
 // validName checks a stream or durable consumer name. JetStream uses names

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,27 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	return connect(ctx, cfg, log)
 }
 
+// ConnectOnly is Connect without the command stream's contract: it checks
+// only the settings needed to reach NATS (URL, user, TLS, credentials), so
+// Stream, Subject, Consumer and the consumer limits may be left empty. The
+// connection still needs JetStream (key-value buckets live there). The
+// gateway uses it.
+func ConnectOnly(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	if err := cfg.ValidateConnection(); err != nil {
+		return nil, err
+	}
+	return connect(ctx, cfg, log)
+}
+
+// ConnectOnlyRetry is ConnectOnly for processes that may start before NATS,
+// retrying like ConnectRetry.
+func ConnectOnlyRetry(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
+	if err := cfg.ValidateConnection(); err != nil {
+		return nil, err
+	}
+	return connectRetry(ctx, cfg, log)
+}
+
 // ConnectRetry is Connect for processes that may start before NATS: it retries
 // with backoff until it connects or ctx ends. Configuration errors are
 // returned at once.
@@ -52,6 +74,10 @@ func ConnectRetry(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return connectRetry(ctx, cfg, log)
+}
+
+func connectRetry(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	log = orDiscard(log)
 	bo := backoff.Backoff{Min: ReconnectWaitMin, Max: ConnectRetryMax}
 	for {
@@ -76,6 +102,10 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	secure, err := securityOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
 	name := cfg.Name
 	if name == "" {
 		name = DefaultName
@@ -96,7 +126,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 			log.Warn("NATS disconnected, reconnecting", "url", shown, "error", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			log.Info("NATS reconnected", "url", Redact(nc.ConnectedUrl()))
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			log.Debug("NATS connection closed", "url", shown)
@@ -112,9 +142,10 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
+	opts = append(opts, secure...)
 	nc, err := nats.Connect(servers, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; check NATS_URL (and NATS_USER/NATS_PASSWORD) and that nats-server is running with JetStream enabled (nats-server -js)", shown, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w; %s", shown, err, connectHint(cfg, err))
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(DefaultPublishAckTimeout))
 	if err != nil {
@@ -130,7 +161,7 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("NATS at %s: query JetStream account: %w; check that nats-server runs with -js", shown, err)
 	}
-	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName())
+	log.Info("connected to NATS", "url", Redact(nc.ConnectedUrl()), "server", nc.ConnectedServerName())
 	return &Conn{NC: nc, JS: js, Cfg: cfg, log: log}, nil
 }
 
@@ -149,9 +180,29 @@ func dialURLs(cfg Config) (dial, shown string, err error) {
 			u.User = nil
 		}
 		d[i] = u.String()
-		s[i] = u.Redacted()
+		s[i] = Redact(d[i])
 	}
 	return strings.Join(d, ","), strings.Join(s, ","), nil
+}
+
+// connectHint says which settings to check after a failed dial.
+func connectHint(cfg Config, err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &unknownCA):
+		if cfg.TLSCA == "" {
+			return "the server's certificate is not signed by a CA this machine trusts; set NATS_TLS_CA to the PEM file of the CA that signed it"
+		}
+		return "the server's certificate is not signed by the CA in NATS_TLS_CA (" + cfg.TLSCA + "); point NATS_TLS_CA at the CA that signed it"
+	case errors.As(err, &hostname):
+		return "the server's certificate does not name the host in NATS_URL; connect by a name the certificate lists"
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization"):
+		return "the server refused the credentials; check NATS_USER/NATS_PASSWORD (or those in NATS_URL), NATS_CREDS or NATS_NKEY"
+	case cfg.usesTLS() || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted):
+		return "check NATS_URL, NATS_TLS_CA, NATS_TLS_CERT/NATS_TLS_KEY (TLS must be on at both ends) and that nats-server is running with JetStream enabled (nats-server -js)"
+	}
+	return "check NATS_URL (and NATS_USER/NATS_PASSWORD, NATS_CREDS, NATS_NKEY) and that nats-server is running with JetStream enabled (nats-server -js)"
 }
 
 // Close closes the connection; pending publishes fail.

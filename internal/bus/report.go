@@ -52,7 +52,7 @@ type ConsumerReport struct {
 // missing stream is an error wrapping jetstream.ErrStreamNotFound; a missing
 // consumer leaves Report.Consumer nil.
 func (c *Conn) Report(ctx context.Context) (Report, error) {
-	r := Report{URL: c.NC.ConnectedUrlRedacted(), Connected: c.NC.IsConnected()}
+	r := Report{URL: Redact(c.NC.ConnectedUrl()), Connected: c.NC.IsConnected()}
 	s, err := c.JS.Stream(ctx, c.Cfg.Stream)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {

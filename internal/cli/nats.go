@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -41,18 +40,9 @@ func natsConnect(cmd *cobra.Command, n config.NATS) (*bus.Conn, error) {
 	log, _ := newLogger(config.Log{Level: "warn"}, cmd.ErrOrStderr())
 	conn, err := bus.Connect(cmd.Context(), n.Bus("millrace-cli"), log)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (from %s): %w; start `millrace dev` (its URL is found by itself when run from the same directory), or point at your NATS with --nats-url or NATS_URL", redactURL(n.URL), from, err)
+		return nil, fmt.Errorf("connect to NATS at %s (from %s): %w; start `millrace dev` (its URL is found by itself when run from the same directory), or point at your NATS with --nats-url or NATS_URL", bus.Redact(n.URL), from, err)
 	}
 	return conn, nil
-}
-
-// redactURL hides a password in a NATS URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return s
-	}
-	return u.Redacted()
 }
 
 func natsInfoCmd(use string) *cobra.Command {
@@ -77,7 +67,7 @@ func natsInfoCmd(use string) *cobra.Command {
 			out := cmd.OutOrStdout()
 			st, err := conn.JS.Stream(cmd.Context(), n.Stream)
 			if err != nil {
-				return fmt.Errorf("stream %s on %s: %w (`millrace server` and `millrace dev` create it at start)", n.Stream, redactURL(n.URL), err)
+				return fmt.Errorf("stream %s on %s: %w (`millrace server` and `millrace dev` create it at start)", n.Stream, bus.Redact(n.URL), err)
 			}
 			si, err := st.Info(cmd.Context())
 			if err != nil {

@@ -199,7 +199,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		cfg.Server.NATS.URL = emb.URL()
 		log.Info("embedded NATS started", "url", emb.URL())
 	} else {
-		log.Info("using the NATS server from NATS_URL/--nats-url; no embedded NATS", "url", redactURL(cfg.Server.NATS.URL))
+		log.Info("using the NATS server from NATS_URL/--nats-url; no embedded NATS", "url", bus.Redact(cfg.Server.NATS.URL))
 	}
 	srv, err := server.New(ctx, cfg.Server, log)
 	if err != nil {
@@ -278,7 +278,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
   workers      %d x concurrency %d%s
 Try: millrace register FILE && millrace execute PATH --watch
      (client commands run from this directory find this instance in %s; elsewhere add --server %s)
-%s`, srv.URL(), srv.URL(), srv.URL(), redactURL(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
+%s`, srv.URL(), srv.URL(), srv.URL(), bus.Redact(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
 		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, queryWorkers, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
 
 	var runErr error

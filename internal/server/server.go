@@ -326,7 +326,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	s.log.Info("millrace server ready", "addr", s.ln.Addr().String(), "url", s.url, "store", s.drv.Name(),
-		"nats", s.cfg.NATS.URL, "stream", s.cfg.NATS.Stream, "subject", s.cfg.NATS.Subject)
+		"nats", bus.Redact(s.cfg.NATS.URL), "stream", s.cfg.NATS.Stream, "subject", s.cfg.NATS.Subject)
 	select {
 	case <-ctx.Done():
 	case <-bg.Context().Done(): // a service failed
