@@ -77,3 +77,22 @@ func (g *Generator) Next() int64 {
 func Time(id int64) time.Time {
 	return Epoch.Add(time.Duration(id>>(nodeBits+seqBits)) * time.Millisecond)
 }
+
+// Floor returns the smallest id any generator can issue at t: every id
+// issued at t or later is >= Floor(t).
+func Floor(t time.Time) int64 {
+	ms := t.Sub(Epoch).Milliseconds()
+	if ms < 0 {
+		return 0
+	}
+	return ms << (nodeBits + seqBits)
+}
+
+// Span is how far apart, in id values, two ids issued d apart are (at
+// least): ids are time-ordered, so a window of time is a window of ids.
+func Span(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return d.Milliseconds() << (nodeBits + seqBits)
+}
