@@ -80,17 +80,29 @@ func ListTokens(ctx context.Context, st *store.Store) ([]api.Token, error) {
 	return out, nil
 }
 
-// ErrTokenNotFound is returned by RevokeToken for an unknown id or name.
-var ErrTokenNotFound = errors.New("no such token")
+// Errors of RevokeToken: an unknown id or name, or a name several live
+// tokens share.
+var (
+	ErrTokenNotFound  = errors.New("no such token")
+	ErrTokenAmbiguous = errors.New("ambiguous token name")
+)
 
 // RevokeToken revokes the API token with this id, or else the only live
-// one with this name. Revoking twice is not an error.
+// one with this name, and the sessions logins with it opened. Revoking
+// twice is not an error.
 func RevokeToken(ctx context.Context, st *store.Store, idOrName string) (api.Token, error) {
+	t, _, err := revokeToken(ctx, st, idOrName)
+	return t, err
+}
+
+// revokeToken is RevokeToken; it also returns the ids of the sessions it
+// ended.
+func revokeToken(ctx context.Context, st *store.Store, idOrName string) (api.Token, []int64, error) {
 	list, err := store.ReadValue(ctx, st, func(q store.Querier) ([]store.AuthToken, error) {
 		return q.AuthTokenList(ctx, store.TokenAPI)
 	})
 	if err != nil {
-		return api.Token{}, err
+		return api.Token{}, nil, err
 	}
 	var match []store.AuthToken
 	id, idErr := strconv.ParseInt(idOrName, 10, 64)
@@ -105,24 +117,41 @@ func RevokeToken(ctx context.Context, st *store.Store, idOrName string) (api.Tok
 	}
 	switch len(match) {
 	case 0:
-		return api.Token{}, fmt.Errorf("%w: %q (list them with: millrace token list)", ErrTokenNotFound, idOrName)
+		return api.Token{}, nil, fmt.Errorf("%w: %q (list them with: millrace token list)", ErrTokenNotFound, idOrName)
 	case 1:
 	default:
-		return api.Token{}, fmt.Errorf("%d live tokens are named %q: revoke one by its id (millrace token list)", len(match), idOrName)
+		return api.Token{}, nil, fmt.Errorf("%w: %d live tokens are named %q: revoke one by its id (millrace token list)", ErrTokenAmbiguous, len(match), idOrName)
 	}
 	t := match[0]
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	err = st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-		_, err := tx.AuthTokenRevoke(ctx, t.ID, now)
-		return err
+	// A session opened with the token must not outlive it.
+	sessions, err := store.ReadValue(ctx, st, func(q store.Querier) ([]store.AuthToken, error) {
+		return q.AuthTokenList(ctx, store.TokenSession)
 	})
 	if err != nil {
-		return api.Token{}, err
+		return api.Token{}, nil, err
+	}
+	var ended []int64
+	for _, s := range sessions {
+		if s.Subject == "token:"+strconv.FormatInt(t.ID, 10) && s.RevokedAt == nil {
+			ended = append(ended, s.ID)
+		}
+	}
+	err = st.Do(ctx, t.ID, func(ctx context.Context, tx store.Tx) error {
+		for _, id := range append([]int64{t.ID}, ended...) {
+			if _, err := tx.AuthTokenRevoke(ctx, id, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return api.Token{}, nil, err
 	}
 	if t.RevokedAt == nil {
 		t.RevokedAt = &now
 	}
-	return TokenOf(t), nil
+	return TokenOf(t), ended, nil
 }
 
 // TokenOf converts a stored token to its wire form (never the hash).

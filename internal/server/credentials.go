@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/secret"
@@ -171,6 +172,11 @@ func (a *API) credentialGet(w http.ResponseWriter, r *http.Request) (any, error)
 		if include, err = strconv.ParseBool(v); err != nil {
 			return nil, apierr.New(apierr.BadRequest, "include_data must be true or false")
 		}
+	}
+	// Workers resolve credentials for the steps they run; people manage
+	// them but never read them back, whatever their role.
+	if p := principal(r); include && !p.Open && p.Role != api.RoleWorker {
+		return nil, apierr.New(apierr.Forbidden, "credential data is for role worker only; role %s may read credential %q without include_data (its name, kind and description)", p.Role, name)
 	}
 	c, err := a.loadCredential(r, name)
 	if err != nil {

@@ -49,6 +49,10 @@ type API struct {
 	box     *secret.Box    // seals credentials; nil disables the credential API
 	query   *query.Service // the warehouse-query face; nil disables /api/v2
 	routes  []Route
+	// authn looks up tokens and opens sessions; open is MILLRACE_AUTH=none
+	// (and a nil authn): guard lets every request through.
+	authn *auth.Authenticator
+	open  bool
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -80,6 +84,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("GET /api/health", auth.Public, a.healthGet)
 	a.credentialRoutes()
 	a.queryRoutes()
+	a.authRoutes()
 	a.handle("GET /metrics", auth.Public, promhttp.Handler().ServeHTTP)
 	// Patterns with a method never match another method, so a wrong method
 	// on a known path lands here too: noRoute tells the two apart.
@@ -142,24 +147,69 @@ func (a *API) route(pattern string, access auth.Access, h handler) {
 // Every route declares its access (package auth), which guard enforces and
 // Routes lists for the route × role matrix of docs/security.md.
 func (a *API) handle(pattern string, access auth.Access, h http.HandlerFunc) {
-	a.routes = append(a.routes, Route{Pattern: pattern, Access: access})
+	a.routes = append(a.routes, auth.Route{Pattern: pattern, Access: access})
 	obs := mRequests.MustCurryWith(prometheus.Labels{"route": pattern})
 	a.mux.Handle(pattern, promhttp.InstrumentHandlerDuration(obs, a.guard(access, h)))
 }
 
 // Route is one served route and who may use it.
-type Route struct {
-	Pattern string
-	Access  auth.Access
-}
+type Route = auth.Route
 
 // Routes lists every route in the order they were registered.
 func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
 
-// guard enforces access on h (issue 12: authentication is not wired yet).
+var mDenied = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "millrace_auth_denied_total",
+	Help: "Requests refused: reason missing or invalid (401: no token, or an unknown, expired or revoked one), role (403).",
+}, []string{"reason"})
+
+// guard enforces access on h and puts the request's principal in its
+// context. With auth off every request gets the open principal. A public
+// route runs for anyone, with the principal of a valid token if it carries
+// one.
 func (a *API) guard(access auth.Access, h http.HandlerFunc) http.HandlerFunc {
-	_ = access
-	return h
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.open || a.authn == nil {
+			h(w, r.WithContext(auth.WithPrincipal(r.Context(), auth.Principal{Open: true})))
+			return
+		}
+		secret := auth.SecretFrom(r)
+		if access.Public {
+			if secret != "" {
+				if p, err := a.authn.Authenticate(r.Context(), secret); err == nil {
+					r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+				}
+			}
+			h(w, r)
+			return
+		}
+		if secret == "" {
+			a.deny(w, "missing", auth.ErrUnauthenticated)
+			return
+		}
+		p, err := a.authn.Authenticate(r.Context(), secret)
+		if e, ok := apierr.As(err); ok && e.Code == apierr.Unauthenticated {
+			a.deny(w, "invalid", e)
+			return
+		} else if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if !access.Allows(p.Role) {
+			a.deny(w, "role", apierr.New(apierr.Forbidden, "role %s may not use %s; it is for role %s (docs/security.md has the route × role matrix)",
+				p.Role, r.Pattern, access))
+			return
+		}
+		h(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	}
+}
+
+func (a *API) deny(w http.ResponseWriter, reason string, e *apierr.Error) {
+	mDenied.WithLabelValues(reason).Inc()
+	if e.Code == apierr.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="millrace"`)
+	}
+	writeErr(w, e)
 }
 
 // fail maps err to a JSON error response and returns the status.

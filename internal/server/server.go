@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/builds"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
@@ -77,7 +78,9 @@ type Server struct {
 	// in-process queries (which query.Service owns): Run stops it before
 	// closing the store.
 	bg   *lifecycle.Group
-	ln   net.Listener
+	authn *auth.Authenticator
+	gen   *ids.Generator
+	ln    net.Listener
 	http *http.Server
 	url  string
 
@@ -103,6 +106,14 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 			s.close()
 		}
 	}()
+	switch cfg.Auth.Mode {
+	case config.AuthTokens:
+	case config.AuthNone:
+		log.Warn("authentication is off (MILLRACE_AUTH=none): anyone who can reach " + cfg.Addr + " can read every credential, run and cancel work and report as a worker; " +
+			"use it only on a trusted network, and set MILLRACE_AUTH=tokens (the default) otherwise")
+	default:
+		return nil, fmt.Errorf("MILLRACE_AUTH=%q: want tokens (every route but health, metrics, login and the UI needs a token) or none (no authentication)", cfg.Auth.Mode)
+	}
 	// A malformed key fails startup; a missing one only disables credentials.
 	var box *secret.Box
 	var err error
@@ -162,6 +173,10 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	// The relay comes first: the services that fill the outbox wake it.
 	s.relay = relay.New(relay.Config{}, s.st, s.nats, log)
 	gen := ids.New(nodeID)
+	s.gen = gen
+	if s.authn, err = auth.New(s.st, gen, cfg.Auth, log); err != nil {
+		return nil, err
+	}
 	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
 		tools.Kinds(), log, s.relay.Wake)
 	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})
@@ -214,7 +229,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		serve = s.preAggEngine
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
-	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds))
+	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
+		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true
@@ -231,6 +247,15 @@ func urlFor(a *net.TCPAddr) string {
 
 // URL is where workers reach this server.
 func (s *Server) URL() string { return s.url }
+
+// Store is the server's event store (tests and dev mode make tokens in it).
+func (s *Server) Store() *store.Store { return s.st }
+
+// IDs is the server's id generator.
+func (s *Server) IDs() *ids.Generator { return s.gen }
+
+// Routes lists the API's routes and who may use each.
+func (s *Server) Routes() []Route { return s.api.Routes() }
 
 // Flow exposes the flow service (dev mode and benchmarks use it).
 func (s *Server) Flow() *flow.Service { return s.flow }
@@ -308,6 +333,7 @@ func (s *Server) healthCheck(ctx context.Context) api.Health {
 func (s *Server) Run(ctx context.Context) error {
 	bg := s.bg
 	bg.Go("relay", func(ctx context.Context) error { s.relay.Run(ctx); return nil })
+	bg.Go("token last-used", func(ctx context.Context) error { s.authn.Run(ctx); return nil })
 	s.relay.Wake() // publish whatever a previous run left in the outbox
 	bg.Go("command reaper", func(ctx context.Context) error { s.reaper.Run(ctx); return nil })
 	bg.Go("query reaper", func(ctx context.Context) error {

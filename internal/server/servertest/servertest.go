@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
@@ -82,6 +83,9 @@ func newConfig(t testing.TB) (config.Server, *bus.Embedded) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	cfg.SecretKey = hex.EncodeToString(key)
+	// Off unless a test turns it on (WithAuth): most tests are about
+	// something else.
+	cfg.Auth.Mode = config.AuthNone
 	return cfg, emb
 }
 
@@ -111,6 +115,31 @@ func start(t testing.TB, mod func(*config.Server), log *slog.Logger) *Harness {
 		t.Fatal(err)
 	}
 	return &Harness{Cfg: cfg, NATS: emb, Srv: srv, API: client.New(srv.URL()), NC: nc, JS: js}
+}
+
+// WithAuth turns authentication on (MILLRACE_AUTH=tokens) and then applies
+// mods: servertest.Start(t, servertest.WithAuth()). Make tokens with
+// Harness.Token.
+func WithAuth(mods ...func(*config.Server)) func(*config.Server) {
+	return func(c *config.Server) {
+		c.Auth.Mode = config.AuthTokens
+		for _, m := range mods {
+			if m != nil {
+				m(c)
+			}
+		}
+	}
+}
+
+// Token makes an API token of role in the server's store and returns its
+// secret (send it as Authorization: Bearer).
+func (h *Harness) Token(t testing.TB, role string) string {
+	t.Helper()
+	tok, err := auth.CreateToken(t.Context(), h.Srv.Store(), h.Srv.IDs(), role, fmt.Sprintf("test-%s-%d", role, seq.Add(1)), "servertest", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Secret
 }
 
 // Consumer returns the current state of the worker pool's consumer.
