@@ -77,12 +77,12 @@ type Server struct {
 	// bg owns every goroutine the server runs besides HTTP handlers and
 	// in-process queries (which query.Service owns): Run stops it before
 	// closing the store.
-	bg   *lifecycle.Group
+	bg    *lifecycle.Group
 	authn *auth.Authenticator
 	gen   *ids.Generator
 	ln    net.Listener
-	http *http.Server
-	url  string
+	http  *http.Server
+	url   string
 
 	// connectLate is set when NATS was unreachable at startup: Run keeps
 	// connecting in the background.
