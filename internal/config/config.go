@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/millrace/millrace/internal/bus"
 )
 
 // Setting describes one variable.
@@ -146,8 +148,11 @@ func (s *Set) Bind(fs *pflag.FlagSet) error {
 }
 
 func redact(env, v string) string {
-	if strings.Contains(env, "PASSWORD") || strings.Contains(env, "SECRET") {
+	if strings.Contains(env, "PASSWORD") || strings.Contains(env, "SECRET") || strings.Contains(env, "TOKEN") {
 		return "****"
+	}
+	if env == "NATS_URL" {
+		return bus.Redact(v) // may carry user:pass@ or token@
 	}
 	return v
 }
