@@ -82,7 +82,7 @@ func sortEvents(evs []api.Event) {
 }
 
 func (m *memSource) Subscribe(execID int64) (<-chan struct{}, func()) { return m.hub.Subscribe(execID) }
-func (m *memSource) SubscribeFeed() (<-chan struct{}, func())          { return m.hub.SubscribeFeed() }
+func (m *memSource) SubscribeFeed() (<-chan struct{}, func())         { return m.hub.SubscribeFeed() }
 
 // commit appends events and wakes subscribers, as the server's post-commit
 // publisher does.
