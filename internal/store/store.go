@@ -221,6 +221,11 @@ type Querier interface {
 	EventList(ctx context.Context, executionID int64) ([]Event, error) // by event_id asc
 	// EventListOfType is EventList of one event type only.
 	EventListOfType(ctx context.Context, executionID int64, eventType string) ([]Event, error)
+	// EventsAfter returns up to limit events with event_id > afterID, by
+	// event_id asc: of one execution, or of every execution when
+	// executionID is 0; of the given types, or of every type when types is
+	// empty. Live streams read with it (package live).
+	EventsAfter(ctx context.Context, executionID, afterID int64, types []string, limit int) ([]Event, error)
 
 	CommandGet(ctx context.Context, eventID int64) (Command, error)
 	CommandListByExecution(ctx context.Context, executionID int64) ([]Command, error) // by event_id asc

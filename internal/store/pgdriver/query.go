@@ -261,6 +261,26 @@ func (q querier) EventListOfType(ctx context.Context, executionID int64, eventTy
 	return list, nil
 }
 
+func (q querier) EventsAfter(ctx context.Context, executionID, afterID int64, types []string, limit int) ([]store.Event, error) {
+	sql, args := "SELECT "+eventCols+" FROM events WHERE event_id > $1", []any{afterID}
+	if executionID != 0 {
+		args = append(args, executionID)
+		sql += fmt.Sprintf(" AND execution_id = $%d", len(args))
+	}
+	if len(types) > 0 {
+		args = append(args, types)
+		sql += fmt.Sprintf(" AND event_type = ANY($%d)", len(args))
+	}
+	args = append(args, limit)
+	sql += fmt.Sprintf(" ORDER BY event_id LIMIT $%d", len(args))
+	rows, err := q.db.Query(ctx, sql, args...)
+	list, err := collect(rows, err, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("pgdriver: list events after %d: %w", afterID, err)
+	}
+	return list, nil
+}
+
 func (q querier) CommandGet(ctx context.Context, eventID int64) (store.Command, error) {
 	c, err := scanCommand(q.db.QueryRow(ctx, "SELECT "+commandCols+" FROM commands AS c WHERE c.event_id = $1", eventID))
 	if err != nil {

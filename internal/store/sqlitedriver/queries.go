@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -258,6 +259,27 @@ func (q *queries) EventListOfType(ctx context.Context, executionID int64, eventT
 	rows, err := q.query(ctx, `SELECT `+eventCols+` FROM events WHERE execution_id = ? AND event_type = ? ORDER BY event_id`, executionID, eventType)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitedriver: list %s events of execution %d: %w", eventType, executionID, err)
+	}
+	return collect(rows, scanEvent, "list events")
+}
+
+func (q *queries) EventsAfter(ctx context.Context, executionID, afterID int64, types []string, limit int) ([]store.Event, error) {
+	sql, args := `SELECT `+eventCols+` FROM events WHERE event_id > ?`, []any{afterID}
+	if executionID != 0 {
+		sql += ` AND execution_id = ?`
+		args = append(args, executionID)
+	}
+	if len(types) > 0 {
+		sql += ` AND event_type IN (?` + strings.Repeat(`, ?`, len(types)-1) + `)`
+		for _, t := range types {
+			args = append(args, t)
+		}
+	}
+	sql += ` ORDER BY event_id LIMIT ?`
+	args = append(args, limit)
+	rows, err := q.query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedriver: list events after %d: %w", afterID, err)
 	}
 	return collect(rows, scanEvent, "list events")
 }

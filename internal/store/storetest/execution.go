@@ -405,6 +405,55 @@ func eventCases() []testCase {
 			}
 			b.wantEvent("EventListOfType[0]", list[0], issuedEv)
 		}},
+		{"After", func(b *bundle) {
+			e := b.addExecution()
+			other := b.addExecution()
+			var mine, all, ends []store.Event
+			b.mustWrite("EventInsert", func(tx store.Tx) error {
+				for i := 0; i < 6; i++ {
+					exec, typ := e.ExecutionID, api.EvCommandIssued
+					if i%2 == 1 {
+						exec = other.ExecutionID
+					}
+					if i >= 4 {
+						typ = api.EvPlaybookCompleted
+					}
+					ev := store.Event{EventID: b.ids.Next(), ExecutionID: exec, EventType: typ, CreatedAt: b.now}
+					if err := tx.EventInsert(b.ctx(), ev); err != nil {
+						return err
+					}
+					all = append(all, ev)
+					if exec == e.ExecutionID {
+						mine = append(mine, ev)
+					}
+					if typ == api.EvPlaybookCompleted {
+						ends = append(ends, ev)
+					}
+				}
+				return nil
+			})
+			after := func(exec, afterID int64, types []string, limit int) []store.Event {
+				list, err := readDo(b, func(q store.Querier) ([]store.Event, error) {
+					return q.EventsAfter(b.ctx(), exec, afterID, types, limit)
+				})
+				b.mustNil("EventsAfter", err)
+				return list
+			}
+			check := func(what string, got, want []store.Event) {
+				if len(got) != len(want) {
+					b.fatalf("%s returned %d events, want %d", what, len(got), len(want))
+				}
+				for i := range want {
+					b.wantEvent(fmt.Sprintf("%s[%d]", what, i), got[i], want[i])
+				}
+			}
+			check("EventsAfter(all, 0)", after(0, 0, nil, 100), all)
+			check("EventsAfter(all, 2nd, limit 2)", after(0, all[1].EventID, nil, 2), all[2:4])
+			check("EventsAfter(execution, 1st)", after(e.ExecutionID, mine[0].EventID, nil, 100), mine[1:])
+			check("EventsAfter(all, ends)", after(0, 0, []string{api.EvPlaybookCompleted, api.EvPlaybookFailed}, 100), ends)
+			check("EventsAfter(execution, ends)", after(e.ExecutionID, 0, []string{api.EvPlaybookCompleted}, 100), ends[:1])
+			check("EventsAfter(all, after the last)", after(0, all[5].EventID, nil, 100), nil)
+		}},
 		{"ListEmpty", func(b *bundle) {
 			e := b.addExecution()
 			list, err := readDo(b, func(q store.Querier) ([]store.Event, error) { return q.EventList(b.ctx(), e.ExecutionID) })
