@@ -61,6 +61,12 @@ type Retryer interface {
 type Options struct {
 	MaxBatch   int
 	Committers int
+	// AfterCommit, if set, receives the events the callers of a
+	// transaction inserted once it committed, leaving out the work of a
+	// caller rolled back to its savepoint. It runs on the committer after
+	// the callers were answered, so it must not block: hand the events to
+	// another goroutine (live.Publisher.Offer).
+	AfterCommit func(events []Event)
 }
 
 // Store is the write path shared by the server. Do group-commits: callers
@@ -70,6 +76,7 @@ type Options struct {
 // one execution from being taken by two of our own transactions at once.
 type Store struct {
 	drv    Driver
+	after  func([]Event) // Options.AfterCommit
 	shards []chan *request
 	max    int
 	wg     sync.WaitGroup
@@ -91,6 +98,9 @@ type request struct {
 	ctx  context.Context // the caller's: checked before fn starts, never passed to SQL
 	fn   func(context.Context, Tx) error
 	done chan error
+	// evs are the events fn inserted in its latest run (only recorded
+	// with Options.AfterCommit).
+	evs []Event
 }
 
 // New starts the committers. Close stops them.
@@ -104,7 +114,7 @@ func New(drv Driver, opts Options) *Store {
 	if drv.Name() == "sqlite" {
 		opts.Committers = 1 // one writer: more committers only queue on the lock
 	}
-	s := &Store{drv: drv, max: opts.MaxBatch, stop: make(chan struct{})}
+	s := &Store{drv: drv, after: opts.AfterCommit, max: opts.MaxBatch, stop: make(chan struct{})}
 	for i := 0; i < opts.Committers; i++ {
 		ch := make(chan *request, opts.MaxBatch*4)
 		s.shards = append(s.shards, ch)
@@ -216,7 +226,7 @@ func (s *Store) runBatch(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	if len(batch) == 1 {
-		batch[0].done <- s.runOne(ctx, batch[0])
+		s.runAlone(ctx, batch[0])
 		return
 	}
 	if s.optimistic() {
@@ -252,7 +262,7 @@ func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
 			errs[i] = err // nothing ran
 			continue
 		}
-		if err := r.fn(ctx, tx); err != nil {
+		if err := r.run(ctx, tx, s.after != nil); err != nil {
 			rollback(ctx, tx)
 			return false
 		}
@@ -264,6 +274,7 @@ func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
+	s.committed(batch, errs)
 	return true
 }
 
@@ -285,7 +296,7 @@ func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
 			s.fallback(ctx, batch)
 			return
 		}
-		errs[i] = r.call(ctx, tx)
+		errs[i] = r.call(ctx, tx, s.after != nil)
 		if errs[i] == nil {
 			// A driver that queues inserts reports their errors here at
 			// the latest: they are this caller's, undone like any other.
@@ -313,13 +324,40 @@ func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
+	s.committed(batch, errs)
 }
 
 // fallback runs each request in its own transaction after a shared one
 // failed as a whole.
 func (s *Store) fallback(ctx context.Context, batch []*request) {
 	for _, r := range batch {
-		r.done <- s.runOne(ctx, r)
+		s.runAlone(ctx, r)
+	}
+}
+
+// runAlone runs r in its own transaction and answers it.
+func (s *Store) runAlone(ctx context.Context, r *request) {
+	err := s.runOne(ctx, r)
+	r.done <- err
+	if err == nil && s.after != nil && len(r.evs) > 0 {
+		s.after(r.evs)
+	}
+}
+
+// committed hands the events of the callers whose work committed (errs[i]
+// is nil) to Options.AfterCommit.
+func (s *Store) committed(batch []*request, errs []error) {
+	if s.after == nil {
+		return
+	}
+	var evs []Event
+	for i, r := range batch {
+		if errs[i] == nil {
+			evs = append(evs, r.evs...)
+		}
+	}
+	if len(evs) > 0 {
+		s.after(evs)
 	}
 }
 
@@ -328,7 +366,7 @@ func (s *Store) runOne(ctx context.Context, r *request) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := r.call(ctx, tx); err != nil {
+	if err := r.call(ctx, tx, s.after != nil); err != nil {
 		rollback(ctx, tx)
 		return err
 	}
@@ -350,9 +388,34 @@ func rollback(ctx context.Context, tx Tx) {
 
 // call runs the request's fn unless its caller already gave up (then
 // nothing ran, so reporting the caller's error is truthful).
-func (r *request) call(ctx context.Context, tx Tx) error {
+func (r *request) call(ctx context.Context, tx Tx, record bool) error {
 	if err := r.ctx.Err(); err != nil {
 		return err
 	}
+	return r.run(ctx, tx, record)
+}
+
+// run runs fn, recording the events it inserts when record is set. A run
+// starts a fresh record: only the last run's work can commit.
+func (r *request) run(ctx context.Context, tx Tx, record bool) error {
+	r.evs = r.evs[:0]
+	if record {
+		tx = recorder{Tx: tx, r: r}
+	}
 	return r.fn(ctx, tx)
+}
+
+// recorder is the Tx a caller gets with Options.AfterCommit: it notes the
+// events inserted.
+type recorder struct {
+	Tx
+	r *request
+}
+
+func (t recorder) EventInsert(ctx context.Context, e Event) error {
+	if err := t.Tx.EventInsert(ctx, e); err != nil {
+		return err
+	}
+	t.r.evs = append(t.r.evs, e)
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 type bundle struct {
@@ -364,4 +365,92 @@ func BenchmarkGroupCommitSQLite(b *testing.B) {
 			}
 		}
 	})
+}
+
+// AfterCommit hears of every committed caller's events exactly once, and
+// never of a caller's work that was rolled back (to its savepoint, or in a
+// shared batch that re-ran with savepoints).
+func TestAfterCommitSeesOnlyCommittedEvents(t *testing.T) {
+	t.Parallel()
+	for name, open := range drivers(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			heard := map[int64]int{}
+			// One committer: hooks run in commit order, so once the last
+			// caller's events are heard, every earlier batch's were too.
+			st := store.New(open(t), store.Options{Committers: 1, AfterCommit: func(evs []store.Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, e := range evs {
+					heard[e.EventID]++
+				}
+			}})
+			t.Cleanup(func() { st.Close() })
+			gen := ids.New(-1)
+			ctx := t.Context()
+			insert := func(fail bool) (int64, error) {
+				var evID int64
+				err := st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+					execID := gen.Next()
+					if err := tx.ExecutionInsert(ctx, execRow(execID)); err != nil {
+						return err
+					}
+					evID = gen.Next()
+					if err := tx.EventInsert(ctx, store.Event{EventID: evID, ExecutionID: execID, EventType: api.EvPlaybookStarted, CreatedAt: time.Now()}); err != nil {
+						return err
+					}
+					if fail {
+						return errors.New("caller fails after its insert")
+					}
+					return nil
+				})
+				return evID, err
+			}
+			const n = 300
+			ok := make([]int64, n)
+			rolledBack := make([]int64, n)
+			concurrently(n, func(i int) {
+				id, err := insert(i%7 == 3)
+				switch {
+				case i%7 == 3 && err == nil:
+					t.Errorf("caller %d: want its error", i)
+				case i%7 == 3:
+					rolledBack[i] = id
+				case err != nil:
+					t.Errorf("caller %d: %v", i, err)
+				default:
+					ok[i] = id
+				}
+			})
+			last, err := insert(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait.Until(t, 30*time.Second, "the last caller's event is heard", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return heard[last] == 1
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			for i := 0; i < n; i++ {
+				if id := ok[i]; id != 0 && heard[id] != 1 {
+					t.Errorf("committed event of caller %d heard %d times, want once", i, heard[id])
+				}
+				if id := rolledBack[i]; id != 0 && heard[id] != 0 {
+					t.Errorf("rolled-back event of caller %d heard %d times, want never", i, heard[id])
+				}
+			}
+			want := 1 // the last
+			for _, id := range ok {
+				if id != 0 {
+					want++
+				}
+			}
+			if len(heard) != want {
+				t.Errorf("heard %d events, want %d", len(heard), want)
+			}
+		})
+	}
 }
