@@ -80,8 +80,10 @@ const (
 
 // Options configure a run. Exactly one of Server and Store is set.
 type Options struct {
-	// Server is the URL of a running server.
+	// Server is the URL of a running server, and Token the API token sent
+	// to it (role operator or admin: it registers and executes).
 	Server string
+	Token  string
 	// Store makes the run self-contained: postgres://… (in a fresh schema
 	// bench_<random>, dropped afterwards unless Keep) or sqlite:PATH.
 	Store string
@@ -241,17 +243,17 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Executions: opts.Executions, Steps: opts.Steps, Concurrency: opts.Concurrency, Rate: opts.Rate, Target: opts.Server}
-	url := opts.Server
+	url, token := opts.Server, opts.Token
 	if opts.Store != "" {
 		st, err := startStack(ctx, &opts)
 		if err != nil {
 			return nil, err
 		}
 		defer st.stop()
-		url, res.Target, res.Schema = st.url, st.kind, st.schema
+		url, token, res.Target, res.Schema = st.url, st.token, st.kind, st.schema
 		res.Workers, res.WorkerConcurrency = opts.Workers, opts.WorkerConcurrency
 	}
-	srv := client.New(url)
+	srv := client.New(url).WithToken(token)
 	// A connection dialed but never used would hold up the server's
 	// graceful shutdown for 5 s (net/http treats it as active until then).
 	defer srv.HTTP.CloseIdleConnections()

@@ -54,6 +54,7 @@ type PreaggOptions struct {
 	Reps      int // timed repetitions of each query on each path (the median is reported)
 	Project   string
 	Server    string // a running server; else self-contained on Store
+	Token     string // API token for Server (MILLRACE_TOKEN)
 	Store     string
 	// NATSEnabled runs the self-contained stack with pre-aggregate and
 	// warehouse workers over NATS instead of in the server's process.
@@ -391,7 +392,7 @@ func RunPreagg(ctx context.Context, opts PreaggOptions) (*PreaggResult, error) {
 		res.GenerateSec = time.Since(start).Seconds()
 	}
 
-	base := opts.Server
+	base, token := opts.Server, opts.Token
 	if base == "" {
 		if opts.Store == "" {
 			return nil, errors.New("give --server URL (a running server) or --store (self-contained)")
@@ -401,9 +402,9 @@ func RunPreagg(ctx context.Context, opts PreaggOptions) (*PreaggResult, error) {
 			return nil, err
 		}
 		defer st.stop()
-		base = st.url
+		base, token = st.url, st.token
 	}
-	c := client.New(base)
+	c := client.New(base).WithToken(token)
 	if _, err := c.ProjectPut(ctx, opts.Project, api.WarehouseConn{Type: "postgres", URL: opts.Warehouse}); err != nil {
 		return nil, fmt.Errorf("create project %s: %w", opts.Project, err)
 	}

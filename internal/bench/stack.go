@@ -14,9 +14,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/worker/commands"
 )
 
@@ -32,10 +36,13 @@ const (
 // wired as `millrace dev` wires them.
 type stack struct {
 	url, kind, schema string
-	stop              func() // runs cleanup in reverse
-	cleanup           []func()
-	workerCtx         context.Context
-	workers           sync.WaitGroup
+	// token is an admin token made in the store for the benchmark's own
+	// requests ("" with auth off).
+	token     string
+	stop      func() // runs cleanup in reverse
+	cleanup   []func()
+	workerCtx context.Context
+	workers   sync.WaitGroup
 }
 
 func startStack(ctx context.Context, opts *Options) (*stack, error) {
@@ -113,6 +120,14 @@ func startServerStack(ctx context.Context, store string, keep bool, nats *config
 	if adjust != nil {
 		adjust(&scfg)
 	}
+	// Auth is on, as in production: an admin token for the benchmark's
+	// requests and a worker token for the in-process workers.
+	var workerToken string
+	if scfg.Auth.Mode != config.AuthNone {
+		if st.token, workerToken, err = benchTokens(ctx, scfg.DatabaseURL); err != nil {
+			return nil, config.Worker{}, err
+		}
+	}
 	srv, err := server.New(ctx, scfg, log)
 	if err != nil {
 		return nil, config.Worker{}, err
@@ -127,7 +142,7 @@ func startServerStack(ctx context.Context, store string, keep bool, nats *config
 
 	var wcfg config.Worker
 	config.WorkerSet(&wcfg) // defaults
-	wcfg.NATS, wcfg.ServerURL, wcfg.ShutdownGrace = *nats, srv.URL(), workerGrace
+	wcfg.NATS, wcfg.ServerURL, wcfg.ShutdownGrace, wcfg.Token = *nats, srv.URL(), workerGrace, workerToken
 	wcfg.Query, wcfg.PreAgg = scfg.Query, scfg.PreAgg
 	st.url = srv.URL()
 	return st, wcfg, nil
@@ -172,4 +187,31 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// benchTokens makes an admin and a worker token in the store at dbURL,
+// before the server opens it.
+func benchTokens(ctx context.Context, dbURL string) (admin, worker string, err error) {
+	drv, err := server.OpenDriver(ctx, dbURL)
+	if err != nil {
+		return "", "", err
+	}
+	node := -1
+	if alloc, ok := drv.(store.NodeAllocator); ok {
+		if node, err = alloc.AllocateNode(ctx); err != nil {
+			drv.Close()
+			return "", "", err
+		}
+	}
+	st, gen := store.New(drv, store.Options{}), ids.New(node)
+	defer st.Close()
+	a, err := auth.CreateToken(ctx, st, gen, api.RoleAdmin, "bench-admin", "millrace bench", nil)
+	if err != nil {
+		return "", "", fmt.Errorf("make the benchmark's admin token: %w", err)
+	}
+	w, err := auth.CreateToken(ctx, st, gen, api.RoleWorker, "bench-worker", "millrace bench", nil)
+	if err != nil {
+		return "", "", fmt.Errorf("make the benchmark's worker token: %w", err)
+	}
+	return a.Secret, w.Secret, nil
 }

@@ -67,6 +67,9 @@ after the run. Server timestamps are compared with this machine's clock.`,
 				opts.ProgressTTY = err == nil && fi.Mode()&os.ModeCharDevice != 0
 			}
 			opts.Log = slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if opts.Token == "" {
+				opts.Token = os.Getenv(tokenEnv)
+			}
 			stop, err := startProfiles(profileDir)
 			if err != nil {
 				return err
@@ -87,6 +90,7 @@ after the run. Server timestamps are compared with this machine's clock.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.Server, "server", "", "URL of a running Millrace server to measure")
+	f.StringVar(&opts.Token, "token", "", "With --server: API token of role operator or admin [$MILLRACE_TOKEN] (self-contained runs make their own)")
 	f.StringVar(&opts.Store, "store", "", "Run self-contained on this store: postgres://… (fresh schema per run) or sqlite:PATH")
 	f.BoolVar(&opts.Keep, "keep", false, "With a postgres --store: keep the bench_<random> schema for inspection")
 	f.IntVar(&opts.Executions, "executions", bench.DefaultExecutions, "Executions to submit")
@@ -185,6 +189,9 @@ worker in-process and routes queries and builds over NATS.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = cmd.ErrOrStderr()
 			opts.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if opts.Token == "" {
+				opts.Token = os.Getenv(tokenEnv)
+			}
 			res, err := bench.RunPreagg(cmd.Context(), opts)
 			if res != nil {
 				err = errors.Join(err, printReport(cmd.OutOrStdout(), asJSON, res))
@@ -199,6 +206,7 @@ worker in-process and routes queries and builds over NATS.`,
 	f.IntVar(&opts.Reps, "reps", bench.DefaultPreaggReps, "Timed runs of each query on each path (after one warm-up); medians are reported")
 	f.StringVar(&opts.Project, "project", bench.DefaultPreaggProject, "Project the benchmark creates (or replaces) for the warehouse")
 	f.StringVar(&opts.Server, "server", "", "URL of a running Millrace server to measure")
+	f.StringVar(&opts.Token, "token", "", "With --server: API token of role admin (it creates a project) [$MILLRACE_TOKEN]")
 	f.StringVar(&opts.Store, "store", "", "Run self-contained on this store: postgres://… (fresh schema per run) or sqlite:PATH")
 	f.BoolVar(&opts.NATSEnabled, "nats-enabled", false, "Self-contained: run queries and builds on NATS workers instead of in the server")
 	f.DurationVar(&opts.Timeout, "timeout", 30*time.Minute, "Give up after this long")

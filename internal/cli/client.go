@@ -199,13 +199,13 @@ func executeCmd() *cobra.Command {
 	return cmd
 }
 
-// runOnce registers file on server, executes it and follows it.
-func runOnce(ctx context.Context, cmd *cobra.Command, server, file string) error {
+// runOnce registers file on server (with token), executes it and follows it.
+func runOnce(ctx context.Context, cmd *cobra.Command, server, token, file string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	c := client.New(server)
+	c := client.New(server).WithToken(token)
 	reg, err := c.RegisterFile(ctx, file, string(data))
 	if err != nil {
 		return fmt.Errorf("register %s: %w", file, err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +26,9 @@ type devInstance struct {
 	NATSURL string    `json:"nats_url"`
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
+	// TokenFile holds dev's admin token; client commands that talk to this
+	// instance send it unless given a token of their own.
+	TokenFile string `json:"token_file,omitempty"`
 }
 
 // announceDev writes DATA_DIR/dev.json and returns the function that
@@ -32,13 +36,13 @@ type devInstance struct {
 // instance on the same directory keeps its own), and leaves the file of
 // another live instance alone. Failing to write it costs
 // only the discovery, so it is logged, not returned.
-func announceDev(log *slog.Logger, dataDir, apiURL, natsURL string) (remove func()) {
+func announceDev(log *slog.Logger, dataDir, apiURL, natsURL, tokenFile string) (remove func()) {
 	path := filepath.Join(dataDir, devFileName)
 	if d, err := readDevFile(path); err == nil && d.PID != os.Getpid() && alive(d.PID) {
 		log.Warn("another millrace dev runs on this data directory; client commands keep finding that one", "path", path, "pid", d.PID)
 		return func() {}
 	}
-	b, _ := json.MarshalIndent(devInstance{APIURL: apiURL, NATSURL: natsURL, PID: os.Getpid(), Started: time.Now().UTC()}, "", "  ")
+	b, _ := json.MarshalIndent(devInstance{APIURL: apiURL, NATSURL: natsURL, PID: os.Getpid(), Started: time.Now().UTC(), TokenFile: tokenFile}, "", "  ")
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		log.Warn("cannot record this dev instance for client commands", "path", path, "err", err)
@@ -99,4 +103,14 @@ func alive(pid int) bool {
 	}
 	err = p.Signal(syscall.Signal(0))
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// devToken is the admin token of dev instance d for a command talking to
+// server, or "" when server is not that instance (a token is never sent to
+// a server it was not made for).
+func devToken(d devInstance, server string) string {
+	if strings.TrimRight(d.APIURL, "/") != strings.TrimRight(server, "/") {
+		return ""
+	}
+	return readSecret(d.TokenFile)
 }

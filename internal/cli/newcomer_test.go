@@ -136,7 +136,7 @@ func TestClientsFindDev(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("MILLRACE_DATA_DIR", dir)
 	t.Setenv("SERVER_API_URL", "")
-	remove := announceDev(newTestLogger(t), dir, api.URL, "nats://127.0.0.1:1")
+	remove := announceDev(newTestLogger(t), dir, api.URL, "nats://127.0.0.1:1", "")
 	d, ok := findDev()
 	if !ok || d.APIURL != api.URL || d.PID != os.Getpid() {
 		t.Fatalf("findDev = %+v, %v", d, ok)

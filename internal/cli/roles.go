@@ -86,6 +86,9 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 			if err != nil {
 				return err
 			}
+			if err := worker.CheckToken(cmd.Context(), cfg.ServerURL, cfg.Token, log); err != nil {
+				return err
+			}
 			var w *worker.Runtime
 			switch cfg.Stream {
 			case "commands":
@@ -190,6 +193,15 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		}
 		cfg.Server.SecretKey = key
 	}
+	// Auth is on in dev too: an admin token for the user and the client
+	// commands (kept in the data directory), a worker token for the
+	// in-process workers.
+	var adminFile string
+	if cfg.Server.Auth.Mode != config.AuthNone {
+		if adminFile, cfg.Worker.Token, err = devTokens(ctx, cfg.Server.DatabaseURL, cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	if cfg.Server.NATS.URL == "" {
 		emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
 		if err != nil {
@@ -262,7 +274,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 		defer stopServer()
 		return ws.Wait()
 	})
-	defer announceDev(log, cfg.DataDir, srv.URL(), cfg.Server.NATS.URL)()
+	defer announceDev(log, cfg.DataDir, srv.URL(), cfg.Server.NATS.URL, adminFile)()
 	queryWorkers := " (queries run in the server: NATS_ENABLED=false)"
 	if cfg.Server.Query.NATSEnabled {
 		queryWorkers = ", a warehouse worker and a pre-aggregate worker"
@@ -271,20 +283,26 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	if runFile != "" && once {
 		stop = ""
 	}
+	access := "admin token " + adminFile + "   (client commands here use it; elsewhere: --token or MILLRACE_TOKEN)"
+	if adminFile == "" {
+		access = "none: MILLRACE_AUTH=none, anyone who reaches the API may do anything"
+	}
 	fmt.Fprintf(out, `millrace dev is up
   API server   %s   (health: %s/api/health, metrics: %s/metrics)
+  web UI       %s/ui/
+  access       %s
   NATS         %s   (stream %s, subject %s, consumer %s)
   event store  %s
   workers      %d x concurrency %d%s
 Try: millrace register FILE && millrace execute PATH --watch
      (client commands run from this directory find this instance in %s; elsewhere add --server %s)
-%s`, srv.URL(), srv.URL(), srv.URL(), bus.Redact(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
+%s`, srv.URL(), srv.URL(), srv.URL(), srv.URL(), access, bus.Redact(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
 		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, queryWorkers, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
 
 	var runErr error
 	if runFile != "" {
 		g.Go(func() error {
-			runErr = runOnce(gctx, cmd, srv.URL(), runFile)
+			runErr = runOnce(gctx, cmd, srv.URL(), readSecret(adminFile), runFile)
 			if once {
 				cancel() // the execution ended: stop everything
 			}

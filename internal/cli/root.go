@@ -41,6 +41,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if errors.As(err, &ue) && cmd != nil && cmd.Flags().Lookup("server") != nil {
 		err = fmt.Errorf("%w; or start `millrace dev` in this directory (client commands find it through %s)", err, filepath.Join(devDataDir(), devFileName))
 	}
+	err = authHint(err)
 	fmt.Fprintln(errOut, "error:", err)
 	var e exitError
 	if wantsJSON(cmd) && !(errors.As(err, &e) && e.reported) {
@@ -52,6 +53,21 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return e.code
 	}
 	return 1
+}
+
+// authHint adds what to do next to the server's 401 and 403 answers.
+func authHint(err error) error {
+	var e *client.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.Code {
+	case "unauthenticated":
+		return fmt.Errorf("%w\nset %s or --token to an API token the server accepts; an admin makes one with: millrace token create --role operator", err, tokenEnv)
+	case "forbidden":
+		return fmt.Errorf("%w\nthe token's role may not do this: use a token of a role the message names (millrace token create --role ROLE, by an admin)", err)
+	}
+	return err
 }
 
 // exitError ends a command with an exit code. reported says the command
@@ -187,6 +203,7 @@ func newLogger(l config.Log, w io.Writer) (*slog.Logger, error) {
 type clientFlags struct {
 	cmd    *cobra.Command
 	server string
+	token  string
 	json   bool
 }
 
@@ -198,19 +215,32 @@ func (c *clientFlags) bind(cmd *cobra.Command) {
 	}
 	cmd.Flags().StringVar(&c.server, "server", def,
 		"Millrace API server URL [$SERVER_API_URL] (unset: the running `millrace dev` recorded in $MILLRACE_DATA_DIR/dev.json, else this default)")
+	// No default from the environment: --help must not print a secret.
+	cmd.Flags().StringVar(&c.token, "token", "",
+		"API token sent as Authorization: Bearer [$MILLRACE_TOKEN] (unset: the admin token of the running `millrace dev` this command talks to)")
 	cmd.Flags().BoolVar(&c.json, "json", false, "Print machine-readable JSON (errors too, as {\"error\": {\"code\", \"message\"}})")
 }
 
 // client returns a client for --server, else $SERVER_API_URL, else the
-// running dev instance, else the default URL.
+// running dev instance, else the default URL; with the token from --token,
+// else $MILLRACE_TOKEN, else that dev instance's admin token.
 func (c *clientFlags) client() *client.Client {
-	if c.cmd != nil && !c.cmd.Flags().Changed("server") && os.Getenv("SERVER_API_URL") == "" {
-		if d, ok := findDev(); ok {
-			c.server = d.APIURL
-		}
+	d, found := findDev()
+	if found && (c.cmd == nil || !c.cmd.Flags().Changed("server")) && os.Getenv("SERVER_API_URL") == "" {
+		c.server = d.APIURL
 	}
-	return client.New(c.server)
+	tok := c.token
+	if tok == "" {
+		tok = os.Getenv(tokenEnv)
+	}
+	if tok == "" && found {
+		tok = devToken(d, c.server)
+	}
+	return client.New(c.server).WithToken(tok)
 }
+
+// tokenEnv names the client commands' token variable.
+const tokenEnv = "MILLRACE_TOKEN"
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -22,13 +22,51 @@ import (
 type Client struct {
 	Base string
 	HTTP *http.Client
+	// Token is the API token (or session) every request made through HTTP
+	// carries as Authorization: Bearer; empty sends none (a server with
+	// MILLRACE_AUTH=none). Set it before the first request.
+	Token string
 }
 
 // New returns a client for base (e.g. http://127.0.0.1:8082).
 func New(base string) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256 // a worker talks to one server from many goroutines
-	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	c := &Client{Base: strings.TrimRight(base, "/")}
+	// The token rides in the transport, so every request made with c.HTTP
+	// carries it, copies of the http.Client (long uploads) included.
+	c.HTTP = &http.Client{Transport: &bearer{next: tr, c: c}, Timeout: 30 * time.Second}
+	return c
+}
+
+// WithToken sets the client's token and returns the client.
+func (c *Client) WithToken(token string) *Client {
+	c.Token = strings.TrimSpace(token)
+	return c
+}
+
+// bearer adds the client's token to requests that carry no Authorization
+// header of their own.
+type bearer struct {
+	next http.RoundTripper
+	c    *Client
+}
+
+func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.c.Token == "" || req.Header.Get("Authorization") != "" {
+		return b.next.RoundTrip(req)
+	}
+	r := req.Clone(req.Context()) // a RoundTripper must not change its request
+	r.Header.Set("Authorization", "Bearer "+b.c.Token)
+	return b.next.RoundTrip(r)
+}
+
+// CloseIdleConnections lets the transport under the token wrapper drop
+// idle connections (http.Client.CloseIdleConnections asks the transport).
+func (b *bearer) CloseIdleConnections() {
+	if t, ok := b.next.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
 }
 
 // Error is an API error response.

@@ -152,6 +152,9 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		"NOETL_WORKER_NATS_FETCH_HEARTBEAT_SECONDS=0.4",
 		"NOETL_WORKER_NATS_ACK_WAIT_SECONDS=3",
 		"MILLRACE_LOG_LEVEL=info",
+		// The fault tests drive the API without tokens; TestAuthEndToEnd
+		// turns auth back on for its processes.
+		"MILLRACE_AUTH=none",
 	)
 	if o.db == "none" {
 		// dev mode brings its own store and derives its own URL

@@ -59,7 +59,7 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		log.Info("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
-	k := &kind{cfg: cfg, bcfg: bcfg, log: log, api: client.New(cfg.ServerURL), id: cfg.WorkerID}
+	k := &kind{cfg: cfg, bcfg: bcfg, log: log, api: client.New(cfg.ServerURL).WithToken(cfg.Token), id: cfg.WorkerID}
 	k.claims = newBatcher("claim", DefaultBatchSenders, DefaultMaxBatch, k.sendClaims)
 	k.reports = newBatcher("report", DefaultBatchSenders, DefaultMaxBatch, k.sendReports)
 	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: bcfg}, k, log)

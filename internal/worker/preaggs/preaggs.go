@@ -59,6 +59,7 @@ type Config struct {
 	Engine           engine.Config
 	BuildConcurrency int
 	ServerURL        string
+	Token            string // API token of role worker (MILLRACE_WORKER_TOKEN)
 	WorkerID         string
 	Concurrency      int
 	ShutdownGrace    time.Duration
@@ -99,7 +100,7 @@ func newRuntime(ctx context.Context, cfg Config, log *slog.Logger, newEngine fun
 	default:
 		return nil, fmt.Errorf("PRE_AGGREGATE_STORAGE must be nats or dir, got %q", cfg.ObjectStorage)
 	}
-	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL), log: log, newEngine: newEngine}
+	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token), log: log, newEngine: newEngine}
 	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS}, k, log)
 	if err != nil {
 		k.Close()
@@ -385,6 +386,6 @@ func FromConfig(cfg config.Worker) Config {
 	return Config{NATS: cfg.NATS.Bus("millrace-pre-aggregate-worker"), Stream: p.Stream, QuerySubject: p.QuerySubject,
 		BuildSubject: p.BuildSubject, Consumer: p.Consumer, Storage: cfg.NATS.Storage, ObjectStorage: p.Storage, Dir: p.Dir,
 		Bucket: p.Bucket, Engine: engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
-			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL,
+			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL, Token: cfg.Token,
 		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }

@@ -34,6 +34,7 @@ type Config struct {
 	Consumer      string
 	Storage       string
 	ServerURL     string
+	Token         string // API token of role worker (MILLRACE_WORKER_TOKEN)
 	WorkerID      string
 	Concurrency   int
 	ShutdownGrace time.Duration
@@ -49,7 +50,7 @@ type kind struct {
 // makes sure the stream and lane consumers exist.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*worker.Runtime, error) {
 	cfg.WorkerID = worker.DefaultID(cfg.WorkerID)
-	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL)}
+	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token)}
 	return worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS}, k, log)
 }
 
@@ -149,6 +150,6 @@ func (j *job) Release(context.Context) error { return nil }
 // FromConfig is the warehouse worker's configuration from its settings.
 func FromConfig(cfg config.Worker) Config {
 	return Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
-		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, WorkerID: cfg.WorkerID,
+		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, Token: cfg.Token, WorkerID: cfg.WorkerID,
 		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
