@@ -3,12 +3,18 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/coreos/go-oidc/v3/oidc/oidctest"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
@@ -170,4 +176,109 @@ func startErr(t *testing.T, cfg config.Server) (*server.Server, error) {
 		srv.Close()
 	}
 	return srv, err
+}
+
+// A browser login with an API token: the reply and a cookie carry the
+// session, which works until logout.
+func TestLoginLogoutOverHTTP(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t, servertest.WithAuth())
+	admin := h.Token(t, api.RoleAdmin)
+	code, b, _ := authReq(t, h, admin, "POST", "/api/tokens", `{"role":"operator","name":"ops"}`)
+	var made api.TokenCreated
+	mustJSON(t, b, &made)
+	if code != 201 || !strings.HasPrefix(made.Secret, auth.APIPrefix) || made.Role != api.RoleOperator || made.CreatedBy == "" {
+		t.Fatalf("create token: %d %s", code, b)
+	}
+	code, b, resp := authReq(t, h, "", "POST", "/api/auth/login", `{"api_token":"`+made.Secret+`"}`)
+	var out api.LoginReply
+	mustJSON(t, b, &out)
+	if code != 200 || out.Status != "authenticated" || !strings.HasPrefix(out.SessionToken, auth.SessionPrefix) || out.User.Roles[0] != api.RoleOperator {
+		t.Fatalf("login: %d %s", code, b)
+	}
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == auth.SessionCookie {
+			cookie = c
+		}
+	}
+	if cookie == nil || cookie.Value != out.SessionToken || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" {
+		t.Fatalf("login cookie: %+v", cookie)
+	}
+	withCookie := func(r *http.Request) { r.AddCookie(cookie) }
+	code, b, _ = sendWith(t, h, "GET", "/api/auth/whoami", "", withCookie)
+	var who api.WhoAmI
+	mustJSON(t, b, &who)
+	if code != 200 || who.Kind != store.TokenSession || who.Role != api.RoleOperator || who.User.DisplayName != "ops" {
+		t.Fatalf("whoami with the cookie: %d %s", code, b)
+	}
+	if code, b, _ := authReq(t, h, made.Secret, "POST", "/api/auth/logout", ""); code != 400 || envCode(b) != "bad_request" {
+		t.Fatalf("logout with an API token: %d %s; want 400 (revoke it instead)", code, b)
+	}
+	code, b, resp = sendWith(t, h, "POST", "/api/auth/logout", "", withCookie)
+	if code != 200 || len(resp.Cookies()) != 1 || resp.Cookies()[0].MaxAge >= 0 {
+		t.Fatalf("logout: %d %s %v; want 200 and the cookie cleared", code, b, resp.Cookies())
+	}
+	if code, b, _ := sendWith(t, h, "GET", "/api/auth/whoami", "", withCookie); code != 401 || envCode(b) != "unauthenticated" {
+		t.Fatalf("whoami after logout: %d %s", code, b)
+	}
+	code, b, _ = authReq(t, h, admin, "GET", "/api/tokens", "")
+	var list api.TokenList
+	mustJSON(t, b, &list)
+	if code != 200 || len(list.Tokens) != 2 || strings.Contains(string(b), made.Secret) || strings.Contains(string(b), auth.Hash(made.Secret)) {
+		t.Fatalf("token list: %d %s; want the two API tokens, no secrets or hashes", code, b)
+	}
+	if code, b, _ := authReq(t, h, "", "POST", "/api/auth/login", `{"api_token":"`+h.Token(t, api.RoleWorker)+`"}`); code != 403 || envCode(b) != "forbidden" {
+		t.Fatalf("worker login: %d %s; want 403", code, b)
+	}
+}
+
+// OIDC login through the API against an issuer served in the test (its
+// discovery document and JWKS; tokens signed here): a valid id_token opens a
+// session; an expired one, one for another audience and one signed with
+// another key each get 401 JSON.
+func TestOIDCLoginOverHTTP(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := &oidctest.Server{PublicKeys: []oidctest.PublicKey{{PublicKey: key.Public(), KeyID: "k", Algorithm: oidc.RS256}}}
+	issuer := httptest.NewServer(idp)
+	t.Cleanup(issuer.Close)
+	idp.SetIssuer(issuer.URL)
+	h := servertest.Start(t, servertest.WithAuth(func(c *config.Server) {
+		c.Auth.OIDCIssuer, c.Auth.OIDCClientID = issuer.URL, "millrace"
+	}))
+	sign := func(k *rsa.PrivateKey, aud string, exp time.Time) string {
+		c, _ := json.Marshal(map[string]any{"iss": issuer.URL, "aud": aud, "sub": "ada", "email": "ada@example.com",
+			"roles": []string{"admin"}, "iat": exp.Add(-time.Hour).Unix(), "exp": exp.Unix()})
+		return oidctest.SignIDToken(k, "k", oidc.RS256, string(c))
+	}
+	if code, b, _ := authReq(t, h, "", "GET", "/api/auth/config", ""); !strings.Contains(string(b), `"issuer":"`+issuer.URL+`","client_id":"millrace"`) {
+		t.Fatalf("auth config: %d %s", code, b)
+	}
+	code, b, _ := authReq(t, h, "", "POST", "/api/auth/login", `{"id_token":"`+sign(key, "millrace", time.Now().Add(time.Hour))+`"}`)
+	var out api.LoginReply
+	mustJSON(t, b, &out)
+	if code != 200 || out.User.UserID != "ada" || out.User.Roles[0] != api.RoleAdmin {
+		t.Fatalf("valid id_token: %d %s", code, b)
+	}
+	if code, b, _ := authReq(t, h, out.SessionToken, "GET", "/api/tokens", ""); code != 200 {
+		t.Fatalf("the OIDC admin session lists tokens: %d %s", code, b)
+	}
+	for name, tok := range map[string]string{
+		"expired":         sign(key, "millrace", time.Now().Add(-time.Minute)),
+		"wrong audience":  sign(key, "another-app", time.Now().Add(time.Hour)),
+		"wrong signature": sign(other, "millrace", time.Now().Add(time.Hour)),
+	} {
+		code, b, resp := authReq(t, h, "", "POST", "/api/auth/login", `{"id_token":"`+tok+`"}`)
+		if code != 401 || envCode(b) != "unauthenticated" || resp.Header.Get("Content-Type") != "application/json" || len(resp.Cookies()) != 0 {
+			t.Errorf("%s id_token: %d %s; want 401 unauthenticated JSON and no cookie", name, code, b)
+		}
+	}
 }
