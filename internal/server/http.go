@@ -28,6 +28,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/ui"
 	"github.com/millrace/millrace/internal/wire"
 )
 
@@ -51,8 +52,10 @@ type API struct {
 	routes  []Route
 	// authn looks up tokens and opens sessions; open is MILLRACE_AUTH=none
 	// (and a nil authn): guard lets every request through.
-	authn *auth.Authenticator
-	open  bool
+	authn   *auth.Authenticator
+	open    bool
+	uiCfg   ui.Config                         // the web UI's settings (uiapi.go)
+	streams func(context.Context) api.Streams // GET /api/streams; nil: not reported
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -86,6 +89,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.queryRoutes()
 	a.authRoutes()
 	a.handle("GET /metrics", auth.Public, promhttp.Handler().ServeHTTP)
+	a.uiRoutes()
 	// Patterns with a method never match another method, so a wrong method
 	// on a known path lands here too: noRoute tells the two apart.
 	a.mux.HandleFunc("/", a.noRoute)

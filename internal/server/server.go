@@ -28,6 +28,7 @@ import (
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
 	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/ui"
 	"github.com/millrace/millrace/internal/wire"
 )
 
@@ -230,7 +231,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
-		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone))
+		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone),
+		WithStreams(s.streamsInfo), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	ok = true

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/auth"
+	"github.com/millrace/millrace/internal/playbook"
+	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/tools"
+	"github.com/millrace/millrace/internal/ui"
+	"github.com/millrace/millrace/internal/wire"
+)
+
+// WithUI serves the web UI under /ui/ with cfg (the server passes its
+// OIDC issuer so the login page may read its discovery document).
+func WithUI(cfg ui.Config) Option { return func(a *API) { a.uiCfg = cfg } }
+
+// WithStreams gives GET /api/streams what it reports.
+func WithStreams(fn func(context.Context) api.Streams) Option {
+	return func(a *API) { a.streams = fn }
+}
+
+// uiRoutes are the web UI (public static files: the data behind them needs
+// a token) and the two reads only the UI needs: a playbook's step graph
+// with its validation problems, and the JetStream streams' state.
+func (a *API) uiRoutes() {
+	cfg := a.uiCfg
+	if cfg.APIBase == "" {
+		cfg.APIBase = "/api"
+	}
+	h := ui.Handler(cfg)
+	a.handle("GET /ui/", auth.Public, h.ServeHTTP)
+	a.handle("GET /ui", auth.Public, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix, http.StatusMovedPermanently)
+	})
+	a.route("GET /api/graph/{path...}", auth.Readers, a.graphGet)
+	a.route("GET /api/streams", auth.Readers, func(w http.ResponseWriter, r *http.Request) (any, error) {
+		if a.streams == nil {
+			return api.Streams{NATS: "not reported by this server", Streams: []api.StreamInfo{}}, nil
+		}
+		return a.streams(r.Context()), nil
+	})
+}
+
+// graphGet answers a registered playbook's steps and arcs, checked again
+// with this server's tool kinds so that the catalog page shows every
+// problem and warning.
+func (a *API) graphGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	path := r.PathValue("path")
+	version, err := queryInt(r, "version", 0, 0, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	e, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.CatalogEntry, error) {
+		return q.CatalogGet(r.Context(), path, version)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pb, errs, warns := playbook.Check(e.Path+".yaml", []byte(e.Content), tools.Kinds())
+	g := api.PlaybookGraph{Path: e.Path, Version: e.Version, CatalogID: e.CatalogID, Steps: []api.GraphStep{}, Arcs: []api.GraphArc{},
+		Errors: nonNil(errs), Warnings: nonNil(warns)}
+	if pb == nil {
+		return g, nil
+	}
+	if s := pb.StartStep(); s != nil {
+		g.Start = s.Name
+	}
+	for _, s := range pb.Steps {
+		gs := api.GraphStep{Name: s.Name, Desc: s.Desc, Loop: s.Loop != nil, Line: s.Line}
+		if s.Tool != nil {
+			gs.Kind, _ = s.Tool["kind"].(string)
+		} else {
+			gs.Kind = "tasks"
+			for _, t := range s.Tasks {
+				gs.Tasks = append(gs.Tasks, t.Name)
+			}
+		}
+		if s.Next != nil {
+			gs.Mode = s.Next.Mode
+			for _, arc := range s.Next.Arcs {
+				g.Arcs = append(g.Arcs, api.GraphArc{From: s.Name, To: arc.Step, When: arc.When})
+			}
+		}
+		g.Steps = append(g.Steps, gs)
+	}
+	return g, nil
+}
+
+func nonNil(p playbook.Problems) []playbook.Problem {
+	if p == nil {
+		return []playbook.Problem{}
+	}
+	return p
+}
+
+// streamsInfo reports the streams this server uses and their consumers,
+// each consumer a pool of workers.
+func (s *Server) streamsInfo(ctx context.Context) api.Streams {
+	out := api.Streams{NATS: "ok", Streams: []api.StreamInfo{}}
+	if st, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) { return q.Stats(ctx) }); err == nil {
+		ws := wire.Stats(st)
+		out.Stats = &ws
+	}
+	if s.query != nil {
+		if qs, err := s.query.QueueStats(ctx); err == nil {
+			q := wire.QueueStats(qs)
+			out.Queries = &q
+		}
+	}
+	c := s.nats.get()
+	switch {
+	case c == nil:
+		out.NATS = "connecting: notifications wait in the outbox"
+		return out
+	case !c.NC.IsConnected():
+		out.NATS = "disconnected: notifications wait in the outbox"
+		return out
+	}
+	type want struct{ name, role string }
+	wants := []want{{s.cfg.NATS.Stream, "commands"}}
+	if s.cfg.Query.NATSEnabled {
+		wants = append(wants, want{s.cfg.Query.Stream, "queries"})
+		if s.cfg.PreAgg.Enabled {
+			wants = append(wants, want{s.cfg.PreAgg.Stream, "preaggregates"})
+		}
+	}
+	for _, w := range wants {
+		si := api.StreamInfo{Name: w.name, Role: w.role, Subjects: []string{}, Consumers: []api.ConsumerInfo{}}
+		stream, err := c.JS.Stream(ctx, w.name)
+		if err != nil {
+			si.Error = err.Error()
+			out.Streams = append(out.Streams, si)
+			continue
+		}
+		info := stream.CachedInfo()
+		si.Subjects, si.Messages, si.Bytes = info.Config.Subjects, info.State.Msgs, info.State.Bytes
+		lister := stream.ListConsumers(ctx)
+		for ci := range lister.Info() {
+			ac := api.ConsumerInfo{Name: ci.Name, Pending: ci.NumPending, InFlight: ci.NumAckPending, MaxInFlight: ci.Config.MaxAckPending,
+				Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting, AckWait: ci.Config.AckWait.String(), MaxDeliver: ci.Config.MaxDeliver,
+				Delivered: ci.Delivered.Consumer}
+			if ci.Delivered.Last != nil {
+				t := ci.Delivered.Last.UTC()
+				ac.LastActive = &t
+			}
+			si.Consumers = append(si.Consumers, ac)
+		}
+		if err := lister.Err(); err != nil {
+			si.Error = err.Error()
+		}
+		sort.Slice(si.Consumers, func(i, j int) bool { return si.Consumers[i].Name < si.Consumers[j].Name })
+		out.Streams = append(out.Streams, si)
+	}
+	return out
+}

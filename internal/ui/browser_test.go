@@ -1,0 +1,139 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
+	"github.com/millrace/millrace/internal/worker/commands"
+)
+
+const quickPlaybook = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: quick, path: ui/quick}
+workflow:
+  - step: start
+    desc: Sleeps long enough for the page to show it running
+    tool: {kind: shell, cmds: ["sleep 2; echo hello"]}
+    next: {arcs: [{step: done}]}
+  - step: done
+    tool: {kind: noop, result: {greeting: "{{ start.data.stdout }}"}}
+`
+
+const longPlaybook = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: long, path: ui/long}
+workflow:
+  - step: start
+    tool: {kind: shell, cmds: ["sleep 120"]}
+    next: {arcs: [{step: never}]}
+  - step: never
+    tool: {kind: noop}
+`
+
+// TestUIInBrowser drives Debian's chromium (playwright-core from
+// internal/ui/browsertest) through the UI of a real server with a commands
+// worker and a PostgreSQL warehouse: sign in, run an execution and see it
+// complete without a reload, cancel a long one, page through a query's
+// results, and screenshot every page (into MILLRACE_SCREENSHOT_DIR if set).
+func TestUIInBrowser(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: run .ci/run's install step (apt-get install -y nodejs npm chromium)")
+	}
+	chromium := "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatal("chromium is not installed at /usr/bin/chromium: run .ci/run's install step (apt-get install -y chromium)")
+	}
+	dir, _ := filepath.Abs("browsertest")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err != nil {
+		t.Fatalf("playwright-core is not installed: run `npm ci` in %s (.ci/run does)", dir)
+	}
+	shots := os.Getenv("MILLRACE_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+
+	h := servertest.Start(t, func(c *config.Server) {
+		c.Query.ResultsDir = t.TempDir()
+	})
+	ctx := t.Context()
+	w, err := commands.New(ctx, config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "ui-worker-" + h.Cfg.NATS.Consumer,
+		Concurrency: 4, ShutdownGrace: 5 * time.Second}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	for _, pb := range []string{quickPlaybook, longPlaybook} {
+		if _, err := h.API.Register(ctx, pb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.API.ProjectPut(ctx, "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.API.CredentialPut(ctx, api.Credential{Name: "warehouse_pg", Kind: "postgres", Description: "shown by name and kind only",
+		Data: map[string]any{"password": "never-in-the-ui"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, node, "ui.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN=", "SCREENSHOT_DIR="+shots,
+		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	t.Logf("browser log:\n%s", stderr.String())
+	if err != nil {
+		t.Fatalf("the browser test failed (%v); screenshots in %s", err, shots)
+	}
+	var got struct {
+		QuickID string            `json:"quick_id"`
+		LongID  string            `json:"long_id"`
+		Live    map[string]string `json:"live"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
+		t.Fatalf("the browser test's report %q: %v", stdout, err)
+	}
+	t.Logf("browser report: %+v; screenshots in %s", got, shots)
+
+	// The ids the page showed are exact 64-bit ids of the store's executions.
+	for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.LongID: api.ExecCancelled} {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			t.Fatalf("the page showed execution id %q: %v", id, err)
+		}
+		ex, err := h.API.Execution(ctx, n)
+		if err != nil {
+			t.Fatalf("execution %s, as the page showed it: %v", id, err)
+		}
+		if ex.Status != want {
+			t.Fatalf("execution %s is %s, want %s", id, ex.Status, want)
+		}
+	}
+	for _, name := range []string{"02-execution-completed.png", "05-execution-cancelled.png", "06-query-last-page.png", "08-workers-streams.png"} {
+		if fi, err := os.Stat(filepath.Join(shots, name)); err != nil || fi.Size() < 1000 {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+	}
+}
