@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/worker/commands"
@@ -32,15 +32,21 @@ type liveStack struct {
 
 var stackSeq atomic.Int64
 
-func newLiveStack(t *testing.T, withWorker bool) *liveStack {
+func newLiveStack(t *testing.T, withWorker bool, mods ...func(*config.Server)) *liveStack {
 	t.Helper()
 	h := servertest.Start(t, func(c *config.Server) {
 		c.NATS.FetchTimeout, c.NATS.FetchHeartbeat = time.Second, 400*time.Millisecond
 		c.Query.ResultsDir = t.TempDir()
+		for _, m := range mods {
+			m(c)
+		}
 	})
 	if withWorker {
 		wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 4, ShutdownGrace: 5 * time.Second}
 		wcfg.Query.ResultsDir = t.TempDir()
+		if h.Cfg.Auth.Mode == config.AuthTokens {
+			wcfg.Token = h.Token(t, api.RoleWorker)
+		}
 		w, err := commands.New(t.Context(), wcfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -50,11 +56,14 @@ func newLiveStack(t *testing.T, withWorker bool) *liveStack {
 		go func() { defer close(done); _ = w.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
+	if h.Cfg.Auth.Mode == config.AuthTokens {
+		h.API = client.New(h.Srv.URL()).WithToken(h.Token(t, api.RoleAdmin))
+	}
 	var gw config.Gateway
 	config.GatewaySet(&gw) // defaults
 	n := stackSeq.Add(1)
 	gw.NATS.URL = h.NATS.URL()
-	gw.ServerURL = serverURL(t, h)
+	gw.ServerURL = h.Srv.URL()
 	gw.UpdatesPrefix = h.Cfg.UpdatesPrefix
 	gw.CallbackPrefix = fmt.Sprintf("test%d.callbacks", n)
 	gw.SessionBucket = fmt.Sprintf("sessions_%d", n)
@@ -95,36 +104,14 @@ func (s *liveStack) replica(mod func(*config.Gateway)) *replica {
 	return r
 }
 
-// serverURL is the server as the gateway sees it. A server without GET
-// /api/auth/whoami (before the auth slice) is fronted by a shim answering
-// it as a server with auth off would.
-func serverURL(t *testing.T, h *servertest.Harness) string {
-	t.Helper()
-	resp, err := http.Get(h.Srv.URL() + "/api/auth/whoami")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		return h.Srv.URL()
-	}
-	target, _ := url.Parse(h.Srv.URL())
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	shim := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/auth/whoami" {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"token_id":0,"kind":"","role":"","user":{"user_id":"","roles":null},"auth_disabled":true}`)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { shim.CloseClientConnections(); shim.Close() })
-	return shim.URL
-}
-
 // post sends a JSON body and returns the status and the decoded answer.
 func post(t *testing.T, url string, body any, out any) int {
+	t.Helper()
+	return postAs(t, "", url, body, out)
+}
+
+// postAs is post with a bearer token.
+func postAs(t *testing.T, token, url string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -139,7 +126,15 @@ func post(t *testing.T, url string, body any, out any) int {
 		}
 		rd = bytes.NewReader(enc)
 	}
-	resp, err := http.Post(url, "application/json", rd)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
