@@ -115,8 +115,12 @@ func createdBy(p auth.Principal) string {
 	switch {
 	case p.Open:
 		return "api (auth off)"
+	case p.Subject != "" && p.Name != "":
+		return p.Name + " (" + p.Subject + ")"
 	case p.Subject != "":
 		return p.Subject
+	case p.Name != "":
+		return p.Name + " (token:" + strconv.FormatInt(p.TokenID, 10) + ")"
 	default:
 		return "token:" + strconv.FormatInt(p.TokenID, 10)
 	}

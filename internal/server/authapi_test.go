@@ -127,6 +127,13 @@ func TestGuardAnswers(t *testing.T) {
 			t.Errorf("token in %s: %d %s", name, code, b)
 		}
 	}
+	authReq(t, h, auth.NewSecret(store.TokenAPI), "GET", "/api/executions", "")
+	_, b, _ = authReq(t, h, "", "GET", "/metrics", "")
+	for _, reason := range []string{"missing", "invalid", "role"} {
+		if !strings.Contains(string(b), `millrace_auth_denied_total{reason="`+reason+`"}`) {
+			t.Errorf("/metrics has no millrace_auth_denied_total{reason=%q}", reason)
+		}
+	}
 }
 
 // With auth off every request passes as the open principal, and whoami
