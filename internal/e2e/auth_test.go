@@ -39,7 +39,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "unauthenticated") || !strings.Contains(stderr, "MILLRACE_TOKEN") {
 		t.Fatalf("no token: exit %d, stderr %q", code, stderr)
 	}
-	if _, err := client.New(c.url).WithToken("mrt_" + strings.Repeat("x", 43)).Executions(ctx, 1, 1); client.StatusOf(err) != http.StatusUnauthorized {
+	if _, err := client.New(c.url).WithToken("mrt_"+strings.Repeat("x", 43)).Executions(ctx, 1, 1); client.StatusOf(err) != http.StatusUnauthorized {
 		t.Fatalf("made-up token: %v, want 401", err)
 	}
 
@@ -113,7 +113,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	}
 	// A revoked token and a made-up one get the same answer.
 	_, errRevoked := client.New(c.url).WithToken(operator).Executions(ctx, 1, 1)
-	_, errUnknown := client.New(c.url).WithToken("mrt_" + strings.Repeat("z", 43)).Executions(ctx, 1, 1)
+	_, errUnknown := client.New(c.url).WithToken("mrt_"+strings.Repeat("z", 43)).Executions(ctx, 1, 1)
 	if errRevoked == nil || errUnknown == nil || errRevoked.Error() != errUnknown.Error() {
 		t.Fatalf("revoked: %v; unknown: %v; want the same 401", errRevoked, errUnknown)
 	}
