@@ -44,7 +44,8 @@ workflow:
 
 // TestUIInBrowser drives Debian's chromium (playwright-core from
 // internal/ui/browsertest) through the UI of a real server with a commands
-// worker and a PostgreSQL warehouse: sign in, run an execution and see it
+// worker and a PostgreSQL warehouse, authentication on: sign in with an
+// admin token, run an execution and see it
 // complete without a reload, cancel a long one, page through a query's
 // results, and screenshot every page (into MILLRACE_SCREENSHOT_DIR if set).
 func TestUIInBrowser(t *testing.T) {
@@ -66,12 +67,14 @@ func TestUIInBrowser(t *testing.T) {
 		shots = t.TempDir()
 	}
 
-	h := servertest.Start(t, func(c *config.Server) {
+	h := servertest.Start(t, servertest.WithAuth(func(c *config.Server) {
 		c.Query.ResultsDir = t.TempDir()
-	})
+	}))
 	ctx := t.Context()
+	admin := h.Token(t, api.RoleAdmin)
+	c := h.API.WithToken(admin)
 	w, err := commands.New(ctx, config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "ui-worker-" + h.Cfg.NATS.Consumer,
-		Concurrency: 4, ShutdownGrace: 5 * time.Second}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		Concurrency: 4, ShutdownGrace: 5 * time.Second, Token: h.Token(t, api.RoleWorker)}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +84,14 @@ func TestUIInBrowser(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 
 	for _, pb := range []string{quickPlaybook, longPlaybook} {
-		if _, err := h.API.Register(ctx, pb); err != nil {
+		if _, err := c.Register(ctx, pb); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.API.ProjectPut(ctx, "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
+	if _, err := c.ProjectPut(ctx, "wh", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.API.CredentialPut(ctx, api.Credential{Name: "warehouse_pg", Kind: "postgres", Description: "shown by name and kind only",
+	if _, err := c.CredentialPut(ctx, api.Credential{Name: "warehouse_pg", Kind: "postgres", Description: "shown by name and kind only",
 		Data: map[string]any{"password": "never-in-the-ui"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func TestUIInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, node, "ui.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN=", "SCREENSHOT_DIR="+shots,
+	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN="+admin, "SCREENSHOT_DIR="+shots,
 		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -123,7 +126,7 @@ func TestUIInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the page showed execution id %q: %v", id, err)
 		}
-		ex, err := h.API.Execution(ctx, n)
+		ex, err := c.Execution(ctx, n)
 		if err != nil {
 			t.Fatalf("execution %s, as the page showed it: %v", id, err)
 		}

@@ -32,6 +32,10 @@ type Config struct {
 	// EventsBase is where the Server-Sent Event streams are (executions/{id}/stream
 	// and stream); APIBase when empty.
 	EventsBase string `json:"events_base"`
+	// AuthBase is where login, logout, whoami and the auth config answer:
+	// APIBase + "/auth" when empty. The gateway answers them itself at
+	// /api/auth, outside its /noetl proxy.
+	AuthBase string `json:"auth_base"`
 	// Title names the deployment in the page header; "Millrace" when empty.
 	Title string `json:"title"`
 	// OIDCIssuer is the OIDC issuer's URL (OIDC_ISSUER_URL), if any: the
@@ -60,6 +64,10 @@ func Handler(cfg Config) http.Handler {
 	if cfg.EventsBase == "" {
 		cfg.EventsBase = cfg.APIBase
 	}
+	if cfg.AuthBase == "" {
+		cfg.AuthBase = cfg.APIBase + "/auth"
+	}
+	cfg.AuthBase = strings.TrimRight(cfg.AuthBase, "/")
 	if cfg.Title == "" {
 		cfg.Title = "Millrace"
 	}

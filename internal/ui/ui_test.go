@@ -33,8 +33,8 @@ func TestHandler(t *testing.T) {
 	if err := json.NewDecoder(res.Body).Decode(&cfg); err != nil || res.StatusCode != 200 {
 		t.Fatalf("config.json: %d %v", res.StatusCode, err)
 	}
-	if cfg.APIBase != "/noetl" || cfg.EventsBase != "/noetl" || cfg.Title != "Gateway" {
-		t.Fatalf("config = %+v; want api and events base /noetl, title Gateway", cfg)
+	if cfg.APIBase != "/noetl" || cfg.EventsBase != "/noetl" || cfg.AuthBase != "/noetl/auth" || cfg.Title != "Gateway" {
+		t.Fatalf("config = %+v; want api and events base /noetl, auth base /noetl/auth, title Gateway", cfg)
 	}
 
 	for path, want := range map[string]string{

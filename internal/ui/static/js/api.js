@@ -1,7 +1,7 @@
 // The API client: configuration, JSON that keeps 64-bit ids exact, fetch
 // with the session cookie, and Server-Sent Event streams.
 
-export const config = { api_base: "/api", events_base: "/api", title: "Millrace" };
+export const config = { api_base: "/api", events_base: "/api", auth_base: "/api/auth", title: "Millrace" };
 
 export async function loadConfig() {
   const r = await fetch("config.json", { cache: "no-cache" });
@@ -66,7 +66,7 @@ export function setOnUnauthenticated(fn) { onUnauthenticated = fn; }
 
 // api calls the API under config.api_base. The session travels in the
 // HttpOnly cookie the login set; the page never holds a token.
-export async function api(method, path, body, { quiet401 = false } = {}) {
+export async function api(method, path, body, { quiet401 = false, base = config.api_base } = {}) {
   const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
@@ -74,7 +74,7 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
   }
   let r;
   try {
-    r = await fetch(config.api_base + path, opts);
+    r = await fetch(base + path, opts);
   } catch (e) {
     throw new APIError(0, "network", `cannot reach the server (${e.message}); is it running?`);
   }
@@ -90,6 +90,12 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
     throw e;
   }
   return data;
+}
+
+// authAPI calls login, logout, whoami and the auth config, under
+// config.auth_base (the gateway answers them outside its proxy).
+export function authAPI(method, path, body) {
+  return api(method, path, body, { quiet401: true, base: config.auth_base });
 }
 
 // Live is one Server-Sent Event stream. The browser reconnects by itself

@@ -1,7 +1,7 @@
 // Millrace's web UI: a hash router and one function per page. Pages read
 // the API, and live pages follow Server-Sent Event streams; nothing polls
 // in a tight loop.
-import { api, APIError, config, enc, encPath, EVENT_TYPES, Live, loadConfig, parseJSON, setOnUnauthenticated, TERMINAL } from "./api.js";
+import { api, APIError, authAPI, config, enc, encPath, EVENT_TYPES, Live, loadConfig, parseJSON, setOnUnauthenticated, TERMINAL } from "./api.js";
 import { badge, duration, fill, h, pretty, when } from "./dom.js";
 import { renderGraph, stepStatus } from "./graph.js";
 
@@ -111,7 +111,7 @@ function renderWho() {
 
 async function whoami() {
   try {
-    const w = await api("GET", "/auth/whoami", undefined, { quiet401: true });
+    const w = await authAPI("GET", "/whoami", undefined);
     me = w.auth_disabled ? { ...w, role: "admin" } : w;
   } catch (e) {
     if (e.status === 404) me = { role: "admin", auth_disabled: true }; // a server without the auth API
@@ -122,7 +122,7 @@ async function whoami() {
 }
 
 async function logout() {
-  try { await api("POST", "/auth/logout", undefined, { quiet401: true }); } catch { /* the session is gone either way */ }
+  try { await authAPI("POST", "/logout", undefined); } catch { /* the session is gone either way */ }
   me = null;
   goLogin();
 }
@@ -132,14 +132,14 @@ async function logout() {
 async function pageLogin() {
   if (me) { location.hash = "#/executions"; return; }
   let authCfg = { auth: "tokens", oidc: null };
-  try { authCfg = await api("GET", "/auth/config", undefined, { quiet401: true }); } catch { /* older server: tokens */ }
+  try { authCfg = await authAPI("GET", "/config", undefined); } catch { /* older server: tokens */ }
   const token = h("input", { type: "password", id: "token", placeholder: "mrt_…", autocomplete: "off", required: true });
   const err = h("p", { class: "err", id: "login-error" });
   const form = h("form", { id: "login-form", onsubmit: async (ev) => {
     ev.preventDefault();
     err.textContent = "";
     try {
-      await api("POST", "/auth/login", { api_token: token.value.trim() }, { quiet401: true });
+      await authAPI("POST", "/login", { api_token: token.value.trim() });
       token.value = "";
       await afterLogin();
     } catch (e) {
@@ -193,7 +193,7 @@ async function finishOIDC(params) {
     return flash("SSO sign-in refused: the reply does not match the request this page made (state or nonce); sign in again.");
   }
   try {
-    await api("POST", "/auth/login", { id_token: idToken }, { quiet401: true });
+    await authAPI("POST", "/login", { id_token: idToken });
     await afterLogin();
   } catch (e) {
     flash(`SSO sign-in refused: ${e.message}`);
