@@ -1,9 +1,7 @@
 package live_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/live"
+	"github.com/millrace/millrace/internal/live/livetest"
 )
 
 // memSource is a Source over an in-memory event table.
@@ -103,89 +102,27 @@ func (m *memSource) commit(evs ...api.Event) {
 	m.hub.Notify(notes)
 }
 
-type frame struct {
-	id    string
-	event string
-	data  string
-}
-
-// readFrames parses SSE frames from body into ch until it ends.
-func readFrames(body io.Reader, ch chan<- frame) {
-	defer close(ch)
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var f frame
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if f.event != "" || f.data != "" {
-				ch <- f
-			}
-			f = frame{}
-		case strings.HasPrefix(line, ":"):
-			ch <- frame{event: "comment", data: strings.TrimSpace(line[1:])}
-		case strings.HasPrefix(line, "id: "):
-			f.id = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			f.event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			f.data = line[6:]
-		}
-	}
-}
-
-func open(t *testing.T, url, lastID string) (*http.Response, chan frame) {
+func open(t *testing.T, url, lastID string) (*http.Response, *livetest.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	h := map[string]string{}
 	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
+		h["Last-Event-ID"] = lastID
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	ch := make(chan frame, 1024)
-	if resp.StatusCode == http.StatusOK {
-		go readFrames(resp.Body, ch)
-	}
-	return resp, ch
+	c := livetest.Open(t, url, h)
+	return c.Resp, c
 }
 
 // next returns the next frame that is not a comment.
-func next(t *testing.T, ch <-chan frame) frame {
+func next(t *testing.T, c *livetest.Conn) livetest.Frame {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case f, ok := <-ch:
-			if !ok {
-				t.Fatal("stream ended early")
-			}
-			if f.event == "comment" {
-				continue
-			}
-			return f
-		case <-deadline:
-			t.Fatal("no frame within 10s")
-		}
+	f, ok := c.Next(t)
+	if !ok {
+		t.Fatal("stream ended early")
 	}
+	return f
 }
 
-func eventOf(t *testing.T, f frame) api.Event {
-	t.Helper()
-	var ev api.Event
-	if err := json.Unmarshal([]byte(f.data), &ev); err != nil {
-		t.Fatalf("frame data %q: %v", f.data, err)
-	}
-	if f.id != "" && f.id != strconv.FormatInt(ev.EventID, 10) {
-		t.Fatalf("frame id %s but event %d", f.id, ev.EventID)
-	}
-	return ev
-}
+func eventOf(t *testing.T, f livetest.Frame) api.Event { return livetest.Event(t, f) }
 
 func server(t *testing.T, src *memSource, cfg live.Config) string {
 	mux := http.NewServeMux()
@@ -222,7 +159,7 @@ func TestStreamSendsEveryEventOnceInOrderThenEnds(t *testing.T) {
 	var got []int64
 	for {
 		f := next(t, ch)
-		if f.event == "end" {
+		if f.Event == "end" {
 			break
 		}
 		ev := eventOf(t, f)
@@ -242,8 +179,8 @@ func TestStreamSendsEveryEventOnceInOrderThenEnds(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got %d events %v\nwant %d %v", len(got), got, len(want), want)
 	}
-	if _, ok := <-ch; ok {
-		t.Fatal("stream goes on after the end frame")
+	if f, ok := ch.NextRaw(t); ok {
+		t.Fatalf("stream goes on after the end frame: %+v", f)
 	}
 }
 
@@ -270,7 +207,7 @@ func TestStreamResumesAfterLastEventID(t *testing.T) {
 	if ev := eventOf(t, next(t, ch)); ev.EventID != end {
 		t.Fatalf("got %d, want the end %d", ev.EventID, end)
 	}
-	if f := next(t, ch); f.event != "end" {
+	if f := next(t, ch); f.Event != "end" {
 		t.Fatalf("got %+v, want the end frame", f)
 	}
 	// ?after= works like the header; an ended execution ends at once.
@@ -280,7 +217,7 @@ func TestStreamResumesAfterLastEventID(t *testing.T) {
 			t.Fatalf("got %d, want %d", ev.EventID, want)
 		}
 	}
-	if f := next(t, ch); f.event != "end" {
+	if f := next(t, ch); f.Event != "end" {
 		t.Fatalf("got %+v, want the end frame", f)
 	}
 }
@@ -297,20 +234,20 @@ func TestStreamDeliversALateCommitOnceWithoutMovingTheResumePoint(t *testing.T) 
 	src.commit(api.Event{EventID: later, ExecutionID: exec, EventType: api.EvCommandIssued})
 	url := server(t, src, live.Config{Poll: time.Hour})
 	_, ch := open(t, fmt.Sprintf("%s/executions/%d/stream", url, exec), "")
-	if f := next(t, ch); f.id != strconv.FormatInt(later, 10) {
+	if f := next(t, ch); f.ID != strconv.FormatInt(later, 10) {
 		t.Fatalf("first frame %+v, want id %d", f, later)
 	}
 	src.commit(api.Event{EventID: early, ExecutionID: exec, EventType: api.EvCommandClaimed})
 	f := next(t, ch)
-	if ev := eventOf(t, f); ev.EventID != early || f.id != "" {
+	if ev := eventOf(t, f); ev.EventID != early || f.ID != "" {
 		t.Fatalf("late frame %+v, want event %d without an id line", f, early)
 	}
 	last := gen.Next()
 	src.commit(api.Event{EventID: last, ExecutionID: exec, EventType: api.EvPlaybookCompleted})
-	if f := next(t, ch); f.id != strconv.FormatInt(last, 10) {
+	if f := next(t, ch); f.ID != strconv.FormatInt(last, 10) {
 		t.Fatalf("frame %+v, want %d (nothing twice)", f, last)
 	}
-	if f := next(t, ch); f.event != "end" {
+	if f := next(t, ch); f.Event != "end" {
 		t.Fatalf("got %+v, want the end frame", f)
 	}
 }
@@ -338,18 +275,16 @@ func TestStreamSendsKeepAlives(t *testing.T) {
 	src.commit(api.Event{EventID: 1, ExecutionID: 5, EventType: api.EvPlaybookStarted})
 	url := server(t, src, live.Config{KeepAlive: 20 * time.Millisecond})
 	_, ch := open(t, url+"/executions/5/stream", "")
-	if f := next(t, ch); f.event != api.EvPlaybookStarted {
+	if f := next(t, ch); f.Event != api.EvPlaybookStarted {
 		t.Fatalf("first frame %+v", f)
 	}
-	deadline := time.After(10 * time.Second)
 	for {
-		select {
-		case f := <-ch:
-			if f.event == "comment" && f.data == "keep-alive" {
-				return
-			}
-		case <-deadline:
-			t.Fatal("no keep-alive comment")
+		f, ok := ch.NextRaw(t)
+		if !ok {
+			t.Fatal("stream ended without a keep-alive")
+		}
+		if f.Event == "comment" && f.Data == "keep-alive" {
+			return
 		}
 	}
 }
@@ -363,15 +298,9 @@ func TestStreamEndsWhenDoneCloses(t *testing.T) {
 	_, ch := open(t, url+"/executions/5/stream", "")
 	next(t, ch)
 	close(done)
-	deadline := time.After(10 * time.Second)
 	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-		case <-deadline:
-			t.Fatal("stream still open after Done closed")
+		if _, ok := ch.NextRaw(t); !ok {
+			return
 		}
 	}
 }

@@ -56,6 +56,7 @@ type API struct {
 	open    bool
 	uiCfg   ui.Config                         // the web UI's settings (uiapi.go)
 	streams func(context.Context) api.Streams // GET /api/streams; nil: not reported
+	live    liveAPI
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -87,6 +88,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("GET /api/health", auth.Public, a.healthGet)
 	a.credentialRoutes()
 	a.queryRoutes()
+	a.liveRoutes()
 	a.authRoutes()
 	a.handle("GET /metrics", auth.Public, promhttp.Handler().ServeHTTP)
 	a.uiRoutes()
@@ -391,6 +393,14 @@ func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) (any, erro
 	e, err := a.loadExecution(r)
 	if err != nil {
 		return nil, err
+	}
+	after, limit, paged, err := eventsPage(r)
+	if err != nil {
+		return nil, err
+	}
+	if paged {
+		evs, err := a.eventsAfter(r.Context(), e.ExecutionID, after, nil, limit)
+		return api.EventList{Events: evs}, err
 	}
 	var evs []store.Event
 	err = a.st.Read(r.Context(), func(q store.Querier) error {

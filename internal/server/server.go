@@ -70,6 +70,7 @@ type Server struct {
 	drv    store.Driver
 	st     *store.Store
 	nats   *natsLink
+	live   *liveLink // notes of committed events, to NATS and this server's streams
 	flow   *flow.Service
 	query  *query.Service
 	builds *builds.Service // pre-aggregate builds: triggers, worker protocol, scheduler, reaper
@@ -129,7 +130,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	if s.drv, err = OpenDriver(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
-	s.st = store.New(s.drv, store.Options{})
+	s.live = newLiveLink(s)
+	s.st = store.New(s.drv, store.Options{AfterCommit: s.live.committed})
 	s.nats = &natsLink{s: s}
 	if err := cfg.NATS.Bus("millrace-server").Validate(); err != nil {
 		return nil, err
@@ -231,10 +233,11 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
-		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone),
+		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.hub),
 		WithStreams(s.streamsInfo), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	s.http.RegisterOnShutdown(api.StopStreams) // clients resume with Last-Event-ID
 	ok = true
 	return s, nil
 }
@@ -335,6 +338,7 @@ func (s *Server) healthCheck(ctx context.Context) api.Health {
 func (s *Server) Run(ctx context.Context) error {
 	bg := s.bg
 	bg.Go("relay", func(ctx context.Context) error { s.relay.Run(ctx); return nil })
+	bg.Go("live notes", func(ctx context.Context) error { s.live.pub.Run(ctx); return nil })
 	bg.Go("token last-used", func(ctx context.Context) error { s.authn.Run(ctx); return nil })
 	s.relay.Wake() // publish whatever a previous run left in the outbox
 	bg.Go("command reaper", func(ctx context.Context) error { s.reaper.Run(ctx); return nil })

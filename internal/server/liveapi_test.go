@@ -1,0 +1,317 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/live"
+	"github.com/millrace/millrace/internal/live/livetest"
+	"github.com/millrace/millrace/internal/wait"
+)
+
+const threeSteps = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: three
+  path: t/three
+workflow:
+  - step: start
+    tool:
+      kind: noop
+    next:
+      arcs:
+        - step: second
+  - step: second
+    tool:
+      kind: noop
+    next:
+      arcs:
+        - step: third
+  - step: third
+    tool:
+      kind: noop
+`
+
+// runStep acts as the worker for step: claim, start and complete.
+func (b *bundle) runStep(execID int64, step string) {
+	b.t.Helper()
+	cmd := b.firstCommand(execID, step)
+	cl, err := b.API.ClaimAndStart(b.t.Context(), cmd.EventID, "w-"+step, execID)
+	if err != nil {
+		b.t.Fatalf("claim %s: %v", step, err)
+	}
+	if _, err := b.API.Report(b.t.Context(), api.Report{EventType: api.EvCommandCompleted, EventID: cmd.EventID, WorkerID: cl.WorkerID,
+		Attempt: cl.Attempt, Result: json.RawMessage(`{"step":"` + step + `"}`)}); err != nil {
+		b.t.Fatalf("complete %s: %v", step, err)
+	}
+}
+
+func (b *bundle) startThree() int64 {
+	b.t.Helper()
+	if _, err := b.API.Register(b.t.Context(), threeSteps); err != nil {
+		b.t.Fatal(err)
+	}
+	st, err := b.API.Execute(b.t.Context(), "t/three", 0, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return st.ExecutionID
+}
+
+func ids(evs []api.Event) []int64 {
+	out := make([]int64, len(evs))
+	for i, e := range evs {
+		out[i] = e.EventID
+	}
+	return out
+}
+
+// An execution's stream carries every event of the event table exactly
+// once, in order; a client that reconnects with Last-Event-ID mid-way gets
+// the rest exactly once.
+func TestExecutionStreamMatchesTheEventTable(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.startThree()
+	url := fmt.Sprintf("%s/api/executions/%d/stream", b.base, id)
+	whole := livetest.Open(t, url, nil) // stays connected throughout
+	part := livetest.Open(t, url, nil)  // hangs up after the first step
+
+	b.runStep(id, "start")
+	// Read the first connection up to the first step's completion.
+	var before []api.Event
+	for {
+		f, ok := part.Next(t)
+		if !ok {
+			t.Fatal("stream ended early")
+		}
+		ev := livetest.Event(t, f)
+		before = append(before, ev)
+		if ev.EventType == api.EvCommandCompleted {
+			break
+		}
+	}
+	part.Close()
+	b.runStep(id, "second")
+	b.runStep(id, "third")
+	last := before[len(before)-1].EventID
+	rest, ended := livetest.Open(t, url, map[string]string{"Last-Event-ID": strconv.FormatInt(last, 10)}).Events(t)
+	if !ended {
+		t.Fatal("resumed stream: no end frame")
+	}
+	all, ended := whole.Events(t)
+	if !ended {
+		t.Fatal("stream: no end frame")
+	}
+
+	table, err := b.API.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(ids(all)), fmt.Sprint(ids(table)); got != want {
+		t.Fatalf("stream sent %d events %s\nevent table has %d %s", len(all), got, len(table), want)
+	}
+	if got, want := fmt.Sprint(ids(append(before, rest...))), fmt.Sprint(ids(table)); got != want {
+		t.Fatalf("first connection + resumed one sent %s\nevent table has %s", got, want)
+	}
+	if table[len(table)-1].EventType != api.EvPlaybookCompleted {
+		t.Fatalf("last event %s, want playbook.completed", table[len(table)-1].EventType)
+	}
+	// The frames carry the whole event, results included.
+	for _, e := range all {
+		if e.EventType == api.EvCommandCompleted && !strings.Contains(string(e.Result), `"step"`) {
+			t.Fatalf("command.completed without its result: %+v", e)
+		}
+	}
+	// An ended execution's stream sends what is left and ends at once.
+	evs, ended := livetest.Open(t, url+"?after="+strconv.FormatInt(table[len(table)-2].EventID, 10), nil).Events(t)
+	if !ended || len(evs) != 1 || evs[0].EventID != table[len(table)-1].EventID {
+		t.Fatalf("stream of an ended execution after its second-last event: %v (ended %v), want only the last", ids(evs), ended)
+	}
+}
+
+// The server publishes a note per lifecycle event on core NATS
+// <prefix><execution_id>, after the commit: when it arrives, the event is
+// already in the event table.
+func TestLiveNotesArriveOnNATSAfterCommit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	prefix := b.Cfg.UpdatesPrefix
+	var mu sync.Mutex
+	var notes []api.LiveNote
+	var problems []string
+	sub, err := b.NC.Subscribe(prefix+">", func(m *nats.Msg) {
+		var n api.LiveNote
+		if err := json.Unmarshal(m.Data, &n); err != nil {
+			mu.Lock()
+			problems = append(problems, fmt.Sprintf("note %q: %v", m.Data, err))
+			mu.Unlock()
+			return
+		}
+		// Committed before published: the event table has it now.
+		evs, err := b.API.Events(t.Context(), n.ExecutionID)
+		found := false
+		for _, e := range evs {
+			found = found || e.EventID == n.EventID && e.EventType == n.EventType
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || !found {
+			problems = append(problems, fmt.Sprintf("note for event %d (%s) arrived before the event was readable (%v)", n.EventID, n.EventType, err))
+		}
+		if m.Subject != live.Subject(prefix, n.ExecutionID) {
+			problems = append(problems, fmt.Sprintf("note of execution %d on subject %s", n.ExecutionID, m.Subject))
+		}
+		notes = append(notes, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := b.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	id := b.startThree()
+	for _, step := range []string{"start", "second", "third"} {
+		b.runStep(id, step)
+	}
+	table, err := b.API.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, e := range table {
+		if live.Lifecycle(e.EventType) {
+			want = append(want, e.EventID)
+		}
+	}
+	wait.For(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(notes) < len(want) {
+			return fmt.Errorf("%d notes of %d", len(notes), len(want))
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatal(strings.Join(problems, "\n"))
+	}
+	got := map[int64]int{}
+	for _, n := range notes {
+		got[n.EventID]++
+		if n.ExecutionID != id || n.At.IsZero() {
+			t.Errorf("note %+v", n)
+		}
+	}
+	for _, w := range want {
+		if got[w] != 1 {
+			t.Errorf("event %d: %d notes, want 1", w, got[w])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d notes for %d lifecycle events", len(got), len(want))
+	}
+	if last := notes[len(notes)-1]; last.EventType != api.EvPlaybookCompleted || last.Status != string(api.ExecCompleted) {
+		t.Errorf("last note %+v, want playbook.completed with status completed", last)
+	}
+}
+
+func TestExecutionStreamBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, c := range []struct {
+		path, lastID string
+		status       int
+		code         string
+	}{
+		{"/api/executions/424242/stream", "", 404, "execution_not_found"},
+		{"/api/executions/x/stream", "", 400, "bad_request"},
+		{"/api/executions/424242/stream", "not-an-id", 400, "bad_request"},
+		{"/api/stream?after=-1", "", 400, "bad_request"},
+	} {
+		h := map[string]string{}
+		if c.lastID != "" {
+			h["Last-Event-ID"] = c.lastID
+		}
+		conn := livetest.Open(t, b.base+c.path, h)
+		body, _ := io.ReadAll(conn.Resp.Body)
+		if conn.Resp.StatusCode != c.status || !strings.HasPrefix(conn.Resp.Header.Get("Content-Type"), "application/json") ||
+			!strings.Contains(string(body), `"`+c.code+`"`) {
+			t.Errorf("%s (Last-Event-ID %q): %d %s %s; want %d JSON %s", c.path, c.lastID, conn.Resp.StatusCode, conn.Resp.Header.Get("Content-Type"), body, c.status, c.code)
+		}
+	}
+}
+
+func TestEventsAfterAndLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.startThree()
+	b.runStep(id, "start")
+	table, err := b.API.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(query string) []api.Event {
+		resp, err := http.Get(fmt.Sprintf("%s/api/executions/%d/events?%s", b.base, id, query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var list api.EventList
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&list) != nil {
+			t.Fatalf("events?%s: status %d", query, resp.StatusCode)
+		}
+		return list.Events
+	}
+	if got := get(fmt.Sprintf("after=%d", table[1].EventID)); fmt.Sprint(ids(got)) != fmt.Sprint(ids(table[2:])) {
+		t.Fatalf("after the 2nd: %v, want %v", ids(got), ids(table[2:]))
+	}
+	if got := get(fmt.Sprintf("after=%d&limit=2", table[0].EventID)); fmt.Sprint(ids(got)) != fmt.Sprint(ids(table[1:3])) {
+		t.Fatalf("after the 1st, limit 2: %v, want %v", ids(got), ids(table[1:3]))
+	}
+	if got := get("limit=1"); len(got) != 1 || got[0].EventID != table[0].EventID {
+		t.Fatalf("limit 1: %v", ids(got))
+	}
+	status, body := b.raw("GET", fmt.Sprintf("/api/executions/%d/events?after=x", id), nil)
+	if status != 400 || errCode(body) != "bad_request" {
+		t.Fatalf("after=x: %d %v", status, body)
+	}
+}
+
+// The global feed carries every execution's start and end.
+func TestFeedCarriesStartsAndEnds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	feed := livetest.Open(t, b.base+"/api/stream", nil)
+	id := b.startThree()
+	for _, step := range []string{"start", "second", "third"} {
+		b.runStep(id, step)
+	}
+	var types []string
+	for len(types) < 2 {
+		f, ok := feed.Next(t)
+		if !ok {
+			t.Fatal("feed ended")
+		}
+		ev := livetest.Event(t, f)
+		if ev.ExecutionID != id {
+			t.Fatalf("feed event of execution %d, want %d", ev.ExecutionID, id)
+		}
+		types = append(types, ev.EventType)
+	}
+	if strings.Join(types, " ") != "playbook.started playbook.completed" {
+		t.Fatalf("feed: %v", types)
+	}
+}
