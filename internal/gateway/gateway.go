@@ -22,6 +22,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/ui"
 )
 
 // Timeouts of the gateway's own HTTP server and of its calls to the server.
@@ -62,6 +63,12 @@ type Gateway struct {
 	// its auth off?), in memory: it is the same for every caller.
 	anonMu sync.Mutex
 	anon   anonAnswer
+	// The UI's handler, made once the server said whether it has an
+	// OIDC issuer (uiServe).
+	uiMu      sync.Mutex
+	uiHandler http.Handler
+	uiKnown   bool
+	uiAsked   time.Time
 }
 
 // New connects to NATS, makes the buckets if missing and registers every
@@ -327,6 +334,61 @@ func (m *metrics) instrument(pattern string, h http.Handler) http.Handler {
 	return promhttp.InstrumentHandlerDuration(m.requests.MustCurryWith(prometheus.Labels{"route": pattern}), h)
 }
 
-// uiRoutes mounts the web UI under /ui/ (not yet: the ui package has no
-// handler yet).
-func (g *Gateway) uiRoutes() {}
+// uiRoutes mounts the web UI under /ui/, talking to the API through the
+// proxy (/noetl). Its files are public; the data behind them is not.
+func (g *Gateway) uiRoutes() {
+	g.handle("GET /ui/", g.uiServe)
+	g.handle("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix, http.StatusMovedPermanently)
+	})
+}
+
+// uiRetry is how often the UI handler asks the server for its OIDC issuer
+// again while it has not answered.
+const uiRetry = 10 * time.Second
+
+// uiServe serves the UI. The page's Content-Security-Policy must name the
+// OIDC issuer, which only the server knows (GET /api/auth/config): asked
+// on first use, and again every uiRetry until the server answers.
+func (g *Gateway) uiServe(w http.ResponseWriter, r *http.Request) {
+	g.uiMu.Lock()
+	if g.uiHandler == nil || (!g.uiKnown && time.Since(g.uiAsked) >= uiRetry) {
+		g.uiAsked = time.Now()
+		issuer, err := g.oidcIssuer(r.Context())
+		if err != nil {
+			g.log.Warn("ask the server for its login settings (the UI works, without SSO until it answers)", "error", err)
+		}
+		g.uiKnown = err == nil
+		g.uiHandler = ui.Handler(ui.Config{APIBase: strings.TrimSuffix(ProxyPrefix, "/"), OIDCIssuer: issuer})
+	}
+	h := g.uiHandler
+	g.uiMu.Unlock()
+	h.ServeHTTP(w, r)
+}
+
+// oidcIssuer asks the server for its OIDC issuer ("" when it has none).
+func (g *Gateway) oidcIssuer(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.apiURL("/api/auth/config"), nil)
+	resp, err := g.upstream.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /api/auth/config answered %d", resp.StatusCode)
+	}
+	var c struct {
+		OIDC *struct {
+			Issuer string `json:"issuer"`
+		} `json:"oidc"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&c); err != nil {
+		return "", fmt.Errorf("GET /api/auth/config: %w", err)
+	}
+	if c.OIDC == nil {
+		return "", nil
+	}
+	return c.OIDC.Issuer, nil
+}

@@ -338,3 +338,118 @@ func TestProxyRequestShape(t *testing.T) {
 		}
 	}
 }
+
+// The UI is served under /ui/ with the proxy as its API; /ui redirects.
+func TestUIMount(t *testing.T) {
+	t.Parallel()
+	emb := embeddedNATS(t)
+	up := openUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/auth/config" {
+			writeJSON(w, 200, map[string]any{"auth": "tokens", "oidc": map[string]string{"issuer": "https://idp.example", "client_id": "c"}})
+			return
+		}
+		http.NotFound(w, r)
+	})
+	_, gw := startGateway(t, testConfig(t, up.URL, emb.URL()))
+	r := do(t, "GET", gw.URL+"/ui/", "", nil)
+	if r.status != 200 || !strings.Contains(r.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/ui/: %d %q", r.status, r.header.Get("Content-Type"))
+	}
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "https://idp.example") {
+		t.Errorf("CSP %q does not admit the server's OIDC issuer", csp)
+	}
+	r = do(t, "GET", gw.URL+"/ui/config.json", "", nil)
+	var c struct {
+		APIBase string `json:"api_base"`
+	}
+	if r.status != 200 || json.Unmarshal(r.body, &c) != nil || c.APIBase != "/noetl" {
+		t.Fatalf("/ui/config.json: %d %s", r.status, r.body)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", gw.URL+"/ui", nil)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
+		t.Errorf("/ui: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// /health needs no token and says what is wrong; /metrics has the
+// gateway's series.
+func TestHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	emb := embeddedNATS(t)
+	up := openUpstream(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{}) })
+	_, gw := startGateway(t, testConfig(t, up.URL, emb.URL()))
+	r := do(t, "GET", gw.URL+"/health", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"status":"ok"`) {
+		t.Fatalf("/health: %d %s", r.status, r.body)
+	}
+	up.Close()
+	r = do(t, "GET", gw.URL+"/health", "", nil)
+	if r.status != 503 || !strings.Contains(string(r.body), "SERVER_API_URL") {
+		t.Fatalf("/health with the server down: %d %s", r.status, r.body)
+	}
+	emb.Shutdown()
+	r = do(t, "GET", gw.URL+"/health", "", nil)
+	if r.status != 503 || !strings.Contains(string(r.body), `"nats":{"ok":false`) {
+		t.Fatalf("/health with NATS down: %d %s", r.status, r.body)
+	}
+	r = do(t, "GET", gw.URL+"/metrics", "", nil)
+	for _, want := range []string{"millrace_gateway_request_duration_seconds", `route="GET /health"`, "go_goroutines"} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// Shutting down ends streams at once (clients resume with Last-Event-ID)
+// and Serve returns well within the grace period.
+func TestServeShutsDownWithOpenStream(t *testing.T) {
+	t.Parallel()
+	emb := embeddedNATS(t)
+	up := openUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, ": open\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	g, err := New(t.Context(), testConfig(t, up.URL, emb.URL()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln) }()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+ln.Addr().String()+"/noetl/executions/1/stream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(2 * shutdownGrace):
+		t.Fatalf("Serve still running %v after shutdown began", 2*shutdownGrace)
+	}
+	if d := time.Since(start); d >= shutdownGrace {
+		t.Errorf("shutdown took %v: the open stream held it for the whole grace period", d)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil && !strings.Contains(err.Error(), "EOF") {
+		t.Logf("stream ended with %v", err)
+	}
+}

@@ -243,6 +243,10 @@ func (g *Gateway) sessionRoutes() {
 	g.handle("POST /api/auth/login", g.login)
 	g.handle("POST /api/auth/logout", g.authed(auth.Anyone, g.logout))
 	g.handle("GET /api/auth/whoami", g.authed(auth.Anyone, g.whoamiGet))
+	// The same through the proxy's prefix (the UI logs in at {api}/auth/login):
+	// a login must be cached and a logout must drop the cached copy.
+	g.handle("POST "+ProxyPrefix+"auth/login", g.login)
+	g.handle("POST "+ProxyPrefix+"auth/logout", g.authed(auth.Anyone, g.logout))
 }
 
 // login forwards POST /api/auth/login to the server; on success it caches

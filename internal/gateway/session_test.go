@@ -258,7 +258,7 @@ func TestLogoutAcrossReplicas(t *testing.T) {
 		t.Fatalf("replica B did not answer from the session A cached")
 	}
 
-	r = do(t, "POST", gwA.URL+"/api/auth/logout", "", sess)
+	r = do(t, "POST", gwA.URL+"/noetl/auth/logout", "", sess) // the UI's way, through the proxy prefix
 	if r.status != 200 {
 		t.Fatalf("logout through A: %d %s", r.status, r.body)
 	}
