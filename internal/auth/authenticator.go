@@ -189,6 +189,13 @@ func (a *Authenticator) used(id int64, now time.Time) {
 		a.mu.Unlock()
 		return
 	}
+	if len(a.touched) >= maxCached {
+		for k, t := range a.touched {
+			if now.Sub(t) >= touchEvery {
+				delete(a.touched, k)
+			}
+		}
+	}
 	a.touched[id] = now
 	a.pending[id] = now
 	a.mu.Unlock()
@@ -198,11 +205,15 @@ func (a *Authenticator) used(id int64, now time.Time) {
 	}
 }
 
-// Run writes last-used times until ctx ends (the server runs it).
+// Run writes last-used times until ctx ends (the server runs it, and
+// closes the store only after it returned), then writes what is left.
 func (a *Authenticator) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = a.Flush(fctx)
+			cancel()
 			return
 		case <-a.wake:
 		}
