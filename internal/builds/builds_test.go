@@ -126,11 +126,11 @@ func TestOutdatedBuildNeverPromoted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Claim(t.Context(), running.BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), running.BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
 		f.putModel(orders(semantic.Refresh{}, "revenue", "buyers")) // changes while it builds
-		b, err := s.Complete(t.Context(), running.BuildUUID, "w1", api.BuildComplete{Partitions: parts(running.BuildUUID, 9, "")})
+		b, err := s.Complete(t.Context(), running.BuildUUID, "w1", 0, api.BuildComplete{Partitions: parts(running.BuildUUID, 9, "")})
 		if err != nil || b.Status != api.BuildSuperseded || !strings.Contains(b.Error, "definition changed") {
 			t.Fatalf("complete = %s %q, %v; want superseded (definition changed)", b.Status, b.Error, err)
 		}
@@ -143,7 +143,7 @@ func TestOutdatedBuildNeverPromoted(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.putModel(orders(semantic.Refresh{})) // back to the first definition: queued is outdated
-		if _, err := s.Claim(t.Context(), queued.BuildUUID, "w1"); !errors.Is(err, builds.ErrNotClaimable) {
+		if _, err := s.Claim(t.Context(), queued.BuildUUID, "w1", 0); !errors.Is(err, builds.ErrNotClaimable) {
 			t.Fatalf("claim of an outdated build = %v, want ErrNotClaimable", err)
 		}
 		if got := f.build(queued.BuildUUID).Status; got != api.BuildSuperseded {
@@ -163,13 +163,13 @@ func TestFailedOrEmptyBuildKeepsActive(t *testing.T) {
 		good := run(t, s, q[0].BuildUUID, "w1", 5)
 
 		failing, _ := s.Trigger(t.Context(), "shop", "orders", "daily", builds.TriggerManual)
-		if _, err := s.Claim(t.Context(), failing.BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), failing.BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Fail(t.Context(), failing.BuildUUID, "w2", "not mine"); !errors.Is(err, builds.ErrNotHolder) {
+		if _, err := s.Fail(t.Context(), failing.BuildUUID, "w2", 0, "not mine"); !errors.Is(err, builds.ErrNotHolder) {
 			t.Fatalf("fail by another worker = %v, want ErrNotHolder", err)
 		}
-		b, err := s.Fail(t.Context(), failing.BuildUUID, "w1", "warehouse: relation orders does not exist")
+		b, err := s.Fail(t.Context(), failing.BuildUUID, "w1", 0, "warehouse: relation orders does not exist")
 		if err != nil || b.Status != api.BuildFailed {
 			t.Fatalf("fail = %s, %v", b.Status, err)
 		}
@@ -190,10 +190,10 @@ func TestFailedOrEmptyBuildKeepsActive(t *testing.T) {
 		check("relation orders does not exist")
 
 		empty, _ := s.Trigger(t.Context(), "shop", "orders", "daily", builds.TriggerManual)
-		if _, err := s.Claim(t.Context(), empty.BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), empty.BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
-		b, err = s.Complete(t.Context(), empty.BuildUUID, "w1", api.BuildComplete{Partitions: parts(empty.BuildUUID, 0, "")})
+		b, err = s.Complete(t.Context(), empty.BuildUUID, "w1", 0, api.BuildComplete{Partitions: parts(empty.BuildUUID, 0, "")})
 		if err != nil || b.Status != api.BuildFailed || !strings.Contains(b.Error, "empty build") {
 			t.Fatalf("empty complete = %s %q, %v; want failed: empty build", b.Status, b.Error, err)
 		}
@@ -294,7 +294,7 @@ func TestLateOlderBuildNeverWins(t *testing.T) {
 		s := f.service(builds.Config{NATSEnabled: true})
 		q, _ := s.ScheduleOnce(t.Context())
 		older := q[0]
-		if _, err := s.Claim(t.Context(), older.BuildUUID, "slow"); err != nil {
+		if _, err := s.Claim(t.Context(), older.BuildUUID, "slow", 0); err != nil {
 			t.Fatal(err)
 		}
 		// Another build of the same definition, queued later, finishes first.
@@ -305,7 +305,7 @@ func TestLateOlderBuildNeverWins(t *testing.T) {
 			t.Fatal(err)
 		}
 		run(t, s, "newer", "fast", 8)
-		b, err := s.Complete(t.Context(), older.BuildUUID, "slow", api.BuildComplete{Partitions: parts(older.BuildUUID, 3, "")})
+		b, err := s.Complete(t.Context(), older.BuildUUID, "slow", 0, api.BuildComplete{Partitions: parts(older.BuildUUID, 3, "")})
 		if err != nil || b.Status != api.BuildSuperseded {
 			t.Fatalf("late complete = %s, %v; want superseded", b.Status, err)
 		}
@@ -442,14 +442,14 @@ func TestWorkerDeathRequeuesBuild(t *testing.T) {
 		q, _ := s.ScheduleOnce(t.Context())
 		good := run(t, s, q[0].BuildUUID, "w1", 5)
 		b, _ := s.Trigger(t.Context(), "shop", "orders", "daily", builds.TriggerManual)
-		if _, err := s.Claim(t.Context(), b.BuildUUID, "doomed"); err != nil {
+		if _, err := s.Claim(t.Context(), b.BuildUUID, "doomed", 0); err != nil {
 			t.Fatal(err)
 		}
 		f.drainOutbox()
 		// Alive: heartbeats keep it.
 		for range 3 {
 			f.clock.Add(20 * time.Second)
-			if _, err := s.Heartbeat(t.Context(), b.BuildUUID, "doomed"); err != nil {
+			if _, err := s.Heartbeat(t.Context(), b.BuildUUID, "doomed", 0); err != nil {
 				t.Fatal(err)
 			}
 			if n, _, err := s.ReapOnce(t.Context(), nil); err != nil || n != 0 {
@@ -472,13 +472,13 @@ func TestWorkerDeathRequeuesBuild(t *testing.T) {
 		if a := f.active(); len(a) != 1 || a[0].BuildUUID != good.BuildUUID {
 			t.Fatalf("active during the retry = %+v, want %s", a, good.BuildUUID)
 		}
-		if _, err := s.Heartbeat(t.Context(), b.BuildUUID, "doomed"); !errors.Is(err, builds.ErrNotHolder) {
+		if _, err := s.Heartbeat(t.Context(), b.BuildUUID, "doomed", 0); !errors.Is(err, builds.ErrNotHolder) {
 			t.Fatalf("dead worker's heartbeat = %v, want ErrNotHolder", err)
 		}
 		if got := run(t, s, b.BuildUUID, "w2", 6); got.Status != api.BuildActive {
 			t.Fatalf("retried build is %s", got.Status)
 		}
-		if _, err := s.Complete(t.Context(), b.BuildUUID, "doomed", api.BuildComplete{Partitions: parts(b.BuildUUID, 1, "")}); !errors.Is(err, builds.ErrNotHolder) {
+		if _, err := s.Complete(t.Context(), b.BuildUUID, "doomed", 0, api.BuildComplete{Partitions: parts(b.BuildUUID, 1, "")}); !errors.Is(err, builds.ErrNotHolder) {
 			t.Fatalf("dead worker's late complete = %v, want ErrNotHolder", err)
 		}
 		if a := f.active(); len(a) != 1 || a[0].BuildUUID != b.BuildUUID || a[0].Rows != 6 || a[0].WorkerID != "w2" {
@@ -520,7 +520,7 @@ func TestLostNotificationRepublished(t *testing.T) {
 		if _, n, _ := s.ReapOnce(t.Context(), backlog); n != 0 {
 			t.Fatalf("reap with a backlog re-notified %d", n)
 		}
-		if _, err := s.Claim(t.Context(), q[0].BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), q[0].BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
 		f.clock.Add(time.Hour)
@@ -543,7 +543,7 @@ func TestClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Claim(t.Context(), b.BuildUUID, "w1")
+	c, err := s.Claim(t.Context(), b.BuildUUID, "w1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,10 +555,10 @@ func TestClaim(t *testing.T) {
 		c.Warehouse.URL != f.conn.URL || c.Project != "shop" || len(c.Keep) != 0 {
 		t.Fatalf("claimed = %+v", c)
 	}
-	if _, err := s.Claim(t.Context(), b.BuildUUID, "w2"); !errors.Is(err, builds.ErrNotClaimable) {
+	if _, err := s.Claim(t.Context(), b.BuildUUID, "w2", 0); !errors.Is(err, builds.ErrNotClaimable) {
 		t.Fatalf("second claim = %v, want ErrNotClaimable", err)
 	}
-	if _, err := s.Claim(t.Context(), "nope", "w2"); !errors.Is(err, builds.ErrBuildNotFound) {
+	if _, err := s.Claim(t.Context(), "nope", "w2", 0); !errors.Is(err, builds.ErrBuildNotFound) {
 		t.Fatalf("claim of an unknown build = %v", err)
 	}
 	if _, err := s.Trigger(t.Context(), "shop", "orders", "weekly", builds.TriggerManual); !errors.Is(err, builds.ErrPreAggNotFound) {

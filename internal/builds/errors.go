@@ -26,6 +26,9 @@ var (
 	// ErrNotHolder: the worker no longer holds the build (re-queued after
 	// its heartbeat went stale, or ended): it should stop.
 	ErrNotHolder = errors.New("worker does not hold the build")
+	// ErrClaimNotYours: the caller named the build's holder but the claim
+	// was made with another worker token.
+	ErrClaimNotYours = errkind.ClaimNotYours
 )
 
 func errorf(kind error, format string, args ...any) error {

@@ -253,10 +253,10 @@ func parts(build string, rows int64, keys ...string) []api.PartitionObject {
 // unpartitioned object; it returns the build afterwards.
 func run(t *testing.T, s *builds.Service, uuid, worker string, rows int64) store.PreAggBuild {
 	t.Helper()
-	if _, err := s.Claim(t.Context(), uuid, worker); err != nil {
+	if _, err := s.Claim(t.Context(), uuid, worker, 0); err != nil {
 		t.Fatalf("claim %s: %v", uuid, err)
 	}
-	b, err := s.Complete(t.Context(), uuid, worker, api.BuildComplete{Partitions: parts(uuid, rows, "")})
+	b, err := s.Complete(t.Context(), uuid, worker, 0, api.BuildComplete{Partitions: parts(uuid, rows, "")})
 	if err != nil {
 		t.Fatalf("complete %s: %v", uuid, err)
 	}

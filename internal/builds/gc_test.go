@@ -50,7 +50,7 @@ func TestCollectDeletesReplacedObjects(t *testing.T) {
 		}
 		complete := func(uuid string, objs []api.PartitionObject) {
 			t.Helper()
-			if b, err := s.Complete(t.Context(), uuid, "w1", api.BuildComplete{Partitions: objs}); err != nil || b.Status != api.BuildActive {
+			if b, err := s.Complete(t.Context(), uuid, "w1", 0, api.BuildComplete{Partitions: objs}); err != nil || b.Status != api.BuildActive {
 				t.Fatalf("complete %s: %s %v", uuid, b.Status, err)
 			}
 		}
@@ -63,7 +63,7 @@ func TestCollectDeletesReplacedObjects(t *testing.T) {
 
 		q, _ := s.ScheduleOnce(t.Context())
 		a := q[0].BuildUUID
-		if _, err := s.Claim(t.Context(), a, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), a, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
 		aObjs := parts(a, 5, "2024-01-08", "2024-01-09", "2024-01-10")
@@ -73,7 +73,7 @@ func TestCollectDeletesReplacedObjects(t *testing.T) {
 		f.clock.Set(time.Date(2024, 1, 10, 11, 0, 0, 0, time.UTC)) // the window: 2024-01-09 and 2024-01-10
 		q, _ = s.ScheduleOnce(t.Context())
 		b := q[0].BuildUUID
-		c, err := s.Claim(t.Context(), b, "w1")
+		c, err := s.Claim(t.Context(), b, "w1", 0)
 		if err != nil || !slices.Equal(keysOf(c.Keep), []string{"2024-01-08"}) {
 			t.Fatalf("claim = %v, %v", keysOf(c.Keep), err)
 		}
@@ -93,7 +93,7 @@ func TestCollectDeletesReplacedObjects(t *testing.T) {
 
 		// A manual full build replaces b; while it builds nothing goes.
 		m, _ := s.Trigger(t.Context(), "shop", "orders", "daily", builds.TriggerManual)
-		if _, err := s.Claim(t.Context(), m.BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), m.BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
 		mObjs := parts(m.BuildUUID, 7, "2024-01-08", "2024-01-09", "2024-01-10")
@@ -102,10 +102,10 @@ func TestCollectDeletesReplacedObjects(t *testing.T) {
 		again, _ := s.Trigger(t.Context(), "shop", "orders", "daily", builds.TriggerManual)
 		f.clock.Add(time.Hour)
 		collect(0) // a build is queued
-		if _, err := s.Claim(t.Context(), again.BuildUUID, "w1"); err != nil {
+		if _, err := s.Claim(t.Context(), again.BuildUUID, "w1", 0); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Fail(t.Context(), again.BuildUUID, "w1", "no"); err != nil {
+		if _, err := s.Fail(t.Context(), again.BuildUUID, "w1", 0, "no"); err != nil {
 			t.Fatal(err)
 		}
 		collect(3) // b's two and a's kept one

@@ -52,7 +52,7 @@ func (s *Service) runInProcess(ctx context.Context, uuid string) {
 	case <-ctx.Done():
 		return // still queued: the next run (or another server) builds it
 	}
-	claimed, err := s.Claim(ctx, uuid, s.cfg.WorkerID)
+	claimed, err := s.Claim(ctx, uuid, s.cfg.WorkerID, 0)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Debug("in-process build not claimed", "build", uuid, "err", err)
@@ -68,7 +68,7 @@ func (s *Service) runInProcess(ctx context.Context, uuid string) {
 	if s.builder == nil {
 		rec, cancel := record()
 		defer cancel()
-		_, _ = s.Fail(rec, uuid, s.cfg.WorkerID, "this server has no pre-aggregate engine to build with (NATS_ENABLED=false needs one); see the server log")
+		_, _ = s.Fail(rec, uuid, s.cfg.WorkerID, 0, "this server has no pre-aggregate engine to build with (NATS_ENABLED=false needs one); see the server log")
 		return
 	}
 	bctx, stop := context.WithCancel(ctx)
@@ -80,13 +80,13 @@ func (s *Service) runInProcess(ctx context.Context, uuid string) {
 	switch {
 	case ctx.Err() != nil:
 		// The server is stopping: queued again, the next run builds it.
-		s.requeue(rec, uuid, s.cfg.WorkerID)
+		s.requeue(rec, uuid, s.cfg.WorkerID, 0)
 	case bctx.Err() != nil:
 		// The heartbeat found the build taken away (re-queued): not ours to report.
 	case err != nil:
-		_, _ = s.Fail(rec, uuid, s.cfg.WorkerID, err.Error())
+		_, _ = s.Fail(rec, uuid, s.cfg.WorkerID, 0, err.Error())
 	default:
-		if _, err := s.Complete(rec, uuid, s.cfg.WorkerID, res); err != nil {
+		if _, err := s.Complete(rec, uuid, s.cfg.WorkerID, 0, res); err != nil {
 			s.log.Error("recording an in-process build failed", "build", uuid, "err", err)
 		}
 	}
@@ -103,7 +103,7 @@ func (s *Service) beat(ctx context.Context, cancel context.CancelFunc, uuid stri
 			return
 		case <-t.C:
 		}
-		if _, err := s.Heartbeat(ctx, uuid, s.cfg.WorkerID); err != nil && ctx.Err() == nil {
+		if _, err := s.Heartbeat(ctx, uuid, s.cfg.WorkerID, 0); err != nil && ctx.Err() == nil {
 			if isKind(err, ErrNotHolder) || isKind(err, ErrBuildNotFound) {
 				cancel()
 				return

@@ -43,7 +43,11 @@ func dialect(warehouseType string) (semantic.Dialect, error) {
 // definition changed (or was removed) since it was queued: it is then
 // superseded without running, and the scheduler queues one for the new
 // definition.
-func (s *Service) Claim(ctx context.Context, uuid, worker string) (api.ClaimedBuild, error) {
+//
+// token is the claiming worker's token id (auth.ClaimTokenID; 0 without
+// one): while it is not 0 only that token may heartbeat, complete or fail
+// the build.
+func (s *Service) Claim(ctx context.Context, uuid, worker string, token int64) (api.ClaimedBuild, error) {
 	b, err := s.Get(ctx, uuid)
 	if err != nil {
 		return api.ClaimedBuild{}, err
@@ -99,7 +103,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (api.ClaimedBu
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		b, err = tx.BuildTransition(ctx, uuid, []api.BuildStatus{api.BuildQueued}, api.BuildBuilding,
-			store.BuildUpdate{WorkerID: &worker, StartedAt: &now, PublishedAt: &now}, now)
+			store.BuildUpdate{WorkerID: &worker, ClaimTokenID: &token, StartedAt: &now, PublishedAt: &now}, now)
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -157,14 +161,18 @@ func (s *Service) window(ctx context.Context, t target, b store.PreAggBuild) (*t
 	return &from, keep, nil
 }
 
-// holder loads a build inside tx and checks that worker holds it.
-func holder(ctx context.Context, tx store.Tx, uuid, worker string) (store.PreAggBuild, error) {
+// holder loads a build inside tx and checks that worker holds it, with the
+// token that claimed it when the claim recorded one.
+func holder(ctx context.Context, tx store.Tx, uuid, worker string, token int64) (store.PreAggBuild, error) {
 	cur, err := tx.BuildGet(ctx, uuid)
 	if errors.Is(err, store.ErrNotFound) {
 		return cur, errorf(ErrBuildNotFound, "build %s does not exist", uuid)
 	}
 	if err != nil {
 		return cur, err
+	}
+	if cur.Status == api.BuildBuilding && cur.WorkerID == worker && cur.ClaimTokenID != 0 && cur.ClaimTokenID != token {
+		return cur, errorf(ErrClaimNotYours, "build %s (worker %q) was claimed with another worker token; only the token that claimed it may heartbeat, complete or fail it", uuid, worker)
 	}
 	if cur.Status != api.BuildBuilding || cur.WorkerID != worker {
 		return cur, errorf(ErrNotHolder, "build %s is %s (worker %q), not building for worker %q: stop", uuid, cur.Status, cur.WorkerID, worker)
@@ -174,12 +182,12 @@ func holder(ctx context.Context, tx store.Tx, uuid, worker string) (store.PreAgg
 
 // Heartbeat records that worker still builds uuid. ErrNotHolder when it no
 // longer does (re-queued after a stale heartbeat, or ended): stop.
-func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.PreAggBuild, error) {
+func (s *Service) Heartbeat(ctx context.Context, uuid, worker string, token int64) (store.PreAggBuild, error) {
 	now := s.now()
 	var b store.PreAggBuild
 	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		if b, err = holder(ctx, tx, uuid, worker); err != nil {
+		if b, err = holder(ctx, tx, uuid, worker, token); err != nil {
 			return err
 		}
 		b, err = tx.BuildTransition(ctx, uuid, []api.BuildStatus{api.BuildBuilding}, api.BuildBuilding, store.BuildUpdate{PublishedAt: &now}, now)
@@ -193,7 +201,7 @@ func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Pre
 
 // Fail records a build's failure. The previous active build, if any, keeps
 // serving; the error shows in the pre-aggregate's status.
-func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) (store.PreAggBuild, error) {
+func (s *Service) Fail(ctx context.Context, uuid, worker string, token int64, msg string) (store.PreAggBuild, error) {
 	if msg == "" {
 		msg = "the build failed (the worker gave no reason)"
 	}
@@ -201,7 +209,7 @@ func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) (store.Pre
 	var b store.PreAggBuild
 	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		if b, err = holder(ctx, tx, uuid, worker); err != nil {
+		if b, err = holder(ctx, tx, uuid, worker, token); err != nil {
 			return err
 		}
 		b, err = tx.BuildTransition(ctx, uuid, []api.BuildStatus{api.BuildBuilding}, api.BuildFailed, store.BuildUpdate{Error: &msg, EndedAt: &now}, now)
@@ -226,7 +234,7 @@ func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) (store.Pre
 //   - it is empty while the active build of the same definition has rows
 //     (failed: "empty build"), as a half-loaded warehouse table would be;
 //   - a newer build is already active (a late older build; superseded).
-func (s *Service) Complete(ctx context.Context, uuid, worker string, c api.BuildComplete) (store.PreAggBuild, error) {
+func (s *Service) Complete(ctx context.Context, uuid, worker string, token int64, c api.BuildComplete) (store.PreAggBuild, error) {
 	var rows, size int64
 	for i, o := range c.Partitions {
 		if o.Object == "" || o.Rows < 0 || o.Bytes < 0 {
@@ -261,7 +269,7 @@ func (s *Service) Complete(ctx context.Context, uuid, worker string, c api.Build
 	var b store.PreAggBuild
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		if b, err = holder(ctx, tx, uuid, worker); err != nil {
+		if b, err = holder(ctx, tx, uuid, worker, token); err != nil {
 			return err
 		}
 		if stale != "" {

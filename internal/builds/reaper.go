@@ -74,7 +74,7 @@ func (s *Service) RequeueStale(ctx context.Context, now time.Time) (int, error) 
 		if s.runningHere(b.BuildUUID) {
 			continue // ours, and alive: its heartbeat is only late
 		}
-		if s.requeue(ctx, b.BuildUUID, b.WorkerID) {
+		if s.requeue(ctx, b.BuildUUID, b.WorkerID, b.ClaimTokenID) {
 			n++
 			mReaped.WithLabelValues("requeued").Inc()
 			s.log.Warn("re-queued a pre-aggregate build whose worker stopped heartbeating; the previous active build keeps serving",
@@ -84,14 +84,14 @@ func (s *Service) RequeueStale(ctx context.Context, now time.Time) (int, error) 
 	return n, nil
 }
 
-// requeue moves a build held by worker back to queued and notifies it
-// again; false if it moved on meanwhile.
-func (s *Service) requeue(ctx context.Context, uuid, worker string) bool {
+// requeue moves a build held by worker (under the claim of token) back to
+// queued and notifies it again; false if it moved on meanwhile.
+func (s *Service) requeue(ctx context.Context, uuid, worker string, token int64) bool {
 	now := s.now()
 	none := ""
 	var upd store.PreAggBuild
 	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-		if _, err := holder(ctx, tx, uuid, worker); err != nil {
+		if _, err := holder(ctx, tx, uuid, worker, token); err != nil {
 			return err
 		}
 		if _, err := tx.BuildTransition(ctx, uuid, []api.BuildStatus{api.BuildBuilding}, api.BuildQueued,

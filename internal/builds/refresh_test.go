@@ -97,7 +97,7 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 			t.Fatalf("first pass = %+v; want one full definition build", q)
 		}
 		first := q[0].BuildUUID
-		c, err := s.Claim(t.Context(), first, "w1")
+		c, err := s.Claim(t.Context(), first, "w1", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 			t.Fatalf("full plan = %+v, want the full partitioned Plan (%v)", c.Plan, err)
 		}
 		all := parts(first, 10, days("2024-01-01", 10)...) // 2024-01-01 .. 2024-01-10
-		if b, err := s.Complete(t.Context(), first, "w1", api.BuildComplete{Partitions: all}); err != nil || b.Status != api.BuildActive {
+		if b, err := s.Complete(t.Context(), first, "w1", 0, api.BuildComplete{Partitions: all}); err != nil || b.Status != api.BuildActive {
 			t.Fatalf("first build: %v %v", b.Status, err)
 		}
 
@@ -124,7 +124,7 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 		if want := []string{"2024-01-08", "2024-01-09", "2024-01-10"}; !slices.Equal(got, want) {
 			t.Fatalf("rebuild keys = %v, want %v", got, want)
 		}
-		c, err = s.Claim(t.Context(), second, "w1")
+		c, err = s.Claim(t.Context(), second, "w1", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 			}
 		}
 		window := parts(second, 20, "2024-01-08", "2024-01-09", "2024-01-10")
-		b, err := s.Complete(t.Context(), second, "w1", api.BuildComplete{Partitions: append(slices.Clone(c.Keep), window...)})
+		b, err := s.Complete(t.Context(), second, "w1", 0, api.BuildComplete{Partitions: append(slices.Clone(c.Keep), window...)})
 		if err != nil || b.Status != api.BuildActive {
 			t.Fatalf("partition build: %v %v (%s)", b.Status, err, b.Error)
 		}
@@ -173,7 +173,7 @@ func TestPartitionedRefreshRebuildsOnlyTheWindow(t *testing.T) {
 				missing = b
 			}
 		}
-		c, err = s.Claim(t.Context(), missing.BuildUUID, "w1")
+		c, err = s.Claim(t.Context(), missing.BuildUUID, "w1", 0)
 		if err != nil || len(c.Keep) != 0 {
 			t.Fatalf("missing rebuild keeps %v, %v; want a full build", keysOf(c.Keep), err)
 		}
@@ -188,10 +188,10 @@ func TestPartitionWindowMonths(t *testing.T) {
 	f.putModel(m)
 	s := f.service(builds.Config{NATSEnabled: true})
 	q, _ := s.ScheduleOnce(t.Context())
-	if _, err := s.Claim(t.Context(), q[0].BuildUUID, "w1"); err != nil {
+	if _, err := s.Claim(t.Context(), q[0].BuildUUID, "w1", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Complete(t.Context(), q[0].BuildUUID, "w1", api.BuildComplete{Partitions: parts(q[0].BuildUUID, 3, "2023-11-01", "2023-12-01", "2024-01-01")}); err != nil {
+	if _, err := s.Complete(t.Context(), q[0].BuildUUID, "w1", 0, api.BuildComplete{Partitions: parts(q[0].BuildUUID, 3, "2023-11-01", "2023-12-01", "2024-01-01")}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Set(time.Date(2024, 1, 11, 0, 0, 0, 0, time.UTC)) // 40 days back: 2023-12-02
@@ -199,7 +199,7 @@ func TestPartitionWindowMonths(t *testing.T) {
 	if len(q) != 1 || !slices.Equal(builds.ToAPI(q[0], "shop").Rebuilt, []string{"2023-12-01", "2024-01-01"}) {
 		t.Fatalf("month window build = %+v", q)
 	}
-	c, err := s.Claim(t.Context(), q[0].BuildUUID, "w1")
+	c, err := s.Claim(t.Context(), q[0].BuildUUID, "w1", 0)
 	if err != nil || !slices.Equal(keysOf(c.Keep), []string{"2023-11-01"}) {
 		t.Fatalf("kept = %v, %v; want [2023-11-01]", keysOf(c.Keep), err)
 	}

@@ -27,6 +27,9 @@ var (
 	// ErrNotHolder: the worker does not hold the command: another worker
 	// holds a live lease, its attempt is stale, or the command ended.
 	ErrNotHolder = errors.New("worker does not hold the command")
+	// ErrClaimNotYours: the caller named the holder of a live claim (worker
+	// and attempt) but the claim was made with another worker token.
+	ErrClaimNotYours = errkind.ClaimNotYours
 	// ErrExecutionEnded: the execution is no longer running.
 	ErrExecutionEnded = errors.New("execution already ended")
 )

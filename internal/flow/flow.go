@@ -301,23 +301,27 @@ type Claimed struct {
 // execution id when the caller knows it (from the notification), only
 // picks the group-commit shard: all writes of one execution then go
 // through one committer and cannot deadlock each other in this process.
-func (s *Service) Claim(ctx context.Context, eventID int64, workerID string, execHint int64) (Claimed, error) {
-	return s.claim(ctx, eventID, workerID, execHint, false)
+//
+// token is the claiming worker's token id (auth.ClaimTokenID; 0 without
+// one): while it is not 0, only that token may start, heartbeat, report or
+// release the command.
+func (s *Service) Claim(ctx context.Context, eventID int64, workerID string, execHint, token int64) (Claimed, error) {
+	return s.claim(ctx, eventID, workerID, execHint, token, false)
 }
 
 // ClaimAndStart is Claim followed by command.started in the same
 // transaction, for a worker that runs the command at once: one request
 // and one commit instead of two. Both events are recorded.
-func (s *Service) ClaimAndStart(ctx context.Context, eventID int64, workerID string, execHint int64) (Claimed, error) {
-	return s.claim(ctx, eventID, workerID, execHint, true)
+func (s *Service) ClaimAndStart(ctx context.Context, eventID int64, workerID string, execHint, token int64) (Claimed, error) {
+	return s.claim(ctx, eventID, workerID, execHint, token, true)
 }
 
-func (s *Service) claim(ctx context.Context, eventID int64, workerID string, execHint int64, start bool) (Claimed, error) {
+func (s *Service) claim(ctx context.Context, eventID int64, workerID string, execHint, token int64, start bool) (Claimed, error) {
 	var cmd store.Command
 	err := s.st.Do(ctx, shardKey(execHint, eventID), func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
-		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL, Start: start})
+		cmd, err = tx.CommandClaim(ctx, store.ClaimParams{EventID: eventID, WorkerID: workerID, Now: now, LeaseTTL: s.cfg.LeaseTTL, TokenID: token, Start: start})
 		if err != nil {
 			return err
 		}
@@ -372,6 +376,9 @@ type Report struct {
 	// Context is what a task list assigned to the execution's context
 	// ("ctx.<path>" -> value); merged in when the command completes.
 	Context map[string]any
+	// TokenID is the reporter's token id (auth.ClaimTokenID): it must be
+	// the claim's when the claim recorded one (see Claim).
+	TokenID int64
 }
 
 func shardKey(execHint, fallback int64) int64 {
@@ -406,7 +413,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 		switch r.EventType {
 		case api.EvCommandStarted:
 			var cmd store.Command
-			if cmd, err = tx.CommandStart(ctx, r.EventID, r.WorkerID, r.Attempt, now, s.cfg.LeaseTTL); err != nil {
+			if cmd, err = tx.CommandStart(ctx, r.EventID, r.WorkerID, r.Attempt, r.TokenID, now, s.cfg.LeaseTTL); err != nil {
 				return err
 			}
 			ack = Ack{EventID: s.ids.Next(), Status: cmd.Status}
@@ -416,7 +423,7 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			// Heartbeats renew the lease only; logging each would bloat the
 			// event log with no information.
 			var cmd store.Command
-			if cmd, err = tx.CommandHeartbeat(ctx, r.EventID, r.WorkerID, r.Attempt, now, s.cfg.LeaseTTL); err != nil {
+			if cmd, err = tx.CommandHeartbeat(ctx, r.EventID, r.WorkerID, r.Attempt, r.TokenID, now, s.cfg.LeaseTTL); err != nil {
 				return err
 			}
 			ack = Ack{Status: cmd.Status}
@@ -433,6 +440,9 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Ack{}, errorf(ErrCommandNotFound, "command %d does not exist", r.EventID)
+	case errors.Is(err, store.ErrNotYours):
+		mClaimNotYours.Inc()
+		return Ack{}, notYours(r.EventID, r.WorkerID, r.Attempt)
 	case errors.Is(err, store.ErrConflict):
 		return Ack{}, errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
 	case err != nil:
@@ -547,7 +557,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		return finished{}, err
 	}
 	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
-		Status: projected, Result: stored, Error: rep.Error, Now: now})
+		TokenID: rep.TokenID, Status: projected, Result: stored, Error: rep.Error, Now: now})
 	if err != nil {
 		return finished{}, err
 	}
@@ -643,13 +653,14 @@ func (s *Service) runFor(ctx context.Context, tx store.Tx, exec store.Execution,
 
 // Release gives up a lease at once so another worker can claim the command
 // without waiting for it to expire (used on worker shutdown).
-func (s *Service) Release(ctx context.Context, eventID int64, workerID string, attempt int) error {
+// token is the caller's token id, as for Apply.
+func (s *Service) Release(ctx context.Context, eventID int64, workerID string, attempt int, token int64) error {
 	var cmd store.Command
 	err := s.st.Do(ctx, eventID, func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
 		var err error
 		// A zero TTL leaves the lease expired "now": claimable at once.
-		if cmd, err = tx.CommandHeartbeat(ctx, eventID, workerID, attempt, now, 0); err != nil {
+		if cmd, err = tx.CommandHeartbeat(ctx, eventID, workerID, attempt, token, now, 0); err != nil {
 			return err
 		}
 		// Re-notify right away rather than waiting for the reaper.
@@ -661,6 +672,9 @@ func (s *Service) Release(ctx context.Context, eventID int64, workerID string, a
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return errorf(ErrCommandNotFound, "command %d does not exist", eventID)
+	case errors.Is(err, store.ErrNotYours):
+		mClaimNotYours.Inc()
+		return notYours(eventID, workerID, attempt)
 	case errors.Is(err, store.ErrConflict):
 		return errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d", workerID, attempt, eventID)
 	case err != nil:
@@ -668,6 +682,11 @@ func (s *Service) Release(ctx context.Context, eventID int64, workerID string, a
 	}
 	s.wake()
 	return nil
+}
+
+// notYours refuses a worker that names a claim's holder with another token.
+func notYours(eventID int64, workerID string, attempt int) error {
+	return errorf(ErrClaimNotYours, "command %d (worker %s, attempt %d) was claimed with another worker token; only the token that claimed it may heartbeat, report or release it", eventID, workerID, attempt)
 }
 
 // republishMsgID derives a fresh Nats-Msg-Id for a re-notification: the

@@ -410,7 +410,7 @@ func TestJoinCancelledWhileWaiting(t *testing.T) {
 	r.report("b2", api.EvCommandCompleted, "rb2", "")
 	byStep, _ := r.open()
 	b1 := byStep["b1"]
-	claimed, err := r.flow.ClaimAndStart(r.ctx, b1.EventID, "w1", r.ex.ExecutionID)
+	claimed, err := r.flow.ClaimAndStart(r.ctx, b1.EventID, "w1", r.ex.ExecutionID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 	cmds, _ := store.ReadValue(ctx, b.Store, func(q store.Querier) ([]store.Command, error) {
 		return q.CommandListByExecution(ctx, ex.ExecutionID)
 	})
-	if _, err := b.Flow.Claim(ctx, cmds[0].EventID, "w1", 0); err != nil {
+	if _, err := b.Flow.Claim(ctx, cmds[0].EventID, "w1", 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := b.reaper.ReapOnce(ctx); n != 0 {
@@ -106,7 +106,7 @@ func TestReaperRenotifiesUnclaimedAndExpired(t *testing.T) {
 		t.Fatalf("expired lease re-notified again at once (%d)", n)
 	}
 	// The next worker gets attempt 2.
-	cl, err := b.Flow.Claim(ctx, cmds[0].EventID, "w2", 0)
+	cl, err := b.Flow.Claim(ctx, cmds[0].EventID, "w2", 0, 0)
 	if err != nil || cl.Attempt != 2 {
 		t.Fatalf("claim after expiry = %+v, %v; want attempt 2", cl, err)
 	}

@@ -121,7 +121,7 @@ func (r *route) report(step, eventType string, result any, errMsg string) {
 	if !ok {
 		r.t.Fatalf("no open command for step %s; open: %q", step, steps)
 	}
-	claimed, err := r.flow.ClaimAndStart(r.ctx, c.EventID, "w1", r.ex.ExecutionID)
+	claimed, err := r.flow.ClaimAndStart(r.ctx, c.EventID, "w1", r.ex.ExecutionID, 0)
 	if err != nil {
 		r.t.Fatalf("claim %s: %v", step, err)
 	}
@@ -344,7 +344,7 @@ func TestRouteFailures(t *testing.T) {
 		r := router(t, "exclusive")
 		byStep, _ := r.open()
 		c := byStep["start"]
-		claimed, err := r.flow.ClaimAndStart(r.ctx, c.EventID, "w1", r.ex.ExecutionID)
+		claimed, err := r.flow.ClaimAndStart(r.ctx, c.EventID, "w1", r.ex.ExecutionID, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

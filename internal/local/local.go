@@ -208,7 +208,7 @@ func (d *dispatcher) loop(ctx context.Context) {
 
 // run claims and executes one command, like a worker.
 func (d *dispatcher) run(ctx context.Context, eventID int64) {
-	cl, err := d.flow.ClaimAndStart(ctx, eventID, workerID, 0)
+	cl, err := d.flow.ClaimAndStart(ctx, eventID, workerID, 0, 0) // no token: nothing else reports on a local run
 	if err != nil {
 		return // ended or cancelled meanwhile
 	}

@@ -3,7 +3,9 @@ package query
 import (
 	"errors"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/errkind"
+	"github.com/millrace/millrace/internal/store"
 )
 
 // The errors query returns for a request the caller can correct or a state
@@ -38,6 +40,9 @@ var (
 	// ErrNotHolder: the worker no longer runs the query (cancelled,
 	// re-queued to another worker, done): it should stop.
 	ErrNotHolder = errors.New("worker does not hold the query")
+	// ErrClaimNotYours: the caller named the query's holder but the claim
+	// was made with another worker token.
+	ErrClaimNotYours = errkind.ClaimNotYours
 
 	// The metrics layer (models and metric queries).
 
@@ -58,4 +63,16 @@ var (
 // errorf returns an error that matches kind and reads as the message.
 func errorf(kind error, format string, args ...any) error {
 	return errkind.Errorf(kind, format, args...)
+}
+
+// notYours is the refusal for a worker that names a query's holder with
+// another worker token than the claim's; the holder keeps the query.
+func notYours(uuid, worker string) error {
+	return errorf(ErrClaimNotYours, "query %s (worker %q) was claimed with another worker token; only the token that claimed it may heartbeat, upload, fail or fall back", uuid, worker)
+}
+
+// otherToken reports whether worker is q's holder but token is not the
+// claim's (a claim made without a token accepts any).
+func otherToken(q store.Query, worker string, token int64) bool {
+	return q.Status == api.QueryExecuting && q.WorkerID == worker && q.ClaimTokenID != 0 && q.ClaimTokenID != token
 }

@@ -188,7 +188,11 @@ type Claimed struct {
 // Claim moves a queued query to executing for worker, unless it waited
 // longer than the queue timeout (it then becomes expired and is not run).
 // 409 when it is no longer queued (cancelled, taken, done).
-func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, error) {
+//
+// token is the claiming worker's token id (auth.ClaimTokenID; 0 without
+// one): while it is not 0 only that token may heartbeat, upload, fail or
+// fall back.
+func (s *Service) Claim(ctx context.Context, uuid, worker string, token int64) (Claimed, error) {
 	q, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
 		return qq.QueryGet(ctx, uuid)
 	})
@@ -227,7 +231,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 	err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		q, err = tx.QueryTransition(ctx, uuid, []api.QueryStatus{api.QueryQueued}, api.QueryExecuting,
-			store.QueryUpdate{WorkerID: &worker, StartedAt: &now, PublishedAt: &now}, now)
+			store.QueryUpdate{WorkerID: &worker, ClaimTokenID: &token, StartedAt: &now, PublishedAt: &now}, now)
 		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -242,7 +246,7 @@ func (s *Service) Claim(ctx context.Context, uuid, worker string) (Claimed, erro
 // Ingest stores a worker's results (NDJSON: a {"columns": [...]} line, then
 // one JSON array per row) and marks the query ready. If the query was
 // cancelled meanwhile the results are dropped and 409 returned.
-func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reader) (store.Query, error) {
+func (s *Service) Ingest(ctx context.Context, uuid, worker string, token int64, body io.Reader) (store.Query, error) {
 	// Only the worker that holds the query may upload: a stale worker whose
 	// job was redelivered elsewhere must not race the current one.
 	cur, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Query, error) {
@@ -253,6 +257,9 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 	}
 	if err != nil {
 		return store.Query{}, err
+	}
+	if otherToken(cur, worker, token) {
+		return cur, notYours(uuid, worker)
 	}
 	if cur.Status != api.QueryExecuting || cur.WorkerID != worker {
 		return cur, errorf(ErrNotHolder, "query %s is %s and held by %q, not %q; upload refused", uuid, cur.Status, cur.WorkerID, worker)
@@ -309,7 +316,7 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 		if err != nil {
 			return err
 		}
-		if cur.WorkerID != worker { // re-queued and taken over while we streamed
+		if cur.WorkerID != worker || otherToken(cur, worker, token) { // re-queued and taken over while we streamed
 			q = cur
 			return store.ErrConflict
 		}
@@ -329,13 +336,17 @@ func (s *Service) Ingest(ctx context.Context, uuid, worker string, body io.Reade
 // Heartbeat records that worker still runs uuid (PublishedAt doubles as
 // "last seen" while executing). 409 when the query is no longer executing
 // for this worker (cancelled, re-queued, done): the worker should stop.
-func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Query, error) {
+func (s *Service) Heartbeat(ctx context.Context, uuid, worker string, token int64) (store.Query, error) {
 	now := s.now()
 	var q store.Query
 	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		cur, err := tx.QueryGet(ctx, uuid)
 		if err != nil {
 			return err
+		}
+		if otherToken(cur, worker, token) {
+			q = cur
+			return notYours(uuid, worker)
 		}
 		if cur.Status != api.QueryExecuting || cur.WorkerID != worker {
 			q = cur
@@ -354,12 +365,15 @@ func (s *Service) Heartbeat(ctx context.Context, uuid, worker string) (store.Que
 }
 
 // Fail records a worker's failure (the warehouse's message).
-func (s *Service) Fail(ctx context.Context, uuid, worker, msg string) error {
+func (s *Service) Fail(ctx context.Context, uuid, worker string, token int64, msg string) error {
 	now := s.now()
 	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
 		cur, err := tx.QueryGet(ctx, uuid)
 		if err != nil {
 			return err
+		}
+		if otherToken(cur, worker, token) {
+			return notYours(uuid, worker)
 		}
 		if cur.WorkerID != worker { // a stale worker: another one holds it now
 			return store.ErrConflict

@@ -400,7 +400,7 @@ var fallbackCodes = map[string]bool{api.PreAggMissObjectLost: true, api.PreAggMi
 // miss with that reason, it is published on its warehouse lane, and a
 // rebuild is asked for (Config.OnObjectLost). code "" means
 // MATERIALIZATION_MISSING.
-func (s *Service) Fallback(ctx context.Context, uuid, worker, code, message string) (store.Query, error) {
+func (s *Service) Fallback(ctx context.Context, uuid, worker string, token int64, code, message string) (store.Query, error) {
 	if code == "" {
 		code = api.PreAggMissObjectLost
 	}
@@ -418,6 +418,9 @@ func (s *Service) Fallback(ctx context.Context, uuid, worker, code, message stri
 	}
 	if err != nil {
 		return cur, err
+	}
+	if otherToken(cur, worker, token) {
+		return cur, notYours(uuid, worker)
 	}
 	if cur.Status != api.QueryExecuting || cur.WorkerID != worker {
 		return cur, errorf(ErrNotHolder, "query %s is %s and held by %q, not %q; fallback refused", uuid, cur.Status, cur.WorkerID, worker)

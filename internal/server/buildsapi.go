@@ -69,14 +69,14 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
 		}
-		return b.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
+		return b.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()))
 	})
 	a.route("POST /api/v2/internal/preaggregates/builds/{uuid}/heartbeat", auth.Workers, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var body api.BuildWorker
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
 		}
-		bl, err := b.Heartbeat(r.Context(), r.PathValue("uuid"), body.WorkerID)
+		bl, err := b.Heartbeat(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()))
 		if err != nil {
 			return nil, err
 		}
@@ -87,7 +87,7 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
 		}
-		bl, err := b.Complete(r.Context(), r.PathValue("uuid"), body.WorkerID, body.BuildComplete)
+		bl, err := b.Complete(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()), body.BuildComplete)
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +98,7 @@ func (a *API) buildsRoutes(b *builds.Service) {
 		if err := decodeWorker(r, &body, &body.WorkerID); err != nil {
 			return nil, err
 		}
-		bl, err := b.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, body.Error)
+		bl, err := b.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()), body.Error)
 		if err != nil {
 			return nil, err
 		}

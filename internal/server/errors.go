@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/errkind"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
@@ -17,6 +18,9 @@ var domainCodes = []struct {
 	err  error
 	code apierr.Code
 }{
+	// flow, query and builds share this kind (their ErrClaimNotYours).
+	{errkind.ClaimNotYours, apierr.ClaimNotYours},
+
 	{flow.ErrInvalid, apierr.BadRequest},
 	{flow.ErrInvalidPlaybook, apierr.InvalidPlaybook},
 	{flow.ErrInvalidResult, apierr.BadJSON},

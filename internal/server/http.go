@@ -471,7 +471,7 @@ func (a *API) commandClaim(w http.ResponseWriter, r *http.Request) (any, error) 
 	if body.Start {
 		claim = a.flow.ClaimAndStart
 	}
-	cl, err := claim(r.Context(), id, body.WorkerID, body.ExecutionID)
+	cl, err := claim(r.Context(), id, body.WorkerID, body.ExecutionID, auth.ClaimTokenID(r.Context()))
 	if err != nil {
 		return nil, err
 	}
@@ -490,7 +490,7 @@ func (a *API) commandRelease(w http.ResponseWriter, r *http.Request) (any, error
 	if body.WorkerID == "" || body.Attempt < 1 {
 		return nil, apierr.New(apierr.BadRequest, "worker_id and attempt (>= 1) are required")
 	}
-	if err := a.flow.Release(r.Context(), id, body.WorkerID, body.Attempt); err != nil {
+	if err := a.flow.Release(r.Context(), id, body.WorkerID, body.Attempt, auth.ClaimTokenID(r.Context())); err != nil {
 		return nil, err
 	}
 	return api.Released{Status: "released"}, nil
@@ -602,6 +602,7 @@ func (a *API) eventPost(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.TokenID = auth.ClaimTokenID(r.Context())
 	ack, err := a.flow.Apply(r.Context(), rep)
 	if err != nil {
 		return nil, err
@@ -659,9 +660,9 @@ func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, er
 		case c.EventID <= 0:
 			err = apierr.New(apierr.BadRequest, "event_id must be a positive command event id")
 		case body.Start:
-			cl, err = a.flow.ClaimAndStart(r.Context(), c.EventID, body.WorkerID, c.ExecutionID)
+			cl, err = a.flow.ClaimAndStart(r.Context(), c.EventID, body.WorkerID, c.ExecutionID, auth.ClaimTokenID(r.Context()))
 		default:
-			cl, err = a.flow.Claim(r.Context(), c.EventID, body.WorkerID, c.ExecutionID)
+			cl, err = a.flow.Claim(r.Context(), c.EventID, body.WorkerID, c.ExecutionID, auth.ClaimTokenID(r.Context()))
 		}
 		if err != nil {
 			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch claim")
@@ -688,6 +689,7 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 		rep, err := body.Events[i].report()
 		var ack flow.Ack
 		if err == nil {
+			rep.TokenID = auth.ClaimTokenID(r.Context())
 			ack, err = a.flow.Apply(r.Context(), rep)
 		}
 		if err != nil {

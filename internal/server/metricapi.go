@@ -95,7 +95,7 @@ func (a *API) queryFallback(w http.ResponseWriter, r *http.Request) (any, error)
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
 	}
-	q, err := a.query.Fallback(r.Context(), r.PathValue("uuid"), body.WorkerID, body.Code, body.Message)
+	q, err := a.query.Fallback(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()), body.Code, body.Message)
 	if err != nil {
 		return nil, err
 	}

@@ -222,7 +222,7 @@ func (a *API) queryClaim(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.WorkerID == "" {
 		return nil, apierr.New(apierr.BadRequest, "worker_id is required")
 	}
-	c, err := a.query.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID)
+	c, err := a.query.Claim(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()))
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +249,7 @@ func (a *API) queryHeartbeat(w http.ResponseWriter, r *http.Request) (any, error
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
-	q, err := a.query.Heartbeat(r.Context(), r.PathValue("uuid"), body.WorkerID)
+	q, err := a.query.Heartbeat(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()))
 	if err != nil {
 		return nil, err
 	}
@@ -264,14 +264,14 @@ func (a *API) queryFail(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
-	if err := a.query.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, body.Error); err != nil {
+	if err := a.query.Fail(r.Context(), r.PathValue("uuid"), body.WorkerID, auth.ClaimTokenID(r.Context()), body.Error); err != nil {
 		return nil, err
 	}
 	return map[string]any{"status": api.QueryError}, nil
 }
 
 func (a *API) queryUpload(w http.ResponseWriter, r *http.Request) {
-	q, err := a.query.Ingest(r.Context(), r.PathValue("uuid"), r.URL.Query().Get("worker_id"), r.Body)
+	q, err := a.query.Ingest(r.Context(), r.PathValue("uuid"), r.URL.Query().Get("worker_id"), auth.ClaimTokenID(r.Context()), r.Body)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -45,6 +45,10 @@ type PreAggBuild struct {
 	StartedAt    *time.Time
 	EndedAt      *time.Time
 	UpdatedAt    time.Time
+	// ClaimTokenID is the id of the worker token whose claim made the
+	// build building (0: no token, auth off or built in the server); only
+	// that token may heartbeat, complete or fail it.
+	ClaimTokenID int64
 }
 
 // BuildUpdate lists the fields a build transition may set; nil fields are
@@ -60,6 +64,8 @@ type BuildUpdate struct {
 	PublishedAt *time.Time
 	StartedAt   *time.Time
 	EndedAt     *time.Time
+	// ClaimTokenID is set by a claim (see PreAggBuild.ClaimTokenID).
+	ClaimTokenID *int64
 }
 
 // PreAggState is the refresh bookkeeping of one pre-aggregate, written

@@ -49,6 +49,11 @@ type Query struct {
 	Target       string          // "warehouse" (or "") | "preagg"
 	PreAggregate json.RawMessage // api.PreAggregateMeta
 	BuildUUID    string          // the serving build on a hit
+
+	// ClaimTokenID is the id of the worker token whose claim made the
+	// query executing (0: no token, auth off or run in the server); only
+	// that token may heartbeat, upload, fail or fall back.
+	ClaimTokenID int64
 }
 
 // QueryUpdate lists the fields a transition may set; nil/zero fields are
@@ -69,6 +74,8 @@ type QueryUpdate struct {
 	Target       *string
 	PreAggregate json.RawMessage
 	BuildUUID    *string
+	// ClaimTokenID is set by a claim (see Query.ClaimTokenID).
+	ClaimTokenID *int64
 }
 
 // QueueStats summarises queued queries for health and `millrace doctor`.

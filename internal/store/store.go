@@ -27,6 +27,10 @@ var (
 	// claim is held by someone else, the command already ended, a stale
 	// attempt number, an execution that is no longer running).
 	ErrConflict = errors.New("conflict")
+	// ErrNotYours: the caller names the holder of a live claim (its worker
+	// and attempt) but the claim was made with another worker token
+	// (Command.ClaimTokenID). Nothing changed: the holder keeps its lease.
+	ErrNotYours = errors.New("claimed with another worker token")
 )
 
 // CatalogEntry is one registered version of a playbook.
@@ -104,6 +108,10 @@ type Command struct {
 	Retry       int   // policy retries that preceded this command for the same step run
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// ClaimTokenID is the id of the worker token that made the current
+	// claim (0: none, as with auth off). While it is not 0, only that
+	// token may start, heartbeat, finish or release the command.
+	ClaimTokenID int64
 }
 
 // OutboxMsg is a notification waiting to be published to NATS.
@@ -153,6 +161,9 @@ type ClaimParams struct {
 	WorkerID string
 	Now      time.Time
 	LeaseTTL time.Duration
+	// TokenID is the claiming worker's token id (auth.ClaimTokenID), 0
+	// when there is none; it is recorded as Command.ClaimTokenID.
+	TokenID int64
 	// Start moves the command straight to running (claim and start in one
 	// statement): a worker that runs what it claims at once saves a round
 	// trip.
@@ -167,6 +178,7 @@ type FinishParams struct {
 	Status   api.CommandStatus // api.CmdCompleted or api.CmdFailed
 	Result   json.RawMessage
 	Error    string
+	TokenID  int64 // the reporter's token id: must match a non-zero ClaimTokenID
 	Now      time.Time
 }
 
@@ -322,11 +334,14 @@ type Tx interface {
 	// extends the lease. CommandHeartbeat only extends the lease. Both
 	// return ErrConflict unless workerID holds attempt and the command is
 	// claimed or running (an expired but not yet re-claimed lease is still
-	// held).
-	CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (Command, error)
-	CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (Command, error)
+	// held). tokenID is the caller's token id: when the claim recorded a
+	// non-zero ClaimTokenID and tokenID differs, the holder's
+	// workerID/attempt get ErrNotYours and nothing changes.
+	CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (Command, error)
+	CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (Command, error)
 	// CommandFinish records the terminal result for the holder of attempt.
-	// ErrConflict when the caller does not hold it or it already ended.
+	// ErrConflict when the caller does not hold it or it already ended;
+	// ErrNotYours as for CommandStart (p.TokenID).
 	CommandFinish(ctx context.Context, p FinishParams) (Command, error)
 	// CommandCancelExecution marks every non-terminal command of the
 	// execution cancelled and returns how many changed.

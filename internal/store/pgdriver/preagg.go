@@ -30,7 +30,7 @@ const (
 	modelCols = "project_id, name, definition, hash, source, updated_at"
 	buildCols = "build_uuid, project_id, model, pre_aggregate, def_hash, status, trigger_reason, partitions, rebuild, " +
 		"row_count, byte_count, key_value, data_as_of, error, worker_id, publishes, published_at, created_at, " +
-		"started_at, ended_at, updated_at"
+		"started_at, ended_at, updated_at, claim_token_id"
 	stateCols = "project_id, model, pre_aggregate, version, next_cron_at, key_value, key_checked_at, updated_at"
 	// buildOrder is newest first; the uuid breaks ties within a microsecond.
 	buildOrder = "created_at DESC, build_uuid DESC"
@@ -53,7 +53,7 @@ func scanBuild(row pgx.Row) (store.PreAggBuild, error) {
 	)
 	err := row.Scan(&b.BuildUUID, &b.ProjectID, &b.Model, &b.PreAggregate, &b.DefHash, &b.Status, &b.Trigger,
 		&partitions, &rebuild, &b.Rows, &b.Bytes, &b.KeyValue, &b.DataAsOf, &b.Error, &b.WorkerID, &b.Publishes,
-		&b.PublishedAt, &b.CreatedAt, &b.StartedAt, &b.EndedAt, &b.UpdatedAt)
+		&b.PublishedAt, &b.CreatedAt, &b.StartedAt, &b.EndedAt, &b.UpdatedAt, &b.ClaimTokenID)
 	b.Partitions, b.Rebuild = partitions, rebuild
 	b.DataAsOf, b.PublishedAt, b.StartedAt, b.EndedAt = utcPtr(b.DataAsOf), utcPtr(b.PublishedAt), utcPtr(b.StartedAt), utcPtr(b.EndedAt)
 	b.CreatedAt, b.UpdatedAt = b.CreatedAt.UTC(), b.UpdatedAt.UTC()
@@ -195,10 +195,10 @@ func (t *tx) BuildInsert(ctx context.Context, b store.PreAggBuild) error {
 		updated = ts(b.UpdatedAt)
 	}
 	_, err := t.tx.Exec(ctx, "INSERT INTO preagg_builds ("+buildCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
 		b.BuildUUID, b.ProjectID, b.Model, b.PreAggregate, b.DefHash, status, b.Trigger, jsonArg(b.Partitions),
 		jsonArg(b.Rebuild), b.Rows, b.Bytes, b.KeyValue, tsPtrArg(b.DataAsOf), b.Error, b.WorkerID, b.Publishes,
-		tsPtrArg(b.PublishedAt), created, tsPtrArg(b.StartedAt), tsPtrArg(b.EndedAt), updated)
+		tsPtrArg(b.PublishedAt), created, tsPtrArg(b.StartedAt), tsPtrArg(b.EndedAt), updated, b.ClaimTokenID)
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("build %s of %d/%s/%s", b.BuildUUID, b.ProjectID, b.Model, b.PreAggregate))
 	}
@@ -237,9 +237,9 @@ func (t *tx) BuildTransition(ctx context.Context, uuid string, from []api.BuildS
 	}
 	args := buildSetArgs(upd, uuid, from)
 	got, err := scanBuild(t.tx.QueryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`,
-			status = $14, updated_at = $15
+			status = $14, updated_at = $15, claim_token_id = COALESCE($16::bigint, claim_token_id)
 		WHERE build_uuid = $1 AND status = ANY($2)
-		RETURNING `+buildCols, append(args, to, tsOrNow(now))...))
+		RETURNING `+buildCols, append(args, to, tsOrNow(now), upd.ClaimTokenID)...))
 	if err == nil {
 		return got, nil
 	}
@@ -318,8 +318,9 @@ func (t *tx) BuildPromote(ctx context.Context, uuid string, upd store.BuildUpdat
 // already checked.
 func (t *tx) buildSetStatus(ctx context.Context, uuid string, status api.BuildStatus, upd store.BuildUpdate, now time.Time) (store.PreAggBuild, error) {
 	args := buildSetArgs(upd, uuid, status)
-	return scanBuild(t.tx.QueryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`, status = $2, updated_at = $14
-		WHERE build_uuid = $1 RETURNING `+buildCols, append(args, now)...))
+	return scanBuild(t.tx.QueryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`, status = $2, updated_at = $14,
+			claim_token_id = COALESCE($15::bigint, claim_token_id)
+		WHERE build_uuid = $1 RETURNING `+buildCols, append(args, now, upd.ClaimTokenID)...))
 }
 
 // newer reports whether build (created, uuid) came after (otherCreated,

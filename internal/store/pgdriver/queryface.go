@@ -24,7 +24,7 @@ const (
 	projectCols = "project_id, name, warehouse_type, warehouse, created_at, updated_at"
 	queryCols   = "query_uuid, project_id, sql, lane, cache_key, cache_hit, status, error, columns, total_rows, " +
 		"result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at, " +
-		"kind, metric_query, target, pre_aggregate, build_uuid"
+		"kind, metric_query, target, pre_aggregate, build_uuid, claim_token_id"
 	// historyOrder is newest first; the uuid breaks ties between queries
 	// created in the same microsecond so paging is stable.
 	historyOrder = "created_at DESC, query_uuid DESC"
@@ -45,7 +45,7 @@ func scanQuery(row pgx.Row) (store.Query, error) {
 	err := row.Scan(&q.QueryUUID, &q.ProjectID, &q.SQL, &q.Lane, &q.CacheKey, &q.CacheHit, &q.Status, &q.Error,
 		&columns, &q.TotalRows, &q.ResultKey, &q.WorkerID, &q.Publishes, &q.PublishedAt, &q.CreatedAt,
 		&q.StartedAt, &q.EndedAt, &q.ExpiresAt, &q.UpdatedAt,
-		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID)
+		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID, &q.ClaimTokenID)
 	q.Columns, q.MetricQuery, q.PreAggregate = columns, metricQuery, preAggr
 	q.PublishedAt, q.StartedAt, q.EndedAt, q.ExpiresAt = utcPtr(q.PublishedAt), utcPtr(q.StartedAt), utcPtr(q.EndedAt), utcPtr(q.ExpiresAt)
 	q.CreatedAt, q.UpdatedAt = q.CreatedAt.UTC(), q.UpdatedAt.UTC()
@@ -196,11 +196,11 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 	}
 	_, err := t.tx.Exec(ctx, "INSERT INTO queries ("+queryCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-			$20, $21, $22, $23, $24)`,
+			$20, $21, $22, $23, $24, $25)`,
 		q.QueryUUID, q.ProjectID, q.SQL, q.Lane, q.CacheKey, q.CacheHit, status, q.Error, jsonArg(q.Columns),
 		q.TotalRows, q.ResultKey, q.WorkerID, q.Publishes, tsPtrArg(q.PublishedAt), created,
 		tsPtrArg(q.StartedAt), tsPtrArg(q.EndedAt), tsPtrArg(q.ExpiresAt), updated,
-		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID)
+		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID, q.ClaimTokenID)
 	if err != nil {
 		return insertErr(err, fmt.Sprintf("query %s", q.QueryUUID))
 	}
@@ -232,13 +232,14 @@ func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryS
 			sql           = COALESCE($15::text, sql),
 			target        = COALESCE($16::text, target),
 			pre_aggregate = CASE WHEN $17::boolean THEN $18::json ELSE pre_aggregate END,
-			build_uuid    = COALESCE($19::text, build_uuid)
+			build_uuid    = COALESCE($19::text, build_uuid),
+			claim_token_id = COALESCE($20::bigint, claim_token_id)
 		WHERE query_uuid = $1 AND status = ANY($2)
 		RETURNING `+queryCols,
 		uuid, from, to, upd.Error, upd.Columns != nil, jsonArg(upd.Columns), upd.TotalRows, upd.ResultKey,
 		upd.WorkerID, tsPtrArg(upd.PublishedAt), tsPtrArg(upd.StartedAt), tsPtrArg(upd.EndedAt),
 		tsPtrArg(upd.ExpiresAt), tsOrNow(now),
-		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID))
+		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID, upd.ClaimTokenID))
 	if err == nil {
 		return got, nil
 	}

@@ -234,11 +234,12 @@ func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Comma
 	// One conditional UPDATE: under concurrency the row lock plus the
 	// re-evaluated WHERE clause lets exactly one claimer through.
 	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c
-		SET status = $5, attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4
+		SET status = $5, attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4,
+			claim_token_id = $6
 		WHERE c.event_id = $1
 		  AND (c.status = 'issued' OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $4))
 		RETURNING `+commandCols,
-		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now, claimStatus(p)))
+		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now, claimStatus(p), p.TokenID))
 	if err != nil {
 		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, p.EventID, fmt.Sprintf("claim command %d", p.EventID))
 	}
@@ -253,29 +254,49 @@ func claimStatus(p store.ClaimParams) api.CommandStatus {
 }
 
 // holderUpdate runs an UPDATE allowed only for the current holder of attempt
-// while the command is claimed or running.
-func (t *tx) holderUpdate(ctx context.Context, set string, eventID int64, workerID string, attempt int, what string, args ...any) (store.Command, error) {
-	args = append([]any{eventID, workerID, attempt}, args...)
+// while the command is claimed or running, and only with the token the
+// claim recorded (when it recorded one). Its set clause's parameters start
+// at $5.
+func (t *tx) holderUpdate(ctx context.Context, set string, eventID int64, workerID string, attempt int, tokenID int64, what string, args ...any) (store.Command, error) {
+	args = append([]any{eventID, workerID, attempt, tokenID}, args...)
 	c, err := scanCommand(t.tx.QueryRow(ctx, "UPDATE commands AS c SET "+set+`
 		WHERE c.event_id = $1 AND c.worker_id = $2 AND c.attempt = $3 AND c.status IN ('claimed', 'running')
+		  AND (c.claim_token_id = 0 OR c.claim_token_id = $4)
 		RETURNING `+commandCols, args...))
-	if err != nil {
-		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, eventID,
-			fmt.Sprintf("%s command %d (worker %s, attempt %d)", what, eventID, workerID, attempt))
+	if err == nil {
+		return c, nil
 	}
-	return c, nil
+	what = fmt.Sprintf("%s command %d (worker %s, attempt %d)", what, eventID, workerID, attempt)
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return store.Command{}, fmt.Errorf("pgdriver: %s: %w", what, err)
+	}
+	// Failure path only: the holder's own worker and attempt with another
+	// token is a forgery, not a lost lease.
+	var other bool
+	err = t.tx.QueryRow(ctx, `SELECT c.worker_id = $2 AND c.attempt = $3 AND c.status IN ('claimed', 'running')
+		AND c.claim_token_id <> 0 AND c.claim_token_id <> $4
+		FROM commands AS c WHERE c.event_id = $1`, eventID, workerID, attempt, tokenID).Scan(&other)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Command{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	case err != nil:
+		return store.Command{}, fmt.Errorf("pgdriver: %s: %w", what, err)
+	case other:
+		return store.Command{}, fmt.Errorf("%s: %w", what, store.ErrNotYours)
+	}
+	return store.Command{}, fmt.Errorf("%s: %w", what, store.ErrConflict)
 }
 
-func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (store.Command, error) {
 	now = tsOrNow(now)
-	return t.holderUpdate(ctx, "status = 'running', lease_expires_at = $4, updated_at = $5",
-		eventID, workerID, attempt, "start", ts(now.Add(ttl)), now)
+	return t.holderUpdate(ctx, "status = 'running', lease_expires_at = $5, updated_at = $6",
+		eventID, workerID, attempt, tokenID, "start", ts(now.Add(ttl)), now)
 }
 
-func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
+func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (store.Command, error) {
 	now = tsOrNow(now)
-	return t.holderUpdate(ctx, "lease_expires_at = $4, updated_at = $5",
-		eventID, workerID, attempt, "heartbeat", ts(now.Add(ttl)), now)
+	return t.holderUpdate(ctx, "lease_expires_at = $5, updated_at = $6",
+		eventID, workerID, attempt, tokenID, "heartbeat", ts(now.Add(ttl)), now)
 }
 
 func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
@@ -283,8 +304,8 @@ func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Com
 		return store.Command{}, fmt.Errorf("pgdriver: finish command %d: status %q must be %s or %s",
 			p.EventID, p.Status, api.CmdCompleted, api.CmdFailed)
 	}
-	return t.holderUpdate(ctx, "status = $4, result = $5, error = $6, updated_at = $7",
-		p.EventID, p.WorkerID, p.Attempt, "finish", p.Status, jsonArg(p.Result), p.Error, tsOrNow(p.Now))
+	return t.holderUpdate(ctx, "status = $5, result = $6, error = $7, updated_at = $8",
+		p.EventID, p.WorkerID, p.Attempt, p.TokenID, "finish", p.Status, jsonArg(p.Result), p.Error, tsOrNow(p.Now))
 }
 
 func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {

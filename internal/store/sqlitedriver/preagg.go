@@ -26,7 +26,7 @@ const (
 	modelCols = `project_id, name, definition, hash, source, updated_at`
 	buildCols = `build_uuid, project_id, model, pre_aggregate, def_hash, status, trigger_reason, partitions, rebuild,
 	row_count, byte_count, key_value, data_as_of, error, worker_id, publishes, published_at, created_at,
-	started_at, ended_at, updated_at`
+	started_at, ended_at, updated_at, claim_token_id`
 	stateCols = `project_id, model, pre_aggregate, version, next_cron_at, key_value, key_checked_at, updated_at`
 	// buildOrder is newest first; the uuid breaks ties within a microsecond.
 	buildOrder = `created_at DESC, build_uuid DESC`
@@ -50,7 +50,7 @@ func scanBuild(s scanner) (store.PreAggBuild, error) {
 	var created, updated int64
 	err := s.Scan(&b.BuildUUID, &b.ProjectID, &b.Model, &b.PreAggregate, &b.DefHash, &b.Status, &b.Trigger,
 		&partitions, &rebuild, &b.Rows, &b.Bytes, &b.KeyValue, &dataAsOf, &b.Error, &b.WorkerID, &b.Publishes,
-		&published, &created, &started, &ended, &updated)
+		&published, &created, &started, &ended, &updated, &b.ClaimTokenID)
 	if err != nil {
 		return store.PreAggBuild{}, err
 	}
@@ -201,10 +201,10 @@ func (t *tx) BuildInsert(ctx context.Context, b store.PreAggBuild) error {
 		updated = micros(b.UpdatedAt)
 	}
 	_, err := t.exec(ctx, `INSERT INTO preagg_builds (`+buildCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		b.BuildUUID, b.ProjectID, b.Model, b.PreAggregate, b.DefHash, status, b.Trigger, jsonArg(b.Partitions),
 		jsonArg(b.Rebuild), b.Rows, b.Bytes, b.KeyValue, microsPtr(b.DataAsOf), b.Error, b.WorkerID, b.Publishes,
-		microsPtr(b.PublishedAt), created, microsPtr(b.StartedAt), microsPtr(b.EndedAt), updated)
+		microsPtr(b.PublishedAt), created, microsPtr(b.StartedAt), microsPtr(b.EndedAt), updated, b.ClaimTokenID)
 	if err != nil {
 		return insertErr(err, "build %s of %d/%s/%s", b.BuildUUID, b.ProjectID, b.Model, b.PreAggregate)
 	}
@@ -245,9 +245,9 @@ func (t *tx) BuildTransition(ctx context.Context, uuid string, from []api.BuildS
 	}
 	args := buildSetArgs(upd, uuid, string(fromList))
 	got, err := scanBuild(t.queryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`,
-			status = ?14, updated_at = ?15
+			status = ?14, updated_at = ?15, claim_token_id = COALESCE(?16, claim_token_id)
 		WHERE build_uuid = ?1 AND status IN (SELECT value FROM json_each(?2))
-		RETURNING `+buildCols, append(args, to, micros(nowIfZero(now)))...))
+		RETURNING `+buildCols, append(args, to, micros(nowIfZero(now)), upd.ClaimTokenID)...))
 	if err == nil {
 		return got, nil
 	}
@@ -308,8 +308,9 @@ func (t *tx) BuildPromote(ctx context.Context, uuid string, upd store.BuildUpdat
 // already checked.
 func (t *tx) buildSetStatus(ctx context.Context, uuid string, status api.BuildStatus, upd store.BuildUpdate, nowUS int64) (store.PreAggBuild, error) {
 	args := buildSetArgs(upd, uuid, status)
-	return scanBuild(t.queryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`, status = ?2, updated_at = ?14
-		WHERE build_uuid = ?1 RETURNING `+buildCols, append(args, nowUS)...))
+	return scanBuild(t.queryRow(ctx, `UPDATE preagg_builds SET `+buildSet+`, status = ?2, updated_at = ?14,
+			claim_token_id = COALESCE(?15, claim_token_id)
+		WHERE build_uuid = ?1 RETURNING `+buildCols, append(args, nowUS, upd.ClaimTokenID)...))
 }
 
 // newer reports whether build (created, uuid) came after (otherCreated,

@@ -34,7 +34,7 @@ const (
 	projectCols = `project_id, name, warehouse_type, warehouse, created_at, updated_at`
 	queryCols   = `query_uuid, project_id, sql, lane, cache_key, cache_hit, status, error, columns, total_rows,
 	result_key, worker_id, publishes, published_at, created_at, started_at, ended_at, expires_at, updated_at,
-	kind, metric_query, target, pre_aggregate, build_uuid`
+	kind, metric_query, target, pre_aggregate, build_uuid, claim_token_id`
 	// historyOrder is newest first; the uuid breaks ties between queries
 	// created in the same microsecond so paging is stable.
 	historyOrder = `created_at DESC, query_uuid DESC`
@@ -58,7 +58,7 @@ func scanQuery(s scanner) (store.Query, error) {
 	err := s.Scan(&q.QueryUUID, &q.ProjectID, &q.SQL, &q.Lane, &q.CacheKey, &q.CacheHit, &q.Status, &q.Error,
 		&columns, &q.TotalRows, &q.ResultKey, &q.WorkerID, &q.Publishes, &published, &created,
 		&started, &ended, &expires, &updated,
-		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID)
+		&q.Kind, &metricQuery, &q.Target, &preAggr, &q.BuildUUID, &q.ClaimTokenID)
 	if err != nil {
 		return store.Query{}, err
 	}
@@ -225,11 +225,11 @@ func (t *tx) QueryInsert(ctx context.Context, q store.Query) error {
 		updated = micros(q.UpdatedAt)
 	}
 	_, err := t.exec(ctx, `INSERT INTO queries (`+queryCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		q.QueryUUID, q.ProjectID, q.SQL, q.Lane, q.CacheKey, q.CacheHit, status, q.Error, jsonArg(q.Columns),
 		q.TotalRows, q.ResultKey, q.WorkerID, q.Publishes, microsPtr(q.PublishedAt), created,
 		microsPtr(q.StartedAt), microsPtr(q.EndedAt), microsPtr(q.ExpiresAt), updated,
-		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID)
+		q.Kind, jsonArg(q.MetricQuery), q.Target, jsonArg(q.PreAggregate), q.BuildUUID, q.ClaimTokenID)
 	if err != nil {
 		return insertErr(err, "query %s", q.QueryUUID)
 	}
@@ -263,13 +263,14 @@ func (t *tx) QueryTransition(ctx context.Context, uuid string, from []api.QueryS
 			sql           = COALESCE(?15, sql),
 			target        = COALESCE(?16, target),
 			pre_aggregate = CASE WHEN ?17 THEN ?18 ELSE pre_aggregate END,
-			build_uuid    = COALESCE(?19, build_uuid)
+			build_uuid    = COALESCE(?19, build_uuid),
+			claim_token_id = COALESCE(?20, claim_token_id)
 		WHERE query_uuid = ?1 AND status IN (SELECT value FROM json_each(?2))
 		RETURNING `+queryCols,
 		uuid, string(fromList), to, upd.Error, upd.Columns != nil, jsonArg(upd.Columns), upd.TotalRows, upd.ResultKey,
 		upd.WorkerID, microsPtr(upd.PublishedAt), microsPtr(upd.StartedAt), microsPtr(upd.EndedAt),
 		microsPtr(upd.ExpiresAt), micros(nowIfZero(now)),
-		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID))
+		upd.SQL, upd.Target, upd.PreAggregate != nil, jsonArg(upd.PreAggregate), upd.BuildUUID, upd.ClaimTokenID))
 	if err == nil {
 		return got, nil
 	}

@@ -35,21 +35,25 @@ const (
 	// write lock, so of N concurrent claimers exactly one sees the row in a
 	// claimable state.
 	sqlCommandClaim = `UPDATE commands
-		SET status = ?, attempt = attempt + 1, worker_id = ?, lease_expires_at = ?, updated_at = ?
+		SET status = ?, attempt = attempt + 1, worker_id = ?, lease_expires_at = ?, updated_at = ?, claim_token_id = ?
 		WHERE event_id = ?
 		  AND (status = 'issued' OR (status IN ('claimed', 'running') AND lease_expires_at <= ?))
 		RETURNING ` + commandCols
-	// The holder statements match worker and attempt; an expired lease is
-	// still held until someone re-claims (which bumps the attempt).
+	// The holder statements match worker and attempt, and the token the
+	// claim recorded (if any); an expired lease is still held until someone
+	// re-claims (which bumps the attempt).
+	holderWhere = `event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
+		AND (claim_token_id = 0 OR claim_token_id = ?)`
 	sqlCommandStart = `UPDATE commands SET status = 'running', lease_expires_at = ?, updated_at = ?
-		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
-		RETURNING ` + commandCols
+		WHERE ` + holderWhere + ` RETURNING ` + commandCols
 	sqlCommandHeartbeat = `UPDATE commands SET lease_expires_at = ?, updated_at = ?
-		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
-		RETURNING ` + commandCols
+		WHERE ` + holderWhere + ` RETURNING ` + commandCols
 	sqlCommandFinish = `UPDATE commands SET status = ?, result = ?, error = ?, updated_at = ?
-		WHERE event_id = ? AND worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
-		RETURNING ` + commandCols
+		WHERE ` + holderWhere + ` RETURNING ` + commandCols
+	// sqlCommandOtherToken tells a forgery (the holder's worker and attempt,
+	// another token) from a lost lease, on the failure path only.
+	sqlCommandOtherToken = `SELECT worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
+		AND claim_token_id <> 0 AND claim_token_id <> ? FROM commands WHERE event_id = ?`
 	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
 		WHERE event_id = ? RETURNING ` + commandCols
 	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
@@ -330,17 +334,35 @@ func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Comma
 		status = api.CmdRunning
 	}
 	return t.commandUpdate(ctx, "claim", p.EventID, sqlCommandClaim,
-		status, p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.EventID, now)
+		status, p.WorkerID, micros(p.Now.Add(p.LeaseTTL)), now, p.TokenID, p.EventID, now)
 }
 
-func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
-	return t.commandUpdate(ctx, "start", eventID, sqlCommandStart,
-		micros(now.Add(ttl)), micros(now), eventID, workerID, attempt)
+// holderUpdate is commandUpdate for the holder statements: a refusal is
+// ErrNotYours when the caller named the holder's worker and attempt but
+// the claim was made with another token.
+func (t *tx) holderUpdate(ctx context.Context, op string, eventID int64, workerID string, attempt int, tokenID int64, query string, args ...any) (store.Command, error) {
+	c, err := t.commandUpdate(ctx, op, eventID, query, append(args, eventID, workerID, attempt, tokenID)...)
+	if !errors.Is(err, store.ErrConflict) {
+		return c, err
+	}
+	var other bool
+	if qerr := t.queryRow(ctx, sqlCommandOtherToken, workerID, attempt, tokenID, eventID).Scan(&other); qerr != nil {
+		return store.Command{}, fmt.Errorf("sqlitedriver: %s command %d: %w", op, eventID, qerr)
+	}
+	if other {
+		return store.Command{}, fmt.Errorf("sqlitedriver: %s command %d (worker %s, attempt %d): %w", op, eventID, workerID, attempt, store.ErrNotYours)
+	}
+	return c, err
 }
 
-func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, now time.Time, ttl time.Duration) (store.Command, error) {
-	return t.commandUpdate(ctx, "heartbeat", eventID, sqlCommandHeartbeat,
-		micros(now.Add(ttl)), micros(now), eventID, workerID, attempt)
+func (t *tx) CommandStart(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (store.Command, error) {
+	return t.holderUpdate(ctx, "start", eventID, workerID, attempt, tokenID, sqlCommandStart,
+		micros(now.Add(ttl)), micros(now))
+}
+
+func (t *tx) CommandHeartbeat(ctx context.Context, eventID int64, workerID string, attempt int, tokenID int64, now time.Time, ttl time.Duration) (store.Command, error) {
+	return t.holderUpdate(ctx, "heartbeat", eventID, workerID, attempt, tokenID, sqlCommandHeartbeat,
+		micros(now.Add(ttl)), micros(now))
 }
 
 func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Command, error) {
@@ -348,8 +370,8 @@ func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Com
 		return store.Command{}, fmt.Errorf("sqlitedriver: finish command %d: status %q is not %s or %s",
 			p.EventID, p.Status, api.CmdCompleted, api.CmdFailed)
 	}
-	return t.commandUpdate(ctx, "finish", p.EventID, sqlCommandFinish,
-		p.Status, jsonArg(p.Result), p.Error, micros(p.Now), p.EventID, p.WorkerID, p.Attempt)
+	return t.holderUpdate(ctx, "finish", p.EventID, p.WorkerID, p.Attempt, p.TokenID, sqlCommandFinish,
+		p.Status, jsonArg(p.Result), p.Error, micros(p.Now))
 }
 
 func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {

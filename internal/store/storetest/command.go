@@ -202,7 +202,7 @@ func claimCases() []testCase {
 			// The holder's later start is still accepted (an older worker
 			// that claims and starts separately).
 			_, err = txDo(b, func(tx store.Tx) (store.Command, error) {
-				return tx.CommandStart(b.ctx(), c.EventID, "worker-a", 1, b.now, leaseTTL)
+				return tx.CommandStart(b.ctx(), c.EventID, "worker-a", 1, 0, b.now, leaseTTL)
 			})
 			b.mustNil("CommandStart after a claim with Start", err)
 			// A started claim is exclusive like any other.

@@ -54,7 +54,7 @@ func (b *bundle) republish(eventID int64, at time.Time) store.Command {
 func (b *bundle) release(c store.Command, now time.Time) {
 	b.t.Helper()
 	b.mustWrite("release (CommandHeartbeat ttl 0 + CommandMarkRepublished)", func(tx store.Tx) error {
-		if _, err := tx.CommandHeartbeat(b.ctx(), c.EventID, c.WorkerID, c.Attempt, now, 0); err != nil {
+		if _, err := tx.CommandHeartbeat(b.ctx(), c.EventID, c.WorkerID, c.Attempt, c.ClaimTokenID, now, 0); err != nil {
 			return err
 		}
 		_, err := tx.CommandMarkRepublished(b.ctx(), c.EventID, now)

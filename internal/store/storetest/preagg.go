@@ -196,6 +196,7 @@ func (b *bundle) wantBuild(what string, got, want store.PreAggBuild) {
 	d.timePtr("DataAsOf", got.DataAsOf, want.DataAsOf)
 	d.eq("Error", got.Error, want.Error)
 	d.eq("WorkerID", got.WorkerID, want.WorkerID)
+	d.eq("ClaimTokenID", got.ClaimTokenID, want.ClaimTokenID)
 	d.eq("Publishes", got.Publishes, want.Publishes)
 	d.timePtr("PublishedAt", got.PublishedAt, want.PublishedAt)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)

@@ -134,6 +134,7 @@ func (b *bundle) wantQuery(what string, got, want store.Query) {
 	d.eq("Target", got.Target, want.Target)
 	d.json("PreAggregate", got.PreAggregate, want.PreAggregate)
 	d.eq("BuildUUID", got.BuildUUID, want.BuildUUID)
+	d.eq("ClaimTokenID", got.ClaimTokenID, want.ClaimTokenID)
 	b.check(what, d)
 }
 

@@ -108,6 +108,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Model", modelCases()},
 		{"Build", buildCases()},
 		{"PreAggState", stateCases()},
+		{"ClaimToken", claimTokenCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -327,13 +328,13 @@ func (b *bundle) mustClaim(eventID int64, worker string, now time.Time) store.Co
 
 func (b *bundle) start(eventID int64, worker string, attempt int, now time.Time) (store.Command, error) {
 	return txDo(b, func(tx store.Tx) (store.Command, error) {
-		return tx.CommandStart(b.ctx(), eventID, worker, attempt, now, leaseTTL)
+		return tx.CommandStart(b.ctx(), eventID, worker, attempt, 0, now, leaseTTL)
 	})
 }
 
 func (b *bundle) heartbeat(eventID int64, worker string, attempt int, now time.Time) (store.Command, error) {
 	return txDo(b, func(tx store.Tx) (store.Command, error) {
-		return tx.CommandHeartbeat(b.ctx(), eventID, worker, attempt, now, leaseTTL)
+		return tx.CommandHeartbeat(b.ctx(), eventID, worker, attempt, 0, now, leaseTTL)
 	})
 }
 
@@ -473,6 +474,7 @@ func (b *bundle) wantCommand(what string, got, want store.Command) {
 	d.eq("LoopID", got.LoopID, want.LoopID)
 	d.eq("LoopIndex", got.LoopIndex, want.LoopIndex)
 	d.eq("Retry", got.Retry, want.Retry)
+	d.eq("ClaimTokenID", got.ClaimTokenID, want.ClaimTokenID)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	if !want.UpdatedAt.IsZero() {
 		d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
