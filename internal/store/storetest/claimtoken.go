@@ -28,10 +28,14 @@ func tokenOps(b *bundle) []struct {
 		fn   func(eventID int64, worker string, attempt int, token int64, now time.Time) (store.Command, error)
 	}{
 		{"CommandStart", func(id int64, w string, a int, tok int64, now time.Time) (store.Command, error) {
-			return txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandStart(b.ctx(), id, w, a, tok, now, leaseTTL) })
+			return txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandStart(b.ctx(), id, w, a, tok, now, leaseTTL)
+			})
 		}},
 		{"CommandHeartbeat", func(id int64, w string, a int, tok int64, now time.Time) (store.Command, error) {
-			return txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandHeartbeat(b.ctx(), id, w, a, tok, now, leaseTTL) })
+			return txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandHeartbeat(b.ctx(), id, w, a, tok, now, leaseTTL)
+			})
 		}},
 		{"CommandFinish", func(id int64, w string, a int, tok int64, now time.Time) (store.Command, error) {
 			return txDo(b, func(tx store.Tx) (store.Command, error) {
