@@ -359,7 +359,7 @@ func (g *Gateway) uiServe(w http.ResponseWriter, r *http.Request) {
 			g.log.Warn("ask the server for its login settings (the UI works, without SSO until it answers)", "error", err)
 		}
 		g.uiKnown = err == nil
-		g.uiHandler = ui.Handler(ui.Config{APIBase: strings.TrimSuffix(ProxyPrefix, "/"), OIDCIssuer: issuer})
+		g.uiHandler = ui.Handler(ui.Config{APIBase: strings.TrimSuffix(ProxyPrefix, "/"), AuthBase: "/api/auth", OIDCIssuer: issuer})
 	}
 	h := g.uiHandler
 	g.uiMu.Unlock()

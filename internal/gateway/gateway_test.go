@@ -360,10 +360,15 @@ func TestUIMount(t *testing.T) {
 	}
 	r = do(t, "GET", gw.URL+"/ui/config.json", "", nil)
 	var c struct {
-		APIBase string `json:"api_base"`
+		APIBase  string `json:"api_base"`
+		AuthBase string `json:"auth_base"`
 	}
-	if r.status != 200 || json.Unmarshal(r.body, &c) != nil || c.APIBase != "/noetl" {
+	if r.status != 200 || json.Unmarshal(r.body, &c) != nil || c.APIBase != "/noetl" || c.AuthBase != "/api/auth" {
 		t.Fatalf("/ui/config.json: %d %s", r.status, r.body)
+	}
+	r = do(t, "GET", gw.URL+"/api/auth/config", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), "https://idp.example") {
+		t.Errorf("/api/auth/config: %d %s", r.status, r.body)
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", gw.URL+"/ui", nil)
 	resp, err := http.DefaultTransport.RoundTrip(req)

@@ -243,6 +243,7 @@ func (g *Gateway) sessionRoutes() {
 	g.handle("POST /api/auth/login", g.login)
 	g.handle("POST /api/auth/logout", g.authed(auth.Anyone, g.logout))
 	g.handle("GET /api/auth/whoami", g.authed(auth.Anyone, g.whoamiGet))
+	g.handle("GET /api/auth/config", g.authConfig)
 	// The same through the proxy's prefix (the UI logs in at {api}/auth/login):
 	// a login must be cached and a logout must drop the cached copy.
 	g.handle("POST "+ProxyPrefix+"auth/login", g.login)
@@ -318,6 +319,22 @@ func (g *Gateway) logout(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: g.secure(r)})
 	}
+	relay(w, resp.StatusCode, resp.Header.Get("Content-Type"), raw)
+}
+
+// authConfig passes on the server's GET /api/auth/config (public: what a
+// login page needs, the OIDC issuer and client id).
+func (g *Gateway) authConfig(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.apiURL("/api/auth/config"), nil)
+	resp, err := g.upstream.Do(req)
+	if err != nil {
+		writeErr(w, apierr.New(apierr.UpstreamUnavailable, "the gateway could not reach the server at %s: %v; retry shortly", g.server, err))
+		return
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	relay(w, resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 }
 
