@@ -245,7 +245,19 @@ initial:
 	// bucket's watch then brings the result frame.
 	checkPending := func(onlyExec int64) {
 		for _, rq := range recs {
-			if rq.Done || rq.ExecutionID == 0 || (onlyExec != 0 && rq.ExecutionID != onlyExec) {
+			if rq.Done || (onlyExec != 0 && rq.ExecutionID != onlyExec) {
+				continue
+			}
+			// The request's own key is the truth (the client's copy may lag).
+			if cur, _, ok, err := g.getRequest(ctx, rq.RequestID); err == nil && ok && cur.Session == session {
+				recs[rq.RequestID] = cur
+				if cur.Done {
+					deliver(cur)
+					continue
+				}
+				rq = cur
+			}
+			if rq.ExecutionID == 0 {
 				continue
 			}
 			ex, err := g.serverExecution(ctx, token, rq.ExecutionID)

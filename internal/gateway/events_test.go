@@ -166,7 +166,8 @@ func rpcOf(t *testing.T, f sseFrame) rpcIn {
 }
 
 // /events: init with the client id and capabilities, pings at the
-// heartbeat, playbook/state for a watched execution's notes,
+// heartbeat, playbook/state for a watched execution's notes and for the
+// server's notes of this client's requests,
 // playbook/progress for a progress callback, playbook/result when a
 // request of this client ends, and the result again for a client that
 // reconnects with its client id.
@@ -217,13 +218,13 @@ func TestEventsFrames(t *testing.T) {
 		t.Fatalf("async execute: %d %+v", code, done)
 	}
 
-	var pings, states, progresses int
+	var pings, states, progresses, serverStates int
 	var result rpcResult
 	deadline := time.Now().Add(60 * time.Second)
 	lastProgress := time.Time{}
-	for result.RequestID == "" || pings == 0 || states == 0 || progresses == 0 {
+	for result.RequestID == "" || pings == 0 || states == 0 || progresses == 0 || serverStates == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("within 60s: pings %d, states %d, progress %d, result %+v", pings, states, progresses, result)
+			t.Fatalf("within 60s: pings %d, states %d (from the server %d), progress %d, result %+v", pings, states, serverStates, progresses, result)
 		}
 		// The connection listens for a request's progress once the bucket
 		// told it of the request: send until a frame shows it arrived.
@@ -247,6 +248,10 @@ func TestEventsFrames(t *testing.T) {
 			_ = json.Unmarshal(in.Params, &st)
 			if st.ExecutionID == watched.ExecutionID && st.EventType == api.EvStepExit && st.StepName == "start" && st.Status == "completed" {
 				states++
+			}
+			// The server's own note for a request of this client.
+			if st.ExecutionID == slow.ExecutionID && st.EventType == api.EvPlaybookCompleted && st.Status == "completed" && !st.At.IsZero() {
+				serverStates++
 			}
 		case "playbook/progress":
 			var p rpcProgress

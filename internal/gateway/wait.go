@@ -94,6 +94,36 @@ func (g *Gateway) putRequest(ctx context.Context, rq request) error {
 	return nil
 }
 
+// setExecution records the request's execution id, unless a callback
+// answered the request first (a fast playbook): that answer stays.
+func (g *Gateway) setExecution(ctx context.Context, rq request) error {
+	for range 5 {
+		cur, rev, ok, err := g.getRequest(ctx, rq.RequestID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return g.putRequest(ctx, rq)
+		}
+		cur.ExecutionID = rq.ExecutionID
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		if _, err := g.requests.Update(ctx, rq.RequestID, b, rev); err != nil {
+			if isWrongRevision(err) {
+				continue
+			}
+			return err
+		}
+		if cur.ClientID != "" {
+			_, err = g.requests.Put(ctx, clientKey(cur.ClientID, cur.RequestID), b)
+		}
+		return err
+	}
+	return errors.New("request " + rq.RequestID + " kept changing under us")
+}
+
 // getRequest reads a request; ok is false when there is none (finished
 // long ago and expired, or never made).
 func (g *Gateway) getRequest(ctx context.Context, id string) (request, uint64, bool, error) {
@@ -254,11 +284,14 @@ func (g *Gateway) executeWait(w http.ResponseWriter, r *http.Request) {
 	var started api.Started
 	if err := g.callServer(ctx, token, http.MethodPost, "/api/execute", start, &started); err != nil {
 		_ = g.requests.Delete(context.WithoutCancel(ctx), rq.RequestID)
+		if rq.ClientID != "" {
+			_ = g.requests.Delete(context.WithoutCancel(ctx), clientKey(rq.ClientID, rq.RequestID))
+		}
 		writeLiveError(w, err)
 		return
 	}
 	rq.ExecutionID = started.ExecutionID
-	if err := g.putRequest(ctx, rq); err != nil {
+	if err := g.setExecution(ctx, rq); err != nil {
 		g.log.Warn("could not record the request's execution id; its callbacks still work", "request_id", rq.RequestID, "execution_id", rq.ExecutionID, "error", err)
 	}
 	if wait == 0 {
