@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -81,4 +82,19 @@ func TestHandler(t *testing.T) {
 	if cfg.APIBase != "/api" || cfg.Title != "Millrace" {
 		t.Fatalf("default config = %+v", cfg)
 	}
+}
+
+// The page's JSON parser keeps 64-bit ids exact (run in node: the same
+// module the browser loads).
+func TestParseJSON(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: run .ci/run's install step (apt-get install -y nodejs npm chromium)")
+	}
+	out, err := exec.Command(node, "browsertest/json.test.mjs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("json.test.mjs: %v\n%s", err, out)
+	}
+	t.Log(strings.TrimSpace(string(out)))
 }
