@@ -101,7 +101,7 @@ func TestUIInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(runCtx, node, "ui.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN="+admin, "SCREENSHOT_DIR="+shots,
-		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium)
+		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium, "REQUIRE_SSE=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -111,6 +111,7 @@ func TestUIInBrowser(t *testing.T) {
 	}
 	var got struct {
 		QuickID string            `json:"quick_id"`
+		Second  string            `json:"second_id"`
 		LongID  string            `json:"long_id"`
 		Live    map[string]string `json:"live"`
 	}
@@ -121,7 +122,7 @@ func TestUIInBrowser(t *testing.T) {
 	t.Logf("browser report: %+v; screenshots in %s", got, shots)
 
 	// The ids the page showed are exact 64-bit ids of the store's executions.
-	for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.LongID: api.ExecCancelled} {
+	for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.Second: api.ExecCompleted, got.LongID: api.ExecCancelled} {
 		n, err := strconv.ParseInt(id, 10, 64)
 		if err != nil {
 			t.Fatalf("the page showed execution id %q: %v", id, err)

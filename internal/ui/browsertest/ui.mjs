@@ -6,7 +6,7 @@
 // SCREENSHOT_DIR, QUICK_PATH and LONG_PATH (registered playbooks: one that
 // completes at once, one that sleeps), PROJECT (a project for SQL),
 // REQUIRE_SSE=1 to fail unless the pages were live through SSE.
-// Prints one JSON line: {"quick_id", "long_id", "pages_seen", "live"}.
+// Prints one JSON line: {"quick_id", "second_id", "long_id", "live"}.
 import { chromium } from "playwright-core";
 import path from "node:path";
 import fs from "node:fs";
@@ -82,6 +82,19 @@ try {
   await page.waitForSelector(`#executions tr[data-execution="${out.quick_id}"][data-status="completed"]`, { timeout: T });
   await page.waitForFunction(() => ["on", "fallback"].includes(document.querySelector("#live")?.dataset.live), null, { timeout: T });
   out.live.list = await page.getAttribute("#live", "data-live");
+  // Another tab starts an execution: this list shows it arrive and end,
+  // without a reload.
+  await page.evaluate(() => { window.__noReload = "list"; });
+  const tab = await ctx.newPage();
+  await tab.goto(`${BASE}/ui/#/catalog/${QUICK}`);
+  await tab.waitForSelector("#run", { timeout: T });
+  await tab.click("#run");
+  await tab.waitForFunction(() => /^#\/executions\/\d+$/.test(location.hash), null, { timeout: T });
+  out.second_id = (await tab.textContent("#execution-id")).trim();
+  await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="running"]`, { timeout: T });
+  await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="completed"]`, { timeout: 60_000 });
+  await tab.close();
+  if (await page.evaluate(() => window.__noReload) !== "list") throw new Error("the executions list reloaded");
   await shot("03-executions.png");
 
   // 4. A long execution: cancel it while its shell step sleeps.
