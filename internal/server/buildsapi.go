@@ -30,6 +30,7 @@ func init() {
 		{builds.ErrDisabled, apierr.StateConflict},
 		{builds.ErrNotClaimable, apierr.ClaimConflict},
 		{builds.ErrNotHolder, apierr.StateConflict},
+		{builds.ErrClaimNotYours, apierr.ClaimNotYours},
 	}...)
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 
 	"github.com/millrace/millrace/internal/apierr"
-	"github.com/millrace/millrace/internal/errkind"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/store"
@@ -18,9 +17,6 @@ var domainCodes = []struct {
 	err  error
 	code apierr.Code
 }{
-	// flow, query and builds share this kind (their ErrClaimNotYours).
-	{errkind.ClaimNotYours, apierr.ClaimNotYours},
-
 	{flow.ErrInvalid, apierr.BadRequest},
 	{flow.ErrInvalidPlaybook, apierr.InvalidPlaybook},
 	{flow.ErrInvalidResult, apierr.BadJSON},
@@ -28,6 +24,7 @@ var domainCodes = []struct {
 	{flow.ErrExecutionNotFound, apierr.ExecNotFound},
 	{flow.ErrCommandNotFound, apierr.CommandNotFound},
 	{flow.ErrNotHolder, apierr.ClaimConflict},
+	{flow.ErrClaimNotYours, apierr.ClaimNotYours}, // one kind shared with query and builds (errkind.ClaimNotYours)
 	{flow.ErrExecutionEnded, apierr.StateConflict},
 
 	{query.ErrInvalid, apierr.BadRequest},
@@ -40,6 +37,7 @@ var domainCodes = []struct {
 	{query.ErrQueryEnded, apierr.StateConflict},
 	{query.ErrNotClaimable, apierr.ClaimConflict},
 	{query.ErrNotHolder, apierr.StateConflict},
+	{query.ErrClaimNotYours, apierr.ClaimNotYours},
 	{query.ErrUnknownModel, apierr.UnknownModel},
 	{query.ErrUnknownField, apierr.UnknownField},
 	{query.ErrInvalidFilter, apierr.InvalidFilter},
