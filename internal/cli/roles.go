@@ -141,6 +141,12 @@ kept under DATA_DIR/preaggregates unless PRE_AGGREGATE_DIR says otherwise
 (with NATS_ENABLED=true, in the embedded NATS's object store unless
 PRE_AGGREGATE_STORAGE=dir).
 
+Authentication is on, as in production: dev keeps an admin token in
+DATA_DIR/admin.token (made at the first start, reused while it is valid)
+and gives its workers a fresh worker token at each start. Client commands
+that find dev through DATA_DIR/dev.json send its admin token; elsewhere use
+--token or MILLRACE_TOKEN. MILLRACE_AUTH=none turns authentication off.
+
 Dev mode listens on 127.0.0.1 only (the API on --addr, the embedded NATS on
 --nats-port). With NATS_URL or --nats-url set it uses that NATS server
 instead of starting an embedded one.`,

@@ -293,7 +293,10 @@ func devTokens(ctx context.Context, databaseURL, dataDir string) (adminFile, wor
 		return "", "", err
 	}
 	defer st.Close()
-	adminFile = filepath.Join(dataDir, devAdminFileName)
+	// Absolute: dev.json names it for clients started anywhere.
+	if adminFile, err = filepath.Abs(filepath.Join(dataDir, devAdminFileName)); err != nil {
+		return "", "", err
+	}
 	if !devAdminValid(ctx, st, adminFile) {
 		made, err := auth.CreateToken(ctx, st, gen, api.RoleAdmin, devAdminName, "millrace dev", nil)
 		if err != nil {
