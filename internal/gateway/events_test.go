@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -202,6 +203,17 @@ func TestEventsFrames(t *testing.T) {
 	}
 	if init.ProtocolVersion != "2024-11-05" || init.ServerInfo.Name != "millrace-gateway" || init.ClientID != clientID || init.PendingRequests == nil || len(init.PendingRequests) != 0 || init.Capabilities == nil {
 		t.Fatalf("init: %s", f.Data)
+	}
+
+	// The open stream shows in the gateway's metrics.
+	mresp, err := http.Get(a.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `millrace_gateway_live_open{route="GET /events"} 1`) {
+		t.Fatalf("/metrics does not count the open /events stream:\n%s", metrics)
 	}
 
 	// A lifecycle note of the watched execution, as the server publishes it.

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
@@ -28,11 +29,26 @@ import (
 // channel, the per-execution event stream, execute-and-wait and the
 // callback playbooks post their results to.
 func (g *Gateway) liveRoutes() {
+	// How many streams and waits each route holds open right now: the
+	// latency histogram only sees them when they end.
+	open := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "millrace_gateway_live_open",
+		Help: "Requests the live routes hold open now, by route: SSE streams (GET /events, GET /api/executions/{id}/stream) and execute-and-wait waits (POST /api/execute).",
+	}, []string{"route"})
+	g.reg.MustRegister(open)
+	held := func(pattern string, h http.HandlerFunc) {
+		gauge := open.WithLabelValues(pattern)
+		g.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+			gauge.Inc()
+			defer gauge.Dec()
+			h(w, r)
+		})
+	}
 	// Both streams also take the session from ?session_token= (an
 	// EventSource cannot set headers).
-	g.handle("GET /events", g.authedSSE(auth.Readers, g.events))
-	g.handle("GET /api/executions/{id}/stream", g.authedSSE(auth.Readers, g.executionStream))
-	g.handle("POST /api/execute", g.authed(auth.Operators, g.executeWait))
+	held("GET /events", g.authedSSE(auth.Readers, g.events))
+	held("GET /api/executions/{id}/stream", g.authedSSE(auth.Readers, g.executionStream))
+	held("POST /api/execute", g.authed(auth.Operators, g.executeWait))
 	// Public: the request id (122 random bits, known only to the caller and
 	// the execution it started) is the capability, as in NoETL.
 	g.handle("POST /api/internal/callback", g.callback)
