@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
@@ -59,8 +60,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) (any, error) {
 	// The browser's copy: HttpOnly keeps it from scripts, SameSite=Strict
 	// from other sites' forms.
 	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: out.SessionToken, Path: "/", Expires: out.ExpiresAt,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r)})
 	return out, nil
+}
+
+// overTLS reports whether the browser reached us over HTTPS, directly or
+// through a proxy that terminates TLS: then the cookie is Secure.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -76,7 +83,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r)})
 	return map[string]string{"status": "logged_out"}, nil
 }
 

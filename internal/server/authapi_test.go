@@ -212,6 +212,13 @@ func TestLoginLogoutOverHTTP(t *testing.T) {
 	if cookie == nil || cookie.Value != out.SessionToken || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" {
 		t.Fatalf("login cookie: %+v", cookie)
 	}
+	if cookie.Secure {
+		t.Errorf("cookie over plain HTTP is Secure: the browser would never send it back")
+	}
+	_, _, resp = sendWith(t, h, "POST", "/api/auth/login", `{"api_token":"`+made.Secret+`"}`, func(r *http.Request) { r.Header.Set("X-Forwarded-Proto", "https") })
+	if cs := resp.Cookies(); len(cs) != 1 || !cs[0].Secure {
+		t.Errorf("cookie behind a TLS-terminating proxy: %v; want Secure", cs)
+	}
 	withCookie := func(r *http.Request) { r.AddCookie(cookie) }
 	code, b, _ = sendWith(t, h, "GET", "/api/auth/whoami", "", withCookie)
 	var who api.WhoAmI
