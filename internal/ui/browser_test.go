@@ -100,7 +100,7 @@ func TestUIInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, node, "ui.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN="+admin, "SCREENSHOT_DIR="+shots,
+	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN="+admin, "VIEWER_TOKEN="+h.Token(t, api.RoleViewer), "SCREENSHOT_DIR="+shots,
 		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium, "REQUIRE_SSE=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -94,6 +94,7 @@ try {
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="running"]`, { timeout: T });
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="completed"]`, { timeout: 60_000 });
   await tab.close();
+  await page.waitForFunction(() => document.querySelector("#count")?.textContent.startsWith("2 shown of 2"), null, { timeout: T });
   if (await page.evaluate(() => window.__noReload) !== "list") throw new Error("the executions list reloaded");
   await shot("03-executions.png");
 
@@ -109,6 +110,17 @@ try {
   await page.waitForSelector('#status [data-status="cancelled"]', { timeout: T });
   await page.waitForSelector('#graph g.node[data-step="start"][data-status="cancelled"]', { timeout: T });
   await shot("05-execution-cancelled.png");
+  // The list's filters: by status, then by playbook.
+  await page.click('nav a[data-nav="executions"]');
+  await page.waitForSelector(`#executions tr[data-execution="${out.long_id}"][data-status="cancelled"]`, { timeout: T });
+  await page.selectOption("#filter-status", "completed");
+  await page.waitForSelector(`#executions tr[data-execution="${out.long_id}"]`, { state: "detached", timeout: T });
+  await page.waitForSelector(`#executions tr[data-execution="${out.quick_id}"]`, { timeout: T });
+  await page.selectOption("#filter-status", "");
+  await page.fill("#filter-playbook", LONG);
+  await page.press("#filter-playbook", "Enter");
+  await page.waitForSelector(`#executions tr[data-execution="${out.quick_id}"]`, { state: "detached", timeout: T });
+  await page.waitForSelector(`#executions tr[data-execution="${out.long_id}"]`, { timeout: T });
 
   // 5. A SQL query of 250 rows, paged 100 at a time to the last page.
   await page.goto(`${BASE}/ui/#/queries?project=${encodeURIComponent(PROJECT)}`);
@@ -144,6 +156,28 @@ try {
   await page.goto(`${BASE}/ui/#/catalog/${LONG}`);
   await page.waitForSelector("#source", { timeout: T });
   await shot("10-catalog.png");
+
+  // 7. Sign out, then in as a viewer: the same pages without the buttons
+  // that change anything.
+  const VIEWER = env("VIEWER_TOKEN", "");
+  if (TOKEN && VIEWER) {
+    await page.click("#who button");
+    await page.waitForSelector("#login-form", { timeout: T });
+    if ((await ctx.cookies()).some((c) => c.name === "millrace_session" && c.value)) throw new Error("the session cookie outlived sign-out");
+    await page.fill("#token", VIEWER);
+    await page.click("#login");
+    await page.waitForSelector('#whoami[data-role="viewer"]', { timeout: T });
+    await page.goto(`${BASE}/ui/#/executions/${out.quick_id}`);
+    await page.waitForSelector('#status [data-status="completed"]', { timeout: T });
+    if (await page.$("#rerun")) throw new Error("a viewer is offered Re-run");
+    await page.goto(`${BASE}/ui/#/catalog/${LONG}`);
+    await page.waitForSelector("#source", { timeout: T });
+    if (await page.$("#run")) throw new Error("a viewer is offered Run");
+    await page.goto(`${BASE}/ui/#/queries?project=${encodeURIComponent(PROJECT)}`);
+    await page.waitForSelector("#history tbody tr", { timeout: T });
+    if (await page.$("#run-sql")) throw new Error("a viewer is offered a new SQL query");
+    await shot("11-viewer.png");
+  }
 
   if (problems.length) throw new Error(problems.join("; "));
   if (REQUIRE_SSE && (out.live.execution !== "ended" || out.live.list !== "on")) {

@@ -214,7 +214,7 @@ async function pageExecutions(_, query) {
   const pbInput = h("input", { id: "filter-playbook", placeholder: "playbook path", value: playbook, list: "playbooks",
     onchange: () => setQuery({ playbook: pbInput.value.trim(), page: "" }) });
   const tbody = h("tbody", { id: "executions" });
-  const count = h("span", { class: "muted" });
+  const count = h("span", { class: "muted", id: "count" });
   const pager = h("div", { class: "pager" });
   const datalist = h("datalist", { id: "playbooks" });
   show(h("div", { class: "row" }, h("h1", {}, "Executions"), live),
@@ -231,9 +231,16 @@ async function pageExecutions(_, query) {
     h("td", {}, when(ex.started_at)),
     h("td", {}, duration(ex.started_at, ex.ended_at)),
     h("td", { class: "mono" }, ex.parent_execution_id ? String(ex.parent_execution_id) : ""));
+  let total = 0;
+  const all = new Set(); // every id on this page, filtered out or not
+  const recount = () => { count.textContent = `${rows.size} shown of ${total} (filters apply to this page of ${size})`; };
   const put = (ex, top) => {
     const id = String(ex.execution_id);
     const old = rows.get(id);
+    if (!all.has(id)) {
+      all.add(id);
+      if (top) total++;
+    }
     if (!matches(ex)) {
       if (old) { old.tr.remove(); rows.delete(id); }
       return;
@@ -248,10 +255,12 @@ async function pageExecutions(_, query) {
     const p = await api("GET", `/executions?page=${page}&page_size=${size}`);
     fill(tbody);
     rows.clear();
+    all.clear();
     for (const ex of p.executions) put(ex, false);
     const paths = [...new Set(p.executions.map((e) => e.path))].sort();
     fill(datalist, ...paths.map((x) => h("option", { value: x })));
-    count.textContent = `${rows.size} shown of ${p.total} (filters apply to this page of ${size})`;
+    total = Number(p.total);
+    recount();
     const pages = Math.max(1, Math.ceil(Number(p.total) / size));
     fill(pager,
       h("button", { disabled: page <= 1, onclick: () => setQuery({ page: String(page - 1) }) }, "‹ Newer"),
@@ -274,7 +283,7 @@ async function pageExecutions(_, query) {
     if (!known && page !== 1) return;
     if (!known && seen.has(id) && !ends) return;
     seen.add(id);
-    try { put(await api("GET", `/executions/${id}`), !known); } catch { /* deleted or not visible: skip */ }
+    try { put(await api("GET", `/executions/${id}`), !known); recount(); } catch { /* deleted or not visible: skip */ }
   };
   const stream = new Live("/stream", EVENT_TYPES, onEvent, (st) => {
     live.set(st);
