@@ -319,7 +319,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		proxy: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "millrace_gateway_proxy_requests_total",
-			Help: "Requests proxied to the server by outcome: ok (any server answer), forbidden (refused by the gateway), upstream_error, too_large.",
+			Help: "Requests proxied to the server by outcome: ok (any server answer), upstream_error (502), too_large (413).",
 		}, []string{"outcome"}),
 		ingress: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "millrace_gateway_ingress_total",

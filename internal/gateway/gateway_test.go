@@ -458,3 +458,41 @@ func TestServeShutsDownWithOpenStream(t *testing.T) {
 		t.Logf("stream ended with %v", err)
 	}
 }
+
+// A body over MILLRACE_MAX_BODY_BYTES is 413 through the proxy, whether
+// its length is declared or it comes chunked; one within the limit arrives whole.
+func TestProxyBodyLimit(t *testing.T) {
+	t.Parallel()
+	emb := embeddedNATS(t)
+	up := openUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		writeJSON(w, 200, map[string]int{"got": len(b)})
+	})
+	cfg := testConfig(t, up.URL, emb.URL())
+	cfg.MaxBodyBytes = 1000
+	_, gw := startGateway(t, cfg)
+	post := func(body io.Reader, length int64) reply {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", gw.URL+"/noetl/execute", body)
+		req.ContentLength = length
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+	if r := post(strings.NewReader(strings.Repeat("a", 1000)), 1000); r.status != 200 || !strings.Contains(string(r.body), `"got":1000`) {
+		t.Errorf("a body at the limit: %d %s", r.status, r.body)
+	}
+	if r := post(strings.NewReader(strings.Repeat("a", 1001)), 1001); r.status != 413 || r.errCode() != apierr.TooLarge {
+		t.Errorf("a declared body over the limit: %d %s", r.status, r.body)
+	}
+	// -1: unknown length, sent chunked.
+	if r := post(io.MultiReader(strings.NewReader(strings.Repeat("a", 5000))), -1); r.status != 413 || r.errCode() != apierr.TooLarge {
+		t.Errorf("a chunked body over the limit: %d %s", r.status, r.body)
+	}
+}
