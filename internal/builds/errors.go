@@ -28,7 +28,7 @@ var (
 	ErrNotHolder = errors.New("worker does not hold the build")
 	// ErrClaimNotYours: the caller named the build's holder but the claim
 	// was made with another worker token.
-	ErrClaimNotYours = errkind.ClaimNotYours
+	ErrClaimNotYours = errkind.ErrClaimNotYours
 )
 
 func errorf(kind error, format string, args ...any) error {

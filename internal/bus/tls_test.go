@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -340,4 +341,80 @@ func TestConnectUserPasswordInURL(t *testing.T) {
 
 func slogTo(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// A server in operator (JWT) mode admits the user of a .creds file.
+func TestConnectCredsFile(t *testing.T) {
+	t.Parallel()
+	op, _ := nkeys.CreateOperator()
+	opPub, _ := op.PublicKey()
+	oc := jwt.NewOperatorClaims(opPub)
+	oc.Name = "test-operator"
+	opJWT, err := oc.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opClaims, err := jwt.DecodeOperatorClaims(opJWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, _ := nkeys.CreateAccount()
+	accPub, _ := acc.PublicKey()
+	ac := jwt.NewAccountClaims(accPub)
+	ac.Name = "millrace"
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	accJWT, err := ac.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCreds := func(name string, signer nkeys.KeyPair) string {
+		user, _ := nkeys.CreateUser()
+		userPub, _ := user.PublicKey()
+		seed, _ := user.Seed()
+		uc := jwt.NewUserClaims(userPub)
+		uc.Name = name
+		userJWT, err := uc.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := jwt.FormatUserConfig(userJWT, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), name+".creds")
+		if err := os.WriteFile(file, creds, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	// JetStream in operator mode needs a system account.
+	sys, _ := nkeys.CreateAccount()
+	sysPub, _ := sys.PublicKey()
+	sc := jwt.NewAccountClaims(sysPub)
+	sc.Name = "SYS"
+	sysJWT, err := sc.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	for pub, j := range map[string]string{accPub: accJWT, sysPub: sysJWT} {
+		if err := resolver.Store(pub, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := startServer(t, func(o *server.Options) {
+		o.TrustedOperators = []*jwt.OperatorClaims{opClaims}
+		o.AccountResolver = resolver
+		o.SystemAccount = sysPub
+	})
+
+	if err := connectCheck(t, Config{URL: url, CredsFile: writeCreds("worker", acc)}); err != nil {
+		t.Fatal(err)
+	}
+	// A user signed by an account the operator never issued is refused.
+	stranger, _ := nkeys.CreateAccount()
+	err = connectCheck(t, Config{URL: url, CredsFile: writeCreds("stranger", stranger)})
+	if err == nil || !strings.Contains(err.Error(), "NATS_CREDS") {
+		t.Fatalf("err with a foreign user = %v, want a refusal mentioning NATS_CREDS", err)
+	}
 }

@@ -29,7 +29,7 @@ var (
 	ErrNotHolder = errors.New("worker does not hold the command")
 	// ErrClaimNotYours: the caller named the holder of a live claim (worker
 	// and attempt) but the claim was made with another worker token.
-	ErrClaimNotYours = errkind.ClaimNotYours
+	ErrClaimNotYours = errkind.ErrClaimNotYours
 	// ErrExecutionEnded: the execution is no longer running.
 	ErrExecutionEnded = errors.New("execution already ended")
 )

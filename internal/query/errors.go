@@ -42,7 +42,7 @@ var (
 	ErrNotHolder = errors.New("worker does not hold the query")
 	// ErrClaimNotYours: the caller named the query's holder but the claim
 	// was made with another worker token.
-	ErrClaimNotYours = errkind.ClaimNotYours
+	ErrClaimNotYours = errkind.ErrClaimNotYours
 
 	// The metrics layer (models and metric queries).
 

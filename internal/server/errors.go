@@ -24,7 +24,7 @@ var domainCodes = []struct {
 	{flow.ErrExecutionNotFound, apierr.ExecNotFound},
 	{flow.ErrCommandNotFound, apierr.CommandNotFound},
 	{flow.ErrNotHolder, apierr.ClaimConflict},
-	{flow.ErrClaimNotYours, apierr.ClaimNotYours}, // one kind shared with query and builds (errkind.ClaimNotYours)
+	{flow.ErrClaimNotYours, apierr.ClaimNotYours}, // one kind shared with query and builds (errkind.ErrClaimNotYours)
 	{flow.ErrExecutionEnded, apierr.StateConflict},
 
 	{query.ErrInvalid, apierr.BadRequest},
