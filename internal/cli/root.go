@@ -214,10 +214,10 @@ func (c *clientFlags) bind(cmd *cobra.Command) {
 		def = config.DefaultServerURL
 	}
 	cmd.Flags().StringVar(&c.server, "server", def,
-		"Millrace API server URL [$SERVER_API_URL] (unset: the running `millrace dev` recorded in $MILLRACE_DATA_DIR/dev.json, else this default)")
+		"Millrace API server URL [$SERVER_API_URL] (unset: the running millrace dev recorded in $MILLRACE_DATA_DIR/dev.json, else this default)")
 	// No default from the environment: --help must not print a secret.
 	cmd.Flags().StringVar(&c.token, "token", "",
-		"API token sent as Authorization: Bearer [$MILLRACE_TOKEN] (unset: the admin token of the running `millrace dev` this command talks to)")
+		"API token sent as Authorization: Bearer [$MILLRACE_TOKEN] (unset: the admin token of the running millrace dev this command talks to)")
 	cmd.Flags().BoolVar(&c.json, "json", false, "Print machine-readable JSON (errors too, as {\"error\": {\"code\", \"message\"}})")
 }
 

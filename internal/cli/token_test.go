@@ -75,6 +75,9 @@ func TestClientTokenSources(t *testing.T) {
 	if h, _ := last("executions", "list"); h != "Bearer mrt_env" {
 		t.Errorf("MILLRACE_TOKEN: Authorization %q", h)
 	}
+	if _, help, _ := runCLI(t, "executions", "list", "--help"); strings.Contains(help, "mrt_env") {
+		t.Errorf("--help shows the token from MILLRACE_TOKEN:\n%s", help)
+	}
 	t.Setenv(tokenEnv, "")
 	h, stderr := last("executions", "list", "--server", other.URL)
 	if h != "" {
