@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,8 +16,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/live"
 	"github.com/millrace/millrace/internal/live/livetest"
+	"github.com/millrace/millrace/internal/server"
+	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/wait"
 )
 
@@ -313,5 +318,50 @@ func TestFeedCarriesStartsAndEnds(t *testing.T) {
 	}
 	if strings.Join(types, " ") != "playbook.started playbook.completed" {
 		t.Fatalf("feed: %v", types)
+	}
+}
+
+// A stopping server ends its live streams (clients resume elsewhere with
+// Last-Event-ID) instead of waiting out the shutdown grace for them.
+func TestShutdownEndsLiveStreams(t *testing.T) {
+	t.Parallel()
+	cfg := servertest.Config(t)
+	var logs syncBuffer
+	srv, err := server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := client.New(srv.URL())
+	wait.For(t, 10*time.Second, func() error { _, err := c.Health(t.Context()); return err })
+	if _, err := c.Register(t.Context(), threeSteps); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Execute(t.Context(), "t/three", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := livetest.Open(t, fmt.Sprintf("%s/api/executions/%d/stream", srv.URL(), st.ExecutionID), nil)
+	feed := livetest.Open(t, srv.URL()+"/api/stream", nil)
+	if f, ok := stream.Next(t); !ok || f.Event != api.EvPlaybookStarted {
+		t.Fatalf("first frame %+v", f)
+	}
+	cancel()
+	for _, conn := range []*livetest.Conn{stream, feed} {
+		for {
+			if _, ok := conn.NextRaw(t); !ok {
+				break
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the deferred stop
+	if strings.Contains(logs.String(), "still running at the end of the shutdown grace") {
+		t.Fatalf("shutdown waited for the streams:\n%s", logs.String())
 	}
 }
