@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/gateway"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/worker/commands"
@@ -48,6 +50,8 @@ workflow:
 // admin token, run an execution and see it
 // complete without a reload, cancel a long one, page through a query's
 // results, and screenshot every page (into MILLRACE_SCREENSHOT_DIR if set).
+// It runs twice: on the server's /ui/, and on a gateway's /ui/ (the API
+// through its /noetl proxy, logins at its /api/auth).
 func TestUIInBrowser(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
@@ -96,48 +100,73 @@ func TestUIInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	// The gateway serves the same UI at /ui/ over its /noetl proxy, with
+	// logins at its own /api/auth.
+	gcfg := config.Gateway{}
+	config.GatewaySet(&gcfg)
+	gcfg.NATS.URL, gcfg.ServerURL, gcfg.Addr = h.Cfg.NATS.URL, h.Srv.URL(), "127.0.0.1:0"
+	gcfg.SessionBucket, gcfg.RequestBucket = "ui_sessions_"+h.Cfg.NATS.Consumer, "ui_requests_"+h.Cfg.NATS.Consumer
+	gw, err := gateway.New(ctx, gcfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gts := httptest.NewServer(gw.Handler())
+	t.Cleanup(func() { gw.Close(); gts.Close() })
+
+	viewer := h.Token(t, api.RoleViewer)
+	for _, through := range []struct{ name, url string }{{"server", h.Srv.URL()}, {"gateway", gts.URL}} {
+		dir := filepath.Join(shots, through.name)
+		got := runBrowser(t, node, chromium, through.url, admin, viewer, dir)
+		t.Logf("through the %s: %+v; screenshots in %s", through.name, got, dir)
+		// The ids the page showed are exact 64-bit ids of the store's executions.
+		for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.Second: api.ExecCompleted, got.LongID: api.ExecCancelled} {
+			n, err := strconv.ParseInt(id, 10, 64)
+			if err != nil {
+				t.Fatalf("the page showed execution id %q: %v", id, err)
+			}
+			ex, err := c.Execution(ctx, n)
+			if err != nil {
+				t.Fatalf("execution %s, as the page showed it: %v", id, err)
+			}
+			if ex.Status != want {
+				t.Fatalf("execution %s is %s, want %s", id, ex.Status, want)
+			}
+		}
+		for _, name := range []string{"02-execution-completed.png", "05-execution-cancelled.png", "06-query-last-page.png", "08-workers-streams.png", "11-viewer.png"} {
+			if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() < 1000 {
+				t.Fatalf("screenshot %s: %v", name, err)
+			}
+		}
+	}
+}
+
+type browserReport struct {
+	QuickID string            `json:"quick_id"`
+	Second  string            `json:"second_id"`
+	LongID  string            `json:"long_id"`
+	Live    map[string]string `json:"live"`
+}
+
+// runBrowser runs ui.mjs against base and returns what it reports.
+func runBrowser(t *testing.T, node, chromium, base, admin, viewer, shots string) browserReport {
+	t.Helper()
+	runCtx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, node, "ui.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BASE_URL="+h.Srv.URL(), "TOKEN="+admin, "VIEWER_TOKEN="+h.Token(t, api.RoleViewer), "SCREENSHOT_DIR="+shots,
+	cmd.Dir, _ = filepath.Abs("browsertest")
+	cmd.Env = append(os.Environ(), "BASE_URL="+base, "TOKEN="+admin, "VIEWER_TOKEN="+viewer, "SCREENSHOT_DIR="+shots,
 		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium, "REQUIRE_SSE=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
-	t.Logf("browser log:\n%s", stderr.String())
+	t.Logf("browser log (%s):\n%s", base, stderr.String())
 	if err != nil {
-		t.Fatalf("the browser test failed (%v); screenshots in %s", err, shots)
+		t.Fatalf("the browser test against %s failed (%v); screenshots in %s", base, err, shots)
 	}
-	var got struct {
-		QuickID string            `json:"quick_id"`
-		Second  string            `json:"second_id"`
-		LongID  string            `json:"long_id"`
-		Live    map[string]string `json:"live"`
-	}
+	var got browserReport
 	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
 		t.Fatalf("the browser test's report %q: %v", stdout, err)
 	}
-	t.Logf("browser report: %+v; screenshots in %s", got, shots)
-
-	// The ids the page showed are exact 64-bit ids of the store's executions.
-	for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.Second: api.ExecCompleted, got.LongID: api.ExecCancelled} {
-		n, err := strconv.ParseInt(id, 10, 64)
-		if err != nil {
-			t.Fatalf("the page showed execution id %q: %v", id, err)
-		}
-		ex, err := c.Execution(ctx, n)
-		if err != nil {
-			t.Fatalf("execution %s, as the page showed it: %v", id, err)
-		}
-		if ex.Status != want {
-			t.Fatalf("execution %s is %s, want %s", id, ex.Status, want)
-		}
-	}
-	for _, name := range []string{"02-execution-completed.png", "05-execution-cancelled.png", "06-query-last-page.png", "08-workers-streams.png"} {
-		if fi, err := os.Stat(filepath.Join(shots, name)); err != nil || fi.Size() < 1000 {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-	}
+	return got
 }

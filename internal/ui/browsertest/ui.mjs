@@ -84,6 +84,7 @@ try {
   out.live.list = await page.getAttribute("#live", "data-live");
   // Another tab starts an execution: this list shows it arrive and end,
   // without a reload.
+  const shown = Number((await page.textContent("#count")).split(" ")[0]);
   await page.evaluate(() => { window.__noReload = "list"; });
   const tab = await ctx.newPage();
   await tab.goto(`${BASE}/ui/#/catalog/${QUICK}`);
@@ -94,7 +95,7 @@ try {
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="running"]`, { timeout: T });
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="completed"]`, { timeout: 60_000 });
   await tab.close();
-  await page.waitForFunction(() => document.querySelector("#count")?.textContent.startsWith("2 shown of 2"), null, { timeout: T });
+  await page.waitForFunction((n) => document.querySelector("#count")?.textContent.startsWith(`${n} shown of ${n}`), shown + 1, { timeout: T });
   if (await page.evaluate(() => window.__noReload) !== "list") throw new Error("the executions list reloaded");
   await shot("03-executions.png");
 

@@ -31,7 +31,7 @@ function liveBadge() {
     const text = { on: "live", ended: "ended (live)", static: "ended", off: "disconnected", reconnecting: "reconnecting", unavailable: "live updates unavailable", fallback: "refreshing every few seconds (no live stream on this server)" }[state] || state;
     el.textContent = text;
     el.dataset.live = state;
-    el.className = "live " + (state === "on" ? "on" : state === "connecting" ? "" : "off");
+    el.className = "live " + (state === "on" ? "on" : ["connecting", "ended", "static"].includes(state) ? "" : "off");
   };
   return el;
 }
