@@ -44,7 +44,8 @@ func announceDev(log *slog.Logger, dataDir, apiURL, natsURL, tokenFile string) (
 	}
 	b, _ := json.MarshalIndent(devInstance{APIURL: apiURL, NATSURL: natsURL, PID: os.Getpid(), Started: time.Now().UTC(), TokenFile: tokenFile}, "", "  ")
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	// 0600: NATS_URL may carry credentials.
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		log.Warn("cannot record this dev instance for client commands", "path", path, "err", err)
 		return func() {}
 	}

@@ -187,8 +187,8 @@ func rawWith(t *testing.T, base, token, method, path, body string) (int, map[str
 	return resp.StatusCode, out
 }
 
-// The same binding for a warehouse query (claim, heartbeat, upload, fail)
-// and a pre-aggregate build (claim, heartbeat, complete, fail).
+// The same binding for a warehouse query (claim, heartbeat, upload, fail,
+// fallback) and a pre-aggregate build (claim, heartbeat, complete, fail).
 func TestClaimNotYoursQueryAndBuild(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewSchema(t)
@@ -226,6 +226,7 @@ func TestClaimNotYoursQueryAndBuild(t *testing.T) {
 		}
 		wantNotYours(t, "B's heartbeat in A's name", b.QueryHeartbeat(ctx, sub.QueryUUID, "wA"))
 		wantNotYours(t, "B's failure in A's name", b.QueryFail(ctx, sub.QueryUUID, "wA", "forged"))
+		wantNotYours(t, "B's fallback in A's name", b.QueryFallback(ctx, sub.QueryUUID, "wA", api.QueryFallback{Code: api.PreAggMissObjectLost}))
 		wantNotYours(t, "B's upload in A's name", b.QueryUpload(ctx, sub.QueryUUID, "wA",
 			strings.NewReader(`{"columns":[{"name":"one","type":"int4"}]}`+"\n[666]\n")))
 		if err := b.QueryHeartbeat(ctx, sub.QueryUUID, "wB"); apiCode(err) != "state_conflict" {
