@@ -218,7 +218,7 @@ initial:
 		if id == 0 || noteSubs[id] != nil {
 			return
 		}
-		s, err := g.nats.NC.ChanSubscribe(g.updatesSubject(id), notes)
+		s, err := g.subscribeTo(g.updatesSubject(id), notes)
 		if err != nil {
 			g.log.Warn("/events: could not subscribe to an execution's updates; its results come by polling", "execution_id", id, "error", err)
 			return
@@ -229,7 +229,7 @@ initial:
 		if progSubs[rid] != nil {
 			return
 		}
-		if s, err := g.nats.NC.ChanSubscribe(g.callbackSubject(rid), progress); err == nil {
+		if s, err := g.subscribeTo(g.callbackSubject(rid), progress); err == nil {
 			progSubs[rid] = s
 		}
 	}

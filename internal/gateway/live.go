@@ -100,6 +100,19 @@ func (s gatewaySource) Subscribe(execID int64) (<-chan struct{}, func()) {
 	return ch, func() { _ = sub.Unsubscribe() }
 }
 
+// subscribeTo delivers subject's messages into ch and drops those that do
+// not fit: notes and callbacks are hints backed by reads of the server and
+// the requests bucket, and a slow handler must not make NATS cut the
+// connection's other subscriptions off as a slow consumer.
+func (g *Gateway) subscribeTo(subject string, ch chan<- *nats.Msg) (*nats.Subscription, error) {
+	return g.nats.NC.Subscribe(subject, func(m *nats.Msg) {
+		select {
+		case ch <- m:
+		default:
+		}
+	})
+}
+
 // secretOf is the secret the caller's request carried, as authed checked
 // it: forwarded to the server unchanged ("" when the server's auth is off).
 func secretOf(r *http.Request) string {

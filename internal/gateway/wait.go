@@ -262,7 +262,7 @@ func (g *Gateway) executeWait(w http.ResponseWriter, r *http.Request) {
 	// before we listen.
 	callbacks := make(chan *nats.Msg, 16)
 	if wait > 0 {
-		sub, err := g.nats.NC.ChanSubscribe(g.callbackSubject(rq.RequestID), callbacks)
+		sub, err := g.subscribeTo(g.callbackSubject(rq.RequestID), callbacks)
 		if err != nil {
 			writeLiveError(w, apierr.New(apierr.Unavailable, "subscribe to callbacks on NATS: %v; check NATS_URL", err))
 			return
@@ -300,7 +300,7 @@ func (g *Gateway) executeWait(w http.ResponseWriter, r *http.Request) {
 	}
 
 	notes := make(chan *nats.Msg, 64)
-	nsub, err := g.nats.NC.ChanSubscribe(g.updatesSubject(rq.ExecutionID), notes)
+	nsub, err := g.subscribeTo(g.updatesSubject(rq.ExecutionID), notes)
 	if err != nil {
 		g.log.Warn("could not subscribe to the execution's updates; polling only", "execution_id", rq.ExecutionID, "error", err)
 	} else {
