@@ -94,9 +94,9 @@ func (g *Gateway) withCORS(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		hdr := w.Header()
-		if origin != "" {
-			hdr.Add("Vary", "Origin")
-		}
+		// Always: a cache must not serve one origin's answer to another,
+		// nor a no-origin answer to a browser.
+		hdr.Add("Vary", "Origin")
 		allowed, creds := g.cors.allow(origin)
 		if allowed != "" {
 			hdr.Set("Access-Control-Allow-Origin", allowed)

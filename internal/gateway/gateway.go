@@ -57,8 +57,9 @@ type Gateway struct {
 	// closing is closed when the gateway starts shutting down: long-lived
 	// handlers (SSE streams, waits) return on it so Run's graceful
 	// shutdown does not wait for them.
-	closing   chan struct{}
-	closeOnce sync.Once
+	closing     chan struct{}
+	closingOnce sync.Once // closes closing
+	closeOnce   sync.Once // closes NATS
 	// anon caches the server's answer for a request without a token (is
 	// its auth off?), in memory: it is the same for every caller.
 	anonMu sync.Mutex
@@ -191,11 +192,12 @@ func (g *Gateway) Closing() <-chan struct{} { return g.closing }
 // Close stops long-lived handlers and closes the NATS connection. Run
 // calls it; a test serving Handler itself calls it when done.
 func (g *Gateway) Close() {
-	g.closeOnce.Do(func() {
-		close(g.closing)
-		g.nats.Close()
-	})
+	g.stopStreams()
+	g.closeOnce.Do(g.nats.Close)
 }
+
+// stopStreams tells long-lived handlers to return.
+func (g *Gateway) stopStreams() { g.closingOnce.Do(func() { close(g.closing) }) }
 
 // Run serves on cfg.Addr until ctx ends, then shuts down gracefully:
 // streams end at once (clients reconnect with Last-Event-ID), other
@@ -212,7 +214,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Serve is Run on a listener of the caller's.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: g.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
-	srv.RegisterOnShutdown(func() { g.closeOnce.Do(func() { close(g.closing) }) })
+	srv.RegisterOnShutdown(g.stopStreams)
 	g.log.Info("gateway ready", "addr", ln.Addr().String(), "server", g.server.String(),
 		"nats", bus.Redact(g.nats.NC.ConnectedUrl()), "cors_allowed_origins", g.cfg.CORSOrigins, "ingress_listeners", len(g.ingress))
 	errc := make(chan error, 1)

@@ -451,6 +451,9 @@ func TestServeShutsDownWithOpenStream(t *testing.T) {
 	case <-time.After(2 * shutdownGrace):
 		t.Fatalf("Serve still running %v after shutdown began", 2*shutdownGrace)
 	}
+	if !g.nats.NC.IsClosed() {
+		t.Error("Serve returned with the NATS connection still open")
+	}
 	if d := time.Since(start); d >= shutdownGrace {
 		t.Errorf("shutdown took %v: the open stream held it for the whole grace period", d)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
-	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/wait"
 )
 
@@ -47,14 +47,16 @@ func writeIngress(t *testing.T, name, playbook, secret string) string {
 // 401, an unknown listener 404, a body that is not JSON 400, one too big 413.
 func TestIngress(t *testing.T) {
 	t.Parallel()
-	h := servertest.Start(t, nil)
-	if _, err := h.API.Register(t.Context(), hookPlaybook); err != nil {
+	h := authServer(t)
+	admin := client.New(h.Srv.URL()).WithToken(h.Token(t, api.RoleAdmin))
+	if _, err := admin.Register(t.Context(), hookPlaybook); err != nil {
 		t.Fatal(err)
 	}
+	h.API = admin
 	secret := []byte("s3cret-for-the-hook")
 	cfg := testConfig(t, h.Srv.URL(), h.NATS.URL())
 	cfg.IngressFile = writeIngress(t, "orders", "test/hook", string(secret))
-	cfg.Token = "mrt_unused_with_auth_off"
+	cfg.Token = h.Token(t, api.RoleOperator)
 	cfg.MaxBodyBytes = 1024
 	_, gw := startGateway(t, cfg)
 	url := gw.URL + "/ingress/orders"
@@ -114,6 +116,17 @@ func TestIngress(t *testing.T) {
 		if r.status != c.status || r.errCode() != c.code {
 			t.Errorf("%s: %d %q, want %d %q: %s", c.name, r.status, r.errCode(), c.status, c.code, r.body)
 		}
+	}
+
+	// A gateway whose own token may not execute: the sender is told the
+	// gateway is at fault (502), not that its signature was wrong.
+	cfg = testConfig(t, h.Srv.URL(), h.NATS.URL())
+	cfg.IngressFile = writeIngress(t, "orders", "test/hook", string(secret))
+	cfg.Token = h.Token(t, api.RoleViewer)
+	_, viewerGW := startGateway(t, cfg)
+	r = do(t, "POST", viewerGW.URL+"/ingress/orders", body, map[string]string{SignatureHeader: Sign(secret, []byte(body))})
+	if r.status != 502 || r.errCode() != apierr.UpstreamUnavailable || !strings.Contains(string(r.body), "MILLRACE_GATEWAY_TOKEN") {
+		t.Errorf("ingress with a viewer's gateway token: %d %s", r.status, r.body)
 	}
 }
 
