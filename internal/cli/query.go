@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -492,6 +493,26 @@ func printRows(w io.Writer, format string, cols []api.Column, rows []map[string]
 	return tw.Flush()
 }
 
+// tokenStatus says who the client's token speaks for, for doctor.
+func tokenStatus(ctx context.Context, c *client.Client) string {
+	who, err := c.WhoAmI(ctx)
+	switch {
+	case client.StatusOf(err) == http.StatusUnauthorized && c.Token == "":
+		return "none: set " + tokenEnv + " or --token (an admin makes one with: millrace token create --role operator)"
+	case client.StatusOf(err) == http.StatusUnauthorized:
+		return "not accepted (unknown, expired or revoked): set " + tokenEnv + " or --token to a live token"
+	case err != nil:
+		return "cannot tell: " + err.Error()
+	case who.AuthDisabled:
+		return "not needed: the server runs with MILLRACE_AUTH=none (anyone who reaches it may do anything)"
+	}
+	name := ""
+	if who.User.DisplayName != "" {
+		name = fmt.Sprintf(" %q", who.User.DisplayName)
+	}
+	return fmt.Sprintf("role %s (%s %d%s)", who.Role, who.Kind, who.TokenID, name)
+}
+
 func doctorCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
@@ -499,7 +520,8 @@ func doctorCmd() *cobra.Command {
 		Short: "Check a running server: store, NATS, pending work, and queries waiting with no worker",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			h, err := cf.client().Health(cmd.Context())
+			c := cf.client()
+			h, err := c.Health(cmd.Context())
 			if h.Status == "" && err != nil {
 				return err
 			}
@@ -508,6 +530,7 @@ func doctorCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "server   %s\nstatus   %s\nstore    %s\nnats     %s\n", cf.server, h.Status, h.Store, h.NATS)
+			fmt.Fprintf(out, "token    %s\n", tokenStatus(cmd.Context(), c))
 			if st := h.Stats; st != nil {
 				fmt.Fprintf(out, "flows    %d running executions, %d pending commands, outbox %d\n", st.ExecutionsRunning, st.CommandsPending, st.OutboxDepth)
 			}

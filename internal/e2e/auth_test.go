@@ -84,6 +84,13 @@ func TestAuthEndToEnd(t *testing.T) {
 	if client.StatusOf(err) != http.StatusForbidden {
 		t.Fatalf("viewer execute through the client: %v, want 403", err)
 	}
+	// doctor says who a token is.
+	if out, stderr, code := authCLI(t, c, viewer, "doctor"); code != 0 || !strings.Contains(out, "token    role viewer (api ") || !strings.Contains(out, `"watcher"`) {
+		t.Fatalf("doctor with the viewer token: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, _, _ := authCLI(t, c, "", "doctor"); !strings.Contains(out, "token    none: set MILLRACE_TOKEN") {
+		t.Fatalf("doctor without a token:\n%s", out)
+	}
 	// Only admins manage tokens.
 	if _, stderr, code := authCLI(t, c, operator, "token", "list"); code == 0 || !strings.Contains(stderr, "forbidden") {
 		t.Fatalf("operator token list: exit %d, stderr %q", code, stderr)
