@@ -314,13 +314,19 @@ async function pageExecution([id]) {
   const timeline = h("tbody", { id: "timeline" });
   const result = h("div", { id: "result" });
   const graphBox = h("div", { class: "graph", id: "graph" });
-  const stepState = new Map();
+  const steps = new Map(); // step name -> its commands' statuses, exit, attempts and workers
   if (graph && graph.steps.length) graphBox.append(renderGraph(graph));
   else graphBox.append(h("p", { class: "muted" }, "No step graph: the playbook version could not be read."));
 
   const paintSteps = () => {
     for (const node of graphBox.querySelectorAll("g.node")) {
-      let st = stepState.get(node.dataset.step) || "idle";
+      const info = steps.get(node.dataset.step);
+      let st = info ? aggregate(info) : "idle";
+      if (info) {
+        node.querySelector("text.attempts").textContent = info.attempts > 1 ? `attempt ${info.attempts}` : "";
+        node.querySelector("title").textContent = `${node.dataset.step}: ${st}` +
+          (info.attempts ? `, ${info.attempts} attempt(s)` : "") + (info.workers.size ? `, on ${[...info.workers].join(", ")}` : "");
+      }
       if (ex.status === "cancelled" && ["issued", "claimed", "running", "retrying"].includes(st)) st = "cancelled";
       node.dataset.status = st;
     }
@@ -361,7 +367,15 @@ async function pageExecution([id]) {
     seen.add(eid);
     events.push(ev);
     const st = stepStatus(ev);
-    if (st && ev.step) stepState.set(ev.step, st);
+    if (st && ev.step) {
+      if (!steps.has(ev.step)) steps.set(ev.step, { cmds: new Map(), exit: null, loop: null, attempts: 0, workers: new Set() });
+      const info = steps.get(ev.step);
+      if (ev.event_type === "step.exit") info.exit = st;
+      else if (ev.event_type.startsWith("loop.")) info.loop = st;
+      else info.cmds.set(ev.command_id || ev.event_type, st);
+      if (ev.attempt) info.attempts = Math.max(info.attempts, Number(ev.attempt));
+      if (ev.worker_id) info.workers.add(ev.worker_id);
+    }
     const detail = ev.error ? h("span", { class: "err" }, ev.error) : ev.result !== undefined && ev.result !== null ? h("code", {}, clip(pretty(ev.result).replace(/\s+/g, " "), 120)) : "";
     timeline.append(h("tr", { "data-event": eid, "data-type": ev.event_type },
       h("td", { class: "mono" }, when(ev.created_at)),
@@ -416,6 +430,18 @@ async function pageExecution([id]) {
     } else live.set(st);
   });
   onCleanup(() => stream.close());
+}
+
+// aggregate is a step's status from all its commands (a loop runs many):
+// running while any runs, then what the step's exit or loop said.
+function aggregate(info) {
+  const vals = [...info.cmds.values()];
+  for (const st of ["running", "retrying", "claimed", "issued"]) if (vals.includes(st)) return st;
+  if (info.loop === "running") return "running";
+  if (info.exit) return info.exit;
+  if (info.loop) return info.loop;
+  if (vals.includes("failed")) return "failed";
+  return vals.length ? "completed" : "idle";
 }
 
 function clip(t, n) { return t.length > n ? t.slice(0, n - 1) + "…" : t; }

@@ -70,6 +70,7 @@ export function renderGraph(graph) {
       s("rect", { width: W, height: H, rx: 6 }),
       s("text", { x: 10, y: 18 }, clip(st.name, 20)),
       s("text", { x: 10, y: 34, class: "kind" }, clip(kind, 24)),
+      s("text", { x: W - 8, y: 34, class: "kind attempts", "text-anchor": "end" }, ""),
       s("title", {}, `${st.name} (${kind})${st.desc ? "\n" + st.desc : ""}`));
     svg.append(g);
   }
