@@ -142,6 +142,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			g.metrics.proxy.WithLabelValues("ok").Inc()
+			if resp.StatusCode == http.StatusUnauthorized && c.secret != "" {
+				// The server no longer takes a token the gateway had
+				// cached (revoked, or ended elsewhere): forget it on every
+				// replica now rather than at the cache's TTL.
+				if err := g.sessions.Purge(resp.Request.Context(), auth.Hash(c.secret)); err != nil {
+					g.log.Warn("drop a token the server refused from the sessions bucket", "error", err)
+				}
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -76,7 +76,9 @@ func principalOf(w api.WhoAmI) auth.Principal {
 // server's whoami (then cached under auth.Hash(secret), never the secret
 // itself). errDenied means 401; other errors mean the server or NATS failed.
 func (g *Gateway) identify(ctx context.Context, secret string) (api.WhoAmI, error) {
-	if secret == "" {
+	if !strings.HasPrefix(secret, auth.APIPrefix) && !strings.HasPrefix(secret, auth.SessionPrefix) {
+		// Not a Millrace token: the server would refuse it, so do not
+		// ask it (junk must not cost a lookup each), unless its auth is off.
 		return g.anonymous(ctx)
 	}
 	key := auth.Hash(secret)

@@ -184,42 +184,41 @@ func TestForgedAndExpiredSession(t *testing.T) {
 	}
 }
 
-// A session revoked in the database still works from the gateway's cache
-// until NATS_SESSION_CACHE_TTL_SECS passes, then it is 401. (The proxy asks
-// the server, which holds the truth, so the proxy refuses it at once.)
+// A session revoked in the database still works on the gateway's own
+// routes from its cache until NATS_SESSION_CACHE_TTL_SECS passes, then it
+// is 401. A proxied call is checked by the server, which holds the truth:
+// its 401 also drops the cached copy at once.
 func TestSessionCacheExpiry(t *testing.T) {
 	t.Parallel()
 	h := authServer(t)
 	cfg := testConfig(t, h.Srv.URL(), h.NATS.URL())
 	cfg.SessionCacheTTL = 2 * time.Second
-	_, gw := startGateway(t, cfg)
-	out, r := login(t, gw.URL, api.LoginRequest{APIToken: h.Token(t, api.RoleViewer)})
+	g, gw := startGateway(t, cfg)
+	revoke := func(secret string) {
+		t.Helper()
+		st := h.Srv.Store()
+		row, err := store.ReadValue(t.Context(), st, func(q store.Querier) (store.AuthToken, error) {
+			return q.AuthTokenByHash(t.Context(), auth.Hash(secret))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Do(t.Context(), 0, func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.AuthTokenRevoke(ctx, row.ID, time.Now().UTC())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	viewer := h.Token(t, api.RoleViewer)
+
+	out, r := login(t, gw.URL, api.LoginRequest{APIToken: viewer})
 	if r.status != 200 {
 		t.Fatalf("login: %d %s", r.status, r.body)
 	}
 	cachedAt := time.Now() // login cached it; the entry is at most this old
 	sess := bearer(out.SessionToken)
-	if r := do(t, "GET", gw.URL+"/api/auth/whoami", "", sess); r.status != 200 {
-		t.Fatalf("whoami: %d %s", r.status, r.body)
-	}
-
-	// Revoke it behind the gateway's back, straight in the store.
-	st := h.Srv.Store()
-	row, err := store.ReadValue(t.Context(), st, func(q store.Querier) (store.AuthToken, error) {
-		return q.AuthTokenByHash(t.Context(), auth.Hash(out.SessionToken))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Do(t.Context(), 0, func(ctx context.Context, tx store.Tx) error {
-		_, err := tx.AuthTokenRevoke(ctx, row.ID, time.Now().UTC())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if r := do(t, "GET", gw.URL+"/noetl/executions", "", sess); r.status != 401 {
-		t.Errorf("the server still accepts a revoked session: %d %s", r.status, r.body)
-	}
+	revoke(out.SessionToken) // behind the gateway's back, straight in the store
 	r = do(t, "GET", gw.URL+"/api/auth/whoami", "", sess)
 	if time.Since(cachedAt) < cfg.SessionCacheTTL && r.status != 200 {
 		t.Fatalf("within the cache TTL the cached session should still answer: %d %s", r.status, r.body)
@@ -233,6 +232,25 @@ func TestSessionCacheExpiry(t *testing.T) {
 	})
 	if age := time.Since(cachedAt); age < cfg.SessionCacheTTL-100*time.Millisecond {
 		t.Errorf("the cached session was refused after %v, before the TTL %v", age, cfg.SessionCacheTTL)
+	}
+
+	// The server's 401 on a proxied call drops the cached copy at once.
+	out, r = login(t, gw.URL, api.LoginRequest{APIToken: viewer})
+	if r.status != 200 {
+		t.Fatalf("login: %d %s", r.status, r.body)
+	}
+	sess = bearer(out.SessionToken)
+	revoke(out.SessionToken)
+	if r := do(t, "GET", gw.URL+"/noetl/executions", "", sess); r.status != 401 {
+		t.Fatalf("the server accepts a revoked session: %d %s", r.status, r.body)
+	}
+	for _, k := range cachedKeys(t, g) {
+		if k == auth.Hash(out.SessionToken) {
+			t.Fatal("the session the server refused is still cached")
+		}
+	}
+	if r := do(t, "GET", gw.URL+"/api/auth/whoami", "", sess); r.status != 401 {
+		t.Errorf("whoami after the server refused the session: %d %s", r.status, r.body)
 	}
 }
 
