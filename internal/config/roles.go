@@ -111,6 +111,9 @@ type Server struct {
 	// UpdatesPrefix is where execution lifecycle events are published
 	// after commit (<prefix><execution_id>), for gateways and the UI.
 	UpdatesPrefix string
+	// LivePoll is how often a live stream re-reads the event table without
+	// a wake-up (a lost note costs at most this much delay).
+	LivePoll time.Duration
 	// SecretKey seals credentials at rest (see package secret).
 	SecretKey string
 }
@@ -136,6 +139,7 @@ func (c *Server) bind(s *Set, dev bool) {
 	c.PreAgg.bind(s, true)
 	c.Auth.bind(s)
 	s.String(&c.UpdatesPrefix, "NATS_UPDATES_SUBJECT_PREFIX", "nats-updates-prefix", bus.DefaultUpdatesPrefix, "Subject prefix the server publishes execution lifecycle events on after commit (PREFIX<execution_id>); gateways listen on it. A wake-up only: the event table is the truth.")
+	s.Seconds(&c.LivePoll, "MILLRACE_LIVE_POLL_SECONDS", "live-poll", 5*time.Second, "How often a live stream (GET /api/executions/{id}/stream, /api/stream) re-reads the event table when no note woke it: the most a lost note delays an event.")
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 

@@ -2,10 +2,16 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
@@ -19,24 +25,65 @@ import (
 // errNoLiveNATS is why a live note was not published.
 var errNoLiveNATS = errors.New("not connected to NATS: live notes are skipped (streams poll the event table)")
 
+// originHeader names the server that published a note, so it can skip
+// its own (its Hub already had them).
+const originHeader = "Millrace-Origin"
+
 // liveLink carries the notes of committed transactions to this server's
-// streams (the Hub) and to NATS (<NATS_UPDATES_SUBJECT_PREFIX><id>).
+// streams (the Hub) and to NATS (<NATS_UPDATES_SUBJECT_PREFIX><id>), and
+// the notes of other servers sharing the database to this one's streams.
 type liveLink struct {
-	hub *live.Hub
-	pub *live.Publisher
+	s      *Server
+	hub    *live.Hub
+	pub    *live.Publisher
+	origin string
 }
 
 func newLiveLink(s *Server) *liveLink {
-	hub := live.NewHub()
-	pub := live.NewPublisher(s.cfg.UpdatesPrefix, hub, func(subject string, data []byte) error {
+	l := &liveLink{s: s, hub: live.NewHub(), origin: randomOrigin()}
+	l.pub = live.NewPublisher(s.cfg.UpdatesPrefix, l.hub, func(subject string, data []byte) error {
 		c := s.nats.get()
 		if c == nil {
 			return errNoLiveNATS
 		}
 		// Core NATS: buffered by the client, never awaited.
-		return c.NC.Publish(subject, data)
+		return c.NC.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: nats.Header{originHeader: []string{l.origin}}})
 	}, s.log)
-	return &liveLink{hub: hub, pub: pub}
+	return l
+}
+
+func randomOrigin() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// options are the API's live settings.
+func (l *liveLink) options() LiveOptions {
+	return LiveOptions{Hub: l.hub, Poll: l.s.cfg.LivePoll, Prefix: l.s.cfg.UpdatesPrefix, Remote: l.remote}
+}
+
+// remote wakes this server's streams on notes other servers publish on
+// subject, while a stream needs them. Without NATS, streams only poll.
+func (l *liveLink) remote(subject string) (cancel func()) {
+	c := l.s.nats.get()
+	if c == nil {
+		return func() {}
+	}
+	sub, err := c.NC.Subscribe(subject, func(m *nats.Msg) {
+		if m.Header.Get(originHeader) == l.origin {
+			return
+		}
+		var n api.LiveNote
+		if json.Unmarshal(m.Data, &n) == nil {
+			l.hub.Notify([]api.LiveNote{n})
+		}
+	})
+	if err != nil {
+		l.s.log.Warn("live stream: cannot subscribe to other servers' notes; polling", "subject", subject, "err", err)
+		return func() {}
+	}
+	return func() { _ = sub.Unsubscribe() }
 }
 
 // committed is the store's AfterCommit: it runs on a committer, so it only
@@ -49,20 +96,31 @@ func (l *liveLink) committed(evs []store.Event) {
 	l.pub.Offer(notes)
 }
 
-// WithLive makes the streams wake on hub's notes (without it they only
-// poll).
-func WithLive(hub *live.Hub) Option { return func(a *API) { a.live.hub = hub } }
+// LiveOptions are the settings of the API's live streams.
+type LiveOptions struct {
+	// Hub wakes streams on this server's commits (without one they poll).
+	Hub *live.Hub
+	// Poll is how often a stream re-reads without a wake-up (0: 5 s).
+	Poll time.Duration
+	// Prefix and Remote: Remote(subject) makes the Hub hear other servers'
+	// notes on subject until the returned cancel; nil: this server's only.
+	Prefix string
+	Remote func(subject string) (cancel func())
+}
+
+// WithLive sets the live streams' wake-ups and poll.
+func WithLive(o LiveOptions) Option { return func(a *API) { a.live.LiveOptions = o } }
 
 // liveAPI is the API's part of live streams.
 type liveAPI struct {
-	hub  *live.Hub
+	LiveOptions
 	done chan struct{} // closed by StopStreams
 	once sync.Once
 }
 
 func (a *API) liveRoutes() {
-	if a.live.hub == nil {
-		a.live.hub = live.NewHub()
+	if a.live.Hub == nil {
+		a.live.Hub = live.NewHub()
 	}
 	a.live.done = make(chan struct{})
 	a.handle("GET /api/executions/{id}/stream", auth.Readers, a.executionStream)
@@ -76,7 +134,7 @@ func (a *API) StopStreams() {
 }
 
 func (a *API) liveConfig() live.Config {
-	return live.Config{Done: a.live.done, Log: a.log}
+	return live.Config{Done: a.live.done, Log: a.log, Poll: a.live.Poll}
 }
 
 func (a *API) executionStream(w http.ResponseWriter, r *http.Request) {
@@ -122,10 +180,25 @@ func (s storeSource) FeedAfter(ctx context.Context, afterID int64, limit int) ([
 }
 
 func (s storeSource) Subscribe(execID int64) (<-chan struct{}, func()) {
-	return s.a.live.hub.Subscribe(execID)
+	return s.a.live.subscribe(live.Subject(s.a.live.Prefix, execID), func() (<-chan struct{}, func()) {
+		return s.a.live.Hub.Subscribe(execID)
+	})
 }
 
-func (s storeSource) SubscribeFeed() (<-chan struct{}, func()) { return s.a.live.hub.SubscribeFeed() }
+func (s storeSource) SubscribeFeed() (<-chan struct{}, func()) {
+	return s.a.live.subscribe(s.a.live.Prefix+">", s.a.live.Hub.SubscribeFeed)
+}
+
+// subscribe subscribes to the Hub and, for the Hub, to other servers'
+// notes on subject.
+func (l *liveAPI) subscribe(subject string, hub func() (<-chan struct{}, func())) (<-chan struct{}, func()) {
+	ch, cancel := hub()
+	if l.Remote == nil {
+		return ch, cancel
+	}
+	stop := l.Remote(subject)
+	return ch, func() { stop(); cancel() }
+}
 
 // eventsAfter reads events with their results (large ones are stored by
 // reference; readers never see that).

@@ -17,10 +17,12 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/live"
 	"github.com/millrace/millrace/internal/live/livetest"
 	"github.com/millrace/millrace/internal/server"
 	"github.com/millrace/millrace/internal/server/servertest"
+	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
 )
 
@@ -363,5 +365,48 @@ func TestShutdownEndsLiveStreams(t *testing.T) {
 	done <- nil // for the deferred stop
 	if strings.Contains(logs.String(), "still running at the end of the shutdown grace") {
 		t.Fatalf("shutdown waited for the streams:\n%s", logs.String())
+	}
+}
+
+// Two servers share a PostgreSQL database and NATS: a client streaming
+// from one sees, woken by the other's notes (the poll is an hour here),
+// every event the other one commits, once, in order; the global feed too.
+func TestStreamSeesAnotherServersCommits(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewSchema(t)
+	slow := func(c *config.Server) { c.DatabaseURL = dbURL; c.LivePoll = time.Hour }
+	a := servertest.Start(t, slow)
+	other := servertest.Start(t, func(c *config.Server) {
+		slow(c)
+		c.NATS, c.UpdatesPrefix = a.Cfg.NATS, a.Cfg.UpdatesPrefix
+	})
+	b := &bundle{t: t, Harness: other, base: other.Srv.URL()}
+	feed := livetest.Open(t, a.Srv.URL()+"/api/stream", nil)
+	id := b.startThree()
+	stream := livetest.Open(t, fmt.Sprintf("%s/api/executions/%d/stream", a.Srv.URL(), id), nil)
+	for _, step := range []string{"start", "second", "third"} {
+		b.runStep(id, step)
+	}
+	got, ended := stream.Events(t)
+	if !ended {
+		t.Fatal("no end frame")
+	}
+	table, err := b.API.Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ids(got)) != fmt.Sprint(ids(table)) {
+		t.Fatalf("stream on the first server sent %v\nevent table %v", ids(got), ids(table))
+	}
+	var types []string
+	for len(types) < 2 {
+		f, ok := feed.Next(t)
+		if !ok {
+			t.Fatal("feed ended")
+		}
+		types = append(types, livetest.Event(t, f).EventType)
+	}
+	if strings.Join(types, " ") != "playbook.started playbook.completed" {
+		t.Fatalf("feed on the first server: %v", types)
 	}
 }

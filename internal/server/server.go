@@ -233,7 +233,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
-		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.hub),
+		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
 		WithStreams(s.streamsInfo), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
