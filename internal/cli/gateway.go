@@ -26,7 +26,17 @@ with JetStream; it has no database of its own.
   /noetl/{path}            the server's /api/{path}, as the caller: the token
                            comes from Authorization: Bearer, X-Session-Token
                            or the cookie, and is checked here first
+  GET  /api/executions/{id}/stream
+                           an execution's events (SSE), resumable with
+                           Last-Event-ID, read back from the server
+  GET  /events             NoETL's JSON-RPC SSE channel (init, ping,
+                           playbook/state, playbook/progress, playbook/result)
+  POST /api/execute?wait=30s
+                           start a playbook and answer with its result
+  POST /api/internal/callback
+                           a playbook's answer to a waiting request
   POST /ingress/{name}     webhooks signed with X-Millrace-Signature (HMAC)
+  GET  /ui/                the web UI
   GET  /health, /metrics   no token needed
 
 Sessions are cached in the NATS KV bucket NATS_SESSION_BUCKET for
