@@ -2,8 +2,11 @@ package ui_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -12,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/coreos/go-oidc/v3/oidc/oidctest"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/config"
@@ -71,8 +77,10 @@ func TestUIInBrowser(t *testing.T) {
 		shots = t.TempDir()
 	}
 
+	issuer := newIssuer(t)
 	h := servertest.Start(t, servertest.WithAuth(func(c *config.Server) {
 		c.Query.ResultsDir = t.TempDir()
+		c.Auth.OIDCIssuer, c.Auth.OIDCClientID = issuer, oidcClientID
 	}))
 	ctx := t.Context()
 	admin := h.Token(t, api.RoleAdmin)
@@ -114,10 +122,15 @@ func TestUIInBrowser(t *testing.T) {
 	t.Cleanup(func() { gw.Close(); gts.Close() })
 
 	viewer := h.Token(t, api.RoleViewer)
-	for _, through := range []struct{ name, url string }{{"server", h.Srv.URL()}, {"gateway", gts.URL}} {
+	// SSO is tried on the server only: the gateway does not answer
+	// /api/auth/config, so its login page offers tokens alone.
+	for _, through := range []struct{ name, url, oidc string }{{"server", h.Srv.URL(), "1"}, {"gateway", gts.URL, ""}} {
 		dir := filepath.Join(shots, through.name)
-		got := runBrowser(t, node, chromium, through.url, admin, viewer, dir)
+		got := runBrowser(t, node, chromium, through.url, admin, viewer, dir, "OIDC="+through.oidc)
 		t.Logf("through the %s: %+v; screenshots in %s", through.name, got, dir)
+		if through.oidc != "" && !strings.Contains(got.SSO, "operator") {
+			t.Fatalf("after SSO the page showed %q, want an operator", got.SSO)
+		}
 		// The ids the page showed are exact 64-bit ids of the store's executions.
 		for id, want := range map[string]api.ExecStatus{got.QuickID: api.ExecCompleted, got.Second: api.ExecCompleted, got.LongID: api.ExecCancelled} {
 			n, err := strconv.ParseInt(id, 10, 64)
@@ -144,11 +157,12 @@ type browserReport struct {
 	QuickID string            `json:"quick_id"`
 	Second  string            `json:"second_id"`
 	LongID  string            `json:"long_id"`
+	SSO     string            `json:"sso"` // who the SSO login showed, when OIDC=1
 	Live    map[string]string `json:"live"`
 }
 
 // runBrowser runs ui.mjs against base and returns what it reports.
-func runBrowser(t *testing.T, node, chromium, base, admin, viewer, shots string) browserReport {
+func runBrowser(t *testing.T, node, chromium, base, admin, viewer, shots string, env ...string) browserReport {
 	t.Helper()
 	runCtx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -156,6 +170,7 @@ func runBrowser(t *testing.T, node, chromium, base, admin, viewer, shots string)
 	cmd.Dir, _ = filepath.Abs("browsertest")
 	cmd.Env = append(os.Environ(), "BASE_URL="+base, "TOKEN="+admin, "VIEWER_TOKEN="+viewer, "SCREENSHOT_DIR="+shots,
 		"QUICK_PATH=ui/quick", "LONG_PATH=ui/long", "PROJECT=wh", "CHROMIUM="+chromium, "REQUIRE_SSE=1")
+	cmd.Env = append(cmd.Env, env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -169,4 +184,40 @@ func runBrowser(t *testing.T, node, chromium, base, admin, viewer, shots string)
 		t.Fatalf("the browser test's report %q: %v", stdout, err)
 	}
 	return got
+}
+
+const oidcClientID = "millrace-ui"
+
+// newIssuer serves an OIDC issuer for the SSO button: discovery and keys
+// (oidctest), and an authorization endpoint that signs in "ada" at once,
+// as an operator, and sends the browser back with #id_token=...&state=...
+// (the implicit flow), the page's nonce in the token.
+func newIssuer(t *testing.T) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &oidctest.Server{PublicKeys: []oidctest.PublicKey{{PublicKey: key.Public(), KeyID: "k1", Algorithm: oidc.RS256}}}
+	var url string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*") // the page reads the discovery document
+		if r.URL.Path != "/auth" {
+			o.ServeHTTP(w, r)
+			return
+		}
+		q := r.URL.Query()
+		if q.Get("response_type") != "id_token" || q.Get("client_id") != oidcClientID || q.Get("nonce") == "" || q.Get("state") == "" {
+			http.Error(w, "want response_type=id_token, client_id, nonce and state: "+r.URL.RawQuery, http.StatusBadRequest)
+			return
+		}
+		claims, _ := json.Marshal(map[string]any{"iss": url, "aud": oidcClientID, "sub": "ada", "email": "ada@example.com", "name": "Ada",
+			"roles": []string{"operator"}, "nonce": q.Get("nonce"), "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+		tok := oidctest.SignIDToken(key, "k1", oidc.RS256, string(claims))
+		http.Redirect(w, r, q.Get("redirect_uri")+"#id_token="+tok+"&state="+q.Get("state"), http.StatusFound)
+	}))
+	t.Cleanup(srv.Close)
+	url = srv.URL
+	o.SetIssuer(url)
+	return url
 }

@@ -180,6 +180,21 @@ try {
     await shot("11-viewer.png");
   }
 
+  // 8. Single sign-on: the issuer (the Go test's) signs in an operator
+  // and sends the browser back with an id_token the server verifies.
+  if (env("OIDC", "") === "1") {
+    await page.click("#who button");
+    await page.waitForSelector("#sso", { timeout: T });
+    if (await page.isVisible("#nav")) throw new Error("the navigation shows while signed out");
+    await shot("12-login-sso.png");
+    await page.click("#sso");
+    await page.waitForSelector('#whoami[data-role="operator"]', { timeout: T });
+    const who = await page.textContent("#whoami");
+    if (!who.includes("Ada") && !who.includes("ada@example.com")) throw new Error(`signed in by SSO as ${who}`);
+    if ((await page.evaluate(() => location.hash)).includes("id_token")) throw new Error("the id_token stayed in the URL");
+    out.sso = who.trim();
+  }
+
   if (problems.length) throw new Error(problems.join("; "));
   if (REQUIRE_SSE && (out.live.execution !== "ended" || out.live.list !== "on")) {
     throw new Error(`want live updates through SSE; the execution page was ${out.live.execution}, the list ${out.live.list}`);
