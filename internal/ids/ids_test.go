@@ -62,3 +62,21 @@ func TestTimeRoundTrip(t *testing.T) {
 		t.Fatalf("node = %d, want 3", node)
 	}
 }
+
+// Floor and Span turn times into id bounds: every id issued at or after t
+// is >= Floor(t), and ids issued d apart differ by at least Span(d).
+func TestFloorAndSpan(t *testing.T) {
+	t.Parallel()
+	g := New(MaxNode)
+	before := time.Now()
+	id := g.Next()
+	if id < Floor(before) || Time(Floor(before)).After(before) {
+		t.Fatalf("id %d below Floor(%v) = %d", id, before, Floor(before))
+	}
+	if Floor(Epoch.Add(-time.Hour)) != 0 || Span(-time.Second) != 0 {
+		t.Fatal("times before the epoch and negative spans must be 0")
+	}
+	if got := Time(Floor(before) + Span(time.Second)).Sub(Time(Floor(before))); got != time.Second {
+		t.Fatalf("Span(1s) covers %v", got)
+	}
+}
