@@ -30,10 +30,11 @@ import (
 const quickPlaybook = `apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: quick, path: ui/quick}
+workload: {gate: /nonexistent}
 workflow:
   - step: start
-    desc: Sleeps long enough for the page to show it running
-    tool: {kind: shell, cmds: ["sleep 2; echo hello"]}
+    desc: Runs until the browser test, having seen it running, creates the gate file (2 minutes at most)
+    tool: {kind: shell, cmds: ["i=0; until [ -f '{{ gate }}' ] || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done; echo hello"]}
     next: {arcs: [{step: done}]}
   - step: done
     tool: {kind: noop, result: {greeting: "{{ start.data.stdout }}"}}

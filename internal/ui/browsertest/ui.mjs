@@ -4,12 +4,15 @@
 //
 // Env: BASE_URL (the server), TOKEN (an API token; empty when auth is off),
 // SCREENSHOT_DIR, QUICK_PATH and LONG_PATH (registered playbooks: one that
-// completes at once, one that sleeps), PROJECT (a project for SQL),
-// REQUIRE_SSE=1 to fail unless the pages were live through SSE.
-// Prints one JSON line: {"quick_id", "second_id", "long_id", "live"}.
+// runs until the file its payload's gate names exists, one that sleeps),
+// PROJECT (a project for SQL), VIEWER_TOKEN (signs in as a viewer too),
+// OIDC=1 (try SSO), REQUIRE_SSE=1 to fail unless the pages were live
+// through SSE.
+// Prints one JSON line: {"quick_id", "second_id", "long_id", "sso", "live"}.
 import { chromium } from "playwright-core";
 import path from "node:path";
 import fs from "node:fs";
+import os from "node:os";
 
 const env = (k, d) => process.env[k] ?? d;
 const BASE = env("BASE_URL").replace(/\/$/, "");
@@ -22,6 +25,7 @@ const REQUIRE_SSE = env("REQUIRE_SSE", "") === "1";
 const T = 30_000;
 
 fs.mkdirSync(SHOTS, { recursive: true });
+const GATES = fs.mkdtempSync(path.join(os.tmpdir(), "millrace-ui-gates-"));
 const log = (...a) => console.error("[ui.mjs]", ...a);
 
 const browser = await chromium.launch({
@@ -62,12 +66,17 @@ try {
   // reload: a marker set on window before the run must survive.
   await page.goto(`${BASE}/ui/#/catalog/${QUICK}`);
   await page.waitForSelector("#run", { timeout: T });
+  // The quick playbook waits until its gate file exists (see the Go
+  // test): the page must show it running before this script opens the gate.
+  const gate1 = path.join(GATES, "first");
+  await page.fill("#payload", JSON.stringify({ gate: gate1 }));
   await page.evaluate(() => { window.__noReload = "still here"; });
   await page.click("#run");
   await page.waitForFunction(() => /^#\/executions\/\d+$/.test(location.hash), null, { timeout: T });
   out.quick_id = (await page.textContent("#execution-id")).trim();
-  // The playbook sleeps 2 s: the page shows it running first.
   await page.waitForSelector('#status [data-status="running"]', { timeout: T });
+  await page.waitForSelector('#graph g.node[data-step="start"][data-status="running"]', { timeout: T });
+  fs.writeFileSync(gate1, "open");
   await page.waitForSelector('#status [data-status="completed"]', { timeout: 60_000 });
   await page.waitForSelector('#graph g.node[data-step="start"][data-status="completed"]', { timeout: T });
   await page.waitForSelector("#result-json", { timeout: T });
@@ -89,10 +98,13 @@ try {
   const tab = await ctx.newPage();
   await tab.goto(`${BASE}/ui/#/catalog/${QUICK}`);
   await tab.waitForSelector("#run", { timeout: T });
+  const gate2 = path.join(GATES, "second");
+  await tab.fill("#payload", JSON.stringify({ gate: gate2 }));
   await tab.click("#run");
   await tab.waitForFunction(() => /^#\/executions\/\d+$/.test(location.hash), null, { timeout: T });
   out.second_id = (await tab.textContent("#execution-id")).trim();
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="running"]`, { timeout: T });
+  fs.writeFileSync(gate2, "open");
   await page.waitForSelector(`#executions tr[data-execution="${out.second_id}"][data-status="completed"]`, { timeout: 60_000 });
   await tab.close();
   await page.waitForFunction((n) => document.querySelector("#count")?.textContent.startsWith(`${n} shown of ${n}`), shown + 1, { timeout: T });
@@ -205,5 +217,6 @@ try {
   console.error(`[ui.mjs] FAILED: ${e.stack || e}`);
   process.exitCode = 1;
 } finally {
+  fs.rmSync(GATES, { recursive: true, force: true });
   await browser.close();
 }
