@@ -63,6 +63,10 @@ its tool with up to NATS_WORKER_CONCURRENCY commands at once, and reports the
 outcome. On SIGTERM it stops fetching, lets running commands finish within
 MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.
 
+It presents MILLRACE_WORKER_TOKEN (a token of role worker: millrace token
+create --role worker) with every request, and checks it at start: a token
+the server does not accept, or one of another role, stops it at once.
+
 With --stream warehouse it runs warehouse queries instead, from
 WAREHOUSE_QUERY_JOBS (consumers worker-warehouse and
 worker-warehouse-interactive), for servers started with NATS_ENABLED=true.
