@@ -563,7 +563,7 @@ async function pageQuery([project, uuid], query) {
           h("button", { id: "next-page", disabled: !q.nextPage, onclick: () => go(page + 1) }, "Next ›"),
           q.initialQueryExecutionMs !== undefined ? h("span", { class: "muted" }, `ran in ${q.initialQueryExecutionMs} ms${q.cacheMetadata && q.cacheMetadata.cacheHit ? " (cache hit)" : ""}`) : null),
         h("div", { style: "overflow:auto" }, h("table", { id: "results" },
-          h("thead", {}, h("tr", {}, cols.map((c) => h("th", { title: c.type }, c.name)))),
+          h("thead", {}, h("tr", {}, cols.map((c) => h("th", { title: c.type, class: q.rows && q.rows.length && typeof q.rows[0][c.name] === "number" ? "num" : null }, c.name)))),
           h("tbody", {}, (q.rows || []).map((r) => h("tr", {}, cols.map((c) => h("td", { class: typeof r[c.name] === "number" ? "num" : "" }, cell(r[c.name])))))))));
     }
     return running;
