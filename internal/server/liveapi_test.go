@@ -410,3 +410,136 @@ func TestStreamSeesAnotherServersCommits(t *testing.T) {
 		t.Fatalf("feed on the first server: %v", types)
 	}
 }
+
+const fanOut = `apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: fan
+  path: t/fan
+workflow:
+  - step: start
+    tool:
+      kind: noop
+    next:
+      spec: {mode: inclusive}
+      arcs:
+        - step: b1
+        - step: b2
+        - step: b3
+        - step: b4
+        - step: b5
+        - step: b6
+        - step: b7
+        - step: b8
+  - step: b1
+    tool: {kind: noop}
+  - step: b2
+    tool: {kind: noop}
+  - step: b3
+    tool: {kind: noop}
+  - step: b4
+    tool: {kind: noop}
+  - step: b5
+    tool: {kind: noop}
+  - step: b6
+    tool: {kind: noop}
+  - step: b7
+    tool: {kind: noop}
+  - step: b8
+    tool: {kind: noop}
+`
+
+// On PostgreSQL (several committers), branches claimed and completed at
+// once without an execution hint commit through different committers, so
+// events can commit out of id order: the stream still sends each event of
+// the table exactly once, and its id lines only grow.
+func TestStreamUnderConcurrentCommits(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewSchema(t)
+	h := servertest.Start(t, func(c *config.Server) { c.DatabaseURL = dbURL })
+	b := &bundle{t: t, Harness: h, base: h.Srv.URL()}
+	ctx := t.Context()
+	if _, err := b.API.Register(ctx, fanOut); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.API.Execute(ctx, "t/fan", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := st.ExecutionID
+	var frames []livetest.Frame
+	var got []api.Event
+	stream := livetest.Open(t, fmt.Sprintf("%s/api/executions/%d/stream", b.base, id), nil)
+	b.runStep(id, "start")
+	var cmds []api.Event
+	wait.For(t, 10*time.Second, func() error {
+		evs, err := b.API.Events(ctx, id)
+		if err != nil {
+			return err
+		}
+		cmds = cmds[:0]
+		for _, e := range evs {
+			if e.EventType == api.EvCommandIssued && strings.HasPrefix(e.Step, "b") {
+				cmds = append(cmds, e)
+			}
+		}
+		if len(cmds) < 8 {
+			return fmt.Errorf("%d branch commands issued", len(cmds))
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	for _, c := range cmds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl, err := b.API.ClaimAndStart(ctx, c.EventID, "w-"+c.Step, 0) // no hint: any committer
+			if err != nil {
+				t.Errorf("claim %s: %v", c.Step, err)
+				return
+			}
+			if _, err := b.API.Report(ctx, api.Report{EventType: api.EvCommandCompleted, EventID: c.EventID, WorkerID: cl.WorkerID, Attempt: cl.Attempt}); err != nil {
+				t.Errorf("complete %s: %v", c.Step, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for {
+		f, ok := stream.Next(t)
+		if !ok {
+			t.Fatal("stream ended without an end frame")
+		}
+		if f.Event == "end" {
+			break
+		}
+		frames = append(frames, f)
+		got = append(got, livetest.Event(t, f))
+	}
+	table, err := b.API.Events(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]int{}
+	for _, e := range got {
+		seen[e.EventID]++
+	}
+	for _, e := range table {
+		if seen[e.EventID] != 1 {
+			t.Errorf("event %d (%s %s) sent %d times, want once", e.EventID, e.EventType, e.Step, seen[e.EventID])
+		}
+	}
+	if len(got) != len(table) {
+		t.Errorf("stream sent %d events, the table has %d", len(got), len(table))
+	}
+	var last int64
+	for _, f := range frames {
+		if f.ID == "" {
+			continue
+		}
+		n, _ := strconv.ParseInt(f.ID, 10, 64)
+		if n <= last {
+			t.Errorf("id line %d after %d", n, last)
+		}
+		last = n
+	}
+}
