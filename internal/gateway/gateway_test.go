@@ -17,6 +17,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/wait"
 )
 
 var testSeq atomic.Int64
@@ -398,10 +399,14 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Fatalf("/health with the server down: %d %s", r.status, r.body)
 	}
 	emb.Shutdown()
-	r = do(t, "GET", gw.URL+"/health", "", nil)
-	if r.status != 503 || !strings.Contains(string(r.body), `"nats":{"ok":false`) {
-		t.Fatalf("/health with NATS down: %d %s", r.status, r.body)
-	}
+	// The client notices the lost connection a moment after the shutdown.
+	wait.For(t, 10*time.Second, func() error {
+		r = do(t, "GET", gw.URL+"/health", "", nil)
+		if r.status != 503 || !strings.Contains(string(r.body), `"nats":{"ok":false`) {
+			return fmt.Errorf("/health with NATS down: %d %s", r.status, r.body)
+		}
+		return nil
+	})
 	r = do(t, "GET", gw.URL+"/metrics", "", nil)
 	for _, want := range []string{"millrace_gateway_request_duration_seconds", `route="GET /health"`, "go_goroutines"} {
 		if !strings.Contains(string(r.body), want) {
