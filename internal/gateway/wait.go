@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -231,7 +230,7 @@ func (g *Gateway) executeWait(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, int64(g.cfg.MaxBodyBytes))
 	}
 	var body executeBody
-	if err := decodeLive(r, &body); err != nil {
+	if err := apierr.Decode(r.Body, &body, "MILLRACE_MAX_BODY_BYTES"); err != nil {
 		writeLiveError(w, err)
 		return
 	}
@@ -379,23 +378,3 @@ func terminalEvent(t string) bool {
 	return t == api.EvPlaybookCompleted || t == api.EvPlaybookFailed || t == api.EvExecCancelled
 }
 
-// decodeLive reads a JSON body strictly, as the server does.
-func decodeLive(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			return apierr.New(apierr.TooLarge, "request body exceeds %d bytes", tooBig.Limit)
-		case errors.Is(err, io.EOF):
-			return apierr.New(apierr.BadJSON, "request body is empty; send a JSON object")
-		default:
-			return apierr.New(apierr.BadJSON, "malformed JSON body: %v", err)
-		}
-	}
-	if dec.More() {
-		return apierr.New(apierr.BadJSON, "malformed JSON body: unexpected data after the JSON object")
-	}
-	return nil
-}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -238,26 +237,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decode reads a JSON body strictly: unknown fields, trailing data and
-// oversized bodies are errors the client can act on.
+// decode reads a JSON body strictly (apierr.Decode).
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			return apierr.New(apierr.TooLarge, "request body exceeds %d bytes (MILLRACE_MAX_BODY_BYTES)", tooBig.Limit)
-		case errors.Is(err, io.EOF):
-			return apierr.New(apierr.BadJSON, "request body is empty; send a JSON object")
-		default:
-			return apierr.New(apierr.BadJSON, "malformed JSON body: %v", err)
-		}
-	}
-	if dec.More() {
-		return apierr.New(apierr.BadJSON, "malformed JSON body: unexpected data after the JSON object")
-	}
-	return nil
+	return apierr.Decode(r.Body, v, "MILLRACE_MAX_BODY_BYTES")
 }
 
 func pathInt(r *http.Request, name string) (int64, error) {
