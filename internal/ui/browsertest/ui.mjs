@@ -40,7 +40,11 @@ try {
   page = await ctx.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => { if (m.type() === "error") log("console:", m.text()); });
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    log("console:", m.text());
+    if (m.text().includes("Content Security Policy")) problems.push(`CSP violation: ${m.text()}`);
+  });
   const shot = async (name) => { await page.screenshot({ path: path.join(SHOTS, name), fullPage: true }); log("screenshot", name); };
 
   // 1. Sign in with the API token (the page swaps it for a session cookie).
