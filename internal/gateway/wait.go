@@ -377,4 +377,3 @@ func (g *Gateway) checkRequest(ctx context.Context, token string, rq request) (b
 func terminalEvent(t string) bool {
 	return t == api.EvPlaybookCompleted || t == api.EvPlaybookFailed || t == api.EvExecCancelled
 }
-
