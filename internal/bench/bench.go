@@ -88,6 +88,9 @@ type Options struct {
 	// bench_<random>, dropped afterwards unless Keep) or sqlite:PATH.
 	Store string
 	Keep  bool
+	// Auth is the self-contained server's MILLRACE_AUTH: tokens (the
+	// default, as in production) or none, to measure what auth costs.
+	Auth string
 
 	Executions  int
 	Concurrency int     // submitters

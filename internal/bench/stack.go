@@ -46,7 +46,11 @@ type stack struct {
 }
 
 func startStack(ctx context.Context, opts *Options) (*stack, error) {
-	st, wcfg, err := startServerStack(ctx, opts.Store, opts.Keep, &opts.NATS, opts.Log, nil)
+	var adjust func(*config.Server)
+	if opts.Auth != "" {
+		adjust = func(c *config.Server) { c.Auth.Mode = opts.Auth }
+	}
+	st, wcfg, err := startServerStack(ctx, opts.Store, opts.Keep, &opts.NATS, opts.Log, adjust)
 	if err != nil {
 		return nil, err
 	}

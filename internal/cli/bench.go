@@ -93,6 +93,7 @@ after the run. Server timestamps are compared with this machine's clock.`,
 	f.StringVar(&opts.Token, "token", "", "With --server: API token of role operator or admin [$MILLRACE_TOKEN] (self-contained runs make their own)")
 	f.StringVar(&opts.Store, "store", "", "Run self-contained on this store: postgres://… (fresh schema per run) or sqlite:PATH")
 	f.BoolVar(&opts.Keep, "keep", false, "With a postgres --store: keep the bench_<random> schema for inspection")
+	f.StringVar(&opts.Auth, "auth", config.AuthTokens, "With --store: the server's MILLRACE_AUTH, tokens (as in production) or none (to measure what authentication costs)")
 	f.IntVar(&opts.Executions, "executions", bench.DefaultExecutions, "Executions to submit")
 	f.IntVar(&opts.Concurrency, "concurrency", bench.DefaultConcurrency, "Concurrent submitters")
 	f.Float64Var(&opts.Rate, "rate", 0, "Fixed arrival rate in executions per second (for latency runs); 0 submits as fast as possible")
