@@ -49,4 +49,8 @@ type AuthTx interface {
 	AuthTokenRevoke(ctx context.Context, id int64, now time.Time) (bool, error)
 	// AuthTokenTouch records a use (last_used_at).
 	AuthTokenTouch(ctx context.Context, id int64, now time.Time) error
+	// AuthSessionsPurge deletes up to limit sessions (kind TokenSession
+	// only, never API tokens) that ended before before: expires_at or
+	// revoked_at earlier than before. It returns how many it deleted.
+	AuthSessionsPurge(ctx context.Context, before time.Time, limit int) (int, error)
 }

@@ -73,3 +73,16 @@ func (t *tx) AuthTokenTouch(ctx context.Context, id int64, now time.Time) error 
 	}
 	return nil
 }
+
+func (t *tx) AuthSessionsPurge(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	tag, err := t.tx.Exec(ctx, `DELETE FROM auth_tokens WHERE id IN (
+		SELECT id FROM auth_tokens WHERE kind = $1 AND (expires_at < $2 OR revoked_at < $2) ORDER BY id LIMIT $3)`,
+		store.TokenSession, ts(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("pgdriver: purge sessions: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}

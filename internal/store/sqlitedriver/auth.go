@@ -76,3 +76,18 @@ func (t *tx) AuthTokenTouch(ctx context.Context, id int64, now time.Time) error 
 	}
 	return nil
 }
+
+func (t *tx) AuthSessionsPurge(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	b := micros(before)
+	res, err := t.exec(ctx, `DELETE FROM auth_tokens WHERE id IN (
+		SELECT id FROM auth_tokens WHERE kind = ? AND (expires_at < ? OR revoked_at < ?) ORDER BY id LIMIT ?)`,
+		store.TokenSession, b, b, limit)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitedriver: purge sessions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}

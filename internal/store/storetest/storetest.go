@@ -109,6 +109,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Build", buildCases()},
 		{"PreAggState", stateCases()},
 		{"ClaimToken", claimTokenCases()},
+		{"Auth", authCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
