@@ -348,6 +348,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	bg.Go("pre-aggregate scheduler", func(ctx context.Context) error { s.builds.Schedule(ctx); return nil })
 	bg.Go("build reaper", func(ctx context.Context) error { s.builds.Reap(ctx, s.buildBacklog); return nil })
+	bg.Go("session purge", func(ctx context.Context) error { s.purgeSessions(ctx); return nil })
 	if s.connectLate {
 		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })
 	}
