@@ -357,10 +357,11 @@ func executionsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "executions", Short: "List executions"}
 	var cf clientFlags
 	var page, size int
+	var status, path string
 	list := &cobra.Command{
 		Use: "list", Short: "List executions, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := cf.client().Executions(cmd.Context(), page, size)
+			p, err := cf.client().ExecutionsFiltered(cmd.Context(), page, size, status, path)
 			if err != nil {
 				return err
 			}
@@ -379,6 +380,8 @@ func executionsCmd() *cobra.Command {
 	cf.bind(list)
 	list.Flags().IntVar(&page, "page", 1, "Page number")
 	list.Flags().IntVar(&size, "page-size", 50, "Executions per page")
+	list.Flags().StringVar(&status, "status", "", "Only executions of this status (running, completed, failed, cancelled)")
+	list.Flags().StringVar(&path, "path", "", "Only executions of this playbook path (a trailing * matches a prefix)")
 	cmd.AddCommand(list)
 	return cmd
 }

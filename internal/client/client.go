@@ -193,8 +193,21 @@ func (c *Client) Execution(ctx context.Context, id int64) (api.Execution, error)
 
 // Executions lists executions newest first.
 func (c *Client) Executions(ctx context.Context, page, size int) (api.ExecutionPage, error) {
+	return c.ExecutionsFiltered(ctx, page, size, "", "")
+}
+
+// ExecutionsFiltered lists the executions of one status and one playbook
+// path newest first ("" for any; a path ending in '*' is a prefix). Total
+// counts every match.
+func (c *Client) ExecutionsFiltered(ctx context.Context, page, size int, status, path string) (api.ExecutionPage, error) {
 	var out api.ExecutionPage
 	q := url.Values{"page": {fmt.Sprint(page)}, "page_size": {fmt.Sprint(size)}}
+	if status != "" {
+		q.Set("status", status)
+	}
+	if path != "" {
+		q.Set("path", path)
+	}
 	err := c.do(ctx, "GET", "/api/executions?"+q.Encode(), nil, &out)
 	return out, err
 }

@@ -331,11 +331,15 @@ func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	filter, err := executionFilter(r)
+	if err != nil {
+		return nil, err
+	}
 	var list []store.Execution
 	var total int64
 	err = a.st.Read(r.Context(), func(q store.Querier) error {
 		var err error
-		list, total, err = q.ExecutionList(r.Context(), (page-1)*size, size)
+		list, total, err = q.ExecutionList(r.Context(), filter, (page-1)*size, size)
 		return err
 	})
 	out := make([]api.Execution, len(list))
@@ -343,6 +347,26 @@ func (a *API) executionList(w http.ResponseWriter, r *http.Request) (any, error)
 		out[i] = wire.Execution(e)
 	}
 	return api.ExecutionPage{Executions: out, Page: page, PageSize: size, Total: total}, err
+}
+
+// executionFilter reads GET /api/executions' filters: status (one of the
+// execution statuses) and path (exact, or a prefix when it ends in '*').
+func executionFilter(r *http.Request) (store.ExecutionFilter, error) {
+	var f store.ExecutionFilter
+	qs := r.URL.Query()
+	if st := qs.Get("status"); st != "" {
+		switch s := api.ExecStatus(st); s {
+		case api.ExecRunning, api.ExecCompleted, api.ExecFailed, api.ExecCancelled:
+			f.Status = s
+		default:
+			return f, apierr.New(apierr.BadRequest, "status %q is not one of running, completed, failed, cancelled", st)
+		}
+	}
+	f.Path = qs.Get("path")
+	if p, ok := strings.CutSuffix(f.Path, "*"); ok {
+		f.Path, f.PathPrefix = p, true
+	}
+	return f, nil
 }
 
 func (a *API) loadExecution(r *http.Request) (store.Execution, error) {

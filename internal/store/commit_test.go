@@ -102,7 +102,7 @@ func concurrently(n int, fn func(i int)) {
 func (b *bundle) countExecs(ctx context.Context) int64 {
 	var total int64
 	_ = b.st.Read(ctx, func(q store.Querier) error {
-		_, total, _ = q.ExecutionList(ctx, 0, 1)
+		_, total, _ = q.ExecutionList(ctx, store.ExecutionFilter{}, 0, 1)
 		return nil
 	})
 	return total
@@ -258,7 +258,7 @@ func TestGroupCommit(t *testing.T) {
 				wg.Wait()
 				var list []store.Execution
 				_ = b.st.Read(ctx, func(q store.Querier) error {
-					list, _, _ = q.ExecutionList(ctx, 0, 1000)
+					list, _, _ = q.ExecutionList(ctx, store.ExecutionFilter{}, 0, 1000)
 					return nil
 				})
 				if len(list) != n/2 {

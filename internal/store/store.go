@@ -215,6 +215,16 @@ type Driver interface {
 	Close() error
 }
 
+// ExecutionFilter narrows ExecutionList; its zero value matches every
+// execution.
+type ExecutionFilter struct {
+	Status api.ExecStatus // the execution's status; "" for any
+	// Path is the playbook path, exactly; or, with PathPrefix, the
+	// paths that start with it (byte for byte, no wildcards). "" for any.
+	Path       string
+	PathPrefix bool
+}
+
 // Querier holds the read operations; both Tx and Driver.Read provide it.
 type Querier interface {
 	QueryQuerier
@@ -226,9 +236,10 @@ type Querier interface {
 	CatalogList(ctx context.Context) ([]CatalogEntry, error) // latest version per path, path order, without Content
 
 	ExecutionGet(ctx context.Context, id int64) (Execution, error)
-	// ExecutionList pages newest first (by execution_id desc); it returns the
-	// page and the total count.
-	ExecutionList(ctx context.Context, offset, limit int) ([]Execution, int64, error)
+	// ExecutionList pages the executions f matches newest first (by
+	// execution_id desc); it returns the page and the count of every
+	// execution f matches.
+	ExecutionList(ctx context.Context, f ExecutionFilter, offset, limit int) ([]Execution, int64, error)
 
 	EventList(ctx context.Context, executionID int64) ([]Event, error) // by event_id asc
 	// EventListOfType is EventList of one event type only.

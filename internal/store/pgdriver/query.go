@@ -229,13 +229,28 @@ func (q querier) ExecutionGet(ctx context.Context, id int64) (store.Execution, e
 	return e, nil
 }
 
-func (q querier) ExecutionList(ctx context.Context, offset, limit int) ([]store.Execution, int64, error) {
+func (q querier) ExecutionList(ctx context.Context, f store.ExecutionFilter, offset, limit int) ([]store.Execution, int64, error) {
+	where, args := " WHERE true", []any{}
+	if f.Status != "" {
+		args = append(args, string(f.Status))
+		where += fmt.Sprintf(" AND status = $%d", len(args))
+	}
+	switch {
+	case f.PathPrefix && f.Path != "":
+		// left(), not LIKE: the prefix may hold % and _.
+		args = append(args, f.Path)
+		where += fmt.Sprintf(" AND left(path, length($%d::text)) = $%d::text", len(args), len(args))
+	case f.Path != "":
+		args = append(args, f.Path)
+		where += fmt.Sprintf(" AND path = $%d", len(args))
+	}
 	var total int64
-	if err := q.db.QueryRow(ctx, "SELECT count(*) FROM executions").Scan(&total); err != nil {
+	if err := q.db.QueryRow(ctx, "SELECT count(*) FROM executions"+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("pgdriver: count executions: %w", err)
 	}
-	rows, err := q.db.Query(ctx, "SELECT "+execCols+" FROM executions ORDER BY execution_id DESC OFFSET $1 LIMIT $2",
-		max(offset, 0), limitArg(limit))
+	n := len(args)
+	rows, err := q.db.Query(ctx, "SELECT "+execCols+" FROM executions"+where+fmt.Sprintf(" ORDER BY execution_id DESC OFFSET $%d LIMIT $%d", n+1, n+2),
+		append(args, max(offset, 0), limitArg(limit))...)
 	list, err := collect(rows, err, scanExecution)
 	if err != nil {
 		return nil, 0, fmt.Errorf("pgdriver: list executions: %w", err)

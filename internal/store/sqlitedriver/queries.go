@@ -214,16 +214,30 @@ func (q *queries) ExecutionGet(ctx context.Context, id int64) (store.Execution, 
 	return e, nil
 }
 
-func (q *queries) ExecutionList(ctx context.Context, offset, limit int) ([]store.Execution, int64, error) {
+func (q *queries) ExecutionList(ctx context.Context, f store.ExecutionFilter, offset, limit int) ([]store.Execution, int64, error) {
+	where, args := " WHERE 1=1", []any{}
+	if f.Status != "" {
+		where += " AND status = ?"
+		args = append(args, string(f.Status))
+	}
+	switch {
+	case f.PathPrefix && f.Path != "":
+		// substr, not LIKE: LIKE ignores ASCII case in SQLite and reads % and _.
+		where += " AND substr(path, 1, length(?)) = ?"
+		args = append(args, f.Path, f.Path)
+	case f.Path != "":
+		where += " AND path = ?"
+		args = append(args, f.Path)
+	}
 	var total int64
-	if err := q.queryRow(ctx, `SELECT count(*) FROM executions`).Scan(&total); err != nil {
+	if err := q.queryRow(ctx, `SELECT count(*) FROM executions`+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("sqlitedriver: count executions: %w", err)
 	}
 	if limit <= 0 {
 		return nil, total, nil
 	}
-	rows, err := q.query(ctx, `SELECT `+executionCols+` FROM executions ORDER BY execution_id DESC LIMIT ? OFFSET ?`,
-		limit, max(offset, 0))
+	rows, err := q.query(ctx, `SELECT `+executionCols+` FROM executions`+where+` ORDER BY execution_id DESC LIMIT ? OFFSET ?`,
+		append(args, limit, max(offset, 0))...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sqlitedriver: list executions: %w", err)
 	}

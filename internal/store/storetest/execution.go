@@ -75,7 +75,7 @@ func executionCases() []testCase {
 			var page []store.Execution
 			b.mustRead("ExecutionList", func(q store.Querier) error {
 				var err error
-				page, _, err = q.ExecutionList(b.ctx(), 0, 1)
+				page, _, err = q.ExecutionList(b.ctx(), store.ExecutionFilter{}, 0, 1)
 				return err
 			})
 			if len(page) != 1 {
@@ -154,7 +154,7 @@ func executionCases() []testCase {
 			var page []store.Execution
 			b.mustRead("ExecutionList", func(q store.Querier) error {
 				var err error
-				page, _, err = q.ExecutionList(b.ctx(), 1, 1)
+				page, _, err = q.ExecutionList(b.ctx(), store.ExecutionFilter{}, 1, 1)
 				return err
 			})
 			if len(page) != 1 {
@@ -248,7 +248,7 @@ func executionCases() []testCase {
 				var total int64
 				b.mustRead("ExecutionList", func(q store.Querier) error {
 					var err error
-					list, total, err = q.ExecutionList(b.ctx(), page.offset, page.limit)
+					list, total, err = q.ExecutionList(b.ctx(), store.ExecutionFilter{}, page.offset, page.limit)
 					return err
 				})
 				what := fmt.Sprintf("ExecutionList(offset %d, limit %d)", page.offset, page.limit)
@@ -265,9 +265,86 @@ func executionCases() []testCase {
 				}
 			}
 		}},
+		{"ListFiltered", func(b *bundle) {
+			// Path and status of each execution, inserted in id order.
+			rows := []struct {
+				path   string
+				status api.ExecStatus
+			}{
+				{"etl/a", api.ExecRunning},
+				{"etl/a", api.ExecCompleted},
+				{"etl/b", api.ExecFailed},
+				{"etl/a", api.ExecFailed},
+				{"ETL/a", api.ExecFailed}, // another path: case counts
+				{"etl%/x", api.ExecCancelled},
+				{"etlx", api.ExecFailed},
+				{"other", api.ExecRunning},
+			}
+			var ids []int64
+			var execs []store.Execution
+			for _, r := range rows {
+				e := b.newExecution()
+				e.Path, e.Status = r.path, r.status
+				if r.status.Terminal() {
+					end := b.now
+					e.EndedAt = &end
+				}
+				ids = append(ids, e.ExecutionID)
+				execs = append(execs, e)
+			}
+			b.mustWrite("ExecutionInsert", func(tx store.Tx) error {
+				for _, e := range execs {
+					if err := tx.ExecutionInsert(b.ctx(), e); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			for _, tc := range []struct {
+				f    store.ExecutionFilter
+				want []int // indexes into rows, newest first
+			}{
+				{store.ExecutionFilter{}, []int{7, 6, 5, 4, 3, 2, 1, 0}},
+				{store.ExecutionFilter{Status: api.ExecFailed}, []int{6, 4, 3, 2}},
+				{store.ExecutionFilter{Path: "etl/a"}, []int{3, 1, 0}},
+				{store.ExecutionFilter{Path: "etl/a", Status: api.ExecFailed}, []int{3}},
+				{store.ExecutionFilter{Path: "etl/", PathPrefix: true}, []int{3, 2, 1, 0}},
+				{store.ExecutionFilter{Path: "etl%", PathPrefix: true}, []int{5}},
+				{store.ExecutionFilter{Path: "etl", PathPrefix: true, Status: api.ExecFailed}, []int{6, 3, 2}},
+				{store.ExecutionFilter{Path: "", PathPrefix: true}, []int{7, 6, 5, 4, 3, 2, 1, 0}},
+				{store.ExecutionFilter{Path: "etl/"}, nil},
+				{store.ExecutionFilter{Status: api.ExecCancelled, Path: "other"}, nil},
+			} {
+				want := []int64{}
+				for _, i := range tc.want {
+					want = append(want, ids[i])
+				}
+				// A page of 2 from offset 1 and the whole list; the total
+				// counts every match either way.
+				for _, page := range [][2]int{{0, 100}, {1, 2}} {
+					var list []store.Execution
+					var total int64
+					b.mustRead("ExecutionList", func(q store.Querier) error {
+						var err error
+						list, total, err = q.ExecutionList(b.ctx(), tc.f, page[0], page[1])
+						return err
+					})
+					what := fmt.Sprintf("ExecutionList(%+v, offset %d, limit %d)", tc.f, page[0], page[1])
+					got := []int64{}
+					for _, e := range list {
+						got = append(got, e.ExecutionID)
+					}
+					w := want[min(page[0], len(want)):min(page[0]+page[1], len(want))]
+					b.wantIDs(what, got, w)
+					if total != int64(len(want)) {
+						b.fatalf("%s total = %d, want %d", what, total, len(want))
+					}
+				}
+			}
+		}},
 		{"ListEmpty", func(b *bundle) {
 			b.mustRead("ExecutionList", func(q store.Querier) error {
-				list, total, err := q.ExecutionList(b.ctx(), 0, 10)
+				list, total, err := q.ExecutionList(b.ctx(), store.ExecutionFilter{}, 0, 10)
 				b.mustNil("ExecutionList", err)
 				if len(list) != 0 || total != 0 {
 					b.fatalf("ExecutionList on an empty store = %d rows, total %d; want none", len(list), total)
