@@ -17,7 +17,7 @@ import (
 )
 
 // testStore opens a fresh SQLite store with the migrations applied.
-func testStore(t *testing.T) *store.Store {
+func testStore(t testing.TB) *store.Store {
 	t.Helper()
 	drv, err := sqlitedriver.Open(t.Context(), t.TempDir()+"/auth.db")
 	if err != nil {
@@ -45,7 +45,7 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestAuth(t *testing.T, mod func(*config.Auth)) (*Authenticator, *store.Store, *clock) {
+func newTestAuth(t testing.TB, mod func(*config.Auth)) (*Authenticator, *store.Store, *clock) {
 	t.Helper()
 	st := testStore(t)
 	cfg := config.Auth{Mode: config.AuthTokens, CacheTTL: time.Hour, SessionTTL: 8 * time.Hour, OIDCRolesClaim: "roles", OIDCDefaultRole: "viewer"}
