@@ -133,6 +133,25 @@ try {
   await page.selectOption("#filter-status", "completed");
   await page.waitForSelector(`#executions tr[data-execution="${out.long_id}"]`, { state: "detached", timeout: T });
   await page.waitForSelector(`#executions tr[data-execution="${out.quick_id}"]`, { timeout: T });
+  // The filter holds for live updates too: an execution started elsewhere
+  // is not added to the completed list while it runs, and arrives when it
+  // completes.
+  const third = await ctx.newPage();
+  await third.goto(`${BASE}/ui/#/catalog/${QUICK}`);
+  await third.waitForSelector("#run", { timeout: T });
+  const gate3 = path.join(GATES, "third");
+  await third.fill("#payload", JSON.stringify({ gate: gate3 }));
+  await third.click("#run");
+  await third.waitForFunction(() => /^#\/executions\/\d+$/.test(location.hash), null, { timeout: T });
+  const thirdId = (await third.textContent("#execution-id")).trim();
+  await page.waitForTimeout(1500);
+  if (await page.$(`#executions tr[data-execution="${thirdId}"]`)) throw new Error("a running execution was added to the list of completed ones");
+  fs.writeFileSync(gate3, "open");
+  await page.waitForSelector(`#executions tr[data-execution="${thirdId}"][data-status="completed"]`, { timeout: 60_000 });
+  await third.close();
+  // The server filtered: the total counts completed executions only (the
+  // cancelled one is not in it), all of them on this page.
+  await page.waitForFunction(() => /^(\d+) shown of \1$/.test(document.querySelector("#count")?.textContent || ""), null, { timeout: T });
   await page.selectOption("#filter-status", "");
   await page.fill("#filter-playbook", LONG);
   await page.press("#filter-playbook", "Enter");

@@ -212,6 +212,7 @@ async function pageExecutions(_, query) {
   const statusSel = h("select", { id: "filter-status", onchange: () => setQuery({ status: statusSel.value, page: "" }) },
     ["", "running", "completed", "failed", "cancelled"].map((s) => h("option", { value: s, selected: s === status }, s || "any status")));
   const pbInput = h("input", { id: "filter-playbook", placeholder: "playbook path", value: playbook, list: "playbooks",
+    title: "the playbook path; end it with * for every path that starts with it",
     onchange: () => setQuery({ playbook: pbInput.value.trim(), page: "" }) });
   const tbody = h("tbody", { id: "executions" });
   const count = h("span", { class: "muted", id: "count" });
@@ -223,7 +224,10 @@ async function pageExecutions(_, query) {
     pager);
 
   const rows = new Map(); // execution id -> {ex, tr}
-  const matches = (ex) => (!status || ex.status === status) && (!playbook || ex.path.includes(playbook));
+  // The server filters (status; path exact, or a prefix ending in *); a
+  // live execution is checked the same way before it is shown.
+  const matches = (ex) => (!status || ex.status === status) &&
+    (!playbook || (playbook.endsWith("*") ? ex.path.startsWith(playbook.slice(0, -1)) : ex.path === playbook));
   const rowOf = (ex) => h("tr", { class: "clickable", "data-execution": ex.execution_id, "data-status": ex.status, onclick: () => { location.hash = `#/executions/${ex.execution_id}`; } },
     h("td", { class: "mono" }, String(ex.execution_id)),
     h("td", {}, `${ex.path} v${ex.version}`),
@@ -231,31 +235,30 @@ async function pageExecutions(_, query) {
     h("td", {}, when(ex.started_at)),
     h("td", {}, duration(ex.started_at, ex.ended_at)),
     h("td", { class: "mono" }, ex.parent_execution_id ? String(ex.parent_execution_id) : ""));
-  let total = 0;
-  const all = new Set(); // every id on this page, filtered out or not
-  const recount = () => { count.textContent = `${rows.size} shown of ${total} (filters apply to this page of ${size})`; };
+  let total = 0; // executions that match the filters, every page
+  const recount = () => { count.textContent = `${rows.size} shown of ${total}`; };
   const put = (ex, top) => {
     const id = String(ex.execution_id);
     const old = rows.get(id);
-    if (!all.has(id)) {
-      all.add(id);
-      if (top) total++;
-    }
     if (!matches(ex)) {
-      if (old) { old.tr.remove(); rows.delete(id); }
+      // A live execution that does not match is not added; a shown one
+      // that no longer matches (it ended) leaves.
+      if (old) { old.tr.remove(); rows.delete(id); total = Math.max(0, total - 1); }
       return;
     }
     const tr = rowOf(ex);
     if (old) old.tr.replaceWith(tr);
-    else if (top) tbody.prepend(tr);
+    else if (top) { tbody.prepend(tr); total++; }
     else tbody.append(tr);
     rows.set(id, { ex, tr });
   };
   const load = async () => {
-    const p = await api("GET", `/executions?page=${page}&page_size=${size}`);
+    const qs = new URLSearchParams({ page: String(page), page_size: String(size) });
+    if (status) qs.set("status", status);
+    if (playbook) qs.set("path", playbook);
+    const p = await api("GET", `/executions?${qs}`);
     fill(tbody);
     rows.clear();
-    all.clear();
     for (const ex of p.executions) put(ex, false);
     const paths = [...new Set(p.executions.map((e) => e.path))].sort();
     fill(datalist, ...paths.map((x) => h("option", { value: x })));
