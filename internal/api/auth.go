@@ -83,6 +83,19 @@ type WhoAmI struct {
 	AuthDisabled bool `json:"auth_disabled,omitempty"`
 }
 
+// AuthConfig is the reply of GET /api/auth/config (no token needed): what
+// a login page needs to know.
+type AuthConfig struct {
+	Auth string      `json:"auth"` // tokens | none
+	OIDC *OIDCConfig `json:"oidc"`
+}
+
+// OIDCConfig names the issuer and client id browsers log in with.
+type OIDCConfig struct {
+	Issuer   string `json:"issuer"`
+	ClientID string `json:"client_id"`
+}
+
 // LiveNote is what the server publishes on NATS_UPDATES_SUBJECT_PREFIX +
 // execution id after a commit: a wake-up naming the event, never the
 // event's payload (readers fetch that from the event table).

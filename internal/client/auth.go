@@ -50,21 +50,9 @@ func (c *Client) WhoAmI(ctx context.Context) (api.WhoAmI, error) {
 	return out, err
 }
 
-// AuthConfig is the reply of GET /api/auth/config: how a client may log in.
-type AuthConfig struct {
-	Auth string      `json:"auth"` // tokens | none
-	OIDC *OIDCConfig `json:"oidc"`
-}
-
-// OIDCConfig names the identity provider browsers log in with.
-type OIDCConfig struct {
-	Issuer   string `json:"issuer"`
-	ClientID string `json:"client_id"`
-}
-
 // AuthConfig fetches the server's login settings (no token needed).
-func (c *Client) AuthConfig(ctx context.Context) (AuthConfig, error) {
-	var out AuthConfig
+func (c *Client) AuthConfig(ctx context.Context) (api.AuthConfig, error) {
+	var out api.AuthConfig
 	err := c.do(ctx, "GET", "/api/auth/config", nil, &out)
 	return out, err
 }

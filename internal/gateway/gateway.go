@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
@@ -381,11 +382,7 @@ func (g *Gateway) oidcIssuer(ctx context.Context) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("GET /api/auth/config answered %d", resp.StatusCode)
 	}
-	var c struct {
-		OIDC *struct {
-			Issuer string `json:"issuer"`
-		} `json:"oidc"`
-	}
+	var c api.AuthConfig
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&c); err != nil {
 		return "", fmt.Errorf("GET /api/auth/config: %w", err)
 	}

@@ -91,27 +91,14 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) (any, error) {
 	return auth.WhoAmI(principal(r)), nil
 }
 
-// AuthConfig is the reply of GET /api/auth/config: what a login page
-// needs to know.
-type AuthConfig struct {
-	Auth string      `json:"auth"` // tokens | none
-	OIDC *OIDCConfig `json:"oidc"`
-}
-
-// OIDCConfig names the issuer and client id of OIDC logins.
-type OIDCConfig struct {
-	Issuer   string `json:"issuer"`
-	ClientID string `json:"client_id"`
-}
-
 func (a *API) authConfig(w http.ResponseWriter, r *http.Request) (any, error) {
-	out := AuthConfig{Auth: config.AuthTokens}
+	out := api.AuthConfig{Auth: config.AuthTokens}
 	if a.open || a.authn == nil {
 		out.Auth = config.AuthNone
 	}
 	if a.authn != nil {
 		if iss, cid, ok := a.authn.OIDC(); ok {
-			out.OIDC = &OIDCConfig{Issuer: iss, ClientID: cid}
+			out.OIDC = &api.OIDCConfig{Issuer: iss, ClientID: cid}
 		}
 	}
 	return out, nil

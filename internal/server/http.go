@@ -290,18 +290,28 @@ func (a *API) catalogList(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) catalogGet(w http.ResponseWriter, r *http.Request) (any, error) {
+	e, err := a.loadCatalog(r)
+	if err != nil {
+		return nil, err
+	}
+	return wire.CatalogEntry(e), nil
+}
+
+// loadCatalog reads the playbook the request's {path} and ?version= name
+// (0 or none: the latest).
+func (a *API) loadCatalog(r *http.Request) (store.CatalogEntry, error) {
 	path := r.PathValue("path")
 	version, err := queryInt(r, "version", 0, 0, 1<<30)
 	if err != nil {
-		return nil, err
+		return store.CatalogEntry{}, err
 	}
 	e, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.CatalogEntry, error) {
 		return q.CatalogGet(r.Context(), path, version)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
+		return e, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
 	}
-	return wire.CatalogEntry(e), err
+	return e, err
 }
 
 func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {

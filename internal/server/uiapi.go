@@ -2,12 +2,10 @@ package server
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"sort"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
@@ -51,17 +49,7 @@ func (a *API) uiRoutes() {
 // with this server's tool kinds so that the catalog page shows every
 // problem and warning.
 func (a *API) graphGet(w http.ResponseWriter, r *http.Request) (any, error) {
-	path := r.PathValue("path")
-	version, err := queryInt(r, "version", 0, 0, 1<<30)
-	if err != nil {
-		return nil, err
-	}
-	e, err := store.ReadValue(r.Context(), a.st, func(q store.Querier) (store.CatalogEntry, error) {
-		return q.CatalogGet(r.Context(), path, version)
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, apierr.New(apierr.PlaybookNotFound, "playbook %q (version %d; 0 = latest) is not registered", path, version)
-	}
+	e, err := a.loadCatalog(r)
 	if err != nil {
 		return nil, err
 	}
