@@ -56,28 +56,9 @@ func TestBuildsAPI(t *testing.T) {
 	if _, err := h.API.ProjectPut(ctx, "shop", api.WarehouseConn{Type: "postgres", URL: pgtest.URL()}); err != nil {
 		t.Fatal(err)
 	}
-	// The model goes straight into the server's database (the models API
-	// is another slice's).
-	drv, err := pgdriver.Open(ctx, db, pgdriver.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = drv.Close() })
-	st := store.New(drv, store.Options{})
-	p, err := store.ReadValue(ctx, st, func(q store.Querier) (store.Project, error) { return q.ProjectGet(ctx, "shop") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := semantic.Model{Name: "orders", Table: "orders",
-		Dimensions:    []semantic.Dimension{{Name: "status", Type: semantic.DimString}, {Name: "created_at", Type: semantic.DimTimestamp}},
-		Metrics:       []semantic.Metric{{Name: "revenue", Type: semantic.MetricSum, SQL: "amount"}},
-		PreAggregates: []semantic.PreAggregate{{Name: "daily", Dimensions: []string{"status"}, Metrics: []string{"revenue"}, TimeDimension: "created_at", Granularity: semantic.GrainDay}}}
-	def, _ := json.Marshal(m)
-	if err := st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-		return tx.ModelPut(ctx, store.SemanticModel{ProjectID: p.ProjectID, Name: "orders", Definition: def, Hash: semantic.ModelHash(&m), Source: "test", UpdatedAt: time.Now().UTC()})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// The model goes straight into the server's database.
+	_, _, m := putDailyModel(t, db)
+	var err error
 
 	// The scheduler queues the definition build by itself.
 	var list []api.PreAggInfo
@@ -325,4 +306,33 @@ func TestPreAggNATSEndToEnd(t *testing.T) {
 			t.Fatalf("served %s = %v, warehouse has %v", st, r["orders_order_count"], want)
 		}
 	}
+}
+
+// putDailyModel writes model orders, with its pre-aggregate daily, straight
+// into the database at db of a server whose project is "shop", and returns
+// a store on that database, the project and the model.
+func putDailyModel(t *testing.T, db string) (*store.Store, store.Project, semantic.Model) {
+	t.Helper()
+	ctx := t.Context()
+	drv, err := pgdriver.Open(ctx, db, pgdriver.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drv.Close() })
+	st := store.New(drv, store.Options{})
+	p, err := store.ReadValue(ctx, st, func(q store.Querier) (store.Project, error) { return q.ProjectGet(ctx, "shop") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := semantic.Model{Name: "orders", Table: "orders",
+		Dimensions:    []semantic.Dimension{{Name: "status", Type: semantic.DimString}, {Name: "created_at", Type: semantic.DimTimestamp}},
+		Metrics:       []semantic.Metric{{Name: "revenue", Type: semantic.MetricSum, SQL: "amount"}},
+		PreAggregates: []semantic.PreAggregate{{Name: "daily", Dimensions: []string{"status"}, Metrics: []string{"revenue"}, TimeDimension: "created_at", Granularity: semantic.GrainDay}}}
+	def, _ := json.Marshal(m)
+	if err := st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		return tx.ModelPut(ctx, store.SemanticModel{ProjectID: p.ProjectID, Name: "orders", Definition: def, Hash: semantic.ModelHash(&m), Source: "test", UpdatedAt: time.Now().UTC()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return st, p, m
 }

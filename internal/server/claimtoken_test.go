@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,10 +12,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
-	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/store"
-	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
 )
@@ -246,26 +242,7 @@ func TestClaimNotYoursQueryAndBuild(t *testing.T) {
 	})
 
 	t.Run("build", func(t *testing.T) {
-		drv, err := pgdriver.Open(ctx, db, pgdriver.Options{MaxConns: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = drv.Close() })
-		st := store.New(drv, store.Options{})
-		p, err := store.ReadValue(ctx, st, func(q store.Querier) (store.Project, error) { return q.ProjectGet(ctx, "shop") })
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := semantic.Model{Name: "orders", Table: "orders",
-			Dimensions:    []semantic.Dimension{{Name: "status", Type: semantic.DimString}, {Name: "created_at", Type: semantic.DimTimestamp}},
-			Metrics:       []semantic.Metric{{Name: "revenue", Type: semantic.MetricSum, SQL: "amount"}},
-			PreAggregates: []semantic.PreAggregate{{Name: "daily", Dimensions: []string{"status"}, Metrics: []string{"revenue"}, TimeDimension: "created_at", Granularity: semantic.GrainDay}}}
-		def, _ := json.Marshal(m)
-		if err := st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
-			return tx.ModelPut(ctx, store.SemanticModel{ProjectID: p.ProjectID, Name: "orders", Definition: def, Hash: semantic.ModelHash(&m), Source: "test", UpdatedAt: time.Now().UTC()})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		putDailyModel(t, db)
 		var uuid string
 		wait.For(t, 30*time.Second, func() error {
 			list, err := op.PreAggregates(ctx, "shop")
