@@ -44,6 +44,9 @@ const (
 	// DefaultMaxAckPending caps unacknowledged notifications across the pool,
 	// which bounds how much work is in flight at once.
 	DefaultMaxAckPending = 64
+	// DefaultReplicas is one copy: right for a single NATS server, and
+	// what the seeds' streams have. A 3-node cluster wants NATS_REPLICAS=3.
+	DefaultReplicas = 1
 	// DefaultAckWait is how long a worker may hold a notification before
 	// JetStream redelivers it to another worker.
 	DefaultAckWait = 30 * time.Second
@@ -103,6 +106,9 @@ type Config struct {
 	// nkey seed file. Empty means unused.
 	TLSCA, TLSCert, TLSKey string
 	CredsFile, NKeyFile    string
+	// Replicas of every stream, KV bucket and object store this package
+	// creates (0 means DefaultReplicas).
+	Replicas int
 }
 
 // Live-update and gateway subjects (the NoETL gateway contract).

@@ -114,6 +114,13 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 				}
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.Handler())
+				// The Helm chart's probes: the worker is up once New has
+				// checked its token and connected; a wedged process stops
+				// answering and is restarted.
+				mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+				})
 				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 				go func() { _ = ms.Serve(ln) }()
 				defer ms.Close()

@@ -50,6 +50,9 @@ type NATS struct {
 	MaxAge, AckWait, FetchTimeout, FetchHeartbeat           time.Duration
 	MaxDeliver, MaxAckPending                               int
 	MaxBytes                                                int
+	// Replicas is the replica count of every stream, KV bucket and object
+	// store Millrace creates (NATS_REPLICAS; 3 on a 3-node cluster).
+	Replicas int
 }
 
 func (n *NATS) bind(s *Set, dev bool) {
@@ -72,6 +75,13 @@ func (n *NATS) bind(s *Set, dev bool) {
 	s.Seconds(&n.FetchHeartbeat, "NOETL_WORKER_NATS_FETCH_HEARTBEAT_SECONDS", "nats-fetch-heartbeat", bus.DefaultFetchHeartbeat, "Idle heartbeat of a pull request (detects a dead server).")
 	s.Int(&n.MaxDeliver, "NOETL_WORKER_NATS_MAX_DELIVER", "nats-max-deliver", bus.DefaultMaxDeliver, "Consumer max_deliver.")
 	s.Int(&n.MaxAckPending, "NOETL_WORKER_NATS_MAX_ACK_PENDING", "nats-max-ack-pending", bus.DefaultMaxAckPending, "Consumer max_ack_pending: the cap on unacknowledged notifications across the whole pool.")
+	n.bindReplicas(s)
+}
+
+// bindReplicas binds NATS_REPLICAS (every role that may create a stream or
+// bucket, the gateway included).
+func (n *NATS) bindReplicas(s *Set) {
+	s.Int(&n.Replicas, "NATS_REPLICAS", "nats-replicas", bus.DefaultReplicas, "Replicas of every stream, KV bucket and object store Millrace creates (1-5; 3 on a 3-node NATS cluster). An existing stream with a different count is used unchanged and reported.")
 }
 
 // bindSecurity binds the NATS TLS and credential settings (every role that
@@ -89,7 +99,7 @@ func (n NATS) Bus(name string) bus.Config {
 	return bus.Config{URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
 		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxBytes: int64(n.MaxBytes), MaxDeliver: n.MaxDeliver,
 		MaxAckPending: n.MaxAckPending, AckWait: n.AckWait, FetchTimeout: n.FetchTimeout,
-		FetchHeartbeat: n.FetchHeartbeat, Name: name,
+		FetchHeartbeat: n.FetchHeartbeat, Name: name, Replicas: n.Replicas,
 		TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey, CredsFile: n.CredsFile, NKeyFile: n.NKeyFile}
 }
 
@@ -116,6 +126,13 @@ type Server struct {
 	LivePoll time.Duration
 	// SecretKey seals credentials at rest (see package secret).
 	SecretKey string
+	// Migrate applies pending migrations at start (false when a Helm hook
+	// Job runs `millrace migrate` before the servers roll).
+	Migrate bool
+	// MetricsInterval is how often the server samples the store and NATS
+	// for its operational gauges (package monitor).
+	MetricsInterval time.Duration
+	Telemetry       Telemetry
 }
 
 func (c *Server) bind(s *Set, dev bool) {
@@ -140,6 +157,13 @@ func (c *Server) bind(s *Set, dev bool) {
 	c.Auth.bind(s)
 	s.String(&c.UpdatesPrefix, "NATS_UPDATES_SUBJECT_PREFIX", "nats-updates-prefix", bus.DefaultUpdatesPrefix, "Subject prefix the server publishes execution lifecycle events on after commit (PREFIX<execution_id>); gateways listen on it. A wake-up only: the event table is the truth.")
 	s.Seconds(&c.LivePoll, "MILLRACE_LIVE_POLL_SECONDS", "live-poll", 5*time.Second, "How often a live stream (GET /api/executions/{id}/stream, /api/stream) re-reads the event table when no note woke it: the most a lost note delays an event.")
+	if !dev {
+		s.Bool(&c.Migrate, "MILLRACE_MIGRATE", "migrate", true, "Apply pending database migrations at start. The Helm chart sets false and runs `millrace migrate` in a pre-install/pre-upgrade hook Job instead, so servers never race a migration.")
+	} else {
+		c.Migrate = true
+	}
+	s.Seconds(&c.MetricsInterval, "MILLRACE_METRICS_INTERVAL_SECONDS", "metrics-interval", DefaultMetricsInterval, "How often the server samples the store and NATS for its gauges (outbox, unclaimed commands, consumer lag, executions by status) and for `millrace doctor`.")
+	c.Telemetry.bind(s, "millrace-server")
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
 
@@ -158,6 +182,11 @@ type Worker struct {
 	MaxResultBytes int
 	// Token is the worker's API token (role worker); empty with auth off.
 	Token string
+	// Pool routes a commands worker to the pool's subject
+	// (NATS_SUBJECT.<pool>) and consumer (NATS_CONSUMER_<pool>); empty is
+	// the default pool.
+	Pool      string
+	Telemetry Telemetry
 }
 
 func (c *Worker) bind(s *Set, dev bool) {
@@ -169,7 +198,9 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.Query.bind(s, false)
 		c.PreAgg.bind(s, false)
 		s.String(&c.Token, "MILLRACE_WORKER_TOKEN", "token", "", "API token of role worker the worker presents to the server (make one with: millrace token create --role worker); needed unless the server runs with MILLRACE_AUTH=none.")
-		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics on this address (e.g. :9090); empty turns it off.")
+		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics and its /healthz probe on this address (e.g. :9090); empty turns it off.")
+		s.String(&c.Pool, "MILLRACE_WORKER_POOL", "pool", "", "Worker pool of a commands worker: it takes only steps routed to this pool (pool: NAME in the playbook), on subject NATS_SUBJECT.NAME with consumer NATS_CONSUMER_NAME. Empty: the default pool (steps without a pool).")
+		c.Telemetry.bind(s, "millrace-worker")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
@@ -354,6 +385,7 @@ type Gateway struct {
 	MaxWait         time.Duration
 	MaxBodyBytes    int
 	IngressFile     string
+	Telemetry       Telemetry
 }
 
 // Gateway defaults.
@@ -373,6 +405,7 @@ func (g *Gateway) bind(s *Set) {
 	s.String(&g.NATS.User, "NATS_USER", "nats-user", "", "NATS user name (overrides credentials in NATS_URL).")
 	s.String(&g.NATS.Password, "NATS_PASSWORD", "nats-password", "", "NATS password.")
 	g.NATS.bindSecurity(s)
+	g.NATS.bindReplicas(s)
 	s.String(&g.Addr, "MILLRACE_GATEWAY_ADDR", "addr", DefaultGatewayAddr, "Address the gateway listens on.")
 	s.String(&g.ServerURL, "SERVER_API_URL", "server-url", DefaultServerURL, "URL of the Millrace API server the gateway forwards to.")
 	s.String(&g.PublicURL, "GATEWAY_PUBLIC_URL", "public-url", "", "URL clients and playbooks reach this gateway at (sent to playbooks as gateway_url for callbacks; default: derived from --addr).")
@@ -388,6 +421,33 @@ func (g *Gateway) bind(s *Set) {
 	s.Seconds(&g.MaxWait, "GATEWAY_MAX_WAIT_SECONDS", "max-wait", DefaultGatewayMaxWait, "Longest execute-and-wait a client may ask for.")
 	s.Int(&g.MaxBodyBytes, "MILLRACE_MAX_BODY_BYTES", "max-body-bytes", DefaultMaxBodyBytes, "Largest accepted request body; larger ones get 413.")
 	s.String(&g.IngressFile, "MILLRACE_INGRESS_FILE", "ingress-file", "", "YAML/JSON file of webhook listeners: ingress: [{name, playbook, secret_env}]; POST /ingress/NAME must carry X-Millrace-Signature: sha256=HMAC(secret, body).")
+	g.Telemetry.bind(s, "millrace-gateway")
+}
+
+// DefaultMetricsInterval is how often a server samples its gauges.
+const DefaultMetricsInterval = 15 * time.Second
+
+// Telemetry holds the OpenTelemetry trace settings: the standard OTEL_*
+// variables, each with a flag. Tracing is off unless an OTLP endpoint is
+// set (package telemetry).
+type Telemetry struct {
+	Exporter       string // OTEL_TRACES_EXPORTER: otlp or none
+	Endpoint       string // OTEL_EXPORTER_OTLP_ENDPOINT
+	TracesEndpoint string // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+	Protocol       string // OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf or grpc
+	ServiceName    string // OTEL_SERVICE_NAME
+	Sampler        string // OTEL_TRACES_SAMPLER
+	SamplerArg     string // OTEL_TRACES_SAMPLER_ARG
+}
+
+func (t *Telemetry) bind(s *Set, service string) {
+	s.String(&t.Exporter, "OTEL_TRACES_EXPORTER", "otel-traces-exporter", "otlp", "Trace exporter: otlp or none. Traces are sent only when an OTLP endpoint is set as well.")
+	s.String(&t.Endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT", "otel-endpoint", "", "OTLP endpoint for traces (e.g. http://otel-collector:4318); empty turns tracing off.")
+	s.String(&t.TracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel-traces-endpoint", "", "OTLP endpoint for traces only; overrides OTEL_EXPORTER_OTLP_ENDPOINT.")
+	s.String(&t.Protocol, "OTEL_EXPORTER_OTLP_PROTOCOL", "otel-protocol", "http/protobuf", "OTLP protocol: http/protobuf or grpc.")
+	s.String(&t.ServiceName, "OTEL_SERVICE_NAME", "otel-service-name", service, "service.name of this process's spans.")
+	s.String(&t.Sampler, "OTEL_TRACES_SAMPLER", "otel-sampler", "parentbased_always_on", "Sampler: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio.")
+	s.String(&t.SamplerArg, "OTEL_TRACES_SAMPLER_ARG", "otel-sampler-arg", "", "Sampler argument (the ratio for the traceidratio samplers, 0..1).")
 }
 
 // GatewaySet binds gateway settings.

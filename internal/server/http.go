@@ -85,6 +85,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("POST /api/events", auth.Workers, a.eventPost)
 	a.route("POST /api/events/batch", auth.Workers, a.eventBatch)
 	a.route("GET /api/health", auth.Public, a.healthGet)
+	a.route("GET /api/health/live", auth.Public, a.healthLive)
 	a.credentialRoutes()
 	a.queryRoutes()
 	a.liveRoutes()
@@ -715,6 +716,14 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 		out[i] = api.ReportResult{EventID: ack.EventID, Status: ack.Status}
 	})
 	return api.ReportBatch{Results: out}, nil
+}
+
+// healthLive is the liveness probe: it answers while the process serves
+// HTTP and checks nothing else, so a database or NATS outage never restarts
+// every server at once (readiness, GET /api/health, takes them out of
+// service instead).
+func (a *API) healthLive(w http.ResponseWriter, r *http.Request) (any, error) {
+	return map[string]string{"status": "ok"}, nil
 }
 
 func (a *API) healthGet(w http.ResponseWriter, r *http.Request) (any, error) {

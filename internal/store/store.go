@@ -112,6 +112,9 @@ type Command struct {
 	// claim (0: none, as with auth off). While it is not 0, only that
 	// token may start, heartbeat, finish or release the command.
 	ClaimTokenID int64
+	// Pool is the worker pool the step is routed to ("" is the default
+	// pool): its notifications go to NATS_SUBJECT.<pool>.
+	Pool string
 }
 
 // OutboxMsg is a notification waiting to be published to NATS.
@@ -125,6 +128,9 @@ type OutboxMsg struct {
 	// AvailableAt: the publisher leaves the row alone until then (retry
 	// backoff). Zero means CreatedAt.
 	AvailableAt time.Time
+	// TraceParent is the W3C traceparent of the span that wrote the row
+	// ("" when tracing is off); the relay sends it as a message header.
+	TraceParent string
 }
 
 // Loop is one run of a looping step. Its progress is never stored as a
