@@ -689,18 +689,9 @@ func TestConnectRetryWaitsForServer(t *testing.T) {
 func TestReport(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if _, err := b.conn.Report(b.ctx); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("Report without stream = %v, want ErrStreamNotFound", err)
-	}
-	if _, err := b.conn.EnsureStream(b.ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := b.conn.Report(b.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Consumer != nil || !r.Connected || r.Stream.Retention != "Limits" && r.Stream.Retention != "limits" {
-		t.Fatalf("report before consumer: %+v", r)
+	rs, err := b.conn.Report(b.ctx, []string{b.cfg.Stream})
+	if err != nil || len(rs) != 1 || !strings.Contains(rs[0].Error, "not found") {
+		t.Fatalf("Report without stream = %+v, %v; want one report with a not-found error", rs, err)
 	}
 	cons, err := b.conn.EnsureConsumer(b.ctx)
 	if err != nil {
@@ -715,19 +706,24 @@ func TestReport(t *testing.T) {
 	}
 	for range batch.Messages() {
 	}
-	r, err = b.conn.Report(b.ctx)
-	if err != nil {
-		t.Fatal(err)
+	rs, err = b.conn.Report(b.ctx, []string{b.cfg.Stream})
+	if err != nil || len(rs) != 1 {
+		t.Fatal(rs, err)
 	}
-	if r.Stream.Messages != 3 || r.Stream.FirstSeq != 1 || r.Stream.LastSeq != 3 || r.Stream.Bytes == 0 || r.Stream.MaxAge != time.Hour {
-		t.Errorf("stream report = %+v", r.Stream)
+	r := rs[0]
+	if r.Error != "" || r.Messages != 3 || r.FirstSeq != 1 || r.LastSeq != 3 || r.Bytes == 0 || r.Storage != "Memory" || r.Replicas != 1 {
+		t.Errorf("stream report = %+v", r)
 	}
-	c := r.Consumer
-	if c == nil {
-		t.Fatal("consumer missing from report")
+	if len(r.Consumers) != 1 {
+		t.Fatalf("consumers = %+v", r.Consumers)
 	}
-	if c.Name != b.cfg.Consumer || c.NumPending != 2 || c.NumAckPending != 1 || c.MaxDeliver != 1000 || c.MaxAckPending != 64 || c.AckWait != 30*time.Second {
-		t.Errorf("consumer report = %+v", *c)
+	c := r.Consumers[0]
+	if c.Name != b.cfg.Consumer || c.Mode != "Pull" || c.Unprocessed != 2 || c.AckPending != 1 || c.Lag != 3 ||
+		c.MaxDeliver != 1000 || c.MaxAckPending != 64 || c.AckWait != 30*time.Second || c.AckFloor != 0 {
+		t.Errorf("consumer report = %+v", c)
+	}
+	if c.UnprocessedPct < 66 || c.UnprocessedPct > 67 {
+		t.Errorf("unprocessed = %.2f%%, want 2 of 3", c.UnprocessedPct)
 	}
 }
 
