@@ -1,0 +1,269 @@
+{{/* Names ---------------------------------------------------------------- */}}
+
+{{- define "millrace.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* fullname: release-chart, or the release alone when it already holds the chart name. */}}
+{{- define "millrace.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "millrace.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* labels: call with (dict "ctx" $ "component" "server"). */}}
+{{- define "millrace.labels" -}}
+helm.sh/chart: {{ include "millrace.chart" .ctx }}
+{{ include "millrace.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{/* selectorLabels: name, instance, component (and the pool of a worker). */}}
+{{- define "millrace.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "millrace.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+millrace.io/pool: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "millrace.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "millrace.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "millrace.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Where things are ------------------------------------------------------- */}}
+
+{{- define "millrace.secretName" -}}
+{{- default (include "millrace.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "millrace.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "nats://%s-nats:4222" (include "millrace.fullname" .) }}
+{{- else }}
+{{- required "nats.external.url is required when nats.enabled is false (the URL of your NATS, e.g. nats://nats.nats.svc:4222)" .Values.nats.external.url }}
+{{- end }}
+{{- end }}
+
+{{/* natsMonitoringEndpoint: host:8222 for KEDA; the headless Service, so that
+in a cluster KEDA can reach the node leading the consumer. */}}
+{{- define "millrace.natsMonitoringEndpoint" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "%s-nats-headless.%s.svc.cluster.local:8222" (include "millrace.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.nats.external.monitoringEndpoint }}
+{{- end }}
+{{- end }}
+
+{{- define "millrace.serverUrl" -}}
+{{- printf "http://%s-server:%v" (include "millrace.fullname" .) .Values.server.service.port }}
+{{- end }}
+
+{{- define "millrace.streamReplicas" -}}
+{{- if not (kindIs "invalid" .Values.nats.streamReplicas) }}
+{{- .Values.nats.streamReplicas }}
+{{- else if and .Values.nats.enabled .Values.nats.cluster.enabled }}
+{{- 3 }}
+{{- else }}
+{{- 1 }}
+{{- end }}
+{{- end }}
+
+{{/* Pods ------------------------------------------------------------------ */}}
+
+{{/* secretEnv: env entries from the chart's Secret (or existingSecret).
+Call with (dict "ctx" $ "keys" (list "DATABASE_URL" ...)); keys not in the
+required list are optional: true, so an existingSecret may leave them out. */}}
+{{- define "millrace.secretEnv" -}}
+{{- $required := list "DATABASE_URL" "MILLRACE_WORKER_TOKEN" }}
+{{- range .keys }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "millrace.secretName" $.ctx }}
+      key: {{ . }}
+      {{- if not (has . $required) }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* natsEnv: the NATS settings every role reads from the Secret and the credentials mount. */}}
+{{- define "millrace.natsSecretEnv" -}}
+{{- include "millrace.secretEnv" (dict "ctx" . "keys" (list "NATS_USER" "NATS_PASSWORD")) }}
+{{- if .Values.natsCredentials.existingSecret }}
+- name: NATS_CREDS
+  value: /etc/millrace/nats/{{ .Values.natsCredentials.key }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom: the shared ConfigMap, then the role's (later wins). */}}
+{{- define "millrace.envFrom" -}}
+- configMapRef:
+    name: {{ include "millrace.fullname" .ctx }}-config
+- configMapRef:
+    name: {{ include "millrace.fullname" .ctx }}-{{ .role }}
+{{- end }}
+
+{{/* checksums: pods roll when the ConfigMaps or the Secret change. */}}
+{{- define "millrace.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{- define "millrace.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /var/lib/millrace
+{{- if .Values.natsCredentials.existingSecret }}
+- name: nats-creds
+  mountPath: /etc/millrace/nats
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* volumes: call with (dict "ctx" $ "dataClaim" "<claim or empty>"). */}}
+{{- define "millrace.volumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: data
+  {{- if .dataClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .dataClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- if .ctx.Values.natsCredentials.existingSecret }}
+- name: nats-creds
+  secret:
+    secretName: {{ .ctx.Values.natsCredentials.existingSecret }}
+    items:
+      - key: {{ .ctx.Values.natsCredentials.key }}
+        path: {{ .ctx.Values.natsCredentials.key }}
+{{- end }}
+{{- end }}
+
+{{/* podSpecCommon: service account, pull secrets, security context. */}}
+{{- define "millrace.podSpecCommon" -}}
+serviceAccountName: {{ include "millrace.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* scheduling: call with the role's values (nodeSelector, tolerations, affinity). */}}
+{{- define "millrace.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Worker pools -------------------------------------------------------- */}}
+
+{{/* withDefaults: .values over .defaults, maps merged key by key (false and 0
+in .values win, unlike sprig's merge). Returns JSON. */}}
+{{- define "millrace.withDefaults" -}}
+{{- $out := dict }}
+{{- range $k, $v := .defaults }}
+{{- if hasKey $.values $k }}
+{{- $pv := get $.values $k }}
+{{- if and (kindIs "map" $v) (kindIs "map" $pv) }}
+{{- $_ := set $out $k (include "millrace.withDefaults" (dict "defaults" $v "values" $pv) | fromJson) }}
+{{- else }}
+{{- $_ := set $out $k $pv }}
+{{- end }}
+{{- else }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- range $k, $v := .values }}
+{{- if not (hasKey $out $k) }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* pools: every pool with its defaults applied and checked, as JSON
+{"pools": [...]}. The checks the schema cannot express fail here. */}}
+{{- define "millrace.pools" -}}
+{{- $pools := list }}
+{{- $seen := dict }}
+{{- range .Values.workers.pools }}
+{{- $p := include "millrace.withDefaults" (dict "defaults" $.Values.workers.defaults "values" .) | fromJson }}
+{{- if hasKey $seen $p.name }}
+{{- fail (printf "workers.pools: pool name %q appears twice; pool names must be unique" $p.name) }}
+{{- end }}
+{{- $_ := set $seen $p.name true }}
+{{- if le (int $p.terminationGracePeriodSeconds) (int $p.shutdownGraceSeconds) }}
+{{- fail (printf "workers.pools[%s]: terminationGracePeriodSeconds (%v) must be greater than shutdownGraceSeconds (%v), or Kubernetes kills the worker before it releases its in-flight work" $p.name $p.terminationGracePeriodSeconds $p.shutdownGraceSeconds) }}
+{{- end }}
+{{- if and $p.autoscaling.keda.enabled $p.autoscaling.hpa.enabled }}
+{{- fail (printf "workers.pools[%s]: autoscaling.keda.enabled and autoscaling.hpa.enabled are both true; pick one" $p.name) }}
+{{- end }}
+{{- $routed := and (hasKey $p "routed") $p.routed }}
+{{- if and $routed (ne $p.stream "commands") }}
+{{- fail (printf "workers.pools[%s]: routed is only for stream commands (got stream %s)" $p.name $p.stream) }}
+{{- end }}
+{{- $_ := set $p "routingName" "" }}
+{{- if $routed }}
+{{- $_ := set $p "routingName" (default $p.name $p.routing) }}
+{{- end }}
+{{- $pools = append $pools $p }}
+{{- end }}
+{{- toJson (dict "pools" $pools) }}
+{{- end }}
+
+{{/* poolConsumers: the durables a pool reads, its main one first. Call with
+(dict "ctx" $ "pool" $p); returns JSON {"stream": S, "consumers": [...]}. */}}
+{{- define "millrace.poolConsumers" -}}
+{{- $s := .ctx.Values.streams }}
+{{- if eq .pool.stream "commands" }}
+{{- $c := $s.commands.consumer }}
+{{- if .pool.routingName }}
+{{- $c = printf "%s_%s" $s.commands.consumer .pool.routingName }}
+{{- end }}
+{{- toJson (dict "stream" $s.commands.stream "consumers" (list $c)) }}
+{{- else if eq .pool.stream "warehouse" }}
+{{- toJson (dict "stream" $s.warehouse.stream "consumers" (list $s.warehouse.consumer (printf "%s-interactive" $s.warehouse.consumer))) }}
+{{- else }}
+{{- toJson (dict "stream" $s.preAggregate.stream "consumers" (list $s.preAggregate.consumer (printf "%s-materialization" $s.preAggregate.consumer))) }}
+{{- end }}
+{{- end }}
