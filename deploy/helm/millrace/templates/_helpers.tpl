@@ -246,7 +246,11 @@ in .values win, unlike sprig's merge). Returns JSON. */}}
 {{- if $routed }}
 {{- $_ := set $p "routingName" (default $p.name $p.routing) }}
 {{- end }}
+{{- /* With server.natsEnabled=false the servers run queries and
+pre-aggregates themselves and publish no jobs: such pools are left out. */}}
+{{- if or $.Values.server.natsEnabled (eq $p.stream "commands") }}
 {{- $pools = append $pools $p }}
+{{- end }}
 {{- end }}
 {{- toJson (dict "pools" $pools) }}
 {{- end }}
