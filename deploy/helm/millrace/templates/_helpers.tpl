@@ -126,10 +126,25 @@ required list are optional: true, so an existingSecret may leave them out. */}}
     name: {{ include "millrace.fullname" .ctx }}-{{ .role }}
 {{- end }}
 
-{{/* checksums: pods roll when the ConfigMaps or the Secret change. */}}
+{{/* checksums: pods roll when the ConfigMaps or the secret values change.
+The secret's is taken over the values that make it (and the data lookup finds
+in the cluster), not over the rendered Secret: generated tokens are random at
+every render without a cluster, and the checksum must not change with them
+(helm template twice, or a GitOps tool rendering at every sync, must not
+roll the pods). */}}
 {{- define "millrace.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+checksum/secret: {{ include "millrace.secretChecksum" . }}
+{{- end }}
+
+{{- define "millrace.secretChecksum" -}}
+{{- $live := dict }}
+{{- if not .Values.existingSecret }}
+{{- with lookup "v1" "Secret" .Release.Namespace (include "millrace.fullname" .) }}
+{{- $live = default dict .data }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "existingSecret" .Values.existingSecret "secrets" .Values.secrets "natsCredentials" .Values.natsCredentials "live" $live) | sha256sum }}
 {{- end }}
 
 {{- define "millrace.volumeMounts" -}}
