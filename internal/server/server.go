@@ -35,6 +35,20 @@ import (
 // OpenDriver opens the event store named by a DATABASE_URL and applies
 // pending migrations.
 func OpenDriver(ctx context.Context, url string) (store.Driver, error) {
+	drv, err := Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.Migrate(ctx); err != nil {
+		drv.Close()
+		return nil, fmt.Errorf("apply migrations: %w", err)
+	}
+	return drv, nil
+}
+
+// Connect opens the event store named by a DATABASE_URL as it is, without
+// migrating it.
+func Connect(ctx context.Context, url string) (store.Driver, error) {
 	var drv store.Driver
 	switch {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
@@ -55,10 +69,6 @@ func OpenDriver(ctx context.Context, url string) (store.Driver, error) {
 		drv = d
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q is not supported: use postgres://user@host:5432/db or sqlite:PATH", url)
-	}
-	if err := drv.Migrate(ctx); err != nil {
-		drv.Close()
-		return nil, fmt.Errorf("apply migrations: %w", err)
 	}
 	return drv, nil
 }
@@ -127,7 +137,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	} else {
 		log.Warn(secret.EnvKey + " is not set: the credential API is disabled; generate a key with `openssl rand -hex 32`")
 	}
-	if s.drv, err = OpenDriver(ctx, cfg.DatabaseURL); err != nil {
+	if s.drv, err = openStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
 	s.live = newLiveLink(s)

@@ -212,6 +212,9 @@ type Driver interface {
 	Migrate(ctx context.Context) error
 	// MigrationVersion returns the highest applied migration version.
 	MigrationVersion(ctx context.Context) (int, error)
+	// LatestMigration returns the highest migration version this binary
+	// embeds: the schema it needs (a database below it must be migrated).
+	LatestMigration() (int, error)
 	// Begin starts a read-write transaction. For SQLite this takes the
 	// write lock immediately (BEGIN IMMEDIATE) so that Tx.LockExecution
 	// can be a no-op.

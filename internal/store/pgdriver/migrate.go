@@ -124,6 +124,15 @@ func (d *Driver) migrate(ctx context.Context, migs []migration) error {
 	return nil
 }
 
+// LatestMigration implements store.Driver.
+func (d *Driver) LatestMigration() (int, error) {
+	migs, err := loadMigrations()
+	if err != nil {
+		return 0, err
+	}
+	return migs[len(migs)-1].version, nil
+}
+
 // MigrationVersion implements store.Driver; 0 means nothing is applied yet.
 func (d *Driver) MigrationVersion(ctx context.Context) (int, error) {
 	var v int

@@ -102,6 +102,15 @@ func (d *Driver) apply(ctx context.Context, m migration) error {
 	return t.Commit()
 }
 
+// LatestMigration implements store.Driver.
+func (d *Driver) LatestMigration() (int, error) {
+	migs, err := loadMigrations()
+	if err != nil {
+		return 0, fmt.Errorf("sqlitedriver: load migrations: %w", err)
+	}
+	return migs[len(migs)-1].version, nil
+}
+
 // MigrationVersion implements store.Driver; it is 0 for a database that was
 // never migrated.
 func (d *Driver) MigrationVersion(ctx context.Context) (int, error) {
