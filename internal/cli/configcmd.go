@@ -14,11 +14,13 @@ func ConfigReference() string {
 	var w config.Worker
 	var d config.Dev
 	var g config.Gateway
+	var m config.Migrate
 	return config.Markdown(map[string]*config.Set{
 		"server":  config.ServerSet(&s),
 		"worker":  config.WorkerSet(&w),
 		"dev":     config.DevSet(&d),
 		"gateway": config.GatewaySet(&g),
+		"migrate": config.MigrateSet(&m),
 	})
 }
 

@@ -137,7 +137,7 @@ docs/configuration.md or the --help of each command.`,
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
 		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), preaggCmd(), doctorCmd(), benchCmd())
-	root.AddCommand(credentialCmd(), tokenCmd(), gatewayCmd())
+	root.AddCommand(credentialCmd(), tokenCmd(), gatewayCmd(), migrateCmd(), versionCmd())
 	for _, c := range root.Commands() {
 		strictGroups(c)
 	}

@@ -57,6 +57,14 @@ func openTokenStore(ctx context.Context, url string) (*store.Store, *ids.Generat
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the event store: %w", err)
 	}
+	return storeWithIDs(ctx, drv)
+}
+
+// storeWithIDs wraps a migrated driver in a Store, with an id generator
+// whose node cannot collide with a running server's. It closes drv on
+// error.
+func storeWithIDs(ctx context.Context, drv store.Driver) (*store.Store, *ids.Generator, error) {
+	var err error
 	node := -1 // SQLite: a random node, as a server there takes
 	if alloc, ok := drv.(store.NodeAllocator); ok {
 		if node, err = alloc.AllocateNode(ctx); err != nil {

@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"runtime/debug"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // version is set at link time:
@@ -52,4 +55,18 @@ func shortRev(r string) string {
 		return r[:12]
 	}
 	return r
+}
+
+// versionCmd is `millrace version`, the same line as `millrace --version`
+// (image smoke tests and support requests ask for it).
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of this binary",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "millrace %s\n", Version())
+			return err
+		},
+	}
 }

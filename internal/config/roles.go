@@ -144,7 +144,7 @@ func (c *Server) bind(s *Set, dev bool) {
 		s.String(&c.Addr, "MILLRACE_ADDR", "addr", DefaultAddr, "Address the API server listens on.")
 	}
 	if !dev {
-		s.String(&c.DatabaseURL, "DATABASE_URL", "database-url", DefaultDatabaseURL, "Event store: postgres://… or sqlite:PATH (sqlite::memory: for a throwaway store).")
+		s.String(&c.DatabaseURL, "DATABASE_URL", "database-url", DefaultDatabaseURL, databaseURLHelp)
 	}
 	s.String(&c.PublicURL, "SERVER_API_URL", "server-url", "", "URL workers use to reach this server, sent in every notification (default: derived from --addr).")
 	s.Int(&c.NodeID, "MILLRACE_NODE_ID", "node-id", -1, "ID generator node (0-1023); servers sharing a database need distinct ones. -1: with PostgreSQL each server takes the next node from a database sequence, with SQLite a random one.")
