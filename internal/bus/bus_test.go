@@ -171,6 +171,8 @@ func TestConfigValidate(t *testing.T) {
 		{"max ack pending", func(c *Config) { c.MaxAckPending = -2 }, "max ack pending"},
 		{"ack wait", func(c *Config) { c.AckWait = 0 }, "ack wait"},
 		{"heartbeat vs timeout", func(c *Config) { c.FetchTimeout = 5 * time.Second }, "twice the fetch heartbeat"},
+		{"no replicas", func(c *Config) { c.Replicas = 0 }, "NATS_REPLICAS"},
+		{"too many replicas", func(c *Config) { c.Replicas = 6 }, "replicas (NATS_REPLICAS) 6: must be 1 to 5"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -47,6 +47,8 @@ const (
 	// DefaultReplicas is one copy: right for a single NATS server, and
 	// what the seeds' streams have. A 3-node cluster wants NATS_REPLICAS=3.
 	DefaultReplicas = 1
+	// MaxReplicas is JetStream's own limit on a stream's replicas.
+	MaxReplicas = 5
 	// DefaultAckWait is how long a worker may hold a notification before
 	// JetStream redelivers it to another worker.
 	DefaultAckWait = 30 * time.Second
@@ -106,8 +108,8 @@ type Config struct {
 	// nkey seed file. Empty means unused.
 	TLSCA, TLSCert, TLSKey string
 	CredsFile, NKeyFile    string
-	// Replicas of every stream, KV bucket and object store this package
-	// creates (0 means DefaultReplicas).
+	// Replicas of every stream, KV bucket and object store Millrace
+	// creates (NATS_REPLICAS, 1..MaxReplicas). Existing ones keep theirs.
 	Replicas int
 }
 
@@ -139,6 +141,7 @@ func DefaultConfig() Config {
 		FetchTimeout:   DefaultFetchTimeout,
 		FetchHeartbeat: DefaultFetchHeartbeat,
 		Name:           DefaultName,
+		Replicas:       DefaultReplicas,
 	}
 }
 
@@ -197,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if c.FetchTimeout <= 0 {
 		add("fetch timeout %v: must be > 0", c.FetchTimeout)
+	}
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		add("replicas (NATS_REPLICAS) %d: must be 1 to %d; use 1 on a single NATS server and 3 on a 3-node cluster", c.Replicas, MaxReplicas)
 	}
 	if c.FetchHeartbeat < 0 {
 		add("fetch heartbeat %v: must be >= 0 (0 disables it)", c.FetchHeartbeat)

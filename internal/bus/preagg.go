@@ -68,10 +68,10 @@ func DecodePreAggBuildJob(b []byte) (PreAggBuildJob, error) {
 }
 
 // PreAggStreamConfig is the stream Millrace creates for pre-aggregate jobs.
-func PreAggStreamConfig(stream, querySubject, buildSubject string, storage jetstream.StorageType) jetstream.StreamConfig {
+func PreAggStreamConfig(stream, querySubject, buildSubject string, storage jetstream.StorageType, replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{Name: stream, Description: preAggStreamDescription, Subjects: []string{querySubject, buildSubject},
 		Retention: jetstream.LimitsPolicy, Storage: storage, MaxAge: preAggStreamMaxAge, Duplicates: preAggStreamDuplicates,
-		Discard: jetstream.DiscardOld}
+		Discard: jetstream.DiscardOld, Replicas: replicas}
 }
 
 // PreAggConsumerConfigs are the query consumer and the build consumer.
@@ -84,13 +84,17 @@ func PreAggConsumerConfigs(consumer, querySubject, buildSubject string, maxAckPe
 	return []jetstream.ConsumerConfig{q, b}
 }
 
-// EnsurePreAggStream creates the pre-aggregate stream and its consumers
-// when missing; an existing stream is left alone unless it has workqueue
-// retention, which two consumers cannot share.
-func EnsurePreAggStream(ctx context.Context, js jetstream.JetStream, stream, querySubject, buildSubject, consumer string, storage jetstream.StorageType, maxAckPending int) error {
-	st, err := js.Stream(ctx, stream)
+// EnsurePreAggStream creates the pre-aggregate stream (with the
+// connection's NATS_STORAGE and NATS_REPLICAS) and its consumers when
+// missing; an existing stream is left alone (a different replica count is
+// logged) unless it has workqueue retention, which two consumers cannot
+// share.
+func (c *Conn) EnsurePreAggStream(ctx context.Context, stream, querySubject, buildSubject, consumer string, maxAckPending int) error {
+	st, err := c.JS.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, PreAggStreamConfig(stream, querySubject, buildSubject, storage))
+		st, err = c.JS.CreateStream(ctx, PreAggStreamConfig(stream, querySubject, buildSubject, StorageType(c.Cfg.Storage), c.Cfg.replicas()))
+	} else if err == nil {
+		c.checkReplicas(stream, st.CachedInfo().Config.Replicas)
 	}
 	if err != nil {
 		return fmt.Errorf("pre-aggregate stream %s: %w", stream, err)

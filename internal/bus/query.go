@@ -68,10 +68,10 @@ func DecodeQueryJob(b []byte) (QueryJob, error) {
 }
 
 // QueryStreamConfig is the stream Millrace creates for query jobs.
-func QueryStreamConfig(stream, subject string, storage jetstream.StorageType) jetstream.StreamConfig {
+func QueryStreamConfig(stream, subject string, storage jetstream.StorageType, replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{Name: stream, Description: queryStreamDescription, Subjects: []string{subject, subject + ".>"},
 		Retention: jetstream.LimitsPolicy, Storage: storage, MaxAge: queryStreamMaxAge, Duplicates: 2 * time.Minute,
-		Discard: jetstream.DiscardOld}
+		Discard: jetstream.DiscardOld, Replicas: replicas}
 }
 
 // QueryConsumerConfigs are the two lane consumers (background first).
@@ -84,13 +84,17 @@ func QueryConsumerConfigs(consumer, subject string, maxAckPending int) []jetstre
 	return []jetstream.ConsumerConfig{bg, in}
 }
 
-// EnsureQueryStream creates the query stream and lane consumers when
-// missing. An existing stream is left alone (operator state) unless it has
-// workqueue retention, which the consumers cannot share.
-func EnsureQueryStream(ctx context.Context, js jetstream.JetStream, stream, subject, consumer string, storage jetstream.StorageType, maxAckPending int) error {
-	st, err := js.Stream(ctx, stream)
+// EnsureQueryStream creates the query stream (with the connection's
+// NATS_STORAGE and NATS_REPLICAS) and lane consumers when missing. An
+// existing stream is left alone (operator state; a different replica count
+// is logged) unless it has workqueue retention, which the consumers cannot
+// share.
+func (c *Conn) EnsureQueryStream(ctx context.Context, stream, subject, consumer string, maxAckPending int) error {
+	st, err := c.JS.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, QueryStreamConfig(stream, subject, storage))
+		st, err = c.JS.CreateStream(ctx, QueryStreamConfig(stream, subject, StorageType(c.Cfg.Storage), c.Cfg.replicas()))
+	} else if err == nil {
+		c.checkReplicas(stream, st.CachedInfo().Config.Replicas)
 	}
 	if err != nil {
 		return fmt.Errorf("query stream %s: %w", stream, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,9 @@ type StreamReport struct {
 	LostBytes uint64           `json:"lost_bytes"`
 	Deleted   int              `json:"deleted"`
 	Consumers []ConsumerReport `json:"consumers"`
+	// Missing says the stream does not exist (yet): the process that uses
+	// it creates it at start. Error then says so too.
+	Missing bool `json:"missing,omitempty"`
 	// Error is set when the stream could not be read (missing, or NATS
 	// answered with an error); the other fields are then zero.
 	Error string `json:"error,omitempty"`
@@ -38,6 +42,32 @@ type Peers struct {
 	Name     string `json:"name,omitempty"`
 	Leader   string `json:"leader"`
 	Replicas []Peer `json:"replicas"`
+}
+
+// Clustered says the placement is in a NATS cluster; a single server
+// reports itself as leader with no cluster name.
+func (p *Peers) Clustered() bool { return p != nil && p.Name != "" }
+
+// String renders the peers as `nats stream report` does: sorted by name,
+// the leader suffixed *, a replica that is offline or not current
+// suffixed !.
+func (p *Peers) String() string {
+	if p == nil {
+		return ""
+	}
+	var names []string
+	if p.Leader != "" {
+		names = append(names, p.Leader+"*")
+	}
+	for _, r := range p.Replicas {
+		name := r.Name
+		if r.Offline || !r.Current {
+			name += "!"
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 // Peer is one non-leader replica.
@@ -96,7 +126,8 @@ func streamReport(ctx context.Context, js jetstream.JetStream, name string) Stre
 	if err != nil {
 		r.Error = err.Error()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			r.Error = "stream not found (`millrace server` creates it at start)"
+			r.Missing = true
+			r.Error = "stream not found (the Millrace server or worker that uses it creates it at start)"
 		}
 		return r
 	}

@@ -44,6 +44,7 @@ func (c Config) StreamConfig() jetstream.StreamConfig {
 		MaxAge:      c.MaxAge,
 		MaxBytes:    c.MaxBytes,
 		Duplicates:  dup,
+		Replicas:    c.replicas(),
 		// When full, drop the oldest: most are long acknowledged, and a
 		// dropped pending one is re-notified by the reaper.
 		Discard: jetstream.DiscardOld,
@@ -64,6 +65,46 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
+// replicas is the count Millrace creates streams and buckets with.
+func (c Config) replicas() int { return max(c.Replicas, DefaultReplicas) }
+
+// checkReplicas logs an existing stream whose replica count is not
+// NATS_REPLICAS. The stream is used unchanged: scaling a stream moves its
+// data between servers, which is the operator's call, not a side effect of
+// a restart. The stream report and `millrace doctor` show the mismatch too.
+func (c *Conn) checkReplicas(stream string, have int) {
+	want := c.Cfg.replicas()
+	if have == want {
+		return
+	}
+	c.logger().Warn("existing NATS stream has a different replica count than NATS_REPLICAS; using it unchanged",
+		"stream", stream, "replicas", have, "configured", want,
+		"remedy", fmt.Sprintf("scale it with `nats stream edit %s --replicas %d`, or delete it with `millrace nats stream rm %s` and restart so Millrace recreates it, or set NATS_REPLICAS=%d", stream, want, stream, have))
+}
+
+// KeyValueReplicas is the replica count to create or update the KV bucket
+// with: NATS_REPLICAS for a new bucket, the bucket's own for an existing
+// one (a mismatch is logged), so an update never rescales it.
+func (c *Conn) KeyValueReplicas(ctx context.Context, bucket string) int {
+	return c.existingReplicas(ctx, "KV_"+bucket)
+}
+
+// ObjectStoreReplicas is KeyValueReplicas for an object store bucket.
+func (c *Conn) ObjectStoreReplicas(ctx context.Context, bucket string) int {
+	return c.existingReplicas(ctx, "OBJ_"+bucket)
+}
+
+func (c *Conn) existingReplicas(ctx context.Context, stream string) int {
+	s, err := c.JS.Stream(ctx, stream)
+	if err != nil {
+		// Missing (or unreadable: creating it reports the real error).
+		return c.Cfg.replicas()
+	}
+	have := s.CachedInfo().Config.Replicas
+	c.checkReplicas(stream, have)
+	return have
+}
+
 // recreateHint is the remedy for a stream we refuse to use.
 func recreateHint(stream string) string {
 	return fmt.Sprintf("delete it with `millrace nats stream rm %s` (or `nats stream rm %s`) and restart the server and workers so it is recreated with retention=limits", stream, stream)
@@ -81,7 +122,7 @@ func (c *Conn) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 		s, err = c.JS.CreateStream(ctx, want)
 		if err == nil {
 			c.logger().Info("created NATS stream", "stream", want.Name, "subjects", want.Subjects,
-				"storage", want.Storage.String(), "max_age", want.MaxAge)
+				"storage", want.Storage.String(), "max_age", want.MaxAge, "replicas", want.Replicas)
 			return s, nil
 		}
 		var apiErr *jetstream.APIError
@@ -113,6 +154,7 @@ func (c *Conn) checkStream(have, want jetstream.StreamConfig) error {
 		return fmt.Errorf("%w: stream %s captures subjects %v but NATS_SUBJECT is %q (expected subjects %v); set NATS_SUBJECT to a subject the stream captures, or %s",
 			ErrSubjectMismatch, have.Name, have.Subjects, c.Cfg.Subject, want.Subjects, recreateHint(have.Name))
 	}
+	c.checkReplicas(have.Name, have.Replicas)
 	var diffs []string
 	if have.Storage != want.Storage {
 		diffs = append(diffs, fmt.Sprintf("storage=%s (configured %s)", have.Storage, want.Storage))

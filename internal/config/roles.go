@@ -239,6 +239,14 @@ func DevSet(c *Dev) *Set {
 // BindNATS binds only the NATS settings (for inspection commands).
 func BindNATS(s *Set, n *NATS) { n.bind(s, false) }
 
+// BindNATSStreams binds the NATS settings and the names of the query and
+// pre-aggregate streams: every stream Millrace uses, for the reports.
+func BindNATSStreams(s *Set, n *NATS, q *Query, p *PreAgg) {
+	n.bind(s, false)
+	q.bindStream(s)
+	p.bindStream(s)
+}
+
 // Query holds the warehouse-query face's settings (the Lightdash contract).
 type Query struct {
 	ProjectsFile string
@@ -273,9 +281,13 @@ func (q *Query) bind(s *Set, server bool) {
 		s.Seconds(&q.StaleWorker, "MILLRACE_QUERY_STALE_WORKER_SECONDS", "query-stale-worker", 30*time.Second, "An executing query whose worker has not heartbeated for this long is re-queued (the worker died).")
 		s.Seconds(&q.CacheStale, "CACHE_STALE_TIME_SECONDS", "cache-stale", DefaultCacheStale, "Query results expire after this; reading them then says to run the query again.")
 	}
-	s.String(&q.Stream, "MILLRACE_QUERY_STREAM", "query-stream", DefaultQueryStream, "JetStream stream for warehouse query jobs.")
+	q.bindStream(s)
 	s.String(&q.Subject, "MILLRACE_QUERY_SUBJECT", "query-subject", DefaultQuerySubject, "Subject prefix of query jobs; lanes are SUBJECT.interactive and SUBJECT.background.")
 	s.String(&q.Consumer, "MILLRACE_QUERY_CONSUMER", "query-consumer", DefaultQueryConsumer, "Durable consumer of the background lane (the interactive lane's is NAME-interactive).")
+}
+
+func (q *Query) bindStream(s *Set) {
+	s.String(&q.Stream, "MILLRACE_QUERY_STREAM", "query-stream", DefaultQueryStream, "JetStream stream for warehouse query jobs.")
 }
 
 // PreAgg holds the pre-aggregate settings (the metrics layer's
@@ -322,10 +334,14 @@ func (p *PreAgg) bind(s *Set, server bool) {
 	s.String(&p.CacheDir, "PRE_AGGREGATE_CACHE_DIR", "pre-aggregate-cache-dir", "", "Local cache of materialization files fetched from the object store (default: a directory under the system's temporary directory).")
 	s.Int(&p.CacheMaxBytes, "PRE_AGGREGATE_CACHE_MAX_BYTES", "pre-aggregate-cache-bytes", DefaultPreAggCacheBytes, "Size above which the local materialization cache evicts its least recently used files.")
 	s.Int(&p.BuildConcurrency, "PRE_AGGREGATE_BUILD_CONCURRENCY", "pre-aggregate-build-concurrency", bus.DefaultPreAggBuildSlots, "Builds one pre-aggregate worker (or the server, with NATS_ENABLED=false) runs at once; the other slots serve queries.")
-	s.String(&p.Stream, "PRE_AGGREGATE_STREAM", "pre-aggregate-stream", bus.DefaultPreAggStream, "JetStream stream of pre-aggregate jobs.")
+	p.bindStream(s)
 	s.String(&p.QuerySubject, "PRE_AGGREGATE_QUERY_SUBJECT", "pre-aggregate-query-subject", bus.DefaultPreAggQuerySubject, "Subject of metric queries served from pre-aggregates.")
 	s.String(&p.BuildSubject, "PRE_AGGREGATE_MATERIALIZATION_SUBJECT", "pre-aggregate-materialization-subject", bus.DefaultPreAggBuildSubject, "Subject of materialization (build) jobs.")
 	s.String(&p.Consumer, "PRE_AGGREGATE_CONSUMER", "pre-aggregate-consumer", bus.DefaultPreAggConsumer, "Durable consumer of query jobs (builds use NAME-materialization).")
+}
+
+func (p *PreAgg) bindStream(s *Set) {
+	s.String(&p.Stream, "PRE_AGGREGATE_STREAM", "pre-aggregate-stream", bus.DefaultPreAggStream, "JetStream stream of pre-aggregate jobs.")
 }
 
 // Auth holds the server's authentication settings.

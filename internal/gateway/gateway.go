@@ -134,7 +134,8 @@ func natsConfig(n config.NATS) bus.Config {
 }
 
 // buckets creates or updates the sessions and requests KV buckets. Both
-// hold one value per key; their TTL is the bucket's max age.
+// hold one value per key; their TTL is the bucket's max age. They are made
+// with NATS_REPLICAS; an existing bucket keeps its replica count.
 func (g *Gateway) buckets(ctx context.Context) error {
 	var err error
 	g.sessions, err = g.nats.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -143,7 +144,8 @@ func (g *Gateway) buckets(ctx context.Context) error {
 		TTL:         g.cfg.SessionCacheTTL,
 		History:     1,
 		// A cache: losing it with a NATS restart only costs lookups.
-		Storage: jetstream.MemoryStorage,
+		Storage:  jetstream.MemoryStorage,
+		Replicas: g.nats.KeyValueReplicas(ctx, g.cfg.SessionBucket),
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: sessions bucket %q (NATS_SESSION_BUCKET): %w; check that JetStream is enabled and the bucket, if it exists, was made by a gateway", g.cfg.SessionBucket, err)
@@ -154,6 +156,7 @@ func (g *Gateway) buckets(ctx context.Context) error {
 		TTL:         g.cfg.RequestTTL,
 		History:     1,
 		Storage:     jetstream.FileStorage,
+		Replicas:    g.nats.KeyValueReplicas(ctx, g.cfg.RequestBucket),
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: requests bucket %q (NATS_REQUEST_BUCKET): %w; check that JetStream is enabled and the bucket, if it exists, was made by a gateway", g.cfg.RequestBucket, err)

@@ -133,7 +133,7 @@ func (s *Stack) startWarehouseWorker(t *testing.T) {
 	t.Helper()
 	cfg := s.H.Cfg
 	w, err := queries.New(t.Context(), queries.Config{NATS: cfg.NATS.Bus("test-warehouse-worker"), Stream: cfg.Query.Stream,
-		Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: s.H.Srv.URL(),
+		Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer, ServerURL: s.H.Srv.URL(),
 		WorkerID: "wh-" + randHex(3), Concurrency: 8, ShutdownGrace: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -134,7 +134,7 @@ func (b *bundle) startWorker(concurrency int) {
 	b.t.Helper()
 	cfg := b.h.Cfg
 	w, err := queries.New(b.t.Context(), queries.Config{NATS: cfg.NATS.Bus("test-warehouse-worker"),
-		Stream: cfg.Query.Stream, Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage,
+		Stream: cfg.Query.Stream, Subject: cfg.Query.Subject, Consumer: cfg.Query.Consumer,
 		ServerURL: b.h.Srv.URL(), WorkerID: "w-" + randHex(3), Concurrency: concurrency, ShutdownGrace: 5 * time.Second},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

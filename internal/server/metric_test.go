@@ -466,7 +466,8 @@ func TestMetricQueryNATSRouting(t *testing.T) {
 	f := newMetricFixture(t, true)
 	ctx := t.Context()
 	pc := f.h.Cfg.PreAgg
-	if err := bus.EnsurePreAggStream(ctx, f.h.JS, pc.Stream, pc.QuerySubject, pc.BuildSubject, pc.Consumer, 0, 1024); err != nil {
+	conn := &bus.Conn{NC: f.h.NC, JS: f.h.JS, Cfg: f.h.Cfg.NATS.Bus("test")}
+	if err := conn.EnsurePreAggStream(ctx, pc.Stream, pc.QuerySubject, pc.BuildSubject, pc.Consumer, 1024); err != nil {
 		t.Fatal(err)
 	}
 	lanes := subscribe(t, f.h.NC, f.h.Cfg.Query.Subject+".>")

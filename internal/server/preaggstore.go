@@ -55,7 +55,7 @@ func (p *preAggStore) open(ctx context.Context) (storage.Store, error) {
 		if c == nil {
 			return nil, errors.New("the pre-aggregate object store needs NATS, which is not connected yet")
 		}
-		p.st, err = storage.OpenObjects(ctx, c.JS, cfg.PreAgg.Bucket, bus.StorageType(cfg.NATS.Storage), 1)
+		p.st, err = storage.OpenObjects(ctx, c.JS, cfg.PreAgg.Bucket, bus.StorageType(cfg.NATS.Storage), c.ObjectStoreReplicas(ctx, cfg.PreAgg.Bucket))
 	}
 	if err != nil {
 		p.st = nil

@@ -424,11 +424,11 @@ func (s *Server) close() {
 // pre-aggregate stream with its two consumers (NATS_ENABLED).
 func (s *Server) ensureQuery(ctx context.Context, c *bus.Conn) error {
 	q := s.cfg.Query
-	if err := bus.EnsureQueryStream(ctx, c.JS, q.Stream, q.Subject, q.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024); err != nil {
+	if err := c.EnsureQueryStream(ctx, q.Stream, q.Subject, q.Consumer, 1024); err != nil {
 		return err
 	}
 	p := s.cfg.PreAgg
-	return bus.EnsurePreAggStream(ctx, c.JS, p.Stream, p.QuerySubject, p.BuildSubject, p.Consumer, bus.StorageType(s.cfg.NATS.Storage), 1024)
+	return c.EnsurePreAggStream(ctx, p.Stream, p.QuerySubject, p.BuildSubject, p.Consumer, 1024)
 }
 
 // buildBacklog reports undelivered build jobs (for the build reaper).

@@ -49,8 +49,9 @@ const (
 type Config struct {
 	NATS                                         bus.Config // URL and credentials
 	Stream, QuerySubject, BuildSubject, Consumer string
-	// Storage is the JetStream storage (memory | file) of the stream and
-	// the object store bucket when Millrace creates them (NATS_STORAGE).
+	// Storage is the JetStream storage (memory | file) of the object store
+	// bucket when Millrace creates it (NATS_STORAGE; the stream takes
+	// NATS.Storage, the same setting).
 	Storage string
 	// ObjectStorage is where materializations are (PRE_AGGREGATE_STORAGE):
 	// "" or nats for the Bucket, dir for Dir (shared with the server).
@@ -127,8 +128,8 @@ func (k *kind) Lanes(concurrency int) []worker.Lane {
 // Ensure makes the stream and its consumers, and the first time the
 // object store (the bucket, with nats storage) and the engine over it.
 func (k *kind) Ensure(ctx context.Context, conn *bus.Conn) error {
-	if err := bus.EnsurePreAggStream(ctx, conn.JS, k.cfg.Stream, k.cfg.QuerySubject, k.cfg.BuildSubject, k.cfg.Consumer,
-		bus.StorageType(k.cfg.Storage), max(k.cfg.Concurrency*4, 256)); err != nil {
+	if err := conn.EnsurePreAggStream(ctx, k.cfg.Stream, k.cfg.QuerySubject, k.cfg.BuildSubject, k.cfg.Consumer,
+		max(k.cfg.Concurrency*4, 256)); err != nil {
 		return err
 	}
 	k.mu.Lock()
@@ -141,7 +142,7 @@ func (k *kind) Ensure(ctx context.Context, conn *bus.Conn) error {
 	if k.cfg.ObjectStorage == "dir" {
 		st, err = storage.OpenDir(k.cfg.Dir)
 	} else {
-		st, err = storage.OpenObjects(ctx, conn.JS, k.cfg.Bucket, bus.StorageType(k.cfg.Storage), 1)
+		st, err = storage.OpenObjects(ctx, conn.JS, k.cfg.Bucket, bus.StorageType(k.cfg.Storage), conn.ObjectStoreReplicas(ctx, k.cfg.Bucket))
 	}
 	if err != nil {
 		return fmt.Errorf("pre-aggregate storage: %w", err)

@@ -32,7 +32,6 @@ type Config struct {
 	Stream        string
 	Subject       string
 	Consumer      string
-	Storage       string
 	ServerURL     string
 	Token         string // API token of role worker (MILLRACE_WORKER_TOKEN)
 	WorkerID      string
@@ -67,8 +66,7 @@ func (k *kind) Lanes(concurrency int) []worker.Lane {
 }
 
 func (k *kind) Ensure(ctx context.Context, conn *bus.Conn) error {
-	return bus.EnsureQueryStream(ctx, conn.JS, k.cfg.Stream, k.cfg.Subject, k.cfg.Consumer,
-		bus.StorageType(k.cfg.Storage), max(k.cfg.Concurrency*4, 256))
+	return conn.EnsureQueryStream(ctx, k.cfg.Stream, k.cfg.Subject, k.cfg.Consumer, max(k.cfg.Concurrency*4, 256))
 }
 
 func (k *kind) Decode(data []byte) (worker.Job, error) {
@@ -150,6 +148,6 @@ func (j *job) Release(context.Context) error { return nil }
 // FromConfig is the warehouse worker's configuration from its settings.
 func FromConfig(cfg config.Worker) Config {
 	return Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
-		Consumer: cfg.Query.Consumer, Storage: cfg.NATS.Storage, ServerURL: cfg.ServerURL, Token: cfg.Token, WorkerID: cfg.WorkerID,
+		Consumer: cfg.Query.Consumer, ServerURL: cfg.ServerURL, Token: cfg.Token, WorkerID: cfg.WorkerID,
 		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
 }
