@@ -127,11 +127,12 @@ required list are optional: true, so an existingSecret may leave them out. */}}
 {{- end }}
 
 {{/* checksums: pods roll when the ConfigMaps or the secret values change.
-The secret's is taken over the values that make it (and the data lookup finds
-in the cluster), not over the rendered Secret: generated tokens are random at
-every render without a cluster, and the checksum must not change with them
-(helm template twice, or a GitOps tool rendering at every sync, must not
-roll the pods). */}}
+The secret's is taken over the values that make the chart's Secret, not over
+the rendered Secret: generated tokens are random at every render without a
+cluster and kept by lookup with one, and the checksum must not change with
+them (helm template twice, or a GitOps tool rendering at every sync, must
+not roll the pods). An existingSecret's data is read with lookup, so an
+upgrade after rotating it rolls the pods. */}}
 {{- define "millrace.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 checksum/secret: {{ include "millrace.secretChecksum" . }}
@@ -139,8 +140,8 @@ checksum/secret: {{ include "millrace.secretChecksum" . }}
 
 {{- define "millrace.secretChecksum" -}}
 {{- $live := dict }}
-{{- if not .Values.existingSecret }}
-{{- with lookup "v1" "Secret" .Release.Namespace (include "millrace.fullname" .) }}
+{{- if .Values.existingSecret }}
+{{- with lookup "v1" "Secret" .Release.Namespace .Values.existingSecret }}
 {{- $live = default dict .data }}
 {{- end }}
 {{- end }}
