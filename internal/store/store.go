@@ -195,6 +195,56 @@ type Stats struct {
 	OutboxDepth       int64
 }
 
+// OpsStats is the operational picture package monitor samples: what
+// waits in the database, since when, and the database's own clock. Every
+// figure comes from an indexed read, so sampling stays cheap on a large
+// history.
+type OpsStats struct {
+	// DBNow is the database's clock when it answered (PostgreSQL's
+	// clock_timestamp(); SQLite's is the process clock).
+	DBNow time.Time
+	// OutboxDepth counts outbox rows; OutboxOldest is the AvailableAt of
+	// the oldest row already due (nil: none is due yet).
+	OutboxDepth  int64
+	OutboxOldest *time.Time
+	// CommandsUnclaimed counts issued commands; UnclaimedOldest is the
+	// AvailableAt of the oldest one already available (a retry waiting
+	// out its backoff is not late).
+	CommandsUnclaimed int64
+	UnclaimedOldest   *time.Time
+	// ExpiredLeases counts claimed or running commands whose lease
+	// expired before now; ExpiredOldest is the earliest such expiry.
+	ExpiredLeases int64
+	ExpiredOldest *time.Time
+	// Executions counts executions by non-terminal status
+	// (api.ExecLiveStatuses), every one present.
+	Executions map[api.ExecStatus]int64
+	// QueriesQueued counts queued queries by lane (interactive,
+	// background; a metric query a pre-aggregate serves counts under
+	// QueueLanePreAgg), every one of QueueLanes present.
+	QueriesQueued map[string]int64
+}
+
+// QueueLanePreAgg is the lane OpsStats counts queued pre-aggregate
+// queries under; QueueLanes are every lane it reports.
+const QueueLanePreAgg = "pre-aggregate"
+
+// QueueLanes are the lanes OpsStats.QueriesQueued always holds.
+var QueueLanes = []string{"interactive", "background", QueueLanePreAgg}
+
+// NewOpsStats is an OpsStats with every execution status and lane at 0;
+// drivers fill it.
+func NewOpsStats() OpsStats {
+	s := OpsStats{Executions: map[api.ExecStatus]int64{}, QueriesQueued: map[string]int64{}}
+	for _, st := range api.ExecLiveStatuses {
+		s.Executions[st] = 0
+	}
+	for _, l := range QueueLanes {
+		s.QueriesQueued[l] = 0
+	}
+	return s
+}
+
 // NodeAllocator is implemented by drivers shared by several server
 // processes (PostgreSQL): it hands each process a distinct id-generator
 // node so their ids cannot collide.
@@ -273,6 +323,9 @@ type Querier interface {
 	// OutboxFetch returns rows whose AvailableAt <= now, by id asc.
 	OutboxFetch(ctx context.Context, now time.Time, limit int) ([]OutboxMsg, error)
 	Stats(ctx context.Context) (Stats, error)
+	// OpsStats reads the operational picture at now (leases expired
+	// before now, outbox rows and commands due by now).
+	OpsStats(ctx context.Context, now time.Time) (OpsStats, error)
 
 	// ExecutionChildren lists executions whose ParentExecutionID is
 	// parent, by execution_id asc.

@@ -98,6 +98,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Due", dueCases()},
 		{"Outbox", outboxCases()},
 		{"Stats", statsCases()},
+		{"Ops", opsCases()},
 		{"Tx", txCases()},
 		{"Time", timeCases()},
 		{"Loop", loopCases()},
