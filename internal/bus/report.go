@@ -101,6 +101,9 @@ type ConsumerReport struct {
 	// scaler reads.
 	Lag     uint64 `json:"lag"`
 	Cluster *Peers `json:"cluster,omitempty"`
+	// Delivered is the consumer sequence; LastActive the last delivery.
+	Delivered  uint64     `json:"delivered"`
+	LastActive *time.Time `json:"last_active,omitempty"`
 }
 
 // URL is the connected server's URL without its credentials.
@@ -175,6 +178,11 @@ func consumerReport(stream string, ci *jetstream.ConsumerInfo, streamMsgs uint64
 		Lag:     ci.NumPending + uint64(max(ci.NumAckPending, 0)),
 		Cluster: peers(ci.Cluster),
 	}
+	if ci.Delivered.Last != nil {
+		t := ci.Delivered.Last.UTC()
+		cr.LastActive = &t
+	}
+	cr.Delivered = ci.Delivered.Consumer
 	if streamMsgs > 0 {
 		cr.UnprocessedPct = float64(ci.NumPending) * 100 / float64(streamMsgs)
 	}

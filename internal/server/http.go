@@ -24,6 +24,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/flow"
+	"github.com/millrace/millrace/internal/monitor"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
@@ -56,6 +57,7 @@ type API struct {
 	uiCfg   ui.Config                         // the web UI's settings (uiapi.go)
 	streams func(context.Context) api.Streams // GET /api/streams; nil: not reported
 	live    liveAPI
+	ops     *monitor.Monitor // GET /api/ops and this server's gauges (opsapi.go); nil: neither
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -90,7 +92,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.queryRoutes()
 	a.liveRoutes()
 	a.authRoutes()
-	a.handle("GET /metrics", auth.Public, promhttp.Handler().ServeHTTP)
+	a.handle("GET /metrics", auth.Public, a.metrics().ServeHTTP)
 	a.uiRoutes()
 	// Patterns with a method never match another method, so a wrong method
 	// on a known path lands here too: noRoute tells the two apart.

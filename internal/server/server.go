@@ -19,6 +19,7 @@ import (
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/lifecycle"
+	"github.com/millrace/millrace/internal/monitor"
 	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/relay"
@@ -86,6 +87,7 @@ type Server struct {
 	builds *builds.Service // pre-aggregate builds: triggers, worker protocol, scheduler, reaper
 	relay  *relay.Relay
 	reaper *flow.Reaper
+	mon    *monitor.Monitor // gauges, GET /api/ops and the streams the UI shows
 	// bg owns every goroutine the server runs besides HTTP handlers and
 	// in-process queries (which query.Service owns): Run stops it before
 	// closing the store.
@@ -242,9 +244,10 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		serve = s.preAggEngine
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
+	s.mon = s.newMonitor()
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
 		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
-		WithStreams(s.streamsInfo), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
+		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	s.http.RegisterOnShutdown(api.StopStreams) // clients resume with Last-Event-ID
@@ -358,6 +361,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	bg.Go("pre-aggregate scheduler", func(ctx context.Context) error { s.builds.Schedule(ctx); return nil })
 	bg.Go("build reaper", func(ctx context.Context) error { s.builds.Reap(ctx, s.buildBacklog); return nil })
+	bg.Go("monitor", func(ctx context.Context) error { s.mon.Run(ctx); return nil })
 	bg.Go("session purge", func(ctx context.Context) error { s.purgeSessions(ctx); return nil })
 	if s.connectLate {
 		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })
@@ -418,6 +422,21 @@ func (s *Server) close() {
 	if s.nats != nil {
 		s.nats.close()
 	}
+}
+
+// newMonitor samples the streams this server uses: commands always, the
+// query and pre-aggregate streams when their jobs go through NATS.
+func (s *Server) newMonitor() *monitor.Monitor {
+	streams := []monitor.Stream{{Name: s.cfg.NATS.Stream, Kind: bus.KindCommands}}
+	if s.cfg.Query.NATSEnabled {
+		streams = append(streams, monitor.Stream{Name: s.cfg.Query.Stream, Kind: bus.KindWarehouse},
+			monitor.Stream{Name: s.cfg.PreAgg.Stream, Kind: bus.KindPreAggregate})
+	}
+	stats := func(ctx context.Context, now time.Time) (store.OpsStats, error) {
+		return store.ReadValue(ctx, s.st, func(q store.Querier) (store.OpsStats, error) { return q.OpsStats(ctx, now) })
+	}
+	return monitor.New(monitor.Config{Interval: s.cfg.MetricsInterval, Streams: streams, Replicas: s.cfg.NATS.Replicas,
+		ReapInterval: s.cfg.ReapInterval, RedeliverAfter: s.cfg.RedeliverAfter}, monitor.Sources{Stats: stats, NATS: s.nats.get}, s.log)
 }
 
 // ensureQuery creates the query stream and lane consumers, and the

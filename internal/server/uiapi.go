@@ -3,10 +3,10 @@ package server
 import (
 	"context"
 	"net/http"
-	"sort"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/auth"
+	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/tools"
@@ -91,7 +91,8 @@ func nonNil(p playbook.Problems) []playbook.Problem {
 }
 
 // streamsInfo reports the streams this server uses and their consumers,
-// each consumer a pool of workers.
+// each consumer a pool of workers. Stream state comes from the monitor's
+// report (one reader of NATS for the UI, /api/ops and the gauges).
 func (s *Server) streamsInfo(ctx context.Context) api.Streams {
 	out := api.Streams{NATS: "ok", Streams: []api.StreamInfo{}}
 	if st, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) { return q.Stats(ctx) }); err == nil {
@@ -113,40 +114,26 @@ func (s *Server) streamsInfo(ctx context.Context) api.Streams {
 		out.NATS = "disconnected: notifications wait in the outbox"
 		return out
 	}
-	type want struct{ name, role string }
-	wants := []want{{s.cfg.NATS.Stream, "commands"}}
-	if s.cfg.Query.NATSEnabled {
-		wants = append(wants, want{s.cfg.Query.Stream, "queries"})
-		if s.cfg.PreAgg.Enabled {
-			wants = append(wants, want{s.cfg.PreAgg.Stream, "preaggregates"})
-		}
+	rep, err := s.mon.Report(ctx)
+	if err != nil {
+		out.NATS = "not sampled: " + err.Error()
+		return out
 	}
-	for _, w := range wants {
-		si := api.StreamInfo{Name: w.name, Role: w.role, Subjects: []string{}, Consumers: []api.ConsumerInfo{}}
-		stream, err := c.JS.Stream(ctx, w.name)
-		if err != nil {
-			si.Error = err.Error()
-			out.Streams = append(out.Streams, si)
-			continue
+	for _, os := range rep.NATS.Streams {
+		si := api.StreamInfo{Name: os.Name, Role: streamRoles[os.Kind], Subjects: os.Subjects, Messages: os.Messages, Bytes: os.Bytes,
+			Consumers: []api.ConsumerInfo{}, Error: os.Error}
+		if si.Subjects == nil {
+			si.Subjects = []string{}
 		}
-		info := stream.CachedInfo()
-		si.Subjects, si.Messages, si.Bytes = info.Config.Subjects, info.State.Msgs, info.State.Bytes
-		lister := stream.ListConsumers(ctx)
-		for ci := range lister.Info() {
-			ac := api.ConsumerInfo{Name: ci.Name, Pending: ci.NumPending, InFlight: ci.NumAckPending, MaxInFlight: ci.Config.MaxAckPending,
-				Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting, AckWait: ci.Config.AckWait.String(), MaxDeliver: ci.Config.MaxDeliver,
-				Delivered: ci.Delivered.Consumer}
-			if ci.Delivered.Last != nil {
-				t := ci.Delivered.Last.UTC()
-				ac.LastActive = &t
-			}
-			si.Consumers = append(si.Consumers, ac)
+		for _, c := range os.Consumers {
+			si.Consumers = append(si.Consumers, api.ConsumerInfo{Name: c.Name, Pending: c.Unprocessed, InFlight: c.AckPending,
+				MaxInFlight: c.MaxAckPending, Redelivered: c.Redelivered, Waiting: c.Waiting, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
+				Delivered: c.Delivered, LastActive: c.LastActive})
 		}
-		if err := lister.Err(); err != nil {
-			si.Error = err.Error()
-		}
-		sort.Slice(si.Consumers, func(i, j int) bool { return si.Consumers[i].Name < si.Consumers[j].Name })
 		out.Streams = append(out.Streams, si)
 	}
 	return out
 }
+
+// streamRoles name a worker kind's stream as GET /api/streams always has.
+var streamRoles = map[string]string{bus.KindCommands: "commands", bus.KindWarehouse: "queries", bus.KindPreAggregate: "preaggregates"}
