@@ -1,0 +1,163 @@
+package helm_test
+
+import (
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
+	"sigs.k8s.io/yaml"
+)
+
+// The chart under test, and the release it is rendered as. The release
+// name does not contain "millrace", so every object is named
+// "<release>-millrace-<part>".
+const (
+	chartDir  = "millrace"
+	release   = "rel"
+	namespace = "ops"
+	fullname  = release + "-millrace"
+)
+
+// valueSets are the value files in the chart's ci/ directory that the
+// issue asks the chart to be rendered under; each must exist.
+var valueSets = []string{"defaults", "external-nats", "file-store", "nats-cluster", "keda", "existing-secret"}
+
+// loadChart reads the chart from disk. Each render loads its own copy: the
+// SDK's value coalescing writes into the chart it is given, and the tests
+// render in parallel.
+func loadChart(t testing.TB) *chart.Chart {
+	t.Helper()
+	ch, err := loader.LoadDir(chartDir)
+	if err != nil {
+		t.Fatalf("load the chart from deploy/helm/%s: %v", chartDir, err)
+	}
+	return ch
+}
+
+// setValues reads ci/<set>.yaml.
+func setValues(t testing.TB, set string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir, "ci", set+".yaml"))
+	if err != nil {
+		t.Fatalf("value set %s: %v (the chart must ship ci/%s.yaml)", set, err, set)
+	}
+	v := map[string]any{}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatalf("value set ci/%s.yaml: %v", set, err)
+	}
+	return v
+}
+
+// values parses a YAML snippet of override values.
+func values(t testing.TB, y string) map[string]any {
+	t.Helper()
+	v := map[string]any{}
+	if err := yaml.Unmarshal([]byte(y), &v); err != nil {
+		t.Fatalf("test values %q: %v", y, err)
+	}
+	return v
+}
+
+// merge deep-merges override maps left to right (later wins; lists are
+// replaced, as helm -f does).
+func merge(layers ...map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, l := range layers {
+		for k, v := range l {
+			if vm, ok := v.(map[string]any); ok {
+				if om, ok := out[k].(map[string]any); ok {
+					out[k] = merge(om, vm)
+					continue
+				}
+				out[k] = merge(vm)
+				continue
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// renderResult is one render of the chart: the manifests by template file
+// and the values the templates saw (defaults coalesced with the overrides).
+type renderResult struct {
+	files  map[string]string
+	values common.Values
+}
+
+// renderChart renders the chart as `helm install rel --namespace ops -f
+// <vals>` renders it, schema validation included, without a cluster
+// (lookup finds nothing).
+func renderChart(t testing.TB, vals map[string]any) (renderResult, error) {
+	t.Helper()
+	ch := loadChart(t)
+	opts := common.ReleaseOptions{Name: release, Namespace: namespace, Revision: 1, IsInstall: true}
+	top, err := chartutil.ToRenderValues(ch, vals, opts, nil)
+	if err != nil {
+		return renderResult{}, err
+	}
+	files, err := engine.Render(ch, top)
+	if err != nil {
+		return renderResult{}, err
+	}
+	v, _ := top["Values"].(common.Values)
+	return renderResult{files: files, values: v}, nil
+}
+
+// mustRender is renderChart for values that must render, decoded strictly.
+func mustRender(t testing.TB, vals map[string]any) *manifests {
+	t.Helper()
+	r, err := renderChart(t, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	m, err := decodeAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// splitDocs cuts rendered template output into YAML documents, dropping
+// empty ones and ones holding only comments.
+func splitDocs(s string) []string {
+	var docs []string
+	for _, d := range docSep.Split(s, -1) {
+		empty := true
+		for line := range strings.SplitSeq(d, "\n") {
+			if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+				empty = false
+				break
+			}
+		}
+		if !empty {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+// manifestFiles lists the rendered files that hold manifests, in a stable
+// order: not NOTES.txt, not partials.
+func manifestFiles(files map[string]string) []string {
+	var names []string
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		base := filepath.Base(name)
+		if strings.HasSuffix(name, "NOTES.txt") || strings.HasPrefix(base, "_") {
+			continue
+		}
+		names = append(names, name)
+	}
+	return names
+}
