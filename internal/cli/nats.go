@@ -14,11 +14,11 @@ import (
 
 // natsCmd is built-in inspection, since the NATS CLI is often not at hand.
 func natsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nats", Short: "Inspect and repair the JetStream stream and consumer Millrace uses"}
-	stream := &cobra.Command{Use: "stream", Short: "Inspect or delete the command stream"}
-	stream.AddCommand(natsInfoCmd("info [NAME]"), natsStreamRmCmd())
-	consumer := &cobra.Command{Use: "consumer", Short: "Inspect or delete the worker pool's consumer"}
-	consumer.AddCommand(natsInfoCmd("info [STREAM [NAME]]"), natsConsumerRmCmd())
+	cmd := &cobra.Command{Use: "nats", Short: "Inspect and repair the JetStream streams and consumers Millrace uses"}
+	stream := &cobra.Command{Use: "stream", Short: "Report on, inspect or delete Millrace's streams"}
+	stream.AddCommand(natsInfoCmd("info [NAME]"), natsStreamReportCmd(), natsStreamRmCmd())
+	consumer := &cobra.Command{Use: "consumer", Short: "Report on, inspect or delete the worker pools' consumers"}
+	consumer.AddCommand(natsInfoCmd("info [STREAM [NAME]]"), natsConsumerReportCmd(), natsConsumerRmCmd())
 	cmd.AddCommand(stream, consumer)
 	return cmd
 }

@@ -50,11 +50,11 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
 		srv, err := server.NewServer(&server.Options{
-			ServerName:         name,
-			Host:               "127.0.0.1",
-			Port:               -1,
-			JetStream:          true,
-			StoreDir:           filepath.Join(t.TempDir(), name),
+			ServerName: name,
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   filepath.Join(t.TempDir(), name),
 			// Limits for placement accounting, not allocations: Millrace's
 			// command stream reserves its 1 GiB max_bytes on each replica.
 			JetStreamMaxMemory: 8 << 30,
