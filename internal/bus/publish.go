@@ -18,6 +18,8 @@ type OutMsg struct {
 	// with the same id within DuplicateWindow. Empty disables deduplication.
 	MsgID string
 	Data  []byte
+	// Header is sent with the message (the relay's traceparent); nil sends none.
+	Header nats.Header
 }
 
 // NotificationMsg wraps n for PublishBatch on the configured subject, with the
@@ -88,7 +90,7 @@ func (c *Conn) publishRound(ctx context.Context, msgs []OutMsg, idx []int, errs 
 		if subject == "" {
 			subject = c.Cfg.Subject
 		}
-		nm := &nats.Msg{Subject: subject, Data: m.Data}
+		nm := &nats.Msg{Subject: subject, Data: m.Data, Header: m.Header}
 		opts := []jetstream.PublishOpt{jetstream.WithStallWait(stall)}
 		if m.MsgID != "" {
 			opts = append(opts, jetstream.WithMsgID(m.MsgID))

@@ -236,6 +236,12 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	}
 	wcfg := cfg.Worker
 	wcfg.Log, wcfg.NATS, wcfg.ServerURL = cfg.Server.Log, cfg.Server.NATS, srv.URL()
+	// The in-process workers trace as a worker would, under their own
+	// service name unless OTEL_SERVICE_NAME names one for the whole process.
+	wcfg.Telemetry = cfg.Server.Telemetry
+	if wcfg.Telemetry.ServiceName == "millrace-server" {
+		wcfg.Telemetry.ServiceName = "millrace-worker"
+	}
 	var workers []interface{ Run(context.Context) error }
 	for i := 0; i < cfg.Workers; i++ {
 		c := wcfg

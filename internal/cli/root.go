@@ -20,10 +20,13 @@ import (
 
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 // Execute runs the CLI and returns the process exit code.
 func Execute() int {
+	// Set once, before anything runs (tests build roots in parallel).
+	telemetry.ServiceVersion = Version()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)

@@ -14,8 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 // Client talks to one server.
@@ -36,6 +39,15 @@ func New(base string) *Client {
 	// The token rides in the transport, so every request made with c.HTTP
 	// carries it, copies of the http.Client (long uploads) included.
 	c.HTTP = &http.Client{Transport: &bearer{next: tr, c: c}, Timeout: 30 * time.Second}
+	return c
+}
+
+// WithTracer makes a client span of every request the client sends and
+// puts its traceparent on the request, so that the server's span is its
+// child; the span is a child of the request context's. A nil tr (tracing
+// off) changes nothing. Call it before the first request.
+func (c *Client) WithTracer(tr trace.Tracer) *Client {
+	c.HTTP.Transport = telemetry.Transport(tr, c.HTTP.Transport)
 	return c
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/playbook"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 // Config configures a Service.
@@ -279,7 +280,7 @@ func (s *Service) enqueueAt(ctx context.Context, tx store.Tx, execID int64, step
 	n := bus.Notification{ExecutionID: execID, EventID: eventID, CommandID: cmdID, Step: step, ServerURL: s.cfg.ServerURL}
 	return tx.OutboxInsert(ctx, store.OutboxMsg{
 		ID: s.ids.Next(), EventID: eventID, Subject: s.cfg.Subject, MsgID: msgID,
-		Payload: n.Encode(), CreatedAt: now, AvailableAt: at,
+		Payload: n.Encode(), CreatedAt: now, AvailableAt: at, TraceParent: telemetry.TraceParent(ctx),
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/ui"
 )
 
@@ -54,6 +55,7 @@ type Gateway struct {
 	ingress  map[string]listener
 	metrics  *metrics
 	reg      *prometheus.Registry
+	traces   *telemetry.Provider // OTEL_*; nil when tracing is off
 
 	// closing is closed when the gateway starts shutting down: long-lived
 	// handlers (SSE streams, waits) return on it so Run's graceful
@@ -101,13 +103,19 @@ func New(ctx context.Context, cfg config.Gateway, log *slog.Logger) (*Gateway, e
 	if err != nil {
 		return nil, err
 	}
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, "")
+	if err != nil {
+		return nil, err
+	}
 	conn, err := bus.ConnectOnlyRetry(ctx, natsConfig(cfg.NATS), log)
 	if err != nil {
+		_ = traces.Shutdown(ctx)
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{
-		cfg: cfg, log: log, nats: conn, server: srvURL, cors: cors, ingress: listeners,
-		upstream: &http.Client{Transport: newTransport()},
+		cfg: cfg, log: log, nats: conn, server: srvURL, cors: cors, ingress: listeners, traces: traces,
+		// Calls to the server (the proxy's included) carry the request's trace.
+		upstream: &http.Client{Transport: telemetry.Transport(traces.Tracer("github.com/millrace/millrace/internal/gateway"), newTransport())},
 		mux:      http.NewServeMux(),
 		reg:      prometheus.NewRegistry(),
 		closing:  make(chan struct{}),
@@ -116,12 +124,14 @@ func New(ctx context.Context, cfg config.Gateway, log *slog.Logger) (*Gateway, e
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := g.buckets(ctx); err != nil {
 		conn.Close()
+		_ = traces.Shutdown(ctx)
 		return nil, err
 	}
 	g.coreRoutes()
 	g.liveRoutes()
 	g.mux.HandleFunc("/", g.noRoute)
-	g.handler = g.withCORS(g.mux)
+	// The span wraps the mux itself, which names the matched route.
+	g.handler = g.withCORS(telemetry.Handler(traces.Tracer("github.com/millrace/millrace/internal/gateway"), g.mux))
 	return g, nil
 }
 
@@ -197,7 +207,14 @@ func (g *Gateway) Closing() <-chan struct{} { return g.closing }
 // calls it; a test serving Handler itself calls it when done.
 func (g *Gateway) Close() {
 	g.stopStreams()
-	g.closeOnce.Do(g.nats.Close)
+	g.closeOnce.Do(func() {
+		g.nats.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := g.traces.Shutdown(ctx); err != nil {
+			g.log.Warn("some spans were not exported", "err", err)
+		}
+	})
 }
 
 // stopStreams tells long-lived handlers to return.

@@ -10,12 +10,17 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 // Defaults for Config.
@@ -39,6 +44,10 @@ type Publisher interface {
 type Config struct {
 	BatchSize    int
 	PollInterval time.Duration
+	// Tracer makes a publish span for each row that carries a traceparent
+	// and sends the span's as the message's traceparent header; nil
+	// (tracing off) sends rows as they are.
+	Tracer trace.Tracer
 }
 
 func (c *Config) defaults() {
@@ -128,9 +137,11 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 	for i, row := range rows {
 		msgs[i] = bus.OutMsg{Subject: row.Subject, MsgID: row.MsgID, Data: row.Payload}
 	}
+	spans := r.traceRows(ctx, rows, msgs)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	errs := r.pub.PublishBatch(pctx, msgs)
 	cancel()
+	endSpans(spans, errs)
 	acked := make([]int64, 0, len(rows))
 	failed := 0
 	var firstErr error
@@ -158,4 +169,41 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 		mPublished.Add(float64(len(acked)))
 	}
 	return len(rows), failed, nil
+}
+
+// traceRows starts a producer span for each traced row, a child of the
+// request that wrote it, and puts the span's traceparent on its message:
+// the worker's spans become its children.
+func (r *Relay) traceRows(ctx context.Context, rows []store.OutboxMsg, msgs []bus.OutMsg) []trace.Span {
+	if r.cfg.Tracer == nil {
+		return nil
+	}
+	spans := make([]trace.Span, len(rows))
+	for i, row := range rows {
+		if row.TraceParent == "" {
+			continue
+		}
+		sctx, span := r.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, row.TraceParent), "publish "+row.Subject,
+			trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.destination.name", row.Subject),
+				attribute.String("messaging.message.id", row.MsgID)))
+		spans[i] = span
+		msgs[i].Header = nats.Header{telemetry.Header: []string{telemetry.TraceParent(sctx)}}
+	}
+	return spans
+}
+
+// endSpans ends the spans traceRows started with each message's outcome.
+func endSpans(spans []trace.Span, errs []error) {
+	for i, span := range spans {
+		if span == nil {
+			continue
+		}
+		if errs[i] != nil {
+			span.RecordError(errs[i])
+			span.SetStatus(codes.Error, "publish failed; the row stays in the outbox")
+		}
+		span.End()
+	}
 }

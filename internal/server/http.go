@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
@@ -28,6 +29,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/ui"
 	"github.com/millrace/millrace/internal/wire"
 )
@@ -58,6 +60,10 @@ type API struct {
 	streams func(context.Context) api.Streams // GET /api/streams; nil: not reported
 	live    liveAPI
 	ops     *monitor.Monitor // GET /api/ops and this server's gauges (opsapi.go); nil: neither
+	// tracer makes a span of every request (WithTracer); nil: tracing off.
+	tracer trace.Tracer
+	// h serves: the mux, wrapped by the tracing middleware when on.
+	h http.Handler
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -97,6 +103,9 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	// Patterns with a method never match another method, so a wrong method
 	// on a known path lands here too: noRoute tells the two apart.
 	a.mux.HandleFunc("/", a.noRoute)
+	// Wrapped once, around the mux, so that the span knows the matched
+	// route; with tracing off h is the mux itself.
+	a.h = telemetry.Handler(a.tracer, a.mux)
 	return a
 }
 
@@ -122,7 +131,12 @@ func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
 	writeErr(w, apierr.New(apierr.MethodNotAllowed, "%s is not allowed on %s; use %s (see docs/api.md)", r.Method, r.URL.Path, strings.Join(allow, " or ")))
 }
 
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.h.ServeHTTP(w, r) }
+
+// WithTracer makes a server span of every request, named "METHOD
+// /route/pattern", a child of the request's traceparent. A nil tr (tracing
+// off) adds nothing to a request's path.
+func WithTracer(tr trace.Tracer) Option { return func(a *API) { a.tracer = tr } }
 
 // handler serves one route. It returns the body of a 200 reply, a reply
 // for another status, or an error that fail maps to the API's error form.

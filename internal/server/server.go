@@ -28,6 +28,7 @@ import (
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/tools"
 	"github.com/millrace/millrace/internal/ui"
 	"github.com/millrace/millrace/internal/wire"
@@ -108,6 +109,9 @@ type Server struct {
 	// (NATS_ENABLED=false), else nil.
 	preAggStore  *preAggStore
 	preAggEngine *engine.Engine
+
+	// traces exports this server's spans (OTEL_*); nil when tracing is off.
+	traces *telemetry.Provider
 }
 
 // New opens the store, connects to NATS, checks the stream contract and
@@ -131,6 +135,10 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	// A malformed key fails startup; a missing one only disables credentials.
 	var box *secret.Box
 	var err error
+	if s.traces, err = telemetry.Setup(ctx, cfg.Telemetry, ""); err != nil {
+		return nil, err
+	}
+	tracer := s.traces.Tracer("github.com/millrace/millrace/internal/server")
 	if strings.TrimSpace(cfg.SecretKey) != "" {
 		if box, err = secret.New(cfg.SecretKey); err != nil {
 			return nil, err
@@ -186,7 +194,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		}
 	}
 	// The relay comes first: the services that fill the outbox wake it.
-	s.relay = relay.New(relay.Config{}, s.st, s.nats, log)
+	s.relay = relay.New(relay.Config{Tracer: tracer}, s.st, s.nats, log)
 	gen := ids.New(nodeID)
 	s.gen = gen
 	if s.authn, err = auth.New(s.st, gen, cfg.Auth, log); err != nil {
@@ -247,7 +255,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	s.mon = s.newMonitor()
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
 		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
-		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}))
+		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}), WithTracer(tracer))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	s.http.RegisterOnShutdown(api.StopStreams) // clients resume with Last-Event-ID
@@ -422,6 +430,12 @@ func (s *Server) close() {
 	if s.nats != nil {
 		s.nats.close()
 	}
+	// Last: the spans of everything above are exported before exit.
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	defer cancel()
+	if err := s.traces.Shutdown(ctx); err != nil {
+		s.log.Warn("some spans were not exported", "err", err)
+	}
 }
 
 // newMonitor samples the streams this server uses: commands always, the
@@ -438,6 +452,9 @@ func (s *Server) newMonitor() *monitor.Monitor {
 	return monitor.New(monitor.Config{Interval: s.cfg.MetricsInterval, Streams: streams, Replicas: s.cfg.NATS.Replicas,
 		ReapInterval: s.cfg.ReapInterval, RedeliverAfter: s.cfg.RedeliverAfter}, monitor.Sources{Stats: stats, NATS: s.nats.get}, s.log)
 }
+
+// traceFlushTimeout bounds the export of the last spans on exit.
+const traceFlushTimeout = 5 * time.Second
 
 // ensureQuery creates the query stream and lane consumers, and the
 // pre-aggregate stream with its two consumers (NATS_ENABLED).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/millrace/millrace/internal/backoff"
 )
@@ -401,6 +402,11 @@ func (r *request) run(ctx context.Context, tx Tx, record bool) error {
 	r.evs = r.evs[:0]
 	if record {
 		tx = recorder{Tx: tx, r: r}
+	}
+	// fn gets the batch's context, but the caller's span (tracing on) so
+	// that rows it writes (outbox.trace_parent) name the caller's trace.
+	if sc := trace.SpanContextFromContext(r.ctx); sc.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, sc)
 	}
 	return r.fn(ctx, tx)
 }

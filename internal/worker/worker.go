@@ -42,10 +42,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/lifecycle"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 const (
@@ -85,6 +89,9 @@ type Config struct {
 	// NATS is how to reach NATS; FetchTimeout and FetchHeartbeat pace
 	// the pulls.
 	NATS bus.Config
+	// Traces makes the job spans (nil: tracing off); Run shuts it down,
+	// exporting what is buffered, when it returns.
+	Traces *telemetry.Provider
 }
 
 // DefaultID returns id, or host-pid-random when it is empty.
@@ -115,6 +122,8 @@ type Runtime struct {
 	jobsDone       *prometheus.CounterVec
 	dup, redeliver prometheus.Counter
 	inFlight       prometheus.Gauge
+	// tracer makes a span per job (nil: tracing off).
+	tracer trace.Tracer
 }
 
 // New connects to NATS (waiting for it: workers may start first) and
@@ -140,7 +149,8 @@ func New(ctx context.Context, cfg Config, kind Kind, log *slog.Logger) (*Runtime
 	return &Runtime{cfg: cfg, kind: kind, log: log.With("worker_id", cfg.ID, "stream", name), conn: conn,
 		lanes: kind.Lanes(cfg.Concurrency), slots: newSlots(cfg.Concurrency), jobs: lifecycle.New(hard), hard: hard, cancelHard: cancel,
 		jobsDone: mJobs.MustCurryWith(prometheus.Labels{"stream": name}), dup: mDup.WithLabelValues(name),
-		redeliver: mRedeliver.WithLabelValues(name), inFlight: mInFlight.WithLabelValues(name)}, nil
+		redeliver: mRedeliver.WithLabelValues(name), inFlight: mInFlight.WithLabelValues(name),
+		tracer: cfg.Traces.Tracer("github.com/millrace/millrace/internal/worker")}, nil
 }
 
 // ID is the worker's identity on claims.
@@ -175,6 +185,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	_ = r.jobs.Stop()
 	r.kind.Close()
+	fctx, cancel := context.WithTimeout(context.Background(), ReleaseTimeout)
+	if err := r.cfg.Traces.Shutdown(fctx); err != nil {
+		r.log.Warn("some spans were not exported", "err", err)
+	}
+	cancel()
 	r.log.Info("worker stopped")
 	return nil
 }
@@ -320,7 +335,13 @@ func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
 		return
 	}
 	log := r.log.With(job.Attr())
-	if err := job.Claim(r.hard); err != nil {
+	// ctx is r.hard, carrying the job's span when tracing is on.
+	ctx, span := r.startJob(msg, job)
+	defer span.End()
+	cctx, claimSpan := telemetry.Start(ctx, r.tracer, "claim")
+	err = job.Claim(cctx)
+	endSpan(claimSpan, err)
+	if err != nil {
 		switch {
 		case errors.Is(err, ErrGone):
 			r.dup.Inc()
@@ -337,11 +358,12 @@ func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
 	}
 	r.inFlight.Inc()
 	defer r.inFlight.Dec()
-	r.run(log, msg, job, ackWait, received)
+	r.run(ctx, log, msg, job, ackWait, received)
 }
 
 // run runs a claimed job, keeps it alive, and reports it.
-func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration, received time.Time) {
+// ctx is r.hard with the job's span.
+func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration, received time.Time) {
 	beat := job.Lease()
 	if beat <= 0 {
 		beat = DefaultLease
@@ -357,7 +379,7 @@ func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time
 	}
 
 	// runCtx ends when the shutdown grace runs out or the lease is lost.
-	runCtx, stopRun := context.WithCancel(r.hard)
+	runCtx, stopRun := context.WithCancel(jctx)
 	defer stopRun()
 	var lost atomic.Bool
 	stop, stopped := make(chan struct{}), make(chan struct{})
@@ -392,7 +414,7 @@ func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time
 		// worker takes it at once. (A job that finished anyway is
 		// reported below: its result is not thrown away.)
 		stopKeepAlive()
-		ctx, cancel := context.WithTimeout(context.Background(), ReleaseTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(jctx), ReleaseTimeout)
 		defer cancel()
 		if err := job.Release(ctx); err != nil {
 			log.Warn("could not release the claim; it will expire by itself", "err", err)
@@ -401,15 +423,17 @@ func (r *Runtime) run(log *slog.Logger, msg jetstream.Msg, job Job, ackWait time
 		r.jobsDone.WithLabelValues("released").Inc()
 		return
 	}
-	ctx := r.hard
+	ctx := jctx
 	if ctx.Err() != nil { // the job finished just as the grace ran out
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.Background(), ReleaseTimeout)
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(jctx), ReleaseTimeout)
 		defer cancel()
 	}
 	// The heartbeat goes on while we report: the server may be
 	// restarting, and the claim must not lapse meanwhile.
+	ctx, reportSpan := telemetry.Start(ctx, r.tracer, "report")
 	outcome, err := job.Report(ctx, runErr)
+	endSpan(reportSpan, err)
 	switch {
 	case errors.Is(err, ErrLost):
 		r.jobsDone.WithLabelValues("superseded").Inc()
@@ -455,4 +479,33 @@ func truncate(b []byte, n int) string {
 		return string(b[:n]) + "…"
 	}
 	return string(b)
+}
+
+// startJob starts the job's span, "worker <kind> <step>", a child of the
+// traceparent the message carries (the relay's publish span). With tracing
+// off it returns r.hard and a span that does nothing.
+func (r *Runtime) startJob(msg jetstream.Msg, job Job) (context.Context, trace.Span) {
+	if r.tracer == nil {
+		return telemetry.Start(r.hard, nil, "")
+	}
+	ctx := r.hard
+	if h := msg.Headers(); h != nil {
+		ctx = telemetry.WithTraceParent(ctx, h.Get(telemetry.Header))
+	}
+	name := "worker " + r.kind.Name()
+	if s, ok := job.(interface{ Step() string }); ok && s.Step() != "" {
+		name += " " + s.Step()
+	}
+	return r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("millrace.worker_id", r.cfg.ID)))
+}
+
+// endSpan ends span, marking it failed with err.
+func endSpan(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

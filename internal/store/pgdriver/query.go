@@ -38,7 +38,7 @@ const (
 	commandCols = "c.event_id, c.execution_id, c.command_id, c.step, c.tool, c.input, c.status, c.attempt, c.worker_id, " +
 		"c.lease_expires_at, c.result, c.error, c.publishes, c.published_at, c.available_at, c.loop_id, c.loop_index, c.retry, " +
 		"c.created_at, c.updated_at, c.claim_token_id"
-	outboxCols     = "id, event_id, subject, msg_id, payload, created_at, available_at"
+	outboxCols     = "id, event_id, subject, msg_id, payload, created_at, available_at, trace_parent"
 	loopCols       = "loop_id, execution_id, step, total, mode, max_in_flight, items, status, result, created_at, updated_at"
 	credentialCols = "name, kind, description, data, created_at, updated_at"
 )
@@ -139,7 +139,7 @@ func scanCommand(row pgx.Row) (store.Command, error) {
 
 func scanOutbox(row pgx.Row) (store.OutboxMsg, error) {
 	var m store.OutboxMsg
-	err := row.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &m.CreatedAt, &m.AvailableAt)
+	err := row.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &m.CreatedAt, &m.AvailableAt, &m.TraceParent)
 	m.CreatedAt, m.AvailableAt = m.CreatedAt.UTC(), m.AvailableAt.UTC()
 	return m, err
 }

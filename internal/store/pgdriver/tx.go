@@ -333,8 +333,8 @@ func (t *tx) OutboxInsert(ctx context.Context, msg store.OutboxMsg) error {
 		available = ts(msg.AvailableAt)
 	}
 	t.tx.enqueue(insertWrap(fmt.Sprintf("outbox message %d", msg.ID)),
-		"INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, created, available)
+		"INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, created, available, msg.TraceParent)
 	return nil
 }
 

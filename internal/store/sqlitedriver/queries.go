@@ -371,14 +371,14 @@ func (q *queries) CommandsDue(ctx context.Context, now, unclaimedBefore time.Tim
 func scanOutbox(s scanner) (store.OutboxMsg, error) {
 	var m store.OutboxMsg
 	var created, available int64
-	if err := s.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &created, &available); err != nil {
+	if err := s.Scan(&m.ID, &m.EventID, &m.Subject, &m.MsgID, &m.Payload, &created, &available, &m.TraceParent); err != nil {
 		return store.OutboxMsg{}, err
 	}
 	m.CreatedAt, m.AvailableAt = fromMicros(created), fromMicros(available)
 	return m, nil
 }
 
-const sqlOutboxFetch = `SELECT id, event_id, subject, msg_id, payload, created_at, available_at FROM outbox
+const sqlOutboxFetch = `SELECT id, event_id, subject, msg_id, payload, created_at, available_at, trace_parent FROM outbox
 	WHERE available_at <= ? ORDER BY id LIMIT ?`
 
 func (q *queries) OutboxFetch(ctx context.Context, now time.Time, limit int) ([]store.OutboxMsg, error) {

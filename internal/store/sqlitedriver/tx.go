@@ -57,8 +57,8 @@ const (
 	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
 		WHERE event_id = ? RETURNING ` + commandCols
 	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
-	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at, available_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at, available_at, trace_parent)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 	// The ids travel as one JSON array so the statement can be prepared
 	// whatever their number.
 	sqlOutboxDelete = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
@@ -405,7 +405,7 @@ func (t *tx) OutboxInsert(ctx context.Context, m store.OutboxMsg) error {
 	if !m.AvailableAt.IsZero() {
 		available = micros(m.AvailableAt)
 	}
-	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, created, available)
+	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, created, available, m.TraceParent)
 	if err != nil {
 		return insertErr(err, "outbox message %d", m.ID)
 	}

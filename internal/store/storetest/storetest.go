@@ -491,6 +491,7 @@ func (b *bundle) wantOutbox(what string, got, want store.OutboxMsg) {
 	d.eq("EventID", got.EventID, want.EventID)
 	d.eq("Subject", got.Subject, want.Subject)
 	d.eq("MsgID", got.MsgID, want.MsgID)
+	d.eq("TraceParent", got.TraceParent, want.TraceParent)
 	if !bytes.Equal(got.Payload, want.Payload) {
 		d = append(d, fmt.Sprintf("Payload = %q, want %q", got.Payload, want.Payload))
 	}

@@ -44,6 +44,19 @@ func outboxCases() []testCase {
 			}
 			b.wantOutboxIDs("OutboxFetch limit 2", b.fetchOutbox(later, 2), m1.ID, m2.ID)
 		}},
+		{"TraceParentRoundTrip", func(b *bundle) {
+			// The relay sends the row's traceparent as a NATS header, so
+			// the worker's spans join the trace of the request that wrote it.
+			e := b.addExecution()
+			c := b.addCommand(e.ExecutionID, b.now)
+			traced, untraced := b.newOutbox(c.EventID), b.newOutbox(c.EventID)
+			traced.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+			b.addOutbox(traced, untraced)
+			got := b.fetchOutbox(b.now.Add(time.Hour), 10)
+			b.wantOutboxIDs("OutboxFetch", got, traced.ID, untraced.ID)
+			b.wantOutbox("OutboxFetch traced row", got[0], traced)
+			b.wantOutbox("OutboxFetch untraced row", got[1], untraced)
+		}},
 		{"Delete", func(b *bundle) {
 			e := b.addExecution()
 			c := b.addCommand(e.ExecutionID, b.now)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var mBatchItems = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -47,6 +48,9 @@ type batcher[In, Out any] struct {
 }
 
 type batchCall[In, Out any] struct {
+	// span is the caller's span (tracing on): a request's span is a child
+	// of its first call's.
+	span trace.SpanContext
 	in   In
 	out  Out
 	err  error
@@ -66,7 +70,7 @@ func newBatcher[In, Out any](kind string, senders, max int, send func(context.Co
 // for even if ctx ends (it is bounded by batchRequestTimeout): its outcome,
 // a claim granted say, must not be dropped.
 func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
-	c := &batchCall[In, Out]{in: in, done: make(chan struct{})}
+	c := &batchCall[In, Out]{in: in, span: trace.SpanContextFromContext(ctx), done: make(chan struct{})}
 	b.waiting.Add(1)
 	defer b.waiting.Add(-1)
 	select {
@@ -114,6 +118,9 @@ func (b *batcher[In, Out]) loop() {
 		}
 		mBatchItems.WithLabelValues(b.kind).Observe(float64(len(ins)))
 		ctx, cancel := context.WithTimeout(context.Background(), batchRequestTimeout)
+		if batch[0].span.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, batch[0].span)
+		}
 		outs, errs, err := b.send(ctx, ins)
 		cancel()
 		for i, c := range batch {

@@ -14,11 +14,15 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/tools"
 	"github.com/millrace/millrace/internal/worker"
 )
@@ -39,6 +43,8 @@ type kind struct {
 	log  *slog.Logger
 	api  *client.Client
 	id   string
+	// tracer makes the tool spans (nil: tracing off).
+	tracer trace.Tracer
 
 	// Claims and final reports go out in batches (batch.go).
 	claims  *batcher[api.ClaimItem, api.Claimed]
@@ -59,12 +65,18 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		log.Info("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
-	k := &kind{cfg: cfg, bcfg: bcfg, log: log, api: client.New(cfg.ServerURL).WithToken(cfg.Token), id: cfg.WorkerID}
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	k := &kind{cfg: cfg, bcfg: bcfg, log: log, id: cfg.WorkerID, tracer: traces.Tracer("github.com/millrace/millrace/internal/worker/commands"),
+		api: client.New(cfg.ServerURL).WithToken(cfg.Token).WithTracer(traces.Tracer("github.com/millrace/millrace/internal/client"))}
 	k.claims = newBatcher("claim", DefaultBatchSenders, DefaultMaxBatch, k.sendClaims)
 	k.reports = newBatcher("report", DefaultBatchSenders, DefaultMaxBatch, k.sendReports)
-	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: bcfg}, k, log)
+	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: bcfg, Traces: traces}, k, log)
 	if err != nil {
 		k.Close()
+		_ = traces.Shutdown(ctx)
 		return nil, err
 	}
 	return rt, nil
@@ -141,6 +153,9 @@ type job struct {
 
 func (j *job) Attr() slog.Attr { return slog.String("command_id", j.n.CommandID) }
 
+// Step names the job's span ("worker commands <step>").
+func (j *job) Step() string { return j.n.Step }
+
 func (j *job) Claim(ctx context.Context) error {
 	cl, err := j.k.claims.do(ctx, api.ClaimItem{EventID: j.n.EventID, ExecutionID: j.n.ExecutionID})
 	switch st := client.StatusOf(err); {
@@ -164,9 +179,30 @@ func (j *job) Heartbeat(ctx context.Context) error {
 }
 
 func (j *job) Run(ctx context.Context) error {
+	ctx, span := telemetry.Start(ctx, j.k.tracer, "tool "+toolKind(j.k.tracer, j.cl.Tool))
+	defer span.End()
 	var err error
 	j.res, j.set, err = Execute(ctx, j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID})
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	return err
+}
+
+// toolKind is the tool config's kind for the tool span's name ("tasks" for
+// a task list, which has none); it reads nothing with tracing off.
+func toolKind(tr trace.Tracer, tool json.RawMessage) string {
+	if tr == nil {
+		return ""
+	}
+	var t struct {
+		Kind string `json:"kind"`
+	}
+	if json.Unmarshal(tool, &t) != nil || t.Kind == "" {
+		return "tasks"
+	}
+	return t.Kind
 }
 
 func (j *job) Release(ctx context.Context) error {
