@@ -97,7 +97,7 @@ func (c *Conn) EnsurePreAggStream(ctx context.Context, stream, querySubject, bui
 		c.checkReplicas(stream, st.CachedInfo().Config.Replicas)
 	}
 	if err != nil {
-		return fmt.Errorf("pre-aggregate stream %s: %w", stream, err)
+		return fmt.Errorf("pre-aggregate stream %s: %w%s", stream, err, c.Cfg.placementHint(err))
 	}
 	if st.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy {
 		return fmt.Errorf("pre-aggregate stream %s has workqueue retention; delete it with `millrace nats stream rm %s` and restart so it is recreated with retention=limits", stream, stream)

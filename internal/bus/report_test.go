@@ -216,3 +216,17 @@ func TestReplicasOnCluster(t *testing.T) {
 		t.Errorf("report of the R1 stream = %+v (cluster %+v), want 1 replica: its leader only", r, r.Cluster)
 	}
 }
+
+// NATS_REPLICAS=3 against a single server fails saying what to set.
+func TestReplicasOnSingleServer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{config: func(c *Config) { c.Replicas = 3 }})
+	_, err := b.conn.EnsureStream(b.ctx)
+	if err == nil || !strings.Contains(err.Error(), "NATS_REPLICAS=3 needs a NATS cluster: set NATS_REPLICAS=1") {
+		t.Errorf("EnsureStream with 3 replicas on one server = %v, want the remedy", err)
+	}
+	err = b.conn.EnsureQueryStream(b.ctx, b.cfg.Stream+"_Q", b.cfg.Subject+"q", "q", 64)
+	if err == nil || !strings.Contains(err.Error(), "set NATS_REPLICAS=1") {
+		t.Errorf("EnsureQueryStream with 3 replicas on one server = %v, want the remedy", err)
+	}
+}

@@ -21,8 +21,15 @@ var (
 	ErrSubjectMismatch = errors.New("command stream does not capture the configured subject")
 )
 
-// errCodeStreamSubjectOverlap is nats-server's JSStreamSubjectOverlapErr.
-const errCodeStreamSubjectOverlap jetstream.ErrorCode = 10065
+// nats-server's error codes for JSStreamSubjectOverlapErr, and for a
+// stream it cannot place: JSStreamReplicasNotSupportedErr (replicas > 1 on
+// a single server) and JSClusterNoPeersErrF (too few servers, or too little
+// room on them).
+const (
+	errCodeStreamSubjectOverlap jetstream.ErrorCode = 10065
+	errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+	errCodeNoPeers              jetstream.ErrorCode = 10005
+)
 
 // StreamConfig is the configuration EnsureStream creates the stream with.
 func (c Config) StreamConfig() jetstream.StreamConfig {
@@ -67,6 +74,22 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 
 // replicas is the count Millrace creates streams and buckets with.
 func (c Config) replicas() int { return max(c.Replicas, DefaultReplicas) }
+
+// placementHint says what to do when JetStream cannot place a stream
+// Millrace creates; "" for any other error.
+func (c Config) placementHint(err error) string {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return ""
+	}
+	switch apiErr.ErrorCode {
+	case errCodeReplicasNotSupported:
+		return fmt.Sprintf("; NATS_REPLICAS=%d needs a NATS cluster: set NATS_REPLICAS=1 for a single NATS server", c.replicas())
+	case errCodeNoPeers:
+		return fmt.Sprintf("; JetStream has no %d servers with room for the stream (NATS_REPLICAS=%d; their max_memory_store or max_file_store): lower NATS_REPLICAS or NATS_MAX_BYTES, or give JetStream more servers or room", c.replicas(), c.replicas())
+	}
+	return ""
+}
 
 // checkReplicas logs an existing stream whose replica count is not
 // NATS_REPLICAS. The stream is used unchanged: scaling a stream moves its
@@ -130,7 +153,7 @@ func (c *Conn) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 			return nil, fmt.Errorf("create NATS stream %s with subjects %v: %w; another stream already captures these subjects: find it with `nats stream ls`, then remove it or set NATS_STREAM to its name", want.Name, want.Subjects, err)
 		}
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil, fmt.Errorf("create NATS stream %s: %w", want.Name, err)
+			return nil, fmt.Errorf("create NATS stream %s: %w%s", want.Name, err, c.Cfg.placementHint(err))
 		}
 		// Another process created it concurrently with a different
 		// configuration; judge what it created like any existing stream.
