@@ -81,6 +81,7 @@ func (s *Service) SubmitMetric(ctx context.Context, r MetricRequest) (store.Quer
 	if err != nil {
 		return store.Query{}, err
 	}
+	countMatch(rt.meta)
 	mq, err := json.Marshal(r.Query)
 	if err != nil {
 		return store.Query{}, err
@@ -91,6 +92,18 @@ func (s *Service) SubmitMetric(ctx context.Context, r MetricRequest) (store.Quer
 		Status:   api.QueryPending, CreatedAt: now, UpdatedAt: now,
 		Kind: KindMetric, MetricQuery: mq, Target: rt.target, PreAggregate: meta, BuildUUID: rt.buildUUID}
 	return s.start(ctx, q, r.InvalidateCache)
+}
+
+// countMatch counts a routing decision by result and miss reason.
+func countMatch(m api.PreAggregateMeta) {
+	switch {
+	case m.Hit:
+		mPreAgg.WithLabelValues("hit", "").Inc()
+	case m.Reason != nil:
+		mPreAgg.WithLabelValues("miss", m.Reason.Code).Inc()
+	default:
+		mPreAgg.WithLabelValues("miss", "").Inc()
+	}
 }
 
 // targetOf is where q runs ("" is the warehouse, as for SQL queries).

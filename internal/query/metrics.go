@@ -13,6 +13,7 @@ var (
 	mSubmitted  = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_queries_submitted_total", Help: "Warehouse queries submitted (cache misses), by path and lane."}, []string{"path", "lane"})
 	mCacheHits  = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_query_cache_hits_total", Help: "Queries answered from the results cache."})
 	mFinished   = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_queries_finished_total", Help: "Queries that reached a final status, by status."}, []string{"status"})
+	mPreAgg     = promauto.NewCounterVec(prometheus.CounterOpts{Name: "millrace_pre_aggregate_queries_total", Help: "Metric queries matched against pre-aggregates, by result (hit or miss) and the miss reason's code (empty for a hit)."}, []string{"result", "reason"})
 	mRenotified = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_queries_renotified_total", Help: "Queued queries re-notified after their notification was presumed lost."})
 )
 

@@ -15,6 +15,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/wait"
@@ -212,5 +213,32 @@ func TestOpsGaugesAndReport(t *testing.T) {
 		if got, ok := metricValue(text, series); !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
 		}
+	}
+}
+
+// Each metric query's pre-aggregate decision is counted by result and
+// miss reason. The counter is the process's (tests in parallel add to it),
+// so the check is on growth.
+func TestPreAggregateMatchCounter(t *testing.T) {
+	t.Parallel()
+	f := newMetricFixture(t, false)
+	base := f.h.Srv.URL()
+	series := func(reason string) string {
+		return fmt.Sprintf(`millrace_pre_aggregate_queries_total{reason=%q,result="miss"}`, reason)
+	}
+	before := metricsText(t, base)
+	q := semantic.MetricQuery{ExploreName: "orders", Dimensions: []string{"orders_paid"}, Metrics: []string{"orders_order_count"}}
+	f.submit(t, q, nil)
+	f.submit(t, q, func(s *api.MetricQuerySubmit) { no := false; s.UsePreAggregates = &no })
+	after := metricsText(t, base)
+	for _, reason := range []string{api.PreAggMissFieldNotCovered, api.PreAggMissBypassed} {
+		was, _ := metricValue(before, series(reason))
+		now, ok := metricValue(after, series(reason))
+		if !ok || now < was+1 {
+			t.Errorf("%s = %v (present %v), want at least %v", series(reason), now, ok, was+1)
+		}
+	}
+	if !strings.Contains(after, "# HELP millrace_pre_aggregate_queries_total ") {
+		t.Error("/metrics has no help for millrace_pre_aggregate_queries_total")
 	}
 }

@@ -86,6 +86,9 @@ type Config struct {
 	ID            string
 	Concurrency   int
 	ShutdownGrace time.Duration
+	// Pool is the worker pool this worker serves ("" is the default), as
+	// its presence beats tell servers.
+	Pool string
 	// NATS is how to reach NATS; FetchTimeout and FetchHeartbeat pace
 	// the pulls.
 	NATS bus.Config
@@ -169,6 +172,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.log.Info("worker started", "consumers", consumers, "concurrency", r.cfg.Concurrency)
 	lanes := lifecycle.New(ctx)
+	lanes.Go("presence", func(ctx context.Context) error { r.beat(ctx); return nil })
 	for _, l := range r.lanes {
 		lanes.Go("lane "+l.Consumer, func(ctx context.Context) error { r.pull(ctx, l); return nil })
 	}

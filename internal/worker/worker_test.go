@@ -154,6 +154,7 @@ func (k *fakeKind) snapshot(fn func(k *fakeKind)) {
 type stack struct {
 	t    *testing.T
 	js   jetstream.JetStream
+	conn *bus.Conn
 	rt   *worker.Runtime
 	stop context.CancelFunc
 	done chan struct{} // closed when Run returned
@@ -179,7 +180,7 @@ func start(t *testing.T, k *fakeKind, concurrency int, grace time.Duration) *sta
 	}
 	t.Cleanup(conn.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &stack{t: t, js: conn.JS, rt: rt, stop: cancel, done: make(chan struct{})}
+	s := &stack{t: t, js: conn.JS, conn: conn, rt: rt, stop: cancel, done: make(chan struct{})}
 	go func() { defer close(s.done); _ = rt.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-s.done })
 	return s

@@ -182,10 +182,14 @@ func (j *job) Run(ctx context.Context) error {
 	ctx, span := telemetry.Start(ctx, j.k.tracer, "tool "+toolKind(j.k.tracer, j.cl.Tool))
 	defer span.End()
 	var err error
+	began := time.Now()
 	j.res, j.set, err = Execute(ctx, j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID})
 	if err != nil && span.IsRecording() {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
+	}
+	if ctx.Err() == nil {
+		observeStep(j.cl.Command, time.Since(began), err)
 	}
 	return err
 }
