@@ -95,13 +95,13 @@ func natsInfoCmd(use string) *cobra.Command {
 			if asJSON {
 				return printJSON(out, map[string]any{
 					"stream": map[string]any{"name": si.Config.Name, "subjects": si.Config.Subjects, "retention": si.Config.Retention.String(),
-						"storage": si.Config.Storage.String(), "max_age": si.Config.MaxAge.String(), "messages": si.State.Msgs,
+						"storage": si.Config.Storage.String(), "replicas": si.Config.Replicas, "max_age": si.Config.MaxAge.String(), "messages": si.State.Msgs,
 						"bytes": si.State.Bytes, "first_seq": si.State.FirstSeq, "last_seq": si.State.LastSeq, "consumers": si.State.Consumers},
 					"consumer": cv,
 				})
 			}
-			fmt.Fprintf(out, "stream %s\n  subjects   %v\n  retention  %s   storage %s   max_age %s\n  messages   %d (%d bytes), seq %d..%d, %d consumers\n",
-				si.Config.Name, si.Config.Subjects, si.Config.Retention, si.Config.Storage, si.Config.MaxAge.Round(time.Second),
+			fmt.Fprintf(out, "stream %s\n  subjects   %v\n  retention  %s   storage %s   replicas %d   max_age %s\n  messages   %d (%d bytes), seq %d..%d, %d consumers\n",
+				si.Config.Name, si.Config.Subjects, si.Config.Retention, si.Config.Storage, si.Config.Replicas, si.Config.MaxAge.Round(time.Second),
 				si.State.Msgs, si.State.Bytes, si.State.FirstSeq, si.State.LastSeq, si.State.Consumers)
 			if cv == nil {
 				fmt.Fprintf(out, "consumer %s: missing (workers and the server create it at start)\n", n.Consumer)

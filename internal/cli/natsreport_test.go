@@ -203,7 +203,7 @@ func TestNATSReportsKnownState(t *testing.T) {
 
 	// stream info and consumer info still work.
 	info := []string{"nats", "consumer", "info", r.cfg.Stream, r.cfg.Consumer, "--nats-url", r.cfg.URL}
-	if code, out, stderr := runCLI(t, info...); code != 0 || !strings.Contains(out, "ack_pending 2") {
+	if code, out, stderr := runCLI(t, info...); code != 0 || !strings.Contains(out, "ack_pending 2") || !strings.Contains(out, "replicas 1") {
 		t.Errorf("consumer info: exit %d\n%s%s", code, out, stderr)
 	}
 }
