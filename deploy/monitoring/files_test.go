@@ -129,6 +129,15 @@ func dashboardQueries(t *testing.T) []query {
 	return out
 }
 
+func alertQueries(t *testing.T) []query {
+	t.Helper()
+	var out []query
+	for _, a := range alerts(t) {
+		out = append(out, query{"alert " + a.Alert, a.Expr})
+	}
+	return out
+}
+
 // The chart embeds copies (Helm's .Files.Get reads only inside the chart):
 // they must not drift from the files in deploy/.
 func TestChartCopiesAreIdentical(t *testing.T) {
