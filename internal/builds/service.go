@@ -30,6 +30,7 @@ import (
 	"github.com/millrace/millrace/internal/preagg/storage"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/warehouse"
 )
 
@@ -404,7 +405,7 @@ func (s *Service) enqueue(ctx context.Context, tx store.Tx, uuid, msgID string, 
 	}
 	payload, _ := json.Marshal(bus.PreAggBuildJob{JobID: msgID, Payload: bus.PreAggBuildJobPayload{MaterializationUUID: uuid}})
 	return tx.OutboxInsert(ctx, store.OutboxMsg{ID: s.ids.Next(), Subject: s.cfg.Subject, MsgID: msgID, Payload: payload,
-		CreatedAt: now, AvailableAt: now})
+		CreatedAt: now, AvailableAt: now, TraceParent: telemetry.TraceParent(ctx)})
 }
 
 // notified runs after a commit that queued (or re-queued) a build: it wakes

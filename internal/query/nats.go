@@ -7,6 +7,7 @@ import (
 
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/store"
+	"github.com/millrace/millrace/internal/telemetry"
 )
 
 // enqueue writes the job's outbox row inside tx. The job's format, the
@@ -21,5 +22,5 @@ func (s *Service) enqueue(ctx context.Context, tx store.Tx, q store.Query, msgID
 		subject = s.cfg.PreAggSubject
 	}
 	return tx.OutboxInsert(ctx, store.OutboxMsg{ID: s.ids.Next(), Subject: subject,
-		MsgID: msgID, Payload: payload, CreatedAt: now, AvailableAt: now})
+		MsgID: msgID, Payload: payload, CreatedAt: now, AvailableAt: now, TraceParent: telemetry.TraceParent(ctx)})
 }

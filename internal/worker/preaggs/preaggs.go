@@ -27,6 +27,7 @@ import (
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/preagg/engine"
 	"github.com/millrace/millrace/internal/preagg/storage"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/warehouse"
 	"github.com/millrace/millrace/internal/worker"
 	"github.com/millrace/millrace/internal/worker/results"
@@ -64,6 +65,7 @@ type Config struct {
 	WorkerID         string
 	Concurrency      int
 	ShutdownGrace    time.Duration
+	Telemetry        config.Telemetry // OTEL_*: job and client spans; off without an endpoint
 }
 
 // Engine is what the kind needs of package engine.
@@ -101,10 +103,16 @@ func newRuntime(ctx context.Context, cfg Config, log *slog.Logger, newEngine fun
 	default:
 		return nil, fmt.Errorf("PRE_AGGREGATE_STORAGE must be nats or dir, got %q", cfg.ObjectStorage)
 	}
-	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token), log: log, newEngine: newEngine}
-	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS}, k, log)
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token).WithTracer(traces.Tracer("github.com/millrace/millrace/internal/client")),
+		log: log, newEngine: newEngine}
+	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS, Traces: traces}, k, log)
 	if err != nil {
 		k.Close()
+		_ = traces.Shutdown(ctx)
 		return nil, err
 	}
 	return rt, nil
@@ -388,5 +396,5 @@ func FromConfig(cfg config.Worker) Config {
 		BuildSubject: p.BuildSubject, Consumer: p.Consumer, Storage: cfg.NATS.Storage, ObjectStorage: p.Storage, Dir: p.Dir,
 		Bucket: p.Bucket, Engine: engine.Config{MemoryLimit: p.MemoryLimit, Threads: p.Threads, CacheDir: p.CacheDir,
 			CacheMaxBytes: int64(p.CacheMaxBytes)}, BuildConcurrency: p.BuildConcurrency, ServerURL: cfg.ServerURL, Token: cfg.Token,
-		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
+		WorkerID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, Telemetry: cfg.Telemetry}
 }

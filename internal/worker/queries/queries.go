@@ -17,6 +17,7 @@ import (
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
 	"github.com/millrace/millrace/internal/config"
+	"github.com/millrace/millrace/internal/telemetry"
 	"github.com/millrace/millrace/internal/warehouse"
 	"github.com/millrace/millrace/internal/worker"
 	"github.com/millrace/millrace/internal/worker/results"
@@ -37,6 +38,7 @@ type Config struct {
 	WorkerID      string
 	Concurrency   int
 	ShutdownGrace time.Duration
+	Telemetry     config.Telemetry // OTEL_*: job and client spans; off without an endpoint
 }
 
 // kind is the warehouse query stream.
@@ -49,8 +51,17 @@ type kind struct {
 // makes sure the stream and lane consumers exist.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*worker.Runtime, error) {
 	cfg.WorkerID = worker.DefaultID(cfg.WorkerID)
-	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token)}
-	return worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS}, k, log)
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	k := &kind{cfg: cfg, api: client.New(cfg.ServerURL).WithToken(cfg.Token).WithTracer(traces.Tracer("github.com/millrace/millrace/internal/client"))}
+	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: cfg.NATS, Traces: traces}, k, log)
+	if err != nil {
+		_ = traces.Shutdown(ctx)
+		return nil, err
+	}
+	return rt, nil
 }
 
 func (k *kind) Name() string { return "warehouse" }
@@ -149,5 +160,5 @@ func (j *job) Release(context.Context) error { return nil }
 func FromConfig(cfg config.Worker) Config {
 	return Config{NATS: cfg.NATS.Bus("millrace-warehouse-worker"), Stream: cfg.Query.Stream, Subject: cfg.Query.Subject,
 		Consumer: cfg.Query.Consumer, ServerURL: cfg.ServerURL, Token: cfg.Token, WorkerID: cfg.WorkerID,
-		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace}
+		Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, Telemetry: cfg.Telemetry}
 }
