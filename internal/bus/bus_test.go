@@ -173,6 +173,9 @@ func TestConfigValidate(t *testing.T) {
 		{"heartbeat vs timeout", func(c *Config) { c.FetchTimeout = 5 * time.Second }, "twice the fetch heartbeat"},
 		{"no replicas", func(c *Config) { c.Replicas = 0 }, "NATS_REPLICAS"},
 		{"too many replicas", func(c *Config) { c.Replicas = 6 }, "replicas (NATS_REPLICAS) 6: must be 1 to 5"},
+		{"pool with upper case", func(c *Config) { c.Pool = "GPU" }, "MILLRACE_WORKER_POOL"},
+		{"pool with dot", func(c *Config) { c.Pool = "gpu.a" }, "MILLRACE_WORKER_POOL"},
+		{"pool too long", func(c *Config) { c.Pool = strings.Repeat("a", MaxPoolName+1) }, "at most 63"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -366,8 +369,8 @@ func TestEnsureConsumer(t *testing.T) {
 	if c.MaxAckPending != 64 {
 		t.Errorf("max ack pending = %d, want 64", c.MaxAckPending)
 	}
-	if c.FilterSubject != "" || len(c.FilterSubjects) != 0 {
-		t.Errorf("filter = %q %v, want none", c.FilterSubject, c.FilterSubjects)
+	if c.FilterSubject != b.cfg.Subject || len(c.FilterSubjects) != 0 {
+		t.Errorf("filter = %q %v, want exactly %q (routed pools' subjects excluded)", c.FilterSubject, c.FilterSubjects, b.cfg.Subject)
 	}
 	if _, err := b.conn.EnsureConsumer(b.ctx); err != nil {
 		t.Fatalf("second EnsureConsumer: %v", err)
@@ -388,7 +391,7 @@ func TestEnsureConsumerUpdatesDriftedConsumer(t *testing.T) {
 	drifted.AckWait = 5 * time.Second
 	drifted.MaxDeliver = 3
 	drifted.MaxAckPending = 7
-	drifted.FilterSubject = b.cfg.Subject
+	drifted.FilterSubject = "" // an older version's unfiltered consumer
 	if _, err := s.CreateConsumer(b.ctx, drifted); err != nil {
 		t.Fatal(err)
 	}
@@ -401,12 +404,12 @@ func TestEnsureConsumerUpdatesDriftedConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := info.Config
-	if c.AckWait != DefaultAckWait || c.MaxDeliver != DefaultMaxDeliver || c.MaxAckPending != DefaultMaxAckPending || c.FilterSubject != "" {
+	if c.AckWait != DefaultAckWait || c.MaxDeliver != DefaultMaxDeliver || c.MaxAckPending != DefaultMaxAckPending || c.FilterSubject != b.cfg.Subject {
 		t.Fatalf("consumer not updated: ack_wait %v max_deliver %d max_ack_pending %d filter %q",
 			c.AckWait, c.MaxDeliver, c.MaxAckPending, c.FilterSubject)
 	}
 	logs := b.logs.String()
-	for _, want := range []string{"updated NATS consumer", "max_deliver 3 -> 1000", "ack_wait 5s -> 30s"} {
+	for _, want := range []string{"updated NATS consumer", "max_deliver 3 -> 1000", "ack_wait 5s -> 30s", `filter none -> \"` + b.cfg.Subject + `\"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs do not contain %q:\n%s", want, logs)
 		}
@@ -425,9 +428,14 @@ func TestPublishBatchDeliversNotifications(t *testing.T) {
 	for i, n := range sent {
 		msgs[i] = b.conn.NotificationMsg(n)
 	}
-	// One message on a sub-subject: the stream and consumer cover it too.
-	msgs[2].Subject = b.cfg.Subject + ".pool_a"
+	// One message on a pool's sub-subject: the stream keeps it, but the
+	// default pool's consumer does not take it (TestPoolRouting).
+	msgs[2].Subject = b.cfg.Subject + ".pool-a"
 	requireNoErrors(t, b.conn.PublishBatch(b.ctx, msgs))
+	if n := streamInfo(t, b).State.Msgs; n != 3 {
+		t.Errorf("stream holds %d messages, want 3", n)
+	}
+	sent = sent[:2]
 
 	batch, err := cons.Fetch(len(sent), jetstream.FetchMaxWait(10*time.Second))
 	if err != nil {
@@ -708,10 +716,18 @@ func TestReport(t *testing.T) {
 	}
 	for range batch.Messages() {
 	}
-	rs, err = b.conn.Report(b.ctx, []string{b.cfg.Stream})
-	if err != nil || len(rs) != 1 {
-		t.Fatal(rs, err)
-	}
+	// A filtered consumer's num_pending follows new messages
+	// asynchronously inside nats-server: wait for it to settle.
+	wait.For(t, 10*time.Second, func() error {
+		rs, err = b.conn.Report(b.ctx, []string{b.cfg.Stream})
+		if err != nil || len(rs) != 1 || len(rs[0].Consumers) != 1 {
+			return fmt.Errorf("report %+v, %v", rs, err)
+		}
+		if c := rs[0].Consumers[0]; c.Unprocessed != 2 {
+			return fmt.Errorf("unprocessed %d, want 2", c.Unprocessed)
+		}
+		return nil
+	})
 	r := rs[0]
 	if r.Error != "" || r.Messages != 3 || r.FirstSeq != 1 || r.LastSeq != 3 || r.Bytes == 0 || r.Storage != "Memory" || r.Replicas != 1 {
 		t.Errorf("stream report = %+v", r)

@@ -111,6 +111,9 @@ type Config struct {
 	// Replicas of every stream, KV bucket and object store Millrace
 	// creates (NATS_REPLICAS, 1..MaxReplicas). Existing ones keep theirs.
 	Replicas int
+	// Pool is the worker pool whose commands the consumer takes (pool.go):
+	// "" is the default pool, AllPools every pool (millrace dev).
+	Pool string
 }
 
 // Live-update and gateway subjects (the NoETL gateway contract).
@@ -181,6 +184,11 @@ func (c Config) Validate() error {
 	}
 	if err := validPublishSubject(c.Subject); err != nil {
 		add("subject (NATS_SUBJECT) %q: %v", c.Subject, err)
+	}
+	if c.Pool != AllPools {
+		if err := CheckPool(c.Pool); err != nil {
+			add("worker pool (MILLRACE_WORKER_POOL) %q: %v", c.Pool, err)
+		}
 	}
 	if c.Storage != StorageMemory && c.Storage != StorageFile {
 		add("storage %q: must be %q or %q", c.Storage, StorageMemory, StorageFile)

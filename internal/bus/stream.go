@@ -59,11 +59,21 @@ func (c Config) StreamConfig() jetstream.StreamConfig {
 }
 
 // ConsumerConfig is the configuration EnsureConsumer creates the durable
-// worker consumer with. It has no filter so it sees every stream subject.
+// worker consumer with: the pool's durable, filtered to the pool's subject
+// (pool.go), so each pool sees only the steps routed to it.
 func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
+	desc := "Millrace worker pool"
+	switch c.Pool {
+	case "":
+	case AllPools:
+		desc += " (every pool)"
+	default:
+		desc += " " + c.Pool
+	}
 	return jetstream.ConsumerConfig{
-		Durable:       c.Consumer,
-		Description:   "Millrace worker pool",
+		Durable:       c.PoolDurable(),
+		Description:   desc,
+		FilterSubject: c.filterSubject(),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
@@ -178,6 +188,22 @@ func (c *Conn) checkStream(have, want jetstream.StreamConfig) error {
 			ErrSubjectMismatch, have.Name, have.Subjects, c.Cfg.Subject, want.Subjects, recreateHint(have.Name))
 	}
 	c.checkReplicas(have.Name, have.Replicas)
+	// Routed steps go to <subject>.<pool> (pool.go): a pool worker cannot
+	// run without it, and the server's notifications for them would stay
+	// in the outbox.
+	routed := c.Cfg.Pool != "" && c.Cfg.Pool != AllPools
+	pool := PoolSubject(c.Cfg.Subject, "any-pool")
+	if routed {
+		pool = c.Cfg.filterSubject()
+	}
+	if !slices.ContainsFunc(have.Subjects, func(p string) bool { return subjectMatches(p, pool) }) {
+		if routed {
+			return fmt.Errorf("%w: stream %s captures subjects %v, not %q, the subject of worker pool %q (MILLRACE_WORKER_POOL); %s",
+				ErrSubjectMismatch, have.Name, have.Subjects, pool, c.Cfg.Pool, recreateHint(have.Name))
+		}
+		c.logger().Warn("existing NATS stream does not capture the worker pools' subjects; steps with `pool:` cannot be notified until it does",
+			"stream", have.Name, "subjects", have.Subjects, "needed", c.Cfg.Subject+".>", "remedy", recreateHint(have.Name))
+	}
 	var diffs []string
 	if have.Storage != want.Storage {
 		diffs = append(diffs, fmt.Sprintf("storage=%s (configured %s)", have.Storage, want.Storage))
@@ -263,9 +289,21 @@ func reconcileConsumer(have, want jetstream.ConsumerConfig) (jetstream.ConsumerC
 		diffs = append(diffs, fmt.Sprintf("max_ack_pending %d -> %d", have.MaxAckPending, want.MaxAckPending))
 		out.MaxAckPending = want.MaxAckPending
 	}
-	if have.FilterSubject != "" || len(have.FilterSubjects) > 0 {
-		diffs = append(diffs, fmt.Sprintf("filter %q%v -> none", have.FilterSubject, have.FilterSubjects))
-		out.FilterSubject, out.FilterSubjects = "", nil
+	// The filter is the routing (pool.go): a default consumer left
+	// unfiltered by an older version would take every pool's steps.
+	if have.FilterSubject != want.FilterSubject || len(have.FilterSubjects) > 0 {
+		diffs = append(diffs, fmt.Sprintf("filter %s -> %s", describeFilter(have), describeFilter(want)))
+		out.FilterSubject, out.FilterSubjects = want.FilterSubject, nil
 	}
 	return out, diffs
+}
+
+func describeFilter(c jetstream.ConsumerConfig) string {
+	switch {
+	case len(c.FilterSubjects) > 0:
+		return fmt.Sprintf("%q", c.FilterSubjects)
+	case c.FilterSubject != "":
+		return fmt.Sprintf("%q", c.FilterSubject)
+	}
+	return "none"
 }
