@@ -189,6 +189,8 @@ func (w *walker) step(src map[string]any, s *Step, at string) {
 			ok = s.Desc != ""
 		case "timeout":
 			ok = s.Timeout > 0
+		case "pool":
+			ok = s.Pool == v
 		case "set":
 			ok = len(s.Set) == len(asMap(v))
 		case "input":

@@ -19,7 +19,7 @@ import (
 var (
 	topKeys        = []string{"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow", "executor"}
 	metadataKeys   = []string{"name", "path", "description", "tags", "labels", "version", "exposes_as_mcp"}
-	stepKeys       = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout", "output"}
+	stepKeys       = []string{"step", "desc", "tool", "input", "loop", "set", "next", "timeout", "output", "pool"}
 	nextKeys       = []string{"spec", "arcs"}
 	specKeys       = []string{"mode", "on_no_match"}
 	arcKeys        = []string{"step", "when", "set", "cond"}

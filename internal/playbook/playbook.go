@@ -160,9 +160,12 @@ type Step struct {
 	Loop    *Loop
 	Set     map[string]any // step-level set, rendered with `result` bound
 	Timeout time.Duration  // 0 = none
-	Next    *Next          // nil for a terminal step
-	Line    int
-	Col     int
+	// Pool is the worker pool the step's commands are routed to (a
+	// Millrace extension, pool.go); "" is the default pool.
+	Pool string
+	Next *Next // nil for a terminal step
+	Line int
+	Col  int
 }
 
 // Task is one named tool of a step's task list. Later tasks read earlier

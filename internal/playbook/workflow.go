@@ -101,6 +101,9 @@ func (ps *parser) step(item *yaml.Node) *Step {
 	if e, ok := f["timeout"]; ok {
 		s.Timeout = ps.timeout(e.val, name)
 	}
+	if e, ok := f["pool"]; ok {
+		s.Pool = ps.pool(e.val, name)
+	}
 	if e, ok := f["next"]; ok && !isNull(e.val) {
 		s.Next = ps.next(e.val, name)
 	}
