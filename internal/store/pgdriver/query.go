@@ -37,7 +37,7 @@ const (
 	// UPDATE ... AS c RETURNING.
 	commandCols = "c.event_id, c.execution_id, c.command_id, c.step, c.tool, c.input, c.status, c.attempt, c.worker_id, " +
 		"c.lease_expires_at, c.result, c.error, c.publishes, c.published_at, c.available_at, c.loop_id, c.loop_index, c.retry, " +
-		"c.created_at, c.updated_at, c.claim_token_id"
+		"c.created_at, c.updated_at, c.claim_token_id, c.pool"
 	outboxCols     = "id, event_id, subject, msg_id, payload, created_at, available_at, trace_parent"
 	loopCols       = "loop_id, execution_id, step, total, mode, max_in_flight, items, status, result, created_at, updated_at"
 	credentialCols = "name, kind, description, data, created_at, updated_at"
@@ -129,7 +129,7 @@ func scanCommand(row pgx.Row) (store.Command, error) {
 	)
 	err := row.Scan(&c.EventID, &c.ExecutionID, &c.CommandID, &c.Step, &tool, &input, &c.Status,
 		&c.Attempt, &c.WorkerID, &c.LeaseExpires, &result, &c.Error, &c.Publishes,
-		&c.PublishedAt, &c.AvailableAt, &c.LoopID, &c.LoopIndex, &c.Retry, &c.CreatedAt, &c.UpdatedAt, &c.ClaimTokenID)
+		&c.PublishedAt, &c.AvailableAt, &c.LoopID, &c.LoopIndex, &c.Retry, &c.CreatedAt, &c.UpdatedAt, &c.ClaimTokenID, &c.Pool)
 	c.Tool, c.Input, c.Result = tool, input, result
 	c.LeaseExpires = utcPtr(c.LeaseExpires)
 	c.PublishedAt, c.AvailableAt = c.PublishedAt.UTC(), c.AvailableAt.UTC()

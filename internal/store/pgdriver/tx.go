@@ -222,10 +222,10 @@ func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
 	// once a delayed (retry) command can actually be notified.
 	t.tx.enqueue(insertWrap(fmt.Sprintf("command %d", c.EventID)),
 		`INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
-			attempt, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $8, $9, $10, $11, $11)`,
+			attempt, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at, pool)
+		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $8, $9, $10, $11, $11, $12)`,
 		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
-		c.LoopID, c.LoopIndex, c.Retry, created)
+		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool)
 	return nil
 }
 

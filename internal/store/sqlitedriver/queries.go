@@ -302,7 +302,7 @@ func (q *queries) EventsAfter(ctx context.Context, executionID, afterID int64, t
 
 const commandCols = `event_id, execution_id, command_id, step, tool, input, status, attempt, worker_id,
 	lease_expires_at, result, error, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at,
-	claim_token_id`
+	claim_token_id, pool`
 
 // liveStatus is the predicate of commands_live_idx, repeated verbatim so the
 // planner can use that partial index.
@@ -315,7 +315,7 @@ func scanCommand(s scanner) (store.Command, error) {
 	var published, available, created, updated int64
 	err := s.Scan(&c.EventID, &c.ExecutionID, &c.CommandID, &c.Step, &tool, &input, &c.Status, &c.Attempt, &c.WorkerID,
 		&lease, &result, &c.Error, &c.Publishes, &published, &available, &c.LoopID, &c.LoopIndex, &c.Retry, &created, &updated,
-		&c.ClaimTokenID)
+		&c.ClaimTokenID, &c.Pool)
 	if err != nil {
 		return store.Command{}, err
 	}

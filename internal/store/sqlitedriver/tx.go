@@ -29,8 +29,8 @@ const (
 		worker_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlCommandInsert = `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status, attempt,
 		worker_id, lease_expires_at, result, error, publishes, published_at, available_at, loop_id, loop_index, retry,
-		created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?, ?, ?, ?, ?)`
+		created_at, updated_at, pool)
+		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// sqlCommandClaim is one conditional UPDATE: SQLite runs it under the
 	// write lock, so of N concurrent claimers exactly one sees the row in a
 	// claimable state.
@@ -302,7 +302,7 @@ func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
 	// published_at = available_at starts the reaper's unclaimed timer only
 	// once a delayed (retry) command can actually be notified.
 	_, err := t.exec(ctx, sqlCommandInsert, c.EventID, c.ExecutionID, c.CommandID, c.Step,
-		jsonArg(c.Tool), jsonArg(c.Input), available, available, c.LoopID, c.LoopIndex, c.Retry, created, created)
+		jsonArg(c.Tool), jsonArg(c.Input), available, available, c.LoopID, c.LoopIndex, c.Retry, created, created, c.Pool)
 	if err != nil {
 		return insertErr(err, "command %d", c.EventID)
 	}

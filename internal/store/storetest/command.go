@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +18,50 @@ func commandCases() []testCase {
 			c := b.newCommand(e.ExecutionID, b.now.Add(-time.Minute))
 			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
 			b.wantCommand("command after CommandInsert", b.getCommand(c.EventID), issued(c))
+		}},
+		{"PoolRoundTrip", func(b *bundle) {
+			// A routed command keeps its pool in every row the drivers
+			// return: the reaper and a release re-notify to the same pool
+			// from what CommandsDue, CommandHeartbeat and
+			// CommandMarkRepublished give back.
+			e := b.addExecution()
+			c := b.newCommand(e.ExecutionID, b.now.Add(-time.Minute))
+			c.Pool = "gpu"
+			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
+			b.wantCommand("routed command after CommandInsert", b.getCommand(c.EventID), issued(c))
+			plain := b.addCommand(e.ExecutionID, b.now.Add(-time.Minute))
+			if plain.Pool != "" {
+				b.fatalf("command without a pool reads back pool %q, want \"\"", plain.Pool)
+			}
+			list, err := readDo(b, func(q store.Querier) ([]store.Command, error) {
+				return q.CommandListByExecution(b.ctx(), e.ExecutionID)
+			})
+			b.mustNil("CommandListByExecution", err)
+			if len(list) != 2 || list[0].Pool != "gpu" || list[1].Pool != "" {
+				b.fatalf("CommandListByExecution pools = %+v, want gpu then \"\"", list)
+			}
+			due, err := readDo(b, func(q store.Querier) ([]store.Command, error) { return q.CommandsDue(b.ctx(), b.now, b.now, 10) })
+			b.mustNil("CommandsDue", err)
+			routed := slices.IndexFunc(due, func(d store.Command) bool { return d.EventID == c.EventID })
+			if len(due) != 2 || routed < 0 || due[routed].Pool != "gpu" {
+				b.fatalf("CommandsDue = %+v, want both commands, the routed one with pool gpu", due)
+			}
+			claimed := b.mustClaim(c.EventID, "worker-a", b.now)
+			if claimed.Pool != "gpu" {
+				b.fatalf("CommandClaim returned pool %q, want gpu", claimed.Pool)
+			}
+			released, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandHeartbeat(b.ctx(), c.EventID, "worker-a", claimed.Attempt, 0, b.now, 0)
+			})
+			b.mustNil("CommandHeartbeat", err)
+			if released.Pool != "gpu" {
+				b.fatalf("CommandHeartbeat returned pool %q, want gpu", released.Pool)
+			}
+			again, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, b.now) })
+			b.mustNil("CommandMarkRepublished", err)
+			if again.Pool != "gpu" {
+				b.fatalf("CommandMarkRepublished returned pool %q, want gpu", again.Pool)
+			}
 		}},
 		{"InsertIgnoresCallerState", func(b *bundle) {
 			e := b.addExecution()

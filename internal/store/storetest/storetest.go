@@ -477,6 +477,7 @@ func (b *bundle) wantCommand(what string, got, want store.Command) {
 	d.eq("LoopIndex", got.LoopIndex, want.LoopIndex)
 	d.eq("Retry", got.Retry, want.Retry)
 	d.eq("ClaimTokenID", got.ClaimTokenID, want.ClaimTokenID)
+	d.eq("Pool", got.Pool, want.Pool)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	if !want.UpdatedAt.IsZero() {
 		d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
