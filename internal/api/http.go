@@ -123,6 +123,9 @@ type Command struct {
 	Retry        int             `json:"retry,omitempty"`
 	CreatedAt    time.Time       `json:"created_at"`
 	UpdatedAt    time.Time       `json:"updated_at"`
+	// Pool is the worker pool the step is routed to (its `pool:`);
+	// absent for the default pool.
+	Pool string `json:"pool,omitempty"`
 }
 
 // ClaimRequest is the body of POST /api/commands/{event_id}/claim, and of

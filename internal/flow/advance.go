@@ -251,7 +251,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 		}
 	}
 	cmd, err := r.s.issueCommand(r.ctx, r.tx, store.Command{ExecutionID: r.exec.ExecutionID, Step: step.Name, Tool: tj, Input: input,
-		LoopID: loopID, LoopIndex: index, Retry: retry, AvailableAt: availableAt}, r.now)
+		LoopID: loopID, LoopIndex: index, Retry: retry, AvailableAt: availableAt, Pool: step.Pool}, r.now)
 	if err != nil {
 		return err
 	}

@@ -269,17 +269,21 @@ func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command
 		return c, err
 	}
 	mCmdIssued.Inc()
-	return c, s.enqueueAt(ctx, tx, c.ExecutionID, c.Step, c.EventID, c.CommandID, c.CommandID, now, c.AvailableAt)
+	return c, s.enqueueAt(ctx, tx, c, c.CommandID, now, c.AvailableAt)
 }
 
-func (s *Service) enqueue(ctx context.Context, tx store.Tx, execID int64, step string, eventID int64, cmdID, msgID string, now time.Time) error {
-	return s.enqueueAt(ctx, tx, execID, step, eventID, cmdID, msgID, now, now)
+// enqueue writes an outbox row notifying cmd now, as msgID.
+func (s *Service) enqueue(ctx context.Context, tx store.Tx, cmd store.Command, msgID string, now time.Time) error {
+	return s.enqueueAt(ctx, tx, cmd, msgID, now, now)
 }
 
-func (s *Service) enqueueAt(ctx context.Context, tx store.Tx, execID int64, step string, eventID int64, cmdID, msgID string, now, at time.Time) error {
-	n := bus.Notification{ExecutionID: execID, EventID: eventID, CommandID: cmdID, Step: step, ServerURL: s.cfg.ServerURL}
+// enqueueAt writes cmd's outbox row, available at at, on its pool's
+// subject: a routed step (playbook `pool:`) always goes to the same pool,
+// whether issued, released or re-notified by the reaper.
+func (s *Service) enqueueAt(ctx context.Context, tx store.Tx, cmd store.Command, msgID string, now, at time.Time) error {
+	n := bus.Notification{ExecutionID: cmd.ExecutionID, EventID: cmd.EventID, CommandID: cmd.CommandID, Step: cmd.Step, ServerURL: s.cfg.ServerURL}
 	return tx.OutboxInsert(ctx, store.OutboxMsg{
-		ID: s.ids.Next(), EventID: eventID, Subject: s.cfg.Subject, MsgID: msgID,
+		ID: s.ids.Next(), EventID: cmd.EventID, Subject: bus.PoolSubject(s.cfg.Subject, cmd.Pool), MsgID: msgID,
 		Payload: n.Encode(), CreatedAt: now, AvailableAt: at, TraceParent: telemetry.TraceParent(ctx),
 	})
 }
@@ -668,7 +672,7 @@ func (s *Service) Release(ctx context.Context, eventID int64, workerID string, a
 		if cmd, err = tx.CommandMarkRepublished(ctx, eventID, now); err != nil {
 			return err
 		}
-		return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), now)
+		return s.enqueue(ctx, tx, cmd, republishMsgID(cmd), now)
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):

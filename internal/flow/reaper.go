@@ -124,7 +124,7 @@ func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutof
 				return err
 			}
 			sent = true
-			return s.enqueue(ctx, tx, cmd.ExecutionID, cmd.Step, cmd.EventID, cmd.CommandID, republishMsgID(cmd), s.now())
+			return s.enqueue(ctx, tx, cmd, republishMsgID(cmd), s.now())
 		})
 		if err != nil {
 			return n, err

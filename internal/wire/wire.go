@@ -40,7 +40,7 @@ func Command(c store.Command) api.Command {
 	return api.Command{EventID: c.EventID, ExecutionID: c.ExecutionID, CommandID: c.CommandID, Step: c.Step, Tool: c.Tool, Input: c.Input,
 		Status: c.Status, Attempt: c.Attempt, WorkerID: c.WorkerID, LeaseExpires: c.LeaseExpires, Result: c.Result, Error: c.Error,
 		Publishes: c.Publishes, PublishedAt: c.PublishedAt, AvailableAt: c.AvailableAt, LoopID: c.LoopID, LoopIndex: c.LoopIndex,
-		Retry: c.Retry, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		Retry: c.Retry, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Pool: c.Pool}
 }
 
 // Stats converts the store's summary.
