@@ -93,6 +93,9 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 			if err := worker.CheckToken(cmd.Context(), cfg.ServerURL, cfg.Token, log); err != nil {
 				return err
 			}
+			if cfg.Pool != "" && cfg.Stream != "commands" {
+				return fmt.Errorf("MILLRACE_WORKER_POOL (--pool %s) routes flow steps; it applies to --stream commands only, not %s: unset it for this worker", cfg.Pool, cfg.Stream)
+			}
 			var w *worker.Runtime
 			switch cfg.Stream {
 			case "commands":
@@ -230,6 +233,10 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	} else {
 		log.Info("using the NATS server from NATS_URL/--nats-url; no embedded NATS", "url", bus.Redact(cfg.Server.NATS.URL))
 	}
+	// Every pool's steps run here: dev's workers are the only ones, so the
+	// default consumer takes each pool's subject too (docs/playbooks.md,
+	// "Worker pools").
+	cfg.Server.NATS.AllPools = true
 	srv, err := server.New(ctx, cfg.Server, log)
 	if err != nil {
 		return err

@@ -53,6 +53,10 @@ type NATS struct {
 	// Replicas is the replica count of every stream, KV bucket and object
 	// store Millrace creates (NATS_REPLICAS; 3 on a 3-node cluster).
 	Replicas int
+	// AllPools gives the default command consumer every worker pool's
+	// steps (bus.AllPools). Not a setting: `millrace dev` sets it, whose
+	// in-process workers run everything.
+	AllPools bool
 }
 
 func (n *NATS) bind(s *Set, dev bool) {
@@ -96,7 +100,11 @@ func (n *NATS) bindSecurity(s *Set) {
 
 // Bus converts to the bus package's configuration.
 func (n NATS) Bus(name string) bus.Config {
-	return bus.Config{URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
+	pool := ""
+	if n.AllPools {
+		pool = bus.AllPools
+	}
+	return bus.Config{Pool: pool, URL: n.URL, User: n.User, Password: n.Password, Stream: n.Stream, Subject: n.Subject,
 		Consumer: n.Consumer, Storage: n.Storage, MaxAge: n.MaxAge, MaxBytes: int64(n.MaxBytes), MaxDeliver: n.MaxDeliver,
 		MaxAckPending: n.MaxAckPending, AckWait: n.AckWait, FetchTimeout: n.FetchTimeout,
 		FetchHeartbeat: n.FetchHeartbeat, Name: name, Replicas: n.Replicas,
@@ -199,7 +207,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.PreAgg.bind(s, false)
 		s.String(&c.Token, "MILLRACE_WORKER_TOKEN", "token", "", "API token of role worker the worker presents to the server (make one with: millrace token create --role worker); needed unless the server runs with MILLRACE_AUTH=none.")
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics and its /healthz probe on this address (e.g. :9090); empty turns it off.")
-		s.String(&c.Pool, "MILLRACE_WORKER_POOL", "pool", "", "Worker pool of a commands worker: it takes only steps routed to this pool (pool: NAME in the playbook), on subject NATS_SUBJECT.NAME with consumer NATS_CONSUMER_NAME. Empty: the default pool (steps without a pool).")
+		s.String(&c.Pool, "MILLRACE_WORKER_POOL", "pool", "", "Worker pool of a commands worker: it takes only the steps routed to this pool (pool: NAME in the playbook), on subject NATS_SUBJECT.NAME through the durable consumer <NATS_CONSUMER>_NAME. Empty: the default pool (steps without a pool). A name is lower-case letters, digits and '-' (a DNS label).")
 		c.Telemetry.bind(s, "millrace-worker")
 	}
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")

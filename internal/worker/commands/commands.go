@@ -59,6 +59,11 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		cfg.MaxResultBytes = config.DefaultMaxResultBytes
 	}
 	bcfg := cfg.NATS.Bus("millrace-worker " + cfg.WorkerID)
+	// A pool worker takes only the steps routed to its pool, from the
+	// pool's own durable (bus/pool.go); the default pool takes the rest.
+	if cfg.Pool != "" {
+		bcfg.Pool = cfg.Pool
+	}
 	if cfg.Concurrency > bcfg.MaxAckPending {
 		// The seeds' own defaults (100 and 64) trigger this, so it is
 		// information, not a warning.
@@ -85,7 +90,7 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 func (k *kind) Name() string { return "commands" }
 
 func (k *kind) Lanes(int) []worker.Lane {
-	return []worker.Lane{{Stream: k.bcfg.Stream, Consumer: k.bcfg.Consumer}}
+	return []worker.Lane{{Stream: k.bcfg.Stream, Consumer: k.bcfg.PoolDurable()}}
 }
 
 func (k *kind) Ensure(ctx context.Context, conn *bus.Conn) error {
