@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		api: client.New(cfg.ServerURL).WithToken(cfg.Token).WithTracer(traces.Tracer("github.com/millrace/millrace/internal/client"))}
 	k.claims = newBatcher("claim", DefaultBatchSenders, DefaultMaxBatch, k.sendClaims)
 	k.reports = newBatcher("report", DefaultBatchSenders, DefaultMaxBatch, k.sendReports)
-	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, NATS: bcfg, Traces: traces}, k, log)
+	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, Pool: cfg.Pool, NATS: bcfg, Traces: traces}, k, log)
 	if err != nil {
 		k.Close()
 		_ = traces.Shutdown(ctx)
