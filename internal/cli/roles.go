@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -115,16 +114,7 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 				if err != nil {
 					return fmt.Errorf("metrics listener on %s (MILLRACE_WORKER_METRICS_ADDR): %w", cfg.MetricsAddr, err)
 				}
-				mux := http.NewServeMux()
-				mux.Handle("GET /metrics", promhttp.Handler())
-				// The Helm chart's probes: the worker is up once New has
-				// checked its token and connected; a wedged process stops
-				// answering and is restarted.
-				mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-					w.Header().Set("Content-Type", "application/json")
-					_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-				})
-				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+				ms := &http.Server{Handler: worker.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
 				go func() { _ = ms.Serve(ln) }()
 				defer ms.Close()
 				log.Info("worker metrics", "addr", ln.Addr().String())
