@@ -1,12 +1,15 @@
 package helm_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"helm.sh/helm/v4/pkg/chart/common"
@@ -113,8 +116,46 @@ func renderChart(t testing.TB, vals map[string]any) (renderResult, error) {
 	return renderResult{files: files, values: v}, nil
 }
 
+// renders caches mustRender's results by values: most tests look at the
+// same value sets, and rendering under -race is slow. Tests only read
+// what they get.
+var renders sync.Map // JSON of the values -> *cachedRender
+
+type cachedRender struct {
+	once sync.Once
+	m    *manifests
+	err  error
+}
+
 // mustRender is renderChart for values that must render, decoded strictly.
 func mustRender(t testing.TB, vals map[string]any) *manifests {
+	t.Helper()
+	key, err := json.Marshal(vals) // map keys sorted: equal values, equal keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := renders.LoadOrStore(string(key), new(cachedRender))
+	c := v.(*cachedRender)
+	c.once.Do(func() {
+		r, err := renderChart(t, vals)
+		if err != nil {
+			c.err = fmt.Errorf("render: %w", err)
+			return
+		}
+		c.m, c.err = decodeAll(r)
+	})
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	if c.m == nil {
+		t.Fatal("the render of these values failed in another test")
+	}
+	return c.m
+}
+
+// renderFresh is mustRender without the cache, for tests that compare two
+// renders of the same values.
+func renderFresh(t testing.TB, vals map[string]any) *manifests {
 	t.Helper()
 	r, err := renderChart(t, vals)
 	if err != nil {
