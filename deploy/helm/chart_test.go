@@ -908,7 +908,7 @@ func kedaTarget(p poolValues) (stream, durable string) {
 			if p.routing != "" {
 				r = p.routing
 			}
-			return bus.DefaultStream, bus.DefaultConsumer + "_" + r
+			return bus.DefaultStream, bus.PoolConsumer(bus.DefaultConsumer, r)
 		}
 		return bus.DefaultStream, bus.DefaultConsumer
 	case "warehouse":

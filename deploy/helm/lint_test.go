@@ -7,6 +7,8 @@ import (
 
 	"helm.sh/helm/v4/pkg/chart/v2/lint"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+
+	"github.com/millrace/millrace/internal/bus"
 )
 
 // helm lint (the SDK's lint.RunAll, schema validation included) finds
@@ -125,5 +127,14 @@ func TestSchemaIsClosed(t *testing.T) {
 		if node["additionalProperties"] != false {
 			t.Errorf("schema object %q allows unknown keys (additionalProperties is not false)", path)
 		}
+	}
+	// A pool name is what the workers accept as MILLRACE_WORKER_POOL.
+	var name any = s
+	for _, k := range []string{"properties", "workers", "properties", "pools", "items", "properties", "name", "pattern"} {
+		m, _ := name.(map[string]any)
+		name = m[k]
+	}
+	if name != bus.PoolNamePattern {
+		t.Errorf("schema workers.pools[].name pattern %v, want internal/bus's %s", name, bus.PoolNamePattern)
 	}
 }
