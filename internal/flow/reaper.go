@@ -28,8 +28,9 @@ var mReaped = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_reaper_
 type ReaperConfig struct {
 	Interval       time.Duration // how often to scan for due commands
 	RedeliverAfter time.Duration // how long a command may stay unclaimed before it is notified again
-	// Backlog reports how many messages the consumer has not delivered
-	// yet, and when the stream was created (a notification published
+	// Backlog reports how many messages the command consumers (the
+	// default pool's and every worker pool's) have not delivered yet, and
+	// when the stream was created (a notification published
 	// before that was lost with an earlier stream); nil or an error means
 	// "unknown", treated as no backlog.
 	Backlog func(ctx context.Context) (pending int64, streamCreated time.Time, err error)
