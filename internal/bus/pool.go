@@ -1,8 +1,11 @@
 package bus
 
 import (
+	"context"
 	"fmt"
 	"regexp"
+	"strings"
+	"time"
 )
 
 // Worker pools route commands by subject: a step with `pool: P` is
@@ -73,3 +76,32 @@ func (c Config) filterSubject() string {
 // PoolDurable is the name of this configuration's consumer: Consumer for
 // the default pool, Consumer_<Pool> for a routed one.
 func (c Config) PoolDurable() string { return PoolConsumer(c.Consumer, c.Pool) }
+
+// CommandBacklog is how many notifications the command consumers (the
+// default pool's and every worker pool's) have not delivered yet, and when
+// the command stream was created: the command reaper's backlog. A pool's
+// queue counts as much as the default one: re-notifying what waits in it
+// would only grow it. A pool nobody runs has no consumer and counts
+// nothing, so its steps are re-notified at the normal pace.
+func (c *Conn) CommandBacklog(ctx context.Context) (int64, time.Time, error) {
+	stream, err := c.JS.Stream(ctx, c.Cfg.Stream)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	var pending int64
+	found := false
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() {
+		if info.Name == c.Cfg.Consumer || strings.HasPrefix(info.Name, c.Cfg.Consumer+"_") {
+			pending += int64(info.NumPending)
+			found = true
+		}
+	}
+	if err := list.Err(); err != nil {
+		return 0, time.Time{}, err
+	}
+	if !found {
+		return 0, time.Time{}, fmt.Errorf("no command consumer %s on stream %s", c.Cfg.Consumer, c.Cfg.Stream)
+	}
+	return pending, stream.CachedInfo().Created, nil
+}

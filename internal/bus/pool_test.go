@@ -2,11 +2,14 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millrace/millrace/internal/wait"
 )
 
 func TestCheckPool(t *testing.T) {
@@ -154,4 +157,51 @@ func TestAllPoolsReconcilesFilter(t *testing.T) {
 	if f := cons.CachedInfo().Config.FilterSubject; f != b.cfg.Subject {
 		t.Fatalf("default pool after all pools: filter %q, want %q", f, b.cfg.Subject)
 	}
+}
+
+// The reaper's backlog is what the default and the pools' consumers have
+// not delivered, and nothing else on the stream.
+func TestCommandBacklog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, err := b.conn.EnsureStream(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.conn.CommandBacklog(b.ctx); err == nil || !strings.Contains(err.Error(), b.cfg.Consumer) {
+		t.Fatalf("CommandBacklog without consumers = %v, want an error naming %s", err, b.cfg.Consumer)
+	}
+	if _, err := b.conn.EnsureConsumer(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	gcfg := b.cfg
+	gcfg.Pool = "gpu"
+	gconn, err := Connect(b.ctx, gcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gconn.Close)
+	if _, err := gconn.EnsureConsumer(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Not a command consumer: an operator's own, on another sub-subject.
+	if _, err := s.CreateConsumer(b.ctx, jetstream.ConsumerConfig{Durable: "audit", FilterSubject: b.cfg.Subject + ".audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []OutMsg
+	for i, pool := range []string{"", "", "gpu", "gpu", "gpu", "audit", "audit", "audit", "audit"} {
+		msgs = append(msgs, OutMsg{Subject: PoolSubject(b.cfg.Subject, pool), MsgID: fmt.Sprint(i), Data: []byte("x")})
+	}
+	requireNoErrors(t, b.conn.PublishBatch(b.ctx, msgs))
+	// num_pending follows new messages asynchronously in nats-server.
+	wait.For(t, 10*time.Second, func() error {
+		n, created, err := b.conn.CommandBacklog(b.ctx)
+		if err != nil {
+			return err
+		}
+		if n != 5 || created.IsZero() {
+			return fmt.Errorf("backlog %d (stream created %v), want 5: 2 default + 3 gpu, not the 4 audit", n, created)
+		}
+		return nil
+	})
 }

@@ -302,29 +302,7 @@ func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
 	if c == nil {
 		return 0, time.Time{}, errNotConnected
 	}
-	stream, err := c.JS.Stream(ctx, s.cfg.NATS.Stream)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	// The default pool's consumer and every worker pool's (bus/pool.go):
-	// a pool's queue is as much a backlog as the default one, and
-	// re-notifying what waits in it would only grow it.
-	var pending int64
-	found := false
-	list := stream.ListConsumers(ctx)
-	for info := range list.Info() {
-		if info.Name == s.cfg.NATS.Consumer || strings.HasPrefix(info.Name, s.cfg.NATS.Consumer+"_") {
-			pending += int64(info.NumPending)
-			found = true
-		}
-	}
-	if err := list.Err(); err != nil {
-		return 0, time.Time{}, err
-	}
-	if !found {
-		return 0, time.Time{}, fmt.Errorf("consumer %s not found on stream %s", s.cfg.NATS.Consumer, s.cfg.NATS.Stream)
-	}
-	return pending, stream.CachedInfo().Created, nil
+	return c.CommandBacklog(ctx)
 }
 
 func (s *Server) healthCheck(ctx context.Context) api.Health {
