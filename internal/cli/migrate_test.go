@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/auth"
 	"github.com/millrace/millrace/internal/config"
@@ -71,6 +73,24 @@ func TestMigrateFreshSchema(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "migrate", "--database-url", url)
 	if code != 0 || !strings.Contains(stdout, "up to date, nothing applied") {
 		t.Fatalf("third run, as text: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// A schema newer than the binary (an older millrace during a
+	// rollback): nothing to apply, not an error, and it says so.
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "INSERT INTO millrace_migrations (version) VALUES ($1)", latest+1); err != nil {
+		t.Fatal(err)
+	}
+	if ahead := migrateJSON(t, "--database-url", url); ahead.From != latest+1 || ahead.To != latest+1 || ahead.Latest != latest {
+		t.Fatalf("schema ahead: %+v, want from = to = %d, latest %d", ahead, latest+1, latest)
+	}
+	code, stdout, stderr = runCLI(t, "migrate", "--database-url", url)
+	if code != 0 || !strings.Contains(stdout, "newer than this binary's") {
+		t.Fatalf("schema ahead, as text: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
 
