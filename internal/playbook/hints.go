@@ -12,6 +12,7 @@ import (
 // unrelated construct (`to` is one edit from `do` and two from `tool`).
 var keyMeanings = map[string]string{
 	"to": "`to` is a jump target: it belongs in a task's policy rule as `then: {do: jump, to: <task>}`; an arc names the step it goes to with `step:`",
+	"pool": "`pool` routes a whole step to a worker pool: write it on the step, beside `tool` (`- step: train` / `pool: gpu`); the tasks of a step run in one command, on one worker",
 }
 
 // keyHint is the hint for an unknown key of a tool of kind ("" outside a

@@ -101,3 +101,18 @@ func TestPoolRuleMatchesBus(t *testing.T) {
 		}
 	}
 }
+
+// `pool` written inside a tool or a task is not routing: the problem says
+// where it belongs.
+func TestPoolInsideToolSaysWhereItBelongs(t *testing.T) {
+	t.Parallel()
+	src := strings.Replace(poolBook, "        code: \"result = 2\"\n", "        code: \"result = 2\"\n        pool: gpu\n", 1)
+	_, err := Parse("pools.yaml", []byte(src), testKinds)
+	var probs Problems
+	if !errors.As(err, &probs) || len(probs) != 1 {
+		t.Fatalf("Parse = %v, want one problem", err)
+	}
+	if p := probs[0]; p.Line != 18 || !strings.Contains(p.Msg, `unknown key "pool"`) || !strings.Contains(p.Hint, "write it on the step, beside `tool`") {
+		t.Errorf("problem %s, want line 18, unknown key \"pool\" with a hint saying it goes on the step", p.Error())
+	}
+}
