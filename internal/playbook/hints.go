@@ -11,7 +11,7 @@ import (
 // somewhere else: an edit-distance "did you mean" would point at an
 // unrelated construct (`to` is one edit from `do` and two from `tool`).
 var keyMeanings = map[string]string{
-	"to": "`to` is a jump target: it belongs in a task's policy rule as `then: {do: jump, to: <task>}`; an arc names the step it goes to with `step:`",
+	"to":   "`to` is a jump target: it belongs in a task's policy rule as `then: {do: jump, to: <task>}`; an arc names the step it goes to with `step:`",
 	"pool": "`pool` routes a whole step to a worker pool: write it on the step, beside `tool` (`- step: train` / `pool: gpu`); the tasks of a step run in one command, on one worker",
 }
 
