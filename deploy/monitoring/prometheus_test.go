@@ -230,6 +230,30 @@ scrape_configs:
 		}
 	}
 
+	// The load made what the panels are there for.
+	for _, expr := range []string{
+		`millrace_step_duration_seconds_count{namespace="busy",tool="shell",outcome="failed"}`,
+		`millrace_step_duration_seconds_count{namespace="busy",tool="duckdb",outcome="completed"}`,
+		`millrace_executions_failed_total{namespace="busy"} > 0`,
+		`millrace_pre_aggregate_queries_total{namespace="busy",result="hit",reason=""}`,
+		`millrace_pre_aggregate_queries_total{namespace="busy",result="miss",reason="FIELD_NOT_COVERED"}`,
+		`millrace_pre_aggregate_queries_total{namespace="busy",result="miss",reason="BYPASSED"}`,
+		`millrace_http_request_duration_seconds_count{namespace="busy",code="404"}`,
+		`millrace_workers_online{namespace="busy",kind="commands",pool=""} == 2`,
+		`millrace_workers_online{namespace="idle",kind="commands",pool=""} == 0`,
+		`millrace_nats_consumer_lag_messages{namespace="idle",stream="NOETL_COMMANDS",consumer="noetl_worker_pool"} == 1`,
+	} {
+		if err := wait.Poll(time.Until(deadline), func() error {
+			series, err := promQuery(ctx, promURL, expr)
+			if err == nil && len(series) == 0 {
+				err = errors.New("no series")
+			}
+			return err
+		}); err != nil {
+			t.Errorf("%s: %v", expr, err)
+		}
+	}
+
 	// The rules as Prometheus evaluates them: no evaluation errors; the
 	// idle namespace lacks commands workers, and nothing else is wrong.
 	wait.For(t, time.Until(deadline)+10*time.Second, func() error { return rulesHealthy(ctx, promURL, len(alertQueries(t))) })
