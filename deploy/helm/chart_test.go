@@ -27,10 +27,10 @@ import (
 // and monitors name ports that exist, references name rendered objects.
 func TestValueSetsRenderStrictly(t *testing.T) {
 	t.Parallel()
-	for _, set := range valueSets {
+	for set, vals := range allSets(t) {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
-			m := mustRender(t, setValues(t, set))
+			m := mustRender(t, vals)
 			if len(m.all) == 0 {
 				t.Fatal("the chart rendered no objects")
 			}
@@ -714,10 +714,10 @@ func pools(t *testing.T, v map[string]any) []poolValues {
 // than the worker's shutdown grace, no preStop, its PDB, its probes.
 func TestWorkerPools(t *testing.T) {
 	t.Parallel()
-	for _, set := range valueSets {
+	for set, vals := range allSets(t) {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
-			m := mustRender(t, setValues(t, set))
+			m := mustRender(t, vals)
 			ps := pools(t, m.render.values)
 			if len(ps) == 0 {
 				t.Fatal("no worker pools in the values")
@@ -947,8 +947,8 @@ func TestStreamNamesMatchBus(t *testing.T) {
 		"PRE_AGGREGATE_CONSUMER":  bus.DefaultPreAggConsumer,
 	}
 	for k, w := range want {
-		if got, ok := env[k]; ok && got.value != w {
-			t.Errorf("%s = %q, want internal/bus's %q", k, got.value, w)
+		if got := env[k]; got.value != w {
+			t.Errorf("%s = %q, want internal/bus's %q (the KEDA triggers and every role must agree)", k, got.value, w)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/millrace/millrace/internal/cli"
@@ -81,6 +84,7 @@ func TestProbePathsAreServed(t *testing.T) {
 			}
 		}
 		t.Run("gateway", func(t *testing.T) {
+			t.Parallel()
 			c := &deployment(t, m, "gateway").Spec.Template.Spec.Containers[0]
 			var cfg config.Gateway
 			config.GatewaySet(&cfg)
@@ -205,10 +209,10 @@ config:
   server: {MILLRACE_LEASE_SECONDS: "60"}
   worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "256"}
 `)
-	for _, set := range valueSets {
+	for set, vals := range allSets(t) {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
-			m := mustRender(t, merge(setValues(t, set), extraEnv))
+			m := mustRender(t, merge(vals, extraEnv))
 			image := fmt.Sprint(lookupValue(m.render.values, "image.repository"))
 			n := 0
 			for _, w := range m.workloads() {
@@ -303,5 +307,47 @@ func TestImages(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// NOTES.txt maps the seeds' checklist to Millrace's CLI, and every object
+// it names (kubectl … deploy/X, svc/X, job/X, secret X) is one the release
+// has.
+func TestNotes(t *testing.T) {
+	t.Parallel()
+	refs := regexp.MustCompile(`\b(deploy|svc|job)/([a-z0-9-]+)|get secret ([a-z0-9-]+)`)
+	for name, vals := range allSets(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := mustRender(t, vals)
+			var notes string
+			for file, text := range m.render.files {
+				if strings.HasSuffix(file, "NOTES.txt") {
+					notes = text
+				}
+			}
+			for _, want := range []string{"millrace doctor", "millrace nats stream report", "millrace nats consumer report", "port-forward svc/" + fullname + "-server"} {
+				if !strings.Contains(notes, want) {
+					t.Errorf("NOTES.txt lacks %q", want)
+				}
+			}
+			existing, _ := vals["existingSecret"].(string)
+			for _, r := range refs.FindAllStringSubmatch(notes, -1) {
+				var ok bool
+				switch {
+				case r[1] == "deploy":
+					ok = get[appsv1.Deployment](m, r[2]) != nil
+				case r[1] == "svc":
+					ok = get[corev1.Service](m, r[2]) != nil
+				case r[1] == "job":
+					ok = get[batchv1.Job](m, r[2]) != nil
+				default:
+					ok = get[corev1.Secret](m, r[3]) != nil || (existing != "" && r[3] == existing)
+				}
+				if !ok {
+					t.Errorf("NOTES.txt names %s, which the release does not have", r[0])
+				}
+			}
+		})
 	}
 }

@@ -34,6 +34,51 @@ const (
 // issue asks the chart to be rendered under; each must exist.
 var valueSets = []string{"defaults", "external-nats", "file-store", "nats-cluster", "keda", "existing-secret"}
 
+// extraSets are value sets of the tests' own, for what the ci/ sets leave
+// out: every other switch flipped.
+var extraSets = map[string]string{
+	"queries in the server": "server: {natsEnabled: false}",
+	"everything else": `
+serviceAccount: {create: false, name: millrace-sa}
+migrations: {job: {enabled: false}}
+server: {natsEnabled: false, results: {existingClaim: results-rwx}, pdb: {enabled: false}}
+gateway: {enabled: true, ingress: {enabled: true}, pdb: {enabled: false}}
+natsCredentials: {existingSecret: creds}
+secrets: {databaseUrl: "postgres://u:p@db:5432/millrace"}
+auth: {mode: none}
+nats: {networkPolicy: {enabled: false}, streamReplicas: 3, jetstream: {memoryStore: {maxSize: 1Gi}}}
+workers:
+  defaults: {concurrency: 8}
+  pools:
+    - {name: commands, stream: commands, pdb: {enabled: false}}
+    - {name: gpu, stream: commands, routed: true, routing: cuda, concurrency: 2}
+    - {name: cpu, stream: commands, routed: true, autoscaling: {hpa: {enabled: true}}}
+    - {name: warehouse, stream: warehouse}
+metrics:
+  serviceMonitor: {enabled: true}
+  podMonitor: {enabled: true}
+  prometheusRule: {enabled: true}
+  grafanaDashboard: {enabled: true}
+config:
+  shared: {OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318"}
+  server: {MILLRACE_LEASE_SECONDS: "60"}
+  worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "256"}
+`,
+}
+
+// allSets is the ci/ value sets and the extra ones, by name.
+func allSets(t testing.TB) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for _, set := range valueSets {
+		out[set] = setValues(t, set)
+	}
+	for name, y := range extraSets {
+		out[name] = values(t, y)
+	}
+	return out
+}
+
 // loadChart reads the chart from disk. Each render loads its own copy: the
 // SDK's value coalescing writes into the chart it is given, and the tests
 // render in parallel.
