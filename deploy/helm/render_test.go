@@ -147,8 +147,14 @@ type renderResult struct {
 // (lookup finds nothing).
 func renderChart(t testing.TB, vals map[string]any) (renderResult, error) {
 	t.Helper()
+	return renderChartAs(t, release, vals)
+}
+
+// renderChartAs is renderChart for a release of another name.
+func renderChartAs(t testing.TB, name string, vals map[string]any) (renderResult, error) {
+	t.Helper()
 	ch := loadChart(t)
-	opts := common.ReleaseOptions{Name: release, Namespace: namespace, Revision: 1, IsInstall: true}
+	opts := common.ReleaseOptions{Name: name, Namespace: namespace, Revision: 1, IsInstall: true}
 	top, err := chartutil.ToRenderValues(ch, vals, opts, nil)
 	if err != nil {
 		return renderResult{}, err
