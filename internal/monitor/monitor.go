@@ -116,7 +116,9 @@ func (m *Monitor) Run(ctx context.Context) {
 
 // Report is the latest picture, sampled now unless a sample is under
 // MinAge old. A caller that arrives during a sample waits for it (each
-// sample is bounded by Config.Timeout) or for its own ctx.
+// sample is bounded by Config.Timeout) or for its own ctx. A sample it
+// starts runs to its end even if the caller leaves, so a client hanging
+// up never leaves the gauges half set.
 func (m *Monitor) Report(ctx context.Context) (api.OpsReport, error) {
 	if err := m.acquire(ctx); err != nil {
 		return api.OpsReport{}, err
@@ -125,7 +127,7 @@ func (m *Monitor) Report(ctx context.Context) (api.OpsReport, error) {
 	if m.last != nil && m.now().Sub(m.last.At) < MinAge {
 		return *m.last, nil
 	}
-	return m.sample(ctx, false), nil
+	return m.sample(context.WithoutCancel(ctx), false), nil
 }
 
 func (m *Monitor) acquire(ctx context.Context) error {
