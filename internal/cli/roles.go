@@ -89,11 +89,15 @@ started with NATS_ENABLED=true (otherwise the server does both itself).`,
 			if err != nil {
 				return err
 			}
-			if err := worker.CheckToken(cmd.Context(), cfg.ServerURL, cfg.Token, log); err != nil {
-				return err
-			}
+			// The pool is checked before anything is contacted.
 			if cfg.Pool != "" && cfg.Stream != "commands" {
 				return fmt.Errorf("MILLRACE_WORKER_POOL (--pool %s) routes flow steps; it applies to --stream commands only, not %s: unset it for this worker", cfg.Pool, cfg.Stream)
+			}
+			if err := bus.CheckPool(cfg.Pool); err != nil {
+				return fmt.Errorf("MILLRACE_WORKER_POOL (--pool) %q: %v; it is the name a playbook step gives as `pool:`", cfg.Pool, err)
+			}
+			if err := worker.CheckToken(cmd.Context(), cfg.ServerURL, cfg.Token, log); err != nil {
+				return err
 			}
 			var w *worker.Runtime
 			switch cfg.Stream {
