@@ -76,9 +76,8 @@ type dashboard struct {
 	Title         string
 	Templating    struct {
 		List []struct {
-			Name  string `json:"name"`
-			Type  string `json:"type"`
-			Query string `json:"query"`
+			Name string `json:"name"`
+			Type string `json:"type"`
 		} `json:"list"`
 	} `json:"templating"`
 	Panels []panel `json:"panels"`
@@ -215,14 +214,12 @@ func TestDashboardShape(t *testing.T) {
 	if d.UID == "" || d.Title == "" {
 		t.Errorf("uid %q and title %q must be set (the sidecar and links find the dashboard by uid)", d.UID, d.Title)
 	}
-	var hasDS bool
+	vars := map[string]string{}
 	for _, v := range d.Templating.List {
-		if v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus" {
-			hasDS = true
-		}
+		vars[v.Name] = v.Type
 	}
-	if !hasDS {
-		t.Error("no template variable datasource of type datasource (query prometheus)")
+	if vars["datasource"] != "datasource" || vars["namespace"] != "query" {
+		t.Errorf("template variables %v, want datasource (a datasource) and namespace (a query)", vars)
 	}
 	ids := map[int]bool{}
 	var rows []string
@@ -245,6 +242,11 @@ func TestDashboardShape(t *testing.T) {
 		for _, tg := range p.Targets {
 			if strings.TrimSpace(tg.Expr) == "" || tg.RefID == "" {
 				t.Errorf("panel %d %q: a target without expr or refId", p.ID, p.Title)
+			}
+			// One installation at a time: every selector takes the
+			// namespace variable.
+			if sel, ns := metricSelector.FindAllString(tg.Expr, -1), strings.Count(tg.Expr, `namespace=~"$namespace"`); len(sel) != ns {
+				t.Errorf("panel %d %q target %s: %d metric selectors, %d filtered by namespace=~\"$namespace\": %s", p.ID, p.Title, tg.RefID, len(sel), ns, tg.Expr)
 			}
 			if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" {
 				t.Errorf("panel %d %q target %s: datasource %+v, want ${datasource}", p.ID, p.Title, tg.RefID, tg.Datasource)
@@ -302,6 +304,9 @@ func TestAlertsAreDocumented(t *testing.T) {
 		}
 	}
 }
+
+// metricSelector is a Millrace metric name in an expression.
+var metricSelector = regexp.MustCompile(`\bmillrace_[a-z_]+`)
 
 var notInAnchor = regexp.MustCompile(`[^a-z0-9 _-]`)
 
