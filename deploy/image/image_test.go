@@ -209,31 +209,123 @@ func TestMain(m *testing.M) {
 }
 
 // binary builds millrace once with scripts/build.sh, the Dockerfile's way:
-// one argument, the output (named as in the Dockerfile), and VERSION.
+// in a copy of the build context (the repository minus .dockerignore, what
+// `COPY . .` gives the builder), with one argument, the output (named as in
+// the Dockerfile), and VERSION. With -trimpath the copy's directory is not
+// part of the compile cache keys, so it costs the copy and the link.
 func binary(t *testing.T) (path, version string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildErr = errors.New("the Dockerfile has no usable scripts/build.sh line (see TestDockerfile)")
 		stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
 		_, out := buildScriptOutput(t, stages)
-		buildErr = nil
 		if buildDir, buildErr = os.MkdirTemp("", "millrace-image-"); buildErr != nil {
+			return
+		}
+		ctxDir := filepath.Join(buildDir, "context")
+		if buildErr = copyContext(root, ctxDir); buildErr != nil {
 			return
 		}
 		b := make([]byte, 4)
 		_, _ = rand.Read(b)
 		builtVer = "v0.0.0-imagetest." + hex.EncodeToString(b)
 		builtBin = filepath.Join(buildDir, filepath.Base(out))
-		cmd := exec.Command(filepath.Join(root, "scripts", "build.sh"), builtBin)
+		cmd := exec.Command(filepath.Join(ctxDir, "scripts", "build.sh"), builtBin)
 		cmd.Env = append(os.Environ(), "VERSION="+builtVer)
 		if outb, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("scripts/build.sh %s: %v\n%s", builtBin, err, outb)
+			buildErr = fmt.Errorf("scripts/build.sh %s in the Docker build context: %v\n%s", builtBin, err, outb)
 		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return builtBin, builtVer
+}
+
+// dockerignore reads the patterns of a .dockerignore. Only the syntax this
+// repository uses is understood (no ! exceptions), so a pattern the test
+// would misread fails it instead.
+func dockerignore(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var pats []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "!") {
+			return nil, fmt.Errorf(".dockerignore: %q: exceptions are not understood by deploy/image's test; teach it", line)
+		}
+		pats = append(pats, strings.Trim(filepath.Clean(strings.TrimPrefix(line, "/")), "/"))
+	}
+	return pats, nil
+}
+
+// ignored reports whether rel (slash-separated, from the context root)
+// matches a pattern as Docker matches them: from the root, with ** for any
+// number of directories; a match on a directory excludes what is in it.
+func ignored(pats []string, rel string) bool {
+	for _, p := range pats {
+		if rest, ok := strings.CutPrefix(p, "**/"); ok {
+			for _, base := range strings.Split(rel, "/") {
+				if m, _ := filepath.Match(rest, base); m {
+					return true
+				}
+			}
+			continue
+		}
+		if m, _ := filepath.Match(p, rel); m {
+			return true
+		}
+	}
+	return false
+}
+
+// copyContext copies the repository at src to dst as `docker build` sends
+// it: without what .dockerignore excludes.
+func copyContext(src, dst string) error {
+	pats, err := dockerignore(filepath.Join(src, ".dockerignore"))
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		if rel == "." {
+			return os.MkdirAll(dst, 0o755)
+		}
+		if ignored(pats, filepath.ToSlash(rel)) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case info.Mode().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, data, info.Mode().Perm())
+		default:
+			return fmt.Errorf("%s: neither a file nor a directory; the image test does not copy it", rel)
+		}
+	})
 }
 
 func runBin(t *testing.T, bin string, args ...string) string {
@@ -345,5 +437,34 @@ workflow:
 	}
 	if rep.From != 0 || rep.To == 0 || rep.To != rep.Latest {
 		t.Errorf("migrate on a new store: %+v, want from 0 to the latest", rep)
+	}
+}
+
+// The context copy matches as Docker does: from the root, ** for any
+// directories, a directory's match taking its contents.
+func TestDockerignoreMatching(t *testing.T) {
+	t.Parallel()
+	pats, err := dockerignore(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range map[string]bool{
+		".git":                                 true, // a worktree's .git is a file
+		"millrace":                             true, // a binary README's example builds
+		"cmd/millrace":                         false,
+		"cmd/millrace/main.go":                 false,
+		"docs":                                 true,
+		"deploy":                               true,
+		"internal/ui/browsertest/node_modules": true,
+		"internal/ui/static":                   false,
+		"internal/store/pgdriver/migrations":   false,
+		"x.test":                               true,
+		"internal/cli/cli.test":                false, // Docker's *.test is the root's only
+		"go.mod":                               false,
+		"scripts/build.sh":                     false,
+	} {
+		if got := ignored(pats, rel); got != want {
+			t.Errorf("%s: ignored = %v, want %v", rel, got, want)
+		}
 	}
 }
