@@ -219,13 +219,7 @@ scrape_configs:
 			continue
 		}
 		expr := neutralize(q.expr)
-		if err := wait.Poll(time.Until(deadline), func() error {
-			series, err := promQuery(ctx, promURL, expr)
-			if err == nil && len(series) == 0 {
-				err = errors.New("no series")
-			}
-			return err
-		}); err != nil {
+		if err := waitSeries(ctx, promURL, expr, deadline); err != nil {
 			t.Errorf("%s returns no data from millrace dev: %v\n  as run: %s", q.name, err, expr)
 		}
 	}
@@ -243,13 +237,7 @@ scrape_configs:
 		`millrace_workers_online{namespace="idle",kind="commands",pool=""} == 0`,
 		`millrace_nats_consumer_lag_messages{namespace="idle",stream="NOETL_COMMANDS",consumer="noetl_worker_pool"} == 1`,
 	} {
-		if err := wait.Poll(time.Until(deadline), func() error {
-			series, err := promQuery(ctx, promURL, expr)
-			if err == nil && len(series) == 0 {
-				err = errors.New("no series")
-			}
-			return err
-		}); err != nil {
+		if err := waitSeries(ctx, promURL, expr, deadline); err != nil {
 			t.Errorf("%s: %v", expr, err)
 		}
 	}
@@ -460,6 +448,17 @@ func promQuery(ctx context.Context, promURL, expr string) ([]map[string]string, 
 		series = append(series, r.Metric)
 	}
 	return series, nil
+}
+
+// waitSeries polls until expr returns at least one series, up to deadline.
+func waitSeries(ctx context.Context, promURL, expr string, deadline time.Time) error {
+	return wait.Poll(time.Until(deadline), func() error {
+		series, err := promQuery(ctx, promURL, expr)
+		if err == nil && len(series) == 0 {
+			err = errors.New("no series")
+		}
+		return err
+	})
 }
 
 // promAlerts lists the pending and firing alerts as
