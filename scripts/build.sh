@@ -25,6 +25,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${VERSION:-}" ]; then
   VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 fi
-CGO_ENABLED=1 exec go build -trimpath \
+export CGO_ENABLED=1
+exec go build -trimpath \
   -ldflags "-s -w -X github.com/millrace/millrace/internal/cli.version=$VERSION" \
   -o "$out" ./cmd/millrace

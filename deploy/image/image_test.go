@@ -231,7 +231,9 @@ func binary(t *testing.T) (path, version string) {
 		builtVer = "v0.0.0-imagetest." + hex.EncodeToString(b)
 		builtBin = filepath.Join(buildDir, filepath.Base(out))
 		cmd := exec.Command(filepath.Join(ctxDir, "scripts", "build.sh"), builtBin)
-		cmd.Env = append(os.Environ(), "VERSION="+builtVer)
+		// CGO_ENABLED=0 from the caller must not win: the script is what
+		// turns cgo on, whatever the environment says.
+		cmd.Env = append(os.Environ(), "VERSION="+builtVer, "CGO_ENABLED=0")
 		if outb, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("scripts/build.sh %s in the Docker build context: %v\n%s", builtBin, err, outb)
 		}
