@@ -1,7 +1,10 @@
 package helm_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
 
 	"github.com/millrace/millrace/internal/bus"
 )
@@ -1301,14 +1306,62 @@ func TestMonitoringObjects(t *testing.T) {
 	if alerts == 0 {
 		t.Error("the PrometheusRule holds no alerts")
 	}
+	// The same rules as the repository's file, after the template's
+	// fromYaml/toYaml round trip.
+	rulesFile, err := os.ReadFile("../prometheus/millrace-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := yaml.YAMLToJSONStrict(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want monitoringv1.PrometheusRuleSpec
+	if strict, err := kjson.UnmarshalStrict(j, &want); err != nil || len(strict) > 0 {
+		t.Fatalf("deploy/prometheus/millrace-rules.yaml is not a PrometheusRule spec: %v %v", err, strict)
+	}
+	if !reflect.DeepEqual(pr.Spec, want) {
+		// Name the first rule that differs, not two pages of structs.
+		got, _ := json.Marshal(pr.Spec)
+		exp, _ := json.Marshal(want)
+		t.Errorf("the PrometheusRule's spec differs from deploy/prometheus/millrace-rules.yaml (%d groups, want %d)", len(pr.Spec.Groups), len(want.Groups))
+		for gi := range min(len(pr.Spec.Groups), len(want.Groups)) {
+			g, w := pr.Spec.Groups[gi], want.Groups[gi]
+			for ri := range min(len(g.Rules), len(w.Rules)) {
+				if !reflect.DeepEqual(g.Rules[ri], w.Rules[ri]) {
+					a, _ := json.Marshal(g.Rules[ri])
+					b, _ := json.Marshal(w.Rules[ri])
+					t.Errorf("group %s rule %d:\n got %s\nwant %s", g.Name, ri, a, b)
+				}
+			}
+		}
+		if len(got) < 300 {
+			t.Logf("got %s\nwant %s", got, exp)
+		}
+	}
+	dashFile, err := os.ReadFile("../grafana/millrace.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantDash any
+	if err := json.Unmarshal(dashFile, &wantDash); err != nil {
+		t.Fatalf("deploy/grafana/millrace.json: %v", err)
+	}
 	dash := 0
 	for _, cm := range all[corev1.ConfigMap](m) {
 		if cm.Labels["grafana_dashboard"] == "1" {
 			dash++
 			for k, v := range cm.Data {
-				if !strings.HasSuffix(k, ".json") || !strings.Contains(v, `"panels"`) {
-					t.Errorf("dashboard ConfigMap %s: key %s is not a Grafana dashboard JSON", cm.Name, k)
+				var got any
+				if err := json.Unmarshal([]byte(v), &got); !strings.HasSuffix(k, ".json") || err != nil {
+					t.Errorf("dashboard ConfigMap %s: key %s is not a JSON file (%v)", cm.Name, k, err)
+				} else if !reflect.DeepEqual(got, wantDash) {
+					t.Errorf("dashboard ConfigMap %s: %s differs from deploy/grafana/millrace.json", cm.Name, k)
 				}
+			}
+			// The API server's limit for a ConfigMap.
+			if size := len(cm.Data["millrace-dashboard.json"]); size > 1<<20 {
+				t.Errorf("dashboard ConfigMap %s holds %d bytes; a ConfigMap holds at most 1 MiB", cm.Name, size)
 			}
 		}
 	}
