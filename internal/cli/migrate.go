@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net/url"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,9 @@ import (
 // migrateReport is what `millrace migrate --json` prints.
 type migrateReport struct {
 	Driver string `json:"driver"`
+	// Store is DATABASE_URL with its password hidden, so a Job's log says
+	// which database it migrated.
+	Store string `json:"store"`
 	// From and To are the schema's migration versions before and after;
 	// Latest is this binary's. From > Latest: an older binary, nothing
 	// applied.
@@ -124,7 +128,7 @@ func runMigrate(cmd *cobra.Command, databaseURL string, ensureTokens bool, token
 	if err != nil {
 		return migrateReport{}, err
 	}
-	rep := migrateReport{Driver: drv.Name(), From: before.Applied, To: after.Applied, Latest: after.Latest, Tokens: []ensuredReport{}}
+	rep := migrateReport{Driver: drv.Name(), Store: redactedStore(databaseURL), From: before.Applied, To: after.Applied, Latest: after.Latest, Tokens: []ensuredReport{}}
 	if !ensureTokens {
 		return rep, nil
 	}
@@ -150,11 +154,11 @@ func runMigrate(cmd *cobra.Command, databaseURL string, ensureTokens bool, token
 func printMigrate(w io.Writer, rep migrateReport, ensureTokens bool) {
 	switch {
 	case rep.From > rep.Latest:
-		fmt.Fprintf(w, "schema   %s at migration %d, newer than this binary's %d: nothing to apply (an older millrace; roll forward)\n", rep.Driver, rep.From, rep.Latest)
+		fmt.Fprintf(w, "schema   %s at migration %d, newer than this binary's %d: nothing to apply (an older millrace; roll forward)\n", rep.Store, rep.From, rep.Latest)
 	case rep.From == rep.To:
-		fmt.Fprintf(w, "schema   %s at migration %d: up to date, nothing applied\n", rep.Driver, rep.To)
+		fmt.Fprintf(w, "schema   %s at migration %d: up to date, nothing applied\n", rep.Store, rep.To)
 	default:
-		fmt.Fprintf(w, "schema   %s migrated from %d to %d (%d applied)\n", rep.Driver, rep.From, rep.To, rep.To-rep.From)
+		fmt.Fprintf(w, "schema   %s migrated from %d to %d (%d applied)\n", rep.Store, rep.From, rep.To, rep.To-rep.From)
 	}
 	if !ensureTokens {
 		return
@@ -169,4 +173,19 @@ func printMigrate(w io.Writer, rep migrateReport, ensureTokens bool) {
 		}
 		fmt.Fprintf(w, "token    %s: %s %q, role %s, id %d\n", t.Env, what, t.Name, t.Role, t.ID)
 	}
+}
+
+// redactedStore is a DATABASE_URL fit for a log: a URL's password
+// replaced by xxxxx, a keyword/value string reduced to its driver.
+func redactedStore(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	switch {
+	case err != nil:
+		return "DATABASE_URL"
+	case u.Scheme == "sqlite":
+		return dbURL
+	case u.User != nil || u.Host != "":
+		return u.Redacted()
+	}
+	return "DATABASE_URL"
 }

@@ -182,3 +182,19 @@ func TestMigrateEnsureTokensErrors(t *testing.T) {
 		t.Fatalf("revoked token: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// The report names the database without its password.
+func TestRedactedStore(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://millrace:s3cret@db:5432/millrace?sslmode=require": "postgres://millrace:xxxxx@db:5432/millrace?sslmode=require",
+		"postgres://db/millrace":         "postgres://db/millrace",
+		"sqlite:/var/lib/millrace/m.db":  "sqlite:/var/lib/millrace/m.db",
+		"host=db user=u password=s3cret": "DATABASE_URL",
+		"postgres://u:s3cret@db%zz/x":    "DATABASE_URL",
+	} {
+		if got := redactedStore(in); got != want {
+			t.Errorf("redactedStore(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
