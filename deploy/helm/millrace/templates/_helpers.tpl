@@ -257,6 +257,9 @@ in .values win, unlike sprig's merge). Returns JSON. */}}
 {{- if and $p.autoscaling.keda.enabled $p.autoscaling.hpa.enabled }}
 {{- fail (printf "workers.pools[%s]: autoscaling.keda.enabled and autoscaling.hpa.enabled are both true; pick one" $p.name) }}
 {{- end }}
+{{- if and $p.autoscaling.hpa.enabled (not (dig "requests" "cpu" "" (default dict $p.resources))) }}
+{{- fail (printf "workers.pools[%s]: autoscaling.hpa scales on CPU utilization, a percentage of the pods' CPU request; set resources.requests.cpu" $p.name) }}
+{{- end }}
 {{- $routed := and (hasKey $p "routed") $p.routed }}
 {{- if and $routed (ne $p.stream "commands") }}
 {{- fail (printf "workers.pools[%s]: routed is only for stream commands (got stream %s)" $p.name $p.stream) }}
