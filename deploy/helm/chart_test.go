@@ -139,6 +139,24 @@ func checkConsistent(t *testing.T, m *manifests) {
 		}
 		targets[so.Name] = k + "/" + so.Spec.ScaleTargetRef.Name
 	}
+	// A utilization target is a percentage of the pods' requests: without
+	// a request the HPA cannot compute it and never scales.
+	for _, h := range all[autoscalingv2.HorizontalPodAutoscaler](m) {
+		d := get[appsv1.Deployment](m, h.Spec.ScaleTargetRef.Name)
+		if d == nil {
+			continue // reported below
+		}
+		for _, mt := range h.Spec.Metrics {
+			if mt.Resource == nil || mt.Resource.Target.Type != autoscalingv2.UtilizationMetricType {
+				continue
+			}
+			for _, c := range d.Spec.Template.Spec.Containers {
+				if _, ok := c.Resources.Requests[mt.Resource.Name]; !ok {
+					t.Errorf("HorizontalPodAutoscaler %s targets %s utilization, but container %s of %s requests no %s: the HPA cannot scale it", h.Name, mt.Resource.Name, c.Name, d.Name, mt.Resource.Name)
+				}
+			}
+		}
+	}
 	scaled := map[string]string{}
 	for by, tg := range targets {
 		kind, name, _ := strings.Cut(tg, "/")

@@ -52,7 +52,7 @@ workers:
   pools:
     - {name: commands, stream: commands, pdb: {enabled: false}}
     - {name: gpu, stream: commands, routed: true, routing: cuda, concurrency: 2}
-    - {name: cpu, stream: commands, routed: true, autoscaling: {hpa: {enabled: true}}}
+    - {name: cpu, stream: commands, routed: true, autoscaling: {hpa: {enabled: true}}, resources: {requests: {cpu: 1}}}
     - {name: warehouse, stream: warehouse}
 metrics:
   serviceMonitor: {enabled: true}
