@@ -746,6 +746,9 @@ func TestWorkerPools(t *testing.T) {
 				t.Fatal("no worker pools in the values")
 			}
 			natsEnabled := lookupValue(m.render.values, "server.natsEnabled") == true
+			if got := serverEnv(t, m)["NATS_ENABLED"].value; got != strconv.FormatBool(natsEnabled) {
+				t.Errorf("NATS_ENABLED = %q, want server.natsEnabled (%v)", got, natsEnabled)
+			}
 			secretName := fullname
 			if es, _ := m.render.values["existingSecret"].(string); es != "" {
 				secretName = es
@@ -1499,5 +1502,50 @@ func checkNATSConfig(t *testing.T, m *manifests, sts *appsv1.StatefulSet, replic
 				t.Errorf("headless Service %s lacks port %d", hs.Name, port)
 			}
 		}
+	}
+}
+
+// Each role reads its secret settings from the Secret (the chart's or
+// existingSecret), under the key named like the variable.
+func TestSecretKeysPerRole(t *testing.T) {
+	t.Parallel()
+	want := map[string][]string{
+		"server":          {"DATABASE_URL", "MILLRACE_SECRET_KEY", "OIDC_CLIENT_ID", "NATS_USER", "NATS_PASSWORD"},
+		"gateway":         {"MILLRACE_GATEWAY_TOKEN", "NATS_USER", "NATS_PASSWORD"},
+		"worker-commands": {"MILLRACE_WORKER_TOKEN", "NATS_USER", "NATS_PASSWORD"},
+		"migrate":         {"DATABASE_URL", "MILLRACE_WORKER_TOKEN", "MILLRACE_GATEWAY_TOKEN", "MILLRACE_ADMIN_TOKEN"},
+	}
+	for _, set := range []string{"defaults", "existing-secret"} {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			vals := merge(setValues(t, set), values(t, "gateway: {enabled: true}"))
+			m := mustRender(t, vals)
+			secret := fullname
+			if es, _ := vals["existingSecret"].(string); es != "" {
+				secret = es
+			}
+			for part, keys := range want {
+				var spec *corev1.PodSpec
+				if part == "migrate" {
+					j := get[batchv1.Job](m, fullname+"-migrate")
+					if j == nil {
+						t.Fatal("no migration Job")
+					}
+					spec = &j.Spec.Template.Spec
+				} else {
+					spec = &deployment(t, m, part).Spec.Template.Spec
+				}
+				env, err := m.env(spec.Containers[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, k := range keys {
+					ref := env[k].secret
+					if ref == nil || ref.Name != secret || ref.Key != k {
+						t.Errorf("%s: %s is not read from Secret %s key %s (got %+v)", part, k, secret, k, env[k])
+					}
+				}
+			}
+		})
 	}
 }
