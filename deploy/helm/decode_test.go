@@ -295,6 +295,7 @@ func containerPort(c *corev1.Container, name string) int32 {
 	return 0
 }
 
+// kindsOf lists a render's objects, for failure messages.
 func kindsOf(m *manifests) string {
 	var s []string
 	for _, o := range m.all {

@@ -34,6 +34,7 @@ func TestNamesAreValid(t *testing.T) {
 	}
 }
 
+// checkNames applies the API server's name and key rules to a render.
 func checkNames(t *testing.T, m *manifests) {
 	t.Helper()
 	bad := func(what string, errs []string) {
