@@ -151,6 +151,20 @@ checksum/secret: {{ include "millrace.secretChecksum" . }}
 {{- toJson (dict "existingSecret" .Values.existingSecret "secrets" .Values.secrets "natsCredentials" .Values.natsCredentials "live" $live) | sha256sum }}
 {{- end }}
 
+{{/* extraEnv: the verbatim entries of a config.* map for a ConfigMap, one
+"KEY: value" line each. A key the chart sets in that ConfigMap itself fails:
+it would be a duplicate key, which strict YAML parsers reject and others
+resolve silently. Call with (dict "extra" MAP "path" "config.shared"
+"managed" (list KEY...)). */}}
+{{- define "millrace.extraEnv" -}}
+{{- range $k, $v := .extra }}
+{{- if has $k $.managed }}
+{{- fail (printf "%s.%s: the chart sets %s itself; set the value it is made from instead (values.yaml says which)" $.path $k $k) }}
+{{- end }}
+{{ $k }}: {{ $v | toString | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "millrace.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
