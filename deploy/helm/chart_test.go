@@ -654,3 +654,69 @@ func TestMonitoringObjects(t *testing.T) {
 		t.Errorf("defaults render %d Prometheus Operator objects, want none", n)
 	}
 }
+
+// config.shared reaches every role, config.<role> only that role, and a
+// role's map wins over shared (NoETL's config.server.* / config.worker.*).
+func TestExtraConfigReachesItsRole(t *testing.T) {
+	t.Parallel()
+	m := mustRender(t, values(t, `
+gateway: {enabled: true}
+config:
+  shared: {OTEL_SERVICE_NAME: shared, OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318"}
+  server: {MILLRACE_LEASE_SECONDS: "61", OTEL_SERVICE_NAME: server}
+  worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "257"}
+  gateway: {OTEL_SERVICE_NAME: gateway}
+`))
+	want := map[string]map[string]string{ // deployment part -> variable -> value ("" = unset)
+		"server":          {"OTEL_SERVICE_NAME": "server", "MILLRACE_LEASE_SECONDS": "61", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+		"worker-commands": {"OTEL_SERVICE_NAME": "shared", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "257", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+		"gateway":         {"OTEL_SERVICE_NAME": "gateway", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+	}
+	for part, vars := range want {
+		env, err := m.env(deployment(t, m, part).Spec.Template.Spec.Containers[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, w := range vars {
+			if got := env[k].value; got != w {
+				t.Errorf("%s: %s = %q, want %q", part, k, got, w)
+			}
+		}
+	}
+}
+
+// A config.* key the chart sets in the same ConfigMap itself is refused,
+// naming the key: rendered, it would be a duplicate key in the ConfigMap.
+func TestExtraConfigCannotShadowTheChart(t *testing.T) {
+	t.Parallel()
+	base := values(t, `
+gateway: {enabled: true, corsAllowedOrigins: "https://app.example.com"}
+auth: {oidc: {issuerUrl: "https://login.example.com/", rolesClaim: roles}}
+`)
+	m := mustRender(t, base)
+	maps := map[string]string{"config": "shared", "server": "server", "worker": "worker", "gateway": "gateway"}
+	n := 0
+	for suffix, key := range maps {
+		cm := get[corev1.ConfigMap](m, fullname+"-"+suffix)
+		if cm == nil {
+			t.Fatalf("no ConfigMap %s-%s", fullname, suffix)
+		}
+		for k := range cm.Data {
+			n++
+			path := "config." + key + "." + k
+			t.Run(path, func(t *testing.T) {
+				t.Parallel()
+				_, err := renderChart(t, merge(base, map[string]any{"config": map[string]any{key: map[string]any{k: "x"}}}))
+				if err == nil {
+					t.Fatalf("%s renders; it duplicates the chart's own %s in ConfigMap %s", path, k, cm.Name)
+				}
+				if !strings.Contains(err.Error(), path) {
+					t.Errorf("the error does not name %s: %v", path, err)
+				}
+			})
+		}
+	}
+	if n == 0 {
+		t.Fatal("the chart's ConfigMaps are empty")
+	}
+}
