@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg config.Gateway, log *slog.Logger) (*Gateway, e
 	if err != nil {
 		return nil, err
 	}
-	traces, err := telemetry.Setup(ctx, cfg.Telemetry, "")
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, "", log)
 	if err != nil {
 		return nil, err
 	}

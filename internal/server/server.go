@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	// A malformed key fails startup; a missing one only disables credentials.
 	var box *secret.Box
 	var err error
-	if s.traces, err = telemetry.Setup(ctx, cfg.Telemetry, ""); err != nil {
+	if s.traces, err = telemetry.Setup(ctx, cfg.Telemetry, "", log); err != nil {
 		return nil, err
 	}
 	tracer := s.traces.Tracer("github.com/millrace/millrace/internal/server")

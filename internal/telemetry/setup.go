@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -40,8 +42,9 @@ func Enabled(cfg config.Telemetry) bool {
 
 // Setup builds the tracer provider cfg describes. It returns nil (tracing
 // off) when Enabled(cfg) is false. instance is service.instance.id (a
-// worker id; empty: host name and process id).
-func Setup(ctx context.Context, cfg config.Telemetry, instance string) (*Provider, error) {
+// worker id; empty: host name and process id). When tracing is on, log
+// (if not nil) says where spans go, so an operator can tell it is on.
+func Setup(ctx context.Context, cfg config.Telemetry, instance string, log *slog.Logger) (*Provider, error) {
 	if !Enabled(cfg) {
 		return nil, nil
 	}
@@ -68,6 +71,17 @@ func Setup(ctx context.Context, cfg config.Telemetry, instance string) (*Provide
 	))
 	if err != nil && res == nil {
 		return nil, fmt.Errorf("trace resource: %w (check OTEL_RESOURCE_ATTRIBUTES)", err)
+	}
+	if log != nil {
+		endpoint := cfg.TracesEndpoint
+		if endpoint == "" {
+			endpoint = cfg.Endpoint
+		}
+		if u, err := url.Parse(endpoint); err == nil {
+			endpoint = u.Redacted()
+		}
+		log.Info("tracing on", "endpoint", endpoint, "protocol", cfg.Protocol, "sampler", cfg.Sampler,
+			"sampler_arg", cfg.SamplerArg, "service", cfg.ServiceName)
 	}
 	return NewProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sampler), sdktrace.WithResource(res)), nil
 }

@@ -1,7 +1,9 @@
 package telemetry_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,7 +26,7 @@ func TestOffWithoutEndpointOrWithExporterNone(t *testing.T) {
 		{Exporter: "none", Endpoint: "http://127.0.0.1:4318"},
 		{Exporter: "NONE", TracesEndpoint: "http://127.0.0.1:4318/v1/traces"},
 	} {
-		p, err := telemetry.Setup(t.Context(), cfg, "")
+		p, err := telemetry.Setup(t.Context(), cfg, "", nil)
 		if err != nil || p != nil {
 			t.Errorf("Setup(%+v) = %v, %v; want nil, nil (tracing off)", cfg, p, err)
 		}
@@ -61,7 +63,7 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 	} {
 		cfg := base
 		tc.mod(&cfg)
-		p, err := telemetry.Setup(t.Context(), cfg, "")
+		p, err := telemetry.Setup(t.Context(), cfg, "", nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Setup(%+v) error = %v, want one naming %s", cfg, err, tc.want)
 		}
@@ -70,11 +72,34 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 	for _, proto := range []string{"http/protobuf", "http/json", "grpc"} {
 		cfg := base
 		cfg.Protocol = proto
-		p, err := telemetry.Setup(t.Context(), cfg, "i-1")
+		p, err := telemetry.Setup(t.Context(), cfg, "i-1", nil)
 		if err != nil || p == nil {
 			t.Errorf("Setup with protocol %s = %v, %v; want a provider", proto, p, err)
 		}
 		_ = p.Shutdown(context.Background()) // nothing was recorded: nothing to send
+	}
+}
+
+// An operator can tell tracing is on from the log, which never shows the
+// endpoint's credentials.
+func TestSetupLogsWhereSpansGo(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	cfg := config.Telemetry{Exporter: "otlp", Endpoint: "http://collector:s3cret@127.0.0.1:4318", Protocol: "http/protobuf",
+		Sampler: "parentbased_traceidratio", SamplerArg: "0.25", ServiceName: "millrace-server"}
+	p, err := telemetry.Setup(t.Context(), cfg, "", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil || p == nil {
+		t.Fatalf("Setup = %v, %v; want a provider", p, err)
+	}
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	out := logs.String()
+	for _, want := range []string{"tracing on", "127.0.0.1:4318", "parentbased_traceidratio", "0.25", "millrace-server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q lacks %q", out, want)
+		}
+	}
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("log shows the endpoint's password: %s", out)
 	}
 }
 

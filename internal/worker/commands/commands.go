@@ -70,7 +70,7 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		log.Info("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
-	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID, log)
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,7 @@ func newRuntime(ctx context.Context, cfg Config, log *slog.Logger, newEngine fun
 	default:
 		return nil, fmt.Errorf("PRE_AGGREGATE_STORAGE must be nats or dir, got %q", cfg.ObjectStorage)
 	}
-	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID, log)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ type kind struct {
 // makes sure the stream and lane consumers exist.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*worker.Runtime, error) {
 	cfg.WorkerID = worker.DefaultID(cfg.WorkerID)
-	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID)
+	traces, err := telemetry.Setup(ctx, cfg.Telemetry, cfg.WorkerID, log)
 	if err != nil {
 		return nil, err
 	}
