@@ -1,13 +1,11 @@
 package monitoring_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,13 +13,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/proctest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
 )
@@ -29,100 +27,7 @@ import (
 // binary is the millrace binary, built once for the package.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "millrace-monitoring-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "millrace")
-	build := exec.Command("go", "build", "-o", binary, "github.com/millrace/millrace/cmd/millrace")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build millrace:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is a child process whose output is kept for failure messages.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// exited reports an early exit as an error, for polls.
-func (p *proc) exited() error {
-	select {
-	case <-p.done:
-		return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.output())
-	default:
-		return nil
-	}
-}
-
-// start runs bin with args and env; the process gets SIGTERM (and SIGKILL
-// after 30 s) when the test ends.
-func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Env = env
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			t.Errorf("%s did not exit within 30 s of SIGTERM\n%s", name, p.output())
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.output())
-		}
-	})
-	return p
-}
+func TestMain(m *testing.M) { proctest.Main(m, &binary) }
 
 // devEnv is the environment of millrace dev: nothing from the caller's
 // that would point it elsewhere, queries over NATS (so the warehouse and
@@ -186,14 +91,14 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(promDir, "prometheus.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	promAddr := freeAddr(t)
-	prom := start(t, "prometheus", promBin, os.Environ(),
+	promAddr := proctest.FreeAddr(t)
+	prom := proctest.Start(t, "prometheus", syscall.SIGTERM, os.Environ(), promBin,
 		"--config.file="+filepath.Join(promDir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(promDir, "data"),
 		"--web.listen-address="+promAddr)
 	promURL := "http://" + promAddr
 	wait.For(t, 60*time.Second, func() error {
-		if err := prom.exited(); err != nil {
+		if err := prom.Exited(); err != nil {
 			t.Fatal(err)
 		}
 		return httpOK(ctx, promURL+"/-/ready")
@@ -263,10 +168,10 @@ scrape_configs:
 func startDev(ctx context.Context, t *testing.T, name string, args ...string) (string, *client.Client) {
 	t.Helper()
 	dataDir := t.TempDir()
-	addr := freeAddr(t)
-	dev := start(t, name, binary, devEnv(), append([]string{"dev", "--data-dir", dataDir, "--nats-port", "-1", "--addr", addr}, args...)...)
+	addr := proctest.FreeAddr(t)
+	dev := proctest.Start(t, name, syscall.SIGTERM, devEnv(), binary, append([]string{"dev", "--data-dir", dataDir, "--nats-port", "-1", "--addr", addr}, args...)...)
 	wait.For(t, 60*time.Second, func() error {
-		if err := dev.exited(); err != nil {
+		if err := dev.Exited(); err != nil {
 			t.Fatal(err)
 		}
 		return httpOK(ctx, "http://"+addr+"/api/health")

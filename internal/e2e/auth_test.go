@@ -55,8 +55,8 @@ func TestAuthEndToEnd(t *testing.T) {
 		{operator, "role operator"},
 	} {
 		p := c.startEnv("bad-worker", []string{"MILLRACE_WORKER_TOKEN=" + bad.token}, "worker", "--concurrency", "2")
-		if err := p.wait(t, 60*time.Second); err == nil || !strings.Contains(p.output(), bad.want) || !strings.Contains(p.output(), "millrace token create --role worker") {
-			t.Fatalf("worker with a bad token: exit %v, want failure saying %q and how to make a worker token\n%s", err, bad.want, p.output())
+		if err := p.Wait(t, 60*time.Second); err == nil || !strings.Contains(p.Output(), bad.want) || !strings.Contains(p.Output(), "millrace token create --role worker") {
+			t.Fatalf("worker with a bad token: exit %v, want failure saying %q and how to make a worker token\n%s", err, bad.want, p.Output())
 		}
 	}
 	wp := c.startEnv("worker", []string{"MILLRACE_WORKER_TOKEN=" + worker}, "worker", "--concurrency", "4")
@@ -66,10 +66,10 @@ func TestAuthEndToEnd(t *testing.T) {
 		t.Fatalf("operator register: exit %d\n%s%s", code, out, stderr)
 	}
 	if out, stderr, code := authCLI(t, c, operator, "execute", "examples/branching", "--watch"); code != 0 || !strings.Contains(out, "result:") {
-		t.Fatalf("operator execute --watch: exit %d\n%s%s\n--- worker\n%s", code, out, stderr, wp.output())
+		t.Fatalf("operator execute --watch: exit %d\n%s%s\n--- worker\n%s", code, out, stderr, wp.Output())
 	}
-	if !strings.Contains(wp.output(), "worker token accepted") {
-		t.Errorf("the worker did not log its token check:\n%s", wp.output())
+	if !strings.Contains(wp.Output(), "worker token accepted") {
+		t.Errorf("the worker did not log its token check:\n%s", wp.Output())
 	}
 
 	// A viewer reads but may not execute.
@@ -126,9 +126,9 @@ func TestAuthEndToEnd(t *testing.T) {
 	}
 
 	// The worker stops cleanly.
-	wp.signal(syscall.SIGTERM)
-	if err := wp.wait(t, 60*time.Second); err != nil {
-		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, wp.output())
+	wp.Signal(syscall.SIGTERM)
+	if err := wp.Wait(t, 60*time.Second); err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, wp.Output())
 	}
 }
 

@@ -68,8 +68,8 @@ func TestCursorSurvivesWorkerKill(t *testing.T) {
 		}
 		return nil
 	})
-	victim.signal(syscall.SIGKILL)
-	_ = victim.wait(t, 10*time.Second)
+	victim.Signal(syscall.SIGKILL)
+	_ = victim.Wait(t, 10*time.Second)
 	if n := query(t, db, "SELECT count(*) AS n FROM work WHERE status = 'done'")[0]["n"].(int64); n == rows {
 		t.Fatalf("every row was done before the kill: it did not land mid-drain")
 	}

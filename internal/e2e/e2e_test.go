@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/proctest"
 )
 
 // branching has an inclusive fork and an exclusive choice, so every run
@@ -78,7 +79,7 @@ func TestServerAndTwoWorkersPostgres(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.startServer()
-	metrics := freeAddr(t)
+	metrics := proctest.FreeAddr(t)
 	c.start("worker-metrics", "worker", "--concurrency", "20", "--metrics-addr", metrics)
 	c.startWorker(20)
 	reg := c.register(branching)
@@ -158,8 +159,8 @@ func TestWorkerKilledMidCommand(t *testing.T) {
 	ids := c.executeMany(reg.Path, 20, func(int) map[string]any { return map[string]any{"pause": 3} })
 	// Wait until the victim is inside commands, then kill it.
 	c.waitStarted(ids, 10)
-	victim.signal(syscall.SIGKILL)
-	_ = victim.wait(t, 10*time.Second)
+	victim.Signal(syscall.SIGKILL)
+	_ = victim.Wait(t, 10*time.Second)
 	c.startWorker(50)
 	c.waitAll(ids, 90*time.Second)
 	if maxAttempt := c.checkExactlyOnce(ids, allSteps); maxAttempt < 2 {
@@ -196,8 +197,8 @@ func TestServerRestartMidFlight(t *testing.T) {
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 30, func(int) map[string]any { return map[string]any{"pause": 1} })
 	c.waitStarted(ids, 5)
-	srv.signal(syscall.SIGKILL)
-	_ = srv.wait(t, 10*time.Second)
+	srv.Signal(syscall.SIGKILL)
+	_ = srv.Wait(t, 10*time.Second)
 	c.startServer() // same database, same address
 	c.waitAll(ids, 90*time.Second)
 	c.checkExactlyOnce(ids, allSteps)
@@ -264,9 +265,9 @@ func TestWorkerGracefulShutdown(t *testing.T) {
 	reg := c.register(branching)
 	ids := c.executeMany(reg.Path, 5, func(int) map[string]any { return map[string]any{"pause": 1} })
 	c.waitStarted(ids, 1)
-	w.signal(syscall.SIGTERM)
-	if err := w.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("worker exited with %v after SIGTERM, want 0\n%s", err, w.output())
+	w.Signal(syscall.SIGTERM)
+	if err := w.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("worker exited with %v after SIGTERM, want 0\n%s", err, w.Output())
 	}
 	if got := c.countEvents(ids, api.EvCommandFailed); got != 0 {
 		t.Fatalf("%d commands failed during graceful shutdown", got)
@@ -290,9 +291,9 @@ func TestDevModeSQLite(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "millrace.db")); err != nil {
 		t.Fatalf("dev mode did not keep its SQLite store under --data-dir: %v", err)
 	}
-	p.signal(syscall.SIGTERM)
-	if err := p.wait(t, 30*time.Second); err != nil {
-		t.Fatalf("dev exited with %v after SIGTERM\n%s", err, p.output())
+	p.Signal(syscall.SIGTERM)
+	if err := p.Wait(t, 30*time.Second); err != nil {
+		t.Fatalf("dev exited with %v after SIGTERM\n%s", err, p.Output())
 	}
 }
 

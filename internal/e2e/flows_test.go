@@ -270,8 +270,8 @@ func TestParallelLoopSurvivesWorkerKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitStarted([]int64{st.ExecutionID}, 2)
-	victim.signal(syscall.SIGKILL)
-	_ = victim.wait(t, 10*time.Second)
+	victim.Signal(syscall.SIGKILL)
+	_ = victim.Wait(t, 10*time.Second)
 	c.startWorker(20)
 	ex := c.waitAll([]int64{st.ExecutionID}, 90*time.Second)[0]
 	mustStatus(t, ex, api.ExecCompleted)
@@ -565,7 +565,7 @@ func TestCancelStopsPendingAndRunningCommands(t *testing.T) {
 		return nil
 	})
 	wait.For(t, 10*time.Second, func() error {
-		if n := strings.Count(worker.output(), "lease lost"); n < 2 {
+		if n := strings.Count(worker.Output(), "lease lost"); n < 2 {
 			return fmt.Errorf("the worker stopped %d commands on a 409 heartbeat, want 2", n)
 		}
 		return nil

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +14,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/proctest"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
 )
@@ -27,78 +23,17 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "millrace-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "millrace")
-	args := []string{"build", "-o", binary}
+	var flags []string
 	if raceEnabled {
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
-	build := exec.Command("go", append(args, "github.com/millrace/millrace/cmd/millrace")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build millrace:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.Main(m, &binary, flags...)
 }
 
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is a millrace subprocess whose output goes to the test log on
-// failure.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) write(line string) {
-	p.mu.Lock()
-	p.out.WriteString(line + "\n")
-	p.mu.Unlock()
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
-
-// wait waits for exit and returns the exit error.
-func (p *proc) wait(t *testing.T, d time.Duration) error {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(d):
-		t.Fatalf("%s did not exit within %s\n%s", p.name, d, p.output())
-		return nil
-	}
 }
 
 // cluster is one test's deployment: embedded NATS, a fresh PostgreSQL
@@ -109,8 +44,8 @@ type cluster struct {
 	env    []string
 	addr   string
 	url    string
-	server *proc
-	procs  []*proc
+	server *proctest.Proc
+	procs  []*proctest.Proc
 	api    *client.Client
 }
 
@@ -134,7 +69,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		o.lease = "2"
 	}
 	id := randHex(4)
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	c := &cluster{t: t, nats: emb, addr: addr, url: "http://" + addr}
 	c.env = append(os.Environ(),
 		"DATABASE_URL="+db,
@@ -170,51 +105,22 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	return c
 }
 
-func (c *cluster) start(name string, args ...string) *proc {
+func (c *cluster) start(name string, args ...string) *proctest.Proc {
 	c.t.Helper()
 	return c.startEnv(name, nil, args...)
 }
 
 // startEnv starts a millrace process with extra environment entries that
 // override the cluster's.
-func (c *cluster) startEnv(name string, extra []string, args ...string) *proc {
+func (c *cluster) startEnv(name string, extra []string, args ...string) *proctest.Proc {
 	c.t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(append([]string{}, c.env...), extra...)
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.write(sc.Text())
-		}
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
+	p := proctest.Start(c.t, name, syscall.SIGKILL, append(append([]string{}, c.env...), extra...), binary, args...)
 	c.procs = append(c.procs, p)
-	c.t.Cleanup(func() {
-		p.signal(syscall.SIGKILL)
-		<-p.done
-		if strings.Contains(p.output(), "WARNING: DATA RACE") {
-			c.t.Errorf("%s reported a data race", p.name)
-		}
-		if c.t.Failed() {
-			c.t.Logf("---- %s output ----\n%s", p.name, p.output())
-		}
-	})
 	return p
 }
 
 // startServer starts `millrace server` and waits until it is healthy.
-func (c *cluster) startServer() *proc {
+func (c *cluster) startServer() *proctest.Proc {
 	c.t.Helper()
 	p := c.start(fmt.Sprintf("server-%d", len(c.procs)), "server")
 	c.server = p
@@ -227,7 +133,7 @@ func (c *cluster) startServer() *proc {
 // is healthy.
 func (c *cluster) startSecondServer() *client.Client {
 	c.t.Helper()
-	addr := freeAddr(c.t)
+	addr := proctest.FreeAddr(c.t)
 	url := "http://" + addr
 	p := c.startEnv("server-2", []string{"MILLRACE_ADDR=" + addr, "SERVER_API_URL=" + url, "MILLRACE_NODE_ID=2"}, "server")
 	api2 := client.New(url)
@@ -235,19 +141,17 @@ func (c *cluster) startSecondServer() *client.Client {
 	return api2
 }
 
-func (c *cluster) waitHealthy(p *proc) {
+func (c *cluster) waitHealthy(p *proctest.Proc) {
 	c.t.Helper()
 	waitHealthyAt(c.t, p, c.api)
 }
 
 // waitHealthyAt waits until api answers health, failing at once if p exits.
-func waitHealthyAt(t *testing.T, p *proc, api *client.Client) {
+func waitHealthyAt(t *testing.T, p *proctest.Proc, api *client.Client) {
 	t.Helper()
 	wait.For(t, 30*time.Second, func() error {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited early: %v\n%s", p.name, p.err, p.output())
-		default:
+		if err := p.Exited(); err != nil {
+			t.Fatal(err)
 		}
 		_, err := api.Health(t.Context())
 		return err
@@ -256,9 +160,9 @@ func waitHealthyAt(t *testing.T, p *proc, api *client.Client) {
 
 // startDev starts `millrace dev` on its own NATS with its data under dir,
 // points c's client at it and waits until it answers.
-func (c *cluster) startDev(dir string, workers, concurrency int) *proc {
+func (c *cluster) startDev(dir string, workers, concurrency int) *proctest.Proc {
 	c.t.Helper()
-	addr := freeAddr(c.t)
+	addr := proctest.FreeAddr(c.t)
 	p := c.start("dev", "dev", "--data-dir", dir, "--nats-port", "-1", "--addr", addr,
 		"--workers", fmt.Sprint(workers), "--concurrency", fmt.Sprint(concurrency))
 	c.url = "http://" + addr
@@ -282,7 +186,7 @@ func (c *cluster) enableQueries() string {
 	return id
 }
 
-func (c *cluster) startWorker(concurrency int) *proc {
+func (c *cluster) startWorker(concurrency int) *proctest.Proc {
 	c.t.Helper()
 	return c.start(fmt.Sprintf("worker-%d", len(c.procs)), "worker", "--concurrency", fmt.Sprint(concurrency))
 }

@@ -115,8 +115,8 @@ func TestJoinSurvivesWorkerKill(t *testing.T) {
 		}
 		return nil
 	})
-	victim.signal(syscall.SIGKILL)
-	_ = victim.wait(t, 10*time.Second)
+	victim.Signal(syscall.SIGKILL)
+	_ = victim.Wait(t, 10*time.Second)
 	c.startWorker(50)
 	c.waitAll(ids, 90*time.Second)
 	if maxAttempt := c.checkExactlyOnce(ids, map[string]bool{"reduce": true}); maxAttempt < 2 {
@@ -198,8 +198,8 @@ func TestJoinSurvivesServerRestart(t *testing.T) {
 		}
 		return nil
 	})
-	srv.signal(syscall.SIGKILL)
-	_ = srv.wait(t, 10*time.Second)
+	srv.Signal(syscall.SIGKILL)
+	_ = srv.Wait(t, 10*time.Second)
 	c.startServer() // same database, same address
 	c.waitAll(ids, 90*time.Second)
 	c.checkExactlyOnce(ids, map[string]bool{"reduce": true})

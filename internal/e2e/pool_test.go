@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/millrace/millrace/internal/proctest"
 )
 
 // millrace dev runs a step routed to a worker pool in its own workers: in
@@ -24,7 +26,7 @@ workflow:
     tool: {kind: noop, result: {after: "{{ start.on }}"}}
 `)
 	stdout, stderr, code := cli(t, nil, "dev", "--run", file, "--once",
-		"--data-dir", filepath.Join(dir, "data"), "--nats-port", "-1", "--addr", freeAddr(t))
+		"--data-dir", filepath.Join(dir, "data"), "--nats-port", "-1", "--addr", proctest.FreeAddr(t))
 	out := stdout + stderr
 	if code != 0 || !strings.Contains(out, "completed") || !strings.Contains(out, `"after": "gpu"`) && !strings.Contains(out, `"after":"gpu"`) {
 		t.Fatalf("dev --run of a playbook with a pool (exit %d) should complete with after=gpu:\n%s", code, out)

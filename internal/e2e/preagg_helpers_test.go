@@ -26,6 +26,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/preagg"
+	"github.com/millrace/millrace/internal/proctest"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/wait"
@@ -329,7 +330,7 @@ func newPreAggCluster(t *testing.T, path paPath, preaggWorkers int, extra ...str
 
 // startPreAggWorker starts `millrace worker --stream pre-aggregate` with
 // the worker id id and a cache directory of its own.
-func (c *cluster) startPreAggWorker(id string) *proc {
+func (c *cluster) startPreAggWorker(id string) *proctest.Proc {
 	c.t.Helper()
 	return c.startEnv("preagg-worker-"+id, []string{"MILLRACE_WORKER_ID=" + id, "PRE_AGGREGATE_CACHE_DIR=" + c.t.TempDir()},
 		"worker", "--stream", "pre-aggregate", "--concurrency", "4")

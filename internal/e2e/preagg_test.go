@@ -18,6 +18,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/proctest"
 	"github.com/millrace/millrace/internal/semantic"
 	"github.com/millrace/millrace/internal/wait"
 )
@@ -111,17 +112,17 @@ func TestPreAggWorkerKilledMidBuild(t *testing.T) {
 		held = b
 		return nil
 	})
-	var victim *proc
+	var victim *proctest.Proc
 	for _, p := range c.procs {
-		if p.name == "preagg-worker-"+held.WorkerID {
+		if p.Name() == "preagg-worker-"+held.WorkerID {
 			victim = p
 		}
 	}
 	if victim == nil {
 		t.Fatalf("build %s is held by %q, none of the pre-aggregate workers started", held.BuildUUID, held.WorkerID)
 	}
-	victim.signal(syscall.SIGKILL)
-	_ = victim.wait(t, 10*time.Second)
+	victim.Signal(syscall.SIGKILL)
+	_ = victim.Wait(t, 10*time.Second)
 	setSlow(t, conn, slow, 0) // the retry is quick
 
 	// While the build is being retried, the old build serves.
@@ -440,7 +441,7 @@ func TestPreAggMissReasons(t *testing.T) {
 		}
 		return nil
 	})
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	p := c.startEnv("server-disabled", []string{"MILLRACE_ADDR=" + addr, "SERVER_API_URL=http://" + addr, "MILLRACE_NODE_ID=2", "PRE_AGGREGATES_ENABLED=false"}, "server")
 	off := client.New("http://" + addr)
 	waitHealthyAt(t, p, off)

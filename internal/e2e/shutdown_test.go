@@ -12,6 +12,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/client"
+	"github.com/millrace/millrace/internal/proctest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver/pgtest"
 	"github.com/millrace/millrace/internal/store/sqlitedriver"
@@ -46,15 +47,15 @@ workflow:
 var closedErrors = []string{"database is closed", "store is closed", "connection closed", "use of closed", "closed pool", "conn closed", "connection is closed"}
 
 // checkCleanExit asserts that p exited 0 and logged no "closed" error.
-func checkCleanExit(t *testing.T, p *proc, d time.Duration) {
+func checkCleanExit(t *testing.T, p *proctest.Proc, d time.Duration) {
 	t.Helper()
-	if err := p.wait(t, d); err != nil {
-		t.Errorf("%s exited with %v after SIGTERM, want 0", p.name, err)
+	if err := p.Wait(t, d); err != nil {
+		t.Errorf("%s exited with %v after SIGTERM, want 0", p.Name(), err)
 	}
-	for _, line := range strings.Split(p.output(), "\n") {
+	for _, line := range strings.Split(p.Output(), "\n") {
 		for _, bad := range closedErrors {
 			if strings.Contains(strings.ToLower(line), bad) {
-				t.Errorf("%s logged a %q error during shutdown: %s", p.name, bad, line)
+				t.Errorf("%s logged a %q error during shutdown: %s", p.Name(), bad, line)
 			}
 		}
 	}
@@ -112,11 +113,11 @@ func TestShutdownDuringInFlightWork(t *testing.T) {
 
 	// Workers first, as a rolling deploy stops them: what finishes in the
 	// grace period must still reach the server.
-	w.signal(syscall.SIGTERM)
-	wh.signal(syscall.SIGTERM)
+	w.Signal(syscall.SIGTERM)
+	wh.Signal(syscall.SIGTERM)
 	checkCleanExit(t, w, 30*time.Second)
 	checkCleanExit(t, wh, 30*time.Second)
-	srv.signal(syscall.SIGTERM)
+	srv.Signal(syscall.SIGTERM)
 	checkCleanExit(t, srv, 30*time.Second)
 }
 
@@ -141,7 +142,7 @@ func TestDevShutdownDuringInFlightWork(t *testing.T) {
 	uuids := inFlightQueries(t, c.api, "dev_shutdown_"+randHex(4), 3)
 	c.waitStarted(ids, 4)
 
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	checkCleanExit(t, p, 60*time.Second)
 
 	// Read what the process left behind.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/millrace/millrace/internal/proctest"
 )
 
 // brokenPlaybook has one problem, at line 9 (`to:` written in a step).
@@ -50,7 +52,7 @@ func TestDevRunValidatesFirst(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFile(t, dir, "broken.yaml", brokenPlaybook)
 	data := filepath.Join(dir, "data")
-	stdout, stderr, code := cli(t, nil, "dev", "--run", file, "--once", "--data-dir", data, "--nats-port", "-1", "--addr", freeAddr(t))
+	stdout, stderr, code := cli(t, nil, "dev", "--run", file, "--once", "--data-dir", data, "--nats-port", "-1", "--addr", proctest.FreeAddr(t))
 	out := stdout + stderr
 	if code == 0 || !strings.Contains(out, file+":9:") || !strings.Contains(out, "nothing was started") {
 		t.Fatalf("dev --run of an invalid playbook (exit %d) should fail with %s:9 and say nothing started:\n%s", code, file, out)
