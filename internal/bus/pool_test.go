@@ -54,13 +54,7 @@ func TestPoolRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gcfg := b.cfg
-	gcfg.Pool = "gpu"
-	gconn, err := Connect(b.ctx, gcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gconn.Close)
+	gconn := b.connPool(t, "gpu")
 	gpu, err := gconn.EnsureConsumer(b.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -111,14 +105,8 @@ func TestEnsureStreamPoolSubject(t *testing.T) {
 	if logs := b.logs.String(); !strings.Contains(logs, "does not capture the worker pools' subjects") {
 		t.Errorf("no warning about pool subjects; logs:\n%s", logs)
 	}
-	gcfg := b.cfg
-	gcfg.Pool = "gpu"
-	gconn, err := Connect(b.ctx, gcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gconn.Close)
-	_, err = gconn.EnsureConsumer(b.ctx)
+	gconn := b.connPool(t, "gpu")
+	_, err := gconn.EnsureConsumer(b.ctx)
 	if !errors.Is(err, ErrSubjectMismatch) {
 		t.Fatalf("pool worker EnsureConsumer = %v, want ErrSubjectMismatch", err)
 	}
@@ -137,13 +125,7 @@ func TestAllPoolsReconcilesFilter(t *testing.T) {
 	if _, err := b.conn.EnsureConsumer(b.ctx); err != nil {
 		t.Fatal(err)
 	}
-	acfg := b.cfg
-	acfg.Pool = AllPools
-	aconn, err := Connect(b.ctx, acfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(aconn.Close)
+	aconn := b.connPool(t, AllPools)
 	cons, err := aconn.EnsureConsumer(b.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +156,7 @@ func TestCommandBacklog(t *testing.T) {
 	if _, err := b.conn.EnsureConsumer(b.ctx); err != nil {
 		t.Fatal(err)
 	}
-	gcfg := b.cfg
-	gcfg.Pool = "gpu"
-	gconn, err := Connect(b.ctx, gcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gconn.Close)
+	gconn := b.connPool(t, "gpu")
 	if _, err := gconn.EnsureConsumer(b.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -204,4 +180,18 @@ func TestCommandBacklog(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// connPool connects with b's names for another pool's workers, closed when
+// the test ends.
+func (b *testBundle) connPool(t *testing.T, pool string) *Conn {
+	t.Helper()
+	cfg := b.cfg
+	cfg.Pool = pool
+	c, err := Connect(b.ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
