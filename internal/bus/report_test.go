@@ -13,20 +13,6 @@ import (
 	"github.com/millrace/millrace/internal/wait"
 )
 
-// fetchOne pulls the next message of cons.
-func fetchOne(t *testing.T, cons jetstream.Consumer) jetstream.Msg {
-	t.Helper()
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		return m
-	}
-	t.Fatalf("no message fetched: %v", batch.Error())
-	return nil
-}
-
 // A stream with every kind of message: acknowledged, held unacknowledged,
 // redelivered, never delivered and deleted. Its report has each figure
 // `nats stream report` and `nats consumer report` show.
@@ -41,38 +27,7 @@ func TestReportKnownState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var msgs []OutMsg
-	for i := range 5 {
-		msgs = append(msgs, OutMsg{MsgID: fmt.Sprint(i), Data: []byte("notification")})
-	}
-	requireNoErrors(t, b.conn.PublishBatch(b.ctx, msgs))
-	st, err := b.conn.JS.Stream(b.ctx, b.cfg.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Seq 4 is deleted before any worker sees it.
-	if err := st.DeleteMsg(b.ctx, 4); err != nil {
-		t.Fatal(err)
-	}
-	// Seq 1 acked, seq 2 nak'ed and redelivered (held), seq 3 held.
-	if err := fetchOne(t, cons).DoubleAck(b.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := fetchOne(t, cons).Nak(); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[uint64]bool{}
-	for len(seen) < 2 {
-		m := fetchOne(t, cons)
-		md, err := m.Metadata()
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[md.Sequence.Stream] = true
-	}
-	if !seen[2] || !seen[3] {
-		t.Fatalf("fetched %v, want the redelivered 2 and 3", seen)
-	}
+	bustest.HoldKnownState(t, b.conn.JS, b.cfg.Subject, cons)
 
 	rs, err = b.conn.Report(b.ctx, []string{b.cfg.Stream, "NO_SUCH_STREAM"})
 	if err != nil || len(rs) != 2 {

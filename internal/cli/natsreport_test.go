@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/bus/bustest"
 	"github.com/millrace/millrace/internal/wait"
@@ -37,19 +35,6 @@ func newReportStreams(url string, replicas int) reportStreams {
 func (r reportStreams) args(cmd ...string) []string {
 	return append(cmd, "--nats-url", r.cfg.URL, "--nats-stream", r.cfg.Stream, "--query-stream", r.query,
 		"--pre-aggregate-stream", r.preAgg)
-}
-
-func fetchOne(t *testing.T, cons jetstream.Consumer) jetstream.Msg {
-	t.Helper()
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		return m
-	}
-	t.Fatalf("no message fetched: %v", batch.Error())
-	return nil
 }
 
 // rowOf returns the table line starting with name.
@@ -88,30 +73,7 @@ func TestNATSReportsKnownState(t *testing.T) {
 	if err := conn.EnsurePreAggStream(ctx, r.preAgg, r.preAggQ, r.preAggB, "pa-worker", 64); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []bus.OutMsg
-	for i := range 5 {
-		msgs = append(msgs, bus.OutMsg{MsgID: fmt.Sprint(i), Data: []byte("notification")})
-	}
-	for _, err := range conn.PublishBatch(ctx, msgs) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err := conn.JS.Stream(ctx, r.cfg.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteMsg(ctx, 4); err != nil {
-		t.Fatal(err)
-	}
-	if err := fetchOne(t, cons).DoubleAck(ctx); err != nil { // seq 1
-		t.Fatal(err)
-	}
-	if err := fetchOne(t, cons).Nak(); err != nil { // seq 2, redelivered next
-		t.Fatal(err)
-	}
-	fetchOne(t, cons)
-	fetchOne(t, cons) // seqs 2 and 3 held; seq 5 never delivered
+	bustest.HoldKnownState(t, conn.JS, r.cfg.Subject, cons)
 
 	code, out, stderr := runCLI(t, r.args("nats", "stream", "report")...)
 	if code != 0 {

@@ -1,6 +1,7 @@
 // Package bustest runs NATS topologies for tests that one embedded server
 // (bus.StartEmbedded) cannot stand for: a JetStream cluster of in-process
 // nats-servers joined by routes, as nats-server's own tests build them.
+// It also leaves a stream in a known state for the tests of its reports.
 package bustest
 
 import (
