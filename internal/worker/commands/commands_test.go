@@ -54,8 +54,14 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 		c.LeaseTTL, c.ReapInterval, c.RedeliverAfter = ackWait, 200*time.Millisecond, 30*time.Second
 	})
 	logs := &syncBuf{}
-	wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 10, ShutdownGrace: 5 * time.Second}
-	w, err := commands.New(t.Context(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
+	runWorker(t, config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer, Concurrency: 10, ShutdownGrace: 5 * time.Second}, logs)
+	return &bundle{t: t, Harness: h, api: h.API, logs: logs}
+}
+
+// runWorker runs a commands worker, logging to logs, until the test ends.
+func runWorker(t *testing.T, cfg config.Worker, logs *syncBuf) {
+	t.Helper()
+	w, err := commands.New(t.Context(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +69,6 @@ func setup(t *testing.T, ackWait time.Duration) *bundle {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &bundle{t: t, Harness: h, api: h.API, logs: logs}
 }
 
 func (b *bundle) run(playbook string, payload map[string]any) api.Execution {

@@ -1,9 +1,7 @@
 package commands_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/wait"
-	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 const routed = `apiVersion: noetl.io/v2
@@ -42,15 +39,7 @@ workflow:
 // test ends.
 func startWorker(t *testing.T, h *servertest.Harness, id, pool string, logs *syncBuf) {
 	t.Helper()
-	wcfg := config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: id, Pool: pool, Concurrency: 4, ShutdownGrace: 5 * time.Second}
-	w, err := commands.New(t.Context(), wcfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runWorker(t, config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: id, Pool: pool, Concurrency: 4, ShutdownGrace: 5 * time.Second}, logs)
 }
 
 // Two pools: each step is claimed by a worker of its own pool. A step

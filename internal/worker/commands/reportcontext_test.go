@@ -1,8 +1,6 @@
 package commands_test
 
 import (
-	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +8,6 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
-	"github.com/millrace/millrace/internal/worker/commands"
 )
 
 const bigContext = `apiVersion: noetl.io/v2
@@ -54,15 +51,8 @@ func oversizedContext(t *testing.T, maxBody, maxResult int, wantErr string) {
 		c.LeaseTTL, c.ReapInterval = 2*time.Second, 200*time.Millisecond
 	})
 	logs := &syncBuf{}
-	w, err := commands.New(t.Context(), config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer,
-		Concurrency: 2, ShutdownGrace: 5 * time.Second, MaxResultBytes: maxResult}, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runWorker(t, config.Worker{NATS: h.Cfg.NATS, ServerURL: h.Srv.URL(), WorkerID: "w-" + h.Cfg.NATS.Consumer,
+		Concurrency: 2, ShutdownGrace: 5 * time.Second, MaxResultBytes: maxResult}, logs)
 	b := &bundle{t: t, Harness: h, api: h.API, logs: logs}
 	ex := b.run(bigContext, nil)
 	if ex.Status != api.ExecFailed || !strings.Contains(ex.Error, wantErr) {
