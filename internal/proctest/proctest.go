@@ -67,10 +67,11 @@ type Proc struct {
 	err  error // the exit error, set before done closes
 }
 
-// Start runs bin with args and exactly env. When the test ends the process
-// gets stop (SIGKILL ends it at once; after SIGTERM it has 30 s before it
-// is killed and the test fails); a data race it reported fails the test,
-// and its output is logged if the test failed.
+// Start runs bin with args and env as its environment (nil: the test's
+// own, as in exec.Cmd). When the test ends the process gets stop (SIGKILL
+// ends it at once; after SIGTERM it has 30 s before it is killed and the
+// test fails); a data race it reported fails the test, and its output is
+// logged if the test failed.
 func Start(t testing.TB, name string, stop syscall.Signal, env []string, bin string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
