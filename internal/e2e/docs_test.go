@@ -171,6 +171,7 @@ func startsDev(body string) bool { return devLine.MatchString(body) }
 type docDev struct {
 	dataDir string
 	apiURL  string
+	natsURL string
 }
 
 func startDocDev(t *testing.T, root string) *docDev {
@@ -199,7 +200,8 @@ func startDocDev(t *testing.T, root string) *docDev {
 		}
 	})
 	var d struct {
-		APIURL string `json:"api_url"`
+		APIURL  string `json:"api_url"`
+		NATSURL string `json:"nats_url"`
 	}
 	if err := wait.Poll(60*time.Second, func() error {
 		select {
@@ -208,7 +210,7 @@ func startDocDev(t *testing.T, root string) *docDev {
 		default:
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
-		if err == nil && json.Unmarshal(b, &d) == nil && d.APIURL != "" {
+		if err == nil && json.Unmarshal(b, &d) == nil && d.APIURL != "" && d.NATSURL != "" {
 			return nil
 		}
 		return errors.New("no dev.json")
@@ -216,7 +218,7 @@ func startDocDev(t *testing.T, root string) *docDev {
 		t.Fatalf("millrace dev wrote no dev.json within 60s\n%s", out.String())
 	}
 	t.Logf("millrace dev for the examples: %s (data dir %s)", d.APIURL, dir)
-	return &docDev{dataDir: dir, apiURL: d.APIURL}
+	return &docDev{dataDir: dir, apiURL: d.APIURL, natsURL: d.NATSURL}
 }
 
 // docEnv is the environment of the examples: the built binary first on
@@ -264,7 +266,9 @@ func runDocBlock(t *testing.T, root string, b docBlock, dev *docDev) {
 				script = strings.ReplaceAll(script, def, u.Host)
 			}
 		}
-		env = append(env, "MILLRACE_DATA_DIR="+dev.dataDir)
+		// Commands that do not look for dev (millrace worker, say) must
+		// reach this dev too, never the machine's own NATS or server.
+		env = append(env, "MILLRACE_DATA_DIR="+dev.dataDir, "NATS_URL="+dev.natsURL, "SERVER_API_URL="+dev.apiURL)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
