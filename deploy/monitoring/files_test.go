@@ -298,7 +298,7 @@ func TestAlertsAreDocumented(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"MillraceConsumerLagGrowing", "MillraceOutboxStuck", "MillraceCommandsUnclaimed",
-		"MillraceNoWorkers", "MillraceServerWithoutNATS", "MillraceExpiredLeases", "MillraceClockSkew"} {
+		"MillraceNoWorkers", "MillraceServerWithoutNATS", "MillraceStoreUnreadable", "MillraceExpiredLeases", "MillraceClockSkew"} {
 		if !seen[name] {
 			t.Errorf("alert %s is missing from %s", name, rulesFile)
 		}

@@ -20,6 +20,9 @@ type gauges struct {
 	redelivered    *prometheus.GaugeVec
 	waiting        *prometheus.GaugeVec
 
+	storeUp    prometheus.Gauge
+	lastSample prometheus.Gauge
+
 	outboxDepth     prometheus.Gauge
 	outboxAge       prometheus.Gauge
 	unclaimed       prometheus.Gauge
@@ -52,6 +55,8 @@ func newGauges() *gauges {
 	g.ackPending = vec("millrace_nats_consumer_ack_pending_messages", "Messages delivered to workers and not yet acknowledged: jobs in flight.", "stream", "consumer")
 	g.redelivered = vec("millrace_nats_consumer_redelivered_messages", "Messages in flight that were delivered more than once.", "stream", "consumer")
 	g.waiting = vec("millrace_nats_consumer_waiting_pulls", "Open pull requests on the consumer: idle workers asking for work.", "stream", "consumer")
+	g.storeUp = gauge("millrace_monitor_store_up", "1 when this server's last sample read the store, else 0 (the store gauges then keep their last values).")
+	g.lastSample = gauge("millrace_monitor_last_sample_timestamp_seconds", "Unix time of this server's last sample that read the store: how old the store gauges are.")
 	g.outboxDepth = gauge("millrace_outbox_depth", "Outbox rows: notifications not yet acknowledged by NATS.")
 	g.outboxAge = gauge("millrace_outbox_oldest_age_seconds", "Age of the oldest outbox row already due for publishing (0 when none).")
 	g.unclaimed = gauge("millrace_commands_unclaimed", "Commands issued and not yet claimed by a worker.")
@@ -66,9 +71,14 @@ func newGauges() *gauges {
 	return g
 }
 
-// exportStore sets the store gauges from r (skipped when the store could
-// not be read: the last values stay, and the problem says why).
+// storeFailed marks the store gauges stale: they keep the values of the
+// last sample that read the store, and store_up says they are old.
+func (g *gauges) storeFailed() { g.storeUp.Set(0) }
+
+// exportStore sets the store gauges from r, a sample that read the store.
 func (g *gauges) exportStore(r *api.OpsReport) {
+	g.storeUp.Set(1)
+	g.lastSample.Set(float64(r.At.UnixNano()) / 1e9)
 	g.outboxDepth.Set(float64(r.Outbox.Depth))
 	g.outboxAge.Set(r.Outbox.OldestAgeSeconds)
 	g.unclaimed.Set(float64(r.Commands.Unclaimed))

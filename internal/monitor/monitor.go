@@ -154,6 +154,7 @@ func (m *Monitor) sample(ctx context.Context, periodic bool) api.OpsReport {
 		r.Store = "error: " + err.Error()
 		addProblem(&r, api.ProblemStore, api.SeverityError, "the store could not be read: "+err.Error(),
 			"check DATABASE_URL and that the database is up (`millrace doctor` reads /api/health too)")
+		m.g.storeFailed()
 	} else {
 		m.fromStats(&r, st)
 		m.g.exportStore(&r)

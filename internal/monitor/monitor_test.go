@@ -71,6 +71,8 @@ type fixture struct {
 	conn  *bus.Conn
 	stats atomic.Pointer[store.OpsStats]
 	calls atomic.Int64
+	// failing makes the stub store fail its reads.
+	failing atomic.Bool
 }
 
 func newFixture(t *testing.T, withNATS bool, cfg Config) *fixture {
@@ -94,6 +96,9 @@ func newFixture(t *testing.T, withNATS bool, cfg Config) *fixture {
 	src := Sources{
 		Stats: func(ctx context.Context, now time.Time) (store.OpsStats, error) {
 			f.calls.Add(1)
+			if f.failing.Load() {
+				return store.OpsStats{}, errors.New("database is down")
+			}
 			s := *f.stats.Load()
 			if s.DBNow.IsZero() {
 				s.DBNow = f.clk.now()
@@ -169,6 +174,48 @@ func TestProblemsFromStore(t *testing.T) {
 	}
 	if v := value(t, g.natsConnected); v != 0 {
 		t.Errorf("millrace_nats_connected = %v, want 0", v)
+	}
+}
+
+// A sample that cannot read the store keeps the store gauges (there is
+// nothing newer) but says so: store_up drops to 0 and the timestamp of
+// the last good sample stays, so an alert and the dashboard see the
+// gauges are stale.
+func TestStoreUnreadableIsExported(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false, Config{})
+	st := store.NewOpsStats()
+	st.OutboxDepth = 4
+	f.stats.Store(&st)
+	good := f.sample(t, true)
+	g := f.m.g
+	if v := value(t, g.storeUp); v != 1 {
+		t.Fatalf("millrace_monitor_store_up after a good sample = %v, want 1", v)
+	}
+	want := float64(good.At.UnixNano()) / 1e9
+	if v := value(t, g.lastSample); v != want {
+		t.Fatalf("millrace_monitor_last_sample_timestamp_seconds = %v, want %v (the sample's time)", v, want)
+	}
+
+	f.failing.Store(true)
+	f.clk.add(time.Minute)
+	if r := f.sample(t, true); !strings.Contains(codes(r), "error:store") {
+		t.Fatalf("problems %s, want the store problem", codes(r))
+	}
+	if v := value(t, g.storeUp); v != 0 {
+		t.Errorf("millrace_monitor_store_up after a failed read = %v, want 0", v)
+	}
+	if v := value(t, g.lastSample); v != want {
+		t.Errorf("millrace_monitor_last_sample_timestamp_seconds after a failed read = %v, want the last good sample's %v", v, want)
+	}
+	if v := value(t, g.outboxDepth); v != 4 {
+		t.Errorf("millrace_outbox_depth = %v, want the last good value 4", v)
+	}
+
+	f.failing.Store(false)
+	f.sample(t, true)
+	if v := value(t, g.storeUp); v != 1 {
+		t.Errorf("millrace_monitor_store_up once the store answers again = %v, want 1", v)
 	}
 }
 
