@@ -28,6 +28,7 @@ type gauges struct {
 	unclaimed       prometheus.Gauge
 	unclaimedAge    prometheus.Gauge
 	expiredLeases   prometheus.Gauge
+	expiredAge      prometheus.Gauge
 	queriesQueued   *prometheus.GaugeVec
 	executions      *prometheus.GaugeVec
 	clockSkew       prometheus.Gauge
@@ -62,6 +63,7 @@ func newGauges() *gauges {
 	g.unclaimed = gauge("millrace_commands_unclaimed", "Commands issued and not yet claimed by a worker.")
 	g.unclaimedAge = gauge("millrace_commands_unclaimed_oldest_age_seconds", "Age of the oldest issued, unclaimed command since it became available (0 when none).")
 	g.expiredLeases = gauge("millrace_commands_expired_leases", "Claimed or running commands whose lease expired (their worker stopped renewing it).")
+	g.expiredAge = gauge("millrace_commands_expired_lease_oldest_age_seconds", "How long ago the oldest expired lease of a claimed or running command expired (0 when none): the reaper re-notifies within MILLRACE_REAP_INTERVAL_SECONDS, so a large age means it does not.")
 	g.queriesQueued = vec("millrace_queries_queued", "Warehouse and metric queries queued for a worker, by lane (interactive, background, pre-aggregate).", "lane")
 	g.executions = vec("millrace_executions", "Executions by non-terminal status (finished ones are counted by millrace_executions_completed_total and _failed_total).", "status")
 	g.clockSkew = gauge("millrace_clock_skew_seconds", "This server's clock minus the database's clock, corrected by half the round trip.")
@@ -84,6 +86,7 @@ func (g *gauges) exportStore(r *api.OpsReport) {
 	g.unclaimed.Set(float64(r.Commands.Unclaimed))
 	g.unclaimedAge.Set(r.Commands.UnclaimedOldestAgeSeconds)
 	g.expiredLeases.Set(float64(r.Commands.ExpiredLeases))
+	g.expiredAge.Set(r.Commands.ExpiredLeaseOldestAgeSeconds)
 	for lane, n := range r.QueriesQueued {
 		g.queriesQueued.WithLabelValues(lane).Set(float64(n))
 	}

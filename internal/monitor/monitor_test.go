@@ -169,6 +169,9 @@ func TestProblemsFromStore(t *testing.T) {
 	if v := value(t, g.outboxAge); v != 61 {
 		t.Errorf("millrace_outbox_oldest_age_seconds = %v, want 61", v)
 	}
+	if v := value(t, g.expiredAge); v != 6 {
+		t.Errorf("millrace_commands_expired_lease_oldest_age_seconds = %v, want 6", v)
+	}
 	if v := value(t, g.clockSkew); v > -1.49 || v < -1.51 {
 		t.Errorf("millrace_clock_skew_seconds = %v, want -1.5", v)
 	}
