@@ -24,6 +24,7 @@ type poolValues struct {
 	keda, hpa, pdb           bool
 	lag, activationLag       int
 	minReplicas, maxReplicas int
+	account                  string
 }
 
 // pools reads the pools of the coalesced values, defaults applied the
@@ -58,6 +59,7 @@ func pools(t *testing.T, v map[string]any) []poolValues {
 		if pv.keda {
 			pv.lag, pv.activationLag = num("autoscaling.keda.lagThreshold"), num("autoscaling.keda.activationLagThreshold")
 			pv.minReplicas, pv.maxReplicas = num("autoscaling.keda.minReplicaCount"), num("autoscaling.keda.maxReplicaCount")
+			pv.account = s("autoscaling.keda.account")
 		}
 		out = append(out, pv)
 	}
@@ -186,12 +188,19 @@ func TestWorkerPools(t *testing.T) {
 // internal/bus names them.
 func TestKEDAScaledObjects(t *testing.T) {
 	t.Parallel()
-	for _, set := range []string{"keda", "external-nats+keda"} {
+	for _, set := range []string{"keda", "external-nats+keda", "keda+account"} {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
 			vals := setValues(t, "keda")
 			wantEndpoint := fmt.Sprintf("%s-nats-headless.%s.svc.cluster.local:8222", fullname, namespace)
-			if set != "keda" {
+			wantAccount := "$G"
+			if set == "keda+account" {
+				// NATS with accounts or JWT: the monitor endpoint lists the
+				// consumers under the account's public key.
+				wantAccount = "AACCOUNTPUBLICKEY"
+				vals = merge(vals, values(t, "workers: {defaults: {autoscaling: {keda: {account: "+wantAccount+"}}}}"))
+			}
+			if set == "external-nats+keda" {
 				vals = merge(vals, setValues(t, "external-nats"))
 				wantEndpoint, _ = lookupValue(vals, "nats.external.monitoringEndpoint").(string)
 			}
@@ -225,8 +234,8 @@ func TestKEDAScaledObjects(t *testing.T) {
 				}
 				for i, tr := range so.Spec.Triggers {
 					md := tr.Metadata
-					if tr.Type != "nats-jetstream" || md["natsServerMonitoringEndpoint"] != wantEndpoint || md["account"] != "$G" || md["stream"] != stream {
-						t.Errorf("pool %s trigger %d: %s %v; want nats-jetstream, endpoint %s, account $G, stream %s", p.name, i, tr.Type, md, wantEndpoint, stream)
+					if tr.Type != "nats-jetstream" || md["natsServerMonitoringEndpoint"] != wantEndpoint || md["account"] != wantAccount || md["account"] != p.account || md["stream"] != stream {
+						t.Errorf("pool %s trigger %d: %s %v; want nats-jetstream, endpoint %s, account %s, stream %s", p.name, i, tr.Type, md, wantEndpoint, wantAccount, stream)
 					}
 					if !slices.Contains(consumersOf(p), md["consumer"]) {
 						t.Errorf("pool %s trigger %d: consumer %q is not one the pool's workers consume (%v)", p.name, i, md["consumer"], consumersOf(p))
@@ -237,7 +246,7 @@ func TestKEDAScaledObjects(t *testing.T) {
 				}
 				// The monitor endpoint of the in-release NATS is a Service
 				// of the release that has port 8222.
-				if set == "keda" {
+				if set != "external-nats+keda" {
 					host, _, _ := strings.Cut(wantEndpoint, ".")
 					s := get[corev1.Service](m, host)
 					if s == nil || !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 8222 }) {
