@@ -486,7 +486,7 @@ gateway: {enabled: true}
 			t.Errorf("%s: checksums differ between two renders that generate tokens (%v, %v)", name, g1[name], g2[name])
 		}
 	}
-	cfg := sums(merge(base, values(t, "config: {worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: \"256\"}, server: {MILLRACE_LEASE_SECONDS: \"90\"}}")))
+	cfg := sums(merge(base, values(t, "config: {worker: {NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS: \"25\"}, server: {MILLRACE_LEASE_SECONDS: \"90\"}}")))
 	sec := sums(merge(base, values(t, "secrets: {databaseUrl: postgres://u:other@db:5432/millrace}")))
 	for name := range a {
 		if !strings.Contains(name, "-worker-") && !strings.HasSuffix(name, "-server") {
@@ -664,13 +664,13 @@ gateway: {enabled: true}
 config:
   shared: {OTEL_SERVICE_NAME: shared, OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318"}
   server: {MILLRACE_LEASE_SECONDS: "61", OTEL_SERVICE_NAME: server}
-  worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "257"}
+  worker: {NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS: "27"}
   gateway: {OTEL_SERVICE_NAME: gateway}
 `))
 	want := map[string]map[string]string{ // deployment part -> variable -> value ("" = unset)
-		"server":          {"OTEL_SERVICE_NAME": "server", "MILLRACE_LEASE_SECONDS": "61", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
-		"worker-commands": {"OTEL_SERVICE_NAME": "shared", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "257", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
-		"gateway":         {"OTEL_SERVICE_NAME": "gateway", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_MAX_ACK_PENDING": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+		"server":          {"OTEL_SERVICE_NAME": "server", "MILLRACE_LEASE_SECONDS": "61", "NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+		"worker-commands": {"OTEL_SERVICE_NAME": "shared", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS": "27", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
+		"gateway":         {"OTEL_SERVICE_NAME": "gateway", "MILLRACE_LEASE_SECONDS": "", "NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
 	}
 	for part, vars := range want {
 		env, err := m.env(deployment(t, m, part).Spec.Template.Spec.Containers[0])

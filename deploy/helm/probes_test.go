@@ -207,7 +207,7 @@ func TestArgsAndEnvironmentAreMillraceSettings(t *testing.T) {
 config:
   shared: {OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318"}
   server: {MILLRACE_LEASE_SECONDS: "60"}
-  worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "256"}
+  worker: {NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS: "25"}
 `)
 	for set, vals := range allSets(t) {
 		t.Run(set, func(t *testing.T) {

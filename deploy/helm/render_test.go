@@ -62,7 +62,7 @@ metrics:
 config:
   shared: {OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318"}
   server: {MILLRACE_LEASE_SECONDS: "60"}
-  worker: {NOETL_WORKER_NATS_MAX_ACK_PENDING: "256"}
+  worker: {NOETL_WORKER_NATS_FETCH_TIMEOUT_SECONDS: "25"}
 `,
 }
 

@@ -57,7 +57,12 @@ func pools(t *testing.T, v map[string]any) []poolValues {
 			keda: b("autoscaling.keda.enabled"), hpa: b("autoscaling.hpa.enabled"), pdb: b("pdb.enabled"),
 		}
 		if pv.keda {
-			pv.lag, pv.activationLag = num("autoscaling.keda.lagThreshold"), num("autoscaling.keda.activationLagThreshold")
+			// lagThreshold null (the default) is the pool's concurrency:
+			// KEDA's lag counts the running jobs too.
+			pv.lag, pv.activationLag = pv.concurrency, num("autoscaling.keda.activationLagThreshold")
+			if lookupValue(p, "autoscaling.keda.lagThreshold") != nil {
+				pv.lag = num("autoscaling.keda.lagThreshold")
+			}
 			pv.minReplicas, pv.maxReplicas = num("autoscaling.keda.minReplicaCount"), num("autoscaling.keda.maxReplicaCount")
 			pv.account = s("autoscaling.keda.account")
 		}

@@ -278,6 +278,10 @@ in .values win, unlike sprig's merge). Returns JSON. */}}
 {{- if and $routed (ne $p.stream "commands") }}
 {{- fail (printf "workers.pools[%s]: routed is only for stream commands (got stream %s)" $p.name $p.stream) }}
 {{- end }}
+{{- /* KEDA's lag counts running jobs: a replica should carry about its concurrency. */}}
+{{- if kindIs "invalid" $p.autoscaling.keda.lagThreshold }}
+{{- $_ := set $p.autoscaling.keda "lagThreshold" $p.concurrency }}
+{{- end }}
 {{- $_ := set $p "routingName" "" }}
 {{- if $routed }}
 {{- $_ := set $p "routingName" (default $p.name $p.routing) }}
@@ -289,6 +293,36 @@ pre-aggregates themselves and publish no jobs: such pools are left out. */}}
 {{- end }}
 {{- end }}
 {{- toJson (dict "pools" $pools) }}
+{{- end }}
+
+{{/* maxAckPending: NOETL_WORKER_NATS_MAX_ACK_PENDING, one max_ack_pending
+for every commands durable, which caps the jobs a pool runs at once:
+streams.commands.maxAckPending, else the largest commands pool's most
+replicas (autoscaling's max, or replicaCount) x concurrency; empty without
+commands pools (the roles' default then). */}}
+{{- define "millrace.maxAckPending" -}}
+{{- if not (kindIs "invalid" .Values.streams.commands.maxAckPending) }}
+{{- int .Values.streams.commands.maxAckPending }}
+{{- else }}
+{{- $max := 0 }}
+{{- range (include "millrace.pools" . | fromJson).pools }}
+{{- if eq .stream "commands" }}
+{{- $r := int .replicaCount }}
+{{- if .autoscaling.keda.enabled }}
+{{- $r = int .autoscaling.keda.maxReplicaCount }}
+{{- else if .autoscaling.hpa.enabled }}
+{{- $r = int .autoscaling.hpa.maxReplicas }}
+{{- end }}
+{{- $n := mul $r (int .concurrency) }}
+{{- if gt (int $n) $max }}
+{{- $max = int $n }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if gt $max 0 }}
+{{- $max }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* poolConsumers: the durables a pool reads, its main one first. Call with
