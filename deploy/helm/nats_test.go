@@ -348,6 +348,19 @@ func TestExternalNATS(t *testing.T) {
 	if got := serverEnv(t, m)["NATS_REPLICAS"].value; got != "1" {
 		t.Errorf("NATS_REPLICAS = %q with an external NATS and no nats.streamReplicas, want \"1\"", got)
 	}
+	// The storage of the streams on an external NATS is its own setting:
+	// memory by default, file when asked (the in-chart file store's switch
+	// does not reach an external NATS).
+	if got := serverEnv(t, m)["NATS_STORAGE"].value; got != "memory" {
+		t.Errorf("NATS_STORAGE = %q with an external NATS by default, want memory", got)
+	}
+	fm := mustRender(t, merge(vals, values(t, "nats: {external: {storage: file}}")))
+	if got := serverEnv(t, fm)["NATS_STORAGE"].value; got != "file" {
+		t.Errorf("NATS_STORAGE = %q with nats.external.storage=file, want file", got)
+	}
+	if _, err := renderChart(t, merge(vals, values(t, "nats: {external: {storage: disk}}"))); err == nil {
+		t.Error("nats.external.storage=disk renders; the schema must allow only memory or file")
+	}
 	// streamReplicas is a setting of its own for an external cluster.
 	m = mustRender(t, merge(vals, values(t, "nats: {streamReplicas: 3}")))
 	if got := serverEnv(t, m)["NATS_REPLICAS"].value; got != "3" {
