@@ -12,9 +12,10 @@ var ExecLiveStatuses = []ExecStatus{ExecRunning}
 type OpsReport struct {
 	// At is the server's clock when the sample was taken.
 	At time.Time `json:"at"`
-	// DatabaseTime is the database's clock at the same instant (nil when
-	// the store could not be read); ClockSkewSeconds is At minus it,
-	// corrected by half the round trip.
+	// DatabaseTime is the database's clock, read by a round trip of its
+	// own right after the store's figures (nil when the store could not be
+	// read); ClockSkewSeconds is this server's clock at the midpoint of
+	// that round trip minus it.
 	DatabaseTime     *time.Time `json:"database_time,omitempty"`
 	ClockSkewSeconds float64    `json:"clock_skew_seconds"`
 	// Store is "ok" or why the store could not be read.

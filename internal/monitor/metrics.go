@@ -66,7 +66,7 @@ func newGauges() *gauges {
 	g.expiredAge = gauge("millrace_commands_expired_lease_oldest_age_seconds", "How long ago the oldest expired lease of a claimed or running command expired (0 when none): the reaper re-notifies within MILLRACE_REAP_INTERVAL_SECONDS, so a large age means it does not.")
 	g.queriesQueued = vec("millrace_queries_queued", "Warehouse and metric queries queued for a worker, by lane (interactive, background, pre-aggregate).", "lane")
 	g.executions = vec("millrace_executions", "Executions by non-terminal status (finished ones are counted by millrace_executions_completed_total and _failed_total).", "status")
-	g.clockSkew = gauge("millrace_clock_skew_seconds", "This server's clock minus the database's clock, corrected by half the round trip.")
+	g.clockSkew = gauge("millrace_clock_skew_seconds", "This server's clock minus the database's clock, at the midpoint of a round trip that reads only the database's clock.")
 	g.workersOnline = vec("millrace_workers_online", "Workers heard from within the last 3 presence beats, by kind and pool.", "kind", "pool")
 	g.workerSlots = vec("millrace_worker_slots", "Job slots of the online workers, by kind and pool.", "kind", "pool")
 	g.workerSlotsBusy = vec("millrace_worker_slots_busy", "Busy job slots of the online workers, by kind and pool.", "kind", "pool")

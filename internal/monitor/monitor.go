@@ -54,10 +54,13 @@ type Config struct {
 	RedeliverAfter time.Duration // MILLRACE_REDELIVER_AFTER_SECONDS
 }
 
-// Sources are where the monitor reads: the store's operational stats and
-// the server's NATS connection (nil until it exists).
+// Sources are where the monitor reads: the store's operational stats, the
+// database's clock (its own small round trip, so the skew is not blurred
+// by the stats' run time) and the server's NATS connection (nil until it
+// exists).
 type Sources struct {
 	Stats func(ctx context.Context, now time.Time) (store.OpsStats, error)
+	Clock func(ctx context.Context) (time.Time, error)
 	NATS  func() *bus.Conn
 }
 
@@ -150,13 +153,17 @@ func (m *Monitor) sample(ctx context.Context, periodic bool) api.OpsReport {
 	st, err := m.src.Stats(ctx, t0.UTC())
 	t1 := m.now()
 	r.At = t0.Add(t1.Sub(t0) / 2).UTC()
+	var db, mid time.Time
+	if err == nil {
+		db, mid, err = m.dbClock(ctx)
+	}
 	if err != nil {
 		r.Store = "error: " + err.Error()
 		addProblem(&r, api.ProblemStore, api.SeverityError, "the store could not be read: "+err.Error(),
 			"check DATABASE_URL and that the database is up (`millrace doctor` reads /api/health too)")
 		m.g.storeFailed()
 	} else {
-		m.fromStats(&r, st)
+		m.fromStats(&r, st, db, mid)
 		m.g.exportStore(&r)
 	}
 	m.fromNATS(ctx, &r, periodic)
@@ -178,11 +185,22 @@ func age(now time.Time, t *time.Time) float64 {
 	return now.Sub(*t).Seconds()
 }
 
-func (m *Monitor) fromStats(r *api.OpsReport, st store.OpsStats) {
+// dbClock reads the database's clock and returns it with the midpoint of
+// that round trip on this server's clock: the instant the database most
+// likely read it, give or take half the round trip.
+func (m *Monitor) dbClock(ctx context.Context) (db, mid time.Time, err error) {
+	t0 := m.now()
+	db, err = m.src.Clock(ctx)
+	t1 := m.now()
+	return db, t0.Add(t1.Sub(t0) / 2), err
+}
+
+// fromStats fills r from st, and the skew from the database's clock db
+// read at mid.
+func (m *Monitor) fromStats(r *api.OpsReport, st store.OpsStats, db, mid time.Time) {
 	now := r.At
-	db := st.DBNow
 	r.DatabaseTime = &db
-	skew := now.Sub(db)
+	skew := mid.Sub(db)
 	r.ClockSkewSeconds = skew.Seconds()
 	r.Outbox = api.OpsOutbox{Depth: st.OutboxDepth, OldestAgeSeconds: age(now, st.OutboxOldest)}
 	r.Commands = api.OpsCommands{Unclaimed: st.CommandsUnclaimed, UnclaimedOldestAgeSeconds: age(now, st.UnclaimedOldest),

@@ -437,8 +437,11 @@ func (s *Server) newMonitor() *monitor.Monitor {
 	stats := func(ctx context.Context, now time.Time) (store.OpsStats, error) {
 		return store.ReadValue(ctx, s.st, func(q store.Querier) (store.OpsStats, error) { return q.OpsStats(ctx, now) })
 	}
+	clock := func(ctx context.Context) (time.Time, error) {
+		return store.ReadValue(ctx, s.st, func(q store.Querier) (time.Time, error) { return q.DBClock(ctx) })
+	}
 	return monitor.New(monitor.Config{Interval: s.cfg.MetricsInterval, Streams: streams, Replicas: s.cfg.NATS.Replicas,
-		ReapInterval: s.cfg.ReapInterval, RedeliverAfter: s.cfg.RedeliverAfter}, monitor.Sources{Stats: stats, NATS: s.nats.get}, s.log)
+		ReapInterval: s.cfg.ReapInterval, RedeliverAfter: s.cfg.RedeliverAfter}, monitor.Sources{Stats: stats, Clock: clock, NATS: s.nats.get}, s.log)
 }
 
 // traceFlushTimeout bounds the export of the last spans on exit.

@@ -198,11 +198,9 @@ type Stats struct {
 // OpsStats is the operational picture package monitor samples: what
 // waits in the database, since when, and the database's own clock. Every
 // figure comes from an indexed read, so sampling stays cheap on a large
-// history.
+// history. The database's clock is DBClock's: a statement of several
+// subqueries takes long enough to blur a skew measurement.
 type OpsStats struct {
-	// DBNow is the database's clock when it answered (PostgreSQL's
-	// clock_timestamp(); SQLite's is the process clock).
-	DBNow time.Time
 	// OutboxDepth counts outbox rows; OutboxOldest is the AvailableAt of
 	// the oldest row already due (nil: none is due yet).
 	OutboxDepth  int64
@@ -326,6 +324,11 @@ type Querier interface {
 	// OpsStats reads the operational picture at now (leases expired
 	// before now, outbox rows and commands due by now).
 	OpsStats(ctx context.Context, now time.Time) (OpsStats, error)
+	// DBClock is the database's clock, read by a statement that does
+	// nothing else, so a caller timing the call brackets it closely
+	// (PostgreSQL's clock_timestamp(); SQLite has no clock of its own: the
+	// process's). In UTC.
+	DBClock(ctx context.Context) (time.Time, error)
 
 	// ExecutionChildren lists executions whose ParentExecutionID is
 	// parent, by execution_id asc.

@@ -9,13 +9,23 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
+// DBClock is one round trip that reads clock_timestamp(): the time the
+// database evaluates it, not the start of the transaction as now() is.
+func (q querier) DBClock(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	if err := q.db.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("pgdriver: database clock: %w", err)
+	}
+	return t.UTC(), nil
+}
+
 // OpsStats reads each figure from an index: the outbox's available_at
 // index, the partial index of live commands, that of running executions
 // and that of queued queries.
 func (q querier) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, error) {
 	s := store.NewOpsStats()
 	var running int64
-	err := q.db.QueryRow(ctx, `SELECT clock_timestamp(),
+	err := q.db.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM outbox),
 		(SELECT min(available_at) FROM outbox),
 		(SELECT count(*) FROM commands WHERE status = 'issued'),
@@ -23,12 +33,11 @@ func (q querier) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, e
 		(SELECT count(*) FROM commands WHERE status IN ('claimed', 'running') AND lease_expires_at < $1),
 		(SELECT min(lease_expires_at) FROM commands WHERE status IN ('claimed', 'running') AND lease_expires_at < $1),
 		(SELECT count(*) FROM executions WHERE status = 'running')`, ts(now)).
-		Scan(&s.DBNow, &s.OutboxDepth, &s.OutboxOldest, &s.CommandsUnclaimed, &s.UnclaimedOldest,
+		Scan(&s.OutboxDepth, &s.OutboxOldest, &s.CommandsUnclaimed, &s.UnclaimedOldest,
 			&s.ExpiredLeases, &s.ExpiredOldest, &running)
 	if err != nil {
 		return store.OpsStats{}, fmt.Errorf("pgdriver: ops stats: %w", err)
 	}
-	s.DBNow = s.DBNow.UTC()
 	s.OutboxOldest, s.UnclaimedOldest, s.ExpiredOldest = utcPtr(s.OutboxOldest), utcPtr(s.UnclaimedOldest), utcPtr(s.ExpiredOldest)
 	if s.OutboxOldest != nil && s.OutboxOldest.After(now) {
 		s.OutboxOldest = nil // only deferred retries: nothing is due

@@ -10,8 +10,11 @@ import (
 	"github.com/millrace/millrace/internal/store"
 )
 
+// DBClock is this process's clock: SQLite runs in it and has no clock of
+// its own.
+func (q *queries) DBClock(context.Context) (time.Time, error) { return time.Now().UTC(), nil }
+
 // OpsStats reads each figure from an index, as the PostgreSQL driver does.
-// SQLite has no clock of its own: DBNow is this process's.
 func (q *queries) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, error) {
 	s := store.NewOpsStats()
 	var outboxOldest, unclaimedOldest, expiredOldest sql.NullInt64
@@ -29,7 +32,6 @@ func (q *queries) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, 
 	if err != nil {
 		return store.OpsStats{}, fmt.Errorf("sqlitedriver: ops stats: %w", err)
 	}
-	s.DBNow = time.Now().UTC()
 	s.OutboxOldest, s.UnclaimedOldest, s.ExpiredOldest = fromNullMicros(outboxOldest), fromNullMicros(unclaimedOldest), fromNullMicros(expiredOldest)
 	if s.OutboxOldest != nil && s.OutboxOldest.After(now) {
 		s.OutboxOldest = nil // only deferred retries: nothing is due

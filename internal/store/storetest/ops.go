@@ -35,17 +35,26 @@ func (b *bundle) wantOps(got, want store.OpsStats) {
 func opsCases() []testCase {
 	return []testCase{
 		{"Empty", func(b *bundle) {
+			b.wantOps(b.opsStats(b.now), store.NewOpsStats())
+		}},
+		{"DBClock", func(b *bundle) {
 			before := time.Now()
-			s := b.opsStats(b.now)
+			first, err := readDo(b, func(q store.Querier) (time.Time, error) { return q.DBClock(b.ctx()) })
+			b.mustNil("DBClock", err)
+			second, err := readDo(b, func(q store.Querier) (time.Time, error) { return q.DBClock(b.ctx()) })
+			b.mustNil("DBClock", err)
 			after := time.Now()
-			b.wantOps(s, store.NewOpsStats())
-			// The database's clock, read within the call: a generous margin
-			// for a test host's clock against the database server's.
-			if s.DBNow.Before(before.Add(-time.Minute)) || s.DBNow.After(after.Add(time.Minute)) {
-				b.fatalf("DBNow = %s, want about %s", s.DBNow, before)
+			// The database's clock, read at the call: a generous margin for
+			// a test host's clock against the database server's.
+			if first.Before(before.Add(-time.Minute)) || first.After(after.Add(time.Minute)) {
+				b.fatalf("DBClock = %s, want about %s", first, before)
 			}
-			if s.DBNow.Location() != time.UTC {
-				b.fatalf("DBNow location = %s, want UTC", s.DBNow.Location())
+			if first.Location() != time.UTC {
+				b.fatalf("DBClock location = %s, want UTC", first.Location())
+			}
+			// The clock at each call, not a transaction's start or a cache.
+			if !second.After(first) {
+				b.fatalf("DBClock twice: %s then %s, want the second later", first, second)
 			}
 		}},
 		{"Counts", func(b *bundle) {
