@@ -195,7 +195,8 @@ func TestArgsAndEnvironmentAreMillraceSettings(t *testing.T) {
 	}
 	// Variables the chart sets for the runtime, not for Millrace.
 	notSettings := map[string]string{
-		"HOME": "a writable home on the read-only root file system",
+		"HOME":                       "a writable home on the read-only root file system",
+		"OTEL_EXPORTER_OTLP_HEADERS": "read by the OpenTelemetry SDK's OTLP exporter, not a flag (it is a secret)",
 	}
 	// The address each role listens on, and the container port it must be.
 	listens := map[string]struct{ env, port string }{

@@ -68,14 +68,15 @@ func TestSecretsStayInSecrets(t *testing.T) {
 	t.Run("no secret outside a Secret", func(t *testing.T) {
 		t.Parallel()
 		secrets := map[string]string{
-			"databaseUrl":  "postgres://millrace:pw-Db-7f3a9c@db:5432/millrace",
-			"secretKey":    "7f3a9c0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
-			"workerToken":  "mrt_" + strings.Repeat("Worker", 8)[:43],
-			"gatewayToken": "mrt_" + strings.Repeat("Gateway", 7)[:43],
-			"adminToken":   "mrt_" + strings.Repeat("Admin", 9)[:43],
-			"natsUser":     "nats-user-7f3a9c",
-			"natsPassword": "nats-pw-7f3a9c",
-			"oidcClientId": "oidc-client-7f3a9c",
+			"databaseUrl":             "postgres://millrace:pw-Db-7f3a9c@db:5432/millrace",
+			"secretKey":               "7f3a9c0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
+			"workerToken":             "mrt_" + strings.Repeat("Worker", 8)[:43],
+			"gatewayToken":            "mrt_" + strings.Repeat("Gateway", 7)[:43],
+			"adminToken":              "mrt_" + strings.Repeat("Admin", 9)[:43],
+			"natsUser":                "nats-user-7f3a9c",
+			"natsPassword":            "nats-pw-7f3a9c",
+			"oidcClientId":            "oidc-client-7f3a9c",
+			"otelExporterOtlpHeaders": "x-api-key=otel-key-7f3a9c",
 		}
 		sv := map[string]any{}
 		for k, v := range secrets {
@@ -116,9 +117,9 @@ func TestSecretsStayInSecrets(t *testing.T) {
 func TestSecretKeysPerRole(t *testing.T) {
 	t.Parallel()
 	want := map[string][]string{
-		"server":          {"DATABASE_URL", "MILLRACE_SECRET_KEY", "OIDC_CLIENT_ID", "NATS_USER", "NATS_PASSWORD"},
-		"gateway":         {"MILLRACE_GATEWAY_TOKEN", "NATS_USER", "NATS_PASSWORD"},
-		"worker-commands": {"MILLRACE_WORKER_TOKEN", "NATS_USER", "NATS_PASSWORD"},
+		"server":          {"DATABASE_URL", "MILLRACE_SECRET_KEY", "OIDC_CLIENT_ID", "NATS_USER", "NATS_PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS"},
+		"gateway":         {"MILLRACE_GATEWAY_TOKEN", "NATS_USER", "NATS_PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS"},
+		"worker-commands": {"MILLRACE_WORKER_TOKEN", "NATS_USER", "NATS_PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS"},
 		"migrate":         {"DATABASE_URL", "MILLRACE_WORKER_TOKEN", "MILLRACE_GATEWAY_TOKEN", "MILLRACE_ADMIN_TOKEN"},
 	}
 	for _, set := range []string{"defaults", "existing-secret"} {
@@ -153,5 +154,29 @@ func TestSecretKeysPerRole(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A secret setting in config.* would land in a ConfigMap: the schema
+// refuses it, naming it.
+func TestSecretSettingsAreRefusedInConfig(t *testing.T) {
+	t.Parallel()
+	for _, role := range []string{"shared", "server", "worker", "gateway"} {
+		for _, key := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "NATS_PASSWORD", "DATABASE_URL"} {
+			_, err := renderChart(t, values(t, "gateway: {enabled: true}\nconfig: {"+role+": {"+key+": x-api-key=k}}"))
+			path := "config." + role + "." + key
+			if err == nil || !strings.Contains(err.Error(), "/config/"+role+"/"+key) {
+				t.Errorf("%s: err %v, want a refusal naming it", path, err)
+			}
+		}
+	}
+	// The headers are optional: an existingSecret may leave the key out.
+	m := mustRender(t, values(t, "secrets: {otelExporterOtlpHeaders: x-api-key=k}"))
+	env, err := m.env(deployment(t, m, "worker-commands").Spec.Template.Spec.Containers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref := env["OTEL_EXPORTER_OTLP_HEADERS"].secret; ref == nil || ref.Optional == nil || !*ref.Optional {
+		t.Errorf("worker OTEL_EXPORTER_OTLP_HEADERS: %+v, want an optional secretKeyRef", ref)
 	}
 }

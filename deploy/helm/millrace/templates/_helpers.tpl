@@ -112,9 +112,11 @@ required list are optional: true, so an existingSecret may leave them out. */}}
 {{- end }}
 {{- end }}
 
-{{/* natsEnv: the NATS settings every role reads from the Secret and the credentials mount. */}}
+{{/* natsSecretEnv: the secret settings every long-running role reads: NATS's
+from the Secret and the credentials mount, and the OTLP exporter's headers
+(often an API key). */}}
 {{- define "millrace.natsSecretEnv" -}}
-{{- include "millrace.secretEnv" (dict "ctx" . "keys" (list "NATS_USER" "NATS_PASSWORD")) }}
+{{- include "millrace.secretEnv" (dict "ctx" . "keys" (list "NATS_USER" "NATS_PASSWORD" "OTEL_EXPORTER_OTLP_HEADERS")) }}
 {{- if .Values.natsCredentials.existingSecret }}
 - name: NATS_CREDS
   value: /etc/millrace/nats/{{ .Values.natsCredentials.key }}
@@ -154,7 +156,7 @@ checksum/secret: {{ include "millrace.secretChecksum" . }}
 {{/* extraEnv: the verbatim entries of a config.* map for a ConfigMap, one
 "KEY: value" line each. A key the chart sets in that ConfigMap itself fails:
 it would be a duplicate key, which strict YAML parsers reject and others
-resolve silently. Call with (dict "extra" MAP "path" "config.shared"
+resolve silently. (Secret settings are refused by the schema.) Call with (dict "extra" MAP "path" "config.shared"
 "managed" (list KEY...)). */}}
 {{- define "millrace.extraEnv" -}}
 {{- range $k, $v := .extra }}
