@@ -77,6 +77,9 @@ type OpsStream struct {
 // OpsConsumer is one durable consumer: a worker pool or lane.
 type OpsConsumer struct {
 	Name string `json:"name"`
+	// Pool is the worker pool that takes its messages: "" for the
+	// commands stream's default durable and the query lanes.
+	Pool string `json:"pool"`
 	// Lag is Unprocessed + AckPending (what KEDA scales on).
 	Lag           uint64     `json:"lag"`
 	Unprocessed   uint64     `json:"unprocessed"`

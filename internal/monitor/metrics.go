@@ -51,11 +51,13 @@ func newGauges() *gauges {
 	}
 	g.natsConnected = gauge("millrace_nats_connected", "1 while this server is connected to NATS, else 0 (notifications then wait in the outbox).")
 	g.streamMessages = vec("millrace_nats_stream_messages", "Messages stored in each JetStream stream this server uses.", "stream")
-	g.lag = vec("millrace_nats_consumer_lag_messages", "Consumer lag: messages not yet delivered plus delivered and not yet acknowledged (what KEDA scales on).", "stream", "consumer")
-	g.pending = vec("millrace_nats_consumer_pending_messages", "Messages not yet delivered to any worker of the consumer (num_pending).", "stream", "consumer")
-	g.ackPending = vec("millrace_nats_consumer_ack_pending_messages", "Messages delivered to workers and not yet acknowledged: jobs in flight.", "stream", "consumer")
-	g.redelivered = vec("millrace_nats_consumer_redelivered_messages", "Messages in flight that were delivered more than once.", "stream", "consumer")
-	g.waiting = vec("millrace_nats_consumer_waiting_pulls", "Open pull requests on the consumer: idle workers asking for work.", "stream", "consumer")
+	// Consumers carry the kind and pool of the workers that take them, so
+	// alerts join them with millrace_workers_online.
+	g.lag = vec("millrace_nats_consumer_lag_messages", "Consumer lag: messages not yet delivered plus delivered and not yet acknowledged (what KEDA scales on).", "stream", "consumer", "kind", "pool")
+	g.pending = vec("millrace_nats_consumer_pending_messages", "Messages not yet delivered to any worker of the consumer (num_pending).", "stream", "consumer", "kind", "pool")
+	g.ackPending = vec("millrace_nats_consumer_ack_pending_messages", "Messages delivered to workers and not yet acknowledged: jobs in flight.", "stream", "consumer", "kind", "pool")
+	g.redelivered = vec("millrace_nats_consumer_redelivered_messages", "Messages in flight that were delivered more than once.", "stream", "consumer", "kind", "pool")
+	g.waiting = vec("millrace_nats_consumer_waiting_pulls", "Open pull requests on the consumer: idle workers asking for work.", "stream", "consumer", "kind", "pool")
 	g.storeUp = gauge("millrace_monitor_store_up", "1 when this server's last sample read the store, else 0 (the store gauges then keep their last values).")
 	g.lastSample = gauge("millrace_monitor_last_sample_timestamp_seconds", "Unix time of this server's last sample that read the store: how old the store gauges are.")
 	g.outboxDepth = gauge("millrace_outbox_depth", "Outbox rows: notifications not yet acknowledged by NATS.")
@@ -113,11 +115,12 @@ func (g *gauges) exportNATS(r *api.OpsReport) {
 		}
 		g.streamMessages.WithLabelValues(s.Name).Set(float64(s.Messages))
 		for _, c := range s.Consumers {
-			g.lag.WithLabelValues(s.Name, c.Name).Set(float64(c.Lag))
-			g.pending.WithLabelValues(s.Name, c.Name).Set(float64(c.Unprocessed))
-			g.ackPending.WithLabelValues(s.Name, c.Name).Set(float64(c.AckPending))
-			g.redelivered.WithLabelValues(s.Name, c.Name).Set(float64(c.Redelivered))
-			g.waiting.WithLabelValues(s.Name, c.Name).Set(float64(c.Waiting))
+			l := []string{s.Name, c.Name, s.Kind, c.Pool}
+			g.lag.WithLabelValues(l...).Set(float64(c.Lag))
+			g.pending.WithLabelValues(l...).Set(float64(c.Unprocessed))
+			g.ackPending.WithLabelValues(l...).Set(float64(c.AckPending))
+			g.redelivered.WithLabelValues(l...).Set(float64(c.Redelivered))
+			g.waiting.WithLabelValues(l...).Set(float64(c.Waiting))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,24 @@ const (
 type Stream struct {
 	Name string
 	Kind string // bus.KindCommands, bus.KindWarehouse, bus.KindPreAggregate
+	// Consumer is the commands stream's default durable (NATS_CONSUMER):
+	// <Consumer>_<pool> is a worker pool's (bus.PoolConsumer). Empty for
+	// the query streams, whose durables are lanes of the default pool.
+	Consumer string
+}
+
+// pool is the worker pool that takes consumer's messages: P for the
+// commands durable <Consumer>_P, "" for the default durable, the query
+// lanes and anything else.
+func (s Stream) pool(consumer string) string {
+	if s.Consumer == "" {
+		return ""
+	}
+	p, ok := strings.CutPrefix(consumer, s.Consumer+"_")
+	if !ok || bus.PoolConsumer(s.Consumer, p) != consumer {
+		return ""
+	}
+	return p
 }
 
 // Config says what to sample and the settings the problems are judged by.
@@ -258,7 +277,7 @@ func (m *Monitor) fromNATS(ctx context.Context, r *api.OpsReport, periodic bool)
 			s.Leader = sr.Cluster.Leader
 		}
 		for _, cr := range sr.Consumers {
-			s.Consumers = append(s.Consumers, api.OpsConsumer{Name: cr.Name, Lag: cr.Lag, Unprocessed: cr.Unprocessed, AckPending: cr.AckPending,
+			s.Consumers = append(s.Consumers, api.OpsConsumer{Name: cr.Name, Pool: m.cfg.Streams[i].pool(cr.Name), Lag: cr.Lag, Unprocessed: cr.Unprocessed, AckPending: cr.AckPending,
 				MaxAckPending: cr.MaxAckPending, Redelivered: cr.Redelivered, Waiting: cr.Waiting, AckWait: cr.AckWait.String(),
 				MaxDeliver: cr.MaxDeliver, Delivered: cr.Delivered, LastActive: cr.LastActive})
 		}
@@ -299,22 +318,34 @@ func (m *Monitor) judgeStream(r *api.OpsReport, s api.OpsStream, periodic bool) 
 	}
 }
 
-// judgeWorkers flags a kind with work waiting on its stream and no worker
-// online.
+// judgeWorkers flags each (kind, pool) with work waiting on its consumers
+// and no worker of that kind and pool online: workers of another pool do
+// not take it.
 func (m *Monitor) judgeWorkers(r *api.OpsReport) {
-	online := map[string]int{}
+	type kp struct{ kind, pool string }
+	online := map[kp]int{}
 	for _, w := range r.Workers {
-		online[w.Kind] += w.Online
+		online[kp{w.Kind, w.Pool}] += w.Online
 	}
 	for _, s := range r.NATS.Streams {
-		var lag uint64
+		lags := map[string]uint64{}
+		var pools []string
 		for _, c := range s.Consumers {
-			lag += c.Lag
+			if _, ok := lags[c.Pool]; !ok {
+				pools = append(pools, c.Pool)
+			}
+			lags[c.Pool] += c.Lag
 		}
-		if lag > 0 && online[s.Kind] == 0 {
-			addProblem(r, api.ProblemNoWorkers, api.SeverityError,
-				fmt.Sprintf("%d messages wait on %s and no %s worker is online", lag, s.Name, s.Kind),
-				fmt.Sprintf("start `millrace worker --stream %s` (workers beat on %s every %s; one that cannot reach NATS does not show)", s.Kind, bus.PresenceSubject(s.Kind), bus.PresenceInterval))
+		for _, p := range pools {
+			if lag := lags[p]; lag > 0 && online[kp{s.Kind, p}] == 0 {
+				who, start := fmt.Sprintf("no %s worker", s.Kind), fmt.Sprintf("`millrace worker --stream %s`", s.Kind)
+				if p != "" {
+					who, start = fmt.Sprintf("no %s worker of pool %s", s.Kind, p), fmt.Sprintf("`MILLRACE_WORKER_POOL=%s millrace worker --stream %s`", p, s.Kind)
+				}
+				addProblem(r, api.ProblemNoWorkers, api.SeverityError,
+					fmt.Sprintf("%d messages wait on %s and %s is online", lag, s.Name, who),
+					fmt.Sprintf("start %s (workers beat on %s every %s; one that cannot reach NATS does not show)", start, bus.PresenceSubject(s.Kind), bus.PresenceInterval))
+			}
 		}
 	}
 }

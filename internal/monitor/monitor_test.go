@@ -366,7 +366,7 @@ func TestStreams(t *testing.T) {
 	if got := codes(r); got != "error:no_workers" {
 		t.Fatalf("one message, no worker: problems %s, want no_workers", got)
 	}
-	if v := value(t, f.m.g.lag.WithLabelValues("JOBS", "keep")); v != 1 {
+	if v := value(t, f.m.g.lag.WithLabelValues("JOBS", "keep", bus.KindWarehouse, "")); v != 1 {
 		t.Fatalf("lag of keep = %v, want 1", v)
 	}
 	if err := s.DeleteConsumer(ctx, "drop"); err != nil {
@@ -391,11 +391,92 @@ func TestStreams(t *testing.T) {
 		t.Fatalf("problems %s, want consumer_lag still", codes(r))
 	}
 
-	g := newFixture(t, true, Config{Replicas: 3, Streams: []Stream{{Name: "R1", Kind: bus.KindCommands}}})
-	if _, err := g.conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "R1", Subjects: []string{"r1"}, Storage: jetstream.MemoryStorage}); err != nil {
+	h := newFixture(t, true, Config{Replicas: 3, Streams: []Stream{{Name: "R1", Kind: bus.KindCommands}}})
+	if _, err := h.conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "R1", Subjects: []string{"r1"}, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
-	if r = g.sample(t, true); codes(r) != "warning:stream_replicas" || !strings.Contains(r.Problems[0].Message, "stream R1 has 1 replicas; NATS_REPLICAS is 3") {
+	if r = h.sample(t, true); codes(r) != "warning:stream_replicas" || !strings.Contains(r.Problems[0].Message, "stream R1 has 1 replicas; NATS_REPLICAS is 3") {
 		t.Fatalf("an R1 stream with NATS_REPLICAS=3: problems %+v", r.Problems)
+	}
+}
+
+// Workers are judged per (kind, pool): a routed pool's durable with work
+// and no worker of that pool is a problem even while default-pool workers
+// run, and its gauges carry the kind and pool the alert joins on.
+func TestNoWorkersPerPool(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, true, Config{Replicas: 1, Streams: []Stream{{Name: "CMDS", Kind: bus.KindCommands, Consumer: "wp"}}})
+	ctx := t.Context()
+	s, err := f.conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "CMDS", Subjects: []string{"cmd", "cmd.>"}, Storage: jetstream.MemoryStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pool := range []string{"", "gpu"} {
+		if _, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: bus.PoolConsumer("wp", pool),
+			FilterSubject: bus.PoolSubject("cmd", pool), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{"cmd", "cmd.gpu", "cmd.gpu"} {
+		if _, err := f.conn.JS.Publish(ctx, subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sample(t, false) // subscribes to presence
+	beat := func(pool string) {
+		t.Helper()
+		if err := f.conn.PublishPresence(bus.Presence{WorkerID: "w-" + pool, Kind: bus.KindCommands, Pool: pool, Slots: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("")
+	var r api.OpsReport
+	wait.For(t, 5*time.Second, func() error {
+		r = f.sample(t, false)
+		if len(r.Workers) == 0 || r.Workers[0].Online != 1 {
+			return fmt.Errorf("workers = %+v, want the default pool's worker online", r.Workers)
+		}
+		return nil
+	})
+	if got := codes(r); got != "error:no_workers" || !strings.Contains(r.Problems[0].Message, "2 messages wait on CMDS and no commands worker of pool gpu is online") ||
+		!strings.Contains(r.Problems[0].Hint, "MILLRACE_WORKER_POOL=gpu") {
+		t.Fatalf("gpu work, only a default worker: problems %+v, want one no_workers for pool gpu", r.Problems)
+	}
+	if v := value(t, f.m.g.lag.WithLabelValues("CMDS", "wp_gpu", bus.KindCommands, "gpu")); v != 2 {
+		t.Fatalf("millrace_nats_consumer_lag_messages{CMDS,wp_gpu,commands,gpu} = %v, want 2", v)
+	}
+	if v := value(t, f.m.g.pending.WithLabelValues("CMDS", "wp", bus.KindCommands, "")); v != 1 {
+		t.Fatalf("millrace_nats_consumer_pending_messages{CMDS,wp,commands,\"\"} = %v, want 1", v)
+	}
+	if n := count(f.m.g.lag); n != 2 {
+		t.Fatalf("%d lag series, want 2 (one per durable)", n)
+	}
+
+	beat("gpu")
+	wait.For(t, 5*time.Second, func() error {
+		if r = f.sample(t, false); codes(r) != "" {
+			return fmt.Errorf("a worker in each pool: problems %s, want none", codes(r))
+		}
+		return nil
+	})
+}
+
+func TestStreamPool(t *testing.T) {
+	t.Parallel()
+	cmds := Stream{Name: "C", Kind: bus.KindCommands, Consumer: "noetl_worker_pool"}
+	lanes := Stream{Name: "Q", Kind: bus.KindWarehouse}
+	for _, c := range []struct {
+		s          Stream
+		name, want string
+	}{
+		{cmds, "noetl_worker_pool", ""},
+		{cmds, "noetl_worker_pool_gpu", "gpu"},
+		{cmds, "noetl_worker_pool_big-mem", "big-mem"},
+		{cmds, "someone_else", ""},
+		{lanes, "warehouse_interactive", ""},
+	} {
+		if got := c.s.pool(c.name); got != c.want {
+			t.Errorf("%s.pool(%q) = %q, want %q", c.s.Name, c.name, got, c.want)
+		}
 	}
 }

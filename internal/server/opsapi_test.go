@@ -150,7 +150,7 @@ func TestOpsGaugesAndReport(t *testing.T) {
 	}
 
 	text := metricsText(t, base)
-	labels := fmt.Sprintf(`{consumer=%q,stream=%q}`, h.Cfg.NATS.Consumer, h.Cfg.NATS.Stream)
+	labels := fmt.Sprintf(`{consumer=%q,kind="commands",pool="",stream=%q}`, h.Cfg.NATS.Consumer, h.Cfg.NATS.Stream)
 	for series, want := range map[string]float64{
 		"millrace_nats_connected":                                                  1,
 		"millrace_outbox_depth":                                                    1,

@@ -429,7 +429,7 @@ func (s *Server) close() {
 // newMonitor samples the streams this server uses: commands always, the
 // query and pre-aggregate streams when their jobs go through NATS.
 func (s *Server) newMonitor() *monitor.Monitor {
-	streams := []monitor.Stream{{Name: s.cfg.NATS.Stream, Kind: bus.KindCommands}}
+	streams := []monitor.Stream{{Name: s.cfg.NATS.Stream, Kind: bus.KindCommands, Consumer: s.cfg.NATS.Consumer}}
 	if s.cfg.Query.NATSEnabled {
 		streams = append(streams, monitor.Stream{Name: s.cfg.Query.Stream, Kind: bus.KindWarehouse},
 			monitor.Stream{Name: s.cfg.PreAgg.Stream, Kind: bus.KindPreAggregate})
