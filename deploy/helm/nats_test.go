@@ -146,7 +146,7 @@ func TestNATSStatefulSet(t *testing.T) {
 					t.Errorf("the pod has a volume named %q too, which shadows the claim", vct.Name)
 				}
 			}
-			checkNATSConfig(t, m, sts, tc.replicas, tc.claim != "")
+			checkNATSConfig(t, m, sts, tc.replicas, tc.claim != "", 1<<30)
 		})
 	}
 }
@@ -373,7 +373,9 @@ func TestExternalNATS(t *testing.T) {
 // for: the monitor port, JetStream limits, the store directory on the data
 // volume, and for a cluster the routes to every pod through the headless
 // Service.
-func checkNATSConfig(t *testing.T, m *manifests, sts *appsv1.StatefulSet, replicas int32, fileStore bool) {
+//
+// wantMem is the max_memory_store the values ask for.
+func checkNATSConfig(t *testing.T, m *manifests, sts *appsv1.StatefulSet, replicas int32, fileStore bool, wantMem int64) {
 	t.Helper()
 	spec := &sts.Spec.Template.Spec
 	c := container(spec, "nats")
@@ -427,8 +429,28 @@ func checkNATSConfig(t *testing.T, m *manifests, sts *appsv1.StatefulSet, replic
 	if opts.Port != 0 && opts.Port != 4222 {
 		t.Errorf("nats.conf port = %d, want 4222", opts.Port)
 	}
-	if want := int64(1 << 30); opts.JetStreamMaxMemory != want {
-		t.Errorf("nats.conf max_memory_store = %d, want %d (nats.jetstream.memoryStore.maxSize 1Gi)", opts.JetStreamMaxMemory, want)
+	if opts.JetStreamMaxMemory != wantMem {
+		t.Errorf("nats.conf max_memory_store = %d, want %d", opts.JetStreamMaxMemory, wantMem)
+	}
+	if !fileStore {
+		// The store on an emptyDir: JetStream must refuse writes before the
+		// kubelet evicts the pod for going over the sizeLimit.
+		var limit int64
+		for _, vm := range c.VolumeMounts {
+			if opts.StoreDir != vm.MountPath && !strings.HasPrefix(opts.StoreDir, vm.MountPath+"/") {
+				continue
+			}
+			for _, vol := range spec.Volumes {
+				if vol.Name == vm.Name && vol.EmptyDir != nil && vol.EmptyDir.SizeLimit != nil {
+					limit = vol.EmptyDir.SizeLimit.Value()
+				}
+			}
+		}
+		if limit == 0 {
+			t.Errorf("nats.conf store_dir %q is on no emptyDir with a sizeLimit", opts.StoreDir)
+		} else if got := opts.JetStreamMaxStore; got <= 0 || got >= limit || got < limit*8/10 {
+			t.Errorf("nats.conf max_file_store = %d with the emptyDir's sizeLimit %d; want below it (about 90%%)", got, limit)
+		}
 	}
 	if fileStore {
 		claim := sts.Spec.VolumeClaimTemplates[0]
@@ -474,5 +496,25 @@ func checkNATSConfig(t *testing.T, m *manifests, sts *appsv1.StatefulSet, replic
 				t.Errorf("headless Service %s lacks port %d", hs.Name, port)
 			}
 		}
+	}
+}
+
+// memoryStore.enabled=false must not render max_memory_store 0, which
+// nats-server takes as "75% of the host's memory": a small fixed size. A
+// fractional file store size still gives an emptyDir store limit below the
+// volume's sizeLimit.
+func TestNATSStoreLimits(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		vals    string
+		wantMem int64
+	}{
+		{"nats: {jetstream: {memoryStore: {enabled: false}}}", 64 << 20},
+		{"nats: {jetstream: {memoryStore: {maxSize: 512Mi}, fileStore: {size: 1.5Gi}}}", 512 << 20},
+		{"nats: {jetstream: {fileStore: {size: 2G}}}", 1 << 30},
+	}
+	for _, tc := range cases {
+		m := mustRender(t, values(t, tc.vals))
+		checkNATSConfig(t, m, natsStatefulSet(t, m), 1, false, tc.wantMem)
 	}
 }

@@ -343,3 +343,23 @@ commands pools (the roles' default then). */}}
 {{- toJson (dict "stream" $s.preAggregate.stream "consumers" (list $s.preAggregate.consumer (printf "%s-materialization" $s.preAggregate.consumer))) }}
 {{- end }}
 {{- end }}
+
+{{/* quantityBytes: a Kubernetes quantity as the schema allows it
+(N[.F][Ki|Mi|Gi|Ti|Pi|K|M|G|T|P]) in bytes, for nats.conf limits derived
+from a volume's size. */}}
+{{- define "millrace.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $unit := trimPrefix $num $q }}
+{{- $mult := get (dict "" 1 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624) $unit }}
+{{- if or (not $num) (kindIs "invalid" $mult) }}
+{{- fail (printf "%q is not a size the chart understands (e.g. 10Gi)" $q) }}
+{{- end }}
+{{- $parts := splitList "." $num }}
+{{- $bytes := mul (int64 (first $parts)) $mult }}
+{{- if gt (len $parts) 1 }}
+{{- $frac := index $parts 1 }}
+{{- $bytes = add $bytes (div (mul (int64 $frac) $mult) (int64 (printf "1%s" (repeat (len $frac) "0")))) }}
+{{- end }}
+{{- $bytes }}
+{{- end }}
