@@ -133,8 +133,12 @@ func printOps(out io.Writer, rep doctorReport) {
 			continue
 		}
 		for _, c := range s.Consumers {
-			fmt.Fprintf(out, "lag      %s/%s %d (unprocessed %d, ack pending %d, redelivered %d, waiting pulls %d)\n",
-				s.Name, c.Name, c.Lag, c.Unprocessed, c.AckPending, c.Redelivered, c.Waiting)
+			pool := "" // the default pool's durable and the query lanes
+			if c.Pool != "" {
+				pool = " pool " + c.Pool
+			}
+			fmt.Fprintf(out, "lag      %s/%s%s %d (unprocessed %d, ack pending %d, redelivered %d, waiting pulls %d)\n",
+				s.Name, c.Name, pool, c.Lag, c.Unprocessed, c.AckPending, c.Redelivered, c.Waiting)
 		}
 	}
 	for _, p := range rep.Problems {

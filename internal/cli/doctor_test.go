@@ -69,3 +69,18 @@ func TestDoctorReadsOps(t *testing.T) {
 		t.Fatalf("doctor --json problems = %+v, want no_workers", rep.Problems)
 	}
 }
+
+// A routed pool's consumer line names its pool: the no_workers problem
+// is per pool, so the lag lines say which pool each belongs to.
+func TestDoctorNamesConsumerPool(t *testing.T) {
+	t.Parallel()
+	ops := api.OpsReport{NATS: api.OpsNATS{Connected: true, Streams: []api.OpsStream{{Name: "NOETL_COMMANDS", Kind: "commands",
+		Consumers: []api.OpsConsumer{{Name: "noetl_worker_pool", Lag: 1}, {Name: "noetl_worker_pool_gpu", Pool: "gpu", Lag: 2}}}}}}
+	var b strings.Builder
+	printOps(&b, doctorReport{Ops: &ops})
+	for _, want := range []string{"lag      NOETL_COMMANDS/noetl_worker_pool 1 (", "lag      NOETL_COMMANDS/noetl_worker_pool_gpu pool gpu 2 ("} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, b.String())
+		}
+	}
+}
