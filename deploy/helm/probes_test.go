@@ -333,6 +333,7 @@ func TestNotes(t *testing.T) {
 				}
 			}
 			existing, _ := vals["existingSecret"].(string)
+			creds, _ := lookupValue(vals, "natsCredentials.existingSecret").(string)
 			for _, r := range refs.FindAllStringSubmatch(notes, -1) {
 				var ok bool
 				switch {
@@ -343,7 +344,7 @@ func TestNotes(t *testing.T) {
 				case r[1] == "job":
 					ok = get[batchv1.Job](m, r[2]) != nil
 				default:
-					ok = get[corev1.Secret](m, r[3]) != nil || (existing != "" && r[3] == existing)
+					ok = get[corev1.Secret](m, r[3]) != nil || (existing != "" && r[3] == existing) || (creds != "" && r[3] == creds)
 				}
 				if !ok {
 					t.Errorf("NOTES.txt names %s, which the release does not have", r[0])
