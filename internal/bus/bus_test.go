@@ -760,8 +760,13 @@ func TestEmbeddedRestartKeepsPortAndFileStreams(t *testing.T) {
 		t.Fatalf("URL changed across restart: %s -> %s", url, b.srv.URL())
 	}
 	// The client reconnects on its own; the file stream kept its message.
-	wait.For(t, 10*time.Second, func() error {
-		s, err := b.conn.JS.Stream(b.ctx, b.cfg.Stream)
+	// Each look has a context of its own, not the bundle's 30 s one: on a
+	// loaded CI machine the restart alone (file store recovery) has taken
+	// most of that.
+	wait.For(t, 45*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		s, err := b.conn.JS.Stream(ctx, b.cfg.Stream)
 		if err == nil && s.CachedInfo().State.Msgs != 1 {
 			err = fmt.Errorf("%d messages, want 1", s.CachedInfo().State.Msgs)
 		}
