@@ -79,6 +79,52 @@ func (s *Set) Seconds(p *time.Duration, env, flag string, def time.Duration, hel
 		}})
 }
 
+// Duration binds a duration written as Go writes one ("720h", "90m"),
+// or in days ("30d"); "0" turns the feature it sets off.
+func (s *Set) Duration(p *time.Duration, env, flag string, def time.Duration, help string, roles ...string) {
+	*p = def
+	s.add(&Setting{Env: env, Flag: flag, Default: FormatDuration(def), Help: help, Roles: roles, kind: "duration",
+		set: func(v string) error {
+			d, err := ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			*p = d
+			return nil
+		}})
+}
+
+// ParseDuration reads a Duration setting's value.
+func ParseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "0" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("want a duration like 30d, 720h or 0 (off), got %q", v)
+		}
+		return time.Duration(n * 24 * float64(time.Hour)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("want a duration like 30d, 720h or 0 (off), got %q", v)
+	}
+	return d, nil
+}
+
+// FormatDuration writes d as ParseDuration reads it: whole days as "30d".
+func FormatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	if d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
+}
+
 // Millis binds a duration given in milliseconds (Lightdash's *_MS
 // convention).
 func (s *Set) Millis(p *time.Duration, env, flag string, def time.Duration, help string, roles ...string) {

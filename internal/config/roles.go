@@ -140,6 +140,12 @@ type Server struct {
 	// MetricsInterval is how often the server samples the store and NATS
 	// for its operational gauges (package monitor).
 	MetricsInterval time.Duration
+	// Retention is how long a finished execution's rows are kept (0:
+	// forever); see package retention.
+	Retention time.Duration
+	// CatalogCacheTTL bounds how long a server trusts its cached "latest
+	// version" of a playbook path without a word from another server.
+	CatalogCacheTTL time.Duration
 	Telemetry       Telemetry
 }
 
@@ -171,6 +177,8 @@ func (c *Server) bind(s *Set, dev bool) {
 		c.Migrate = true
 	}
 	s.Seconds(&c.MetricsInterval, "MILLRACE_METRICS_INTERVAL_SECONDS", "metrics-interval", DefaultMetricsInterval, "How often the server samples the store and NATS for its gauges (outbox, unclaimed commands, consumer lag, executions by status) and for `millrace doctor`.")
+	s.Duration(&c.Retention, "MILLRACE_RETENTION", "retention", 0, "Delete finished executions (their events, commands, loops and results) this long after they ended, e.g. 30d or 720h; 0 keeps everything. On PostgreSQL the event table is partitioned by day and old partitions are dropped whole; on SQLite rows are deleted in bounded batches.")
+	s.Seconds(&c.CatalogCacheTTL, "MILLRACE_CATALOG_CACHE_SECONDS", "catalog-cache", DefaultCatalogCacheTTL, "How long a server trusts its cached latest version of a playbook path. Registering a playbook tells every server at once over NATS; this bounds the staleness only when that word is lost. 0 reads the catalog on every submit.")
 	c.Telemetry.bind(s, "millrace-server")
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
 }
@@ -190,6 +198,10 @@ type Worker struct {
 	MaxResultBytes int
 	// Token is the worker's API token (role worker); empty with auth off.
 	Token string
+	// AckOn is when a commands worker acknowledges a notification: "claim"
+	// (once the claim committed; the lease and the reaper own the command
+	// from then on) or "completion" (once the server accepted the report).
+	AckOn string
 	// Pool routes a commands worker to the pool's subject
 	// (NATS_SUBJECT.<pool>) and consumer (NATS_CONSUMER_<pool>); empty is
 	// the default pool.
@@ -213,6 +225,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
 	s.Seconds(&c.ShutdownGrace, "MILLRACE_SHUTDOWN_GRACE_SECONDS", "shutdown-grace", DefaultShutdownGrace, "On SIGTERM, how long running commands may finish before they are released.")
+	s.String(&c.AckOn, "MILLRACE_WORKER_ACK", "ack", DefaultWorkerAck, "When a commands worker acknowledges a notification: claim (once its claim is committed: the lease, its heartbeats and the reaper own the command from then on, so NOETL_WORKER_NATS_MAX_ACK_PENDING counts only notifications not yet claimed) or completion (once the server accepted the command's report).")
 	s.Int(&c.MaxResultBytes, "MILLRACE_MAX_RESULT_BYTES", "max-result-bytes", DefaultMaxResultBytes, "Largest tool result a worker reports (JSON); a larger one fails the command. Keep it under the server's MILLRACE_MAX_BODY_BYTES.")
 }
 
@@ -476,3 +489,10 @@ func (t *Telemetry) bind(s *Set, service string) {
 
 // GatewaySet binds gateway settings.
 func GatewaySet(c *Gateway) *Set { s := &Set{}; c.bind(s); return s }
+
+// DefaultCatalogCacheTTL is MILLRACE_CATALOG_CACHE_SECONDS's default.
+const DefaultCatalogCacheTTL = 5 * time.Second
+
+// DefaultWorkerAck is MILLRACE_WORKER_ACK's default (see docs/decisions.md,
+// "ack on claim").
+const DefaultWorkerAck = "claim"

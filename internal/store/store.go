@@ -287,6 +287,7 @@ type Querier interface {
 	QueryQuerier
 	PreAggQuerier
 	AuthQuerier
+	NotifyQuerier
 
 	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
 	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
@@ -349,6 +350,10 @@ type Tx interface {
 	QueryTx
 	PreAggTx
 	AuthTx
+	SetTx
+	ManyTx
+	NotifyTx
+	RetentionTx
 
 	// Commit and Rollback take a context with a deadline, as every other
 	// statement does: a stalled database must not hold a caller (or a

@@ -1,0 +1,2 @@
+-- Placeholder: a command's pending notification as a state of its row (issue 14).
+SELECT 1;

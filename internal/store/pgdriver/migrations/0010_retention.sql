@@ -1,0 +1,2 @@
+-- Placeholder: retention (issue 14).
+SELECT 1;
