@@ -62,6 +62,16 @@ its tool with up to NATS_WORKER_CONCURRENCY commands at once, and reports the
 outcome. On SIGTERM it stops fetching, lets running commands finish within
 MILLRACE_SHUTDOWN_GRACE_SECONDS, releases the rest, and exits 0.
 
+It acknowledges a notification once the server committed its claim
+(MILLRACE_WORKER_ACK=claim, the default): from then on the claim's lease,
+renewed by heartbeats, keeps the command, and if the worker dies the server
+re-notifies it when the lease expires (MILLRACE_LEASE_SECONDS plus a reaper
+pass), so NOETL_WORKER_NATS_MAX_ACK_PENDING caps only notifications not yet
+claimed. With MILLRACE_WORKER_ACK=completion it keeps the notification until
+the server accepted the report, and max_ack_pending caps the commands
+running across the whole pool. Warehouse and pre-aggregate workers always
+acknowledge on completion.
+
 It presents MILLRACE_WORKER_TOKEN (a token of role worker: millrace token
 create --role worker) with every request, and checks it at start: a token
 the server does not accept, or one of another role, stops it at once.

@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,21 @@ func (s *Set) String(p *string, env, flag, def, help string, roles ...string) {
 	*p = def
 	s.add(&Setting{Env: env, Flag: flag, Default: def, Help: help, Roles: roles, kind: "string",
 		set: func(v string) error { *p = v; return nil }})
+}
+
+// Choice binds a string setting that must be one of choices; any other
+// value is refused when the environment or the flag is read.
+func (s *Set) Choice(p *string, env, flag, def string, choices []string, help string, roles ...string) {
+	*p = def
+	s.add(&Setting{Env: env, Flag: flag, Default: def, Help: help, Roles: roles, kind: "string",
+		set: func(v string) error {
+			v = strings.TrimSpace(v)
+			if !slices.Contains(choices, v) {
+				return fmt.Errorf("want %s, got %q", strings.Join(choices, " or "), v)
+			}
+			*p = v
+			return nil
+		}})
 }
 
 // Int binds an integer setting.

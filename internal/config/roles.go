@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/millrace/millrace/internal/bus"
@@ -225,7 +226,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 	s.String(&c.WorkerID, "MILLRACE_WORKER_ID", "worker-id", "", "Worker identity recorded on claims (default: host name, process id and four random hex digits, e.g. web-1-4242-a3f0; dev mode appends -N to a given one for each of its workers).")
 	s.Int(&c.Concurrency, "NATS_WORKER_CONCURRENCY", "concurrency", DefaultConcurrency, "Commands one worker runs at once.")
 	s.Seconds(&c.ShutdownGrace, "MILLRACE_SHUTDOWN_GRACE_SECONDS", "shutdown-grace", DefaultShutdownGrace, "On SIGTERM, how long running commands may finish before they are released.")
-	s.String(&c.AckOn, "MILLRACE_WORKER_ACK", "ack", DefaultWorkerAck, "When a commands worker acknowledges a notification: claim (once its claim is committed: the lease, its heartbeats and the reaper own the command from then on, so NOETL_WORKER_NATS_MAX_ACK_PENDING counts only notifications not yet claimed) or completion (once the server accepted the command's report).")
+	s.Choice(&c.AckOn, "MILLRACE_WORKER_ACK", "ack", DefaultWorkerAck, []string{AckOnClaim, AckOnCompletion}, "When a commands worker acknowledges a notification: claim (once its claim is committed: the lease, its heartbeats and the reaper own the command from then on, so NOETL_WORKER_NATS_MAX_ACK_PENDING counts only notifications not yet claimed, and a dead worker's commands run again once their lease expires and the reaper re-notifies them) or completion (once the server accepted the command's report; NATS redelivers after NOETL_WORKER_NATS_ACK_WAIT_SECONDS). Warehouse and pre-aggregate workers always acknowledge on completion.")
 	s.Int(&c.MaxResultBytes, "MILLRACE_MAX_RESULT_BYTES", "max-result-bytes", DefaultMaxResultBytes, "Largest tool result a worker reports (JSON); a larger one fails the command. Keep it under the server's MILLRACE_MAX_BODY_BYTES.")
 }
 
@@ -493,6 +494,22 @@ func GatewaySet(c *Gateway) *Set { s := &Set{}; c.bind(s); return s }
 // DefaultCatalogCacheTTL is MILLRACE_CATALOG_CACHE_SECONDS's default.
 const DefaultCatalogCacheTTL = 5 * time.Second
 
+// MILLRACE_WORKER_ACK's values: when a commands worker acknowledges a
+// notification.
+const (
+	AckOnClaim      = "claim"
+	AckOnCompletion = "completion"
+)
+
 // DefaultWorkerAck is MILLRACE_WORKER_ACK's default (see docs/decisions.md,
 // "ack on claim").
-const DefaultWorkerAck = "claim"
+const DefaultWorkerAck = AckOnClaim
+
+// CheckWorkerAck refuses a MILLRACE_WORKER_ACK value other than claim or
+// completion (for a Worker built in code rather than read from settings).
+func CheckWorkerAck(v string) error {
+	if v != AckOnClaim && v != AckOnCompletion {
+		return fmt.Errorf("MILLRACE_WORKER_ACK (--ack) must be %s or %s, got %q", AckOnClaim, AckOnCompletion, v)
+	}
+	return nil
+}

@@ -1,8 +1,10 @@
 // Package worker is the one runtime every worker runs in, whatever stream
 // it serves. The runtime pulls messages from a kind's durable consumers
 // (lanes), runs each in a slot of one shared pool, keeps it from
-// redelivery with InProgress while the kind heartbeats its claim, retries
-// NATS with jittered backoff, terminates poison, and shuts down gracefully:
+// redelivery with InProgress while the kind heartbeats its claim (or, with
+// Config.AckOnClaim, acknowledges it once the claim is committed and leaves
+// the job to the claim's lease), retries NATS with jittered backoff,
+// terminates poison, and shuts down gracefully:
 // on ctx's end it stops fetching, lets running jobs finish within the
 // grace, then cancels them, releases their claims, and returns once every
 // goroutine it started has ended.
@@ -95,6 +97,15 @@ type Config struct {
 	// Traces makes the job spans (nil: tracing off); Run shuts it down,
 	// exporting what is buffered, when it returns.
 	Traces *telemetry.Provider
+	// AckOnClaim acknowledges a message as soon as its job's claim
+	// succeeded, instead of after the report was accepted. From then on
+	// the claim alone keeps the job: its lease, renewed by Heartbeat, and
+	// the server's reaper, which re-notifies the job if the lease expires
+	// (a dead worker). So the consumer's max_ack_pending counts only
+	// messages not yet claimed, not running jobs. The job still holds its
+	// slot until it ends: a lane never fetches more than its free slots.
+	// Only for kinds whose server re-notifies expired claims (commands).
+	AckOnClaim bool
 }
 
 // DefaultID returns id, or host-pid-random when it is empty.
@@ -170,7 +181,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	for i, l := range r.lanes {
 		consumers[i] = l.Consumer
 	}
-	r.log.Info("worker started", "consumers", consumers, "concurrency", r.cfg.Concurrency)
+	ack := "completion"
+	if r.cfg.AckOnClaim {
+		ack = "claim"
+	}
+	r.log.Info("worker started", "consumers", consumers, "concurrency", r.cfg.Concurrency, "ack_on", ack)
 	lanes := lifecycle.New(ctx)
 	lanes.Go("presence", func(ctx context.Context) error { r.beat(ctx); return nil })
 	for _, l := range r.lanes {
@@ -360,26 +375,65 @@ func (r *Runtime) handle(msg jetstream.Msg, ackWait time.Duration) {
 		}
 		return
 	}
+	n := &note{msg: msg}
+	if r.cfg.AckOnClaim {
+		// The claim is committed: the lease and the reaper keep the job
+		// from here. A lost ack only means a redelivery, whose claim the
+		// server refuses while our lease lives (ErrGone: acknowledged).
+		n.ack()
+	}
 	r.inFlight.Inc()
 	defer r.inFlight.Dec()
-	r.run(ctx, log, msg, job, ackWait, received)
+	r.run(ctx, log, n, job, ackWait, received)
+}
+
+// note is a claimed job's message. Once acknowledged (at the claim, with
+// Config.AckOnClaim) it says nothing more to NATS: a NAK or InProgress on
+// an acknowledged message means nothing, and the claim decides what
+// happens to the job.
+type note struct {
+	msg   jetstream.Msg
+	acked bool
+}
+
+func (n *note) ack() {
+	if !n.acked {
+		n.acked = true
+		_ = n.msg.Ack()
+	}
+}
+
+func (n *note) nak() {
+	if !n.acked {
+		_ = n.msg.Nak()
+	}
+}
+
+// inProgress restarts the message's ack wait; nil once it is acknowledged
+// (there is nothing to keep alive).
+func (n *note) inProgress() func() {
+	if n.acked {
+		return nil
+	}
+	return func() { _ = n.msg.InProgress() }
 }
 
 // run runs a claimed job, keeps it alive, and reports it.
 // ctx is r.hard with the job's span.
-func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg, job Job, ackWait time.Duration, received time.Time) {
+func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg *note, job Job, ackWait time.Duration, received time.Time) {
 	beat := job.Lease()
 	if beat <= 0 {
 		beat = DefaultLease
 	}
-	if ackWait > 0 {
+	progress := msg.inProgress()
+	if ackWait > 0 && progress != nil {
 		beat = min(beat, ackWait)
 	}
 	beat /= 3
-	if time.Since(received) >= beat {
+	if progress != nil && time.Since(received) >= beat {
 		// A slow claim (a busy server) ate into the ack wait: restart it
 		// now rather than at the first beat.
-		_ = msg.InProgress()
+		progress()
 	}
 
 	// runCtx ends when the shutdown grace runs out or the lease is lost.
@@ -389,8 +443,9 @@ func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg,
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		// NATS hears we are alive; the heartbeat renews the claim.
-		keepAlive(msg, beat, stop, func() bool {
+		// NATS hears we are alive (until the message is acknowledged);
+		// the heartbeat renews the claim.
+		keepAlive(progress, beat, stop, func() bool {
 			hctx, cancel := context.WithTimeout(r.hard, beat)
 			err := job.Heartbeat(hctx)
 			cancel()
@@ -410,7 +465,7 @@ func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg,
 	runErr := job.Run(runCtx)
 	if lost.Load() {
 		r.jobsDone.WithLabelValues("lease_lost").Inc()
-		_ = msg.Ack()
+		msg.ack()
 		return
 	}
 	if r.hard.Err() != nil && runErr != nil {
@@ -420,10 +475,13 @@ func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg,
 		stopKeepAlive()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(jctx), ReleaseTimeout)
 		defer cancel()
+		// The release re-notifies the job; the NAK (before an ack at the
+		// claim) redelivers this message too, and the loser of the two
+		// claims acknowledges its copy.
 		if err := job.Release(ctx); err != nil {
 			log.Warn("could not release the claim; it will expire by itself", "err", err)
 		}
-		_ = msg.Nak()
+		msg.nak()
 		r.jobsDone.WithLabelValues("released").Inc()
 		return
 	}
@@ -441,19 +499,19 @@ func (r *Runtime) run(jctx context.Context, log *slog.Logger, msg jetstream.Msg,
 	switch {
 	case errors.Is(err, ErrLost):
 		r.jobsDone.WithLabelValues("superseded").Inc()
-		_ = msg.Ack()
+		msg.ack()
 	case err != nil:
 		log.Error("giving up reporting the result; the claim will expire and the job will run again", "err", err)
-		_ = msg.Nak()
+		msg.nak()
 	default:
 		r.jobsDone.WithLabelValues(outcome).Inc()
-		_ = msg.Ack()
+		msg.ack()
 	}
 }
 
-// keepAlive sends InProgress every interval and then calls beat, until
-// stop is closed or beat returns false.
-func keepAlive(msg jetstream.Msg, every time.Duration, stop <-chan struct{}, beat func() bool) {
+// keepAlive calls progress (when not nil: InProgress) every interval and
+// then beat, until stop is closed or beat returns false.
+func keepAlive(progress func(), every time.Duration, stop <-chan struct{}, beat func() bool) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -462,7 +520,9 @@ func keepAlive(msg jetstream.Msg, every time.Duration, stop <-chan struct{}, bea
 			return
 		case <-t.C:
 		}
-		_ = msg.InProgress()
+		if progress != nil {
+			progress()
+		}
 		if !beat() {
 			return
 		}

@@ -160,7 +160,7 @@ type stack struct {
 	done chan struct{} // closed when Run returned
 }
 
-func start(t *testing.T, k *fakeKind, concurrency int, grace time.Duration) *stack {
+func start(t *testing.T, k *fakeKind, concurrency int, grace time.Duration, opts ...func(*worker.Config)) *stack {
 	t.Helper()
 	emb, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: -1})
 	if err != nil {
@@ -170,7 +170,11 @@ func start(t *testing.T, k *fakeKind, concurrency int, grace time.Duration) *sta
 	cfg := bus.DefaultConfig()
 	cfg.URL, cfg.FetchTimeout, cfg.FetchHeartbeat = emb.URL(), time.Second, 400*time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rt, err := worker.New(t.Context(), worker.Config{Concurrency: concurrency, ShutdownGrace: grace, NATS: cfg}, k, log)
+	wcfg := worker.Config{Concurrency: concurrency, ShutdownGrace: grace, NATS: cfg}
+	for _, o := range opts {
+		o(&wcfg)
+	}
+	rt, err := worker.New(t.Context(), wcfg, k, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,4 +441,135 @@ func TestRuntimeShutdown(t *testing.T) {
 			t.Fatal("the kind was not closed")
 		}
 	})
+}
+
+// consumerInfo reads a lane's consumer.
+func (s *stack) consumerInfo(lane string) (*jetstream.ConsumerInfo, error) {
+	c, err := s.js.Consumer(s.t.Context(), fakeStream, lane)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(s.t.Context())
+}
+
+// Acked on claim, a running job's message is no longer pending on the
+// consumer (max_ack_pending does not count it), its claim is still
+// heartbeaten, and the runtime still fetches no more messages than it has
+// free slots; acked on completion, every running job's message stays
+// unacknowledged until its report.
+func TestRuntimeAckPoint(t *testing.T) {
+	t.Parallel()
+	for _, onClaim := range []bool{true, false} {
+		t.Run(fmt.Sprint("ack_on_claim=", onClaim), func(t *testing.T) {
+			t.Parallel()
+			k := newFakeKind(t)
+			release := make(chan struct{})
+			var beats atomic.Int64
+			k.heartbeat = func(string) error { beats.Add(1); return nil }
+			k.run = func(ctx context.Context, _ string) error {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			}
+			const slots, sent = 2, 5
+			s := start(t, k, slots, 5*time.Second, func(c *worker.Config) { c.AckOnClaim = onClaim })
+			for i := range sent {
+				s.send(fakeMsg{ID: fmt.Sprint("job", i)})
+			}
+			wantAckPending := slots
+			if onClaim {
+				wantAckPending = 0
+			}
+			wait.For(t, 10*time.Second, func() error {
+				var err error
+				k.snapshot(func(k *fakeKind) {
+					if k.active["fast"] != slots {
+						err = fmt.Errorf("%d jobs running, want %d", k.active["fast"], slots)
+					}
+				})
+				if err != nil {
+					return err
+				}
+				ci, err := s.consumerInfo("fast")
+				if err != nil {
+					return err
+				}
+				// Only as many messages as slots were fetched: the rest
+				// wait in the stream, not in a worker's buffer.
+				if ci.NumAckPending != wantAckPending || ci.NumPending != sent-slots {
+					return fmt.Errorf("consumer: %d unacknowledged (want %d), %d pending (want %d)", ci.NumAckPending, wantAckPending, ci.NumPending, sent-slots)
+				}
+				// The lease (300 ms) is renewed at a third of it.
+				if n := beats.Load(); n < 2*slots {
+					return fmt.Errorf("%d heartbeats so far, want at least %d", n, 2*slots)
+				}
+				return nil
+			})
+			close(release)
+			wait.For(t, 20*time.Second, func() error {
+				var err error
+				k.snapshot(func(k *fakeKind) {
+					if len(k.reported) != sent {
+						err = fmt.Errorf("%d of %d reported", len(k.reported), sent)
+					}
+				})
+				if err != nil {
+					return err
+				}
+				return s.settled("fast")
+			})
+			k.snapshot(func(k *fakeKind) {
+				if k.peak["fast"] > slots {
+					t.Fatalf("%d jobs ran at once on %d slots", k.peak["fast"], slots)
+				}
+				for id, n := range k.ran {
+					if n != 1 {
+						t.Fatalf("job %s ran %d times", id, n)
+					}
+				}
+			})
+		})
+	}
+}
+
+// Acked on claim, a job released at shutdown is not NAKed (its message is
+// acknowledged already: the release re-notifies it) and a job whose lease
+// is lost leaves nothing unacknowledged behind.
+func TestRuntimeAckOnClaimShutdown(t *testing.T) {
+	t.Parallel()
+	k := newFakeKind(t)
+	k.run = func(ctx context.Context, id string) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	s := start(t, k, 2, 500*time.Millisecond, func(c *worker.Config) { c.AckOnClaim = true })
+	s.send(fakeMsg{ID: "stuck"})
+	wait.For(t, 10*time.Second, func() error {
+		var err error
+		k.snapshot(func(k *fakeKind) {
+			if k.active["fast"] != 1 {
+				err = errors.New("the job is not running yet")
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return s.settled("fast")
+	})
+	s.stop()
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after the grace ran out")
+	}
+	k.snapshot(func(k *fakeKind) {
+		if !k.released["stuck"] {
+			t.Fatal("the job still running after the grace was not released")
+		}
+	})
+	if err := s.settled("fast"); err != nil {
+		t.Fatalf("after the release: %v; want the message left acknowledged (the release re-notifies)", err)
+	}
 }

@@ -58,15 +58,25 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 	if cfg.MaxResultBytes <= 0 {
 		cfg.MaxResultBytes = config.DefaultMaxResultBytes
 	}
+	if cfg.AckOn == "" {
+		cfg.AckOn = config.DefaultWorkerAck
+	}
+	if err := config.CheckWorkerAck(cfg.AckOn); err != nil {
+		return nil, err
+	}
+	// With ack on claim the server's reaper re-notifies a command whose
+	// lease expired, so a notification need not outlive its claim.
+	ackOnClaim := cfg.AckOn == config.AckOnClaim
 	bcfg := cfg.NATS.Bus("millrace-worker " + cfg.WorkerID)
 	// A pool worker takes only the steps routed to its pool, from the
 	// pool's own durable (bus/pool.go); the default pool takes the rest.
 	if cfg.Pool != "" {
 		bcfg.Pool = cfg.Pool
 	}
-	if cfg.Concurrency > bcfg.MaxAckPending {
+	if cfg.Concurrency > bcfg.MaxAckPending && !ackOnClaim {
 		// The seeds' own defaults (100 and 64) trigger this, so it is
-		// information, not a warning.
+		// information, not a warning. Acked on claim, a running command
+		// no longer counts against max_ack_pending.
 		log.Info("concurrency exceeds the consumer's max_ack_pending, which caps unacknowledged notifications for the whole pool; raise NOETL_WORKER_NATS_MAX_ACK_PENDING to use every slot",
 			"concurrency", cfg.Concurrency, "max_ack_pending", bcfg.MaxAckPending)
 	}
@@ -78,7 +88,7 @@ func New(ctx context.Context, cfg config.Worker, log *slog.Logger) (*worker.Runt
 		api: client.New(cfg.ServerURL).WithToken(cfg.Token).WithTracer(traces.Tracer("github.com/millrace/millrace/internal/client"))}
 	k.claims = newBatcher("claim", DefaultBatchSenders, DefaultMaxBatch, k.sendClaims)
 	k.reports = newBatcher("report", DefaultBatchSenders, DefaultMaxBatch, k.sendReports)
-	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, Pool: cfg.Pool, NATS: bcfg, Traces: traces}, k, log)
+	rt, err := worker.New(ctx, worker.Config{ID: cfg.WorkerID, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace, Pool: cfg.Pool, NATS: bcfg, Traces: traces, AckOnClaim: ackOnClaim}, k, log)
 	if err != nil {
 		k.Close()
 		_ = traces.Shutdown(ctx)
