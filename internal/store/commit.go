@@ -240,6 +240,16 @@ func (s *Store) runBatch(batch []*request) {
 	s.runSavepoints(ctx, batch)
 }
 
+// begin starts a transaction for callers: their write-only rows go out as
+// sets (see setTx), one statement per kind of row.
+func (s *Store) begin(ctx context.Context) (Tx, error) {
+	tx, err := s.drv.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newSetTx(tx), nil
+}
+
 // optimistic reports whether the next shared batch should run without
 // savepoints: no shared batch has failed in the last optimisticPause.
 func (s *Store) optimistic() bool {
@@ -247,13 +257,16 @@ func (s *Store) optimistic() bool {
 }
 
 // runPlain runs the batch in one transaction without savepoints: two
-// statements and, on PostgreSQL, a round trip fewer per caller. It works
+// statements and, on PostgreSQL, a round trip fewer per caller. The
+// callers' write-only rows collect into one set, written once before the
+// commit (or earlier, at the first statement that could see them): one
+// statement per kind of row for the whole batch. It works
 // while nobody fails; at the first caller error, or a failed commit, it
 // rolls everything back, delivers nothing and returns false, and the batch
 // runs again with savepoints. Callers that gave up before their turn are
 // skipped as usual.
 func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
-	tx, err := s.drv.Begin(ctx)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return false
 	}
@@ -280,9 +293,11 @@ func (s *Store) runPlain(ctx context.Context, batch []*request) bool {
 }
 
 // runSavepoints runs the batch in one transaction, each caller inside its
-// own savepoint, so one caller's error undoes only its own work.
+// own savepoint, so one caller's error undoes only its own work. Each
+// caller's rows go out as its own set at its Release, so a failing row
+// (a duplicate key) fails that caller only.
 func (s *Store) runSavepoints(ctx context.Context, batch []*request) {
-	tx, err := s.drv.Begin(ctx)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		for _, r := range batch {
 			r.done <- fmt.Errorf("begin transaction: %w", err)
@@ -363,7 +378,7 @@ func (s *Store) committed(batch []*request, errs []error) {
 }
 
 func (s *Store) runOne(ctx context.Context, r *request) error {
-	tx, err := s.drv.Begin(ctx)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}

@@ -140,14 +140,7 @@ func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, con
 }
 
 func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
-	status := e.Status
-	if status == "" {
-		status = api.ExecRunning
-	}
-	t.tx.enqueue(insertWrap(fmt.Sprintf("execution %d", e.ExecutionID)),
-		"INSERT INTO executions ("+execCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
-		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
+	t.tx.enqueue(insertWrap(fmt.Sprintf("execution %d", e.ExecutionID)), sqlExecutionInsert, executionRow(e)...)
 	return nil
 }
 
@@ -173,7 +166,7 @@ func (w withRevision) Scan(dest ...any) error { return w.row.Scan(append(dest, w
 // exists and the update cannot wait.
 func (t *tx) ExecutionTouch(ctx context.Context, id, revision int64) error {
 	t.tx.enqueue(func(err error) error { return fmt.Errorf("pgdriver: touch execution %d: %w", id, err) },
-		"UPDATE executions SET revision = $2 WHERE execution_id = $1", id, revision)
+		sqlExecutionTouch, id, revision)
 	return nil
 }
 
@@ -205,27 +198,13 @@ func (t *tx) ExecutionFinish(ctx context.Context, id int64, status api.ExecStatu
 }
 
 func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
-	t.tx.enqueue(insertWrap(fmt.Sprintf("event %d", e.EventID)),
-		"INSERT INTO events ("+eventCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-		e.EventID, e.ExecutionID, e.EventType, e.Step, e.CommandID, e.Status,
-		jsonArg(e.Result), e.Error, e.WorkerID, e.Attempt, tsOrNow(e.CreatedAt))
+	t.tx.enqueue(insertWrap(fmt.Sprintf("event %d", e.EventID)), sqlEventInsert, eventRow(e)...)
 	return nil
 }
 
+// CommandInsert: see commandKind (set.go) for the columns and defaults.
 func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
-	created := tsOrNow(c.CreatedAt)
-	available := created
-	if !c.AvailableAt.IsZero() {
-		available = ts(c.AvailableAt)
-	}
-	// published_at = available_at starts the reaper's unclaimed timer only
-	// once a delayed (retry) command can actually be notified.
-	t.tx.enqueue(insertWrap(fmt.Sprintf("command %d", c.EventID)),
-		`INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status,
-			attempt, publishes, published_at, available_at, loop_id, loop_index, retry, created_at, updated_at, pool)
-		VALUES ($1, $2, $3, $4, $5, $6, 'issued', 0, 1, $7, $7, $8, $9, $10, $11, $11, $12)`,
-		c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
-		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool)
+	t.tx.enqueue(insertWrap(fmt.Sprintf("command %d", c.EventID)), sqlCommandInsert, commandRow(c)...)
 	return nil
 }
 
@@ -327,14 +306,7 @@ func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time
 }
 
 func (t *tx) OutboxInsert(ctx context.Context, msg store.OutboxMsg) error {
-	created := tsOrNow(msg.CreatedAt)
-	available := created
-	if !msg.AvailableAt.IsZero() {
-		available = ts(msg.AvailableAt)
-	}
-	t.tx.enqueue(insertWrap(fmt.Sprintf("outbox message %d", msg.ID)),
-		"INSERT INTO outbox ("+outboxCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		msg.ID, msg.EventID, msg.Subject, msg.MsgID, msg.Payload, created, available, msg.TraceParent)
+	t.tx.enqueue(insertWrap(fmt.Sprintf("outbox message %d", msg.ID)), sqlOutboxInsert, outboxRow(msg)...)
 	return nil
 }
 

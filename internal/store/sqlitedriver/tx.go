@@ -25,12 +25,9 @@ var _ store.Tx = (*tx)(nil)
 
 // Hot-path statements, prepared once on the writer (see Driver.prepare).
 const (
-	sqlEventInsert = `INSERT INTO events (event_id, execution_id, event_type, step, command_id, status, result, error,
-		worker_id, attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	sqlCommandInsert = `INSERT INTO commands (event_id, execution_id, command_id, step, tool, input, status, attempt,
-		worker_id, lease_expires_at, result, error, publishes, published_at, available_at, loop_id, loop_index, retry,
-		created_at, updated_at, pool)
-		VALUES (?, ?, ?, ?, ?, ?, 'issued', 0, '', NULL, NULL, '', 1, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// sqlEventInsert, sqlCommandInsert, sqlOutboxInsert and
+	// sqlExecutionInsert are built in set.go, with their set forms.
+
 	// sqlCommandClaim is one conditional UPDATE: SQLite runs it under the
 	// write lock, so of N concurrent claimers exactly one sees the row in a
 	// claimable state.
@@ -57,8 +54,6 @@ const (
 	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
 		WHERE event_id = ? RETURNING ` + commandCols
 	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
-	sqlOutboxInsert  = `INSERT INTO outbox (id, event_id, subject, msg_id, payload, created_at, available_at, trace_parent)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
 	// The ids travel as one JSON array so the statement can be prepared
 	// whatever their number.
 	sqlOutboxDelete = `DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))`
@@ -82,7 +77,6 @@ var hotQueries = []string{
 var readHotQueries = []string{sqlCatalogLatest, sqlCatalogVersion, sqlExecutionGet, sqlCommandGet}
 
 const (
-	sqlExecutionInsert        = `INSERT INTO executions (` + executionCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlExecutionGet           = `SELECT ` + executionCols + ` FROM executions WHERE execution_id = ?`
 	sqlExecutionLock          = `SELECT ` + executionCols + `, revision FROM executions WHERE execution_id = ?`
 	sqlExecutionTouch         = `UPDATE executions SET revision = ? WHERE execution_id = ?`
@@ -199,14 +193,7 @@ func (t *tx) CatalogInsert(ctx context.Context, catalogID int64, path, name, con
 }
 
 func (t *tx) ExecutionInsert(ctx context.Context, e store.Execution) error {
-	status := e.Status
-	if status == "" {
-		status = api.ExecRunning
-	}
-	_, err := t.exec(ctx, sqlExecutionInsert,
-		e.ExecutionID, e.CatalogID, e.Path, e.Version, status, jsonArg(e.Workload),
-		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context))
-	if err != nil {
+	if _, err := t.exec(ctx, sqlExecutionInsert, executionRow(e)...); err != nil {
 		return insertErr(err, "execution %d", e.ExecutionID)
 	}
 	return nil
@@ -285,25 +272,15 @@ func (t *tx) ExecutionFinish(ctx context.Context, id int64, status api.ExecStatu
 }
 
 func (t *tx) EventInsert(ctx context.Context, e store.Event) error {
-	_, err := t.exec(ctx, sqlEventInsert, e.EventID, e.ExecutionID, e.EventType, e.Step, e.CommandID, e.Status,
-		jsonArg(e.Result), e.Error, e.WorkerID, e.Attempt, micros(nowIfZero(e.CreatedAt)))
-	if err != nil {
+	if _, err := t.exec(ctx, sqlEventInsert, eventRow(e)...); err != nil {
 		return insertErr(err, "event %d", e.EventID)
 	}
 	return nil
 }
 
+// CommandInsert: see commandKind (set.go) for the columns and defaults.
 func (t *tx) CommandInsert(ctx context.Context, c store.Command) error {
-	created := micros(nowIfZero(c.CreatedAt))
-	available := created
-	if !c.AvailableAt.IsZero() {
-		available = micros(c.AvailableAt)
-	}
-	// published_at = available_at starts the reaper's unclaimed timer only
-	// once a delayed (retry) command can actually be notified.
-	_, err := t.exec(ctx, sqlCommandInsert, c.EventID, c.ExecutionID, c.CommandID, c.Step,
-		jsonArg(c.Tool), jsonArg(c.Input), available, available, c.LoopID, c.LoopIndex, c.Retry, created, created, c.Pool)
-	if err != nil {
+	if _, err := t.exec(ctx, sqlCommandInsert, commandRow(c)...); err != nil {
 		return insertErr(err, "command %d", c.EventID)
 	}
 	return nil
@@ -396,17 +373,7 @@ func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time
 }
 
 func (t *tx) OutboxInsert(ctx context.Context, m store.OutboxMsg) error {
-	payload := m.Payload
-	if payload == nil {
-		payload = []byte{}
-	}
-	created := micros(nowIfZero(m.CreatedAt))
-	available := created
-	if !m.AvailableAt.IsZero() {
-		available = micros(m.AvailableAt)
-	}
-	_, err := t.exec(ctx, sqlOutboxInsert, m.ID, m.EventID, m.Subject, m.MsgID, payload, created, available, m.TraceParent)
-	if err != nil {
+	if _, err := t.exec(ctx, sqlOutboxInsert, outboxRow(m)...); err != nil {
 		return insertErr(err, "outbox message %d", m.ID)
 	}
 	return nil
