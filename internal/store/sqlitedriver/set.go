@@ -131,26 +131,13 @@ func touchSetSQL(rows int) string {
 		") AS u WHERE executions.execution_id = u.column1"
 }
 
-// valuesSQL is rows tuples of params numbered variables: (?1, ?2), (?3, ?4).
+// valuesSQL is rows tuples of params anonymous variables: (?, ?), (?, ?).
+// Not numbered (?1): modernc.org/sqlite looks up every variable's name
+// when binding, a linear search per variable, so a statement of numbered
+// variables binds in quadratic time.
 func valuesSQL(rows, params int) string {
-	var b strings.Builder
-	n := 1
-	for r := 0; r < rows; r++ {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for p := 0; p < params; p++ {
-			if p > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteByte('?')
-			b.WriteString(strconv.Itoa(n))
-			n++
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
+	tuple := "(?" + strings.Repeat(", ?", params-1) + ")"
+	return tuple + strings.Repeat(", "+tuple, rows-1)
 }
 
 // buckets is sql(1), sql(2), sql(4), … sql(maxSetRows).

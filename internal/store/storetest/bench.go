@@ -20,7 +20,8 @@ import (
 //   - ClaimStart: a claim that also starts the command, with its two events;
 //   - Finish: the holder's completion with its event;
 //   - AppendGroup16: Append from 16 concurrent callers through store.Store,
-//     which group-commits them.
+//     which group-commits them;
+//   - WriteSet: n rows one by one against the same rows as one set (setbench.go).
 func Bench(b *testing.B, open func(b *testing.B) store.Driver) {
 	b.Run("Append", func(b *testing.B) {
 		h := newBenchHarness(b, open)
@@ -71,6 +72,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Driver) {
 			}
 		})
 	})
+	b.Run("WriteSet", func(b *testing.B) { benchWriteSet(b, open) })
 }
 
 type benchHarness struct {

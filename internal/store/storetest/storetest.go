@@ -111,6 +111,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"PreAggState", stateCases()},
 		{"ClaimToken", claimTokenCases()},
 		{"Auth", authCases()},
+		{"Set", setCases()},
+		{"GroupCommit", groupCommitCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
