@@ -24,6 +24,7 @@ import (
 	"github.com/millrace/millrace/internal/query"
 	"github.com/millrace/millrace/internal/relay"
 	"github.com/millrace/millrace/internal/results"
+	"github.com/millrace/millrace/internal/retention"
 	"github.com/millrace/millrace/internal/secret"
 	"github.com/millrace/millrace/internal/store"
 	"github.com/millrace/millrace/internal/store/pgdriver"
@@ -88,6 +89,9 @@ type Server struct {
 	builds *builds.Service // pre-aggregate builds: triggers, worker protocol, scheduler, reaper
 	relay  *relay.Relay
 	reaper *flow.Reaper
+	// retain deletes finished executions after MILLRACE_RETENTION (it
+	// does nothing when that is 0).
+	retain *retention.Service
 	mon    *monitor.Monitor // gauges, GET /api/ops and the streams the UI shows
 	// bg owns every goroutine the server runs besides HTTP handlers and
 	// in-process queries (which query.Service owns): Run stops it before
@@ -252,6 +256,9 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		serve = s.preAggEngine
 	}
 	s.query.SetPreAgg(serve, s.builds.OnObjectLost)
+	if s.retain, err = retention.New(retention.Config{Period: cfg.Retention}, s.drv, log); err != nil {
+		return nil, err
+	}
 	s.mon = s.newMonitor()
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
 		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
@@ -359,6 +366,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go("build reaper", func(ctx context.Context) error { s.builds.Reap(ctx, s.buildBacklog); return nil })
 	bg.Go("monitor", func(ctx context.Context) error { s.mon.Run(ctx); return nil })
 	bg.Go("session purge", func(ctx context.Context) error { s.purgeSessions(ctx); return nil })
+	bg.Go("retention", func(ctx context.Context) error { s.retain.Run(ctx); return nil })
 	if s.connectLate {
 		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })
 	}
