@@ -101,6 +101,9 @@ type Options struct {
 	// (self-contained only).
 	Workers           int
 	WorkerConcurrency int
+	// WorkerAck is the in-process workers' MILLRACE_WORKER_ACK (claim or
+	// completion; "" is the default).
+	WorkerAck string
 
 	Timeout time.Duration
 	Sample  int // executions whose events are fetched; DefaultSample when 0
@@ -142,6 +145,11 @@ func (o *Options) check() error {
 		}
 		if o.WorkerConcurrency < 1 {
 			return fmt.Errorf("--worker-concurrency must be at least 1, got %d", o.WorkerConcurrency)
+		}
+		if o.WorkerAck != "" {
+			if err := config.CheckWorkerAck(o.WorkerAck); err != nil {
+				return fmt.Errorf("--worker-ack: %w", err)
+			}
 		}
 	}
 	if o.Sample <= 0 {
@@ -185,6 +193,7 @@ type Result struct {
 	Rate              float64 `json:"rate"`
 	Workers           int     `json:"workers,omitempty"`
 	WorkerConcurrency int     `json:"worker_concurrency,omitempty"`
+	WorkerAck         string  `json:"worker_ack,omitempty"`
 
 	Submitted  int `json:"submitted"`
 	Completed  int `json:"completed"`
@@ -255,6 +264,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		defer st.stop()
 		url, token, res.Target, res.Schema = st.url, st.token, st.kind, st.schema
 		res.Workers, res.WorkerConcurrency = opts.Workers, opts.WorkerConcurrency
+		res.WorkerAck = cmpOr(opts.WorkerAck, config.DefaultWorkerAck)
 	}
 	srv := client.New(url).WithToken(token)
 	// A connection dialed but never used would hold up the server's

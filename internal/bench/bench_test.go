@@ -276,6 +276,7 @@ func TestOptionsRejected(t *testing.T) {
 		{"no steps", "--steps", func(o *Options) { o.Steps = 0 }},
 		{"no workers", "--workers", func(o *Options) { o.Workers = 0 }},
 		{"no timeout", "--timeout", func(o *Options) { o.Timeout = 0 }},
+		{"unknown ack point", "--worker-ack", func(o *Options) { o.WorkerAck = "report" }},
 		{"unknown store", "sqlite:PATH", func(o *Options) { o.Store = "mysql://x" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,6 +55,9 @@ func startStack(ctx context.Context, opts *Options) (*stack, error) {
 		return nil, err
 	}
 	wcfg.Concurrency = opts.WorkerConcurrency
+	if opts.WorkerAck != "" {
+		wcfg.AckOn = opts.WorkerAck
+	}
 	for i := range opts.Workers {
 		c := wcfg
 		c.WorkerID = fmt.Sprintf("bench-%d", i)

@@ -100,6 +100,7 @@ after the run. Server timestamps are compared with this machine's clock.`,
 	f.IntVar(&opts.Steps, "steps", bench.DefaultSteps, "Steps in the noop chain each execution runs")
 	f.IntVar(&opts.Workers, "workers", bench.DefaultWorkers, "In-process workers (self-contained only)")
 	f.IntVar(&opts.WorkerConcurrency, "worker-concurrency", bench.DefaultWorkerConcurrency, "Commands each in-process worker runs at once (self-contained only)")
+	f.StringVar(&opts.WorkerAck, "worker-ack", config.DefaultWorkerAck, "When the in-process workers acknowledge a notification, claim or completion, as MILLRACE_WORKER_ACK (self-contained only)")
 	f.DurationVar(&opts.Timeout, "timeout", bench.DefaultTimeout, "Give up on executions not complete after this long (the run then fails)")
 	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
 	f.StringVar(&profileDir, "profile", "", "Write cpu.pprof, mutex.pprof, block.pprof and heap.pprof of this process to this directory (a self-contained run profiles server and workers too); read them with 'go tool pprof'")
