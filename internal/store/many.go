@@ -1,6 +1,10 @@
 package store
 
-import "context"
+import (
+	"cmp"
+	"context"
+	"slices"
+)
 
 // ClaimOutcome is the answer to one claim of CommandClaimMany: the claimed
 // command, or why this claim lost (ErrConflict, ErrNotFound), never the
@@ -32,4 +36,25 @@ type ManyTx interface {
 	// ascending id order (so two callers never wait on each other in a
 	// cycle). Absent ids are missing from the map.
 	LockExecutions(ctx context.Context, ids []int64) (map[int64]Execution, error)
+}
+
+// ManyOrder is how drivers walk a ManyTx call: first holds the index of
+// the first occurrence of each id, in ascending id order (the order rows
+// are locked in, so two calls never wait on each other in a cycle); dup[i]
+// is true when ps[i] repeats an id an earlier index already holds (that
+// later one gets ErrConflict: the first wins the chance).
+func ManyOrder(n int, id func(i int) int64) (first []int, dup []bool) {
+	dup = make([]bool, n)
+	seen := make(map[int64]struct{}, n)
+	first = make([]int, 0, n)
+	for i := range n {
+		if _, ok := seen[id(i)]; ok {
+			dup[i] = true
+			continue
+		}
+		seen[id(i)] = struct{}{}
+		first = append(first, i)
+	}
+	slices.SortFunc(first, func(a, b int) int { return cmp.Compare(id(a), id(b)) })
+	return first, dup
 }

@@ -213,16 +213,42 @@ func (t *tx) CommandClaim(ctx context.Context, p store.ClaimParams) (store.Comma
 	// One conditional UPDATE: under concurrency the row lock plus the
 	// re-evaluated WHERE clause lets exactly one claimer through.
 	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c
-		SET status = $5, attempt = c.attempt + 1, worker_id = $2, lease_expires_at = $3, updated_at = $4,
-			claim_token_id = $6
-		WHERE c.event_id = $1
-		  AND (c.status = 'issued' OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $4))
+		SET `+claimSet("$5", "$2", "$3", "$4", "$6")+`
+		WHERE c.event_id = $1 AND `+claimable("$4")+`
 		RETURNING `+commandCols,
 		p.EventID, p.WorkerID, ts(now.Add(p.LeaseTTL)), now, claimStatus(p), p.TokenID))
 	if err != nil {
 		return store.Command{}, t.missingOr(ctx, err, commandExistsSQL, p.EventID, fmt.Sprintf("claim command %d", p.EventID))
 	}
 	return c, nil
+}
+
+// claimSet and claimable are CommandClaim's SET and condition, with the
+// values' sources as arguments so that CommandClaimMany shares them.
+func claimSet(status, worker, lease, now, token string) string {
+	return "status = " + status + ", attempt = c.attempt + 1, worker_id = " + worker + ", lease_expires_at = " + lease +
+		", updated_at = " + now + ", claim_token_id = " + token
+}
+
+func claimable(now string) string {
+	return "(c.status = 'issued' OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= " + now + "))"
+}
+
+// holderCond is the holder statements' condition; otherToken tells, on the
+// failure path, a forgery (the holder's worker and attempt with another
+// token) from a lost lease.
+func holderCond(worker, attempt, token string) string {
+	return "c.worker_id = " + worker + " AND c.attempt = " + attempt + " AND c.status IN ('claimed', 'running')" +
+		" AND (c.claim_token_id = 0 OR c.claim_token_id = " + token + ")"
+}
+
+func finishSet(status, result, errText, now string) string {
+	return "status = " + status + ", result = " + result + ", error = " + errText + ", updated_at = " + now
+}
+
+func otherToken(worker, attempt, token string) string {
+	return "c.worker_id = " + worker + " AND c.attempt = " + attempt + " AND c.status IN ('claimed', 'running')" +
+		" AND c.claim_token_id <> 0 AND c.claim_token_id <> " + token
 }
 
 func claimStatus(p store.ClaimParams) api.CommandStatus {
@@ -239,8 +265,7 @@ func claimStatus(p store.ClaimParams) api.CommandStatus {
 func (t *tx) holderUpdate(ctx context.Context, set string, eventID int64, workerID string, attempt int, tokenID int64, what string, args ...any) (store.Command, error) {
 	args = append([]any{eventID, workerID, attempt, tokenID}, args...)
 	c, err := scanCommand(t.tx.QueryRow(ctx, "UPDATE commands AS c SET "+set+`
-		WHERE c.event_id = $1 AND c.worker_id = $2 AND c.attempt = $3 AND c.status IN ('claimed', 'running')
-		  AND (c.claim_token_id = 0 OR c.claim_token_id = $4)
+		WHERE c.event_id = $1 AND `+holderCond("$2", "$3", "$4")+`
 		RETURNING `+commandCols, args...))
 	if err == nil {
 		return c, nil
@@ -252,8 +277,7 @@ func (t *tx) holderUpdate(ctx context.Context, set string, eventID int64, worker
 	// Failure path only: the holder's own worker and attempt with another
 	// token is a forgery, not a lost lease.
 	var other bool
-	err = t.tx.QueryRow(ctx, `SELECT c.worker_id = $2 AND c.attempt = $3 AND c.status IN ('claimed', 'running')
-		AND c.claim_token_id <> 0 AND c.claim_token_id <> $4
+	err = t.tx.QueryRow(ctx, `SELECT `+otherToken("$2", "$3", "$4")+`
 		FROM commands AS c WHERE c.event_id = $1`, eventID, workerID, attempt, tokenID).Scan(&other)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -283,7 +307,7 @@ func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Com
 		return store.Command{}, fmt.Errorf("pgdriver: finish command %d: status %q must be %s or %s",
 			p.EventID, p.Status, api.CmdCompleted, api.CmdFailed)
 	}
-	return t.holderUpdate(ctx, "status = $5, result = $6, error = $7, updated_at = $8",
+	return t.holderUpdate(ctx, finishSet("$5", "$6", "$7", "$8"),
 		p.EventID, p.WorkerID, p.Attempt, p.TokenID, "finish", p.Status, jsonArg(p.Result), p.Error, tsOrNow(p.Now))
 }
 

@@ -113,6 +113,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Auth", authCases()},
 		{"Set", setCases()},
 		{"GroupCommit", groupCommitCases()},
+		{"Many", manyCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
