@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,9 @@ type countingDriver struct {
 	store.Driver
 	begins     atomic.Int64
 	savepoints atomic.Int64
+	// sets counts WriteSet calls and setRows their rows; rowInserts
+	// counts the single-row writes that reached the driver.
+	sets, setRows, rowInserts atomic.Int64
 }
 
 func (d *countingDriver) Begin(ctx context.Context) (store.Tx, error) {
@@ -47,6 +51,22 @@ type countingTx struct {
 func (t countingTx) Savepoint(ctx context.Context, name string) error {
 	t.d.savepoints.Add(1)
 	return t.Tx.Savepoint(ctx, name)
+}
+
+func (t countingTx) WriteSet(ctx context.Context, w *store.Writes) error {
+	t.d.sets.Add(1)
+	t.d.setRows.Add(int64(w.Len()))
+	return t.Tx.WriteSet(ctx, w)
+}
+
+func (t countingTx) EventInsert(ctx context.Context, e store.Event) error {
+	t.d.rowInserts.Add(1)
+	return t.Tx.EventInsert(ctx, e)
+}
+
+func (t countingTx) ExecutionInsert(ctx context.Context, e store.Execution) error {
+	t.d.rowInserts.Add(1)
+	return t.Tx.ExecutionInsert(ctx, e)
 }
 
 func drivers(t *testing.T) map[string]func(t *testing.T) store.Driver {
@@ -336,6 +356,132 @@ func TestGroupCommit(t *testing.T) {
 				st.Close()
 				if err := st.Do(t.Context(), 1, func(context.Context, store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
 					t.Fatalf("Do after Close = %v, want ErrClosed", err)
+				}
+			})
+		})
+	}
+}
+
+// oneBatch runs fn for n callers that all wait in the queue while a first
+// caller holds the committer, so that they share the next batch; it
+// returns each caller's error.
+func (b *bundle) oneBatch(t *testing.T, n int, fn func(i int, ctx context.Context, tx store.Tx) error) []error {
+	ctx := t.Context()
+	hold, held := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- b.st.Do(ctx, 1, func(context.Context, store.Tx) error {
+			close(held)
+			<-hold
+			return nil
+		})
+	}()
+	<-held
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error { return fn(i, ctx, tx) })
+		}()
+	}
+	wait.Until(t, 10*time.Second, "every caller queued", func() bool { return b.st.Queued() == n })
+	close(hold)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	return errs
+}
+
+// The callers of a batch send their write-only rows as one set: one
+// WriteSet per batch in a plain batch, nothing row by row. A caller with a
+// poisoned row makes the batch re-run with savepoints, where it alone
+// fails and everyone else's rows commit.
+func TestGroupCommitWritesOneSet(t *testing.T) {
+	t.Parallel()
+	for name, open := range drivers(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const n = 40
+			events := func(b *bundle, i int, ctx context.Context, tx store.Tx, exec int64) error {
+				for k := 0; k < 3; k++ {
+					if err := tx.EventInsert(ctx, store.Event{EventID: b.ids.Next(), ExecutionID: exec, EventType: api.EvCommandIssued, CreatedAt: time.Now()}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+
+			t.Run("Plain", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				errs := b.oneBatch(t, n, func(i int, ctx context.Context, tx store.Tx) error {
+					id := b.ids.Next()
+					if err := tx.ExecutionInsert(ctx, execRow(id)); err != nil {
+						return err
+					}
+					if err := tx.ExecutionTouch(ctx, id, b.ids.Next()); err != nil {
+						return err
+					}
+					// A read of another execution does not write the set.
+					if _, err := tx.LockExecution(ctx, -1); !errors.Is(err, store.ErrNotFound) {
+						return fmt.Errorf("lock of a missing execution: %v", err)
+					}
+					return events(b, i, ctx, tx, id)
+				})
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("caller %d: %v", i, err)
+					}
+				}
+				if got := b.drv.sets.Load(); got != 1 {
+					t.Errorf("%d WriteSet calls for one batch, want 1", got)
+				}
+				if got, want := b.drv.setRows.Load(), int64(n*5); got != want {
+					t.Errorf("%d rows in sets, want %d", got, want)
+				}
+				if got := b.drv.rowInserts.Load(); got != 0 {
+					t.Errorf("%d single-row inserts reached the driver, want 0", got)
+				}
+				if got := b.countExecs(t.Context()); got != n {
+					t.Fatalf("%d executions stored, want %d", got, n)
+				}
+			})
+
+			t.Run("PoisonedCallerFailsAlone", func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, open)
+				dup := b.ids.Next()
+				if err := b.st.Do(t.Context(), 1, func(ctx context.Context, tx store.Tx) error {
+					return tx.ExecutionInsert(ctx, execRow(dup))
+				}); err != nil {
+					t.Fatal(err)
+				}
+				errs := b.oneBatch(t, n, func(i int, ctx context.Context, tx store.Tx) error {
+					id := b.ids.Next()
+					if i == n/2 {
+						id = dup // poisoned: the batch learns of it only when its set is written
+					}
+					if err := tx.ExecutionInsert(ctx, execRow(id)); err != nil {
+						return err
+					}
+					return events(b, i, ctx, tx, id)
+				})
+				for i, err := range errs {
+					switch {
+					case i == n/2 && !errors.Is(err, store.ErrConflict):
+						t.Errorf("poisoned caller: %v, want ErrConflict", err)
+					case i != n/2 && err != nil:
+						t.Errorf("caller %d: %v", i, err)
+					}
+				}
+				if got := b.countExecs(t.Context()); got != n {
+					t.Fatalf("%d executions stored, want %d (the first and every caller but the poisoned one)", got, n)
+				}
+				if b.drv.savepoints.Load() == 0 {
+					t.Errorf("no savepoints: the failed plain batch did not re-run with them")
 				}
 			})
 		})
