@@ -33,6 +33,13 @@ type Config struct {
 	// LeaseTTL is the claim lease length; workers heartbeat at a third of
 	// it. It must be positive (package config owns the default).
 	LeaseTTL time.Duration
+	// CatalogCacheTTL bounds how long a submit trusts the cached latest
+	// version of a path (MILLRACE_CATALOG_CACHE_SECONDS); 0 reads the
+	// catalog on every submit. See catalogCache.
+	CatalogCacheTTL time.Duration
+	// OnRegister is called after a register committed, to tell the other
+	// servers (may be nil). It must not block.
+	OnRegister func(store.CatalogEntry)
 }
 
 // Service is the flow lifecycle over a store.
@@ -47,6 +54,8 @@ type Service struct {
 	graphs sync.Map // *playbook.Playbook -> *engine.Graph
 	states *stateCache
 	nowFn  func() time.Time
+
+	catalog *catalogCache // what a submit runs: (path, version) -> entry
 }
 
 // New builds a Service. kinds is the set of tool kinds the workers can run;
@@ -58,8 +67,10 @@ func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet
 	if wake == nil {
 		wake = func() {}
 	}
-	return &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now,
+	s := &Service{st: st, ids: gen, cfg: cfg, kinds: kinds, log: log, wake: wake, nowFn: time.Now,
 		states: newStateCache(DefaultStateCacheSize, DefaultStateCacheBytes)}
+	s.catalog = newCatalogCache(DefaultCatalogCacheSize, cfg.CatalogCacheTTL, func() time.Time { return s.nowFn() })
+	return s
 }
 
 // Store returns the underlying store.
@@ -96,7 +107,34 @@ func (s *Service) RegisterFile(ctx context.Context, file, content string) (store
 		return store.CatalogEntry{}, err
 	}
 	s.cache.Store(entry.CatalogID, pb)
+	// Before returning: a submit to this server after the register runs
+	// the new version.
+	s.catalog.registered(entry)
+	if s.cfg.OnRegister != nil {
+		s.cfg.OnRegister(entry)
+	}
 	return entry, nil
+}
+
+// Registered records a version another server registered (told over
+// NATS): submits of its path run it from now on.
+func (s *Service) Registered(e store.CatalogEntry) {
+	s.catalog.registered(e)
+}
+
+// catalogEntry returns the catalog entry a submit of (path, version) runs,
+// from the catalog cache or the store.
+func (s *Service) catalogEntry(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
+	if e, ok := s.catalog.get(path, version); ok {
+		return e, nil
+	}
+	e, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.CatalogEntry, error) {
+		return q.CatalogGet(ctx, path, version)
+	})
+	if err == nil {
+		s.catalog.put(e, version == 0)
+	}
+	return e, err
 }
 
 // Warnings returns what validating a registered playbook flagged without
@@ -136,9 +174,7 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 
 // ExecuteChild is Execute for a child of parent (0 = no parent).
 func (s *Service) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (store.Execution, error) {
-	entry, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.CatalogEntry, error) {
-		return q.CatalogGet(ctx, path, version)
-	})
+	entry, err := s.catalogEntry(ctx, path, version)
 	if errors.Is(err, store.ErrNotFound) {
 		if version > 0 {
 			return store.Execution{}, errorf(ErrPlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)

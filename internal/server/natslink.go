@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/millrace/millrace/internal/bus"
+	"github.com/millrace/millrace/internal/store"
 )
 
 // StartupNATSWait is how long New waits for NATS before it starts serving
@@ -73,6 +75,7 @@ func (l *natsLink) connectLater(ctx context.Context) {
 		return // shutting down
 	}
 	l.attach(c)
+	l.watchCatalog()
 	l.s.log.Info("connected to NATS after startup; publishing the outbox")
 	l.ensure(ctx)
 }
@@ -116,6 +119,44 @@ func (l *natsLink) PublishBatch(ctx context.Context, msgs []bus.OutMsg) []error 
 		return errs
 	}
 	return c.PublishBatch(ctx, msgs)
+}
+
+// watchCatalog subscribes to other servers' registers, so this server's
+// catalog cache runs a new version at once rather than after its TTL. It
+// needs the flow service, so New calls it after making that (and
+// connectLater after a late connection); a core subscription outlives
+// reconnects.
+func (l *natsLink) watchCatalog() {
+	c := l.get()
+	if c == nil {
+		return
+	}
+	_, err := c.NC.Subscribe(bus.CatalogSubject, func(m *nats.Msg) {
+		var w bus.CatalogRegistered
+		if err := json.Unmarshal(m.Data, &w); err != nil || w.Path == "" || w.Version <= 0 || w.CatalogID == 0 {
+			l.s.log.Warn("ignored a malformed catalog register word", "subject", m.Subject, "err", err)
+			return
+		}
+		l.s.flow.Registered(store.CatalogEntry{CatalogID: w.CatalogID, Path: w.Path, Version: w.Version})
+	})
+	if err != nil {
+		l.s.log.Warn("cannot subscribe to other servers' registers; a new playbook version may run here only after MILLRACE_CATALOG_CACHE_SECONDS",
+			"subject", bus.CatalogSubject, "err", err)
+	}
+}
+
+// catalogRegistered tells the other servers of a register (flow's
+// OnRegister). Without NATS they learn of it when their cached latest
+// expires (MILLRACE_CATALOG_CACHE_SECONDS).
+func (l *natsLink) catalogRegistered(e store.CatalogEntry) {
+	c := l.get()
+	if c == nil {
+		return
+	}
+	if err := c.PublishCatalogRegistered(bus.CatalogRegistered{Path: e.Path, CatalogID: e.CatalogID, Version: e.Version}); err != nil {
+		l.s.log.Warn("cannot tell other servers of a register; they run the previous version for up to MILLRACE_CATALOG_CACHE_SECONDS",
+			"path", e.Path, "version", e.Version, "err", err)
+	}
 }
 
 func (l *natsLink) close() {

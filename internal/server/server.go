@@ -204,8 +204,10 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	if s.authn, err = auth.New(s.st, gen, cfg.Auth, log); err != nil {
 		return nil, err
 	}
-	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL},
+	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL,
+		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered},
 		tools.Kinds(), log, s.relay.Wake)
+	s.nats.watchCatalog()
 	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})
 	res, err := results.Open(cfg.Query.ResultsDir)
 	if err != nil {
@@ -289,6 +291,10 @@ func (s *Server) IDs() *ids.Generator { return s.gen }
 
 // Routes lists the API's routes and who may use each.
 func (s *Server) Routes() []Route { return s.api.Routes() }
+
+// Handler is the HTTP API without the listener, for benchmarks that
+// measure a route's own cost (httptest, no sockets).
+func (s *Server) Handler() http.Handler { return s.api }
 
 // Flow exposes the flow service (dev mode and benchmarks use it).
 func (s *Server) Flow() *flow.Service { return s.flow }
