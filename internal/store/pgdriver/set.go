@@ -160,10 +160,10 @@ func outboxRow(m store.OutboxMsg) []any {
 // that needs an answer, at the latest Release, RollbackTo or Commit; a
 // duplicate key is store.ErrConflict.
 func (t *tx) WriteSet(ctx context.Context, w *store.Writes) error {
-	queueSet(t.tx, executionKind, sqlExecutionSet, w.Executions, executionRow)
-	queueSet(t.tx, commandKind, sqlCommandSet, w.Commands, commandRow)
-	queueSet(t.tx, eventKind, sqlEventSet, w.Events, eventRow)
-	queueSet(t.tx, outboxKind, sqlOutboxSet, w.Outbox, outboxRow)
+	queueSet(t.tx, executionKind, sqlExecutionInsert, sqlExecutionSet, w.Executions, executionRow)
+	queueSet(t.tx, commandKind, sqlCommandInsert, sqlCommandSet, w.Commands, commandRow)
+	queueSet(t.tx, eventKind, sqlEventInsert, sqlEventSet, w.Events, eventRow)
+	queueSet(t.tx, outboxKind, sqlOutboxInsert, sqlOutboxSet, w.Outbox, outboxRow)
 	if touches := store.LastTouches(w.Touches); len(touches) > 0 {
 		ids := make([]int64, len(touches))
 		revs := make([]int64, len(touches))
@@ -178,9 +178,15 @@ func (t *tx) WriteSet(ctx context.Context, w *store.Writes) error {
 }
 
 // queueSet queues the set insert of rows: the row function's values
-// transposed into one array per value.
-func queueSet[T any](p *pipe, k rowKind, sql string, rows []T, row func(T) []any) {
-	if len(rows) == 0 {
+// transposed into one array per value. A single row takes the one-row
+// insert, which is cheaper to encode than arrays.
+func queueSet[T any](p *pipe, k rowKind, one, sql string, rows []T, row func(T) []any) {
+	switch len(rows) {
+	case 0:
+		return
+	case 1:
+		args := row(rows[0])
+		p.enqueue(insertWrap(fmt.Sprintf("%s %v", k.what, args[0])), one, args...)
 		return
 	}
 	cols := make([][]any, len(k.types))
