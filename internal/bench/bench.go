@@ -6,8 +6,13 @@
 // redeliveries, and how many executions did not complete.
 //
 // It runs against a running server (Options.Server) or self-contained
-// (Options.Store): embedded NATS, a server on a loopback port and in-process
-// workers, wired exactly as `millrace dev` wires them.
+// (Options.Store): embedded NATS, a server on a loopback port (or several on
+// one database, Options.Servers) and in-process workers, wired exactly as
+// `millrace dev` wires them. Self-contained runs can also drain a backlog
+// submitted with no worker running (Options.Drain), start on a store that
+// already holds a history of finished executions (Options.Prefill,
+// prefill.go), and report the event store's bytes per execution and, on
+// PostgreSQL with pg_stat_statements, the statements per execution (db.go).
 //
 // How it measures, so that measuring does not become the load:
 //   - The submit time is taken by the client just before POST /api/execute.
@@ -105,6 +110,20 @@ type Options struct {
 	// completion; "" is the default).
 	WorkerAck string
 
+	// Servers is how many API servers a self-contained run starts on its
+	// one database (1 when 0; more than one needs PostgreSQL), each with
+	// its own relay and reapers. Submitters take turns over them, and so
+	// do the workers.
+	Servers int
+	// Drain submits every execution with no worker running, then starts
+	// the workers and measures how fast they empty the backlog
+	// (self-contained only).
+	Drain bool
+	// Prefill stores this many finished executions before the measured
+	// run (self-contained only): one real execution, then copies of its
+	// rows made by the database (prefill.go).
+	Prefill int
+
 	Timeout time.Duration
 	Sample  int // executions whose events are fetched; DefaultSample when 0
 
@@ -139,6 +158,21 @@ func (o *Options) check() error {
 	case o.Timeout <= 0:
 		return fmt.Errorf("--timeout must be positive, got %s", o.Timeout)
 	}
+	if o.Server != "" && (o.Drain || o.Prefill > 0 || o.Servers > 1) {
+		return errors.New("--drain, --prefill and --servers need a self-contained run (--store): they start and stop workers, write to the database or start servers")
+	}
+	if o.Drain && o.Prefill > 0 {
+		return errors.New("--drain and --prefill exclude each other: a drain's backlog is its own pending executions")
+	}
+	if o.Prefill < 0 {
+		return fmt.Errorf("--prefill must be 0 or more, got %d", o.Prefill)
+	}
+	if o.Servers == 0 {
+		o.Servers = 1
+	}
+	if o.Servers < 1 || o.Servers > 1 && !isPostgres(o.Store) {
+		return fmt.Errorf("--servers %d: use 1, or more with a postgres:// --store (SQLite has one writer: one server per file)", o.Servers)
+	}
 	if o.Store != "" {
 		if o.Workers < 1 {
 			return fmt.Errorf("--workers must be at least 1, got %d", o.Workers)
@@ -165,6 +199,10 @@ func (o *Options) check() error {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+func isPostgres(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
 func cmpOr(a, b string) string {
@@ -194,6 +232,12 @@ type Result struct {
 	Workers           int     `json:"workers,omitempty"`
 	WorkerConcurrency int     `json:"worker_concurrency,omitempty"`
 	WorkerAck         string  `json:"worker_ack,omitempty"`
+	Servers           int     `json:"servers,omitempty"`
+
+	// Prefilled is how many finished executions were stored before the
+	// run (--prefill), and PrefillSeconds how long storing them took.
+	Prefilled      int     `json:"prefilled,omitempty"`
+	PrefillSeconds float64 `json:"prefill_seconds,omitempty"`
 
 	Submitted  int `json:"submitted"`
 	Completed  int `json:"completed"`
@@ -206,6 +250,12 @@ type Result struct {
 	StepsPerSecond      float64 `json:"steps_per_second"`
 	// SubmitRate is the achieved arrival rate (first to last submit).
 	SubmitRate float64 `json:"submit_rate"`
+	// Drain: DrainSeconds runs from the workers' start (every execution
+	// submitted by then) to the last completion, and DrainPerSecond is
+	// the completed executions over it.
+	Drain          bool    `json:"drain,omitempty"`
+	DrainSeconds   float64 `json:"drain_seconds,omitempty"`
+	DrainPerSecond float64 `json:"drain_per_second,omitempty"`
 
 	SubmitToStart    Latency `json:"submit_to_start"`
 	SubmitToComplete Latency `json:"submit_to_complete"`
@@ -216,6 +266,14 @@ type Result struct {
 	// generator alone with --server; never the database's. On a shared,
 	// noisy machine it moves less than throughput.
 	CPUMillisPerExecution float64 `json:"cpu_ms_per_execution,omitempty"`
+
+	// Statements is what pg_stat_statements counted in the database from
+	// the first submit to the last completion (self-contained PostgreSQL
+	// with the extension installed; nil otherwise).
+	Statements *Statements `json:"statements,omitempty"`
+	// Storage is the event store tables' size after the run
+	// (self-contained; nil when it could not be read).
+	Storage *Storage `json:"storage,omitempty"`
 
 	// Redeliveries is nil when the consumer could not be inspected.
 	Redeliveries *int64 `json:"redeliveries"`
@@ -254,25 +312,41 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	res := &Result{Executions: opts.Executions, Steps: opts.Steps, Concurrency: opts.Concurrency, Rate: opts.Rate, Target: opts.Server}
-	url, token := opts.Server, opts.Token
+	res := &Result{Executions: opts.Executions, Steps: opts.Steps, Concurrency: opts.Concurrency, Rate: opts.Rate, Target: opts.Server, Drain: opts.Drain}
+	token := opts.Token
+	urls := []string{opts.Server}
+	var st *stack
+	var sdb *db
 	if opts.Store != "" {
-		st, err := startStack(ctx, &opts)
-		if err != nil {
+		var err error
+		if st, err = startStack(ctx, &opts); err != nil {
 			return nil, err
 		}
 		defer st.stop()
-		url, token, res.Target, res.Schema = st.url, st.token, st.kind, st.schema
-		res.Workers, res.WorkerConcurrency = opts.Workers, opts.WorkerConcurrency
+		token, res.Target, res.Schema, urls = st.token, st.kind, st.schema, st.urls
+		res.Workers, res.WorkerConcurrency, res.Servers = opts.Workers, opts.WorkerConcurrency, len(st.urls)
 		res.WorkerAck = cmpOr(opts.WorkerAck, config.DefaultWorkerAck)
+		if sdb, err = openDB(st.kind, st.dbURL); err != nil {
+			return nil, err
+		}
+		defer sdb.close()
 	}
-	srv := client.New(url).WithToken(token)
-	// A connection dialed but never used would hold up the server's
-	// graceful shutdown for 5 s (net/http treats it as active until then).
-	defer srv.HTTP.CloseIdleConnections()
+	clients := make([]*client.Client, len(urls))
+	for i, u := range urls {
+		clients[i] = client.New(u).WithToken(token)
+		// A connection dialed but never used would hold up the server's
+		// graceful shutdown for 5 s (net/http treats it as active until then).
+		defer clients[i].HTTP.CloseIdleConnections()
+	}
+	srv := clients[0]
 	reg, err := srv.Register(ctx, chainPlaybook(opts.Steps))
 	if err != nil {
 		return nil, fmt.Errorf("register the benchmark playbook: %w", err)
+	}
+	if opts.Prefill > 0 {
+		if err := prefill(ctx, srv, reg, sdb, &opts, res); err != nil {
+			return nil, err
+		}
 	}
 
 	cons := inspectConsumer(ctx, opts.NATS)
@@ -280,15 +354,33 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		defer cons.close()
 	}
 	before, beforeErr := cons.delivered(ctx)
+	var stmts0 statementCounts
+	if sdb != nil {
+		if stmts0, err = sdb.statementCounts(ctx); err != nil {
+			opts.Log.Info("statements per execution not measured: pg_stat_statements is not readable (CREATE EXTENSION pg_stat_statements, with shared_preload_libraries)", "err", err)
+		}
+	}
 
 	prog := newProgress(opts.Progress, opts.ProgressTTY, opts.Executions)
 	prog.start()
 	runCtx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	stopEstimate := prog.estimate(runCtx, srv)
+	stopEstimate := func() {}
+	if !opts.Drain {
+		stopEstimate = prog.estimate(runCtx, srv)
+	}
 	cpu0 := processCPU()
-	runs, err := submit(runCtx, srv, reg, &opts, prog)
+	runs, err := submit(runCtx, clients, reg, &opts, prog)
 	stopEstimate()
+	var workersStarted time.Time
+	if err == nil && opts.Drain {
+		// Every execution is stored and its notification on its way: now
+		// the backlog is drained.
+		workersStarted = time.Now()
+		if err = st.startWorkers(ctx); err != nil {
+			err = fmt.Errorf("start the workers: %w", err)
+		}
+	}
 	if err == nil {
 		err = awaitAll(runCtx, srv, runs, prog)
 	}
@@ -304,19 +396,69 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 	actx, acancel := context.WithTimeout(ctx, afterTimeout)
 	defer acancel()
+	if sdb != nil && stmts0 != nil {
+		if stmts1, err := sdb.statementCounts(actx); err == nil {
+			res.Statements = statementsSince(stmts0, stmts1, opts.Executions)
+		}
+	}
 	if after, err := cons.delivered(actx); err == nil && beforeErr == nil {
 		n := after.redeliveries(before)
 		res.Redeliveries = &n
 	}
 	sampleStarts(actx, srv, runs, opts.Sample)
 	summarize(res, runs)
+	if opts.Drain && res.Completed > 0 {
+		var last time.Time
+		for _, r := range runs {
+			if r.status == api.ExecCompleted && r.ended.After(last) {
+				last = r.ended
+			}
+		}
+		if res.DrainSeconds = last.Sub(workersStarted).Seconds(); res.DrainSeconds > 0 {
+			res.DrainPerSecond = float64(res.Completed) / res.DrainSeconds
+		}
+	}
 	if res.Completed > 0 && cpu > 0 {
 		res.CPUMillisPerExecution = float64(cpu) / float64(time.Millisecond) / float64(res.Completed)
+	}
+	if sdb != nil {
+		if res.Storage, err = sdb.storage(actx); err != nil {
+			opts.Log.Warn("bytes per execution not measured", "err", err)
+		}
 	}
 	if res.Incomplete > 0 {
 		return res, &IncompleteError{Incomplete: res.Incomplete, Executions: res.Executions, TimedOut: res.TimedOut}
 	}
 	return res, nil
+}
+
+// prefill stores opts.Prefill finished executions: one real execution of
+// reg, then opts.Prefill-1 copies of its rows (db.prefill).
+func prefill(ctx context.Context, srv *client.Client, reg api.Registered, sdb *db, opts *Options, res *Result) error {
+	began := time.Now()
+	st, err := srv.Execute(ctx, reg.Path, reg.Version, nil)
+	if err != nil {
+		return fmt.Errorf("prefill: submit the template execution: %w", err)
+	}
+	tmpl := []run{{id: st.ExecutionID, submit: began, startLat: -1}}
+	wctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	if err := awaitAll(wctx, srv, tmpl, newProgress(nil, false, 1)); err != nil {
+		return fmt.Errorf("prefill: wait for the template execution: %w", err)
+	}
+	if tmpl[0].status != api.ExecCompleted {
+		return fmt.Errorf("prefill: the template execution %d ended %s, not completed; inspect it with `millrace events %d`", st.ExecutionID, tmpl[0].status, st.ExecutionID)
+	}
+	report := func(n int) {
+		if opts.Progress != nil {
+			fmt.Fprintf(opts.Progress, "prefill: %d/%d executions stored (%.0fs)\n", n+1, opts.Prefill, time.Since(began).Seconds())
+		}
+	}
+	if err := sdb.prefill(ctx, st.ExecutionID, opts.Prefill-1, report); err != nil {
+		return err
+	}
+	res.Prefilled, res.PrefillSeconds = opts.Prefill, time.Since(began).Seconds()
+	return nil
 }
 
 // chainPlaybook is a chain of k noop steps at bench/chain-k.
@@ -346,7 +488,7 @@ workflow:
 // submit starts opts.Executions executions from opts.Concurrency
 // goroutines. With a rate, a pacer hands out slots at start+i/rate; a slot
 // waits while every submitter is busy, which shows as a lower SubmitRate.
-func submit(ctx context.Context, srv *client.Client, reg api.Registered, opts *Options, prog *progress) ([]run, error) {
+func submit(ctx context.Context, srvs []*client.Client, reg api.Registered, opts *Options, prog *progress) ([]run, error) {
 	runs := make([]run, opts.Executions)
 	slots := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -380,7 +522,9 @@ func submit(ctx context.Context, srv *client.Client, reg api.Registered, opts *O
 		}
 	}()
 	var wg sync.WaitGroup
-	for range min(opts.Concurrency, opts.Executions) {
+	for j := range min(opts.Concurrency, opts.Executions) {
+		// Submitter j sends to server j mod servers.
+		srv := srvs[j%len(srvs)]
 		wg.Go(func() {
 			for i := range slots {
 				t := time.Now()

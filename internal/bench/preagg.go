@@ -546,7 +546,7 @@ func startPreaggStack(ctx context.Context, opts *PreaggOptions) (*stack, error) 
 	}
 	var nats config.NATS
 	config.BindNATS(&config.Set{}, &nats) // defaults
-	st, wcfg, err := startServerStack(ctx, opts.Store, false, &nats, opts.Log, func(s *config.Server) {
+	st, wcfg, err := startServerStack(ctx, opts.Store, false, 1, &nats, opts.Log, func(s *config.Server) {
 		s.Query.NATSEnabled = opts.NATSEnabled
 		s.PreAgg.Dir = dir
 	})

@@ -13,8 +13,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 		arrival = fmt.Sprintf("at %g/s", r.Rate)
 	}
 	target := r.Target
+	if r.Servers > 1 {
+		target = fmt.Sprintf("%s, %d servers", target, r.Servers)
+	}
 	if r.Workers > 0 {
-		target = fmt.Sprintf("%s, %d workers x %d", r.Target, r.Workers, r.WorkerConcurrency)
+		target = fmt.Sprintf("%s, %d workers x %d", target, r.Workers, r.WorkerConcurrency)
 	}
 	if r.Schema != "" {
 		target += ", schema " + r.Schema
@@ -42,7 +45,14 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "throughput\t%.1f executions/s (%.1f steps/s), first submit to last completion in %.2fs\n",
 		r.ExecutionsPerSecond, r.StepsPerSecond, r.Seconds)
+	if r.Drain {
+		fmt.Fprintf(tw, "drain\t%.1f executions/s, from the workers' start (all submitted) to the last completion in %.2fs\n",
+			r.DrainPerSecond, r.DrainSeconds)
+	}
 	fmt.Fprintf(tw, "submitted\t%d (%.1f/s)\n", r.Submitted, r.SubmitRate)
+	if r.Prefilled > 0 {
+		fmt.Fprintf(tw, "prefilled\t%d finished executions stored before the run (in %.1fs)\n", r.Prefilled, r.PrefillSeconds)
+	}
 	fmt.Fprintf(tw, "completed\t%d\n", r.Completed)
 	fmt.Fprintf(tw, "not completed\t%d (failed or cancelled: %d)\n", r.Incomplete, r.Failed)
 	fmt.Fprintf(tw, "redeliveries\t%s\n", redeliveries)
@@ -52,6 +62,16 @@ func (r *Result) WriteTable(w io.Writer) error {
 			who = "the load generator alone"
 		}
 		fmt.Fprintf(tw, "cpu/execution\t%.3f ms in this process (%s)\n", r.CPUMillisPerExecution, who)
+	}
+	if r.Statements != nil {
+		fmt.Fprintf(tw, "statements/execution\t%.1f (pg_stat_statements, %d calls from first submit to last completion)\n", r.Statements.PerExecution, r.Statements.Total)
+		for _, s := range r.Statements.Top {
+			fmt.Fprintf(tw, "\t%8.2f  %s\n", s.PerExecution, s.Query)
+		}
+	}
+	if r.Storage != nil {
+		fmt.Fprintf(tw, "bytes/execution\t%.0f (%d bytes of event store tables, %d executions stored; %s)\n",
+			r.Storage.BytesPerExecution, r.Storage.Bytes, r.Storage.Executions, r.Storage.Method)
 	}
 	if r.TimedOut {
 		fmt.Fprintf(tw, "timed out\tyes\n")

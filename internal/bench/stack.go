@@ -36,6 +36,10 @@ const (
 // wired as `millrace dev` wires them.
 type stack struct {
 	url, kind, schema string
+	// urls are the servers' URLs (url is the first); dbURL is the store
+	// they share (with the run's search_path on PostgreSQL).
+	urls  []string
+	dbURL string
 	// token is an admin token made in the store for the benchmark's own
 	// requests ("" with auth off).
 	token     string
@@ -43,6 +47,9 @@ type stack struct {
 	cleanup   []func()
 	workerCtx context.Context
 	workers   sync.WaitGroup
+	// startWorkers starts the in-process workers (startStack has already
+	// called it unless the run drains).
+	startWorkers func(context.Context) error
 }
 
 func startStack(ctx context.Context, opts *Options) (*stack, error) {
@@ -50,7 +57,7 @@ func startStack(ctx context.Context, opts *Options) (*stack, error) {
 	if opts.Auth != "" {
 		adjust = func(c *config.Server) { c.Auth.Mode = opts.Auth }
 	}
-	st, wcfg, err := startServerStack(ctx, opts.Store, opts.Keep, &opts.NATS, opts.Log, adjust)
+	st, wcfg, err := startServerStack(ctx, opts.Store, opts.Keep, opts.Servers, &opts.NATS, opts.Log, adjust)
 	if err != nil {
 		return nil, err
 	}
@@ -58,10 +65,21 @@ func startStack(ctx context.Context, opts *Options) (*stack, error) {
 	if opts.WorkerAck != "" {
 		wcfg.AckOn = opts.WorkerAck
 	}
-	for i := range opts.Workers {
-		c := wcfg
-		c.WorkerID = fmt.Sprintf("bench-%d", i)
-		if err := st.goWorker(ctx, func(ctx context.Context) (runner, error) { return commands.New(ctx, c, opts.Log) }); err != nil {
+	st.startWorkers = func(ctx context.Context) error {
+		for i := range opts.Workers {
+			c := wcfg
+			c.WorkerID = fmt.Sprintf("bench-%d", i)
+			// With several servers the workers take turns: worker i
+			// reports to server i mod servers.
+			c.ServerURL = st.urls[i%len(st.urls)]
+			if err := st.goWorker(ctx, func(ctx context.Context) (runner, error) { return commands.New(ctx, c, opts.Log) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if !opts.Drain {
+		if err := st.startWorkers(ctx); err != nil {
 			st.stop()
 			return nil, err
 		}
@@ -73,10 +91,11 @@ func startStack(ctx context.Context, opts *Options) (*stack, error) {
 type runner interface{ Run(context.Context) error }
 
 // startServerStack starts embedded NATS (its URL is written into nats) and
-// a server on store, configured by adjust, and returns the settings its
-// workers start from. Workers added with goWorker stop before the server,
+// servers (at least one) on store, configured by adjust, each with its own
+// relay and reapers, and returns the settings its workers start from
+// (pointed at the first server). Workers added with goWorker stop before the server,
 // so that their last reports land.
-func startServerStack(ctx context.Context, store string, keep bool, nats *config.NATS, log *slog.Logger, adjust func(*config.Server)) (_ *stack, _ config.Worker, err error) {
+func startServerStack(ctx context.Context, store string, keep bool, servers int, nats *config.NATS, log *slog.Logger, adjust func(*config.Server)) (_ *stack, _ config.Worker, err error) {
 	st := &stack{}
 	st.stop = func() {
 		for i := len(st.cleanup) - 1; i >= 0; i-- {
@@ -135,23 +154,27 @@ func startServerStack(ctx context.Context, store string, keep bool, nats *config
 			return nil, config.Worker{}, err
 		}
 	}
-	srv, err := server.New(ctx, scfg, log)
-	if err != nil {
-		return nil, config.Worker{}, err
+	st.dbURL = scfg.DatabaseURL
+	for range max(servers, 1) {
+		srv, err := server.New(ctx, scfg, log)
+		if err != nil {
+			return nil, config.Worker{}, err
+		}
+		srvCtx, stopServer := context.WithCancel(context.Background())
+		srvDone := make(chan struct{})
+		go func() { defer close(srvDone); _ = srv.Run(srvCtx) }()
+		st.cleanup = append(st.cleanup, func() { stopServer(); <-srvDone })
+		st.urls = append(st.urls, srv.URL())
 	}
-	srvCtx, stopServer := context.WithCancel(context.Background())
-	srvDone := make(chan struct{})
-	go func() { defer close(srvDone); _ = srv.Run(srvCtx) }()
-	st.cleanup = append(st.cleanup, func() { stopServer(); <-srvDone })
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	st.workerCtx = wctx
 	st.cleanup = append(st.cleanup, func() { stopWorkers(); st.workers.Wait() })
 
 	var wcfg config.Worker
 	config.WorkerSet(&wcfg) // defaults
-	wcfg.NATS, wcfg.ServerURL, wcfg.ShutdownGrace, wcfg.Token = *nats, srv.URL(), workerGrace, workerToken
+	wcfg.NATS, wcfg.ServerURL, wcfg.ShutdownGrace, wcfg.Token = *nats, st.urls[0], workerGrace, workerToken
 	wcfg.Query, wcfg.PreAgg = scfg.Query, scfg.PreAgg
-	st.url = srv.URL()
+	st.url = st.urls[0]
 	return st, wcfg, nil
 }
 

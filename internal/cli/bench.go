@@ -45,6 +45,31 @@ possible, or at --rate per second), wait for all of them and report:
   never the database),
   and how many executions did not complete (any makes the command fail).
 
+Self-contained runs also report the event store's size after the run, per
+stored execution (PostgreSQL: pg_total_relation_size of every table with an
+execution_id or event_id column, indexes and not yet vacuumed rows included;
+SQLite: their pages from dbstat), and, on PostgreSQL with pg_stat_statements
+installed in the database (CREATE EXTENSION pg_stat_statements; the server
+needs shared_preload_libraries=pg_stat_statements), the statements the
+database ran from the first submit to the last completion, per execution,
+with the most frequent ones.
+
+Modes (self-contained only):
+  --drain       submit every execution with no worker running, then start the
+                workers and report the drain rate: completions from the
+                workers' start to the last completion.
+  --prefill N   before measuring, store N finished executions: one real
+                execution, then N-1 copies of its rows made by the database
+                (INSERT ... SELECT over a series, 10,000 per transaction; new
+                time-ordered ids, times moved back, everything else the
+                same), then VACUUM ANALYZE on PostgreSQL. 1,000,000 take a few
+                minutes. The run then measures as usual: submit rate and
+                completion rate with that history in the tables.
+  --servers N   N API servers on the one database (PostgreSQL), each with its
+                own relay and reapers; submitters and workers take turns
+                over them.
+  --workers N   in-process workers, each with --worker-concurrency slots.
+
 With --server it measures a running deployment (--nats-url and friends say
 where to read redeliveries). With --store it is self-contained: embedded NATS,
 a server on a loopback port and --workers in-process workers, exactly as
@@ -57,7 +82,10 @@ after the run. Server timestamps are compared with this machine's clock.`,
 		Example: `  millrace bench flows --store sqlite:/tmp/bench.db --executions 5000
   millrace bench flows --store postgres://postgres@127.0.0.1:5432/test --executions 5000 --concurrency 64
   millrace bench flows --store sqlite:/tmp/bench.db --rate 200 --executions 2000   # latency
-  millrace bench flows --server http://127.0.0.1:8082 --steps 10 --json`,
+  millrace bench flows --server http://127.0.0.1:8082 --steps 10 --json
+  millrace bench flows --store postgres://postgres@127.0.0.1:5432/test --drain --executions 100000 --timeout 30m
+  millrace bench flows --store postgres://postgres@127.0.0.1:5432/test --prefill 1000000 --executions 5000
+  millrace bench flows --store postgres://postgres@127.0.0.1:5432/test --servers 2 --workers 4 --executions 5000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			errOut := cmd.ErrOrStderr()
@@ -101,6 +129,9 @@ after the run. Server timestamps are compared with this machine's clock.`,
 	f.IntVar(&opts.Workers, "workers", bench.DefaultWorkers, "In-process workers (self-contained only)")
 	f.IntVar(&opts.WorkerConcurrency, "worker-concurrency", bench.DefaultWorkerConcurrency, "Commands each in-process worker runs at once (self-contained only)")
 	f.StringVar(&opts.WorkerAck, "worker-ack", config.DefaultWorkerAck, "When the in-process workers acknowledge a notification, claim or completion, as MILLRACE_WORKER_ACK (self-contained only)")
+	f.IntVar(&opts.Servers, "servers", 1, "API servers on the one database, each with its own relay and reapers (self-contained; more than 1 needs PostgreSQL)")
+	f.BoolVar(&opts.Drain, "drain", false, "Submit every execution with no worker running, then start the workers and report the drain rate (self-contained only)")
+	f.IntVar(&opts.Prefill, "prefill", 0, "Store this many finished executions (copies of one real one) before measuring (self-contained only)")
 	f.DurationVar(&opts.Timeout, "timeout", bench.DefaultTimeout, "Give up on executions not complete after this long (the run then fails)")
 	f.BoolVar(&asJSON, "json", false, "Print the result as JSON instead of a table")
 	f.StringVar(&profileDir, "profile", "", "Write cpu.pprof, mutex.pprof, block.pprof and heap.pprof of this process to this directory (a self-contained run profiles server and workers too); read them with 'go tool pprof'")
