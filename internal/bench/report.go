@@ -64,13 +64,13 @@ func (r *Result) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "cpu/execution\t%.3f ms in this process (%s)\n", r.CPUMillisPerExecution, who)
 	}
 	if r.Statements != nil {
-		fmt.Fprintf(tw, "statements/execution\t%.1f (pg_stat_statements, %d calls from first submit to last completion)\n", r.Statements.PerExecution, r.Statements.Total)
+		fmt.Fprintf(tw, "statements\t%.1f per execution (pg_stat_statements, %d calls from first submit to last completion); the most frequent, per execution:\n", r.Statements.PerExecution, r.Statements.Total)
 		for _, s := range r.Statements.Top {
 			fmt.Fprintf(tw, "\t%8.2f  %s\n", s.PerExecution, s.Query)
 		}
 	}
 	if r.Storage != nil {
-		fmt.Fprintf(tw, "bytes/execution\t%.0f (%d bytes of event store tables, %d executions stored; %s)\n",
+		fmt.Fprintf(tw, "storage\t%.0f bytes per execution (%d bytes of event store tables, %d executions stored; %s)\n",
 			r.Storage.BytesPerExecution, r.Storage.Bytes, r.Storage.Executions, r.Storage.Method)
 	}
 	if r.TimedOut {
