@@ -366,17 +366,29 @@ func (s *Service) claim(ctx context.Context, eventID int64, workerID string, exe
 		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, store.Event{
-			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandClaimed, Step: cmd.Step,
-			CommandID: cmd.CommandID, Status: string(api.CmdClaimed), WorkerID: workerID, Attempt: cmd.Attempt,
-		}, now); err != nil || !start {
-			return err
-		}
-		return s.event(ctx, tx, store.Event{
-			ExecutionID: cmd.ExecutionID, EventType: api.EvCommandStarted, Step: cmd.Step,
-			CommandID: cmd.CommandID, Status: string(api.CmdRunning), WorkerID: workerID, Attempt: cmd.Attempt,
-		}, now)
+		return s.claimEvents(ctx, tx, cmd, workerID, start, now)
 	})
+	return s.claimAnswer(ctx, eventID, cmd, err)
+}
+
+// claimEvents records a won claim: command.claimed, and command.started
+// when the claim also started the command.
+func (s *Service) claimEvents(ctx context.Context, tx store.Tx, cmd store.Command, workerID string, start bool, now time.Time) error {
+	if err := s.event(ctx, tx, store.Event{
+		ExecutionID: cmd.ExecutionID, EventType: api.EvCommandClaimed, Step: cmd.Step,
+		CommandID: cmd.CommandID, Status: string(api.CmdClaimed), WorkerID: workerID, Attempt: cmd.Attempt,
+	}, now); err != nil || !start {
+		return err
+	}
+	return s.event(ctx, tx, store.Event{
+		ExecutionID: cmd.ExecutionID, EventType: api.EvCommandStarted, Step: cmd.Step,
+		CommandID: cmd.CommandID, Status: string(api.CmdRunning), WorkerID: workerID, Attempt: cmd.Attempt,
+	}, now)
+}
+
+// claimAnswer is the caller's answer to a committed claim (err nil) or a
+// refused or failed one.
+func (s *Service) claimAnswer(ctx context.Context, eventID int64, cmd store.Command, err error) (Claimed, error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Claimed{}, errorf(ErrCommandNotFound, "command %d does not exist", eventID)
@@ -437,14 +449,8 @@ type Ack struct {
 
 // Apply records a worker's report.
 func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
-	if r.WorkerID == "" {
-		return Ack{}, errorf(ErrInvalid, "worker_id is required")
-	}
-	if r.Attempt < 1 {
-		return Ack{}, errorf(ErrInvalid, "attempt must be >= 1 (use the attempt returned by the claim)")
-	}
-	if len(r.Result) > 0 && !json.Valid(r.Result) {
-		return Ack{}, errorf(ErrInvalidResult, "result is not valid JSON")
+	if err := r.valid(); err != nil {
+		return Ack{}, err
 	}
 	var ack Ack
 	var woke bool
@@ -478,21 +484,42 @@ func (s *Service) Apply(ctx context.Context, r Report) (Ack, error) {
 			return errorf(ErrInvalid, "event_type %q cannot be reported by a worker; use command.started, command.heartbeat, command.completed or command.failed", r.EventType)
 		}
 	})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return Ack{}, errorf(ErrCommandNotFound, "command %d does not exist", r.EventID)
-	case errors.Is(err, store.ErrNotYours):
-		mClaimNotYours.Inc()
-		return Ack{}, notYours(r.EventID, r.WorkerID, r.Attempt)
-	case errors.Is(err, store.ErrConflict):
-		return Ack{}, errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
-	case err != nil:
-		return Ack{}, err
+	if err != nil {
+		return Ack{}, r.refused(err)
 	}
 	if woke {
 		s.wake()
 	}
 	return ack, nil
+}
+
+// valid checks what a report must carry before it reaches the store.
+func (r Report) valid() error {
+	if r.WorkerID == "" {
+		return errorf(ErrInvalid, "worker_id is required")
+	}
+	if r.Attempt < 1 {
+		return errorf(ErrInvalid, "attempt must be >= 1 (use the attempt returned by the claim)")
+	}
+	if len(r.Result) > 0 && !json.Valid(r.Result) {
+		return errorf(ErrInvalidResult, "result is not valid JSON")
+	}
+	return nil
+}
+
+// refused turns the store's refusal of r into the worker's answer; other
+// errors pass unchanged.
+func (r Report) refused(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errorf(ErrCommandNotFound, "command %d does not exist", r.EventID)
+	case errors.Is(err, store.ErrNotYours):
+		mClaimNotYours.Inc()
+		return notYours(r.EventID, r.WorkerID, r.Attempt)
+	case errors.Is(err, store.ErrConflict):
+		return errorf(ErrNotHolder, "worker %s does not hold attempt %d of command %d (lease lost, re-claimed, cancelled or already ended)", r.WorkerID, r.Attempt, r.EventID)
+	}
+	return err
 }
 
 // finish applies command.completed/failed and advances the execution.
@@ -501,6 +528,14 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	if err != nil || f.execID == 0 {
 		return f.ack, f.issued, err
 	}
+	if err := s.touchFinished(ctx, tx, f); err != nil {
+		return Ack{}, 0, err
+	}
+	return f.ack, f.issued, nil
+}
+
+// touchFinished gives the execution a finish changed a fresh revision.
+func (s *Service) touchFinished(ctx context.Context, tx store.Tx, f finished) error {
 	// Whatever this changed, a cached state of the execution is now stale,
 	// on this server and any other: give it a fresh revision, and cache
 	// this run's state under it. The cache entry is written before the
@@ -508,14 +543,14 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, rep Report, now time.
 	// store and the entry can never match (see statecache.go).
 	rev := s.ids.Next()
 	if err := tx.ExecutionTouch(ctx, f.execID, rev); err != nil {
-		return Ack{}, 0, err
+		return err
 	}
 	if f.run != nil && f.run.exec.Status == api.ExecRunning {
 		s.states.put(f.execID, f.run.state(rev))
 	} else {
 		s.states.drop(f.execID)
 	}
-	return f.ack, f.issued, nil
+	return nil
 }
 
 // finished is what finishRun did.
@@ -534,11 +569,44 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 	if err != nil {
 		return finished{}, err
 	}
+	p, err := s.prepareFinish(rep, cur, r)
+	if err != nil {
+		return finished{}, err
+	}
+	stored, err := s.storeResult(ctx, tx, p.projectedResult)
+	if err != nil {
+		return finished{}, err
+	}
+	cmd, err := tx.CommandFinish(ctx, p.params(rep, stored, now))
+	if err != nil {
+		return finished{}, err
+	}
+	return s.afterFinish(ctx, tx, rep, p, stored, cmd, exec, r, now)
+}
+
+// preparedFinish is what a report decides before the command is finished.
+type preparedFinish struct {
+	status          api.CommandStatus // what the worker reported
+	projected       api.CommandStatus // what the command records (a failure continued past is completed)
+	projectedResult json.RawMessage
+	decision        engine.Decision
+	published       map[string]any
+	res             any
+}
+
+func (p preparedFinish) params(rep Report, stored json.RawMessage, now time.Time) store.FinishParams {
+	return store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
+		TokenID: rep.TokenID, Status: p.projected, Result: stored, Error: rep.Error, Now: now}
+}
+
+// prepareFinish decides, from the locked run (nil when the execution or
+// the command ended), what the report records. It writes nothing.
+func (s *Service) prepareFinish(rep Report, cur store.Command, r *run) (preparedFinish, error) {
 	if len(rep.Context) > 0 && r != nil {
 		if step := r.pb.ByName[cur.Step]; step != nil && len(step.Tasks) == 0 {
 			// Only a task list assigns context in the worker; any other
 			// step's set is the server's to apply.
-			return finished{}, errorf(ErrInvalid, "context: command %d of step %s is not a task list; only a task list's report carries context", rep.EventID, cur.Step)
+			return preparedFinish{}, errorf(ErrInvalid, "context: command %d of step %s is not a task list; only a task list's report carries context", rep.EventID, cur.Step)
 		}
 	}
 	status := api.CmdCompleted
@@ -552,7 +620,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		d := json.NewDecoder(bytes.NewReader(rep.Result))
 		d.UseNumber()
 		if err := d.Decode(&res); err != nil {
-			return finished{}, errorf(ErrInvalidResult, "result is not valid JSON: %v", err)
+			return preparedFinish{}, errorf(ErrInvalidResult, "result is not valid JSON: %v", err)
 		}
 	}
 
@@ -593,17 +661,19 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 		res = env
 		projectedResult, _ = json.Marshal(env)
 	}
-	stored, err := s.storeResult(ctx, tx, projectedResult)
-	if err != nil {
-		return finished{}, err
-	}
-	cmd, err := tx.CommandFinish(ctx, store.FinishParams{EventID: rep.EventID, WorkerID: rep.WorkerID, Attempt: rep.Attempt,
-		TokenID: rep.TokenID, Status: projected, Result: stored, Error: rep.Error, Now: now})
-	if err != nil {
-		return finished{}, err
-	}
+	return preparedFinish{status: status, projected: projected, projectedResult: projectedResult,
+		decision: decision, published: published, res: res}, nil
+}
+
+// afterFinish records a finished command (its events) and advances the
+// run: the part of a report after the execution was locked and the
+// command finished, shared by Apply and ApplyMany.
+func (s *Service) afterFinish(ctx context.Context, tx store.Tx, rep Report, p preparedFinish, stored json.RawMessage,
+	cmd store.Command, exec store.Execution, r *run, now time.Time) (finished, error) {
+	status, projected, projectedResult := p.status, p.projected, p.projectedResult
 	ack := Ack{EventID: s.ids.Next(), Status: cmd.Status}
 	evResult := stored // the common case: stored once, referenced twice
+	var err error
 	if !bytes.Equal(projectedResult, rep.Result) {
 		if evResult, err = s.storeResult(ctx, tx, rep.Result); err != nil {
 			return finished{}, err
@@ -630,7 +700,7 @@ func (s *Service) finishRun(ctx context.Context, tx store.Tx, rep Report, now ti
 			r.cmds[i] = cmd
 		}
 	}
-	if err := r.commandFinished(cmd, decision, published, res); err != nil {
+	if err := r.commandFinished(cmd, p.decision, p.published, p.res); err != nil {
 		return finished{}, err
 	}
 	return finished{ack: ack, issued: r.issued, execID: exec.ExecutionID, run: r}, nil
@@ -647,18 +717,9 @@ func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, no
 	if rep.ExecutionID > 0 {
 		exec, err := tx.LockExecution(ctx, rep.ExecutionID)
 		if err == nil && exec.Status == api.ExecRunning {
-			r, err := s.runFor(ctx, tx, exec, now)
-			if err != nil {
-				return store.Command{}, store.Execution{}, nil, err
-			}
-			for _, c := range r.cmds {
-				if c.EventID != rep.EventID {
-					continue
-				}
-				if c.Status.Terminal() {
-					return c, exec, nil, nil
-				}
-				return c, exec, r, nil
+			c, r, ok, err := s.inRun(ctx, tx, exec, rep.EventID, now)
+			if err != nil || ok {
+				return c, exec, r, err
 			}
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return store.Command{}, store.Execution{}, nil, err
@@ -677,6 +738,26 @@ func (s *Service) lockForFinish(ctx context.Context, tx store.Tx, rep Report, no
 		return store.Command{}, store.Execution{}, nil, err
 	}
 	return cur, exec, r, nil
+}
+
+// inRun finds command eventID among the rows of a locked, running
+// execution's run: ok false when it is not one of them. The run is nil
+// when the command has ended.
+func (s *Service) inRun(ctx context.Context, tx store.Tx, exec store.Execution, eventID int64, now time.Time) (store.Command, *run, bool, error) {
+	r, err := s.runFor(ctx, tx, exec, now)
+	if err != nil {
+		return store.Command{}, nil, false, err
+	}
+	for _, c := range r.cmds {
+		if c.EventID != eventID {
+			continue
+		}
+		if c.Status.Terminal() {
+			return c, nil, true, nil
+		}
+		return c, r, true, nil
+	}
+	return store.Command{}, nil, false, nil
 }
 
 // runFor returns the run of a locked, running execution: from the state

@@ -27,7 +27,7 @@ func (s *Service) storeResult(ctx context.Context, tx store.Tx, raw json.RawMess
 	// JSON) is stored as a blob too, so an inline value starting with the
 	// reference prefix is always one of ours: never another's blob, never
 	// a dangling id.
-	if len(raw) <= MaxInlineResult && !bytes.HasPrefix(raw, []byte(refPrefix)) {
+	if inline(raw) {
 		return raw, nil
 	}
 	id := s.ids.Next()
@@ -35,6 +35,11 @@ func (s *Service) storeResult(ctx context.Context, tx store.Tx, raw json.RawMess
 		return nil, fmt.Errorf("store large result: %w", err)
 	}
 	return json.RawMessage(fmt.Sprintf(`%s%d","size":%d}`, refPrefix, id, len(raw))), nil
+}
+
+// inline reports whether storeResult keeps raw as it is, writing nothing.
+func inline(raw json.RawMessage) bool {
+	return len(raw) <= MaxInlineResult && !bytes.HasPrefix(raw, []byte(refPrefix))
 }
 
 // blobRef returns the blob id of a reference, if raw is one.

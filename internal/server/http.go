@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -657,20 +656,6 @@ func (a *API) batchError(err error, what string) (*apierr.Error, int) {
 	return e, e.Status()
 }
 
-// forEach runs fn(i) for i in [0, n) concurrently and waits: concurrent
-// store writes join one group commit rather than n transactions.
-func forEach(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	wg.Add(n)
-	for i := range n {
-		go func() {
-			defer wg.Done()
-			fn(i)
-		}()
-	}
-	wg.Wait()
-}
-
 // commandClaimBatch claims several commands for one worker: what a busy
 // worker sends instead of one claim request per notification.
 func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -684,26 +669,29 @@ func (a *API) commandClaimBatch(w http.ResponseWriter, r *http.Request) (any, er
 	if len(body.Commands) == 0 || len(body.Commands) > maxBatchEvents {
 		return nil, apierr.New(apierr.BadRequest, "commands must hold 1 to %d commands", maxBatchEvents)
 	}
+	// One store caller and one claim statement for the batch; each
+	// command still gets its own answer.
 	out := make([]api.ClaimResult, len(body.Commands))
-	forEach(len(body.Commands), func(i int) {
-		c := body.Commands[i]
-		var cl flow.Claimed
-		var err error
-		switch {
-		case c.EventID <= 0:
-			err = apierr.New(apierr.BadRequest, "event_id must be a positive command event id")
-		case body.Start:
-			cl, err = a.flow.ClaimAndStart(r.Context(), c.EventID, body.WorkerID, c.ExecutionID, auth.ClaimTokenID(r.Context()))
-		default:
-			cl, err = a.flow.Claim(r.Context(), c.EventID, body.WorkerID, c.ExecutionID, auth.ClaimTokenID(r.Context()))
+	reqs := make([]flow.ClaimRequest, 0, len(body.Commands))
+	at := make([]int, 0, len(body.Commands)) // reqs[k] answers body.Commands[at[k]]
+	for i, c := range body.Commands {
+		if c.EventID <= 0 {
+			out[i].Error, out[i].HTTPStatus = a.batchError(apierr.New(apierr.BadRequest, "event_id must be a positive command event id"), "batch claim")
+			continue
 		}
-		if err != nil {
-			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch claim")
-			return
+		reqs = append(reqs, flow.ClaimRequest{EventID: c.EventID, ExecutionID: c.ExecutionID, WorkerID: body.WorkerID,
+			TokenID: auth.ClaimTokenID(r.Context()), Start: body.Start})
+		at = append(at, i)
+	}
+	for k, ans := range a.flow.ClaimMany(r.Context(), reqs) {
+		i := at[k]
+		if ans.Err != nil {
+			out[i].Error, out[i].HTTPStatus = a.batchError(ans.Err, "batch claim")
+			continue
 		}
-		w := claimed(cl)
+		w := claimed(ans.Claimed)
 		out[i].Claimed = &w
-	})
+	}
 	return api.ClaimBatch{Results: out}, nil
 }
 
@@ -717,20 +705,29 @@ func (a *API) eventBatch(w http.ResponseWriter, r *http.Request) (any, error) {
 	if len(body.Events) == 0 || len(body.Events) > maxBatchEvents {
 		return nil, apierr.New(apierr.BadRequest, "events must hold 1 to %d events", maxBatchEvents)
 	}
+	// Completions go as one store caller with one finish statement
+	// (flow.ApplyMany); each report still gets its own answer.
 	out := make([]api.ReportResult, len(body.Events))
-	forEach(len(body.Events), func(i int) {
+	reps := make([]flow.Report, 0, len(body.Events))
+	at := make([]int, 0, len(body.Events)) // reps[k] answers body.Events[at[k]]
+	for i := range body.Events {
 		rep, err := body.Events[i].report()
-		var ack flow.Ack
-		if err == nil {
-			rep.TokenID = auth.ClaimTokenID(r.Context())
-			ack, err = a.flow.Apply(r.Context(), rep)
-		}
 		if err != nil {
 			out[i].Error, out[i].HTTPStatus = a.batchError(err, "batch event")
-			return
+			continue
 		}
-		out[i] = api.ReportResult{EventID: ack.EventID, Status: ack.Status}
-	})
+		rep.TokenID = auth.ClaimTokenID(r.Context())
+		reps = append(reps, rep)
+		at = append(at, i)
+	}
+	for k, ans := range a.flow.ApplyMany(r.Context(), reps) {
+		i := at[k]
+		if ans.Err != nil {
+			out[i].Error, out[i].HTTPStatus = a.batchError(ans.Err, "batch event")
+			continue
+		}
+		out[i] = api.ReportResult{EventID: ans.Ack.EventID, Status: ans.Ack.Status}
+	}
 	return api.ReportBatch{Results: out}, nil
 }
 
