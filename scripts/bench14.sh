@@ -37,9 +37,11 @@
 #                   5000 100000 1000 100000 1000000 2000 1000 30m; QUICK=1: 300 500 100 1000 5000 100 50 5m)
 #   SOAK=1          also run scripts/memory-soak.sh on this cluster (worker and server RSS)
 # Needs: PostgreSQL 15 server binaries (initdb, pg_ctl, pgbench, psql), jq, python3, runuser; run as root or postgres.
-# Durations on the 2-core machine: the whole campaign about 60-75 minutes
-# (the three 1,000,000-execution prefills are about a third of it);
-# QUICK=1 about 3 minutes.
+# Durations on the 2-core machine: QUICK=1 about 2 minutes; the whole
+# campaign about 60-90 minutes when the host is quiet (a 100,000-execution
+# prefill took about 1 minute on a busy host, so the three 1,000,000 ones
+# are 15-30 minutes of it; each drain of 100,000 is 2-3 minutes at today's
+# rates), several hours when other work shares the two cores.
 set -euo pipefail
 
 QUICK=${QUICK:-0}
