@@ -290,7 +290,9 @@ func less(a, b store.EventPartition) bool {
 // RetentionDropPartitions implements store.Partitioner. Each partition is
 // one transaction: detach it (the default partition now covers its range),
 // copy the events of executions still kept back into the table, which
-// routes them to the default partition, and drop it. Run it after
+// routes them to the default partition, and rename it retired_<name>; the
+// retired table is dropped after that commit, outside the event table's
+// lock. Run it after
 // RetentionDelete has found nothing more to delete: every execution row
 // still there is then one retention keeps (running, ended at or after
 // cutoff, or a child whose parent is kept), so "its row exists" is the
@@ -336,7 +338,9 @@ func (d *Driver) RetentionDropPartitions(ctx context.Context, cutoff time.Time) 
 				return err
 			}
 			moved = tag.RowsAffected()
-			_, err = tx.Exec(ctx, "DROP TABLE "+name)
+			// Dropped after commit: DROP's unlink of the files is most of
+			// its time, and the event table's lock should not wait for it.
+			_, err = tx.Exec(ctx, "ALTER TABLE "+name+" RENAME TO "+pgx.Identifier{retiredPrefix + p.Name}.Sanitize())
 			return err
 		})
 		var pgErr *pgconn.PgError
@@ -350,7 +354,33 @@ func (d *Driver) RetentionDropPartitions(ctx context.Context, cutoff time.Time) 
 		res.Dropped++
 		res.Moved += moved
 	}
-	return res, nil
+	return res, d.dropRetired(ctx)
+}
+
+// retiredPrefix names a partition that was detached and emptied of kept
+// events but not dropped yet.
+const retiredPrefix = "retired_"
+
+// dropRetired drops the detached partitions, including any a crash left
+// between the detach's commit and the drop. They belong to no table any
+// more, so dropping them locks nothing anyone else uses.
+func (d *Driver) dropRetired(ctx context.Context) error {
+	rows, err := d.pool.Query(ctx, `SELECT relname FROM pg_class
+WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' AND NOT relispartition
+  AND starts_with(relname, $1)`, retiredPrefix+"events_")
+	if err != nil {
+		return fmt.Errorf("pgdriver: retention: list detached event partitions: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("pgdriver: retention: list detached event partitions: %w", err)
+	}
+	for _, n := range names {
+		if _, err := d.pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{n}.Sanitize()); err != nil {
+			return fmt.Errorf("pgdriver: retention: drop detached event partition %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 func saturatingAdd(a, b int64) int64 {

@@ -143,6 +143,38 @@ SELECT $1::bigint + g, 7, 'step.enter', 's' || g, '{"n": 1}', $2 FROM generate_s
 	if got := partitionsOf(t, d); len(got) != 1 {
 		t.Fatalf("partitions after the drop = %v, want only the default", got)
 	}
+	if n := tablesLike(t, d, "events_legacy"); n != 0 {
+		t.Fatalf("%d tables named like events_legacy remain after the drop, want none", n)
+	}
+}
+
+// tablesLike counts the tables in the driver's schema whose name contains
+// part (a detached partition, retired_<name>, included).
+func tablesLike(t *testing.T, d *pgdriver.Driver, part string) int {
+	t.Helper()
+	var n int
+	if err := d.Pool().QueryRow(t.Context(), `SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace
+AND relkind IN ('r', 'p') AND strpos(relname, $1) > 0`, part).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRetiredLeftoverIsDropped: a partition detached by a run that died
+// before dropping it (retired_<name>) is dropped by the next run.
+func TestRetiredLeftoverIsDropped(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	d := pgtest.Open(t)
+	if _, err := d.Pool().Exec(ctx, "CREATE TABLE retired_events_p20250102 (LIKE events)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RetentionDropPartitions(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+		t.Fatalf("RetentionDropPartitions: %v", err)
+	}
+	if n := tablesLike(t, d, "retired_"); n != 0 {
+		t.Fatalf("%d retired tables left, want none", n)
+	}
 }
 
 // TestRetentionLockIsExclusive: two processes on one schema never run
