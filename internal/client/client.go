@@ -128,6 +128,20 @@ func (c *Client) doRaw(ctx context.Context, method, path, contentType string, bo
 		return fmt.Errorf("reach millrace server at %s: %w (is it running? check SERVER_API_URL / --server)", c.Base, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < 300 && out != nil {
+		// Straight from the body: reading it whole first would hold the
+		// reply twice (the read buffer and the decoder's). Exact numbers:
+		// ids and warehouse values can exceed 2^53.
+		dec := json.NewDecoder(resp.Body)
+		dec.UseNumber()
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("decode response of %s %s from %s: %w", method, path, c.Base, err)
+		}
+		// What is left (the encoder's newline) must be read for the
+		// connection to be reused.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("read response from %s: %w", c.Base, err)
@@ -144,16 +158,7 @@ func (c *Client) doRaw(ctx context.Context, method, path, contentType string, bo
 		}
 		return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(data))}
 	}
-	if out == nil {
-		return nil
-	}
-	// Exact numbers: ids and warehouse values can exceed 2^53.
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("decode response of %s %s: %w", method, path, err)
-	}
-	return nil
+	return nil // out == nil: the reply is not wanted
 }
 
 // Register stores a playbook.
