@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/millrace/millrace/internal/api"
+	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/server/servertest"
 	"github.com/millrace/millrace/internal/store"
 )
@@ -82,15 +84,26 @@ func benchJSON(b *testing.B, v any) []byte {
 	return out
 }
 
+// BenchmarkHotRouteExecute runs with the catalog cache on (the default
+// TTL) and off (MILLRACE_CATALOG_CACHE_SECONDS=0: a catalog read per
+// submit), to show what the cache saves.
 func BenchmarkHotRouteExecute(b *testing.B) {
-	_, hd := benchHarness(b)
-	body := benchJSON(b, api.ExecuteRequest{Path: "bench/one", Payload: map[string]any{"n": 7, "who": "bench"}})
-	var bytesOut int
-	b.ReportAllocs()
-	for b.Loop() {
-		bytesOut = serve(b, hd, "/api/execute", body).Body.Len()
+	for _, ttl := range []time.Duration{config.DefaultCatalogCacheTTL, 0} {
+		b.Run(fmt.Sprintf("catalog_cache=%s", ttl), func(b *testing.B) {
+			h := servertest.Start(b, func(c *config.Server) { c.CatalogCacheTTL = ttl })
+			if _, err := h.API.Register(b.Context(), benchOneStep); err != nil {
+				b.Fatal(err)
+			}
+			hd := h.Srv.Handler()
+			body := benchJSON(b, api.ExecuteRequest{Path: "bench/one", Payload: map[string]any{"n": 7, "who": "bench"}})
+			var bytesOut int
+			b.ReportAllocs()
+			for b.Loop() {
+				bytesOut = serve(b, hd, "/api/execute", body).Body.Len()
+			}
+			b.ReportMetric(float64(bytesOut), "resp-B")
+		})
 	}
-	b.ReportMetric(float64(bytesOut), "resp-B")
 }
 
 func BenchmarkHotRouteClaimBatch(b *testing.B) {
