@@ -38,6 +38,18 @@ func CommandID(executionID int64, step string, eventID int64) string {
 	return string(b)
 }
 
+// NotifyMsgID is the Nats-Msg-Id of a command's publishes-th notification:
+// the command id for the first, "<command id>#<n>" after, so a
+// re-notification is not swallowed by JetStream's duplicate window while
+// copies of the same one (several relays, a publish retried after a crash)
+// are.
+func NotifyMsgID(commandID string, publishes int) string {
+	if publishes <= 1 {
+		return commandID
+	}
+	return commandID + "#" + strconv.Itoa(publishes)
+}
+
 // ParseCommandID splits a command id produced by CommandID. The step is
 // everything between the first and the last ':' so step names may contain
 // ':' themselves; ids must be canonical positive decimals.

@@ -32,6 +32,21 @@ func TestCommandID(t *testing.T) {
 	}
 }
 
+// The first notification keeps the command id as its Nats-Msg-Id (what
+// workers and the seeds' contract see); later ones must differ from it and
+// from each other, or JetStream's duplicate window would drop them.
+func TestNotifyMsgID(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		publishes int
+		want      string
+	}{{0, "1:s:2"}, {1, "1:s:2"}, {2, "1:s:2#2"}, {17, "1:s:2#17"}} {
+		if got := NotifyMsgID("1:s:2", tc.publishes); got != tc.want {
+			t.Errorf("NotifyMsgID(1:s:2, %d) = %q, want %q", tc.publishes, got, tc.want)
+		}
+	}
+}
+
 func TestParseCommandIDErrors(t *testing.T) {
 	t.Parallel()
 	for _, s := range []string{

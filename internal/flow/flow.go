@@ -28,8 +28,6 @@ import (
 
 // Config configures a Service.
 type Config struct {
-	Subject   string // NATS subject notifications are published to
-	ServerURL string // put into every notification (SERVER_API_URL)
 	// LeaseTTL is the claim lease length; workers heartbeat at a third of
 	// it. It must be positive (package config owns the default).
 	LeaseTTL time.Duration
@@ -49,7 +47,7 @@ type Service struct {
 	cfg    Config
 	kinds  playbook.KindSet
 	log    *slog.Logger
-	wake   func()   // tells the relay the outbox has rows
+	wake   func()   // tells the relay a notification is pending
 	cache  sync.Map // catalog_id -> *playbook.Playbook
 	graphs sync.Map // *playbook.Playbook -> *engine.Graph
 	states *stateCache
@@ -59,11 +57,9 @@ type Service struct {
 }
 
 // New builds a Service. kinds is the set of tool kinds the workers can run;
-// wake is called after a commit that added outbox rows (may be nil).
+// wake is called after a commit that made a notification pending (may be
+// nil).
 func New(st *store.Store, gen *ids.Generator, cfg Config, kinds playbook.KindSet, log *slog.Logger, wake func()) *Service {
-	if cfg.Subject == "" {
-		cfg.Subject = bus.DefaultSubject
-	}
 	if wake == nil {
 		wake = func() {}
 	}
@@ -285,8 +281,8 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 	return nil
 }
 
-// issueCommand writes command.issued, the command row and its outbox row
-// (published no earlier than c.AvailableAt).
+// issueCommand writes command.issued and the command row, whose first
+// notification is pending in the row itself, due at c.AvailableAt.
 func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command, now time.Time) (store.Command, error) {
 	c.EventID = s.ids.Next()
 	c.CommandID = bus.CommandID(c.ExecutionID, c.Step, c.EventID)
@@ -301,27 +297,19 @@ func (s *Service) issueCommand(ctx context.Context, tx store.Tx, c store.Command
 	}); err != nil {
 		return c, err
 	}
+	c.TraceParent = telemetry.TraceParent(ctx) // the relay continues this trace
 	if err := tx.CommandInsert(ctx, c); err != nil {
 		return c, err
 	}
 	mCmdIssued.Inc()
-	return c, s.enqueueAt(ctx, tx, c, c.CommandID, now, c.AvailableAt)
+	return c, nil
 }
 
-// enqueue writes an outbox row notifying cmd now, as msgID.
-func (s *Service) enqueue(ctx context.Context, tx store.Tx, cmd store.Command, msgID string, now time.Time) error {
-	return s.enqueueAt(ctx, tx, cmd, msgID, now, now)
-}
-
-// enqueueAt writes cmd's outbox row, available at at, on its pool's
-// subject: a routed step (playbook `pool:`) always goes to the same pool,
-// whether issued, released or re-notified by the reaper.
-func (s *Service) enqueueAt(ctx context.Context, tx store.Tx, cmd store.Command, msgID string, now, at time.Time) error {
-	n := bus.Notification{ExecutionID: cmd.ExecutionID, EventID: cmd.EventID, CommandID: cmd.CommandID, Step: cmd.Step, ServerURL: s.cfg.ServerURL}
-	return tx.OutboxInsert(ctx, store.OutboxMsg{
-		ID: s.ids.Next(), EventID: cmd.EventID, Subject: bus.PoolSubject(s.cfg.Subject, cmd.Pool), MsgID: msgID,
-		Payload: n.Encode(), CreatedAt: now, AvailableAt: at, TraceParent: telemetry.TraceParent(ctx),
-	})
+// renotify asks for a new notification of the command now (the relay
+// publishes it to the command's pool, with a fresh Nats-Msg-Id) and
+// returns the updated command.
+func (s *Service) renotify(ctx context.Context, tx store.Tx, eventID int64, now time.Time) (store.Command, error) {
+	return tx.CommandMarkRepublished(ctx, eventID, now, telemetry.TraceParent(ctx))
 }
 
 func (s *Service) event(ctx context.Context, tx store.Tx, ev store.Event, now time.Time) error {
@@ -777,19 +765,15 @@ func (s *Service) runFor(ctx context.Context, tx store.Tx, exec store.Execution,
 // without waiting for it to expire (used on worker shutdown).
 // token is the caller's token id, as for Apply.
 func (s *Service) Release(ctx context.Context, eventID int64, workerID string, attempt int, token int64) error {
-	var cmd store.Command
 	err := s.st.Do(ctx, eventID, func(ctx context.Context, tx store.Tx) error {
 		now := s.now()
-		var err error
 		// A zero TTL leaves the lease expired "now": claimable at once.
-		if cmd, err = tx.CommandHeartbeat(ctx, eventID, workerID, attempt, token, now, 0); err != nil {
+		if _, err := tx.CommandHeartbeat(ctx, eventID, workerID, attempt, token, now, 0); err != nil {
 			return err
 		}
 		// Re-notify right away rather than waiting for the reaper.
-		if cmd, err = tx.CommandMarkRepublished(ctx, eventID, now); err != nil {
-			return err
-		}
-		return s.enqueue(ctx, tx, cmd, republishMsgID(cmd), now)
+		_, err := s.renotify(ctx, tx, eventID, now)
+		return err
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -809,13 +793,6 @@ func (s *Service) Release(ctx context.Context, eventID int64, workerID string, a
 // notYours refuses a worker that names a claim's holder with another token.
 func notYours(eventID int64, workerID string, attempt int) error {
 	return errorf(ErrClaimNotYours, "command %d (worker %s, attempt %d) was claimed with another worker token; only the token that claimed it may heartbeat, report or release it", eventID, workerID, attempt)
-}
-
-// republishMsgID derives a fresh Nats-Msg-Id for a re-notification: the
-// first publish uses the command id itself, later ones must differ or
-// JetStream's duplicate window would swallow them.
-func republishMsgID(c store.Command) string {
-	return fmt.Sprintf("%s#%d", c.CommandID, c.Publishes)
 }
 
 // Cancel stops a running execution.

@@ -37,8 +37,8 @@ type ReaperConfig struct {
 }
 
 // Reaper finds commands that need a new notification (never claimed, or
-// lease expired) and re-enqueues them through the outbox, so losing every
-// message in NATS loses no work.
+// lease expired) and marks one pending on their rows for the relay, so
+// losing every message in NATS loses no work.
 type Reaper struct {
 	svc *Service
 	cfg ReaperConfig
@@ -110,7 +110,7 @@ func (r *Reaper) ReapOnce(ctx context.Context) (int, error) {
 // store.Querier.CommandsDue with now and cutoff). Each is re-checked inside
 // its transaction, so servers reaping at the same time, or a claim that
 // landed in between, do not produce extra notifications. It returns how
-// many were enqueued.
+// many were marked.
 func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutoff time.Time) (int, error) {
 	n := 0
 	for _, c := range due {
@@ -120,12 +120,11 @@ func (s *Service) Republish(ctx context.Context, due []store.Command, now, cutof
 			if err != nil || !stillDue(cur, now, cutoff) {
 				return err
 			}
-			cmd, err := tx.CommandMarkRepublished(ctx, c.EventID, s.now())
-			if err != nil {
+			if _, err := s.renotify(ctx, tx, c.EventID, s.now()); err != nil {
 				return err
 			}
 			sent = true
-			return s.enqueue(ctx, tx, cmd, republishMsgID(cmd), s.now())
+			return nil
 		})
 		if err != nil {
 			return n, err

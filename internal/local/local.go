@@ -21,7 +21,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/millrace/millrace/internal/api"
-	"github.com/millrace/millrace/internal/bus"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/lifecycle"
@@ -87,7 +86,7 @@ func Run(ctx context.Context, file string, payload map[string]any, o Options) (a
 	defer st.Close()
 
 	d := &dispatcher{st: st, opts: o, wake: make(chan struct{}, 1), sem: make(chan struct{}, o.Concurrency)}
-	d.flow = flow.New(st, ids.New(-1), flow.Config{Subject: "local", ServerURL: "http://local.invalid", LeaseTTL: time.Hour},
+	d.flow = flow.New(st, ids.New(-1), flow.Config{LeaseTTL: time.Hour},
 		tools.Kinds(), o.Log, d.nudge)
 
 	dir := o.Dir
@@ -159,8 +158,8 @@ func (d *dispatcher) registerDir(ctx context.Context, dir, main string) {
 	})
 }
 
-// loop hands every available outbox row to a goroutine, as NATS would hand
-// it to a worker.
+// loop hands every due command notification to a goroutine, as NATS
+// would hand it to a worker.
 func (d *dispatcher) loop(ctx context.Context) {
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
@@ -171,22 +170,24 @@ func (d *dispatcher) loop(ctx context.Context) {
 		case <-d.wake:
 		case <-t.C:
 		}
-		rows, err := store.ReadValue(ctx, d.st, func(q store.Querier) ([]store.OutboxMsg, error) {
-			return q.OutboxFetch(ctx, time.Now().UTC(), 256)
+		due, err := store.ReadValue(ctx, d.st, func(q store.Querier) ([]store.Notice, error) {
+			return q.CommandsToNotify(ctx, time.Now().UTC(), 256)
 		})
-		if err != nil || len(rows) == 0 {
+		if err != nil || len(due) == 0 {
 			continue
 		}
-		idsDone := make([]int64, len(rows))
-		for i, r := range rows {
-			idsDone[i] = r.ID
+		marks := make([]store.Notified, len(due))
+		for i, n := range due {
+			marks[i] = store.Notified{EventID: n.EventID, Publishes: n.Publishes}
 		}
-		if err := d.st.Do(ctx, idsDone[0], func(ctx context.Context, tx store.Tx) error { return tx.OutboxDelete(ctx, idsDone) }); err != nil {
+		if err := d.st.Do(ctx, marks[0].EventID, func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.CommandNotified(ctx, marks)
+			return err
+		}); err != nil {
 			continue
 		}
-		for _, row := range rows {
-			n, err := bus.DecodeNotification(row.Payload)
-			if err != nil {
+		for _, n := range due {
+			if n.Status.Terminal() {
 				continue
 			}
 			select {

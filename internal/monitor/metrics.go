@@ -49,7 +49,7 @@ func newGauges() *gauges {
 		g.reg.MustRegister(m)
 		return m
 	}
-	g.natsConnected = gauge("millrace_nats_connected", "1 while this server is connected to NATS, else 0 (notifications then wait in the outbox).")
+	g.natsConnected = gauge("millrace_nats_connected", "1 while this server is connected to NATS, else 0 (notifications then wait in the database).")
 	g.streamMessages = vec("millrace_nats_stream_messages", "Messages stored in each JetStream stream this server uses.", "stream")
 	// Consumers carry the kind and pool of the workers that take them, so
 	// alerts join them with millrace_workers_online.
@@ -60,8 +60,8 @@ func newGauges() *gauges {
 	g.waiting = vec("millrace_nats_consumer_waiting_pulls", "Open pull requests on the consumer: idle workers asking for work.", "stream", "consumer", "kind", "pool")
 	g.storeUp = gauge("millrace_monitor_store_up", "1 when this server's last sample read the store, else 0 (the store gauges then keep their last values).")
 	g.lastSample = gauge("millrace_monitor_last_sample_timestamp_seconds", "Unix time of this server's last sample that read the store: how old the store gauges are.")
-	g.outboxDepth = gauge("millrace_outbox_depth", "Outbox rows: notifications not yet acknowledged by NATS.")
-	g.outboxAge = gauge("millrace_outbox_oldest_age_seconds", "Age of the oldest outbox row already due for publishing (0 when none).")
+	g.outboxDepth = gauge("millrace_outbox_depth", "Notifications not yet acknowledged by NATS: pending command notifications plus outbox rows.")
+	g.outboxAge = gauge("millrace_outbox_oldest_age_seconds", "Age of the oldest notification already due for publishing, command or outbox row (0 when none).")
 	g.unclaimed = gauge("millrace_commands_unclaimed", "Commands issued and not yet claimed by a worker.")
 	g.unclaimedAge = gauge("millrace_commands_unclaimed_oldest_age_seconds", "Age of the oldest issued, unclaimed command since it became available (0 when none).")
 	g.expiredLeases = gauge("millrace_commands_expired_leases", "Claimed or running commands whose lease expired (their worker stopped renewing it).")

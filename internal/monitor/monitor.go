@@ -232,7 +232,7 @@ func (m *Monitor) fromStats(r *api.OpsReport, st store.OpsStats, db, mid time.Ti
 	}
 	if limit := max(outboxStuckMin, 4*m.cfg.ReapInterval); r.Outbox.OldestAgeSeconds > limit.Seconds() {
 		addProblem(r, api.ProblemOutboxStuck, api.SeverityError,
-			fmt.Sprintf("%d outbox rows; the oldest has waited %s to be published (over %s)", r.Outbox.Depth, secs(r.Outbox.OldestAgeSeconds), limit),
+			fmt.Sprintf("%d notifications wait to be published (command notifications and outbox rows); the oldest has waited %s (over %s)", r.Outbox.Depth, secs(r.Outbox.OldestAgeSeconds), limit),
 			"the relay cannot publish to NATS: check the NATS link below, `millrace nats stream report`, and the server log for publish errors")
 	}
 	if limit := 2 * m.cfg.RedeliverAfter; limit > 0 && r.Commands.UnclaimedOldestAgeSeconds > limit.Seconds() {
@@ -257,7 +257,7 @@ func (m *Monitor) fromStats(r *api.OpsReport, st store.OpsStats, db, mid time.Ti
 func (m *Monitor) fromNATS(ctx context.Context, r *api.OpsReport, periodic bool) {
 	c := m.src.NATS()
 	if c == nil || !c.NC.IsConnected() {
-		addProblem(r, api.ProblemNATSDisconnected, api.SeverityError, "this server is not connected to NATS; notifications wait in the outbox",
+		addProblem(r, api.ProblemNATSDisconnected, api.SeverityError, "this server is not connected to NATS; notifications wait in the database",
 			"check NATS_URL and that NATS is up (`millrace nats stream report`); the server reconnects on its own")
 		return
 	}

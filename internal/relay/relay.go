@@ -1,8 +1,15 @@
-// Package relay is the bridge from the database to NATS. It drains the
-// outbox (rows written in the same transaction as their command.issued
-// event) to JetStream with Nats-Msg-Id set, and deletes a row only after
-// JetStream acknowledged it. What to re-enqueue is the domain's business
-// (flow's and query's reapers); the relay only publishes.
+// Package relay is the bridge from the database to NATS. It publishes two
+// kinds of pending notification to JetStream with Nats-Msg-Id set: command
+// notifications, a state of the command row (store.Notice: due since
+// notify_at, cleared by one UPDATE per batch once JetStream acknowledged),
+// and outbox rows (builds' and queries' messages, and commands' written
+// before migration 9), deleted once acknowledged. What to re-notify is the
+// domain's business (flow's and query's reapers); the relay only publishes.
+//
+// Every server runs a relay and they may publish the same pending
+// notification at once: each derives the same Nats-Msg-Id from the row, so
+// JetStream keeps one copy, and a copy after the duplicate window is
+// answered 409 by the claim.
 package relay
 
 import (
@@ -25,10 +32,12 @@ import (
 
 // Defaults for Config.
 const (
-	// DefaultBatchSize is how many outbox rows one publish round sends.
+	// DefaultBatchSize is how many command notifications, and how many
+	// outbox rows, one publish round sends at most.
 	DefaultBatchSize = 512
-	// DefaultPollInterval is how often the publisher looks at the outbox
-	// when nobody woke it (rows written by another server process).
+	// DefaultPollInterval is how often the publisher looks for pending
+	// notifications when nobody woke it (written by another server
+	// process, or a retry's backoff ending).
 	DefaultPollInterval = 500 * time.Millisecond
 	// minBackoff and maxBackoff bound the wait after a failed round.
 	minBackoff = 50 * time.Millisecond
@@ -44,7 +53,15 @@ type Publisher interface {
 type Config struct {
 	BatchSize    int
 	PollInterval time.Duration
-	// Tracer makes a publish span for each row that carries a traceparent
+	// Subject is the commands subject (NATS_SUBJECT, default
+	// bus.DefaultSubject); a command routed to a pool goes to
+	// bus.PoolSubject(Subject, pool).
+	Subject string
+	// ServerURL is put into every command notification: the API workers
+	// call back (SERVER_API_URL). Any server of the deployment serves any
+	// command, so the relay that publishes names its own.
+	ServerURL string
+	// Tracer makes a publish span for each message that carries a traceparent
 	// and sends the span's as the message's traceparent header; nil
 	// (tracing off) sends rows as they are.
 	Tracer trace.Tracer
@@ -57,9 +74,12 @@ func (c *Config) defaults() {
 	if c.PollInterval <= 0 {
 		c.PollInterval = DefaultPollInterval
 	}
+	if c.Subject == "" {
+		c.Subject = bus.DefaultSubject
+	}
 }
 
-// Relay publishes the outbox.
+// Relay publishes pending notifications.
 type Relay struct {
 	cfg  Config
 	st   *store.Store
@@ -68,7 +88,8 @@ type Relay struct {
 	wake chan struct{}
 }
 
-// New builds a relay. Call Wake after commits that add outbox rows: build
+// New builds a relay. Call Wake after commits that make a notification
+// pending (a command issued or re-notified, an outbox row): build
 // the relay first and hand its Wake to the services that write them.
 func New(cfg Config, st *store.Store, pub Publisher, log *slog.Logger) *Relay {
 	cfg.defaults()
@@ -88,7 +109,7 @@ func (r *Relay) Run(ctx context.Context) { r.publishLoop(ctx) }
 
 var (
 	mPublished     = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_outbox_published_total", Help: "Notifications acknowledged by JetStream."})
-	mPublishErrors = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_outbox_publish_errors_total", Help: "Notifications JetStream did not acknowledge (kept in the outbox and retried)."})
+	mPublishErrors = promauto.NewCounter(prometheus.CounterOpts{Name: "millrace_outbox_publish_errors_total", Help: "Notifications JetStream did not acknowledge (kept pending and retried)."})
 )
 
 func (r *Relay) publishLoop(ctx context.Context) {
@@ -105,7 +126,7 @@ func (r *Relay) publishLoop(ctx context.Context) {
 		for {
 			n, failed, err := r.publishOnce(ctx)
 			if err != nil && ctx.Err() == nil {
-				r.log.Warn("outbox read failed; will retry", "err", err)
+				r.log.Warn("reading or clearing pending notifications failed; will retry", "err", err)
 			}
 			if failed == 0 && err == nil {
 				bo.Reset()
@@ -122,72 +143,133 @@ func (r *Relay) publishLoop(ctx context.Context) {
 	}
 }
 
-// publishOnce sends one batch; it returns rows sent, rows that failed.
+// pending is one message of a round and where its pending state lives: an
+// outbox row (outboxID) or a command row (notice).
+type pending struct {
+	msg         bus.OutMsg
+	traceParent string
+	outboxID    int64
+	notice      store.Notified
+}
+
+// publishOnce sends one batch; it returns the larger of the command
+// notifications and outbox rows read (a full batch means more may wait),
+// and how many failed.
 func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
-	rows, err := store.ReadValue(ctx, r.st, func(q store.Querier) ([]store.OutboxMsg, error) {
-		return q.OutboxFetch(ctx, time.Now().UTC(), r.cfg.BatchSize)
+	type due struct {
+		notices []store.Notice
+		rows    []store.OutboxMsg
+	}
+	now := time.Now().UTC()
+	d, err := store.ReadValue(ctx, r.st, func(q store.Querier) (due, error) {
+		var d due
+		var err error
+		if d.notices, err = q.CommandsToNotify(ctx, now, r.cfg.BatchSize); err != nil {
+			return d, err
+		}
+		d.rows, err = q.OutboxFetch(ctx, now, r.cfg.BatchSize)
+		return d, err
 	})
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(rows) == 0 {
+	read := max(len(d.notices), len(d.rows))
+	if read == 0 {
 		return 0, 0, nil
 	}
-	msgs := make([]bus.OutMsg, len(rows))
-	for i, row := range rows {
-		msgs[i] = bus.OutMsg{Subject: row.Subject, MsgID: row.MsgID, Data: row.Payload}
+	items := make([]pending, 0, len(d.notices)+len(d.rows))
+	// A command that ended before its notification went out needs none:
+	// its pending state is cleared without publishing.
+	var ended []store.Notified
+	for _, n := range d.notices {
+		mark := store.Notified{EventID: n.EventID, Publishes: n.Publishes}
+		if n.Status.Terminal() {
+			ended = append(ended, mark)
+			continue
+		}
+		note := bus.Notification{ExecutionID: n.ExecutionID, EventID: n.EventID, CommandID: n.CommandID, Step: n.Step, ServerURL: r.cfg.ServerURL}
+		items = append(items, pending{
+			msg:         bus.OutMsg{Subject: bus.PoolSubject(r.cfg.Subject, n.Pool), MsgID: bus.NotifyMsgID(n.CommandID, n.Publishes), Data: note.Encode()},
+			traceParent: n.TraceParent, notice: mark,
+		})
 	}
-	spans := r.traceRows(ctx, rows, msgs)
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	errs := r.pub.PublishBatch(pctx, msgs)
-	cancel()
-	endSpans(spans, errs)
-	acked := make([]int64, 0, len(rows))
+	for _, row := range d.rows {
+		items = append(items, pending{msg: bus.OutMsg{Subject: row.Subject, MsgID: row.MsgID, Data: row.Payload}, traceParent: row.TraceParent, outboxID: row.ID})
+	}
+	msgs := make([]bus.OutMsg, len(items))
+	for i := range items {
+		msgs[i] = items[i].msg
+	}
+	var errs []error
+	if len(msgs) > 0 {
+		spans := r.traceItems(ctx, items, msgs)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs = r.pub.PublishBatch(pctx, msgs)
+		cancel()
+		endSpans(spans, errs)
+	}
+	sent := ended
+	var deleted []int64
 	failed := 0
 	var firstErr error
 	for i, err := range errs {
-		if err == nil {
-			acked = append(acked, rows[i].ID)
-			continue
-		}
-		failed++
-		if firstErr == nil {
-			firstErr = err
+		switch {
+		case err != nil:
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+		case items[i].outboxID != 0:
+			deleted = append(deleted, items[i].outboxID)
+		default:
+			sent = append(sent, items[i].notice)
 		}
 	}
 	if failed > 0 {
 		mPublishErrors.Add(float64(failed))
-		r.log.Warn("publish to NATS failed; notifications stay in the outbox and will be retried", "failed", failed, "err", firstErr)
+		r.log.Warn("publish to NATS failed; the notifications stay pending and will be retried", "failed", failed, "err", firstErr)
 	}
-	if len(acked) > 0 {
-		// Deleting is the last step: if we crash before it, the row is sent
-		// again and JetStream's duplicate window or the claim's 409 absorbs it.
-		err := r.st.Do(ctx, acked[0], func(ctx context.Context, tx store.Tx) error { return tx.OutboxDelete(ctx, acked) })
-		if err != nil {
-			return len(rows), failed, err
+	if len(sent) > 0 || len(deleted) > 0 {
+		// Clearing is the last step: if we crash before it, the message is
+		// sent again under the same Nats-Msg-Id and JetStream's duplicate
+		// window or the claim's 409 absorbs it.
+		var key int64
+		if len(sent) > 0 {
+			key = sent[0].EventID
+		} else {
+			key = deleted[0]
 		}
-		mPublished.Add(float64(len(acked)))
+		err := r.st.Do(ctx, key, func(ctx context.Context, tx store.Tx) error {
+			if _, err := tx.CommandNotified(ctx, sent); err != nil {
+				return err
+			}
+			return tx.OutboxDelete(ctx, deleted)
+		})
+		if err != nil {
+			return read, failed, err
+		}
+		mPublished.Add(float64(len(sent) - len(ended) + len(deleted)))
 	}
-	return len(rows), failed, nil
+	return read, failed, nil
 }
 
-// traceRows starts a producer span for each traced row, a child of the
-// request that wrote it, and puts the span's traceparent on its message:
-// the worker's spans become its children.
-func (r *Relay) traceRows(ctx context.Context, rows []store.OutboxMsg, msgs []bus.OutMsg) []trace.Span {
+// traceItems starts a producer span for each traced message, a child of
+// the request that asked for it, and puts the span's traceparent on the
+// message: the worker's spans become its children.
+func (r *Relay) traceItems(ctx context.Context, items []pending, msgs []bus.OutMsg) []trace.Span {
 	if r.cfg.Tracer == nil {
 		return nil
 	}
-	spans := make([]trace.Span, len(rows))
-	for i, row := range rows {
-		if row.TraceParent == "" {
+	spans := make([]trace.Span, len(items))
+	for i, it := range items {
+		if it.traceParent == "" {
 			continue
 		}
-		sctx, span := r.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, row.TraceParent), "publish "+row.Subject,
+		sctx, span := r.cfg.Tracer.Start(telemetry.WithTraceParent(ctx, it.traceParent), "publish "+it.msg.Subject,
 			trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 				attribute.String("messaging.system", "nats"),
-				attribute.String("messaging.destination.name", row.Subject),
-				attribute.String("messaging.message.id", row.MsgID)))
+				attribute.String("messaging.destination.name", it.msg.Subject),
+				attribute.String("messaging.message.id", it.msg.MsgID)))
 		spans[i] = span
 		msgs[i].Header = nats.Header{telemetry.Header: []string{telemetry.TraceParent(sctx)}}
 	}
@@ -202,7 +284,7 @@ func endSpans(spans []trace.Span, errs []error) {
 		}
 		if errs[i] != nil {
 			span.RecordError(errs[i])
-			span.SetStatus(codes.Error, "publish failed; the row stays in the outbox")
+			span.SetStatus(codes.Error, "publish failed; the notification stays pending")
 		}
 		span.End()
 	}

@@ -198,13 +198,13 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		}
 	}
 	// The relay comes first: the services that fill the outbox wake it.
-	s.relay = relay.New(relay.Config{Tracer: tracer}, s.st, s.nats, log)
+	s.relay = relay.New(relay.Config{Tracer: tracer, Subject: cfg.NATS.Subject, ServerURL: s.url}, s.st, s.nats, log)
 	gen := ids.New(nodeID)
 	s.gen = gen
 	if s.authn, err = auth.New(s.st, gen, cfg.Auth, log); err != nil {
 		return nil, err
 	}
-	s.flow = flow.New(s.st, gen, flow.Config{Subject: cfg.NATS.Subject, ServerURL: s.url, LeaseTTL: cfg.LeaseTTL,
+	s.flow = flow.New(s.st, gen, flow.Config{LeaseTTL: cfg.LeaseTTL,
 		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered},
 		tools.Kinds(), log, s.relay.Wake)
 	s.nats.watchCatalog()

@@ -202,11 +202,11 @@ func (t *setTx) CommandFinish(ctx context.Context, p FinishParams) (Command, err
 	return t.tx.CommandFinish(ctx, p)
 }
 
-func (t *setTx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (Command, error) {
+func (t *setTx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time, traceParent string) (Command, error) {
 	if err := t.flushFor(ctx, t.cmds, eventID); err != nil {
 		return Command{}, err
 	}
-	return t.tx.CommandMarkRepublished(ctx, eventID, now)
+	return t.tx.CommandMarkRepublished(ctx, eventID, now, traceParent)
 }
 
 func (t *setTx) CommandClaimMany(ctx context.Context, ps []ClaimParams) ([]ClaimOutcome, error) {
@@ -471,6 +471,20 @@ func (t *setTx) CommandsDue(ctx context.Context, now, unclaimedBefore time.Time,
 		return nil, err
 	}
 	return t.tx.CommandsDue(ctx, now, unclaimedBefore, limit)
+}
+
+func (t *setTx) CommandsToNotify(ctx context.Context, now time.Time, limit int) ([]Notice, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	return t.tx.CommandsToNotify(ctx, now, limit)
+}
+
+func (t *setTx) CommandNotified(ctx context.Context, marks []Notified) (int, error) {
+	if err := t.flush(ctx); err != nil {
+		return 0, err
+	}
+	return t.tx.CommandNotified(ctx, marks)
 }
 
 func (t *setTx) OutboxFetch(ctx context.Context, now time.Time, limit int) ([]OutboxMsg, error) {

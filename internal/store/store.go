@@ -96,10 +96,10 @@ type Command struct {
 	LeaseExpires *time.Time
 	Result       json.RawMessage
 	Error        string
-	// Publishes counts how many outbox rows were ever created for this
-	// command; the reaper uses it to derive a fresh Nats-Msg-Id.
+	// Publishes counts how many notifications were ever asked for this
+	// command; it derives each one's Nats-Msg-Id (bus.NotifyMsgID).
 	Publishes   int
-	PublishedAt time.Time // last time an outbox row was enqueued (or becomes available)
+	PublishedAt time.Time // last time a notification was asked for (or becomes available)
 	// AvailableAt is when the command may first be notified (a retry's
 	// backoff); it equals CreatedAt for ordinary commands.
 	AvailableAt time.Time
@@ -108,6 +108,10 @@ type Command struct {
 	Retry       int   // policy retries that preceded this command for the same step run
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// TraceParent is the W3C traceparent CommandInsert records for the
+	// first notification ("" when tracing is off). Write-only: reads of
+	// Command leave it empty; Notice carries it to the relay.
+	TraceParent string
 	// ClaimTokenID is the id of the worker token that made the current
 	// claim (0: none, as with auth off). While it is not 0, only that
 	// token may start, heartbeat, finish or release the command.
@@ -192,7 +196,7 @@ type FinishParams struct {
 type Stats struct {
 	ExecutionsRunning int64
 	CommandsPending   int64 // issued, claimed or running
-	OutboxDepth       int64
+	OutboxDepth       int64 // pending command notifications plus outbox rows
 }
 
 // OpsStats is the operational picture package monitor samples: what
@@ -201,8 +205,9 @@ type Stats struct {
 // history. The database's clock is DBClock's: a statement of several
 // subqueries takes long enough to blur a skew measurement.
 type OpsStats struct {
-	// OutboxDepth counts outbox rows; OutboxOldest is the AvailableAt of
-	// the oldest row already due (nil: none is due yet).
+	// OutboxDepth counts notifications waiting to be published: pending
+	// command notifications plus outbox rows; OutboxOldest is when the
+	// oldest one already due became due (nil: none is due yet).
 	OutboxDepth  int64
 	OutboxOldest *time.Time
 	// CommandsUnclaimed counts issued commands; UnclaimedOldest is the
@@ -315,7 +320,8 @@ type Querier interface {
 	// status claimed/running with LeaseExpires <= now and either
 	// PublishedAt < LeaseExpires (not re-notified since the lease expired)
 	// or PublishedAt <= unclaimedBefore (re-notified long ago, still not
-	// claimed); excluding commands that still have an outbox row and
+	// claimed); excluding commands whose notification is still pending (or
+	// that still have an outbox row, written before migration 9) and
 	// commands of executions that are not running. Ordered by event_id.
 	CommandsDue(ctx context.Context, now, unclaimedBefore time.Time, limit int) ([]Command, error)
 
@@ -401,7 +407,9 @@ type Tx interface {
 	EventInsert(ctx context.Context, e Event) error
 
 	// CommandInsert inserts a command in status issued with Attempt 0,
-	// Publishes 1 and PublishedAt = CreatedAt.
+	// Publishes 1, PublishedAt = AvailableAt (CreatedAt when zero) and its
+	// notification pending, due at AvailableAt, with c.TraceParent (see
+	// NotifyQuerier).
 	CommandInsert(ctx context.Context, c Command) error
 	// CommandClaim grants a lease. It succeeds when the command is issued,
 	// or claimed/running with an expired lease (LeaseExpires <= Now); the
@@ -425,11 +433,13 @@ type Tx interface {
 	// ErrNotYours as for CommandStart (p.TokenID).
 	CommandFinish(ctx context.Context, p FinishParams) (Command, error)
 	// CommandCancelExecution marks every non-terminal command of the
-	// execution cancelled and returns how many changed.
+	// execution cancelled, drops their pending notifications and returns
+	// how many changed.
 	CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error)
-	// CommandMarkRepublished increments Publishes, sets PublishedAt = now
-	// and returns the updated command.
-	CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (Command, error)
+	// CommandMarkRepublished increments Publishes, sets PublishedAt = now,
+	// makes a notification pending, due now, with traceParent (the span
+	// asking for it, "" for none) and returns the updated command.
+	CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time, traceParent string) (Command, error)
 
 	// OutboxInsert stores msg; ID must be set by the caller.
 	OutboxInsert(ctx context.Context, msg OutboxMsg) error

@@ -44,8 +44,8 @@ func New(t *testing.T, pub relay.Publisher) *Stack {
 	st := sqlitetest.Store(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s := &Stack{Store: st}
-	s.Relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond}, st, pub, log)
-	s.Flow = flow.New(st, ids.New(-1), flow.Config{ServerURL: "http://127.0.0.1:8082", LeaseTTL: time.Second}, tools.Kinds(), log, s.Relay.Wake)
+	s.Relay = relay.New(relay.Config{PollInterval: 20 * time.Millisecond, ServerURL: "http://127.0.0.1:8082"}, st, pub, log)
+	s.Flow = flow.New(st, ids.New(-1), flow.Config{LeaseTTL: time.Second}, tools.Kinds(), log, s.Relay.Wake)
 	return s
 }
 
@@ -57,7 +57,7 @@ func (s *Stack) Start(t *testing.T) {
 	t.Cleanup(func() { <-done })
 }
 
-// OutboxDepth is how many messages wait in the outbox.
+// OutboxDepth is how many notifications wait to be published (Stats).
 func (s *Stack) OutboxDepth(t *testing.T) int64 {
 	t.Helper()
 	st, err := store.ReadValue(t.Context(), s.Store, func(q store.Querier) (store.Stats, error) {

@@ -20,14 +20,14 @@ func (q querier) DBClock(ctx context.Context) (time.Time, error) {
 }
 
 // OpsStats reads each figure from an index: the outbox's available_at
-// index, the partial index of live commands, that of running executions
-// and that of queued queries.
+// index, the partial index of pending command notifications, that of live
+// commands, that of running executions and that of queued queries.
 func (q querier) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, error) {
 	s := store.NewOpsStats()
 	var running int64
 	err := q.db.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM outbox),
-		(SELECT min(available_at) FROM outbox),
+		(SELECT count(*) FROM outbox) + (SELECT count(*) FROM commands WHERE notify_at IS NOT NULL),
+		LEAST((SELECT min(available_at) FROM outbox), (SELECT min(notify_at) FROM commands WHERE notify_at IS NOT NULL)),
 		(SELECT count(*) FROM commands WHERE status = 'issued'),
 		(SELECT min(available_at) FROM commands WHERE status = 'issued' AND available_at <= $1),
 		(SELECT count(*) FROM commands WHERE status IN ('claimed', 'running') AND lease_expires_at < $1),

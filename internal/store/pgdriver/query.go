@@ -324,6 +324,7 @@ func (q querier) CommandsDue(ctx context.Context, now, unclaimedBefore time.Time
 		  AND ((c.status = 'issued' AND c.published_at <= $2)
 		    OR (c.status IN ('claimed', 'running') AND c.lease_expires_at <= $1
 		        AND (c.published_at < c.lease_expires_at OR c.published_at <= $2)))
+		  AND c.notify_at IS NULL
 		  AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.event_id = c.event_id)
 		ORDER BY c.event_id
 		LIMIT $3`, ts(now), ts(unclaimedBefore), limitArg(limit))
@@ -349,7 +350,8 @@ func (q querier) Stats(ctx context.Context) (store.Stats, error) {
 	err := q.db.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM executions WHERE status = 'running'),
 		(SELECT count(*) FROM commands WHERE status IN `+liveStatuses+`),
-		(SELECT count(*) FROM outbox)`).Scan(&s.ExecutionsRunning, &s.CommandsPending, &s.OutboxDepth)
+		(SELECT count(*) FROM outbox) + (SELECT count(*) FROM commands WHERE notify_at IS NOT NULL)`).
+		Scan(&s.ExecutionsRunning, &s.CommandsPending, &s.OutboxDepth)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("pgdriver: stats: %w", err)
 	}

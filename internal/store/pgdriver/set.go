@@ -38,12 +38,14 @@ var (
 		types: []string{"bigint", "bigint", "text", "text", "text", "text", "json", "text", "text", "integer", "timestamptz"},
 	}
 	// published_at = available_at starts the reaper's unclaimed timer only
-	// once a delayed (retry) command can actually be notified.
+	// once a delayed (retry) command can actually be notified; notify_at =
+	// available_at is its first notification, pending in the row itself.
 	commandKind = rowKind{what: "command", table: "commands",
 		cols: []string{"event_id", "execution_id", "command_id", "step", "tool", "input", "status",
-			"attempt", "publishes", "published_at", "available_at", "loop_id", "loop_index", "retry", "created_at", "updated_at", "pool"},
-		exprs: []string{"$1", "$2", "$3", "$4", "$5", "$6", "'issued'", "0", "1", "$7", "$7", "$8", "$9", "$10", "$11", "$11", "$12"},
-		types: []string{"bigint", "bigint", "text", "text", "json", "json", "timestamptz", "bigint", "integer", "integer", "timestamptz", "text"},
+			"attempt", "publishes", "published_at", "available_at", "loop_id", "loop_index", "retry", "created_at", "updated_at", "pool",
+			"notify_at", "trace_parent"},
+		exprs: []string{"$1", "$2", "$3", "$4", "$5", "$6", "'issued'", "0", "1", "$7", "$7", "$8", "$9", "$10", "$11", "$11", "$12", "$7", "$13"},
+		types: []string{"bigint", "bigint", "text", "text", "json", "json", "timestamptz", "bigint", "integer", "integer", "timestamptz", "text", "text"},
 	}
 	outboxKind = rowKind{what: "outbox message", table: "outbox",
 		cols:  strings.Split(outboxCols, ", "),
@@ -141,7 +143,7 @@ func commandRow(c store.Command) []any {
 		available = ts(c.AvailableAt)
 	}
 	return []any{c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
-		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool}
+		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool, c.TraceParent}
 }
 
 func outboxRow(m store.OutboxMsg) []any {

@@ -312,7 +312,7 @@ func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Com
 }
 
 func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {
-	tag, err := t.tx.Exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = $2
+	tag, err := t.tx.Exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = $2, notify_at = NULL
 		WHERE execution_id = $1 AND status IN `+liveStatuses, executionID, tsOrNow(now))
 	if err != nil {
 		return 0, fmt.Errorf("pgdriver: cancel commands of execution %d: %w", executionID, err)
@@ -320,9 +320,10 @@ func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now 
 	return int(tag.RowsAffected()), nil
 }
 
-func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (store.Command, error) {
-	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c SET publishes = c.publishes + 1, published_at = $2
-		WHERE c.event_id = $1 RETURNING `+commandCols, eventID, tsOrNow(now)))
+func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time, traceParent string) (store.Command, error) {
+	c, err := scanCommand(t.tx.QueryRow(ctx, `UPDATE commands AS c
+		SET publishes = c.publishes + 1, published_at = $2, notify_at = $2, trace_parent = $3
+		WHERE c.event_id = $1 RETURNING `+commandCols, eventID, tsOrNow(now), traceParent))
 	if err != nil {
 		return store.Command{}, notFound(err, fmt.Sprintf("mark command %d republished", eventID))
 	}

@@ -21,8 +21,9 @@ func (q *queries) OpsStats(ctx context.Context, now time.Time) (store.OpsStats, 
 	var running int64
 	n := micros(now)
 	err := q.queryRow(ctx, `SELECT
-		(SELECT count(*) FROM outbox),
-		(SELECT min(available_at) FROM outbox),
+		(SELECT count(*) FROM outbox) + (SELECT count(*) FROM commands WHERE notify_at IS NOT NULL),
+		(SELECT min(t) FROM (SELECT min(available_at) AS t FROM outbox
+			UNION ALL SELECT min(notify_at) FROM commands WHERE notify_at IS NOT NULL)),
 		(SELECT count(*) FROM commands WHERE status = 'issued'),
 		(SELECT min(available_at) FROM commands WHERE status = 'issued' AND available_at <= ?),
 		(SELECT count(*) FROM commands WHERE status IN ('claimed', 'running') AND lease_expires_at < ?),

@@ -356,6 +356,7 @@ func (q *queries) CommandsDue(ctx context.Context, now, unclaimedBefore time.Tim
 		  AND ((status = 'issued' AND published_at <= ?1)
 		    OR (status IN ('claimed', 'running') AND lease_expires_at <= ?2
 		        AND (published_at < lease_expires_at OR published_at <= ?1)))
+		  AND notify_at IS NULL
 		  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = c.event_id)
 		  AND EXISTS (SELECT 1 FROM executions e WHERE e.execution_id = c.execution_id AND e.status = 'running')
 		ORDER BY event_id
@@ -397,7 +398,8 @@ func (q *queries) Stats(ctx context.Context) (store.Stats, error) {
 	err := q.queryRow(ctx, `SELECT
 		(SELECT count(*) FROM executions WHERE status = 'running'),
 		(SELECT count(*) FROM commands WHERE `+liveStatus+`),
-		(SELECT count(*) FROM outbox)`).Scan(&s.ExecutionsRunning, &s.CommandsPending, &s.OutboxDepth)
+		(SELECT count(*) FROM outbox) + (SELECT count(*) FROM commands WHERE notify_at IS NOT NULL)`).
+		Scan(&s.ExecutionsRunning, &s.CommandsPending, &s.OutboxDepth)
 	if err != nil {
 		return store.Stats{}, fmt.Errorf("sqlitedriver: stats: %w", err)
 	}

@@ -35,14 +35,15 @@ var (
 	executionKind = rowKind{what: "execution", table: "executions", cols: splitCols(executionCols), exprs: seq(12), params: 12}
 	eventKind     = rowKind{what: "event", table: "events", cols: splitCols(eventCols), exprs: seq(11), params: 11}
 	// published_at = available_at starts the reaper's unclaimed timer only
-	// once a delayed (retry) command can actually be notified.
+	// once a delayed (retry) command can actually be notified; notify_at =
+	// available_at is its first notification, pending in the row itself.
 	commandKind = rowKind{what: "command", table: "commands",
 		cols: []string{"event_id", "execution_id", "command_id", "step", "tool", "input", "status", "attempt",
 			"worker_id", "lease_expires_at", "result", "error", "publishes", "published_at", "available_at", "loop_id",
-			"loop_index", "retry", "created_at", "updated_at", "pool"},
+			"loop_index", "retry", "created_at", "updated_at", "pool", "notify_at", "trace_parent"},
 		exprs: []string{"$1", "$2", "$3", "$4", "$5", "$6", "'issued'", "0", "''", "NULL", "NULL", "''", "1", "$7", "$7", "$8",
-			"$9", "$10", "$11", "$11", "$12"},
-		params: 12,
+			"$9", "$10", "$11", "$11", "$12", "$7", "$13"},
+		params: 13,
 	}
 	outboxKind = rowKind{what: "outbox message", table: "outbox",
 		cols:  []string{"id", "event_id", "subject", "msg_id", "payload", "created_at", "available_at", "trace_parent"},
@@ -183,7 +184,7 @@ func commandRow(c store.Command) []any {
 		available = micros(c.AvailableAt)
 	}
 	return []any{c.EventID, c.ExecutionID, c.CommandID, c.Step, jsonArg(c.Tool), jsonArg(c.Input), available,
-		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool}
+		c.LoopID, c.LoopIndex, c.Retry, created, c.Pool, c.TraceParent}
 }
 
 func outboxRow(m store.OutboxMsg) []any {

@@ -51,8 +51,8 @@ const (
 	// another token) from a lost lease, on the failure path only.
 	sqlCommandOtherToken = `SELECT worker_id = ? AND attempt = ? AND status IN ('claimed', 'running')
 		AND claim_token_id <> 0 AND claim_token_id <> ? FROM commands WHERE event_id = ?`
-	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?
-		WHERE event_id = ? RETURNING ` + commandCols
+	sqlCommandRepublished = `UPDATE commands SET publishes = publishes + 1, published_at = ?1, notify_at = ?1, trace_parent = ?2
+		WHERE event_id = ?3 RETURNING ` + commandCols
 	sqlCommandExists = `SELECT 1 FROM commands WHERE event_id = ?`
 	// The ids travel as one JSON array so the statement can be prepared
 	// whatever their number.
@@ -66,7 +66,7 @@ const (
 var hotQueries = []string{
 	sqlEventInsert, sqlCommandInsert, sqlCommandClaim, sqlCommandStart, sqlCommandHeartbeat,
 	sqlCommandFinish, sqlCommandRepublished, sqlCommandExists, sqlCommandGet,
-	sqlOutboxInsert, sqlOutboxDelete,
+	sqlOutboxInsert, sqlOutboxDelete, sqlCommandNotified,
 	sqlExecutionInsert, sqlExecutionGet, sqlExecutionLock, sqlExecutionTouch, sqlExecutionFinish, sqlCommandListByExecution, sqlLoopListByExecution,
 	savepointSQL(verbSavepoint, store.CallerSavepoint), savepointSQL(verbRollbackTo, store.CallerSavepoint),
 	savepointSQL(verbRelease, store.CallerSavepoint),
@@ -352,7 +352,7 @@ func (t *tx) CommandFinish(ctx context.Context, p store.FinishParams) (store.Com
 }
 
 func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now time.Time) (int, error) {
-	res, err := t.exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = ?
+	res, err := t.exec(ctx, `UPDATE commands SET status = 'cancelled', updated_at = ?, notify_at = NULL
 		WHERE execution_id = ? AND `+liveStatus, micros(now), executionID)
 	if err != nil {
 		return 0, fmt.Errorf("sqlitedriver: cancel commands of execution %d: %w", executionID, err)
@@ -364,8 +364,8 @@ func (t *tx) CommandCancelExecution(ctx context.Context, executionID int64, now 
 	return int(n), nil
 }
 
-func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time) (store.Command, error) {
-	c, err := scanCommand(t.queryRow(ctx, sqlCommandRepublished, micros(now), eventID))
+func (t *tx) CommandMarkRepublished(ctx context.Context, eventID int64, now time.Time, traceParent string) (store.Command, error) {
+	c, err := scanCommand(t.queryRow(ctx, sqlCommandRepublished, micros(now), traceParent, eventID))
 	if err != nil {
 		return c, notFound(err, "mark command %d republished", eventID)
 	}

@@ -40,6 +40,7 @@ func commandCases() []testCase {
 			if len(list) != 2 || list[0].Pool != "gpu" || list[1].Pool != "" {
 				b.fatalf("CommandListByExecution pools = %+v, want gpu then \"\"", list)
 			}
+			b.published(c.EventID, plain.EventID)
 			due, err := readDo(b, func(q store.Querier) ([]store.Command, error) { return q.CommandsDue(b.ctx(), b.now, b.now, 10) })
 			b.mustNil("CommandsDue", err)
 			routed := slices.IndexFunc(due, func(d store.Command) bool { return d.EventID == c.EventID })
@@ -57,7 +58,9 @@ func commandCases() []testCase {
 			if released.Pool != "gpu" {
 				b.fatalf("CommandHeartbeat returned pool %q, want gpu", released.Pool)
 			}
-			again, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, b.now) })
+			again, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandMarkRepublished(b.ctx(), c.EventID, b.now, "")
+			})
 			b.mustNil("CommandMarkRepublished", err)
 			if again.Pool != "gpu" {
 				b.fatalf("CommandMarkRepublished returned pool %q, want gpu", again.Pool)
@@ -111,7 +114,7 @@ func commandCases() []testCase {
 			want.LeaseExpires, want.UpdatedAt = leaseAt(c.AvailableAt), c.AvailableAt
 			b.wantCommand("CommandClaim result", got, want)
 			got, err = txDo(b, func(tx store.Tx) (store.Command, error) {
-				return tx.CommandMarkRepublished(b.ctx(), c.EventID, c.AvailableAt)
+				return tx.CommandMarkRepublished(b.ctx(), c.EventID, c.AvailableAt, "")
 			})
 			b.mustNil("CommandMarkRepublished", err)
 			want.Publishes, want.UpdatedAt = 2, time.Time{}
@@ -203,7 +206,7 @@ func commandCases() []testCase {
 			for n := 2; n <= 3; n++ {
 				at := b.now.Add(time.Duration(n) * time.Second)
 				got, err := txDo(b, func(tx store.Tx) (store.Command, error) {
-					return tx.CommandMarkRepublished(b.ctx(), c.EventID, at)
+					return tx.CommandMarkRepublished(b.ctx(), c.EventID, at, "")
 				})
 				b.mustNil("CommandMarkRepublished", err)
 				want := c
@@ -212,7 +215,7 @@ func commandCases() []testCase {
 				b.wantCommand("command after CommandMarkRepublished", b.getCommand(c.EventID), want)
 			}
 			_, err := txDo(b, func(tx store.Tx) (store.Command, error) {
-				return tx.CommandMarkRepublished(b.ctx(), b.ids.Next(), b.now)
+				return tx.CommandMarkRepublished(b.ctx(), b.ids.Next(), b.now, "")
 			})
 			b.wantErr("CommandMarkRepublished of an unknown id", err, store.ErrNotFound)
 		}},

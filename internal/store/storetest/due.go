@@ -41,25 +41,29 @@ func (b *bundle) addOutbox(msgs ...store.OutboxMsg) {
 	})
 }
 
-// republish records a new notification of a command at at.
+// republish records a new notification of a command at at, and the
+// relay publishing it.
 func (b *bundle) republish(eventID int64, at time.Time) store.Command {
 	b.t.Helper()
-	c, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), eventID, at) })
+	c, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), eventID, at, "") })
 	b.mustNil("CommandMarkRepublished", err)
+	b.published(eventID)
 	return c
 }
 
 // release is what the server does when a worker gives a command back: end
-// the lease now and notify the command again, in one transaction.
+// the lease now and notify the command again, in one transaction; then the
+// relay publishes it.
 func (b *bundle) release(c store.Command, now time.Time) {
 	b.t.Helper()
 	b.mustWrite("release (CommandHeartbeat ttl 0 + CommandMarkRepublished)", func(tx store.Tx) error {
 		if _, err := tx.CommandHeartbeat(b.ctx(), c.EventID, c.WorkerID, c.Attempt, c.ClaimTokenID, now, 0); err != nil {
 			return err
 		}
-		_, err := tx.CommandMarkRepublished(b.ctx(), c.EventID, now)
+		_, err := tx.CommandMarkRepublished(b.ctx(), c.EventID, now, "")
 		return err
 	})
+	b.published(c.EventID)
 }
 
 // dueWorld is a store holding one command in each situation CommandsDue
@@ -130,6 +134,15 @@ func (b *bundle) buildDueWorld() dueWorld {
 			_, err := b.finish(p)
 			b.mustNil("CommandFinish", err)
 		}},
+		{"issued long ago, notification pending", run.ExecutionID, false, nil},
+		{"expired lease, re-notification pending", run.ExecutionID, false, func(c store.Command) {
+			b.mustClaim(c.EventID, "w", old)
+			_, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandMarkRepublished(b.ctx(), c.EventID, w.unclaimedBefore.Add(-time.Minute), "")
+			})
+			b.mustNil("CommandMarkRepublished", err)
+		}},
+		// Outbox rows written before migration 9 still hold a command back.
 		{"issued long ago, outbox row pending", run.ExecutionID, false, func(c store.Command) {
 			b.addOutbox(b.newOutbox(c.EventID))
 		}},
@@ -161,6 +174,16 @@ func (b *bundle) buildDueWorld() dueWorld {
 		}
 		return nil
 	})
+	// The relay published every first notification but these.
+	pending := map[string]bool{
+		"issued long ago, notification pending":  true,
+		"expired lease, re-notification pending": true,
+	}
+	for i, s := range specs {
+		if !pending[s.name] {
+			b.published(cmds[i].EventID)
+		}
+	}
 	for i, s := range specs {
 		if s.setup != nil {
 			s.setup(cmds[i])
@@ -194,19 +217,23 @@ func dueCases() []testCase {
 		{"RepublishedIsNoLongerDue", func(b *bundle) {
 			e := b.addExecution()
 			old := b.now.Add(-time.Hour)
-			c := b.addCommand(e.ExecutionID, old)
+			c := b.addPublished(e.ExecutionID, old)
 			b.wantCommandIDs("CommandsDue before republish", b.due(b.now, b.now.Add(-time.Minute), 10), c.EventID)
-			_, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, b.now) })
+			_, err := txDo(b, func(tx store.Tx) (store.Command, error) {
+				return tx.CommandMarkRepublished(b.ctx(), c.EventID, b.now, "")
+			})
 			b.mustNil("CommandMarkRepublished", err)
 			b.wantCommandIDs("CommandsDue right after republish", b.due(b.now, b.now.Add(-time.Minute), 10))
-			// Once the new notification has aged it is due again.
 			later := b.now.Add(time.Hour)
+			b.wantCommandIDs("CommandsDue with the republish aged but still not published", b.due(later, later.Add(-time.Minute), 10))
+			// Once the new notification went out and aged it is due again.
+			b.published(c.EventID)
 			b.wantCommandIDs("CommandsDue after the republish aged", b.due(later, later.Add(-time.Minute), 10), c.EventID)
 		}},
 		{"ExpiredLeaseRepublishedWaits", func(b *bundle) {
 			e := b.addExecution()
 			old := b.now.Add(-time.Hour)
-			c := b.addCommand(e.ExecutionID, old)
+			c := b.addPublished(e.ExecutionID, old)
 			b.mustClaim(c.EventID, "w", old)
 			b.wantCommandIDs("CommandsDue with an expired lease", b.due(b.now, b.now.Add(-time.Minute), 10), c.EventID)
 			// The reaper notifies it again: published_at = now >= lease.
@@ -220,7 +247,7 @@ func dueCases() []testCase {
 		}},
 		{"ReleasedIsNotDue", func(b *bundle) {
 			e := b.addExecution()
-			c := b.addCommand(e.ExecutionID, b.now.Add(-time.Hour))
+			c := b.addPublished(e.ExecutionID, b.now.Add(-time.Hour))
 			claimed := b.mustClaim(c.EventID, "w", b.now.Add(-time.Second))
 			b.release(claimed, b.now)
 			got := b.getCommand(c.EventID)
@@ -241,17 +268,17 @@ func dueCases() []testCase {
 			e := b.addExecution()
 			old := b.now.Add(-time.Hour)
 			for range limit + 1 {
-				c := b.addCommand(e.ExecutionID, old)
+				c := b.addPublished(e.ExecutionID, old)
 				b.mustClaim(c.EventID, "w", old)
 				b.republish(c.EventID, b.now.Add(-time.Second))
 			}
-			stale := b.addCommand(e.ExecutionID, old)
+			stale := b.addPublished(e.ExecutionID, old)
 			b.wantCommandIDs("CommandsDue limit 2 behind 3 recently re-notified expired leases",
 				b.due(b.now, b.now.Add(-time.Minute), limit), stale.EventID)
 		}},
 		{"OutboxDeleteMakesDue", func(b *bundle) {
 			e := b.addExecution()
-			c := b.addCommand(e.ExecutionID, b.now.Add(-time.Hour))
+			c := b.addPublished(e.ExecutionID, b.now.Add(-time.Hour))
 			m := b.newOutbox(c.EventID)
 			b.addOutbox(m)
 			b.wantCommandIDs("CommandsDue with a pending outbox row", b.due(b.now, b.now.Add(-time.Minute), 10))
@@ -267,6 +294,7 @@ func dueCases() []testCase {
 			c.Retry = 1
 			b.mustWrite("CommandInsert", func(tx store.Tx) error { return tx.CommandInsert(b.ctx(), c) })
 			b.wantCommandIDs("CommandsDue before the command is available", b.due(b.now, b.now.Add(-time.Minute), 10))
+			b.published(c.EventID)
 			b.wantCommandIDs("CommandsDue with unclaimedBefore just short of AvailableAt",
 				b.due(c.AvailableAt.Add(time.Hour), c.AvailableAt.Add(-time.Microsecond), 10))
 			b.wantCommandIDs("CommandsDue with unclaimedBefore = AvailableAt",

@@ -83,6 +83,13 @@ func opsCases() []testCase {
 			_, err = b.finish(completeParams(done, now.Add(-time.Hour)))
 			b.mustNil("CommandFinish", err)
 
+			// Every command's notification went out but the retry's, due
+			// in a minute: pending, counted, not late.
+			for _, c := range b.listCommands(e.ExecutionID) {
+				if c.EventID != retry.EventID {
+					b.published(c.EventID)
+				}
+			}
 			// Outbox: one due 2 minutes ago, one deferred.
 			o1 := b.newOutbox(old.EventID)
 			o1.CreatedAt = now.Add(-2 * time.Minute)
@@ -108,7 +115,7 @@ func opsCases() []testCase {
 			}
 
 			want := store.NewOpsStats()
-			want.OutboxDepth, want.OutboxOldest = 2, ptr(now.Add(-2*time.Minute))
+			want.OutboxDepth, want.OutboxOldest = 3, ptr(now.Add(-2*time.Minute))
 			want.CommandsUnclaimed, want.UnclaimedOldest = 3, ptr(now.Add(-3*time.Minute))
 			want.ExpiredLeases, want.ExpiredOldest = 2, expired.LeaseExpires
 			want.Executions[api.ExecRunning] = 2
@@ -118,8 +125,16 @@ func opsCases() []testCase {
 			// Only deferred rows: nothing is due, so no age.
 			b.mustWrite("OutboxDelete", func(tx store.Tx) error { return tx.OutboxDelete(b.ctx(), []int64{o1.ID}) })
 			got := b.opsStats(now)
-			if got.OutboxDepth != 1 || got.OutboxOldest != nil {
-				b.fatalf("OpsStats with only a deferred outbox row: depth %d, oldest %v; want 1, nil", got.OutboxDepth, fmtTimePtr(got.OutboxOldest))
+			if got.OutboxDepth != 2 || got.OutboxOldest != nil {
+				b.fatalf("OpsStats with only a deferred outbox row and a deferred command notification: depth %d, oldest %v; want 2, nil",
+					got.OutboxDepth, fmtTimePtr(got.OutboxOldest))
+			}
+			// A command notification due 4 minutes ago is the oldest.
+			b.addCommand(e.ExecutionID, now.Add(-4*time.Minute))
+			got = b.opsStats(now)
+			if got.OutboxDepth != 3 || got.OutboxOldest == nil || !got.OutboxOldest.Equal(now.Add(-4*time.Minute)) {
+				b.fatalf("OpsStats with a command notification due 4 minutes ago: depth %d, oldest %v; want 3, %s",
+					got.OutboxDepth, fmtTimePtr(got.OutboxOldest), now.Add(-4*time.Minute).Format(time.RFC3339Nano))
 			}
 		}},
 	}

@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Claim", claimCases()},
 		{"Lease", leaseCases()},
 		{"Due", dueCases()},
+		{"Notify", notifyCases()},
 		{"Outbox", outboxCases()},
 		{"Stats", statsCases()},
 		{"Ops", opsCases()},

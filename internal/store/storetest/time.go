@@ -52,7 +52,7 @@ func timeCases() []testCase {
 			started, err := b.start(c.EventID, "w", 1, t3)
 			b.mustNil("CommandStart", err)
 			d.timePtr("CommandStart result LeaseExpires", started.LeaseExpires, leaseAt(w3))
-			repub, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, t3) })
+			repub, err := txDo(b, func(tx store.Tx) (store.Command, error) { return tx.CommandMarkRepublished(b.ctx(), c.EventID, t3, "") })
 			b.mustNil("CommandMarkRepublished", err)
 			d.time("CommandMarkRepublished result PublishedAt", repub.PublishedAt, w3)
 			b.mustWrite("ExecutionFinish", func(tx store.Tx) error {
@@ -105,6 +105,13 @@ func timeCases() []testCase {
 			cmd := b.getCommand(c.EventID)
 			d.time("command AvailableAt", cmd.AvailableAt, w2)
 			d.time("command PublishedAt (= AvailableAt)", cmd.PublishedAt, w2)
+			notes := b.toNotify(w3, 10)
+			if len(notes) != 1 || !notes[0].NotifyAt.Equal(w2) {
+				b.fatalf("CommandsToNotify = %+v, want command %d due at the truncated AvailableAt %s", notes, c.EventID, w2.Format(time.RFC3339Nano))
+			}
+			d.time("notice NotifyAt", notes[0].NotifyAt, w2)
+			b.wantNoticeIDs("CommandsToNotify 1µs before the truncated AvailableAt", b.toNotify(w2.Add(-time.Microsecond), 10))
+			b.published(c.EventID)
 			// The truncated AvailableAt is exactly the due threshold.
 			b.wantCommandIDs("CommandsDue with unclaimedBefore = truncated AvailableAt", b.due(w3, w2, 10), c.EventID)
 
@@ -146,6 +153,7 @@ func timeCases() []testCase {
 			d.time("CreatedAt", got.CreatedAt, want)
 			d.time("PublishedAt", got.PublishedAt, want)
 			b.check("command inserted with a ragged CreatedAt", d)
+			b.published(c.EventID)
 			// The truncated value is exactly the due threshold.
 			b.wantCommandIDs("CommandsDue with unclaimedBefore = truncated CreatedAt", b.due(want.Add(time.Hour), want, 10), c.EventID)
 		}},

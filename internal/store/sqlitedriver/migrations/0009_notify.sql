@@ -1,2 +1,13 @@
--- Placeholder: a command's pending notification as a state of its row (issue 14).
-SELECT 1;
+-- Issue 14: a command's pending notification is a state of its row, not an
+-- outbox row. notify_at is when the next notification is due, in Unix
+-- microseconds like every time here (NULL: nothing to publish); the relay
+-- publishes due rows and clears notify_at in one UPDATE per batch.
+-- trace_parent continues the trace of the request that asked for the
+-- notification. The partial index holds only pending rows, so it stays as
+-- small as the backlog whatever the history.
+-- Outbox rows written before this migration are still drained by the relay,
+-- and CommandsDue still skips commands that have one: an upgrade loses
+-- nothing.
+ALTER TABLE commands ADD COLUMN notify_at INTEGER;
+ALTER TABLE commands ADD COLUMN trace_parent TEXT NOT NULL DEFAULT '';
+CREATE INDEX commands_notify_idx ON commands (notify_at, event_id) WHERE notify_at IS NOT NULL;
