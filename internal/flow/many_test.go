@@ -38,7 +38,7 @@ func manyStores(t *testing.T, fn func(t *testing.T, f *flow.Service, st *store.S
 			t.Parallel()
 			st := c.open(t)
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			f := flow.New(st, ids.New(-1), flow.Config{ServerURL: "http://127.0.0.1:8082", LeaseTTL: time.Minute}, tools.Kinds(), log, nil)
+			f := flow.New(st, ids.New(-1), flow.Config{LeaseTTL: time.Minute}, tools.Kinds(), log, nil)
 			if _, err := f.Register(t.Context(), flowtest.OneStep); err != nil {
 				t.Fatal(err)
 			}
