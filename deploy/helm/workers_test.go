@@ -121,6 +121,18 @@ func TestWorkerPools(t *testing.T) {
 						t.Errorf("%s: %s = %q, want %q", d.Name, k, got.value, want)
 					}
 				}
+				// KEDA reads lag as pending + ack-pending, so a commands
+				// pool it scales acks on completion; others on claim.
+				wantAck := ""
+				if p.stream == "commands" {
+					wantAck = "claim"
+					if p.keda {
+						wantAck = "completion"
+					}
+				}
+				if got := env["MILLRACE_WORKER_ACK"].value; got != wantAck {
+					t.Errorf("%s: MILLRACE_WORKER_ACK = %q, want %q (keda %v)", d.Name, got, wantAck, p.keda)
+				}
 				wantPool := ""
 				if p.routed {
 					wantPool = p.name

@@ -55,7 +55,7 @@ func newGauges() *gauges {
 	// alerts join them with millrace_workers_online.
 	g.lag = vec("millrace_nats_consumer_lag_messages", "Consumer lag: messages not yet delivered plus delivered and not yet acknowledged (what KEDA scales on).", "stream", "consumer", "kind", "pool")
 	g.pending = vec("millrace_nats_consumer_pending_messages", "Messages not yet delivered to any worker of the consumer (num_pending).", "stream", "consumer", "kind", "pool")
-	g.ackPending = vec("millrace_nats_consumer_ack_pending_messages", "Messages delivered to workers and not yet acknowledged: jobs in flight.", "stream", "consumer", "kind", "pool")
+	g.ackPending = vec("millrace_nats_consumer_ack_pending_messages", "Messages delivered to workers and not yet acknowledged: jobs in flight for workers that ack on completion; for commands workers that ack on claim (MILLRACE_WORKER_ACK=claim, the default) only notifications not yet claimed (millrace_worker_slots_busy counts running commands).", "stream", "consumer", "kind", "pool")
 	g.redelivered = vec("millrace_nats_consumer_redelivered_messages", "Messages in flight that were delivered more than once.", "stream", "consumer", "kind", "pool")
 	g.waiting = vec("millrace_nats_consumer_waiting_pulls", "Open pull requests on the consumer: idle workers asking for work.", "stream", "consumer", "kind", "pool")
 	g.storeUp = gauge("millrace_monitor_store_up", "1 when this server's last sample read the store, else 0 (the store gauges then keep their last values).")
