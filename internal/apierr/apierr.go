@@ -53,6 +53,10 @@ const (
 	TokenNotFound        Code = "token_not_found"
 	RequestNotFound      Code = "request_not_found"
 	UpstreamUnavailable  Code = "upstream_unavailable"
+	Overloaded           Code = "overloaded"
+	BudgetExceeded       Code = "budget_exceeded"
+	IdempotencyMismatch  Code = "idempotency_key_reused"
+	NULCharacter         Code = "nul_character"
 )
 
 // Entry is one code of the catalogue: its HTTP status and what it means.
@@ -97,6 +101,10 @@ var catalogue = []Entry{
 	{TokenNotFound, http.StatusNotFound, "no API token has this id or name"},
 	{RequestNotFound, http.StatusNotFound, "the gateway has no pending request with this id (it finished, or expired after `NATS_REQUEST_TTL_SECS`)"},
 	{UpstreamUnavailable, http.StatusBadGateway, "the gateway could not reach the Millrace server; retry shortly"},
+	{Overloaded, http.StatusTooManyRequests, "the server holds `MILLRACE_MAX_INFLIGHT_WRITES` write requests already; retry after the `Retry-After` header's seconds (the CLI, the Go client and workers do, with jittered backoff)"},
+	{BudgetExceeded, http.StatusUnprocessableEntity, "the request exceeds a budget for user-supplied work; the message names the setting and its limit (e.g. `MILLRACE_MAX_WORKLOAD_BYTES`)"},
+	{IdempotencyMismatch, http.StatusUnprocessableEntity, "this `Idempotency-Key` was first used with a different request (another path, version or payload); use a new key for a new request"},
+	{NULCharacter, http.StatusBadRequest, "a string in the body contains a NUL character (`\\u0000`), which the event store cannot hold; the message gives its JSON path"},
 }
 
 var statuses = func() map[Code]int {

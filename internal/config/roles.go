@@ -148,6 +148,16 @@ type Server struct {
 	// version" of a playbook path without a word from another server.
 	CatalogCacheTTL time.Duration
 	Telemetry       Telemetry
+	// Budgets bound what one user-supplied playbook can make the server do.
+	Budgets Budgets
+	// MaxInflightWrites bounds the write requests (submits, claims,
+	// reports) a server holds at once; past it the API sheds with 429.
+	MaxInflightWrites int
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL time.Duration
+	// SecretKeys are older keys that still open credentials sealed under
+	// them (MILLRACE_SECRET_KEYS); SecretKey seals.
+	SecretKeys string
 }
 
 func (c *Server) bind(s *Set, dev bool) {
@@ -182,7 +192,52 @@ func (c *Server) bind(s *Set, dev bool) {
 	s.Seconds(&c.CatalogCacheTTL, "MILLRACE_CATALOG_CACHE_SECONDS", "catalog-cache", DefaultCatalogCacheTTL, "How long a server trusts its cached latest version of a playbook path. Registering a playbook tells every server at once over NATS; this bounds the staleness only when that word is lost. 0 reads the catalog on every submit.")
 	c.Telemetry.bind(s, "millrace-server")
 	s.String(&c.SecretKey, "MILLRACE_SECRET_KEY", "secret-key", "", "Key that encrypts credentials at rest: 64 hex characters or base64 of 32 bytes (make one with: openssl rand -hex 32); without it the credential API answers 503 secret_key_missing. Prefer the environment variable to the flag, which shows in process listings.")
+	s.String(&c.SecretKeys, "MILLRACE_SECRET_KEYS", "secret-keys", "", "Older credential keys, comma-separated, in the same format as MILLRACE_SECRET_KEY: credentials sealed under any of them still open, and are sealed again under MILLRACE_SECRET_KEY when next written. Rotate by moving the old key here and setting a new MILLRACE_SECRET_KEY.")
+	c.Budgets.bind(s, true)
+	s.Int(&c.MaxInflightWrites, "MILLRACE_MAX_INFLIGHT_WRITES", "max-inflight-writes", DefaultMaxInflightWrites, "Write requests (submits, claims, reports, registers) one server holds at once; past it the API answers 429 overloaded with Retry-After instead of queueing without bound. Clients, the CLI and workers retry with backoff.")
+	s.Seconds(&c.IdempotencyTTL, "MILLRACE_IDEMPOTENCY_SECONDS", "idempotency-ttl", DefaultIdempotencyTTL, "How long the server remembers an Idempotency-Key of POST /api/execute or a query submit: a retry with the same key within it returns the first execution or query instead of starting another.")
 }
+
+// Budgets bound the work one user-supplied playbook can make a process do.
+// A budget that is hit fails that execution (or command) with an error
+// naming the setting and its limit; it never harms other work.
+type Budgets struct {
+	// TemplateTimeout bounds one template rendering (server and worker).
+	TemplateTimeout time.Duration
+	// TemplateMaxBytes bounds one rendering's output (server and worker).
+	TemplateMaxBytes int
+	// LoopMaxItems bounds the items one loop step may iterate (server).
+	LoopMaxItems int
+	// MaxWorkloadBytes bounds an execution's workload with its payload, as
+	// JSON (server).
+	MaxWorkloadBytes int
+	// MaxChildDepth bounds how deep child playbooks nest (server).
+	MaxChildDepth int
+}
+
+// bind binds the budgets; server is false for a worker, which renders
+// templates but starts no loops or executions of its own.
+func (b *Budgets) bind(s *Set, server bool) {
+	s.Millis(&b.TemplateTimeout, "MILLRACE_TEMPLATE_TIMEOUT_MS", "template-timeout-ms", DefaultTemplateTimeout, "Longest one template rendering may take (a step's config, a loop's items, a condition); past it the execution (or command) fails naming this setting. Rendering also stops when its request or the process ends.")
+	s.Int(&b.TemplateMaxBytes, "MILLRACE_TEMPLATE_MAX_BYTES", "template-max-bytes", DefaultTemplateMaxBytes, "Largest output one template rendering may produce; past it the rendering stops and the execution (or command) fails naming this setting.")
+	if !server {
+		return
+	}
+	s.Int(&b.LoopMaxItems, "MILLRACE_LOOP_MAX_ITEMS", "loop-max-items", DefaultLoopMaxItems, "Most items one loop step may iterate; a loop over more fails its execution naming this setting.")
+	s.Int(&b.MaxWorkloadBytes, "MILLRACE_MAX_WORKLOAD_BYTES", "max-workload-bytes", DefaultMaxWorkloadBytes, "Largest workload (the playbook's workload merged with the submitted payload, as JSON) an execution may start with; a larger submit gets 422 budget_exceeded, a larger child fails its parent's step.")
+	s.Int(&b.MaxChildDepth, "MILLRACE_MAX_CHILD_DEPTH", "max-child-depth", DefaultMaxChildDepth, "How deep child playbooks may nest (a top-level execution is depth 0); a deeper start fails the parent's step naming this setting, so a playbook that calls itself stops.")
+}
+
+// The budgets' and overload defaults.
+const (
+	DefaultTemplateTimeout   = 2 * time.Second
+	DefaultTemplateMaxBytes  = 4 << 20
+	DefaultLoopMaxItems      = 100_000
+	DefaultMaxWorkloadBytes  = 1 << 20
+	DefaultMaxChildDepth     = 16
+	DefaultMaxInflightWrites = 1024
+	DefaultIdempotencyTTL    = 24 * time.Hour
+)
 
 // Worker holds `millrace worker` settings.
 type Worker struct {
@@ -203,6 +258,9 @@ type Worker struct {
 	// (once the claim committed; the lease and the reaper own the command
 	// from then on) or "completion" (once the server accepted the report).
 	AckOn string
+	// Budgets: the template budgets apply to a worker's renderings (dev
+	// copies the server's).
+	Budgets Budgets
 	// Pool routes a commands worker to the pool's subject
 	// (NATS_SUBJECT.<pool>) and consumer (NATS_CONSUMER_<pool>); empty is
 	// the default pool.
@@ -220,6 +278,7 @@ func (c *Worker) bind(s *Set, dev bool) {
 		c.PreAgg.bind(s, false)
 		s.String(&c.Token, "MILLRACE_WORKER_TOKEN", "token", "", "API token of role worker the worker presents to the server (make one with: millrace token create --role worker); needed unless the server runs with MILLRACE_AUTH=none.")
 		s.String(&c.MetricsAddr, "MILLRACE_WORKER_METRICS_ADDR", "metrics-addr", "", "Serve the worker's Prometheus /metrics and its /healthz probe on this address (e.g. :9090); empty turns it off.")
+		c.Budgets.bind(s, false)
 		s.String(&c.Pool, "MILLRACE_WORKER_POOL", "pool", "", "Worker pool of a commands worker: it takes only the steps routed to this pool (pool: NAME in the playbook), on subject NATS_SUBJECT.NAME through the durable consumer <NATS_CONSUMER>_NAME. Empty: the default pool (steps without a pool). A name is lower-case letters, digits and '-' (a DNS label).")
 		c.Telemetry.bind(s, "millrace-worker")
 	}
