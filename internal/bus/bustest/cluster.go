@@ -27,6 +27,7 @@ const ClusterReadyTimeout = 60 * time.Second
 type Cluster struct {
 	// Servers are named n1, n2, ... in order.
 	Servers []*server.Server
+	opts    []*server.Options // each server's, for Restart
 	log     *errorLog
 }
 
@@ -50,7 +51,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	t.Cleanup(c.shutdown)
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
-		srv, err := server.NewServer(&server.Options{
+		opts := &server.Options{
 			ServerName: name,
 			Host:       "127.0.0.1",
 			Port:       -1,
@@ -63,16 +64,21 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			Cluster:            server.ClusterOpts{Name: "millrace-test", Host: "127.0.0.1", Port: ports[i]},
 			Routes:             server.RoutesFromStr(strings.Join(routes, ",")),
 			NoSigs:             true,
-		})
+		}
+		srv, err := server.NewServer(opts)
 		if err != nil {
 			t.Fatalf("cluster server %s: %v", name, err)
 		}
 		srv.SetLogger(c.log.named(name), false, false)
 		srv.Start()
 		c.Servers = append(c.Servers, srv)
+		c.opts = append(c.opts, opts)
 		if !srv.ReadyForConnections(10 * time.Second) {
 			t.Fatalf("cluster server %s did not accept connections within 10s; its errors: %s", name, c.log)
 		}
+		// A restart comes back on the same client port, so NATS_URL
+		// stays right.
+		opts.Port = srv.Addr().(*net.TCPAddr).Port
 	}
 	wait.For(t, ClusterReadyTimeout, func() error {
 		leader := c.Leader()
