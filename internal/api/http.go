@@ -49,6 +49,13 @@ type ExecuteRequest struct {
 	Payload map[string]any `json:"payload,omitempty"` // overrides the workload
 	// ParentExecutionID is set by a `playbook` tool starting a child.
 	ParentExecutionID int64 `json:"parent_execution_id,omitempty"`
+	// ParentCommandID (the event id of the command running the tool) and
+	// ParentTask (the task's key in its task list; 0 for a single tool)
+	// key the child: a re-run of the command gets the child it started
+	// instead of a second one. ParentAttempt is the attempt that starts it.
+	ParentCommandID int64 `json:"parent_command_id,omitempty"`
+	ParentTask      int   `json:"parent_task,omitempty"`
+	ParentAttempt   int   `json:"parent_attempt,omitempty"`
 }
 
 // Started is the reply of POST /api/execute.

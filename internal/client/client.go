@@ -195,7 +195,13 @@ func (c *Client) Execute(ctx context.Context, path string, version int, payload 
 
 // ExecuteChild starts a child execution of parent (0 = none).
 func (c *Client) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (api.Started, error) {
-	in := api.ExecuteRequest{Path: path, Version: max(version, 0), Payload: payload, ParentExecutionID: max(parent, 0)}
+	return c.Start(ctx, api.ExecuteRequest{Path: path, Version: version, Payload: payload, ParentExecutionID: parent})
+}
+
+// Start starts the execution in (a keyed child when in.ParentCommandID is
+// set: a repeat returns the child the first start made).
+func (c *Client) Start(ctx context.Context, in api.ExecuteRequest) (api.Started, error) {
+	in.Version, in.ParentExecutionID = max(in.Version, 0), max(in.ParentExecutionID, 0)
 	var out api.Started
 	err := c.do(ctx, "POST", "/api/execute", in, &out)
 	return out, err

@@ -5,7 +5,10 @@
 // packages know nothing of HTTP.
 package errkind
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errorf returns an error that matches kind (errors.Is) and reads as the
 // formatted message.
@@ -20,3 +23,10 @@ type kindError struct {
 
 func (e *kindError) Error() string { return e.msg }
 func (e *kindError) Unwrap() error { return e.kind }
+
+// Is reports whether err (or an error it wraps) was made by Errorf: a
+// refusal its caller can act on, not a failure of the process or its store.
+func Is(err error) bool {
+	var k *kindError
+	return errors.As(err, &k)
+}

@@ -139,7 +139,9 @@ func (r *run) finishExecution(plan engine.Plan) error {
 	if plan.Result == nil && !plan.Failed {
 		plan.Result = r.finishedResult
 	}
-	return r.s.apply(r.ctx, r.tx, r.exec, plan, r.now)
+	n, err := r.s.apply(r.ctx, r.tx, r.exec, plan, r.now)
+	r.issued += n
+	return err
 }
 
 // startStep issues the work of a step: one command, or a loop's first
@@ -257,6 +259,9 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 	}
 	r.cmds = append(r.cmds, cmd)
 	r.issued++
+	if call, ok := serverCall(step, tool, payload, availableAt, r.now); ok {
+		return r.runChild(call) // the server runs a child playbook step: see children.go
+	}
 	return nil
 }
 

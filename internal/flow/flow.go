@@ -38,6 +38,9 @@ type Config struct {
 	// OnRegister is called after a register committed, to tell the other
 	// servers (may be nil). It must not block.
 	OnRegister func(store.CatalogEntry)
+	// MaxChildDepth bounds how deep child playbooks nest
+	// (MILLRACE_MAX_CHILD_DEPTH; 0: DefaultMaxChildDepth).
+	MaxChildDepth int
 }
 
 // Service is the flow lifecycle over a store.
@@ -170,115 +173,49 @@ func (s *Service) Execute(ctx context.Context, path string, version int, payload
 
 // ExecuteChild is Execute for a child of parent (0 = no parent).
 func (s *Service) ExecuteChild(ctx context.Context, path string, version int, payload map[string]any, parent int64) (store.Execution, error) {
-	entry, err := s.catalogEntry(ctx, path, version)
-	if errors.Is(err, store.ErrNotFound) {
-		if version > 0 {
-			return store.Execution{}, errorf(ErrPlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)
-		}
-		return store.Execution{}, errorf(ErrPlaybookNotFound, "playbook %q is not registered; register it with POST /api/catalog/register or `millrace register FILE`", path)
-	}
-	if err != nil {
-		return store.Execution{}, err
-	}
-	pb, err := store.ReadValue(ctx, s.st, func(q store.Querier) (*playbook.Playbook, error) {
-		return s.playbookFor(ctx, q, entry.CatalogID)
-	})
-	if err != nil {
-		return store.Execution{}, err
-	}
-
-	workload := map[string]any{}
-	for k, v := range pb.Workload {
-		workload[k] = v
-	}
-	for k, v := range payload {
-		workload[k] = v
-	}
-	wl, err := json.Marshal(workload)
-	if err != nil {
-		return store.Execution{}, errorf(ErrInvalid, "workload is not JSON-encodable: %v", err)
-	}
-	exec := store.Execution{
-		ExecutionID: s.ids.Next(),
-		CatalogID:   entry.CatalogID,
-		Path:        entry.Path,
-		Version:     entry.Version,
-		Status:      api.ExecRunning,
-		Workload:    wl,
-
-		ParentExecutionID: parent,
-	}
-	issued := false
-	err = s.st.Do(ctx, exec.ExecutionID, func(ctx context.Context, tx store.Tx) error {
-		now := s.now()
-		exec.StartedAt = now
-		if err := tx.ExecutionInsert(ctx, exec); err != nil {
-			return err
-		}
-		if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: api.EvPlaybookStarted, Status: string(api.ExecRunning)}, now); err != nil {
-			return err
-		}
-		r, err := s.newRun(ctx, tx, &exec, pb, now)
-		if err != nil {
-			return err
-		}
-		if err := r.startStep(pb.StartStep(), r.scope); err != nil {
-			return err
-		}
-		issued = r.issued > 0
-		if exec.Status == api.ExecRunning {
-			// Revision 0 until the first touch. Should this transaction
-			// roll back, the execution id never exists: harmless.
-			s.states.put(exec.ExecutionID, r.state(0))
-		}
-		return nil
-	})
-	if err != nil {
-		return store.Execution{}, err
-	}
-	if issued {
-		s.wake()
-	}
-	mExecStarted.Inc()
-	return exec, nil
+	return s.Start(ctx, ChildStart{Path: path, Version: version, Payload: payload, Parent: parent})
 }
 
-// apply finishes the execution inside tx as plan says.
-func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) error {
+// apply finishes the execution inside tx as plan says. It returns the
+// commands a parent waiting for this child issued (see childEnded).
+func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution, plan engine.Plan, now time.Time) (int, error) {
 	if !plan.Done {
-		return nil
+		return 0, nil
 	}
 	status, evType := api.ExecCompleted, api.EvPlaybookCompleted
 	if plan.Failed {
 		status, evType = api.ExecFailed, api.EvPlaybookFailed
 		// Stop sibling branches: their workers see 409 on their next report.
 		if _, err := tx.CommandCancelExecution(ctx, exec.ExecutionID, now); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	var result json.RawMessage
 	if plan.Result != nil {
 		b, err := json.Marshal(plan.Result)
 		if err != nil {
-			return fmt.Errorf("encode execution result: %w", err)
+			return 0, fmt.Errorf("encode execution result: %w", err)
 		}
 		if result, err = s.storeResult(ctx, tx, b); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := tx.ExecutionFinish(ctx, exec.ExecutionID, status, result, plan.Error, now); err != nil {
-		return err
+		return 0, err
 	}
 	exec.Status, exec.Result, exec.Error, exec.EndedAt = status, result, plan.Error, &now
 	if err := s.event(ctx, tx, store.Event{ExecutionID: exec.ExecutionID, EventType: evType, Status: string(status), Result: result, Error: plan.Error}, now); err != nil {
-		return err
+		return 0, err
 	}
 	if plan.Failed {
 		mExecFailed.Inc()
+		if err := s.cancelChildren(ctx, tx, exec.ExecutionID, now); err != nil {
+			return 0, err
+		}
 	} else {
 		mExecCompleted.Inc()
 	}
-	return nil
+	return s.childEnded(ctx, tx, exec, now)
 }
 
 // issueCommand writes command.issued and the command row, whose first
@@ -798,6 +735,7 @@ func notYours(eventID int64, workerID string, attempt int) error {
 // Cancel stops a running execution.
 func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, error) {
 	var exec store.Execution
+	woke := 0
 	err := s.st.Do(ctx, execID, func(ctx context.Context, tx store.Tx) error {
 		var err error
 		if exec, err = tx.LockExecution(ctx, execID); err != nil {
@@ -817,10 +755,17 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 		if err := tx.ExecutionTouch(ctx, execID, s.ids.Next()); err != nil {
 			return err
 		}
-		return s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: string(api.ExecCancelled)}, now)
+		if err := s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: string(api.ExecCancelled)}, now); err != nil {
+			return err
+		}
+		woke, err = s.childEnded(ctx, tx, &exec, now) // a parent waiting for it fails its step
+		return err
 	})
 	if err == nil {
 		s.states.drop(execID)
+	}
+	if woke > 0 {
+		s.wake()
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Execution{}, errorf(ErrExecutionNotFound, "execution %d does not exist", execID)

@@ -197,7 +197,9 @@ func (s *Service) finishSet(ctx context.Context, tx store.Tx, reps []Report, rou
 	for _, i := range round {
 		rep := reps[i]
 		exec, ok := locked[rep.ExecutionID]
-		if !ok || exec.Status != api.ExecRunning {
+		if !ok || exec.Status != api.ExecRunning || exec.ParentCommandID != 0 {
+			// A child's end may advance its parent (childEnded), which
+			// must not race a run of that parent loaded for this set.
 			alone = append(alone, i)
 			continue
 		}

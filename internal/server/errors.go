@@ -26,6 +26,7 @@ var domainCodes = []struct {
 	{flow.ErrNotHolder, apierr.ClaimConflict},
 	{flow.ErrClaimNotYours, apierr.ClaimNotYours}, // one kind shared with query and builds (errkind.ErrClaimNotYours)
 	{flow.ErrExecutionEnded, apierr.StateConflict},
+	{flow.ErrChildDepth, apierr.BudgetExceeded},
 
 	{query.ErrInvalid, apierr.BadRequest},
 	{query.ErrInvalidResults, apierr.BadJSON},

@@ -341,7 +341,8 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.Version < 0 {
 		return nil, apierr.New(apierr.BadRequest, "version must be >= 1, or omitted for the latest")
 	}
-	exec, err := a.flow.ExecuteChild(r.Context(), body.Path, body.Version, body.Payload, body.ParentExecutionID)
+	exec, err := a.flow.Start(r.Context(), flow.ChildStart{Path: body.Path, Version: body.Version, Payload: body.Payload,
+		Parent: body.ParentExecutionID, ParentCommand: body.ParentCommandID, ParentTask: body.ParentTask, ParentAttempt: body.ParentAttempt})
 	if err != nil {
 		return nil, err
 	}

@@ -205,7 +205,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.flow = flow.New(s.st, gen, flow.Config{LeaseTTL: cfg.LeaseTTL,
-		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered},
+		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered,
+		MaxChildDepth: cfg.Budgets.MaxChildDepth},
 		tools.Kinds(), log, s.relay.Wake)
 	s.nats.watchCatalog()
 	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})

@@ -57,6 +57,17 @@ type Execution struct {
 	Error       string
 	// ParentExecutionID is set for executions started by a `playbook` tool.
 	ParentExecutionID int64
+	// Depth is how deep the execution nests: 0 for a top-level one, its
+	// parent's + 1 for a child (bounded by MILLRACE_MAX_CHILD_DEPTH).
+	Depth int
+	// ParentCommandID is the event_id of the parent's command that started
+	// this child (0: none). With ParentTask (the task's index in that
+	// command's task list; 0 for a single tool) it is unique: a re-run of
+	// the command finds this child instead of starting a second one.
+	ParentCommandID int64
+	ParentTask      int
+	// ParentAttempt is the attempt of that command that started the child.
+	ParentAttempt int
 	// Context holds the values playbooks assign with `set` (a JSON object,
 	// nil until the first set).
 	Context json.RawMessage
@@ -340,6 +351,10 @@ type Querier interface {
 	// ExecutionChildren lists executions whose ParentExecutionID is
 	// parent, by execution_id asc.
 	ExecutionChildren(ctx context.Context, parent int64) ([]Execution, error)
+	// ExecutionChildOf is the child a command started (the task at index
+	// task of its task list; 0 for a single tool), ErrNotFound when none
+	// (issue 15, slice child).
+	ExecutionChildOf(ctx context.Context, parentCommandID int64, task int) (Execution, error)
 
 	LoopGet(ctx context.Context, loopID int64) (Loop, error)
 	LoopListByExecution(ctx context.Context, executionID int64) ([]Loop, error) // by loop_id asc
@@ -461,4 +476,10 @@ type Tx interface {
 	// BlobPut stores a large result by id (results over the inline limit
 	// are stored by reference).
 	BlobPut(ctx context.Context, id int64, data []byte, now time.Time) error
+
+	// CommandHold marks an issued command running, held by holder until
+	// until, with no notification pending: the server runs it itself (a
+	// `playbook` step waits on its child; issue 15, slice child). Like a
+	// claim it bumps the attempt; ErrConflict unless the command is issued.
+	CommandHold(ctx context.Context, eventID int64, holder string, until, now time.Time) (Command, error)
 }

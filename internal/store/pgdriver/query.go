@@ -31,7 +31,7 @@ var _ store.Querier = querier{}
 // Column lists shared by SELECTs and RETURNING clauses, in scan order.
 const (
 	catalogCols = "catalog_id, path, version, name, content, created_at"
-	execCols    = "execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error, parent_execution_id, context"
+	execCols    = "execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error, parent_execution_id, context, depth, parent_command_id, parent_task, parent_attempt"
 	eventCols   = "event_id, execution_id, event_type, step, command_id, status, result, error, worker_id, attempt, created_at"
 	// Commands are always aliased c so the same list serves joins and
 	// UPDATE ... AS c RETURNING.
@@ -104,7 +104,8 @@ func scanExecution(row pgx.Row) (store.Execution, error) {
 		workload, result, context []byte
 	)
 	err := row.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload,
-		&e.StartedAt, &e.EndedAt, &result, &e.Error, &e.ParentExecutionID, &context)
+		&e.StartedAt, &e.EndedAt, &result, &e.Error, &e.ParentExecutionID, &context,
+		&e.Depth, &e.ParentCommandID, &e.ParentTask, &e.ParentAttempt)
 	e.Workload, e.Result, e.Context = workload, result, context
 	e.StartedAt, e.EndedAt = e.StartedAt.UTC(), utcPtr(e.EndedAt)
 	return e, err

@@ -29,8 +29,9 @@ type rowKind struct {
 var (
 	executionKind = rowKind{what: "execution", table: "executions",
 		cols:  strings.Split(execCols, ", "),
-		exprs: seq(12),
-		types: []string{"bigint", "bigint", "text", "integer", "text", "json", "timestamptz", "timestamptz", "json", "text", "bigint", "json"},
+		exprs: seq(16),
+		types: []string{"bigint", "bigint", "text", "integer", "text", "json", "timestamptz", "timestamptz", "json", "text", "bigint", "json",
+			"integer", "bigint", "integer", "integer"},
 	}
 	eventKind = rowKind{what: "event", table: "events",
 		cols:  strings.Split(eventCols, ", "),
@@ -128,7 +129,8 @@ func executionRow(e store.Execution) []any {
 		status = api.ExecRunning
 	}
 	return []any{e.ExecutionID, e.CatalogID, e.Path, e.Version, string(status), jsonArg(e.Workload),
-		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context)}
+		tsOrNow(e.StartedAt), tsPtrArg(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context),
+		e.Depth, e.ParentCommandID, e.ParentTask, e.ParentAttempt}
 }
 
 func eventRow(e store.Event) []any {

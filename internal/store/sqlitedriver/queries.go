@@ -189,7 +189,7 @@ func collect[T any](rows *sql.Rows, scan func(scanner) (T, error), what string) 
 // --- executions -------------------------------------------------------------
 
 const executionCols = `execution_id, catalog_id, path, version, status, workload, started_at, ended_at, result, error,
-	parent_execution_id, context`
+	parent_execution_id, context, depth, parent_command_id, parent_task, parent_attempt`
 
 func scanExecution(s scanner) (store.Execution, error) {
 	var e store.Execution
@@ -197,7 +197,7 @@ func scanExecution(s scanner) (store.Execution, error) {
 	var started int64
 	var ended sql.NullInt64
 	err := s.Scan(&e.ExecutionID, &e.CatalogID, &e.Path, &e.Version, &e.Status, &workload, &started, &ended, &result, &e.Error,
-		&e.ParentExecutionID, &context)
+		&e.ParentExecutionID, &context, &e.Depth, &e.ParentCommandID, &e.ParentTask, &e.ParentAttempt)
 	if err != nil {
 		return store.Execution{}, err
 	}

@@ -32,7 +32,7 @@ type rowKind struct {
 const maxSetRows = 128
 
 var (
-	executionKind = rowKind{what: "execution", table: "executions", cols: splitCols(executionCols), exprs: seq(12), params: 12}
+	executionKind = rowKind{what: "execution", table: "executions", cols: splitCols(executionCols), exprs: seq(16), params: 16}
 	eventKind     = rowKind{what: "event", table: "events", cols: splitCols(eventCols), exprs: seq(11), params: 11}
 	// published_at = available_at starts the reaper's unclaimed timer only
 	// once a delayed (retry) command can actually be notified; notify_at =
@@ -169,7 +169,8 @@ func executionRow(e store.Execution) []any {
 		status = api.ExecRunning
 	}
 	return []any{e.ExecutionID, e.CatalogID, e.Path, e.Version, string(status), jsonArg(e.Workload),
-		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context)}
+		micros(nowIfZero(e.StartedAt)), microsPtr(e.EndedAt), jsonArg(e.Result), e.Error, e.ParentExecutionID, jsonArg(e.Context),
+		e.Depth, e.ParentCommandID, e.ParentTask, e.ParentAttempt}
 }
 
 func eventRow(e store.Event) []any {

@@ -115,6 +115,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Set", setCases()},
 		{"GroupCommit", groupCommitCases()},
 		{"Many", manyCases()},
+		{"Child", childCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -436,6 +437,10 @@ func (b *bundle) wantExecution(what string, got, want store.Execution) {
 	d.json("Result", got.Result, want.Result)
 	d.eq("Error", got.Error, want.Error)
 	d.eq("ParentExecutionID", got.ParentExecutionID, want.ParentExecutionID)
+	d.eq("Depth", got.Depth, want.Depth)
+	d.eq("ParentCommandID", got.ParentCommandID, want.ParentCommandID)
+	d.eq("ParentTask", got.ParentTask, want.ParentTask)
+	d.eq("ParentAttempt", got.ParentAttempt, want.ParentAttempt)
 	d.json("Context", got.Context, want.Context)
 	b.check(what, d)
 }
