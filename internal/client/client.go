@@ -18,6 +18,7 @@ import (
 
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
+	"github.com/millrace/millrace/internal/backoff"
 	"github.com/millrace/millrace/internal/telemetry"
 )
 
@@ -29,13 +30,16 @@ type Client struct {
 	// carries as Authorization: Bearer; empty sends none (a server with
 	// MILLRACE_AUTH=none). Set it before the first request.
 	Token string
+	// Retry is how retryable answers are retried (retry.go); New sets
+	// DefaultRetry, the zero value retries nothing.
+	Retry Retry
 }
 
 // New returns a client for base (e.g. http://127.0.0.1:8082).
 func New(base string) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256 // a worker talks to one server from many goroutines
-	c := &Client{Base: strings.TrimRight(base, "/")}
+	c := &Client{Base: strings.TrimRight(base, "/"), Retry: DefaultRetry}
 	// The token rides in the transport, so every request made with c.HTTP
 	// carries it, copies of the http.Client (long uploads) included.
 	c.HTTP = &http.Client{Transport: &bearer{next: tr, c: c}, Timeout: 30 * time.Second}
@@ -116,16 +120,51 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // doRaw is do with a body that is not JSON (a YAML document): body is sent
 // as contentType when not nil.
 func (c *Client) doRaw(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	return c.send(ctx, method, path, contentType, nil, body, out)
+}
+
+// send makes the request, again while the answer is retryable (retry.go)
+// and c.Retry allows; h are headers of the request's own (an
+// Idempotency-Key makes a submit safe to retry).
+func (c *Client) send(ctx context.Context, method, path, contentType string, h http.Header, body io.Reader, out any) error {
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = io.ReadAll(body); err != nil {
+			return err
+		}
+	}
+	b := backoff.Backoff{Min: c.Retry.Min, Max: c.Retry.Max}
+	began := time.Now()
+	for {
+		again, after, err := c.once(ctx, method, path, contentType, h, data, body != nil, out)
+		if err == nil || !again || c.Retry.MaxElapsed <= 0 || !c.Retry.wait(ctx, &b, began, after) {
+			return err
+		}
+	}
+}
+
+// once is one attempt; again says whether another may follow, after the
+// server's Retry-After.
+func (c *Client) once(ctx context.Context, method, path, contentType string, h http.Header, data []byte, hasBody bool, out any) (again bool, after time.Duration, err error) {
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(data)
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
 	if err != nil {
-		return err
+		return false, 0, err
 	}
-	if body != nil {
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if hasBody {
 		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("reach millrace server at %s: %w (is it running? check SERVER_API_URL / --server)", c.Base, err)
+		again, _ = retryable(req, nil, nil, err)
+		return again, 0, fmt.Errorf("reach millrace server at %s: %w (is it running? check SERVER_API_URL / --server)", c.Base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 300 && out != nil {
@@ -135,30 +174,33 @@ func (c *Client) doRaw(ctx context.Context, method, path, contentType string, bo
 		dec := json.NewDecoder(resp.Body)
 		dec.UseNumber()
 		if err := dec.Decode(out); err != nil {
-			return fmt.Errorf("decode response of %s %s from %s: %w", method, path, c.Base, err)
+			return false, 0, fmt.Errorf("decode response of %s %s from %s: %w", method, path, c.Base, err)
 		}
 		// What is left (the encoder's newline) must be read for the
 		// connection to be reused.
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
+		return false, 0, nil
 	}
-	data, err := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("read response from %s: %w", c.Base, err)
+		again, _ = retryable(req, nil, nil, err)
+		return again, 0, fmt.Errorf("read response from %s: %w", c.Base, err)
 	}
-	if resp.StatusCode >= 300 {
-		var env struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &env) == nil && env.Error.Code != "" {
-			return &Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message}
-		}
-		return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(data))}
+	if resp.StatusCode < 300 {
+		return false, 0, nil // out == nil: the reply is not wanted
 	}
-	return nil // out == nil: the reply is not wanted
+	var env struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	e := &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(raw))}
+	if json.Unmarshal(raw, &env) == nil && env.Error.Code != "" {
+		e = &Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message}
+	}
+	again, after = retryable(req, resp, e, nil)
+	return again, after, e
 }
 
 // Register stores a playbook.
@@ -309,6 +351,10 @@ func (c *Client) Report(ctx context.Context, r api.Report) (api.Ack, error) {
 func (c *Client) Health(ctx context.Context) (api.Health, error) {
 	var out api.Health
 	err := c.do(ctx, "GET", "/api/health", nil, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusServiceUnavailable {
+		_ = json.Unmarshal([]byte(e.Message), &out) // the health body, not an error envelope
+	}
 	return out, err
 }
 

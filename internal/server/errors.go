@@ -1,13 +1,11 @@
 package server
 
 import (
-	"context"
 	"errors"
 
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/query"
-	"github.com/millrace/millrace/internal/store"
 )
 
 // domainCodes maps the domain packages' errors to API codes: the one place
@@ -57,8 +55,8 @@ func apiError(err error) (e *apierr.Error, caused bool) {
 			return &apierr.Error{Code: d.code, Message: err.Error()}, true
 		}
 	}
-	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
-		return apierr.New(apierr.Unavailable, "the event store is not available right now; retry shortly"), false
+	if storeDown(err) {
+		return apierr.New(apierr.Unavailable, "the event store is not available right now; retry after the Retry-After header's seconds"), false
 	}
 	return apierr.New(apierr.Internal, "internal error; the server log has details"), false
 }

@@ -63,6 +63,8 @@ type API struct {
 	tracer trace.Tracer
 	// h serves: the mux, wrapped by the tracing middleware when on.
 	h http.Handler
+	// shed bounds the writes in flight (shed.go); nil: unbounded.
+	shed *shedder
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -104,7 +106,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.mux.HandleFunc("/", a.noRoute)
 	// Wrapped once, around the mux, so that the span knows the matched
 	// route; with tracing off h is the mux itself.
-	a.h = telemetry.Handler(a.tracer, a.mux)
+	a.h = telemetry.Handler(a.tracer, a.shed.wrap(a.mux))
 	return a
 }
 
@@ -244,6 +246,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) int {
 }
 
 func writeErr(w http.ResponseWriter, e *apierr.Error) {
+	retryAfter(w, e)
 	writeJSON(w, e.Status(), apierr.Envelope{Error: e})
 }
 

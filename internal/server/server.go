@@ -265,7 +265,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	s.mon = s.newMonitor()
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
 		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
-		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}), WithTracer(tracer))
+		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}), WithTracer(tracer),
+		WithMaxInflightWrites(cfg.MaxInflightWrites))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	s.http.RegisterOnShutdown(api.StopStreams) // clients resume with Last-Event-ID
@@ -319,12 +320,19 @@ func (s *Server) backlog(ctx context.Context) (int64, time.Time, error) {
 	return c.CommandBacklog(ctx)
 }
 
+// healthStoreTimeout bounds health's store check.
+const healthStoreTimeout = time.Second
+
 func (s *Server) healthCheck(ctx context.Context) api.Health {
 	h := api.Health{Status: "ok", Store: "ok", NATS: "ok"}
-	if st, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) {
-		return q.Stats(ctx)
+	// A short bound of its own: a store that does not answer in a second
+	// is down for a probe, whatever the request's deadline.
+	sctx, cancel := context.WithTimeout(ctx, healthStoreTimeout)
+	defer cancel()
+	if st, err := store.ReadValue(sctx, s.st, func(q store.Querier) (store.Stats, error) {
+		return q.Stats(sctx)
 	}); err != nil {
-		h.Status, h.Store = "degraded", "error: "+err.Error()
+		h.Status, h.Store = "degraded", "down: "+err.Error()
 	} else {
 		ws := wire.Stats(st)
 		h.Stats = &ws

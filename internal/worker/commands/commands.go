@@ -276,7 +276,7 @@ func (j *job) Report(ctx context.Context, runErr error) (string, error) {
 		}
 	}
 	err := j.send(ctx, rep)
-	if st := client.StatusOf(err); st >= 400 && st < 500 && st != http.StatusConflict {
+	if err != nil && !client.Temporary(err) && client.StatusOf(err) != http.StatusConflict {
 		// The server refuses this report (too large, malformed) and will
 		// refuse it again: record the failure instead of re-running.
 		j.k.log.Error("the server refused the result; reporting the command as failed", "command_id", j.n.CommandID, "err", err)
@@ -306,7 +306,7 @@ func (j *job) send(ctx context.Context, rep api.Report) error {
 			_, err = j.k.api.Report(rctx, rep)
 			cancel()
 		}
-		if st := client.StatusOf(err); err == nil || (st >= 400 && st < 500) {
+		if err == nil || !client.Temporary(err) { // a 429 or 503 is retried, never a failed command
 			return err
 		}
 		d := bo.Next()

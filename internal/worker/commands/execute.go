@@ -269,7 +269,7 @@ func (e *apiEnv) Credential(ctx context.Context, name string) (map[string]any, e
 		if client.StatusOf(err) == http.StatusNotFound {
 			return nil, &tools.Error{Kind: "credential", Message: fmt.Sprintf("credential %q does not exist; add it with `millrace credential add %s`", name, name)}
 		}
-		return nil, &tools.Error{Kind: "credential", Message: err.Error(), Retryable: client.StatusOf(err) == 0 || client.StatusOf(err) >= 500}
+		return nil, &tools.Error{Kind: "credential", Message: err.Error(), Retryable: client.Temporary(err)}
 	}
 	return c.Data, nil
 }

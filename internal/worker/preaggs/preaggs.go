@@ -226,7 +226,7 @@ func retry(ctx context.Context, fn func(context.Context) error) error {
 	bo := backoff.Backoff{Min: 200 * time.Millisecond, Max: 3 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := fn(ctx)
-		if st := client.StatusOf(err); err == nil || (st > 0 && st < 500) || attempt == reportAttempts {
+		if err == nil || !client.Temporary(err) || attempt == reportAttempts {
 			return err
 		}
 		if !backoff.Sleep(ctx, bo.Next()) {
