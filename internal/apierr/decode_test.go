@@ -61,3 +61,32 @@ func FuzzDecode(f *testing.F) {
 }
 
 func body(s string) goio.ReadCloser { return goio.NopCloser(strings.NewReader(s)) }
+
+// A NUL anywhere in a string or key is a 400 naming its path; an escaped
+// backslash before u0000 is not a NUL and passes.
+func TestDecodeRefusesNUL(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in, path string
+	}{
+		{`{"a":"x\u0000y"}`, "$.a"},
+		{`{"a":{"b":["ok","\u0000"]}}`, "$.a.b[1]"},
+		{`{"a":{"k\u0000":1}}`, "$.a: a key"},
+		{`{"a":"\\u0000"}`, ""},
+		{`{"a":"plain"}`, ""},
+	} {
+		var v struct {
+			A any `json:"a"`
+		}
+		err := apierr.Decode(body(c.in), &v, "X")
+		var e *apierr.Error
+		switch {
+		case c.path == "" && err != nil:
+			t.Errorf("%s: %v", c.in, err)
+		case c.path != "" && (!errors.As(err, &e) || e.Code != apierr.NULCharacter || e.Status() != http.StatusBadRequest):
+			t.Errorf("%s: got %v, want a 400 nul_character", c.in, err)
+		case c.path != "" && !strings.Contains(e.Message, c.path+" "):
+			t.Errorf("%s: %q does not name the path %s", c.in, e.Message, c.path)
+		}
+	}
+}

@@ -152,6 +152,10 @@ type reply struct {
 func (a *API) route(pattern string, access auth.Access, h handler) {
 	a.handle(pattern, access, func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+		if err := checkURLNUL(r); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 		v, err := h(w, r)
 		if err != nil {
 			a.fail(w, r, err)
@@ -254,6 +258,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// checkURLNUL refuses a path or query parameter holding a NUL (%00): the
+// store cannot keep one, and a lookup by it would fail as an internal error.
+func checkURLNUL(r *http.Request) error {
+	if strings.IndexByte(r.URL.Path, 0) >= 0 {
+		return apierr.New(apierr.NULCharacter, "the request path holds a NUL character (%%00); remove it")
+	}
+	if strings.Contains(r.URL.RawQuery, "%00") {
+		for k, vs := range r.URL.Query() {
+			for _, v := range vs {
+				if strings.IndexByte(k+v, 0) >= 0 {
+					return apierr.New(apierr.NULCharacter, "query parameter %q holds a NUL character (%%00); remove it", strings.ReplaceAll(k, "\x00", ""))
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // decode reads a JSON body strictly (apierr.Decode).
