@@ -24,7 +24,7 @@ func credentialCmd() *cobra.Command {
 with auth: NAME. The server encrypts them at rest under MILLRACE_SECRET_KEY and
 never shows their data in events, logs or these commands.`,
 	}
-	cmd.AddCommand(credentialAddCmd(), credentialListCmd(), credentialDeleteCmd())
+	cmd.AddCommand(credentialAddCmd(), credentialListCmd(), credentialDeleteCmd(), credentialResealCmd())
 	return cmd
 }
 

@@ -41,3 +41,11 @@ func (c *Client) CredentialGet(ctx context.Context, name string, includeData boo
 func (c *Client) CredentialDelete(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", "/api/credentials/"+url.PathEscape(name), nil, nil)
 }
+
+// CredentialReseal seals every credential and project connection again
+// under the server's MILLRACE_SECRET_KEY (after a key rotation).
+func (c *Client) CredentialReseal(ctx context.Context) (api.ResealReport, error) {
+	var out api.ResealReport
+	err := c.do(ctx, "POST", "/api/credentials/reseal", struct{}{}, &out)
+	return out, err
+}

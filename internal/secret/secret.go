@@ -13,7 +13,6 @@
 package secret
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -54,10 +53,12 @@ var (
 	ErrCorrupt = errors.New("sealed data is corrupt or was altered")
 )
 
-// Box seals and opens values under one key. It is safe for concurrent use.
+// Box seals values under one key and opens values sealed under it or any
+// older key of its ring (see NewRing). It is safe for concurrent use.
 type Box struct {
 	aead  cipher.AEAD
 	keyID [keyIDSize]byte
+	older []*Box // MILLRACE_SECRET_KEYS: open only
 }
 
 // ParseKey decodes a key given as 64 hex characters or as standard or URL
@@ -137,10 +138,11 @@ func (b *Box) Open(sealed, ad []byte) ([]byte, error) {
 	if sealed[0] != Version1 {
 		return nil, fmt.Errorf("%w: unknown format version %d (written by a newer Millrace?)", ErrCorrupt, sealed[0])
 	}
-	if !bytes.Equal(sealed[1:1+keyIDSize], b.keyID[:]) {
-		return nil, fmt.Errorf("%w (key id %x, this server has %s)", ErrWrongKey, sealed[1:1+keyIDSize], b.KeyID())
+	k := b.keyFor(sealed[1 : 1+keyIDSize])
+	if k == nil {
+		return nil, fmt.Errorf("%w (key id %x, this server has %s)", ErrWrongKey, sealed[1:1+keyIDSize], b.KeyIDs())
 	}
-	pt, err := b.aead.Open(nil, sealed[1+keyIDSize:headerSize], sealed[headerSize:], additional(sealed[:headerSize], ad))
+	pt, err := k.aead.Open(nil, sealed[1+keyIDSize:headerSize], sealed[headerSize:], additional(sealed[:headerSize], ad))
 	if err != nil {
 		return nil, ErrCorrupt
 	}

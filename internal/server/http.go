@@ -96,6 +96,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("GET /api/health", auth.Public, a.healthGet)
 	a.route("GET /api/health/live", auth.Public, a.healthLive)
 	a.credentialRoutes()
+	a.resealRoutes()
 	a.queryRoutes()
 	a.liveRoutes()
 	a.authRoutes()

@@ -144,10 +144,13 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	}
 	tracer := s.traces.Tracer("github.com/millrace/millrace/internal/server")
 	if strings.TrimSpace(cfg.SecretKey) != "" {
-		if box, err = secret.New(cfg.SecretKey); err != nil {
+		if box, err = secret.NewRing(cfg.SecretKey, cfg.SecretKeys); err != nil {
 			return nil, err
 		}
-		log.Info("credential key loaded", "key_id", box.KeyID())
+		log.Info("credential key loaded", "key_id", box.KeyID(), "older_keys", box.OlderKeys())
+	} else if strings.TrimSpace(cfg.SecretKeys) != "" {
+		return nil, fmt.Errorf("%s is set but %s is not: the older keys only open credentials, a sealing key is needed too; set %s to the new key (make one with `openssl rand -hex 32`)",
+			secret.EnvOlderKeys, secret.EnvKey, secret.EnvKey)
 	} else {
 		log.Warn(secret.EnvKey + " is not set: the credential API is disabled; generate a key with `openssl rand -hex 32`")
 	}
