@@ -192,7 +192,8 @@ func (st *stack) goWorker(ctx context.Context, start func(context.Context) (runn
 func withSearchPath(dbURL, schema string) (string, error) {
 	u, err := url.Parse(dbURL)
 	if err != nil {
-		return "", fmt.Errorf("--store: parse %q: %w (expected e.g. postgres://user:password@host:5432/db?sslmode=disable)", dbURL, err)
+		// url's error quotes the URL, password and all.
+		return "", fmt.Errorf("--store %q is not a URL (expected e.g. postgres://user:password@host:5432/db?sslmode=disable)", config.RedactURL(dbURL))
 	}
 	q := u.Query()
 	q.Set("search_path", schema)

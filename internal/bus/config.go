@@ -235,6 +235,11 @@ func serverURLs(s string) ([]*url.URL, error) {
 		raw = strings.TrimSpace(raw)
 		u, err := url.Parse(raw)
 		if err != nil {
+			// url's error quotes the whole entry, password and all.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			return nil, fmt.Errorf("NATS_URL entry %q is not a URL: %v", Redact(raw), err)
 		}
 		switch u.Scheme {

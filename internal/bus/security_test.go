@@ -52,3 +52,13 @@ func TestConnectOnlyNeedsNoStream(t *testing.T) {
 		t.Fatalf("ConnectOnly with a certificate but no key = %v, want an error naming NATS_TLS_KEY", err)
 	}
 }
+
+// A NATS_URL too broken to parse is refused without quoting its password
+// (url.Parse's own error quotes the whole entry).
+func TestBadNATSURLHidesPassword(t *testing.T) {
+	t.Parallel()
+	_, err := serverURLs("nats://u:pa ss%zz-hunter2@host:4222")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("err = %v: want a refusal that does not quote the password", err)
+	}
+}

@@ -216,6 +216,9 @@ func redact(env, v string) string {
 	if env == "NATS_URL" {
 		return bus.Redact(v) // may carry user:pass@ or token@
 	}
+	if strings.HasSuffix(env, "_URL") || strings.HasSuffix(env, "_DSN") {
+		return RedactURL(v) // DATABASE_URL and friends: user:password@
+	}
 	return v
 }
 

@@ -71,7 +71,7 @@ func Connect(ctx context.Context, url string) (store.Driver, error) {
 		}
 		drv = d
 	default:
-		return nil, fmt.Errorf("DATABASE_URL %q is not supported: use postgres://user@host:5432/db or sqlite:PATH", url)
+		return nil, fmt.Errorf("DATABASE_URL %q is not supported: use postgres://user@host:5432/db or sqlite:PATH", config.RedactURL(url))
 	}
 	return drv, nil
 }
