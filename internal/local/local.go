@@ -214,6 +214,14 @@ func (d *dispatcher) run(ctx context.Context, eventID int64) {
 		return // ended or cancelled meanwhile
 	}
 	env := &localEnv{d: d, parent: cl.ExecutionID}
+	var tool struct {
+		Kind string `json:"kind"`
+	}
+	if json.Unmarshal(cl.Command.Tool, &tool) == nil && tool.Kind == "playbook" {
+		// A playbook step's one child is keyed as the flow keys it: the
+		// flow may have started it already (see flow.runChild).
+		env.command, env.attempt = cl.EventID, cl.Attempt
+	}
 	res, set, runErr := commands.Execute(ctx, wire.Command(cl.Command), env)
 	if ctx.Err() != nil {
 		return
@@ -284,6 +292,9 @@ func (d *dispatcher) wait(ctx context.Context, id int64, progress func(api.Event
 type localEnv struct {
 	d      *dispatcher
 	parent int64
+	// command and attempt key the child of a playbook step (0: unkeyed).
+	command int64
+	attempt int
 }
 
 func (e *localEnv) Credential(_ context.Context, name string) (map[string]any, error) {
@@ -299,7 +310,8 @@ func (e *localEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any
 	// would otherwise hold every slot and starve its own children.
 	<-e.d.sem
 	defer func() { e.d.sem <- struct{}{} }()
-	child, err := e.d.flow.ExecuteChild(ctx, req.Path, req.Version, req.Payload, e.parent)
+	child, err := e.d.flow.Start(ctx, flow.ChildStart{Path: req.Path, Version: req.Version, Payload: req.Payload, Parent: e.parent,
+		ParentCommand: e.command, ParentAttempt: e.attempt})
 	if err != nil {
 		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("start child %s: %v (local runs register the playbooks in the main file's directory)", req.Path, err)}
 	}

@@ -38,6 +38,9 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(p.TimeoutSeconds*float64(time.Second)))
 		defer cancel()
 	}
+	if e, ok := env.(*apiEnv); ok {
+		e.key.set(p)
+	}
 	ctx = tools.WithEnv(ctx, env)
 	var keychain map[string]any
 	if len(p.Keychain) > 0 {
@@ -261,6 +264,11 @@ func runTask(ctx context.Context, step string, t api.Task, scope *engine.Scope, 
 type apiEnv struct {
 	api    *client.Client
 	parent int64
+	// command and attempt key the children this command starts (see
+	// childKey); command 0 leaves them unkeyed.
+	command int64
+	attempt int
+	key     childKey
 }
 
 func (e *apiEnv) Credential(ctx context.Context, name string) (map[string]any, error) {
@@ -287,10 +295,18 @@ func resolveKeychain(ctx context.Context, env tools.Env, names map[string]string
 	return out, nil
 }
 
-// RunPlaybook starts a child execution and waits for it. If ctx ends first
-// (timeout, lost lease, shutdown) the child is cancelled too.
+// RunPlaybook starts a child execution (or finds the one this command
+// started before: a re-run after a worker's death or a release waits for
+// that child instead of starting a second) and waits for it. If the step's
+// or the tool's timeout ends the wait, the child is cancelled too; a lost
+// lease or a shutdown leaves it running for the command's next attempt (a
+// parent that fails cancels its running children itself).
 func (e *apiEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, error) {
-	st, err := e.api.ExecuteChild(ctx, req.Path, req.Version, req.Payload, e.parent)
+	in := api.ExecuteRequest{Path: req.Path, Version: req.Version, Payload: req.Payload, ParentExecutionID: e.parent}
+	if task, ok := e.key.next(); ok && e.command != 0 {
+		in.ParentCommandID, in.ParentTask, in.ParentAttempt = e.command, task, e.attempt
+	}
+	st, err := e.api.Start(ctx, in)
 	if err != nil {
 		retry := client.StatusOf(err) == 0 || client.StatusOf(err) >= 500
 		return nil, &tools.Error{Kind: "playbook", Message: fmt.Sprintf("start child %s: %v", req.Path, err), Retryable: retry}
@@ -300,9 +316,11 @@ func (e *apiEnv) RunPlaybook(ctx context.Context, req tools.ChildRequest) (any, 
 	for {
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.Background(), worker.ReleaseTimeout)
-			_, _ = e.api.Cancel(cctx, st.ExecutionID)
-			cancel()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				cctx, cancel := context.WithTimeout(context.Background(), worker.ReleaseTimeout)
+				_, _ = e.api.Cancel(cctx, st.ExecutionID)
+				cancel()
+			}
 			return nil, ctx.Err()
 		case <-t.C:
 		}
