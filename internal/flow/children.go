@@ -353,9 +353,9 @@ func (s *Service) childResult(ctx context.Context, tx store.Tx, exec *store.Exec
 }
 
 // cancelChildren cancels, inside tx, the running children of an execution
-// that failed: a server-held child has no worker whose lost lease would
-// cancel it. Their own children follow.
-func (s *Service) cancelChildren(ctx context.Context, tx store.Tx, execID int64, now time.Time) error {
+// that failed or was cancelled: a server-held child has no worker whose
+// lost lease would cancel it. Their own children follow.
+func (s *Service) cancelChildren(ctx context.Context, tx store.Tx, execID int64, why string, now time.Time) error {
 	kids, err := tx.ExecutionChildren(ctx, execID)
 	if err != nil {
 		return err
@@ -371,7 +371,7 @@ func (s *Service) cancelChildren(ctx context.Context, tx store.Tx, execID int64,
 			}
 			return err
 		}
-		msg := fmt.Sprintf("cancelled: parent execution %d failed", execID)
+		msg := fmt.Sprintf("cancelled: parent execution %d %s", execID, why)
 		if _, err := tx.CommandCancelExecution(ctx, kid.ExecutionID, now); err != nil {
 			return err
 		}
@@ -385,7 +385,7 @@ func (s *Service) cancelChildren(ctx context.Context, tx store.Tx, execID int64,
 			return err
 		}
 		s.states.drop(kid.ExecutionID)
-		if err := s.cancelChildren(ctx, tx, kid.ExecutionID, now); err != nil {
+		if err := s.cancelChildren(ctx, tx, kid.ExecutionID, "was cancelled", now); err != nil {
 			return err
 		}
 	}

@@ -209,7 +209,7 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, exec *store.Execution,
 	}
 	if plan.Failed {
 		mExecFailed.Inc()
-		if err := s.cancelChildren(ctx, tx, exec.ExecutionID, now); err != nil {
+		if err := s.cancelChildren(ctx, tx, exec.ExecutionID, "failed", now); err != nil {
 			return 0, err
 		}
 	} else {
@@ -756,6 +756,9 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 			return err
 		}
 		if err := s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: string(api.ExecCancelled)}, now); err != nil {
+			return err
+		}
+		if err := s.cancelChildren(ctx, tx, execID, "was cancelled", now); err != nil {
 			return err
 		}
 		woke, err = s.childEnded(ctx, tx, &exec, now) // a parent waiting for it fails its step
