@@ -199,6 +199,10 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		"NOETL_WORKER_NATS_ACK_WAIT_SECONDS=5",
 		"MILLRACE_LOG_LEVEL=warn",
 		"MILLRACE_AUTH=none",
+		// Directories the server makes by default in its working
+		// directory, this package's source.
+		"MILLRACE_RESULTS_DIR="+t.TempDir(),
+		"PRE_AGGREGATE_DIR="+t.TempDir(),
 	)
 	s.env = append(s.env, o.Env...)
 	for range o.Servers {
