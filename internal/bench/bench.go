@@ -239,6 +239,12 @@ type Result struct {
 	Prefilled      int     `json:"prefilled,omitempty"`
 	PrefillSeconds float64 `json:"prefill_seconds,omitempty"`
 
+	// Answers counts every answer to a submit by HTTP status ("200",
+	// "429", "503", ...; "no answer" when the server was not reached): a
+	// 429 is retried with backoff and counted each time, any other
+	// refusal counted and that execution left unsubmitted.
+	Answers map[string]int64 `json:"answers"`
+
 	Submitted  int `json:"submitted"`
 	Completed  int `json:"completed"`
 	Failed     int `json:"failed"`     // ended, but not completed (failed or cancelled)
@@ -370,7 +376,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		stopEstimate = prog.estimate(runCtx, srv)
 	}
 	cpu0 := processCPU()
-	runs, err := submit(runCtx, clients, reg, &opts, prog)
+	answers := &answerCount{}
+	runs, err := submit(runCtx, clients, reg, &opts, prog, answers)
+	res.Answers = answers.snapshot()
 	stopEstimate()
 	var workersStarted time.Time
 	if err == nil && opts.Drain {
@@ -488,7 +496,7 @@ workflow:
 // submit starts opts.Executions executions from opts.Concurrency
 // goroutines. With a rate, a pacer hands out slots at start+i/rate; a slot
 // waits while every submitter is busy, which shows as a lower SubmitRate.
-func submit(ctx context.Context, srvs []*client.Client, reg api.Registered, opts *Options, prog *progress) ([]run, error) {
+func submit(ctx context.Context, srvs []*client.Client, reg api.Registered, opts *Options, prog *progress, answers *answerCount) ([]run, error) {
 	runs := make([]run, opts.Executions)
 	slots := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -523,17 +531,16 @@ func submit(ctx context.Context, srvs []*client.Client, reg api.Registered, opts
 	}()
 	var wg sync.WaitGroup
 	for j := range min(opts.Concurrency, opts.Executions) {
-		// Submitter j sends to server j mod servers.
-		srv := srvs[j%len(srvs)]
+		// Submitter j sends to server j mod servers, retrying a 429 itself
+		// so that every answer is counted (answers.go).
+		srv := *srvs[j%len(srvs)]
+		srv.Retry = client.Retry{}
 		wg.Go(func() {
 			for i := range slots {
 				t := time.Now()
-				st, err := srv.Execute(ctx, reg.Path, reg.Version, nil)
-				if err != nil {
-					if ctx.Err() == nil {
-						cancel(fmt.Errorf("submit execution %d of %d: %w", i+1, len(runs), err))
-					}
-					return
+				st, ok := submitOne(ctx, &srv, reg, answers)
+				if !ok {
+					continue // counted; this execution was not accepted
 				}
 				runs[i] = run{id: st.ExecutionID, submit: t, startLat: -1}
 				prog.submitted.Add(1)

@@ -3,6 +3,9 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -50,6 +53,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 			r.DrainPerSecond, r.DrainSeconds)
 	}
 	fmt.Fprintf(tw, "submitted\t%d (%.1f/s)\n", r.Submitted, r.SubmitRate)
+	if len(r.Answers) > 0 {
+		fmt.Fprintf(tw, "answers\t%s\n", answersLine(r.Answers))
+	}
 	if r.Prefilled > 0 {
 		fmt.Fprintf(tw, "prefilled\t%d finished executions stored before the run (in %.1fs)\n", r.Prefilled, r.PrefillSeconds)
 	}
@@ -77,4 +83,19 @@ func (r *Result) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "timed out\tyes\n")
 	}
 	return tw.Flush()
+}
+
+// answersLine lists the submit answers by status, in status order: "200:
+// 19850, 429: 412 (retried)".
+func answersLine(a map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(a))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		p := fmt.Sprintf("%s: %d", k, a[k])
+		if k == "429" {
+			p += " (shed, retried)"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }
