@@ -80,7 +80,7 @@ var catalogue = []Entry{
 	{ClaimConflict, http.StatusConflict, "another worker holds a live lease, the attempt is stale, or the command (or warehouse query) ended or expired: stop working on it"},
 	{StateConflict, http.StatusConflict, "the request does not fit the current state (e.g. cancel a finished execution, read the results of a failed query)"},
 	{MethodNotAllowed, http.StatusMethodNotAllowed, "the route exists but not for this method; the `Allow` header lists the methods it takes"},
-	{Unavailable, http.StatusServiceUnavailable, "the event store is not reachable; retry shortly"},
+	{Unavailable, http.StatusServiceUnavailable, "the event store is not reachable (down, restarting, connections lost); retry after the `Retry-After` header's seconds. A submit may have committed before the connection broke: retry it with the same `Idempotency-Key`"},
 	{Internal, http.StatusInternalServerError, "a bug; the server log has details"},
 	{SecretKeyMissing, http.StatusServiceUnavailable, "the server has no `MILLRACE_SECRET_KEY`; credentials and warehouse projects are disabled until it is set"},
 	{CredentialNotFound, http.StatusNotFound, "no credential has this name"},

@@ -78,6 +78,7 @@ func Connect(ctx context.Context, url string) (store.Driver, error) {
 
 // Server is a running API server with its relay.
 type Server struct {
+	probe  storeProbe // health's store check (healthprobe.go)
 	cfg    config.Server
 	log    *slog.Logger
 	drv    store.Driver
@@ -328,16 +329,15 @@ const healthStoreTimeout = time.Second
 
 func (s *Server) healthCheck(ctx context.Context) api.Health {
 	h := api.Health{Status: "ok", Store: "ok", NATS: "ok"}
-	// A short bound of its own: a store that does not answer in a second
-	// is down for a probe, whatever the request's deadline.
-	sctx, cancel := context.WithTimeout(ctx, healthStoreTimeout)
-	defer cancel()
-	if st, err := store.ReadValue(sctx, s.st, func(q store.Querier) (store.Stats, error) {
-		return q.Stats(sctx)
-	}); err != nil {
-		h.Status, h.Store = "degraded", "down: "+err.Error()
+	// A short bound of its own (healthprobe.go): a store that does not
+	// answer in a second is down for a probe, whatever the request's
+	// deadline; probes share one check at a time.
+	if c := s.probe.get(ctx, func(ctx context.Context) (store.Stats, error) {
+		return store.ReadValue(ctx, s.st, func(q store.Querier) (store.Stats, error) { return q.Stats(ctx) })
+	}); c.err != nil {
+		h.Status, h.Store = "degraded", "down: "+c.err.Error()
 	} else {
-		ws := wire.Stats(st)
+		ws := wire.Stats(c.stats)
 		h.Stats = &ws
 	}
 	c := s.nats.get()
