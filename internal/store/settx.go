@@ -731,3 +731,28 @@ func (t *setTx) BlobPut(ctx context.Context, id int64, data []byte, now time.Tim
 	}
 	return t.tx.BlobPut(ctx, id, data, now)
 }
+
+// Slice idem (issue 15): idempotency keys. The insert must see every
+// pending row of the batch (a key's row decides what the caller's own rows
+// mean), so it writes the set first like every other statement.
+
+func (t *setTx) IdempotencyGet(ctx context.Context, scope, key string) (IdempotencyKey, error) {
+	if err := t.flush(ctx); err != nil {
+		return IdempotencyKey{}, err
+	}
+	return t.tx.IdempotencyGet(ctx, scope, key)
+}
+
+func (t *setTx) IdempotencyInsert(ctx context.Context, k IdempotencyKey, expiredBefore time.Time) (bool, error) {
+	if err := t.flush(ctx); err != nil {
+		return false, err
+	}
+	return t.tx.IdempotencyInsert(ctx, k, expiredBefore)
+}
+
+func (t *setTx) IdempotencyPurge(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := t.flush(ctx); err != nil {
+		return 0, err
+	}
+	return t.tx.IdempotencyPurge(ctx, before, limit)
+}

@@ -304,6 +304,7 @@ type Querier interface {
 	PreAggQuerier
 	AuthQuerier
 	NotifyQuerier
+	IdempotencyQuerier // slice idem (issue 15)
 
 	CatalogGet(ctx context.Context, path string, version int) (CatalogEntry, error) // version 0 = latest
 	CatalogGetByID(ctx context.Context, catalogID int64) (CatalogEntry, error)
@@ -375,6 +376,7 @@ type Tx interface {
 	ManyTx
 	NotifyTx
 	RetentionTx
+	IdempotencyTx // slice idem (issue 15)
 
 	// Commit and Rollback take a context with a deadline, as every other
 	// statement does: a stalled database must not hold a caller (or a

@@ -116,6 +116,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"GroupCommit", groupCommitCases()},
 		{"Many", manyCases()},
 		{"Child", childCases()},
+		{"Idempotency", idempotencyCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
