@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/millrace/millrace/internal/api"
@@ -62,12 +63,20 @@ func (s *Service) Start(ctx context.Context, c ChildStart) (store.Execution, err
 	id := s.ids.Next()
 	var exec store.Execution
 	issued := false
+	idem := store.IdempotencyFrom(ctx) // the caller's: Do's function gets the batch's context
 	err = s.st.Do(ctx, id, func(ctx context.Context, tx store.Tx) error {
 		var n int
 		var err error
-		exec, n, err = s.startIn(ctx, tx, c, id, entry, pb, s.now())
+		now := s.now()
+		exec, n, err = s.startIn(ctx, tx, c, id, entry, pb, now)
 		issued = n > 0
-		return err
+		if err != nil {
+			return err
+		}
+		// Last, so the answer has the status the submit ends with; a key
+		// already taken undoes all of the above (store.ErrIdempotencyTaken).
+		return idem.Record(ctx, tx, strconv.FormatInt(exec.ExecutionID, 10),
+			api.Started{ExecutionID: exec.ExecutionID, Status: exec.Status}, now)
 	})
 	if err != nil && c.ParentCommand != 0 && !errkind.Is(err) {
 		// Two starts of one keyed child raced and the unique key refused

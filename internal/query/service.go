@@ -257,6 +257,13 @@ func checkLane(lane string) (string, error) {
 // queries share.
 func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (store.Query, error) {
 	now := q.CreatedAt
+	// An Idempotency-Key commits with the query row; a key already taken
+	// undoes the insert (store.ErrIdempotencyTaken).
+	idem := store.IdempotencyFrom(ctx)
+	record := func(ctx context.Context, tx store.Tx) error {
+		return idem.Record(ctx, tx, q.QueryUUID, api.Submitted{QueryUUID: q.QueryUUID,
+			CacheMetadata: api.CacheMetadata{CacheHit: q.CacheHit}}, now)
+	}
 	if !invalidate {
 		hit, err := store.ReadValue(ctx, s.st, func(qq store.Querier) (store.Query, error) {
 			return qq.QueryCached(ctx, q.ProjectID, q.CacheKey, now)
@@ -270,7 +277,15 @@ func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (st
 			// A fresh hit is ready at once and shares the stored result.
 			q.Status, q.CacheHit, q.Columns, q.TotalRows, q.ResultKey = api.QueryReady, true, hit.Columns, hit.TotalRows, hit.ResultKey
 			q.StartedAt, q.EndedAt, q.ExpiresAt = &now, &now, hit.ExpiresAt
-			err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error { return tx.QueryInsert(ctx, q) })
+			err = s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+				if err := tx.QueryInsert(ctx, q); err != nil {
+					return err
+				}
+				return record(ctx, tx)
+			})
+			if err != nil {
+				return store.Query{}, err
+			}
 			mCacheHits.Inc()
 			return q, err
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -285,6 +300,9 @@ func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (st
 			if err := tx.QueryInsert(ctx, q); err != nil {
 				return err
 			}
+			if err := record(ctx, tx); err != nil {
+				return err
+			}
 			return s.enqueue(ctx, tx, q, q.QueryUUID, now)
 		})
 		if err != nil {
@@ -294,7 +312,13 @@ func (s *Service) start(ctx context.Context, q store.Query, invalidate bool) (st
 		s.wake()
 		return q, nil
 	}
-	if err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error { return tx.QueryInsert(ctx, q) }); err != nil {
+	err := s.st.Do(ctx, 0, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.QueryInsert(ctx, q); err != nil {
+			return err
+		}
+		return record(ctx, tx)
+	})
+	if err != nil {
 		return store.Query{}, err
 	}
 	mSubmitted.WithLabelValues("inprocess", q.Lane).Inc()

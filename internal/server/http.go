@@ -23,6 +23,7 @@ import (
 	"github.com/millrace/millrace/internal/api"
 	"github.com/millrace/millrace/internal/apierr"
 	"github.com/millrace/millrace/internal/auth"
+	"github.com/millrace/millrace/internal/config"
 	"github.com/millrace/millrace/internal/flow"
 	"github.com/millrace/millrace/internal/monitor"
 	"github.com/millrace/millrace/internal/query"
@@ -65,6 +66,8 @@ type API struct {
 	h http.Handler
 	// shed bounds the writes in flight (shed.go); nil: unbounded.
 	shed *shedder
+	// idemTTL: how long an Idempotency-Key is remembered (idempotency.go).
+	idemTTL time.Duration
 }
 
 var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
@@ -75,7 +78,8 @@ var mRequests = promauto.NewHistogramVec(prometheus.HistogramOpts{
 
 // NewAPI builds the handler.
 func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx context.Context) api.Health, opts ...Option) *API {
-	a := &API{flow: fl, st: fl.Store(), log: log, maxBody: maxBody, health: health, mux: http.NewServeMux()}
+	a := &API{flow: fl, st: fl.Store(), log: log, maxBody: maxBody, health: health, mux: http.NewServeMux(),
+		idemTTL: config.DefaultIdempotencyTTL}
 	for _, o := range opts {
 		o(a)
 	}
@@ -367,10 +371,14 @@ func (a *API) execute(w http.ResponseWriter, r *http.Request) (any, error) {
 	if body.Version < 0 {
 		return nil, apierr.New(apierr.BadRequest, "version must be >= 1, or omitted for the latest")
 	}
-	exec, err := a.flow.Start(r.Context(), flow.ChildStart{Path: body.Path, Version: body.Version, Payload: body.Payload,
-		Parent: body.ParentExecutionID, ParentCommand: body.ParentCommandID, ParentTask: body.ParentTask, ParentAttempt: body.ParentAttempt})
+	ctx, idem, err := a.idempotent(r, store.IdemExecution, body)
 	if err != nil {
 		return nil, err
+	}
+	exec, err := a.flow.Start(ctx, flow.ChildStart{Path: body.Path, Version: body.Version, Payload: body.Payload,
+		Parent: body.ParentExecutionID, ParentCommand: body.ParentCommandID, ParentTask: body.ParentTask, ParentAttempt: body.ParentAttempt})
+	if v, ok, err := a.replayed(w, r, idem, err); ok || err != nil {
+		return v, err
 	}
 	return api.Started{ExecutionID: exec.ExecutionID, Status: exec.Status}, nil
 }

@@ -67,10 +67,15 @@ func (a *API) querySubmit(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := decode(r, &body); err != nil {
 		return nil, err
 	}
-	q, err := a.query.Submit(r.Context(), query.SubmitRequest{Project: r.PathValue("project"), SQL: body.SQL,
-		Lane: body.Context, InvalidateCache: body.InvalidateCache, User: r.Header.Get("X-Millrace-User")})
+	req := query.SubmitRequest{Project: r.PathValue("project"), SQL: body.SQL,
+		Lane: body.Context, InvalidateCache: body.InvalidateCache, User: r.Header.Get("X-Millrace-User")}
+	ctx, idem, err := a.idempotent(r, store.IdemQuery, req)
 	if err != nil {
 		return nil, err
+	}
+	q, err := a.query.Submit(ctx, req)
+	if v, ok, err := a.replayed(w, r, idem, err); ok || err != nil {
+		return v, err
 	}
 	return api.Submitted{QueryUUID: q.QueryUUID, CacheMetadata: api.CacheMetadata{CacheHit: q.CacheHit}}, nil
 }

@@ -270,7 +270,8 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	api := NewAPI(s.flow, log, int64(cfg.MaxBodyBytes), s.healthCheck, WithSecretBox(box), WithQuery(s.query), WithBuilds(s.builds),
 		WithAuth(s.authn, cfg.Auth.Mode == config.AuthNone), WithLive(s.live.options()),
 		WithStreams(s.streamsInfo), WithOps(s.mon), WithUI(ui.Config{APIBase: "/api", OIDCIssuer: cfg.Auth.OIDCIssuer}), WithTracer(tracer),
-		WithMaxInflightWrites(cfg.MaxInflightWrites))
+		WithMaxInflightWrites(cfg.MaxInflightWrites),
+		WithIdempotencyTTL(cfg.IdempotencyTTL))
 	s.api = api
 	s.http = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	s.http.RegisterOnShutdown(api.StopStreams) // clients resume with Last-Event-ID
@@ -384,6 +385,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go("build reaper", func(ctx context.Context) error { s.builds.Reap(ctx, s.buildBacklog); return nil })
 	bg.Go("monitor", func(ctx context.Context) error { s.mon.Run(ctx); return nil })
 	bg.Go("session purge", func(ctx context.Context) error { s.purgeSessions(ctx); return nil })
+	bg.Go("idempotency purge", func(ctx context.Context) error { s.purgeIdempotencyKeys(ctx, s.cfg.IdempotencyTTL); return nil })
 	bg.Go("retention", func(ctx context.Context) error { s.retain.Run(ctx); return nil })
 	if s.connectLate {
 		bg.Go("NATS connect", func(ctx context.Context) error { s.nats.connectLater(ctx); return nil })

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -45,4 +46,58 @@ type IdempotencyTx interface {
 	// IdempotencyPurge deletes up to limit keys created before before and
 	// returns how many it deleted.
 	IdempotencyPurge(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// ErrIdempotencyTaken: inside a transaction, the submit's key is already
+// recorded by a live row, so its work must be undone. The caller reads the
+// row (IdempotencyGet) after the transaction: the same request gets the
+// first answer again, another gets ErrIdempotencyReused.
+var ErrIdempotencyTaken = errors.New("idempotency key already recorded")
+
+// IdemRequest is a submit's Idempotency-Key as the server read it. It
+// travels in the request context (WithIdempotency) so that flow and query
+// record it in the transaction that makes the execution or query without
+// a parameter on every entry point.
+type IdemRequest struct {
+	Scope string
+	Key   string
+	Hash  string        // hex SHA-256 of what was asked
+	TTL   time.Duration // MILLRACE_IDEMPOTENCY_SECONDS: an older row is expired
+}
+
+type idemCtxKey struct{}
+
+// WithIdempotency returns ctx carrying r.
+func WithIdempotency(ctx context.Context, r *IdemRequest) context.Context {
+	return context.WithValue(ctx, idemCtxKey{}, r)
+}
+
+// IdempotencyFrom is the IdemRequest of ctx, nil when the submit has no
+// key. Read it before Store.Do: the function Do runs gets the batch's
+// context, not the caller's.
+func IdempotencyFrom(ctx context.Context) *IdemRequest {
+	r, _ := ctx.Value(idemCtxKey{}).(*IdemRequest)
+	return r
+}
+
+// Record inserts the key for resultID with answer (the JSON body the
+// caller will send) in tx; ErrIdempotencyTaken when a live row holds it.
+// A nil r records nothing.
+func (r *IdemRequest) Record(ctx context.Context, tx Tx, resultID string, answer any, now time.Time) error {
+	if r == nil {
+		return nil
+	}
+	body, err := json.Marshal(answer)
+	if err != nil {
+		return err
+	}
+	ok, err := tx.IdempotencyInsert(ctx, IdempotencyKey{Scope: r.Scope, Key: r.Key, RequestHash: r.Hash,
+		ResultID: resultID, Answer: body, CreatedAt: now}, now.Add(-r.TTL))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrIdempotencyTaken
+	}
+	return nil
 }
