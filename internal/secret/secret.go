@@ -5,9 +5,10 @@
 //
 //	version (1 byte) | key id (8 bytes) | nonce (12 bytes) | ciphertext+tag
 //
-// The version byte lets a later format or key ring coexist with this one.
-// The key id is derived from the key, so opening with the wrong key is
-// reported as such instead of as corruption. The header and the caller's
+// The version byte lets a later format coexist with this one. The key id
+// is derived from the key, so a key ring (ring.go: MILLRACE_SECRET_KEYS)
+// picks the key that opens a value, and a key the server lacks is reported
+// as such instead of as corruption. The header and the caller's
 // associated data (the credential name) are authenticated, so a sealed
 // value cannot be altered or moved to another name unnoticed.
 package secret
