@@ -39,7 +39,7 @@ func TestFaultMatrixPGRestart(t *testing.T) {
 
 	s.WaitTerminal(ids)
 	s.Check("pg-restart", ids)
-	t.Logf("answers to submissions during the restart: %s", sub.statuses())
+	t.Logf("answers to submissions during the restart: %s (0: no HTTP answer); other than 200/503: %q", sub.statuses(), sub.odd)
 	if bad := sub.unretryable(); bad > 0 {
 		t.Errorf("%d submissions got a 5xx other than 503 (want every store outage answered 503 with Retry-After): %s", bad, sub.statuses())
 	}
@@ -53,6 +53,7 @@ type submitter struct {
 	mu   sync.Mutex
 	ids  []int64
 	seen map[int]int
+	odd  []string // a few answers other than 200 and 503, for the log
 	errs []string
 	wg   sync.WaitGroup
 }
@@ -96,8 +97,12 @@ func (sub *submitter) one(s *stack, api *client.Client, i int) (int64, error) {
 		ctx, cancel := context.WithTimeout(s.t.Context(), time.Minute)
 		id, err := s.SubmitOne(ctx, api, i)
 		cancel()
+		st := statusOf(err)
 		sub.mu.Lock()
-		sub.seen[statusOf(err)]++
+		sub.seen[st]++
+		if st != http.StatusOK && st != http.StatusServiceUnavailable && len(sub.odd) < 5 {
+			sub.odd = append(sub.odd, err.Error())
+		}
 		sub.mu.Unlock()
 		if err == nil {
 			return id, nil
