@@ -156,6 +156,7 @@ func (c *Conn) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 		if err == nil {
 			c.logger().Info("created NATS stream", "stream", want.Name, "subjects", want.Subjects,
 				"storage", want.Storage.String(), "max_age", want.MaxAge, "replicas", want.Replicas)
+			c.warnMemoryReplicas(want.Name, want.Storage, want.Replicas)
 			return s, nil
 		}
 		var apiErr *jetstream.APIError
@@ -188,6 +189,7 @@ func (c *Conn) checkStream(have, want jetstream.StreamConfig) error {
 			ErrSubjectMismatch, have.Name, have.Subjects, c.Cfg.Subject, want.Subjects, recreateHint(have.Name))
 	}
 	c.checkReplicas(have.Name, have.Replicas)
+	c.warnMemoryReplicas(have.Name, have.Storage, have.Replicas)
 	// Routed steps go to <subject>.<pool> (pool.go): a pool worker cannot
 	// run without it, and the server's notifications for them would stay
 	// in the outbox.
