@@ -382,7 +382,7 @@ func executionsCmd() *cobra.Command {
 	list.Flags().IntVar(&size, "page-size", 50, "Executions per page")
 	list.Flags().StringVar(&status, "status", "", "Only executions of this status (running, completed, failed, cancelled)")
 	list.Flags().StringVar(&path, "path", "", "Only executions of this playbook path (a trailing * matches a prefix)")
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, executionFailCmd())
 	return cmd
 }
 

@@ -91,6 +91,7 @@ func NewAPI(fl *flow.Service, log *slog.Logger, maxBody int64, health func(ctx c
 	a.route("GET /api/executions/{id}", auth.ReadersAndWorkers, a.executionGet)
 	a.route("GET /api/executions/{id}/events", auth.ReadersAndWorkers, a.executionEvents)
 	a.route("POST /api/executions/{id}/cancel", auth.OperatorsAndWorkers, a.executionCancel)
+	a.route("POST /api/executions/{id}/fail", auth.Operators, a.executionFail)
 	a.route("GET /api/commands/{event_id}", auth.ReadersAndWorkers, a.commandGet)
 	a.route("POST /api/commands/claim", auth.Workers, a.commandClaimBatch)
 	a.route("POST /api/commands/{event_id}/claim", auth.Workers, a.commandClaim)
