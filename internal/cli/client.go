@@ -158,6 +158,7 @@ func executeCmd() *cobra.Command {
 	var sets []string
 	var payload string
 	var watch bool
+	var idemKey string
 	cmd := &cobra.Command{
 		Use:   "execute PATH",
 		Short: "Start an execution of a registered playbook",
@@ -169,9 +170,9 @@ func executeCmd() *cobra.Command {
 				return err
 			}
 			c := cf.client()
-			st, err := c.Execute(cmd.Context(), args[0], version, p)
+			st, err := c.Execute(withSubmitKey(cmd.Context(), &idemKey), args[0], version, p)
 			if err != nil {
-				return err
+				return submitFailed(err, idemKey)
 			}
 			if !watch {
 				if cf.json {
@@ -196,6 +197,7 @@ func executeCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "Override a workload key: key=value (repeatable)")
 	cmd.Flags().StringVar(&payload, "payload", "", "Workload overrides as a JSON object")
 	cmd.Flags().BoolVar(&watch, "watch", false, "Follow the execution until it ends")
+	cmd.Flags().StringVar(&idemKey, "idempotency-key", "", "Idempotency-Key of the submit (default: a fresh one); a rerun with the key of a submit whose answer was lost returns its execution instead of starting another")
 	return cmd
 }
 

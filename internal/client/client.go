@@ -245,7 +245,7 @@ func (c *Client) ExecuteChild(ctx context.Context, path string, version int, pay
 func (c *Client) Start(ctx context.Context, in api.ExecuteRequest) (api.Started, error) {
 	in.Version, in.ParentExecutionID = max(in.Version, 0), max(in.ParentExecutionID, 0)
 	var out api.Started
-	err := c.do(ctx, "POST", "/api/execute", in, &out)
+	err := c.submit(ctx, "/api/execute", in, &out)
 	return out, err
 }
 

@@ -23,7 +23,7 @@ func (c *Client) ProjectPut(ctx context.Context, name string, conn api.Warehouse
 func (c *Client) QuerySubmit(ctx context.Context, project, sql, lane string, invalidate bool) (api.Submitted, error) {
 	var out api.Submitted
 	in := api.QuerySubmit{SQL: sql, Context: lane, InvalidateCache: invalidate}
-	err := c.do(ctx, "POST", "/api/v2/projects/"+url.PathEscape(project)+"/query/sql", in, &out)
+	err := c.submit(ctx, "/api/v2/projects/"+url.PathEscape(project)+"/query/sql", in, &out)
 	return out, err
 }
 

@@ -67,13 +67,18 @@ func TestRetriesUnavailableReadsAndWorkerReports(t *testing.T) {
 func TestSubmitRetriedOnlyWithAKey(t *testing.T) {
 	t.Parallel()
 	c, calls := refuse(t, 1, http.StatusServiceUnavailable, "unavailable", "")
-	if _, err := c.Execute(t.Context(), "p", 0, nil); StatusOf(err) != http.StatusServiceUnavailable || calls.Load() != 1 {
+	if err := c.do(t.Context(), "POST", "/api/execute", api.ExecuteRequest{Path: "p"}, nil); StatusOf(err) != http.StatusServiceUnavailable || calls.Load() != 1 {
 		t.Fatalf("a keyless submit: %v after %d requests; want the 503 after 1", err, calls.Load())
 	}
 	c, calls = refuse(t, 1, http.StatusServiceUnavailable, "unavailable", "")
 	h := http.Header{IdempotencyHeader: {"k1"}}
 	if err := c.send(t.Context(), "POST", "/api/execute", "application/json", h, bytes.NewReader([]byte(`{}`)), nil); err != nil || calls.Load() != 2 {
 		t.Fatalf("a keyed submit: %v after %d requests; want success after 2", err, calls.Load())
+	}
+	// Execute sends a key of its own: retried.
+	c, calls = refuse(t, 1, http.StatusServiceUnavailable, "unavailable", "")
+	if _, err := c.Execute(t.Context(), "p", 0, nil); err != nil || calls.Load() != 2 {
+		t.Fatalf("Execute: %v after %d requests; want success after 2", err, calls.Load())
 	}
 }
 
