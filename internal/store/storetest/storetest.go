@@ -117,6 +117,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"Many", manyCases()},
 		{"Child", childCases()},
 		{"Idempotency", idempotencyCases()},
+		{"Verify", verifyCases()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
