@@ -140,7 +140,7 @@ docs/configuration.md or the --help of each command.`,
 	root.AddCommand(serverCmd(), workerCmd(), devCmd(),
 		registerCmd(), catalogCmd(), executeCmd(), statusCmd(), eventsCmd(), executionsCmd(), cancelCmd(),
 		natsCmd(), configCmd(), runCmd(), validateCmd(), queryCmd(), preaggCmd(), doctorCmd(), benchCmd())
-	root.AddCommand(credentialCmd(), tokenCmd(), gatewayCmd(), migrateCmd(), versionCmd())
+	root.AddCommand(credentialCmd(), tokenCmd(), gatewayCmd(), migrateCmd(), versionCmd(), verifyCmd())
 	for _, c := range root.Commands() {
 		strictGroups(c)
 	}
