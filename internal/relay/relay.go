@@ -42,6 +42,9 @@ const (
 	// minBackoff and maxBackoff bound the wait after a failed round.
 	minBackoff = 50 * time.Millisecond
 	maxBackoff = 5 * time.Second
+	// DefaultParkAfter is how many failed publishes of one notification,
+	// while others go through, park it (see strikes.go).
+	DefaultParkAfter = 10
 )
 
 // Publisher sends notifications; *bus.Conn implements it.
@@ -61,6 +64,12 @@ type Config struct {
 	// call back (SERVER_API_URL). Any server of the deployment serves any
 	// command, so the relay that publishes names its own.
 	ServerURL string
+	// ParkAfter is how many row-specific publish failures park a
+	// notification (DefaultParkAfter when 0); RowBackoff is the first
+	// wait before a failed one is tried again, doubling up to a minute
+	// (DefaultRowBackoff when 0).
+	ParkAfter  int
+	RowBackoff time.Duration
 	// Tracer makes a publish span for each message that carries a traceparent
 	// and sends the span's as the message's traceparent header; nil
 	// (tracing off) sends rows as they are.
@@ -77,6 +86,12 @@ func (c *Config) defaults() {
 	if c.Subject == "" {
 		c.Subject = bus.DefaultSubject
 	}
+	if c.ParkAfter <= 0 {
+		c.ParkAfter = DefaultParkAfter
+	}
+	if c.RowBackoff <= 0 {
+		c.RowBackoff = DefaultRowBackoff
+	}
 }
 
 // Relay publishes pending notifications.
@@ -86,6 +101,8 @@ type Relay struct {
 	pub  Publisher
 	log  *slog.Logger
 	wake chan struct{}
+	// strikes is owned by the publish loop's goroutine (strikes.go).
+	strikes *strikes
 }
 
 // New builds a relay. Call Wake after commits that make a notification
@@ -93,7 +110,7 @@ type Relay struct {
 // the relay first and hand its Wake to the services that write them.
 func New(cfg Config, st *store.Store, pub Publisher, log *slog.Logger) *Relay {
 	cfg.defaults()
-	return &Relay{cfg: cfg, st: st, pub: pub, log: log, wake: make(chan struct{}, 1)}
+	return &Relay{cfg: cfg, st: st, pub: pub, log: log, wake: make(chan struct{}, 1), strikes: &strikes{m: map[strikeKey]*strike{}, parkAfter: cfg.ParkAfter}}
 }
 
 // Wake nudges the publisher; it never blocks.
@@ -124,14 +141,18 @@ func (r *Relay) publishLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		for {
-			n, failed, err := r.publishOnce(ctx)
+			n, res, err := r.publishOnce(ctx)
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("reading or clearing pending notifications failed; will retry", "err", err)
 			}
-			if failed == 0 && err == nil {
+			// Only an outage (every publish of the round failed) or a
+			// store error backs the whole relay off: a notification that
+			// fails alone waits out its own backoff (strikes.go) and
+			// never holds back the rows behind it.
+			if !res.outage && err == nil {
 				bo.Reset()
-				if n < r.cfg.BatchSize {
-					break // drained
+				if n < r.cfg.BatchSize || res.progress == 0 {
+					break // drained, or only backed-off rows are left
 				}
 				continue
 			}
@@ -152,10 +173,16 @@ type pending struct {
 	notice      store.Notified
 }
 
+// round is what one publish round did.
+type round struct {
+	progress int  // notifications published or cleared
+	outage   bool // every publish failed: NATS, not a row, is the problem
+}
+
 // publishOnce sends one batch; it returns the larger of the command
-// notifications and outbox rows read (a full batch means more may wait),
-// and how many failed.
-func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
+// notifications and outbox rows read (a full batch means more may wait)
+// and what the round did.
+func (r *Relay) publishOnce(ctx context.Context) (int, round, error) {
 	type due struct {
 		notices []store.Notice
 		rows    []store.OutboxMsg
@@ -171,11 +198,12 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 		return d, err
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, round{}, err
 	}
 	read := max(len(d.notices), len(d.rows))
+	r.strikes.keep(d.notices, d.rows)
 	if read == 0 {
-		return 0, 0, nil
+		return 0, round{}, nil
 	}
 	items := make([]pending, 0, len(d.notices)+len(d.rows))
 	// A command that ended before its notification went out needs none:
@@ -187,6 +215,9 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 			ended = append(ended, mark)
 			continue
 		}
+		if r.strikes.waiting(noticeKey(n), now) {
+			continue
+		}
 		note := bus.Notification{ExecutionID: n.ExecutionID, EventID: n.EventID, CommandID: n.CommandID, Step: n.Step, ServerURL: r.cfg.ServerURL}
 		items = append(items, pending{
 			msg:         bus.OutMsg{Subject: bus.PoolSubject(r.cfg.Subject, n.Pool), MsgID: bus.NotifyMsgID(n.CommandID, n.Publishes), Data: note.Encode()},
@@ -194,6 +225,9 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 		})
 	}
 	for _, row := range d.rows {
+		if r.strikes.waiting(strikeKey{outboxID: row.ID}, now) {
+			continue
+		}
 		items = append(items, pending{msg: bus.OutMsg{Subject: row.Subject, MsgID: row.MsgID, Data: row.Payload}, traceParent: row.TraceParent, outboxID: row.ID})
 	}
 	msgs := make([]bus.OutMsg, len(items))
@@ -212,19 +246,32 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 	var deleted []int64
 	failed := 0
 	var firstErr error
+	outage := len(errs) > 0
+	for _, err := range errs {
+		if err == nil || poison(err) {
+			outage = false
+		}
+	}
 	for i, err := range errs {
+		key := items[i].key()
 		switch {
 		case err != nil:
 			failed++
 			if firstErr == nil {
 				firstErr = err
 			}
+			if !outage {
+				r.strike(key, items[i].msg, err, now)
+			}
 		case items[i].outboxID != 0:
+			r.strikes.clear(key)
 			deleted = append(deleted, items[i].outboxID)
 		default:
+			r.strikes.clear(key)
 			sent = append(sent, items[i].notice)
 		}
 	}
+	res := round{progress: len(sent) + len(deleted), outage: outage}
 	if failed > 0 {
 		mPublishErrors.Add(float64(failed))
 		r.log.Warn("publish to NATS failed; the notifications stay pending and will be retried", "failed", failed, "err", firstErr)
@@ -246,11 +293,11 @@ func (r *Relay) publishOnce(ctx context.Context) (int, int, error) {
 			return tx.OutboxDelete(ctx, deleted)
 		})
 		if err != nil {
-			return read, failed, err
+			return read, res, err
 		}
 		mPublished.Add(float64(len(sent) - len(ended) + len(deleted)))
 	}
-	return read, failed, nil
+	return read, res, nil
 }
 
 // traceItems starts a producer span for each traced message, a child of
