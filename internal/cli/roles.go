@@ -331,7 +331,7 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 Try: millrace register FILE && millrace execute PATH --watch
      (client commands run from this directory find this instance in %s; elsewhere add --server %s)
 %s`, srv.URL(), srv.URL(), srv.URL(), srv.URL(), access, bus.Redact(cfg.Server.NATS.URL), cfg.Server.NATS.Stream, cfg.Server.NATS.Subject, cfg.Server.NATS.Consumer,
-		cfg.Server.DatabaseURL, cfg.Workers, cfg.Worker.Concurrency, queryWorkers, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
+		config.RedactURL(cfg.Server.DatabaseURL), cfg.Workers, cfg.Worker.Concurrency, queryWorkers, filepath.Join(cfg.DataDir, devFileName), srv.URL(), stop)
 
 	var runErr error
 	if runFile != "" {

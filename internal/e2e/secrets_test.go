@@ -32,7 +32,7 @@ import (
 // TestSecretsNeverLeak is issue 15's "secrets stay secret": flows that use
 // credentials (auth: and a keychain, a postgres and an http tool, a step
 // that fails with them), warehouse queries on sealed project connections
-// (one that fails to connect), the gateway login, with passwords inside
+// on a warehouse worker (one that fails to connect), the gateway login, with passwords inside
 // NATS_URL and DATABASE_URL and a key ring (MILLRACE_SECRET_KEYS). Then
 // every log line (server, worker, gateway, CLI), every row of every table
 // (events, commands, executions, outbox...), every result file, every NATS
@@ -87,6 +87,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	schema := u.Query().Get("search_path")
 
 	c := newCluster(t, clusterOpts{db: dbURL})
+	c.enableQueries() // queries run on a warehouse worker, over NATS
 	resultsDir := t.TempDir()
 	c.env = append(c.env,
 		"NATS_URL="+emb.URLWithCredentials(),
@@ -103,6 +104,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	operator := authCLIToken(t, c, &admin, "token", "create", "--role", "operator", "--name", "leak-operator")
 	tokens := map[string]string{"admin token": admin, "worker token": worker, "operator token": operator}
 	wp := c.startEnv("worker", []string{"MILLRACE_WORKER_TOKEN=" + worker}, "worker", "--concurrency", "4")
+	wh := c.startEnv("warehouse-worker", []string{"MILLRACE_WORKER_TOKEN=" + worker}, "worker", "--stream", "warehouse", "--concurrency", "2")
 
 	// Every API response the test reads is kept.
 	var rmu sync.Mutex
@@ -260,6 +262,16 @@ workflow:
 		}
 	}
 
+	// Health and the operational report, as a monitor reads them.
+	if _, err := adm.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.url+"/api/ops", nil)
+	if resp, err := adm.HTTP.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
 	// The CLI, as an operator would use it with these settings.
 	cliCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -326,14 +338,15 @@ workflow:
 	respText := responses.String()
 	rmu.Unlock()
 	places := map[string]string{
-		"the server's log":  server.Output(),
-		"the worker's log":  wp.Output(),
-		"the gateway's log": gw.Output(),
-		"the CLI's output":  cliOut.String(),
-		"a table row":       rows.String(),
-		"a result file":     files.String(),
-		"a NATS message":    natsText,
-		"an API response":   respText,
+		"the server's log":           server.Output(),
+		"the worker's log":           wp.Output(),
+		"the warehouse worker's log": wh.Output(),
+		"the gateway's log":          gw.Output(),
+		"the CLI's output":           cliOut.String(),
+		"a table row":                rows.String(),
+		"a result file":              files.String(),
+		"a NATS message":             natsText,
+		"an API response":            respText,
 	}
 	for what, place := range places {
 		if place == "" {
