@@ -3,8 +3,6 @@ package engine
 import (
 	"strings"
 
-	"github.com/nikolalohinski/gonja/v2/exec"
-
 	"github.com/millrace/millrace/internal/playbook"
 )
 
@@ -57,7 +55,7 @@ func renderTool(step *playbook.Step, vars *lazyVars) (map[string]any, error) {
 func EvalWhen(expr string, s Scope) (bool, error) {
 	ok, err := evalWhen(expr, &lazyVars{scope: s})
 	if err != nil {
-		return false, &TemplateError{Field: "when", Reason: err.Error()}
+		return false, templateError("", "when", err)
 	}
 	return ok, nil
 }
@@ -74,17 +72,24 @@ func evalWhen(expr string, vars *lazyVars) (bool, error) {
 	if c.err != nil {
 		return false, c.err
 	}
+	rn := vars.budget()
+	if err := rn.check(); err != nil {
+		return false, err
+	}
 	var ok bool
 	err := guard(func() (err error) {
-		ok, err = c.truthy(vars)
+		ok, err = c.truthy(vars, rn)
 		return err
 	})
-	return ok, err
+	if err != nil {
+		return false, rn.fail(err)
+	}
+	return ok, nil
 }
 
-func (c *compiled) truthy(vars *lazyVars) (bool, error) {
+func (c *compiled) truthy(vars *lazyVars, rn *run) (bool, error) {
 	if c.output != nil {
-		v := c.evalValue(vars.get())
+		v := c.evalValue(vars.get(), rn)
 		if v.IsError() {
 			if err := v.Interface().(error); !isNoneAccess(err) {
 				return false, reason(err)
@@ -94,8 +99,10 @@ func (c *compiled) truthy(vars *lazyVars) (bool, error) {
 		return v.IsTrue(), nil
 	}
 	// Mixed text and tags, e.g. {% if a %}true{% endif %}: judge the text.
-	out, err := c.tmpl.ExecuteToString(exec.NewContext(vars.get()))
+	out, err := c.execute(vars.get(), rn)
 	switch {
+	case rn.err != nil:
+		return false, rn.err
 	case err != nil && isNoneAccess(err):
 		return false, nil
 	case err != nil:

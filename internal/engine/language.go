@@ -124,14 +124,19 @@ func LoopItems(step *playbook.Step, s Scope) ([]any, error) {
 	if step.Loop == nil {
 		return nil, fmt.Errorf("step %q has no loop", step.Name)
 	}
-	v, err := render(step.Loop.In, &lazyVars{scope: s}, true)
+	vars := &lazyVars{scope: s}
+	v, err := render(step.Loop.In, vars, true)
 	if err != nil {
-		return nil, &TemplateError{Step: step.Name, Field: "loop.in", Reason: err.Error()}
+		return nil, templateError(step.Name, "loop.in", err)
 	}
 	items, ok := v.([]any)
 	if !ok {
 		return nil, &TemplateError{Step: step.Name, Field: "loop.in", Reason: fmt.Sprintf(
 			"must render to a list, got %s; write e.g. {{ users }} where users is a list, or {{ x | default([]) }}", typeName(v))}
+	}
+	if max := vars.budget().limits.MaxItems; len(items) > max {
+		err := &BudgetError{Setting: SettingLoopMaxItems, Limit: int64(max), Unit: "items", What: fmt.Sprintf("loop over %d items", len(items))}
+		return nil, templateError(step.Name, "loop.in", err)
 	}
 	return items, nil
 }
@@ -141,7 +146,7 @@ func LoopItems(step *playbook.Step, s Scope) ([]any, error) {
 func LoopMaxInFlight(step *playbook.Step, s Scope) (int, error) {
 	v, err := render(step.Loop.MaxInFlightExpr, &lazyVars{scope: s}, true)
 	if err != nil {
-		return 0, &TemplateError{Step: step.Name, Field: "loop.spec.max_in_flight", Reason: err.Error()}
+		return 0, templateError(step.Name, "loop.spec.max_in_flight", err)
 	}
 	var n float64
 	switch t := v.(type) {
@@ -311,7 +316,7 @@ func Decide(p *playbook.Policy, s Scope, o Outcome) (Decision, error) {
 			if !r.Else {
 				ok, err := evalWhen(r.When, vars)
 				if err != nil {
-					return Decision{}, &TemplateError{Step: p.Step, Field: field + ".when", Reason: err.Error()}
+					return Decision{}, templateError(p.Step, field+".when", err)
 				}
 				if !ok {
 					continue
@@ -405,7 +410,7 @@ func NextSteps(p *playbook.Playbook, step *playbook.Step, s Scope) ([]Fired, err
 		field := fmt.Sprintf("next.arcs[%d]", i)
 		ok, err := evalWhen(arc.When, vars)
 		if err != nil {
-			return nil, &TemplateError{Step: step.Name, Field: field + ".when", Reason: err.Error()}
+			return nil, templateError(step.Name, field+".when", err)
 		}
 		if !ok {
 			continue

@@ -57,6 +57,9 @@ type Scope struct {
 	// loop and iter, earlier tasks' results, output, result, event and, at
 	// the worker, keychain.
 	Extra map[string]any
+	// Budget bounds every rendering against this scope; nil takes the
+	// default limits and is never cancelled.
+	Budget *Budget
 }
 
 // Vars returns the template variables, later entries winning on a name clash:
@@ -422,6 +425,22 @@ func normalize(v any) (any, bool) {
 // next.arcs[0].when.
 type TemplateError struct {
 	Step, Field, Reason string
+	// Err is the cause when it is a *BudgetError or *CancelledError.
+	Err error
+}
+
+// Unwrap lets errors.As find a budget or cancellation behind the error.
+func (e *TemplateError) Unwrap() error { return e.Err }
+
+// templateError wraps err as a TemplateError, keeping a budget's cause.
+func templateError(step, field string, err error) *TemplateError {
+	te := &TemplateError{Step: step, Field: field, Reason: err.Error()}
+	var b *BudgetError
+	var c *CancelledError
+	if errors.As(err, &b) || errors.As(err, &c) {
+		te.Err = err
+	}
+	return te
 }
 
 func (e *TemplateError) Error() string {
@@ -443,7 +462,7 @@ func (e *TemplateError) Error() string {
 func Render(tmpl string, s Scope) (any, error) {
 	v, err := render(tmpl, &lazyVars{scope: s}, true)
 	if err != nil {
-		return nil, &TemplateError{Reason: err.Error()}
+		return nil, templateError("", "", err)
 	}
 	return v, nil
 }
@@ -464,13 +483,23 @@ type lazyVars struct {
 	// its code NoETL's loop result, and a SQL result with NoETL's
 	// command_<i> keys added (see markingLoops).
 	markLoops bool
+	run       *run // this call's budget, started at its first rendering
 }
 
 // markingLoops returns vars for a python tool's input: a value that is
 // exactly a loop's result ({{ loop_step }}) keeps that identity on the wire,
 // and one that is exactly a SQL result gains command_<i> keys.
 func (l *lazyVars) markingLoops() *lazyVars {
-	return &lazyVars{scope: l.scope, vars: l.get(), markLoops: true}
+	return &lazyVars{scope: l.scope, vars: l.get(), markLoops: true, run: l.budget()}
+}
+
+// budget is the call's budget state: one deadline and one output count
+// for every template the call renders.
+func (l *lazyVars) budget() *run {
+	if l.run == nil {
+		l.run = newRun(l.scope.Budget)
+	}
+	return l.run
 }
 
 func (l *lazyVars) get() map[string]any {
@@ -490,7 +519,7 @@ func renderValue(v any, vars *lazyVars, path string, keepKeychain bool) (any, er
 		}
 		out, err := render(t, vars, true)
 		if err != nil {
-			return nil, &TemplateError{Field: path, Reason: err.Error()}
+			return nil, templateError("", path, err)
 		}
 		return out, nil
 	case map[string]any:
@@ -533,22 +562,44 @@ func render(tmpl string, vars *lazyVars, strict bool) (any, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
+	rn := vars.budget()
+	if err := rn.check(); err != nil {
+		return nil, err
+	}
 	var out any
 	err := guard(func() (err error) {
 		if c.output != nil {
-			out, err = c.eval(vars.get(), vars.markLoops)
+			out, err = c.eval(vars.get(), vars.markLoops, rn)
 			return err
 		}
-		out, err = c.tmpl.ExecuteToString(exec.NewContext(vars.get()))
+		out, err = c.execute(vars.get(), rn)
 		if err != nil {
 			return reason(err)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, rn.fail(err)
 	}
 	return out, nil
+}
+
+// execute renders a template with text and tags to a string, through the
+// budget's limited writer.
+func (c *compiled) execute(vars map[string]any, rn *run) (string, error) {
+	env := &exec.Environment{
+		Context:           environment.Context.Inherit().Update(exec.NewContext(vars)),
+		Filters:           environment.Filters,
+		Tests:             environment.Tests,
+		ControlStructures: environment.ControlStructures,
+		Methods:           environment.Methods,
+	}
+	env.Context.Set(budgetKey, rn)
+	w := &limitedWriter{run: rn}
+	if err := exec.NewRenderer(env, w, c.cfg, c.loader, c.tmpl).Execute(); err != nil {
+		return "", err
+	}
+	return w.b.String(), nil
 }
 
 // guard turns a gonja panic into an error. gonja panics on some inputs
@@ -595,6 +646,9 @@ func compile(src string, strict bool) *compiled {
 	c.loader = loaders.MustNewMemoryLoader(map[string]string{templateName: src})
 	c.err = guard(func() (err error) {
 		c.tmpl, err = exec.NewTemplate(templateName, c.cfg, c.loader, environment)
+		if err == nil {
+			instrument(c.tmpl.Root())
+		}
 		return err
 	})
 	if c.err != nil {
@@ -633,8 +687,8 @@ func singleOutput(root *nodes.Template) *nodes.Output {
 }
 
 // eval evaluates a single-expression template to its native Go value.
-func (c *compiled) eval(vars map[string]any, markLoops bool) (any, error) {
-	v := c.evalValue(vars)
+func (c *compiled) eval(vars map[string]any, markLoops bool, rn *run) (any, error) {
+	v := c.evalValue(vars, rn)
 	if v.IsError() {
 		return nil, reason(v.Interface().(error))
 	}
@@ -655,11 +709,13 @@ func (c *compiled) eval(vars map[string]any, markLoops bool) (any, error) {
 	return native, nil
 }
 
-func (c *compiled) evalValue(vars map[string]any) *exec.Value {
+func (c *compiled) evalValue(vars map[string]any, rn *run) *exec.Value {
+	ctx := environment.Context.Inherit().Update(exec.NewContext(vars))
+	ctx.Set(budgetKey, rn)
 	ev := &exec.Evaluator{
 		Config: c.cfg,
 		Environment: &exec.Environment{
-			Context:           environment.Context.Inherit().Update(exec.NewContext(vars)),
+			Context:           ctx,
 			Filters:           environment.Filters,
 			Tests:             environment.Tests,
 			ControlStructures: environment.ControlStructures,
@@ -742,6 +798,7 @@ func newEnvironment() *exec.Environment {
 	// Jinja accepts lowercase none as a literal; gonja only parses None.
 	ctx := gonja.DefaultContext.Inherit()
 	ctx.Set("none", nil)
+	installBudgets(ctx, filters)
 	return &exec.Environment{
 		Context:           ctx,
 		Filters:           filters,
