@@ -51,9 +51,8 @@ type Task struct {
 	Assert *playbook.Assert `json:"assert,omitempty"`
 }
 
-// Scope is the template scope on the wire. Its fields are engine.Scope's,
-// in the same order, so each converts to the other with a plain type
-// conversion.
+// Scope is the template scope on the wire: engine.Scope's data fields
+// (not its Budget, which each process sets from its own settings).
 type Scope struct {
 	ExecutionID int64          `json:"execution_id"`
 	Workload    map[string]any `json:"workload,omitempty"`

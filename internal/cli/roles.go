@@ -247,6 +247,9 @@ func runDev(cmd *cobra.Command, cfg config.Dev, runFile string, once bool) error
 	}
 	wcfg := cfg.Worker
 	wcfg.Log, wcfg.NATS, wcfg.ServerURL = cfg.Server.Log, cfg.Server.NATS, srv.URL()
+	// One set of budget settings: the in-process workers render under the
+	// server's (the worker's own template flags are not bound in dev).
+	wcfg.Budgets = cfg.Server.Budgets
 	// The in-process workers trace as a worker would, under their own
 	// service name unless OTEL_SERVICE_NAME names one for the whole process.
 	wcfg.Telemetry = cfg.Server.Telemetry

@@ -119,7 +119,7 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 		}
 		results[l.Step] = v
 	}
-	r.scope = engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results, Context: cx}
+	r.scope = engine.Scope{ExecutionID: exec.ExecutionID, Workload: wl, Results: results, Context: cx, Budget: s.budget(ctx)}
 	return r, nil
 }
 
@@ -127,7 +127,7 @@ func (s *Service) buildRun(ctx context.Context, tx store.Tx, exec *store.Executi
 func (s *Service) runFromState(ctx context.Context, tx store.Tx, exec *store.Execution, pb *playbook.Playbook, now time.Time, st *runState) *run {
 	return &run{s: s, ctx: ctx, tx: tx, exec: exec, pb: pb, now: now, cmds: st.cmds, loops: st.loops, items: st.items,
 		graph: s.graphFor(pb), arrived: st.arrived,
-		scope: engine.Scope{ExecutionID: exec.ExecutionID, Workload: st.workload, Results: st.results, Context: st.context}}
+		scope: engine.Scope{ExecutionID: exec.ExecutionID, Workload: st.workload, Results: st.results, Context: st.context, Budget: s.budget(ctx)}}
 }
 
 // failRun ends the execution as failed with msg.
@@ -155,13 +155,13 @@ func (r *run) startStep(step *playbook.Step, scope engine.Scope) error {
 	var err error
 	if !cursor {
 		if items, err = engine.LoopItems(step, scope); err != nil {
-			return r.fail(err.Error())
+			return r.renderFailed(err)
 		}
 	}
 	maxIn := step.Loop.MaxInFlight
 	if step.Loop.MaxInFlightExpr != "" && (step.Loop.Mode == playbook.LoopParallel || cursor) {
 		if maxIn, err = engine.LoopMaxInFlight(step, scope); err != nil {
-			return r.fail(err.Error())
+			return r.renderFailed(err)
 		}
 	}
 	switch {
@@ -239,7 +239,7 @@ func (r *run) issue(step *playbook.Step, scope engine.Scope, loopID int64, index
 	} else {
 		var err error
 		if tool, err = engine.RenderTool(step, scope); err != nil {
-			return r.fail(err.Error())
+			return r.renderFailed(err)
 		}
 	}
 	tj, err := json.Marshal(tool)
@@ -283,14 +283,14 @@ func (r *run) afterStep(step *playbook.Step, result any, exclude int64) error {
 	r.finishedResult = result
 	set, err := engine.StepSet(step, r.scope, result)
 	if err != nil {
-		return r.fail(err.Error())
+		return r.renderFailed(err)
 	}
 	if err := r.setContext(set); err != nil {
 		return err
 	}
 	fired, err := engine.NextSteps(r.pb, step, r.scope)
 	if err != nil {
-		return r.fail(err.Error())
+		return r.renderFailed(err)
 	}
 	for _, f := range fired {
 		if err := r.setContext(f.Set); err != nil {

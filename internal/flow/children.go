@@ -157,6 +157,9 @@ func (s *Service) startIn(ctx context.Context, tx store.Tx, c ChildStart, id int
 	if err != nil {
 		return store.Execution{}, 0, errorf(ErrInvalid, "workload is not JSON-encodable: %v", err)
 	}
+	if err := s.checkWorkload(wl); err != nil {
+		return store.Execution{}, 0, err
+	}
 	exec := store.Execution{
 		ExecutionID: id,
 		CatalogID:   entry.CatalogID,

@@ -41,6 +41,13 @@ type Config struct {
 	// MaxChildDepth bounds how deep child playbooks nest
 	// (MILLRACE_MAX_CHILD_DEPTH; 0: DefaultMaxChildDepth).
 	MaxChildDepth int
+	// Templates bounds every rendering (MILLRACE_TEMPLATE_TIMEOUT_MS,
+	// MILLRACE_TEMPLATE_MAX_BYTES, MILLRACE_LOOP_MAX_ITEMS); zero fields
+	// take engine's defaults.
+	Templates engine.Limits
+	// MaxWorkloadBytes bounds a workload with its payload, as JSON
+	// (MILLRACE_MAX_WORKLOAD_BYTES); 0 is DefaultMaxWorkloadBytes.
+	MaxWorkloadBytes int
 }
 
 // Service is the flow lifecycle over a store.
@@ -566,7 +573,9 @@ func (s *Service) prepareFinish(rep Report, cur store.Command, r *run) (prepared
 			}
 			d, err := engine.Decide(step.Policy, scope, engine.Outcome{Status: engine.OutcomeStatus(status), Result: res, Error: rep.Error,
 				Retryable: rep.Retryable, Attempt: cur.Retry + 1})
-			if err != nil {
+			if engine.IsCancelled(err) {
+				return preparedFinish{}, err
+			} else if err != nil {
 				decision = engine.Decision{Do: playbook.DoFail, Reason: err.Error()}
 			} else {
 				decision = d

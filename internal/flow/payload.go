@@ -8,8 +8,7 @@ import (
 
 // wireScope converts a scope for a command's payload (api.Payload).
 func wireScope(s engine.Scope) *api.Scope {
-	w := api.Scope(s)
-	return &w
+	return &api.Scope{ExecutionID: s.ExecutionID, Workload: s.Workload, Results: s.Results, Context: s.Context, Extra: s.Extra}
 }
 
 func keychainMap(pb *playbook.Playbook) map[string]string {

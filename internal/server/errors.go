@@ -25,6 +25,7 @@ var domainCodes = []struct {
 	{flow.ErrClaimNotYours, apierr.ClaimNotYours}, // one kind shared with query and builds (errkind.ErrClaimNotYours)
 	{flow.ErrExecutionEnded, apierr.StateConflict},
 	{flow.ErrChildDepth, apierr.BudgetExceeded},
+	{flow.ErrBudget, apierr.BudgetExceeded},
 
 	{query.ErrInvalid, apierr.BadRequest},
 	{query.ErrInvalidResults, apierr.BadJSON},

@@ -198,7 +198,7 @@ func (j *job) Run(ctx context.Context) error {
 	defer span.End()
 	var err error
 	began := time.Now()
-	j.res, j.set, err = Execute(ctx, j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID, command: j.cl.EventID, attempt: j.cl.Attempt})
+	j.res, j.set, err = Execute(WithBudgets(ctx, j.k.cfg.Budgets), j.cl.Command, &apiEnv{api: j.k.api, parent: j.cl.ExecutionID, command: j.cl.EventID, attempt: j.cl.Attempt})
 	if err != nil && span.IsRecording() {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

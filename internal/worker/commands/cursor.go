@@ -35,7 +35,7 @@ const maxCursorErrors = 10
 // rows winning.
 func runCursor(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (any, map[string]any, error) {
 	c := p.Cursor
-	scope := payloadScope(cl, p)
+	scope := payloadScope(ctx, cl, p)
 	claimScope := scope.With("__frame_max_rows", c.MaxRows).With("__worker_slot_id", c.Slot)
 	v, err := engine.RenderAtWorker(map[string]any{"kind": c.Kind, "auth": c.Auth, "command": c.Claim}, claimScope, keychain)
 	if err != nil {

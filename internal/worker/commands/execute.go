@@ -55,7 +55,7 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 			return nil, nil, &tools.Error{Kind: "worker", Message: "command tool config is not a JSON object: " + err.Error()}
 		}
 		if p.Scope != nil && keychain != nil {
-			v, err := engine.RenderAtWorker(cfg, engine.Scope(*p.Scope), keychain)
+			v, err := engine.RenderAtWorker(cfg, payloadScope(ctx, cl, p), keychain)
 			if err != nil {
 				return nil, nil, &tools.Error{Kind: "template", Message: fmt.Sprintf("step %s: %v", cl.Step, err)}
 			}
@@ -96,16 +96,18 @@ func Execute(parent context.Context, cl api.Command, env tools.Env) (result any,
 // in `iter`, the run's own scope (one loop iteration's, in a loop). The
 // context paths assigned are returned with their final values (published).
 func runTasks(ctx context.Context, cl api.Command, p api.Payload, keychain map[string]any) (res any, published map[string]any, err error) {
-	res, published, _, err = runTaskList(ctx, cl.Step, p.Tasks, payloadScope(cl, p), keychain)
+	res, published, _, err = runTaskList(ctx, cl.Step, p.Tasks, payloadScope(ctx, cl, p), keychain)
 	return res, published, err
 }
 
-// payloadScope is the scope a command's payload carries.
-func payloadScope(cl api.Command, p api.Payload) engine.Scope {
+// payloadScope is the scope a command's payload carries, bounded by the
+// worker's budgets and ctx.
+func payloadScope(ctx context.Context, cl api.Command, p api.Payload) engine.Scope {
 	scope := engine.Scope{ExecutionID: cl.ExecutionID}
-	if p.Scope != nil {
-		scope = engine.Scope(*p.Scope)
+	if w := p.Scope; w != nil {
+		scope = engine.Scope{ExecutionID: w.ExecutionID, Workload: w.Workload, Results: w.Results, Context: w.Context, Extra: w.Extra}
 	}
+	scope.Budget = budgetFor(ctx)
 	return scope
 }
 

@@ -33,7 +33,7 @@ func runStep(t *testing.T, src string, index int) (any, map[string]any, error) {
 		}
 		scope = engine.IterationScope(scope, step, items, index)
 	}
-	p := api.Payload{Scope: (*api.Scope)(&scope)}
+	p := api.Payload{Scope: &api.Scope{ExecutionID: scope.ExecutionID, Workload: scope.Workload, Results: scope.Results, Context: scope.Context, Extra: scope.Extra}}
 	for _, tk := range step.Tasks {
 		p.Tasks = append(p.Tasks, api.Task{Name: tk.Name, Tool: tk.Tool, Set: tk.Set, Policy: tk.Policy, Assert: tk.Assert})
 	}
