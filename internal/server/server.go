@@ -211,7 +211,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	s.flow = flow.New(s.st, gen, flow.Config{LeaseTTL: cfg.LeaseTTL,
 		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered,
 		MaxChildDepth: cfg.Budgets.MaxChildDepth,
-		Templates: templateLimits(cfg.Budgets), MaxWorkloadBytes: cfg.Budgets.MaxWorkloadBytes},
+		Templates:     templateLimits(cfg.Budgets), MaxWorkloadBytes: cfg.Budgets.MaxWorkloadBytes},
 		tools.Kinds(), log, s.relay.Wake)
 	s.nats.watchCatalog()
 	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})
