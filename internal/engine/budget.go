@@ -55,9 +55,11 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Budget bounds the renderings of a Scope. Ctx ends a rendering early when
-// the request that asked for it or the process ends; nil never does.
+// the request that asked for it ends, Stop when the process is stopping;
+// nil never does.
 type Budget struct {
 	Ctx    context.Context
+	Stop   context.Context
 	Limits Limits
 }
 
@@ -100,6 +102,7 @@ type run struct {
 	limits   Limits
 	done     <-chan struct{}
 	ctx      context.Context
+	stop     context.Context
 	deadline time.Time
 	written  int   // bytes produced by {{ }} and loop bodies, in any buffer
 	depth    int   // nested macro calls
@@ -113,6 +116,7 @@ func newRun(b *Budget) *run {
 		if b.Ctx != nil {
 			r.ctx, r.done = b.Ctx, b.Ctx.Done()
 		}
+		r.stop = b.Stop
 	}
 	r.limits = r.limits.withDefaults()
 	r.deadline = time.Now().Add(r.limits.Timeout)
@@ -130,6 +134,10 @@ func (r *run) check() error {
 		r.err = &CancelledError{Err: r.ctx.Err()}
 		return r.err
 	default:
+	}
+	if r.stop != nil && r.stop.Err() != nil {
+		r.err = &CancelledError{Err: fmt.Errorf("the process is stopping: %w", r.stop.Err())}
+		return r.err
 	}
 	if time.Now().After(r.deadline) {
 		r.err = &BudgetError{Setting: SettingTemplateTimeout, Limit: r.limits.Timeout.Milliseconds(), Unit: "ms", What: "template rendering"}

@@ -32,7 +32,7 @@ func (s *Service) checkWorkload(wl []byte) error {
 // budget bounds the renderings of a run: the template limits, and ctx so
 // a rendering stops when its request or the server ends.
 func (s *Service) budget(ctx context.Context) *engine.Budget {
-	return &engine.Budget{Ctx: ctx, Limits: s.cfg.Templates}
+	return &engine.Budget{Ctx: ctx, Stop: s.cfg.Stopping, Limits: s.cfg.Templates}
 }
 
 // renderFailed handles a rendering error: a rendering cut short because

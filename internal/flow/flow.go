@@ -48,6 +48,10 @@ type Config struct {
 	// MaxWorkloadBytes bounds a workload with its payload, as JSON
 	// (MILLRACE_MAX_WORKLOAD_BYTES); 0 is DefaultMaxWorkloadBytes.
 	MaxWorkloadBytes int
+	// Stopping ends every rendering in progress when it is done: the
+	// server cancels it as it begins to stop, so a rendering never holds
+	// a shutdown for its whole budget (nil: never).
+	Stopping context.Context
 }
 
 // Service is the flow lifecycle over a store.

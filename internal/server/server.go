@@ -78,6 +78,11 @@ func Connect(ctx context.Context, url string) (store.Driver, error) {
 
 // Server is a running API server with its relay.
 type Server struct {
+	// rendering is cancelled (stopRendering) as the server begins to stop:
+	// it ends the template renderings in flight (see flow.Config.Stopping).
+	rendering     context.Context
+	stopRendering context.CancelFunc
+
 	probe  storeProbe // health's store check (healthprobe.go)
 	cfg    config.Server
 	log    *slog.Logger
@@ -123,6 +128,7 @@ type Server struct {
 // binds the listener. Run serves.
 func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, bg: lifecycle.New(context.Background())}
+	s.rendering, s.stopRendering = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -211,7 +217,7 @@ func New(ctx context.Context, cfg config.Server, log *slog.Logger) (*Server, err
 	s.flow = flow.New(s.st, gen, flow.Config{LeaseTTL: cfg.LeaseTTL,
 		CatalogCacheTTL: cfg.CatalogCacheTTL, OnRegister: s.nats.catalogRegistered,
 		MaxChildDepth: cfg.Budgets.MaxChildDepth,
-		Templates:     templateLimits(cfg.Budgets), MaxWorkloadBytes: cfg.Budgets.MaxWorkloadBytes},
+		Templates:     templateLimits(cfg.Budgets), MaxWorkloadBytes: cfg.Budgets.MaxWorkloadBytes, Stopping: s.rendering},
 		tools.Kinds(), log, s.relay.Wake)
 	s.nats.watchCatalog()
 	s.reaper = s.flow.NewReaper(flow.ReaperConfig{Interval: cfg.ReapInterval, RedeliverAfter: cfg.RedeliverAfter, Backlog: s.backlog})
@@ -404,6 +410,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-bg.Context().Done(): // a service failed
 	}
 	s.log.Info("millrace server stopping")
+	s.stopRendering() // renderings in flight end now, not at their budget
 	sctx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
 	defer cancel()
 	if err := s.http.Shutdown(sctx); err != nil {
