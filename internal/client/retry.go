@@ -68,7 +68,7 @@ func retryable(req *http.Request, resp *http.Response, apiErr *Error, err error)
 		if dialFailed(err) {
 			return true, 0
 		}
-		return safeToRetry(req) && brokenConn(err), 0
+		return safeToRetry(req) && (brokenConn(err) || attemptTimedOut(req, err)), 0
 	}
 	after := retryAfter(resp)
 	switch {
@@ -97,6 +97,14 @@ func brokenConn(err error) bool {
 	var ne net.Error
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
 		strings.Contains(err.Error(), "EOF") || errors.As(err, &ne)
+}
+
+// attemptTimedOut: this attempt ran out of the HTTP client's own timeout
+// while the caller's context still has time; like a broken connection, the
+// server may or may not have acted, so only a safe request tries again.
+func attemptTimedOut(req *http.Request, err error) bool {
+	var ne net.Error
+	return req.Context().Err() == nil && errors.As(err, &ne) && ne.Timeout()
 }
 
 // retryAfter reads Retry-After in seconds (the only form Millrace sends),

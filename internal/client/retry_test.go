@@ -150,3 +150,39 @@ func (c countTrips) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
 	return c.next.RoundTrip(r)
 }
+
+// An attempt that outlives the HTTP client's own timeout is retried when
+// safe (a keyed submit), and the same key goes again; the caller's own
+// deadline is never outlived.
+func TestSlowAttemptRetriedWithItsKey(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	keys := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys <- r.Header.Get(IdempotencyHeader)
+		if calls.Add(1) == 1 {
+			select { // slower than the client's timeout
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		_, _ = w.Write([]byte(`{"execution_id":7,"status":"running"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	c.HTTP.Timeout = 200 * time.Millisecond
+	c.Retry = Retry{Min: time.Millisecond, Max: 10 * time.Millisecond, MaxElapsed: time.Minute}
+	if _, err := c.Execute(t.Context(), "p", 0, nil); err != nil {
+		t.Fatalf("a keyed submit whose first attempt timed out: %v", err)
+	}
+	if k1, k2 := <-keys, <-keys; calls.Load() != 2 || k1 == "" || k1 != k2 {
+		t.Fatalf("%d requests with keys %q, %q; want 2 with one key", calls.Load(), k1, k2)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	calls.Store(0)
+	if _, err := c.Execution(ctx, 1); err == nil {
+		t.Fatal("a read past its caller's deadline succeeded")
+	}
+}
