@@ -747,6 +747,14 @@ func notYours(eventID int64, workerID string, attempt int) error {
 
 // Cancel stops a running execution.
 func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, error) {
+	return s.endByRequest(ctx, execID, api.ExecCancelled, "cancelled by request", api.EvExecCancelled, "was cancelled")
+}
+
+// endByRequest ends a running execution from outside its flow (a cancel,
+// an operator's fail) in one transaction: its commands cancelled, its
+// status and terminal event written, its running children cancelled (why
+// says so in theirs), and a parent waiting for it told.
+func (s *Service) endByRequest(ctx context.Context, execID int64, status api.ExecStatus, msg, evType, why string) (store.Execution, error) {
 	var exec store.Execution
 	woke := 0
 	err := s.st.Do(ctx, execID, func(ctx context.Context, tx store.Tx) error {
@@ -761,17 +769,21 @@ func (s *Service) Cancel(ctx context.Context, execID int64) (store.Execution, er
 		if _, err := tx.CommandCancelExecution(ctx, execID, now); err != nil {
 			return err
 		}
-		if err := tx.ExecutionFinish(ctx, execID, api.ExecCancelled, nil, "cancelled by request", now); err != nil {
+		if err := tx.ExecutionFinish(ctx, execID, status, nil, msg, now); err != nil {
 			return err
 		}
-		exec.Status, exec.EndedAt, exec.Error = api.ExecCancelled, &now, "cancelled by request"
+		exec.Status, exec.EndedAt, exec.Error = status, &now, msg
 		if err := tx.ExecutionTouch(ctx, execID, s.ids.Next()); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, store.Event{ExecutionID: execID, EventType: api.EvExecCancelled, Status: string(api.ExecCancelled)}, now); err != nil {
+		ev := store.Event{ExecutionID: execID, EventType: evType, Status: string(status)}
+		if status == api.ExecFailed {
+			ev.Error = msg
+		}
+		if err := s.event(ctx, tx, ev, now); err != nil {
 			return err
 		}
-		if err := s.cancelChildren(ctx, tx, execID, "was cancelled", now); err != nil {
+		if err := s.cancelChildren(ctx, tx, execID, why, now); err != nil {
 			return err
 		}
 		woke, err = s.childEnded(ctx, tx, &exec, now) // a parent waiting for it fails its step
