@@ -17,7 +17,7 @@ import (
 )
 
 // latestMigration is the highest version embedded in migrations/.
-const latestMigration = 10
+const latestMigration = 12
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
