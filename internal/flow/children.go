@@ -56,7 +56,13 @@ func (s *Service) maxChildDepth() int {
 // Start starts an execution as c says: a top-level one, or a child of
 // c.Parent. A keyed child that exists already is returned as it is.
 func (s *Service) Start(ctx context.Context, c ChildStart) (store.Execution, error) {
-	entry, pb, err := s.resolve(ctx, c.Path, c.Version)
+	var entry store.CatalogEntry
+	var pb *playbook.Playbook
+	err := s.st.Read(ctx, func(q store.Querier) error {
+		var err error
+		entry, pb, err = s.resolve(ctx, q, c.Path, c.Version)
+		return err
+	})
 	if err != nil {
 		return store.Execution{}, err
 	}
@@ -99,9 +105,14 @@ func (s *Service) Start(ctx context.Context, c ChildStart) (store.Execution, err
 	return exec, nil
 }
 
-// resolve finds the catalog entry and parsed playbook a start runs.
-func (s *Service) resolve(ctx context.Context, path string, version int) (store.CatalogEntry, *playbook.Playbook, error) {
-	entry, err := s.catalogEntry(ctx, path, version)
+// resolve finds the catalog entry and parsed playbook a start runs,
+// reading through q on a cache miss. Inside a transaction q must be that
+// transaction: a read from the pool there would wait for a second
+// connection while holding one, and with every committer doing so the
+// pool deadlocks until the batch times out (the fault matrix's 30 s
+// submits).
+func (s *Service) resolve(ctx context.Context, q store.Querier, path string, version int) (store.CatalogEntry, *playbook.Playbook, error) {
+	entry, err := s.catalogEntry(ctx, q, path, version)
 	if errors.Is(err, store.ErrNotFound) {
 		if version > 0 {
 			return entry, nil, errorf(ErrPlaybookNotFound, "playbook %q version %d is not registered; list versions with GET /api/catalog", path, version)
@@ -111,9 +122,7 @@ func (s *Service) resolve(ctx context.Context, path string, version int) (store.
 	if err != nil {
 		return entry, nil, err
 	}
-	pb, err := store.ReadValue(ctx, s.st, func(q store.Querier) (*playbook.Playbook, error) {
-		return s.playbookFor(ctx, q, entry.CatalogID)
-	})
+	pb, err := s.playbookFor(ctx, q, entry.CatalogID)
 	return entry, pb, err
 }
 
@@ -267,7 +276,7 @@ func callVersion(v any) (int, bool) {
 func (r *run) runChild(call childCall) error {
 	k := len(r.cmds) - 1
 	cmd := r.cmds[k]
-	entry, pb, err := r.s.resolve(r.ctx, call.path, call.version)
+	entry, pb, err := r.s.resolve(r.ctx, r.tx, call.path, call.version)
 	if err != nil {
 		if errkind.Is(err) {
 			return nil

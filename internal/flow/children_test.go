@@ -201,6 +201,30 @@ func TestPlaybookStepHeldByServer(t *testing.T) {
 	}
 }
 
+// A server that did not register the playbooks (another replica, or one
+// just restarted) has neither in its caches: the child's catalog entry and
+// playbook are read inside the parent's transaction, through it. A read
+// from the pool there held one connection while waiting for another and
+// deadlocked small pools for the batch's 30 s (store.ErrReadInTx now).
+func TestHeldChildOnAnotherServer(t *testing.T) {
+	t.Parallel()
+	g := newRig(t, 0)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	other := flow.New(g.st, ids.New(-2), flow.Config{LeaseTTL: time.Minute}, tools.Kinds(), log, nil)
+	ex, err := other.Execute(t.Context(), "c/parent", 0, nil)
+	if err != nil {
+		t.Fatalf("Execute on a server with cold caches: %v", err)
+	}
+	cmds := g.commands(ex.ExecutionID)
+	if len(cmds) != 1 || cmds[0].Status != api.CmdRunning || cmds[0].WorkerID != "millrace-server" {
+		t.Fatalf("parent commands = %+v, want one held by millrace-server", cmds)
+	}
+	g.work(1, 2*time.Minute, func() bool { return g.exec(ex.ExecutionID).Status != api.ExecRunning })
+	if done := g.exec(ex.ExecutionID); done.Status != api.ExecCompleted {
+		t.Fatalf("parent = %s %q, want completed", done.Status, done.Error)
+	}
+}
+
 // 200 parents, each calling a child, complete on a pool of 2 slots: a
 // parent waiting for its child holds no slot.
 func TestWaitingParentsDoNotStarveThePool(t *testing.T) {

@@ -133,14 +133,12 @@ func (s *Service) Registered(e store.CatalogEntry) {
 }
 
 // catalogEntry returns the catalog entry a submit of (path, version) runs,
-// from the catalog cache or the store.
-func (s *Service) catalogEntry(ctx context.Context, path string, version int) (store.CatalogEntry, error) {
+// from the catalog cache or, on a miss, through q.
+func (s *Service) catalogEntry(ctx context.Context, q store.Querier, path string, version int) (store.CatalogEntry, error) {
 	if e, ok := s.catalog.get(path, version); ok {
 		return e, nil
 	}
-	e, err := store.ReadValue(ctx, s.st, func(q store.Querier) (store.CatalogEntry, error) {
-		return q.CatalogGet(ctx, path, version)
-	})
+	e, err := q.CatalogGet(ctx, path, version)
 	if err == nil {
 		s.catalog.put(e, version == 0)
 	}

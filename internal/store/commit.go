@@ -128,10 +128,22 @@ func New(drv Driver, opts Options) *Store {
 // Driver returns the underlying driver.
 func (s *Store) Driver() Driver { return s.drv }
 
-// Read runs read-only work outside the write path.
+// Read runs read-only work outside the write path. It refuses to run
+// inside a Do function: there the function holds a connection already,
+// and a read that waits for a second one deadlocks the pool once every
+// committer does the same; read through the function's Tx instead.
 func (s *Store) Read(ctx context.Context, fn func(q Querier) error) error {
+	if ctx.Value(inTxKey{}) != nil {
+		return ErrReadInTx
+	}
 	return s.drv.Read(ctx, fn)
 }
+
+// inTxKey marks the context a Do function runs with (see Read).
+type inTxKey struct{}
+
+// ErrReadInTx is Read's answer inside a Do function: a programming error.
+var ErrReadInTx = errors.New("store: Read inside a Do function would wait for a second connection while holding one; read through the function's Tx")
 
 // ErrClosed is returned by Do after Close.
 var ErrClosed = errors.New("store is closed")
@@ -224,7 +236,7 @@ func (s *Store) committer(ch chan *request) {
 }
 
 func (s *Store) runBatch(batch []*request) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), inTxKey{}, true), batchTimeout)
 	defer cancel()
 	if len(batch) == 1 {
 		s.runAlone(ctx, batch[0])

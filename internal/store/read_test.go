@@ -38,3 +38,29 @@ func TestReadValue(t *testing.T) {
 		t.Fatalf("ReadValue = %d, %v; want the zero value and Read's error", n, err)
 	}
 }
+
+// TestReadInsideDoIsRefused: a pool read inside a Do function would hold
+// one connection while waiting for another; with every committer doing so
+// a small pool deadlocks until the batch times out. Read says so at once,
+// alone or in a shared batch, and the same read outside Do works.
+func TestReadInsideDoIsRefused(t *testing.T) {
+	t.Parallel()
+	for name, open := range drivers(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, open)
+			ctx := t.Context()
+			concurrently(8, func(int) {
+				err := b.st.Do(ctx, 1, func(ctx context.Context, tx store.Tx) error {
+					return b.st.Read(ctx, func(q store.Querier) error { return nil })
+				})
+				if !errors.Is(err, store.ErrReadInTx) {
+					t.Errorf("Read inside Do = %v, want ErrReadInTx", err)
+				}
+			})
+			if err := b.st.Read(ctx, func(q store.Querier) error { return nil }); err != nil {
+				t.Fatalf("Read outside Do = %v", err)
+			}
+		})
+	}
+}
