@@ -29,10 +29,12 @@ package faults
 // -race: see TestMain), stopped with SIGKILL when the test ends.
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -146,6 +148,9 @@ type stack struct {
 	db      *pgxpool.Pool
 	mix     mix
 	started time.Time
+	// slowestSubmit is the longest one submission took (retries included),
+	// in nanoseconds: the matrix's view of the API's tail under the fault.
+	slowestSubmit atomic.Int64
 }
 
 func randHex(n int) string {
@@ -302,8 +307,10 @@ func (s *stack) SubmitMix(n int) []int64 {
 					return
 				}
 				ctx, cancel := context.WithTimeout(s.t.Context(), time.Minute)
+				began := time.Now()
 				id, err := s.SubmitOne(ctx, s.Servers[i%len(s.Servers)].API, i)
 				cancel()
+				s.noteSubmit(time.Since(began))
 				if err != nil {
 					errs <- fmt.Errorf("submit %d of %d: %w", i, n, err)
 					return
@@ -411,8 +418,10 @@ func (s *stack) Check(fault string, ids []int64) faultResult {
 	}
 	rep := verifyStore(s.t, s.DB)
 	r.Violations = len(rep.Violations)
-	s.t.Logf("faultrow fault=%s executions=%d lost=%d doubled=%d extra_children=%d violations=%d duration=%s",
-		r.Fault, r.Executions, r.Lost, r.Doubled, r.ExtraChildren, r.Violations, r.Duration.Round(100*time.Millisecond))
+	s.t.Logf("faultrow fault=%s executions=%d lost=%d doubled=%d extra_children=%d violations=%d duration=%s slowest_submit=%s",
+		r.Fault, r.Executions, r.Lost, r.Doubled, r.ExtraChildren, r.Violations, r.Duration.Round(100*time.Millisecond),
+		time.Duration(s.slowestSubmit.Load()).Round(10*time.Millisecond))
+	s.logPools(ctx)
 	if r.Lost > 0 {
 		s.t.Errorf("%s: %d of %d executions did not complete:\n%s", fault, r.Lost, len(ids), s.notCompleted(ctx, ids))
 	}
@@ -430,6 +439,32 @@ func (s *stack) Check(fault string, ids []int64) faultResult {
 		s.t.Errorf("%s: verify: %s execution %d command %d: %s", fault, v.Check, v.ExecutionID, v.CommandID, v.Detail)
 	}
 	return r
+}
+
+// noteSubmit keeps the slowest submission.
+func (s *stack) noteSubmit(d time.Duration) {
+	for {
+		old := s.slowestSubmit.Load()
+		if int64(d) <= old || s.slowestSubmit.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
+}
+
+// logPools logs each live server's event-store pool counters: waits for a
+// connection are where a saturated store shows first.
+func (s *stack) logPools(ctx context.Context) {
+	for i, n := range s.Servers {
+		m, err := scrapeMetrics(ctx, n.URL)
+		if err != nil {
+			s.t.Logf("server %d: pool metrics: %v", i, err)
+			continue
+		}
+		s.t.Logf("server %d pool: max=%g acquires=%g waited=%g cancelled=%g wait=%.1fs", i,
+			m["millrace_db_pool_max_connections"], m["millrace_db_pool_acquires_total"],
+			m["millrace_db_pool_waited_acquires_total"], m["millrace_db_pool_cancelled_acquires_total"],
+			m["millrace_db_pool_acquire_wait_seconds_total"])
+	}
 }
 
 // notCompleted describes up to ten executions of ids that did not complete.
@@ -450,4 +485,41 @@ func (s *stack) notCompleted(ctx context.Context, ids []int64) string {
 		fmt.Fprintf(&b, "  %d %s %s %s\n", id, path, status, msg)
 	}
 	return b.String()
+}
+
+// scrapeMetrics reads a server's /metrics into name -> value for the
+// unlabelled series (the first sample of a name wins).
+func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok || strings.Contains(name, "{") {
+			continue
+		}
+		if _, seen := out[name]; seen {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] = f
+		}
+	}
+	return out, sc.Err()
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -42,13 +43,22 @@ func TestURL() string {
 	return DefaultTestURL
 }
 
+// DefaultMaxConns is the pool's cap when DATABASE_URL sets no
+// pool_max_conns: 16, or 4 per CPU on bigger machines. pgxpool's own
+// default, max(4, CPUs), starves a server on a small node: every submit,
+// claim batch, report, heartbeat, relay pass and reaper pass of the whole
+// worker fleet goes through this one pool, and a wait for a connection
+// stretched submits past 30 s in the fault matrix (docs/decisions.md).
+func DefaultMaxConns() int32 { return int32(max(16, 4*runtime.NumCPU())) }
+
 // Options tunes Open.
 type Options struct {
 	// Schema, when set, is created if missing and becomes the search_path of
 	// every pooled connection, so all tables live in it. It overrides a
 	// search_path given in the URL.
 	Schema string
-	// MaxConns caps the pool; 0 keeps pgxpool's default.
+	// MaxConns caps the pool; 0 means pool_max_conns from the URL, or
+	// DefaultMaxConns when the URL has none.
 	MaxConns int32
 }
 
@@ -67,8 +77,11 @@ func Open(ctx context.Context, url string, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgdriver: parse database URL: %w (expected e.g. postgres://user:password@host:5432/db?sslmode=disable; check DATABASE_URL)", err)
 	}
-	if opts.MaxConns > 0 {
+	switch {
+	case opts.MaxConns > 0:
 		cfg.MaxConns = opts.MaxConns
+	case !strings.Contains(url, "pool_max_conns="):
+		cfg.MaxConns = DefaultMaxConns()
 	}
 	if opts.Schema != "" {
 		cfg.ConnConfig.RuntimeParams[searchPathParam] = pgx.Identifier{opts.Schema}.Sanitize()
@@ -90,6 +103,7 @@ func Open(ctx context.Context, url string, opts Options) (*Driver, error) {
 			return nil, err
 		}
 	}
+	trackPool(pool)
 	return &Driver{pool: pool, schema: schema}, nil
 }
 
@@ -141,6 +155,7 @@ func (d *Driver) Pool() *pgxpool.Pool { return d.pool }
 // Close releases all connections. It waits for connections in use to be
 // returned, so finish every Tx first.
 func (d *Driver) Close() error {
+	untrackPool(d.pool)
 	d.pool.Close()
 	return nil
 }
