@@ -21,11 +21,11 @@ set +e
 go test -count=1 -parallel 1 -timeout 2h -run 'TestFaultMatrix' -v ./internal/faults >"$LOG" 2>&1
 rc=$?
 set -e
-printf '%-14s %10s %6s %8s %14s %10s %10s\n' fault executions lost doubled extra_children violations duration
+printf '%-14s %10s %6s %8s %14s %10s %10s %14s\n' fault executions lost doubled extra_children violations duration slowest_submit
 grep -o 'faultrow .*' "$LOG" | while read -r _ fields; do
   declare -A f=()
   for kv in $fields; do f[${kv%%=*}]=${kv#*=}; done
-  printf '%-14s %10s %6s %8s %14s %10s %10s\n' "${f[fault]}" "${f[executions]}" "${f[lost]}" "${f[doubled]}" "${f[extra_children]}" "${f[violations]}" "${f[duration]}"
+  printf '%-14s %10s %6s %8s %14s %10s %10s %14s\n' "${f[fault]}" "${f[executions]}" "${f[lost]}" "${f[doubled]}" "${f[extra_children]}" "${f[violations]}" "${f[duration]}" "${f[slowest_submit]:-}"
 done
 grep -E '^(--- FAIL|FAIL|ok )' "$LOG" || true
 if [ "$rc" -ne 0 ]; then echo "the matrix failed (exit $rc): see $LOG" >&2; fi
