@@ -142,8 +142,9 @@ func (s *Store) Read(ctx context.Context, fn func(q Querier) error) error {
 // inTxKey marks the context a Do function runs with (see Read).
 type inTxKey struct{}
 
-// ErrReadInTx is Read's answer inside a Do function: a programming error.
-var ErrReadInTx = errors.New("store: Read inside a Do function would wait for a second connection while holding one; read through the function's Tx")
+// ErrReadInTx is the answer of Read, or of a nested Do, inside a Do
+// function: a programming error.
+var ErrReadInTx = errors.New("store: Read or Do inside a Do function would wait for a second connection (or for its own committer) while holding one; use the function's Tx")
 
 // ErrClosed is returned by Do after Close.
 var ErrClosed = errors.New("store is closed")
@@ -155,6 +156,9 @@ var ErrClosed = errors.New("store is closed")
 // error from fn rolls back fn's own work only; one the driver calls
 // transient (see Retryer) runs fn again, after a short jittered wait.
 func (s *Store) Do(ctx context.Context, key int64, fn func(context.Context, Tx) error) error {
+	if ctx.Value(inTxKey{}) != nil {
+		return ErrReadInTx // it would wait for a committer, perhaps its own
+	}
 	r, canRetry := s.drv.(Retryer)
 	for attempt := 0; ; attempt++ {
 		err := s.do(ctx, key, fn)

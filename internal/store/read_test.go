@@ -39,10 +39,10 @@ func TestReadValue(t *testing.T) {
 	}
 }
 
-// TestReadInsideDoIsRefused: a pool read inside a Do function would hold
-// one connection while waiting for another; with every committer doing so
-// a small pool deadlocks until the batch times out. Read says so at once,
-// alone or in a shared batch, and the same read outside Do works.
+// TestReadInsideDoIsRefused: a pool read (or a nested Do) inside a Do
+// function would hold one connection while waiting for another; with every
+// committer doing so a small pool deadlocks until the batch times out. Both
+// say so at once, alone or in a shared batch, and a read outside Do works.
 func TestReadInsideDoIsRefused(t *testing.T) {
 	t.Parallel()
 	for name, open := range drivers(t) {
@@ -56,6 +56,12 @@ func TestReadInsideDoIsRefused(t *testing.T) {
 				})
 				if !errors.Is(err, store.ErrReadInTx) {
 					t.Errorf("Read inside Do = %v, want ErrReadInTx", err)
+				}
+				err = b.st.Do(ctx, 2, func(ctx context.Context, tx store.Tx) error {
+					return b.st.Do(ctx, 3, func(context.Context, store.Tx) error { return nil })
+				})
+				if !errors.Is(err, store.ErrReadInTx) {
+					t.Errorf("Do inside Do = %v, want ErrReadInTx", err)
 				}
 			})
 			if err := b.st.Read(ctx, func(q store.Querier) error { return nil }); err != nil {
