@@ -399,8 +399,9 @@ func TestRetryExponentialBackoff(t *testing.T) {
 			t.Fatalf("retry %d is scheduled as attempt %d, want %d", i+1, e.Attempt, i+2)
 		}
 	}
-	// The service saw the runs at least the backoff apart, each gap longer
-	// than the one before.
+	// The service saw the runs at least the backoff apart. (Only a lower
+	// bound: a loaded machine adds seconds to any gap, so "each gap longer
+	// than the last" failed under load; the growth is in delay_ms above.)
 	reqs := flaky.requests(strconv.FormatInt(ok.ExecutionID, 10))
 	if len(reqs) != 4 {
 		t.Fatalf("the service saw %d requests, want 4", len(reqs))
@@ -409,9 +410,6 @@ func TestRetryExponentialBackoff(t *testing.T) {
 		gap := reqs[i].Sub(reqs[i-1])
 		if gap < wantDelays[i-1] {
 			t.Fatalf("attempt %d came %s after attempt %d, sooner than the %s backoff", i+1, gap, i, wantDelays[i-1])
-		}
-		if i > 1 && gap <= reqs[i-1].Sub(reqs[i-2]) {
-			t.Fatalf("gap before attempt %d (%s) is not longer than the one before it (%s)", i+1, gap, reqs[i-1].Sub(reqs[i-2]))
 		}
 	}
 
