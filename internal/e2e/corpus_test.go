@@ -176,6 +176,7 @@ func checkProfiles(t *testing.T, db string, id int64) {
 // The corpus on a server with two workers, credentials through the API.
 func TestCorpusDistributed(t *testing.T) {
 	t.Parallel()
+	begun := time.Now()
 	dir := corpusDir(t)
 	c := newFlowCluster(t, 2)
 	db := newDatabase(t)
@@ -201,7 +202,11 @@ func TestCorpusDistributed(t *testing.T) {
 	}
 	for _, cf := range corpus {
 		id := ids[cf.name]
-		ex := c.waitAll([]int64{id}, 120*time.Second)[0]
+		t.Logf("%s: waiting for %s (execution %d)", time.Since(begun).Round(time.Second), cf.name, id) // names the one a timeout is about
+		// playbook_composition runs 4 children of 9 python steps one
+		// after another: 20 s on an idle machine, over 2 min in CI next to
+		// the fault matrix (each python step starts an interpreter).
+		ex := c.waitAll([]int64{id}, 5*time.Minute)[0]
 		if ex.Status != api.ExecCompleted {
 			for _, e := range c.events(id) {
 				if e.Error != "" {
