@@ -370,11 +370,22 @@ func (p *parser) model(n *yaml.Node) (Model, *yaml.Node, bool) {
 	case hasTable && hasSQL:
 		p.at(se.key, "keep one: table names a table, sql is a SELECT", "%s has both table and sql", where)
 	case hasTable:
-		if m.Table, _ = p.str(te, "table"); m.Table != "" && !tableRE.MatchString(m.Table) {
+		var ok bool
+		m.Table, ok = p.str(te, "table")
+		switch {
+		case ok && strings.TrimSpace(m.Table) == "":
+			p.at(te.val, "name the table, or use sql", "%s has an empty table", where)
+		case m.Table != "" && !tableRE.MatchString(m.Table):
 			p.at(te.val, `write a table name, optionally schema-qualified (analytics.orders, "My Schema"."Orders"), or use sql`, "table %q is not a table name", m.Table)
 		}
 	case hasSQL:
-		m.SQL, _ = p.str(se, "sql")
+		// A quoted "" is a string, not null: refuse it here, or the model
+		// would have neither source (a fuzz finding).
+		if sql, ok := p.str(se, "sql"); ok && strings.TrimSpace(sql) == "" {
+			p.at(se.val, "write the SELECT, or use table", "%s has an empty sql", where)
+		} else {
+			m.SQL = sql
+		}
 	default:
 		p.at(d, "add `table: schema.table` or `sql: select ...`", "%s has neither table nor sql", where)
 	}
