@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"math"
 	"time"
+
+	"github.com/millrace/millrace/internal/ids"
 )
 
 // The invariant checks a Verifier runs (`millrace verify`). Each reads the
@@ -80,4 +83,46 @@ type Verifier interface {
 	// VerifyCounts counts what the checks read under opts: keys
 	// "executions", "commands", "events", "loops", "outbox".
 	VerifyCounts(ctx context.Context, opts VerifyOptions) (map[string]int64, error)
+}
+
+// VerifyCountsSQL is VerifyCounts' statement in both drivers; $1 is
+// VerifyOptions.MinExecution.
+const VerifyCountsSQL = `SELECT
+		(SELECT count(*) FROM executions WHERE execution_id >= $1),
+		(SELECT count(*) FROM commands WHERE execution_id >= $1),
+		(SELECT count(*) FROM events WHERE execution_id >= $1),
+		(SELECT count(*) FROM loops WHERE execution_id >= $1),
+		(SELECT count(*) FROM outbox)`
+
+// MinExecution is the lowest execution id started at or after Since (0:
+// every execution): ids are time-ordered, so Since is an index range.
+func (o VerifyOptions) MinExecution() int64 {
+	if o.Since.IsZero() {
+		return 0
+	}
+	return ids.Floor(o.Since)
+}
+
+// CheckArgs are a check statement's arguments in both drivers: $1 the
+// execution floor, $2 the row limit (no cap: the largest int64) and, for
+// CheckNotification, $3 the cutoff, which the driver encodes with at.
+func (o VerifyOptions) CheckArgs(check string, at func(time.Time) any) []any {
+	limit := int64(o.Limit)
+	if limit <= 0 {
+		limit = math.MaxInt64
+	}
+	args := []any{o.MinExecution(), limit}
+	if check == CheckNotification {
+		args = append(args, at(o.Now.Add(-o.ReapInterval)))
+	}
+	return args
+}
+
+// Trim caps one check's violations at Limit: the notification check
+// unions two parts limited each.
+func (o VerifyOptions) Trim(vs []Violation) []Violation {
+	if o.Limit > 0 && len(vs) > o.Limit {
+		return vs[:o.Limit]
+	}
+	return vs
 }

@@ -3,10 +3,8 @@ package pgdriver
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
-	"github.com/millrace/millrace/internal/ids"
 	"github.com/millrace/millrace/internal/store"
 )
 
@@ -127,14 +125,7 @@ func (d *Driver) VerifyCheck(ctx context.Context, check string, opts store.Verif
 	if !ok {
 		return nil, fmt.Errorf("pgdriver: unknown verify check %q", check)
 	}
-	limit := int64(opts.Limit)
-	if limit <= 0 {
-		limit = math.MaxInt64
-	}
-	args := []any{minExecution(opts.Since), limit}
-	if check == store.CheckNotification {
-		args = append(args, opts.Now.Add(-opts.ReapInterval))
-	}
+	args := opts.CheckArgs(check, func(t time.Time) any { return t })
 	rows, err := d.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("pgdriver: verify %s: %w", check, err)
@@ -155,31 +146,15 @@ func (d *Driver) VerifyCheck(ctx context.Context, check string, opts store.Verif
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("pgdriver: verify %s: %w", check, err)
 	}
-	if opts.Limit > 0 && len(out) > opts.Limit {
-		out = out[:opts.Limit] // the notification check unions two limited parts
-	}
-	return out, nil
+	return opts.Trim(out), nil
 }
 
 // VerifyCounts implements store.Verifier.
 func (d *Driver) VerifyCounts(ctx context.Context, opts store.VerifyOptions) (map[string]int64, error) {
 	var e, c, ev, l, o int64
-	err := d.pool.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM executions WHERE execution_id >= $1),
-		(SELECT count(*) FROM commands WHERE execution_id >= $1),
-		(SELECT count(*) FROM events WHERE execution_id >= $1),
-		(SELECT count(*) FROM loops WHERE execution_id >= $1),
-		(SELECT count(*) FROM outbox)`, minExecution(opts.Since)).Scan(&e, &c, &ev, &l, &o)
+	err := d.pool.QueryRow(ctx, store.VerifyCountsSQL, opts.MinExecution()).Scan(&e, &c, &ev, &l, &o)
 	if err != nil {
 		return nil, fmt.Errorf("pgdriver: verify counts: %w", err)
 	}
 	return map[string]int64{"executions": e, "commands": c, "events": ev, "loops": l, "outbox": o}, nil
-}
-
-// minExecution is the lowest execution id started at or after since.
-func minExecution(since time.Time) int64 {
-	if since.IsZero() {
-		return 0
-	}
-	return ids.Floor(since)
 }
